@@ -1,0 +1,312 @@
+"""The account aggregate: registration, plan, hosting, suspension, each with both clocks.
+
+Every command is validated against the account's state at its own effective time, as
+known now (all recorded events, future-effective ones included), then recorded as an
+event. Region-wide hosting rules reach the account as its own HostingRevoked /
+HostingRestored events (see `reconcile_hosting`), so one account's history explains it.
+"""
+
+from __future__ import annotations
+
+import bisect
+from datetime import datetime
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from entitlements.region import Region
+from entitlements.rules import (
+    CHANNEL_CLOSED_BY,
+    FREE_HOSTING_RULE,
+    PAID_PLANS,
+    RULE_SWITCHES,
+    SALES_CHANNELS,
+    AccountState,
+    Fact,
+    Rejected,
+    RegionState,
+    fold_account,
+    iso,
+)
+
+
+def account_uuid(account_id: str) -> UUID:
+    """Account aggregates have stable ids derived from the account id."""
+    return uuid5(NAMESPACE_URL, f"entitlements:account:{account_id}")
+
+
+def _check_channel(
+    rules: RegionState, plan: str, channel: str, partner: str | None, region: str
+) -> None:
+    """A paid product through a channel a region rule closed, or an unknown partner."""
+    closed_by = CHANNEL_CLOSED_BY.get(channel)
+    if plan in PAID_PLANS and closed_by in rules.rules_on:
+        raise Rejected(f"the {channel} channel is closed in {region} ({closed_by})")
+    if channel == "partner" and partner not in rules.partners:
+        raise Rejected(f"partner {partner!r} is not authorized in {region}")
+
+
+def _rule_cause(rule_event: Fact, trigger: Fact | None = None) -> dict[str, Any]:
+    cause: dict[str, Any] = {
+        "rule": rule_event.data["rule"],
+        "region": rule_event.stream.split(":", 1)[1],
+        "rule_event": rule_event.ref(),
+    }
+    if trigger is not None and trigger.ref() != rule_event.ref():
+        cause["trigger"] = trigger.ref()
+    return cause
+
+
+class Account(Aggregate):
+    """One account's registration, plan, hosting and suspension history."""
+
+    TOPIC = "entitlements:Account"  # explicit, stable topics: modules can move, the log stays
+
+    class Created(Aggregate.Created):  # the library's base "created" class; never stored
+        TOPIC = "entitlements:Account.Created"
+
+    @staticmethod
+    def create_id(account_id: str) -> UUID:  # type: ignore[override]
+        return account_uuid(account_id)
+
+    # -- registration --------------------------------------------------------------------
+
+    @classmethod
+    def register(
+        cls,
+        account_id: str,
+        region: Region,
+        plan: str,
+        channel: str,
+        partner: str | None,
+        effective_at: datetime,
+        recorded_at: datetime,
+    ) -> Account:
+        """Register, or record the attempt as suspended when the region suspends sign-ups."""
+        rules = region.state_at(effective_at)
+        _check_channel(rules, plan, channel, partner, region.code)
+        if plan == "free" and channel != "online":
+            raise Rejected(f"a free plan is only available online, not through {channel}")
+        account = cls(
+            account_id=account_id, region=region.code, plan=plan, channel=channel,
+            partner=partner, effective_at=effective_at, recorded_at=recorded_at,
+        )
+        suspension = rules.rules_on.get("registration_suspended")
+        if suspension and not (plan == "enterprise" and channel in SALES_CHANNELS):
+            account._registration_suspended(
+                effective_at=effective_at, recorded_at=recorded_at, cause=_rule_cause(suspension)
+            )
+        return account
+
+    @event("AccountRegistered", topic="entitlements:AccountRegistered")
+    def __init__(
+        self,
+        account_id: str,
+        region: str,
+        plan: str,
+        channel: str,
+        partner: str | None,
+        effective_at: datetime,
+        recorded_at: datetime,
+    ) -> None:
+        self.account_id = account_id
+        self.region = region
+        self.registered_at = effective_at
+        self.facts: list[Fact] = []
+        self._remember(
+            "AccountRegistered", 1, effective_at, recorded_at, None,
+            region=region, plan=plan, channel=channel, partner=partner,
+        )
+
+    def approve_registration(
+        self, region: Region, plan: str, channel: str, partner: str | None,
+        effective_at: datetime, recorded_at: datetime,
+    ) -> None:
+        state = self.state_for_command(effective_at)
+        if state.registration_suspended is None:
+            raise Rejected(f"registration of {self.account_id} is not suspended at {iso(effective_at)}")
+        _check_channel(region.state_at(effective_at), plan, channel, partner, self.region)
+        self._registration_approved(
+            plan=plan, channel=channel, partner=partner,
+            effective_at=effective_at, recorded_at=recorded_at,
+        )
+
+    # -- subscriptions and channel -------------------------------------------------------
+
+    def open_subscription(
+        self, region: Region, plan: str, channel: str, partner: str | None,
+        effective_at: datetime, recorded_at: datetime,
+    ) -> None:
+        state = self.state_for_command(effective_at)
+        if state.suspension is not None:
+            raise Rejected(f"account {self.account_id} is suspended at {iso(effective_at)}")
+        if state.registration_suspended is not None:
+            raise Rejected(f"registration of {self.account_id} is suspended: approve it first")
+        _check_channel(region.state_at(effective_at), plan, channel, partner, self.region)
+        self._subscription_opened(
+            plan=plan, channel=channel, partner=partner,
+            effective_at=effective_at, recorded_at=recorded_at,
+        )
+
+    def close_subscription(self, reason: str | None, effective_at: datetime, recorded_at: datetime) -> None:
+        if self.state_for_command(effective_at).plan == "free":
+            raise Rejected(f"account {self.account_id} is already on the free plan at {iso(effective_at)}")
+        self._subscription_closed(reason=reason, effective_at=effective_at, recorded_at=recorded_at)
+
+    def move_to_partner(
+        self, region: Region, partner: str, effective_at: datetime, recorded_at: datetime
+    ) -> None:
+        state = self.state_for_command(effective_at)
+        if partner not in region.state_at(effective_at).partners:
+            raise Rejected(f"partner {partner!r} is not authorized in {self.region} at {iso(effective_at)}")
+        if state.plan == "free":
+            raise Rejected(f"account {self.account_id} is on the free plan: nothing to move")
+        if state.channel == "partner" and state.partner == partner:
+            raise Rejected(f"account {self.account_id} is already with {partner!r}")
+        self._moved_to_partner(partner=partner, effective_at=effective_at, recorded_at=recorded_at)
+
+    # -- hosting and suspension ----------------------------------------------------------
+
+    def revoke_hosting(self, reason: str, effective_at: datetime, recorded_at: datetime) -> None:
+        if self.state_for_command(effective_at).manual_revocation is not None:
+            raise Rejected(f"hosting of {self.account_id} is already revoked at {iso(effective_at)}")
+        self._hosting_revoked(reason=reason, effective_at=effective_at, recorded_at=recorded_at, cause=None)
+
+    def restore_hosting(self, reason: str, effective_at: datetime, recorded_at: datetime) -> None:
+        if self.state_for_command(effective_at).manual_revocation is None:
+            raise Rejected(
+                f"no manual hosting revocation of {self.account_id} is in force at "
+                f"{iso(effective_at)} (a rule-caused one ends with the rule or the free plan)"
+            )
+        self._hosting_restored(reason=reason, effective_at=effective_at, recorded_at=recorded_at, cause=None)
+
+    def suspend(self, jurisdiction: str, reason: str, effective_at: datetime, recorded_at: datetime) -> None:
+        state = self.state_for_command(effective_at)
+        if jurisdiction != "platform" and jurisdiction != self.region:
+            raise Rejected(
+                f"jurisdiction {jurisdiction} does not reach account {self.account_id} in "
+                f"{self.region}: a government request never reaches outside its own jurisdiction"
+            )
+        if state.suspension is not None:
+            raise Rejected(f"account {self.account_id} is already suspended at {iso(effective_at)}")
+        self._suspended(
+            jurisdiction=jurisdiction, reason=reason, effective_at=effective_at, recorded_at=recorded_at
+        )
+
+    def reinstate(self, reason: str, effective_at: datetime, recorded_at: datetime) -> None:
+        if self.state_for_command(effective_at).suspension is None:
+            raise Rejected(f"account {self.account_id} is not suspended at {iso(effective_at)}")
+        self._reinstated(reason=reason, effective_at=effective_at, recorded_at=recorded_at)
+
+    # -- the region's hosting rule, as this account's own events -------------------------
+
+    def reconcile_hosting(self, region: Region, recorded_at: datetime) -> int:
+        """Make the rule-caused revocations in this account's history agree with rule 3
+        (revoked exactly while free and `free_hosting_suspended` is on) at every effective
+        time, by recording HostingRevoked / HostingRestored where they differ. Idempotent:
+        a second call records nothing. Returns how many events it recorded."""
+        switches = [
+            f for f in region.facts
+            if f.type in RULE_SWITCHES and f.data["rule"] == FREE_HOSTING_RULE
+        ]
+        if not switches and not any(f.type.startswith("Hosting") and f.cause for f in self.facts):
+            return 0
+        before = len(self.facts)
+        for t in sorted({f.effective_at for f in self.facts} | {f.effective_at for f in switches}):
+            rule_event = next((f for f in reversed(switches) if f.effective_at <= t), None)
+            state = fold_account(self.facts, at=t)
+            rule_on = rule_event is not None and rule_event.type == "RegionRuleApplied"
+            truth = state.registration is not None and state.plan == "free" and rule_on
+            if truth == (state.rule_revocation is not None):
+                continue
+            assert rule_event is not None  # a rule-caused revocation needs a rule switch
+            at_t = [f for f in (*self.facts, *switches) if f.effective_at == t and not f.type.startswith("Hosting")]
+            cause = _rule_cause(rule_event, max(at_t, key=lambda f: f.recorded_at, default=None))
+            if truth:
+                reason = f"{FREE_HOSTING_RULE} in {self.region}: free accounts may not host"
+                self._hosting_revoked(reason=reason, effective_at=t, recorded_at=recorded_at, cause=cause)
+            else:
+                why = "the account left the free plan" if rule_on else f"{FREE_HOSTING_RULE} lifted"
+                self._hosting_restored(reason=why, effective_at=t, recorded_at=recorded_at, cause=cause)
+        return len(self.facts) - before
+
+    # -- what the account says at a time -------------------------------------------------
+
+    def state_at(self, at: datetime | None = None, known: datetime | None = None) -> AccountState:
+        return fold_account(self.facts, at, known)
+
+    def state_for_command(self, effective_at: datetime) -> AccountState:
+        """The state a command is validated against; none exists before registration."""
+        if effective_at < self.registered_at:
+            raise Rejected(
+                f"{iso(effective_at)} is before account {self.account_id} was registered "
+                f"({iso(self.registered_at)})"
+            )
+        return self.state_at(effective_at)
+
+    # -- events: the bodies run when triggered and again on every replay ---------------
+
+    @event("RegistrationSuspended", topic="entitlements:RegistrationSuspended")
+    def _registration_suspended(
+        self, effective_at: datetime, recorded_at: datetime, cause: dict[str, Any]
+    ) -> None:
+        self._remember("RegistrationSuspended", self.version + 1, effective_at, recorded_at, cause)
+
+    @event("RegistrationApproved", topic="entitlements:RegistrationApproved")
+    def _registration_approved(
+        self, plan: str, channel: str, partner: str | None, effective_at: datetime, recorded_at: datetime
+    ) -> None:
+        self._remember(
+            "RegistrationApproved", self.version + 1, effective_at, recorded_at, None,
+            plan=plan, channel=channel, partner=partner,
+        )
+
+    @event("SubscriptionOpened", topic="entitlements:SubscriptionOpened")
+    def _subscription_opened(
+        self, plan: str, channel: str, partner: str | None, effective_at: datetime, recorded_at: datetime
+    ) -> None:
+        self._remember(
+            "SubscriptionOpened", self.version + 1, effective_at, recorded_at, None,
+            plan=plan, channel=channel, partner=partner,
+        )
+
+    @event("SubscriptionClosed", topic="entitlements:SubscriptionClosed")
+    def _subscription_closed(self, reason: str | None, effective_at: datetime, recorded_at: datetime) -> None:
+        self._remember("SubscriptionClosed", self.version + 1, effective_at, recorded_at, None, reason=reason)
+
+    @event("MovedToPartner", topic="entitlements:MovedToPartner")
+    def _moved_to_partner(self, partner: str, effective_at: datetime, recorded_at: datetime) -> None:
+        self._remember("MovedToPartner", self.version + 1, effective_at, recorded_at, None, partner=partner)
+
+    @event("HostingRevoked", topic="entitlements:HostingRevoked")
+    def _hosting_revoked(
+        self, reason: str, effective_at: datetime, recorded_at: datetime, cause: dict[str, Any] | None
+    ) -> None:
+        self._remember("HostingRevoked", self.version + 1, effective_at, recorded_at, cause, reason=reason)
+
+    @event("HostingRestored", topic="entitlements:HostingRestored")
+    def _hosting_restored(
+        self, reason: str, effective_at: datetime, recorded_at: datetime, cause: dict[str, Any] | None
+    ) -> None:
+        self._remember("HostingRestored", self.version + 1, effective_at, recorded_at, cause, reason=reason)
+
+    @event("AccountSuspended", topic="entitlements:AccountSuspended")
+    def _suspended(self, jurisdiction: str, reason: str, effective_at: datetime, recorded_at: datetime) -> None:
+        self._remember(
+            "AccountSuspended", self.version + 1, effective_at, recorded_at, None,
+            jurisdiction=jurisdiction, reason=reason,
+        )
+
+    @event("AccountReinstated", topic="entitlements:AccountReinstated")
+    def _reinstated(self, reason: str, effective_at: datetime, recorded_at: datetime) -> None:
+        self._remember("AccountReinstated", self.version + 1, effective_at, recorded_at, None, reason=reason)
+
+    def _remember(
+        self, type_: str, version: int, effective_at: datetime, recorded_at: datetime,
+        cause: dict[str, Any] | None, **data: Any,
+    ) -> None:
+        """Keep the event as a Fact, in effective order. (An event body runs before the
+        aggregate's version moves on, hence the explicit version.)"""
+        fact = Fact(f"account:{self.account_id}", type_, version, effective_at, recorded_at, data, cause)
+        bisect.insort(self.facts, fact, key=lambda f: f.order)

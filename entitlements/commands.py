@@ -1,0 +1,257 @@
+"""Commands: one pydantic model per command, and the JSON Lines command file.
+
+A malformed item (bad JSON, unknown command or field, a value outside its list, a bad
+time) refuses the whole batch before anything is applied, naming the item and field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from entitlements.rules import REGION_RULES
+
+
+def parse_time(value: Any) -> datetime:
+    """ISO 8601 -> aware UTC datetime. A bare date is 00:00 UTC; no offset means UTC."""
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, date):
+        dt = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an ISO 8601 date or time") from None
+    else:
+        raise ValueError(f"{value!r} is not an ISO 8601 date or time")
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+Time = Annotated[datetime, BeforeValidator(parse_time)]
+AccountId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
+RegionCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
+PartnerName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Reason = Annotated[str, StringConstraints(max_length=2000)]
+Plan = Literal["free", "pro", "business", "enterprise"]
+PaidPlan = Literal["pro", "business", "enterprise"]
+Channel = Literal["online", "direct", "partner"]
+SalesChannel = Literal["direct", "partner"]
+Rule = Literal[REGION_RULES]  # type: ignore[valid-type]
+Jurisdiction = Annotated[str, StringConstraints(pattern=r"^([A-Z]{2}|platform)$")]
+
+
+class _Command(BaseModel):
+    """Fields every command takes: when it takes effect, and when the engine learned it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    effective_at: Time
+    recorded_at: Time | None = None
+
+    @field_validator("recorded_at")
+    @classmethod
+    def _not_in_future(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value > now():
+            raise ValueError("recorded_at is in the future: the engine cannot have learned it yet")
+        return value
+
+
+class _WithPartner(_Command):
+    """Commands that name a channel: `partner` goes with channel `partner`, and only then.
+    (Subclasses declare `partner` after `channel`, so the channel is validated first.)"""
+
+    @field_validator("partner", check_fields=False)
+    @classmethod
+    def _partner_matches_channel(cls, value: str | None, info: ValidationInfo) -> str | None:
+        channel = info.data.get("channel")
+        if channel == "partner" and value is None:
+            raise ValueError("partner is required with channel 'partner'")
+        if channel is not None and channel != "partner" and value is not None:
+            raise ValueError(f"partner is only given with channel 'partner', not {channel!r}")
+        return value
+
+
+class RegisterAccount(_WithPartner):
+    command: Literal["register_account"]
+    account_id: AccountId
+    region: RegionCode
+    plan: Plan
+    channel: Channel
+    partner: PartnerName | None = Field(default=None, validate_default=True)
+
+
+class ApproveRegistration(_WithPartner):
+    command: Literal["approve_registration"]
+    account_id: AccountId
+    plan: Literal["enterprise"] = "enterprise"
+    channel: SalesChannel
+    partner: PartnerName | None = Field(default=None, validate_default=True)
+
+
+class OpenSubscription(_WithPartner):
+    command: Literal["open_subscription"]
+    account_id: AccountId
+    plan: PaidPlan
+    channel: Channel
+    partner: PartnerName | None = Field(default=None, validate_default=True)
+
+
+class CloseSubscription(_Command):
+    command: Literal["close_subscription"]
+    account_id: AccountId
+    reason: Reason | None = None
+
+
+class RevokeHosting(_Command):
+    command: Literal["revoke_hosting"]
+    account_id: AccountId
+    reason: Reason
+
+
+class RestoreHosting(_Command):
+    command: Literal["restore_hosting"]
+    account_id: AccountId
+    reason: Reason
+
+
+class MoveToPartner(_Command):
+    command: Literal["move_to_partner"]
+    account_id: AccountId
+    partner: PartnerName
+
+
+class SuspendAccount(_Command):
+    command: Literal["suspend_account"]
+    account_id: AccountId
+    jurisdiction: Jurisdiction
+    reason: Reason
+
+
+class ReinstateAccount(_Command):
+    command: Literal["reinstate_account"]
+    account_id: AccountId
+    reason: Reason
+
+
+class AuthorizePartner(_Command):
+    command: Literal["authorize_partner"]
+    region: RegionCode
+    partner: PartnerName
+
+
+class ApplyRegionRule(_Command):
+    command: Literal["apply_region_rule"]
+    region: RegionCode
+    rule: Rule
+
+
+class LiftRegionRule(_Command):
+    command: Literal["lift_region_rule"]
+    region: RegionCode
+    rule: Rule
+
+
+AccountCommand = (
+    ApproveRegistration | OpenSubscription | CloseSubscription | RevokeHosting
+    | RestoreHosting | MoveToPartner | SuspendAccount | ReinstateAccount
+)
+RegionCommand = AuthorizePartner | ApplyRegionRule | LiftRegionRule
+Command = Annotated[
+    RegisterAccount | AccountCommand | RegionCommand, Field(discriminator="command")
+]
+COMMAND_NAMES = tuple(
+    m.model_fields["command"].annotation.__args__[0]  # type: ignore[union-attr]
+    for m in (RegisterAccount, *AccountCommand.__args__, *RegionCommand.__args__)  # type: ignore[attr-defined]
+)
+_adapter: TypeAdapter[Any] = TypeAdapter(Command)
+
+
+class MalformedCommand(ValueError):
+    """A command item that cannot be applied as written. Nothing in its batch is applied."""
+
+    def __init__(self, item: int, field: str | None, message: str, label: str = "line") -> None:
+        where = f"{label} {item}" + (f", field '{field}'" if field else "")
+        super().__init__(f"{where}: {message}")
+        self.item, self.field, self.message, self.label = item, field, message, label
+
+
+def _first_error(error: ValidationError) -> tuple[str | None, str]:
+    """The field and message of a pydantic error, without the union tag in the path."""
+    e = error.errors(include_url=False)[0]
+    loc = [str(p) for p in e["loc"]]
+    if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        return "command", (
+            f"unknown or missing command; expected one of {', '.join(COMMAND_NAMES)}"
+        )
+    if loc and loc[0] in COMMAND_NAMES:
+        loc = loc[1:]
+    message = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        message = "unknown field"
+    return (".".join(loc) or None), message
+
+
+def parse_commands(numbered: Iterable[tuple[int, Any]], label: str = "line") -> list[Any]:
+    """Validate a whole batch of (number, item); raise MalformedCommand for the first bad
+    item. `recorded_at` may not go backwards within a batch (among items that give one)."""
+    commands: list[Any] = []
+    newest: datetime | None = None
+    for n, item in numbered:
+        if not isinstance(item, Mapping):
+            raise MalformedCommand(n, None, "expected a JSON object", label)
+        try:
+            cmd = _adapter.validate_python(item)
+        except ValidationError as e:
+            field, message = _first_error(e)
+            raise MalformedCommand(n, field, message, label) from None
+        if cmd.recorded_at is not None:
+            if newest is not None and cmd.recorded_at < newest:
+                raise MalformedCommand(
+                    n, "recorded_at", f"earlier than the recorded_at of an earlier {label}", label
+                )
+            newest = cmd.recorded_at
+        commands.append(cmd)
+    return commands
+
+
+def read_command_file(path: str | Path) -> list[tuple[int, Any]]:
+    """Read a JSON Lines command file as (line number, object); blank lines are skipped."""
+    items: list[tuple[int, Any]] = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                items.append((n, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise MalformedCommand(n, None, f"bad JSON: {e.msg} at column {e.colno}") from None
+    return items
+
+
+def parse_command_file(path: str | Path) -> list[tuple[int, Any]]:
+    """Read and validate a whole command file: (line number, command) pairs."""
+    items = read_command_file(path)
+    return list(zip((n for n, _ in items), parse_commands(items), strict=True))

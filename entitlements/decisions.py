@@ -1,0 +1,72 @@
+"""What a check answers, and what applying a command answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from entitlements.rules import Verdict, iso
+
+
+class UnknownAccount(LookupError):
+    """No event of this account was ever recorded."""
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__(f"unknown account {account_id!r}")
+        self.account_id = account_id
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One capability of one account at (at, as_known_at), with the events that decided it."""
+
+    account_id: str
+    capability: str
+    allowed: bool
+    value: int | None
+    reason: str
+    because: tuple[dict[str, Any], ...]
+    position: int
+    at: datetime | None = None  # None: now
+    as_known_at: datetime | None = None  # None: everything recorded
+
+    @classmethod
+    def of(
+        cls, account_id: str, capability: str, verdict: Verdict, position: int,
+        at: datetime | None = None, as_known_at: datetime | None = None,
+    ) -> Decision:
+        return cls(
+            account_id, capability, verdict.allowed, verdict.value, verdict.reason,
+            tuple(f.as_dict() for f in verdict.because), position, at, as_known_at,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "account_id": self.account_id,
+            "capability": self.capability,
+            "allowed": self.allowed,
+            "value": self.value,
+            "reason": self.reason,
+            "because": list(self.because),
+            "position": self.position,
+            "at": iso(self.at) if self.at else None,
+            "as_known_at": iso(self.as_known_at) if self.as_known_at else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """The outcome of one command: applied, or rejected with the reason."""
+
+    item: int
+    command: str
+    status: str  # "applied" | "rejected"
+    reason: str | None
+    position: int | None  # the log position reached after this command
+
+    def as_dict(self, label: str = "line") -> dict[str, Any]:
+        return {
+            label: self.item, "command": self.command, "status": self.status,
+            "reason": self.reason, "position": self.position,
+        }

@@ -1,0 +1,284 @@
+"""The rules of the domain: plans, limits, region rules, and what a state may do.
+
+Pure functions over recorded facts, no I/O. The aggregates (account.py, region.py)
+use them to validate commands; the projections use them to answer checks; both see
+the same rules, evaluated at an effective time T with what was recorded by K.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+PLANS = ("free", "pro", "business", "enterprise")
+PAID_PLANS = ("pro", "business", "enterprise")
+CHANNELS = ("online", "direct", "partner")
+SALES_CHANNELS = ("direct", "partner")
+REGION_RULES = (
+    "registration_suspended",
+    "free_hosting_suspended",
+    "online_subscriptions_closed",
+    "direct_sales_closed",
+)
+BOOLEAN_CAPABILITIES = ("join", "host", "subscribe_online", "purchase_direct", "purchase_via_partner")
+LIMIT_CAPABILITIES = ("max_participants", "max_meeting_minutes")
+CAPABILITIES = BOOLEAN_CAPABILITIES + LIMIT_CAPABILITIES
+
+LIMITS: Mapping[str, Mapping[str, int]] = {
+    "free": {"max_participants": 100, "max_meeting_minutes": 40},
+    "pro": {"max_participants": 100, "max_meeting_minutes": 1440},
+    "business": {"max_participants": 300, "max_meeting_minutes": 1440},
+    "enterprise": {"max_participants": 500, "max_meeting_minutes": 1440},
+}
+
+#: The region rule that closes a sales channel for new, renewed or upgraded products.
+CHANNEL_CLOSED_BY = {"online": "online_subscriptions_closed", "direct": "direct_sales_closed"}
+
+FREE_HOSTING_RULE = "free_hosting_suspended"
+RULE_SWITCHES = ("RegionRuleApplied", "RegionRuleLifted")
+PLAN_SETTERS = ("AccountRegistered", "RegistrationApproved", "SubscriptionOpened", "SubscriptionClosed")
+
+
+class Rejected(Exception):
+    """A domain rule refused a command: nothing was recorded."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnknownCapability(ValueError):
+    """A capability name outside the spec's list."""
+
+    def __init__(self, capability: str) -> None:
+        super().__init__(
+            f"unknown capability {capability!r}: expected one of {', '.join(CAPABILITIES)}"
+        )
+        self.capability = capability
+
+
+def iso(t: datetime) -> str:
+    """Times as people and JSON read them: ISO 8601 in UTC, 'Z' for the zero offset."""
+    return t.isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One recorded event, as the rules see it: what, when effective, when known, why."""
+
+    stream: str  # "account:<id>" or "region:<code>"
+    type: str
+    version: int
+    effective_at: datetime
+    recorded_at: datetime
+    data: Mapping[str, Any] = field(default_factory=dict)
+    cause: Mapping[str, Any] | None = None
+
+    @property
+    def order(self) -> tuple[datetime, int]:
+        """Events apply in effective order; equal effective times keep recorded order."""
+        return (self.effective_at, self.version)
+
+    def ref(self) -> dict[str, Any]:
+        """A short citation of this event, for causes."""
+        return {"stream": self.stream, "type": self.type, "version": self.version}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The event as `because` and `history` show it."""
+        return {
+            "stream": self.stream,
+            "type": self.type,
+            "version": self.version,
+            "effective_at": iso(self.effective_at),
+            "recorded_at": iso(self.recorded_at),
+            "cause": dict(self.cause) if self.cause else None,
+            **{k: v for k, v in self.data.items() if v is not None},
+        }
+
+
+def in_force(facts: Iterable[Fact], at: datetime | None, known: datetime | None) -> Iterable[Fact]:
+    """Facts (sorted by `order`) effective by `at` and recorded by `known` (None: no limit)."""
+    for f in facts:
+        if at is not None and f.effective_at > at:
+            break
+        if known is not None and f.recorded_at > known:
+            continue
+        yield f
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """What an account's own events say at (T, K). A field holding a Fact is 'in force'."""
+
+    registration: Fact | None = None
+    not_yet: Fact | None = None  # a registration that exists but is not in force / not known
+    region: str = ""
+    plan: str = "free"
+    channel: str = "online"
+    partner: str | None = None
+    plan_set_by: Fact | None = None
+    registration_suspended: Fact | None = None
+    manual_revocation: Fact | None = None
+    rule_revocation: Fact | None = None
+    suspension: Fact | None = None
+    last_restore: Fact | None = None
+
+
+def fold_account(
+    facts: Iterable[Fact], at: datetime | None = None, known: datetime | None = None
+) -> AccountState:
+    """The account's state at effective time `at` as known at `known`."""
+    s: dict[str, Any] = {}
+    all_facts = list(facts)
+    for f in in_force(all_facts, at, known):
+        t = f.type
+        if t == "AccountRegistered":
+            s.update(registration=f, region=f.data["region"])
+        if t in PLAN_SETTERS:
+            s.update(
+                plan=f.data.get("plan", "free"),
+                channel=f.data.get("channel", "online"),
+                partner=f.data.get("partner"),
+                plan_set_by=f,
+            )
+        if t == "RegistrationSuspended":
+            s["registration_suspended"] = f
+        elif t == "RegistrationApproved":
+            s["registration_suspended"] = None
+        elif t == "MovedToPartner":
+            s.update(channel="partner", partner=f.data["partner"])
+        elif t == "HostingRevoked":
+            s["rule_revocation" if f.cause else "manual_revocation"] = f
+        elif t == "HostingRestored":
+            s["rule_revocation" if f.cause else "manual_revocation"] = None
+            s["last_restore"] = f
+        elif t == "AccountSuspended":
+            s["suspension"] = f
+        elif t == "AccountReinstated":
+            s["suspension"] = None
+    if "registration" not in s:
+        s["not_yet"] = next((f for f in all_facts if f.type == "AccountRegistered"), None)
+    return AccountState(**s)
+
+
+@dataclass(frozen=True, slots=True)
+class RegionState:
+    """What a region's events say at (T, K): rules on, the last lift of each, partners."""
+
+    code: str
+    rules_on: Mapping[str, Fact] = field(default_factory=dict)
+    rules_lifted: Mapping[str, Fact] = field(default_factory=dict)
+    partners: Mapping[str, Fact] = field(default_factory=dict)
+
+
+def fold_region(
+    code: str, facts: Iterable[Fact], at: datetime | None = None, known: datetime | None = None
+) -> RegionState:
+    """The region's rules and partners at effective time `at` as known at `known`."""
+    on: dict[str, Fact] = {}
+    lifted: dict[str, Fact] = {}
+    partners: dict[str, Fact] = {}
+    for f in in_force(facts, at, known):
+        if f.type == "RegionRuleApplied":
+            on[f.data["rule"]] = f
+            lifted.pop(f.data["rule"], None)
+        elif f.type == "RegionRuleLifted":
+            on.pop(f.data["rule"], None)
+            lifted[f.data["rule"]] = f
+        elif f.type == "PartnerAuthorized":
+            partners[f.data["partner"]] = f
+    return RegionState(code, on, lifted, partners)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A capability's answer before it is dressed as a Decision."""
+
+    allowed: bool
+    value: int | None
+    reason: str
+    because: tuple[Fact, ...]
+
+
+def _blocked_by_registration(acc: AccountState) -> Verdict | None:
+    if acc.registration_suspended is not None:
+        f = acc.registration_suspended
+        rule = (f.cause or {}).get("rule", "registration_suspended")
+        return Verdict(
+            False, None, f"registration suspended by {rule} in {acc.region}, pending sales approval",
+            (f,),
+        )
+    return None
+
+
+def decide_host(acc: AccountState) -> Verdict:
+    """Rule 3: host unless registration suspended or a hosting revocation is in force."""
+    blocked = _blocked_by_registration(acc)
+    if blocked:
+        return blocked
+    reasons, because = [], []
+    if acc.manual_revocation is not None:
+        reasons.append(f"hosting revoked: {acc.manual_revocation.data.get('reason', '')}".rstrip(": "))
+        because.append(acc.manual_revocation)
+    if acc.rule_revocation is not None:
+        rule = (acc.rule_revocation.cause or {}).get("rule", FREE_HOSTING_RULE)
+        reasons.append(f"hosting revoked by {rule} in {acc.region} while on the free plan")
+        because.append(acc.rule_revocation)
+    if because:
+        return Verdict(False, None, "; ".join(reasons), tuple(because))
+    cited = tuple(f for f in (acc.plan_set_by, acc.last_restore) if f is not None)
+    return Verdict(True, None, f"may host on the {acc.plan} plan", cited)
+
+
+def decide(capability: str, acc: AccountState, region: RegionState) -> Verdict:
+    """Rules 1-8 for one capability of one account, both states taken at the same (T, K)."""
+    if capability not in CAPABILITIES:
+        raise UnknownCapability(capability)
+    limit = capability in LIMIT_CAPABILITIES
+    zero = 0 if limit else None
+    if acc.registration is None:  # rule 7
+        pending = acc.not_yet
+        reason = "not registered at that time"
+        if pending is not None:
+            reason = (
+                f"registration takes effect at {iso(pending.effective_at)}, "
+                f"recorded at {iso(pending.recorded_at)}: not in force or not yet known"
+            )
+        return Verdict(False, zero, reason, (pending,) if pending else ())
+    if acc.suspension is not None:  # rule 1
+        s = acc.suspension
+        return Verdict(
+            False, zero,
+            f"account suspended (jurisdiction {s.data.get('jurisdiction')}): {s.data.get('reason')}",
+            (s,),
+        )
+    if capability == "join":  # rule 2
+        return Verdict(True, None, "may join meetings", (acc.registration,))
+    if capability == "host":
+        return decide_host(acc)
+    if limit:  # rule 8
+        host = decide_host(acc)
+        if not host.allowed:
+            return Verdict(False, 0, f"no hosting, so no limit: {host.reason}", host.because)
+        value = LIMITS[acc.plan][capability]
+        return Verdict(True, value, f"{acc.plan} plan limit", host.because)
+    blocked = _blocked_by_registration(acc)  # rules 4-6 are also false while pending approval
+    if blocked:
+        return blocked
+    if capability == "purchase_via_partner":  # rule 6
+        if region.partners:
+            names = ", ".join(sorted(region.partners))
+            return Verdict(
+                True, None, f"authorized partners in {region.code}: {names}",
+                tuple(region.partners.values()),
+            )
+        return Verdict(False, None, f"no authorized partner in {acc.region}", ())
+    rule = CHANNEL_CLOSED_BY["online" if capability == "subscribe_online" else "direct"]
+    if rule in region.rules_on:  # rules 4 and 5
+        return Verdict(False, None, f"{rule} in {acc.region}", (region.rules_on[rule],))
+    lifted = region.rules_lifted.get(rule)
+    return Verdict(
+        True, None, f"{rule} not in force in {acc.region}", (lifted,) if lifted else ()
+    )
