@@ -8,6 +8,8 @@ and answer checks, history and capabilities.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -34,7 +36,7 @@ from entitlements.rules import (
 from entitlements.store import eventsourcing_env, store_url
 
 FAN_OUT_BATCH = 500  # accounts saved per transaction when a region rule fans out
-RETRIES = 5  # optimistic-concurrency retries per command
+RETRIES = 30  # optimistic-concurrency retries per command, with jittered backoff
 
 
 class EntitlementsApplication(Application[UUID]):
@@ -124,6 +126,7 @@ class Engine:
             except IntegrityError:
                 if attempt == RETRIES - 1:
                     raise
+                _backoff(attempt)
         return None  # pragma: no cover
 
     def _execute_account_command(self, cmd: Any, recorded_at: datetime) -> int | None:
@@ -187,6 +190,7 @@ class Engine:
                 except IntegrityError:
                     if attempt == RETRIES - 1:
                         raise
+                    _backoff(attempt)
         return position
 
     def _save(self, *aggregates: Account | Region) -> int | None:
@@ -268,6 +272,11 @@ class Engine:
             return self.app.repository.get(account_uuid(account_id))  # type: ignore[no-any-return]
         except AggregateNotFoundError:
             raise UnknownAccount(account_id) from None
+
+
+def _backoff(attempt: int) -> None:
+    """Another writer saved first: wait a little (randomly, so two writers part ways)."""
+    time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
 
 
 def _time(field: str, value: datetime | str) -> datetime:

@@ -1,0 +1,267 @@
+"""The `entitlements` command line: apply command files, check, audit, rebuild, demo.
+
+Exit codes: 0 ok; 1 a command was rejected by a domain rule; 2 malformed input (nothing
+applied); 3 unknown account; 4 the store failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from eventsourcing.persistence import PersistenceError
+from rich.console import Console
+from rich.table import Table
+
+from entitlements.commands import MalformedCommand, parse_command_file
+from entitlements.decisions import Decision, UnknownAccount
+from entitlements.engine import Engine, open_engine
+from entitlements.rules import CAPABILITIES, LIMIT_CAPABILITIES
+from entitlements.store import DEFAULT_URL, ENV_VAR, StoreError
+
+EXIT_OK, EXIT_REJECTED, EXIT_MALFORMED, EXIT_UNKNOWN_ACCOUNT, EXIT_STORE = 0, 1, 2, 3, 4
+
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False)
+
+DESCRIPTION = """\
+What may this account do at time T, as we knew it at time K?
+
+Every answer is derived from an append-only log of account and region events, each
+with two clocks: effective_at (when it takes effect) and recorded_at (when we learned it).
+
+  entitlements demo                               the 2020 China story, end to end
+  entitlements apply commands.jsonl               record a command file
+  entitlements check cn-free-01 host --at 2020-05-19
+  entitlements check cn-ent-02 host --at 2020-10-01 --as-known-at 2020-10-20 --json
+  entitlements capabilities cn-pro-01 --at 2020-08-11
+  entitlements history cn-free-02
+
+Times are ISO 8601; a bare date is 00:00 UTC, a time without offset is UTC.
+"""
+
+
+def scenario_path(name: str = "china-2020") -> Path:
+    """The project's own copy of a shared scenario command file."""
+    return Path(str(resources.files("entitlements") / "scenarios" / f"{name}.jsonl"))
+
+
+# -- apply -------------------------------------------------------------------------------
+
+
+def cmd_apply(engine: Engine, args: argparse.Namespace) -> int:
+    commands = parse_command_file(args.file)
+    results = engine.apply_parsed(commands)
+    for r in results:
+        print(json.dumps(r.as_dict()))
+    return EXIT_REJECTED if any(r.status == "rejected" for r in results) else EXIT_OK
+
+
+# -- check and capabilities --------------------------------------------------------------
+
+
+def _yes_no(d: Decision) -> str:
+    if d.capability in LIMIT_CAPABILITIES:
+        return f"[green]{d.value}[/]" if d.allowed else "[red]0[/]"
+    return "[green]yes[/]" if d.allowed else "[red]no[/]"
+
+
+def _when(args: argparse.Namespace) -> str:
+    at = f"at {args.at}" if args.at else "now"
+    return at + (f", as known at {args.as_known_at}" if args.as_known_at else "")
+
+
+def _print_because(d: Decision) -> None:
+    for f in d.because:
+        cause = f" [dim]cause: {f['cause']['rule']} ({f['cause']['region']})[/]" if f.get("cause") else ""
+        out.print(
+            f"  because {f['type']} v{f['version']} of {f['stream']}: effective "
+            f"{f['effective_at']}, recorded {f['recorded_at']}{cause}"
+        )
+
+
+def cmd_check(engine: Engine, args: argparse.Namespace) -> int:
+    d = engine.check(args.account, args.capability, at=args.at, as_known_at=args.as_known_at)
+    if args.json:
+        print(json.dumps(d.as_dict()))
+        return EXIT_OK
+    out.print(f"{d.account_id} {d.capability} {_when(args)}: {_yes_no(d)} — {d.reason}")
+    _print_because(d)
+    out.print(f"  [dim]log position {d.position}[/]")
+    return EXIT_OK
+
+
+def cmd_capabilities(engine: Engine, args: argparse.Namespace) -> int:
+    decisions = engine.capabilities(args.account, at=args.at, as_known_at=args.as_known_at)
+    if args.json:
+        print(json.dumps({"account_id": args.account, "capabilities": [d.as_dict() for d in decisions]}))
+        return EXIT_OK
+    table = Table(title=f"{args.account} {_when(args)}", title_justify="left")
+    for col in ("capability", "answer", "reason", "because"):
+        table.add_column(col)
+    for d in decisions:
+        because = ", ".join(f"{f['type']} v{f['version']}" for f in d.because)
+        table.add_row(d.capability, _yes_no(d), d.reason, because)
+    out.print(table)
+    return EXIT_OK
+
+
+# -- history -----------------------------------------------------------------------------
+
+
+def cmd_history(engine: Engine, args: argparse.Namespace) -> int:
+    events = engine.history(args.account)
+    if args.json:
+        print(json.dumps(events))
+        return EXIT_OK
+    table = Table(title=f"history of {args.account} (log order)", title_justify="left")
+    for col in ("v", "event", "effective_at", "recorded_at", "details", "cause"):
+        table.add_column(col)
+    core = {"stream", "type", "version", "effective_at", "recorded_at", "cause"}
+    for e in events:
+        details = ", ".join(f"{k}={v}" for k, v in e.items() if k not in core)
+        cause = e["cause"]
+        why = ""
+        if cause:
+            ref = cause.get("rule_event") or {}
+            why = f"{cause['rule']} ({ref.get('stream')} v{ref.get('version')})"
+            if "trigger" in cause:
+                why += f" on {cause['trigger']['type']} v{cause['trigger']['version']}"
+        table.add_row(str(e["version"]), e["type"], e["effective_at"], e["recorded_at"], details, why)
+    out.print(table)
+    return EXIT_OK
+
+
+# -- demo --------------------------------------------------------------------------------
+
+DEMO_DATES = ("2020-05-18", "2020-05-19", "2020-06-15", "2020-08-24", "2020-10-01", "2020-10-15")
+DEMO_CAPS = ("join", "host", "subscribe_online", "purchase_direct", "purchase_via_partner", "max_participants")
+
+
+def cmd_demo(_: Engine | None, args: argparse.Namespace) -> int:
+    path = Path(tempfile.mkdtemp(prefix="entitlements-demo-")) / "china-2020.db"
+    url = f"sqlite:///{path}"
+    out.print(f"[bold]china-2020[/] on a fresh SQLite store: {path}\n")
+    commands = parse_command_file(scenario_path())
+    with open_engine(url) as engine:
+        results = engine.apply_parsed(commands)
+        table = Table(title="1. The command file, applied in order", title_justify="left")
+        for col in ("line", "command", "subject", "effective", "result"):
+            table.add_column(col)
+        for (n, cmd), r in zip(commands, results, strict=True):
+            subject = getattr(cmd, "account_id", None) or getattr(cmd, "region", "")
+            result = "[green]applied[/]" if r.status == "applied" else f"[red]rejected[/]: {r.reason}"
+            table.add_row(str(n), cmd.command, subject, cmd.effective_at.date().isoformat(), result)
+        out.print(table)
+
+        registered = {c.account_id: c.effective_at.date().isoformat()
+                      for (_, c), r in zip(commands, results, strict=True)
+                      if c.command == "register_account" and r.status == "applied"}
+        for date in DEMO_DATES:
+            accounts = sorted(a for a, since in registered.items() if since <= date)
+            table = Table(title=f"\n2. What each account could do on {date}", title_justify="left")
+            table.add_column("account")
+            for cap in DEMO_CAPS:
+                table.add_column(cap.replace("_", " "), justify="center")
+            for account in accounts:
+                decisions = {d.capability: d for d in engine.capabilities(account, at=date)}
+                table.add_row(account, *(_yes_no(decisions[c]) for c in DEMO_CAPS))
+            out.print(table)
+
+        out.print("\n[bold]3. What did we believe?[/] cn-ent-02's hosting was revoked on 2020-11-01, backdated to 2020-09-15:")
+        for known in ("2020-10-20", None):
+            d = engine.check("cn-ent-02", "host", at="2020-10-01", as_known_at=known)
+            label = f"as known at {known}" if known else "as known now"
+            out.print(f"  host at 2020-10-01 {label}: {_yes_no(d)} — {d.reason}")
+    out.print(
+        f"\nExplore it: [bold]entitlements --db {url} history cn-free-02[/]\n"
+        f"            [bold]entitlements --db {url} check cn-pro-01 host --at 2020-10-01 --json[/]"
+    )
+    return EXIT_OK
+
+
+# -- wiring ------------------------------------------------------------------------------
+
+
+def _time_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--at", metavar="T", help="effective time to ask about (default: now)")
+    p.add_argument("--as-known-at", metavar="K", help="only what was recorded by K (default: everything)")
+    p.add_argument("--json", action="store_true", help="print JSON for machines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="entitlements", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--db", metavar="URL",
+        help=f"store URL: sqlite:///path or postgresql://user@host/db (default: ${ENV_VAR}, else {DEFAULT_URL})",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("apply", help="apply a JSON Lines command file (validated whole first)",
+                       description="Validate the whole file (a malformed line refuses it: exit 2, nothing "
+                       "applied), then apply each line in order and print one JSON result per line. "
+                       "Exit 0 if all applied, 1 if any was rejected by a domain rule.")
+    p.add_argument("file", help="the command file, one JSON command per line")
+    p.set_defaults(run=cmd_apply)
+
+    p = sub.add_parser("check", help="may ACCOUNT do CAPABILITY?",
+                       description=f"Capabilities: {', '.join(CAPABILITIES)}. Exit 0 whatever the "
+                       "answer; 3 for an account never recorded; 2 for a bad capability or time.")
+    p.add_argument("account")
+    p.add_argument("capability", metavar="capability", help=" | ".join(CAPABILITIES))
+    _time_options(p)
+    p.set_defaults(run=cmd_check)
+
+    p = sub.add_parser("capabilities", help="every capability of ACCOUNT at once")
+    p.add_argument("account")
+    _time_options(p)
+    p.set_defaults(run=cmd_capabilities)
+
+    p = sub.add_parser("history", help="the account's events, both clocks and causes, in log order")
+    p.add_argument("account")
+    p.add_argument("--json", action="store_true", help="print JSON for machines")
+    p.set_defaults(run=cmd_history)
+
+    p = sub.add_parser("demo", help="run the china-2020 story on a fresh SQLite store and show the answers")
+    p.set_defaults(run=cmd_demo, no_engine=True)
+    return parser
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[Any, argparse.Namespace], int] = args.run
+    try:
+        if getattr(args, "no_engine", False):
+            return handler(None, args)
+        with open_engine(args.db) as engine:
+            return handler(engine, args)
+    except MalformedCommand as e:
+        err.print(f"[red]malformed:[/] {e} (nothing applied)")
+        return EXIT_MALFORMED
+    except UnknownAccount as e:
+        err.print(f"[red]{e}[/]")
+        return EXIT_UNKNOWN_ACCOUNT
+    except (ValueError, StoreError, FileNotFoundError, IsADirectoryError) as e:
+        err.print(f"[red]error:[/] {e}")
+        return EXIT_MALFORMED
+    except PersistenceError as e:
+        err.print(f"[red]store error:[/] {e}")
+        return EXIT_STORE
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

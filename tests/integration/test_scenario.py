@@ -1,0 +1,45 @@
+"""The china-2020 scenario, row by row: what `apply` reports and what checks answer."""
+
+from __future__ import annotations
+
+import pytest
+
+from entitlements.cli import scenario_path
+from entitlements.commands import parse_command_file
+from entitlements.engine import Engine
+from tests.conftest import read_jsonl, scenario_file
+
+APPLY_ROWS = read_jsonl(scenario_file("china-2020.apply.jsonl"))
+EXPECTED_ROWS = read_jsonl(scenario_file("china-2020.expected.jsonl"))
+
+
+def test_the_project_copy_of_the_scenario_matches_the_shared_one() -> None:
+    assert scenario_path().read_text() == scenario_file("china-2020.jsonl").read_text()
+
+
+@pytest.fixture
+def applied(engine: Engine) -> tuple[Engine, list]:
+    results = engine.apply_parsed(parse_command_file(scenario_file("china-2020.jsonl")))
+    return engine, results
+
+
+def test_every_line_is_applied_or_rejected_as_the_scenario_says(applied: tuple[Engine, list]) -> None:
+    _, results = applied
+    assert [(r.item, r.status) for r in results] == [(row["line"], row["status"]) for row in APPLY_ROWS]
+    assert all(r.reason for r in results if r.status == "rejected")
+
+
+@pytest.mark.parametrize(
+    "row", EXPECTED_ROWS, ids=[f"{r['account_id']}-{r['capability']}-{r['at']}-{r.get('as_known_at', 'now')}" for r in EXPECTED_ROWS]
+)
+def test_every_expected_answer_holds(applied: tuple[Engine, list], row: dict) -> None:
+    engine, _ = applied
+    d = engine.check(row["account_id"], row["capability"], at=row["at"], as_known_at=row.get("as_known_at"))
+    if "allowed" in row:
+        assert d.allowed is row["allowed"], d.reason
+        assert d.value is None
+    if "value" in row:
+        assert d.value == row["value"], d.reason
+        assert d.allowed is (row["value"] > 0)
+    assert d.reason
+    assert d.position == engine.position()
