@@ -18,16 +18,16 @@ from eventsourcing.domain import Aggregate, event
 from entitlements.region import Region
 from entitlements.rules import (
     CHANNEL_CLOSED_BY,
-    FREE_HOSTING_RULE,
     PAID_PLANS,
-    RULE_SWITCHES,
     SALES_CHANNELS,
     AccountState,
     Fact,
-    Rejected,
     RegionState,
+    Rejected,
     fold_account,
+    hosting_corrections,
     iso,
+    rule_cause,
 )
 
 
@@ -45,17 +45,6 @@ def _check_channel(
         raise Rejected(f"the {channel} channel is closed in {region} ({closed_by})")
     if channel == "partner" and partner not in rules.partners:
         raise Rejected(f"partner {partner!r} is not authorized in {region}")
-
-
-def _rule_cause(rule_event: Fact, trigger: Fact | None = None) -> dict[str, Any]:
-    cause: dict[str, Any] = {
-        "rule": rule_event.data["rule"],
-        "region": rule_event.stream.split(":", 1)[1],
-        "rule_event": rule_event.ref(),
-    }
-    if trigger is not None and trigger.ref() != rule_event.ref():
-        cause["trigger"] = trigger.ref()
-    return cause
 
 
 class Account(Aggregate):
@@ -95,7 +84,7 @@ class Account(Aggregate):
         suspension = rules.rules_on.get("registration_suspended")
         if suspension and not (plan == "enterprise" and channel in SALES_CHANNELS):
             account._registration_suspended(
-                effective_at=effective_at, recorded_at=recorded_at, cause=_rule_cause(suspension)
+                effective_at=effective_at, recorded_at=recorded_at, cause=rule_cause(suspension)
             )
         return account
 
@@ -202,34 +191,15 @@ class Account(Aggregate):
     # -- the region's hosting rule, as this account's own events -------------------------
 
     def reconcile_hosting(self, region: Region, recorded_at: datetime) -> int:
-        """Make the rule-caused revocations in this account's history agree with rule 3
-        (revoked exactly while free and `free_hosting_suspended` is on) at every effective
-        time, by recording HostingRevoked / HostingRestored where they differ. Idempotent:
-        a second call records nothing. Returns how many events it recorded."""
-        switches = [
-            f for f in region.facts
-            if f.type in RULE_SWITCHES and f.data["rule"] == FREE_HOSTING_RULE
-        ]
-        if not switches and not any(f.type.startswith("Hosting") and f.cause for f in self.facts):
-            return 0
-        before = len(self.facts)
-        for t in sorted({f.effective_at for f in self.facts} | {f.effective_at for f in switches}):
-            rule_event = next((f for f in reversed(switches) if f.effective_at <= t), None)
-            state = fold_account(self.facts, at=t)
-            rule_on = rule_event is not None and rule_event.type == "RegionRuleApplied"
-            truth = state.registration is not None and state.plan == "free" and rule_on
-            if truth == (state.rule_revocation is not None):
-                continue
-            assert rule_event is not None  # a rule-caused revocation needs a rule switch
-            at_t = [f for f in (*self.facts, *switches) if f.effective_at == t and not f.type.startswith("Hosting")]
-            cause = _rule_cause(rule_event, max(at_t, key=lambda f: f.recorded_at, default=None))
-            if truth:
-                reason = f"{FREE_HOSTING_RULE} in {self.region}: free accounts may not host"
-                self._hosting_revoked(reason=reason, effective_at=t, recorded_at=recorded_at, cause=cause)
-            else:
-                why = "the account left the free plan" if rule_on else f"{FREE_HOSTING_RULE} lifted"
-                self._hosting_restored(reason=why, effective_at=t, recorded_at=recorded_at, cause=cause)
-        return len(self.facts) - before
+        """Record the region's hosting rule as this account's own events, wherever its
+        history disagrees with rule 3 (see rules.hosting_corrections). Idempotent.
+        Returns how many events it recorded."""
+        corrections = hosting_corrections(self.facts, region.facts, recorded_at)
+        for f in corrections:
+            record = self._hosting_revoked if f.type == "HostingRevoked" else self._hosting_restored
+            record(reason=f.data["reason"], effective_at=f.effective_at, recorded_at=recorded_at,
+                   cause=dict(f.cause or {}))
+        return len(corrections)
 
     # -- what the account says at a time -------------------------------------------------
 

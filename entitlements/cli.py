@@ -11,7 +11,6 @@ import json
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any

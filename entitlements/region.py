@@ -9,7 +9,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from entitlements.rules import Fact, Rejected, RegionState, fold_region, iso
+from entitlements.rules import Fact, RegionState, Rejected, fold_region, iso
 
 
 def region_id(code: str) -> UUID:

@@ -7,6 +7,7 @@ the same rules, evaluated at an effective time T with what was recorded by K.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -282,3 +283,56 @@ def decide(capability: str, acc: AccountState, region: RegionState) -> Verdict:
     return Verdict(
         True, None, f"{rule} not in force in {acc.region}", (lifted,) if lifted else ()
     )
+
+
+def rule_cause(rule_event: Fact, trigger: Fact | None = None) -> dict[str, Any]:
+    """How a rule-caused event names its cause: the rule, the region event that switched
+    it, and (when different) the event that made the change necessary."""
+    cause: dict[str, Any] = {
+        "rule": rule_event.data["rule"],
+        "region": rule_event.stream.split(":", 1)[1],
+        "rule_event": rule_event.ref(),
+    }
+    if trigger is not None and trigger.ref() != rule_event.ref():
+        cause["trigger"] = trigger.ref()
+    return cause
+
+
+def hosting_corrections(
+    account_facts: list[Fact], region_facts: Iterable[Fact], recorded_at: datetime
+) -> list[Fact]:
+    """The HostingRevoked / HostingRestored events that make an account's rule-caused
+    revocations agree with rule 3 (revoked exactly while free and `free_hosting_suspended`
+    is on) at every effective time. Empty when they already agree, so running it twice
+    records nothing. Versions continue the account's own."""
+    switches = [
+        f for f in region_facts
+        if f.type in RULE_SWITCHES and f.data["rule"] == FREE_HOSTING_RULE
+    ]
+    if not switches and not any(f.type.startswith("Hosting") and f.cause for f in account_facts):
+        return []
+    work = list(account_facts)
+    stream = work[0].stream
+    version = max(f.version for f in work)
+    region = fold_account(work).region
+    corrections: list[Fact] = []
+    for t in sorted({f.effective_at for f in work} | {f.effective_at for f in switches}):
+        rule_event = next((f for f in reversed(switches) if f.effective_at <= t), None)
+        state = fold_account(work, at=t)
+        rule_on = rule_event is not None and rule_event.type == "RegionRuleApplied"
+        truth = state.registration is not None and state.plan == "free" and rule_on
+        if truth == (state.rule_revocation is not None):
+            continue
+        assert rule_event is not None  # a rule-caused revocation needs a rule switch
+        at_t = [f for f in (*work, *switches) if f.effective_at == t and not f.type.startswith("Hosting")]
+        cause = rule_cause(rule_event, max(at_t, key=lambda f: f.recorded_at, default=None))
+        version += 1
+        if truth:
+            reason = f"{FREE_HOSTING_RULE} in {region}: free accounts may not host"
+            fact = Fact(stream, "HostingRevoked", version, t, recorded_at, {"reason": reason}, cause)
+        else:
+            reason = "the account left the free plan" if rule_on else f"{FREE_HOSTING_RULE} lifted"
+            fact = Fact(stream, "HostingRestored", version, t, recorded_at, {"reason": reason}, cause)
+        bisect.insort(work, fact, key=lambda f: f.order)
+        corrections.append(fact)
+    return corrections

@@ -1,0 +1,94 @@
+"""The log, read into facts: per account and per region, in effective order.
+
+Every projection starts here. `LogFacts.add` takes decoded events in log order (from a
+catch-up, a follow loop or a rebuild) and says which streams changed, so a projection
+recomputes only those.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from entitlements.rules import Fact
+
+#: Event attributes that are not part of a fact's data.
+_ENVELOPE = frozenset(
+    {"originator_id", "originator_version", "originator_topic", "timestamp",
+     "effective_at", "recorded_at", "cause", "account_id"}
+)
+
+
+def fact_from_event(stream: str, event: Any) -> Fact:
+    """The Fact an aggregate remembers for this event (see Account._remember)."""
+    state = vars(event)
+    return Fact(
+        stream,
+        type(event).__name__,
+        event.originator_version,
+        event.effective_at,
+        event.recorded_at,
+        {k: v for k, v in state.items() if k not in _ENVELOPE},
+        state.get("cause"),
+    )
+
+
+@dataclass
+class Changed:
+    """Streams touched by a batch of events."""
+
+    accounts: set[str] = field(default_factory=set)
+    regions: set[str] = field(default_factory=set)
+
+
+class LogFacts:
+    """Facts of every account and region, as far as `position` in the log."""
+
+    def __init__(self) -> None:
+        self.position = 0
+        self.accounts: dict[str, list[Fact]] = {}
+        self.regions: dict[str, list[Fact]] = {}
+        self.region_of: dict[str, str] = {}
+        self.members: dict[str, list[str]] = {}  # region -> its accounts, in registration order
+        self._stream_of: dict[UUID, tuple[str, str]] = {}  # aggregate id -> (kind, name)
+
+    def add(self, events: Iterable[tuple[int, Any]], changed: Changed | None = None) -> Changed:
+        """Take (position, decoded event) pairs in log order; skip positions already seen."""
+        changed = changed or Changed()
+        for position, event in events:
+            if position <= self.position:
+                continue
+            self.position = position
+            kind, name = self._stream(event)
+            if kind == "account":
+                facts = self.accounts.setdefault(name, [])
+                changed.accounts.add(name)
+            else:
+                facts = self.regions.setdefault(name, [])
+                changed.regions.add(name)
+            fact = fact_from_event(f"{kind}:{name}", event)
+            bisect.insort(facts, fact, key=lambda f: f.order)
+        return changed
+
+    def region_facts(self, code: str) -> list[Fact]:
+        return self.regions.get(code, [])
+
+    def _stream(self, event: Any) -> tuple[str, str]:
+        try:
+            return self._stream_of[event.originator_id]
+        except KeyError:
+            pass
+        topic_name = type(event).__name__
+        if topic_name == "AccountRegistered":
+            stream = ("account", event.account_id)
+            self.region_of[event.account_id] = event.region
+            self.members.setdefault(event.region, []).append(event.account_id)
+        elif topic_name == "RegionOpened":
+            stream = ("region", event.region)
+        else:
+            raise ValueError(f"event {topic_name} v{event.originator_version} of an unknown stream")
+        self._stream_of[event.originator_id] = stream
+        return stream
