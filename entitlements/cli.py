@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -17,13 +18,16 @@ from typing import Any
 
 from eventsourcing.persistence import PersistenceError
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from entitlements.commands import MalformedCommand, parse_command_file
 from entitlements.decisions import Decision, UnknownAccount
 from entitlements.engine import Engine, open_engine
 from entitlements.rules import CAPABILITIES, LIMIT_CAPABILITIES
 from entitlements.store import DEFAULT_URL, ENV_VAR, StoreError
+from projections.rebuild import project, rebuild
 
 EXIT_OK, EXIT_REJECTED, EXIT_MALFORMED, EXIT_UNKNOWN_ACCOUNT, EXIT_STORE = 0, 1, 2, 3, 4
 
@@ -42,6 +46,7 @@ with two clocks: effective_at (when it takes effect) and recorded_at (when we le
   entitlements check cn-ent-02 host --at 2020-10-01 --as-known-at 2020-10-20 --json
   entitlements capabilities cn-pro-01 --at 2020-08-11
   entitlements history cn-free-02
+  entitlements rebuild                            SQL read models + index snapshot, from the log
 
 Times are ISO 8601; a bare date is 00:00 UTC, a time without offset is UTC.
 """
@@ -89,7 +94,7 @@ def _print_because(d: Decision) -> None:
 def cmd_check(engine: Engine, args: argparse.Namespace) -> int:
     d = engine.check(args.account, args.capability, at=args.at, as_known_at=args.as_known_at)
     if args.json:
-        print(json.dumps(d.as_dict()))
+        print(json.dumps({**d.as_dict(), "at": args.at, "as_known_at": args.as_known_at}))
         return EXIT_OK
     out.print(f"{d.account_id} {d.capability} {_when(args)}: {_yes_no(d)} — {d.reason}")
     _print_because(d)
@@ -100,7 +105,8 @@ def cmd_check(engine: Engine, args: argparse.Namespace) -> int:
 def cmd_capabilities(engine: Engine, args: argparse.Namespace) -> int:
     decisions = engine.capabilities(args.account, at=args.at, as_known_at=args.as_known_at)
     if args.json:
-        print(json.dumps({"account_id": args.account, "capabilities": [d.as_dict() for d in decisions]}))
+        print(json.dumps({"account_id": args.account, "at": args.at, "as_known_at": args.as_known_at,
+                          "capabilities": [d.as_dict() for d in decisions]}))
         return EXIT_OK
     table = Table(title=f"{args.account} {_when(args)}", title_justify="left")
     for col in ("capability", "answer", "reason", "because"):
@@ -135,6 +141,51 @@ def cmd_history(engine: Engine, args: argparse.Namespace) -> int:
                 why += f" on {cause['trigger']['type']} v{cause['trigger']['version']}"
         table.add_row(str(e["version"]), e["type"], e["effective_at"], e["recorded_at"], details, why)
     out.print(table)
+    return EXIT_OK
+
+
+# -- read models -------------------------------------------------------------------------
+
+
+def _progress_bar(label: str) -> tuple[Progress, Callable[[int, int], None]]:
+    bar = Progress(
+        TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("events"),
+        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err, transient=False,
+    )
+    task = bar.add_task(label, total=None, rate="")
+
+    def update(done: int, total: int) -> None:
+        elapsed = bar.tasks[0].elapsed or 0
+        rate = f"{done / elapsed:,.0f}/s" if elapsed > 0.1 else ""
+        bar.update(task, completed=done, total=total, rate=rate)
+
+    return bar, update
+
+
+def cmd_rebuild(engine: Engine, args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    bar, update = _progress_bar("rebuild")
+    with bar:
+        position = rebuild(engine.app, engine.url, update)
+    seconds = time.perf_counter() - started
+    summary = {"position": position, "seconds": round(seconds, 2),
+               "events_per_second": round(position / seconds) if seconds else None}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        out.print(f"rebuilt every read model up to log position {position} in {seconds:.1f} s "
+                  f"({summary['events_per_second'] or 0:,} events/s); check-index snapshot saved")
+    return EXIT_OK
+
+
+def cmd_catch_up(engine: Engine, args: argparse.Namespace) -> int:
+    bar, update = _progress_bar("catch-up")
+    with bar:
+        position = project(engine.app, engine.url, update)
+    out.print(f"SQL read models at log position {position}")
+    while args.follow:  # pragma: no cover - interactive
+        time.sleep(args.interval)
+        position = project(engine.app, engine.url)
     return EXIT_OK
 
 
@@ -231,6 +282,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     p.set_defaults(run=cmd_history)
 
+    p = sub.add_parser("rebuild", help="rebuild every read model from the log, with progress",
+                       description="Rebuilds the SQL read models (accounts, capability_intervals, the "
+                       "capabilities_now view) and the check-index snapshot from the whole log, in large "
+                       "batches, into fresh tables swapped in at the end: checks keep answering meanwhile. "
+                       "Killed halfway, run it again: it resumes where it stopped.")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(run=cmd_rebuild, lazy_index=True)
+
+    p = sub.add_parser("catch-up", help="bring the SQL read models up to the log (incremental)",
+                       description="Writes the rows of the accounts that changed since the read "
+                       "models' tracked position, exactly once.")
+    p.add_argument("--follow", action="store_true", help="keep following the log")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between polls with --follow")
+    p.set_defaults(run=cmd_catch_up, lazy_index=True)
+
     p = sub.add_parser("demo", help="run the china-2020 story on a fresh SQLite store and show the answers")
     p.set_defaults(run=cmd_demo, no_engine=True)
     return parser
@@ -242,7 +308,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "no_engine", False):
             return handler(None, args)
-        with open_engine(args.db) as engine:
+        with Engine(args.db, start=not getattr(args, "lazy_index", False)) as engine:
             return handler(engine, args)
     except MalformedCommand as e:
         err.print(f"[red]malformed:[/] {e} (nothing applied)")
@@ -253,9 +319,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     except (ValueError, StoreError, FileNotFoundError, IsADirectoryError) as e:
         err.print(f"[red]error:[/] {e}")
         return EXIT_MALFORMED
-    except PersistenceError as e:
+    except (PersistenceError, SQLAlchemyError) as e:
         err.print(f"[red]store error:[/] {e}")
         return EXIT_STORE
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
 
 
 def main() -> None:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from entitlements.rules import Verdict, iso
+from entitlements.rules import Verdict
 
 
 class UnknownAccount(LookupError):
@@ -27,18 +26,13 @@ class Decision:
     value: int | None
     reason: str
     because: tuple[dict[str, Any], ...]
-    position: int
-    at: datetime | None = None  # None: now
-    as_known_at: datetime | None = None  # None: everything recorded
+    position: int  # the log position the index had reached when this was decided
 
     @classmethod
-    def of(
-        cls, account_id: str, capability: str, verdict: Verdict, position: int,
-        at: datetime | None = None, as_known_at: datetime | None = None,
-    ) -> Decision:
+    def of(cls, account_id: str, capability: str, verdict: Verdict, position: int) -> Decision:
         return cls(
             account_id, capability, verdict.allowed, verdict.value, verdict.reason,
-            tuple(f.as_dict() for f in verdict.because), position, at, as_known_at,
+            tuple(f.as_dict() for f in verdict.because), position,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -50,8 +44,6 @@ class Decision:
             "reason": self.reason,
             "because": list(self.because),
             "position": self.position,
-            "at": iso(self.at) if self.at else None,
-            "as_known_at": iso(self.as_known_at) if self.as_known_at else None,
         }
 
 

@@ -20,22 +20,16 @@ from eventsourcing.persistence import IntegrityError
 
 from entitlements import commands as c
 from entitlements.account import Account, account_uuid
-from entitlements.commands import now, parse_commands, parse_time
+from entitlements.commands import now, parse_commands
 from entitlements.decisions import CommandResult, Decision, UnknownAccount
 from entitlements.region import Region, region_id
-from entitlements.rules import (
-    CAPABILITIES,
-    FREE_HOSTING_RULE,
-    Rejected,
-    UnknownCapability,
-    decide,
-    fold_account,
-    fold_region,
-    iso,
-)
+from entitlements.rules import FREE_HOSTING_RULE, Fact, Rejected, hosting_corrections, iso
 from entitlements.store import eventsourcing_env, store_url
+from projections.check_index import CheckIndex
+from projections.facts import LogFacts
+from projections.rebuild import Projector
 
-FAN_OUT_BATCH = 500  # accounts saved per transaction when a region rule fans out
+FAN_OUT_BATCH = 1000  # events saved per transaction when a region rule fans out
 RETRIES = 30  # optimistic-concurrency retries per command, with jittered backoff
 
 
@@ -45,42 +39,32 @@ class EntitlementsApplication(Application[UUID]):
     name = "Entitlements"
 
 
-class AccountDirectory:
-    """Which accounts each region has, read from AccountRegistered events in the log."""
-
-    def __init__(self, app: EntitlementsApplication) -> None:
-        self._app = app
-        self._position = 0
-        self._by_region: dict[str, list[str]] = {}
-
-    def accounts_in(self, region: str) -> list[str]:
-        self.refresh()
-        return list(self._by_region.get(region, ()))
-
-    def refresh(self) -> None:
-        topic = "entitlements:AccountRegistered"
-        while True:
-            page = self._app.recorder.select_notifications(
-                start=self._position + 1, limit=1000, topics=[topic]
-            )
-            for n in page:
-                e = self._app.mapper.to_domain_event(n)
-                self._by_region.setdefault(e.region, []).append(e.account_id)  # type: ignore[attr-defined]
-                self._position = n.id
-            if len(page) < 1000:
-                return
-
-
 class Engine:
     """Apply commands to the log and answer what each account may do."""
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, *, start: bool = True) -> None:
         self.url = store_url(url)
         self.app = EntitlementsApplication(env=eventsourcing_env(self.url))
-        self.directory = AccountDirectory(self.app)
+        self.projector = Projector(self.app, self.url)
+        self.index: CheckIndex = self.projector.index
+        if start:
+            self.projector.start()
+
+    @property
+    def facts(self) -> LogFacts:
+        return self.projector.facts
 
     def close(self) -> None:
+        self.projector.stop()
         self.app.close()
+
+    def catch_up(self) -> int:
+        """Bring this process's index level with the log; returns events read."""
+        return self.projector.catch_up()
+
+    def follow(self, interval: float = 0.05) -> None:
+        """Keep the index level with the log in a background thread."""
+        self.projector.follow(interval)
 
     def __enter__(self) -> Engine:
         return self
@@ -96,7 +80,15 @@ class Engine:
         return self.apply_parsed(list(enumerate(parse_commands(enumerate(commands, 1), "item"), 1)))
 
     def apply_parsed(self, numbered: Sequence[tuple[int, Any]]) -> list[CommandResult]:
-        """Apply already validated commands, in order, each in its own transaction."""
+        """Apply already validated commands, in order, each in its own transaction; the
+        index has caught up with them when this returns (read your own writes)."""
+        self.catch_up()
+        try:
+            return self._apply_each(numbered)
+        finally:
+            self.catch_up()
+
+    def _apply_each(self, numbered: Sequence[tuple[int, Any]]) -> list[CommandResult]:
         results = []
         newest = self.newest_recorded_at()
         position = self.position()
@@ -176,22 +168,38 @@ class Engine:
         return position
 
     def fan_out(self, region: Region, recorded_at: datetime) -> int | None:
-        """Record the hosting rule on every account of the region, in batches; each
-        account is reconciled whole or not at all, so running it again completes it."""
+        """Record the region's hosting rule on every account of the region that needs it,
+        reading accounts from the in-memory facts (no aggregate loads), many accounts per
+        transaction. Each account's events are saved whole or not at all; running it again
+        records only what is still missing."""
         position = None
-        ids = self.directory.accounts_in(region.code)
-        for start in range(0, len(ids), FAN_OUT_BATCH):
-            batch = ids[start : start + FAN_OUT_BATCH]
-            for attempt in range(RETRIES):
-                changed = [a for a in map(self._account, batch) if a.reconcile_hosting(region, recorded_at)]
-                try:
-                    position = self._save(*changed) or position
-                    break
-                except IntegrityError:
-                    if attempt == RETRIES - 1:
-                        raise
-                    _backoff(attempt)
+        self.catch_up()
+        members = list(self.facts.members.get(region.code, ()))
+        start = 0
+        while start < len(members):
+            events: list[Any] = []
+            end = start
+            while end < len(members) and len(events) < FAN_OUT_BATCH:
+                account_id = members[end]
+                events.extend(
+                    _event_from_fact(account_id, f)
+                    for f in hosting_corrections(self.facts.accounts[account_id], region.facts, recorded_at)
+                )
+                end += 1
+            try:
+                position = self._save_events(events) or position
+            except IntegrityError:  # another writer got to one of these accounts first
+                _backoff(0)
+                self.catch_up()
+                continue  # recompute this slice from fresh facts
+            start = end
         return position
+
+    def _save_events(self, events: list[Any]) -> int | None:
+        if not events:
+            return None
+        recordings = self.app.save(*events)
+        return recordings[-1].notification.id if recordings else None
 
     def _save(self, *aggregates: Account | Region) -> int | None:
         recordings = self.app.save(*aggregates)
@@ -224,66 +232,52 @@ class Engine:
         (n,) = self.app.recorder.select_notifications(start=last, limit=1)
         return self.app.mapper.to_domain_event(n).recorded_at  # type: ignore[attr-defined,no-any-return]
 
-    # -- checks --------------------------------------------------------------------------
+    # -- checks: answered by the in-memory index -------------------------------------
 
     def check(
         self, account_id: str, capability: str,
         at: datetime | str | None = None, as_known_at: datetime | str | None = None,
     ) -> Decision:
         """What the account may do at `at` (default now) as known at `as_known_at`
-        (default everything recorded)."""
-        if capability not in CAPABILITIES:
-            raise UnknownCapability(capability)
-        return self._decide(account_id, [capability], at, as_known_at)[0]
+        (default everything recorded). Never reads the store, except to catch up once
+        when the account is not in the index yet."""
+        try:
+            return self.index.check(account_id, capability, at, as_known_at)
+        except UnknownAccount:
+            if not self.catch_up():
+                raise
+            return self.index.check(account_id, capability, at, as_known_at)
 
     def capabilities(
         self, account_id: str, at: datetime | str | None = None,
         as_known_at: datetime | str | None = None,
     ) -> list[Decision]:
         """Every capability at once, in the spec's order."""
-        return self._decide(account_id, list(CAPABILITIES), at, as_known_at)
-
-    def _decide(
-        self, account_id: str, capabilities: list[str],
-        at: datetime | str | None, as_known_at: datetime | str | None,
-    ) -> list[Decision]:
-        t = _time("at", at) if at is not None else now()
-        k = _time("as_known_at", as_known_at) if as_known_at is not None else None
-        position = self.position()
-        account = self._loaded_account(account_id)
-        try:
-            region_facts = self.app.repository.get(region_id(account.region)).facts
-        except AggregateNotFoundError:
-            region_facts = []
-        acc = fold_account(account.facts, t, k)
-        reg = fold_region(account.region, region_facts, t, k)
-        return [
-            Decision.of(account_id, cap, decide(cap, acc, reg), position, at and t, k)
-            for cap in capabilities
-        ]
+        self.check(account_id, "join", at, as_known_at)  # UnknownAccount, bad times
+        return self.index.capabilities(account_id, at, as_known_at)
 
     def history(self, account_id: str) -> list[dict[str, Any]]:
         """The account's events in log order, with both clocks and causes."""
-        account = self._loaded_account(account_id)
-        return [f.as_dict() for f in sorted(account.facts, key=lambda f: f.version)]
-
-    def _loaded_account(self, account_id: str) -> Account:
         try:
-            return self.app.repository.get(account_uuid(account_id))  # type: ignore[no-any-return]
+            account = self.app.repository.get(account_uuid(account_id))
         except AggregateNotFoundError:
             raise UnknownAccount(account_id) from None
+        return [f.as_dict() for f in sorted(account.facts, key=lambda f: f.version)]
+
+
+def _event_from_fact(account_id: str, fact: Fact) -> Any:
+    """The account event a rule-caused correction is recorded as."""
+    cls = Account.HostingRevoked if fact.type == "HostingRevoked" else Account.HostingRestored
+    return cls(  # type: ignore[call-arg]
+        originator_id=account_uuid(account_id), originator_version=fact.version,
+        timestamp=cls.create_timestamp(), reason=fact.data["reason"],
+        effective_at=fact.effective_at, recorded_at=fact.recorded_at, cause=dict(fact.cause or {}),
+    )
 
 
 def _backoff(attempt: int) -> None:
     """Another writer saved first: wait a little (randomly, so two writers part ways)."""
     time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
-
-
-def _time(field: str, value: datetime | str) -> datetime:
-    try:
-        return parse_time(value)
-    except ValueError as e:
-        raise ValueError(f"{field}: {e}") from None
 
 
 def open_engine(url: str | None = None) -> Engine:

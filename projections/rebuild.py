@@ -1,0 +1,214 @@
+"""Keeping projections level with the log: catch-up, follow, rebuild.
+
+- `Projector`: the in-memory facts and check index of one process. It starts from a
+  snapshot (a local file) plus a catch-up from the snapshot's position, follows the log
+  while the process runs (polling), and saves a new snapshot now and then.
+- `project`: brings the SQL read models up to the log, incrementally, exactly once.
+- `rebuild`: builds every read model from the whole log into fresh tables, in large
+  batches, resumable after a kill, and swaps them into place at the end; checks keep
+  answering from the old tables meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from eventsourcing.application import Application
+from sqlalchemy.engine import make_url
+
+from projections.check_index import CheckIndex
+from projections.facts import Changed, LogFacts
+from projections.sql_views import SqlReadModel, sql_engine
+
+PAGE = 1000  # events per select (raw SQLite reads peak around 1000 rows per select)
+BATCH = 20_000  # events per read-model transaction during a rebuild
+SNAPSHOT_EVERY = 10_000  # events caught up before a process saves a new snapshot
+
+Progress = Callable[[int, int], None]  # (position reached, target position)
+
+
+def snapshot_path(url: str) -> Path:
+    """Where this process keeps its index snapshot: beside an SQLite file, else in a cache
+    folder ($ENTITLEMENTS_CACHE, default ~/.cache/entitlements)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        return Path(parsed.database + ".index")
+    folder = Path(os.environ.get("ENTITLEMENTS_CACHE", Path.home() / ".cache" / "entitlements"))
+    return folder / (hashlib.sha256(url.encode()).hexdigest()[:16] + ".index")
+
+
+class Projector:
+    """Facts and check index of this process, level with the log."""
+
+    def __init__(self, app: Application[Any], url: str | None, index: CheckIndex | None = None) -> None:
+        self.app = app
+        self.facts = LogFacts()
+        self.index = index or CheckIndex()
+        self.snapshot_file = snapshot_path(url) if url else None
+        self._snapshot_position = 0
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- start: snapshot, then catch up --------------------------------------------------
+
+    def start(self) -> None:
+        self.load_snapshot()
+        self.catch_up()
+
+    def load_snapshot(self) -> bool:
+        """Adopt the saved facts and timelines if they belong to this log."""
+        if self.snapshot_file is None:
+            return False
+        try:
+            with open(self.snapshot_file, "rb") as f:
+                saved = pickle.load(f)
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+            return False
+        if not self._same_log(saved["position"], saved["fingerprint"]):
+            return False
+        with self._lock:
+            self.facts = saved["facts"]
+            self.index.replace(saved["accounts"], saved["regions"], saved["position"])
+            self._snapshot_position = saved["position"]
+        return True
+
+    def save_snapshot(self) -> None:
+        """Write facts and timelines to a new file and move it into place (atomic)."""
+        if self.snapshot_file is None:
+            return
+        with self._lock:
+            position = self.facts.position
+            state = {
+                "position": position, "fingerprint": self._fingerprint(position),
+                "facts": self.facts, "accounts": self.index.accounts, "regions": self.index.regions,
+            }
+            self.snapshot_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.snapshot_file.with_suffix(f".tmp{os.getpid()}")
+            with open(tmp, "wb") as f:
+                pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+            tmp.replace(self.snapshot_file)
+            self._snapshot_position = position
+
+    def _fingerprint(self, position: int) -> tuple[str, int] | None:
+        if position == 0:
+            return None
+        (n,) = self.app.recorder.select_notifications(start=position, limit=1)
+        return (str(n.originator_id), n.originator_version)
+
+    def _same_log(self, position: int, fingerprint: tuple[str, int] | None) -> bool:
+        try:
+            return self._fingerprint(position) == fingerprint
+        except ValueError:  # the log is shorter than the snapshot: another store
+            return False
+
+    # -- catch up and follow -------------------------------------------------------------
+
+    def catch_up(self, on_batch: Callable[[Changed], None] | None = None) -> int:
+        """Read the log past our position into facts and timelines; returns events read."""
+        read = 0
+        with self._lock:
+            while True:
+                page = self.app.recorder.select_notifications(start=self.facts.position + 1, limit=PAGE)
+                if not page:
+                    break
+                changed = self.facts.add((n.id, self.app.mapper.to_domain_event(n)) for n in page)
+                self.index.update(self.facts, changed)
+                if on_batch is not None:
+                    on_batch(changed)
+                read += len(page)
+                if len(page) < PAGE:
+                    break
+        return read
+
+    def follow(self, interval: float = 0.05) -> None:
+        """Keep catching up in a background thread (polling: SQLite has no notifications)."""
+        if self._thread is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                self.catch_up()
+
+        self._thread = threading.Thread(target=loop, name="entitlements-follow", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop following; save a snapshot if the log moved on a good deal since the last."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if self.facts.position - self._snapshot_position >= SNAPSHOT_EVERY:
+            self.save_snapshot()
+
+
+def affected_accounts(facts: LogFacts, changed: Changed) -> set[str]:
+    """Accounts whose read-model rows a batch of events can change: its accounts, and every
+    account of a region whose events changed."""
+    accounts = set(changed.accounts)
+    for region in changed.regions:
+        accounts.update(facts.members.get(region, ()))
+    return accounts
+
+
+# -- the SQL read models -------------------------------------------------------------------
+
+
+def project(app: Application[Any], url: str, progress: Progress | None = None) -> int:
+    """Bring the SQL read models up to the log's end, exactly once (tracking in the same
+    transaction as the rows). Reads the log from the start into memory, writes only past
+    the tracked position. Returns the position reached."""
+    model = SqlReadModel(sql_engine(url))
+    model.create()
+    return _run(app, model, progress)
+
+
+def rebuild(app: Application[Any], url: str, progress: Progress | None = None) -> int:
+    """Rebuild every read model from the log into fresh tables, then swap them in. Killed
+    halfway, it resumes from the fresh tables' own tracking. Also saves a new check-index
+    snapshot. Returns the position reached."""
+    model = SqlReadModel(sql_engine(url), name="rebuild", suffix="__rebuild")
+    model.create()
+    projector = Projector(app, url)
+    target = _run(app, model, progress, projector)
+    model.swap_into_place(target)
+    projector.save_snapshot()
+    return target
+
+
+def _run(
+    app: Application[Any], model: SqlReadModel, progress: Progress | None,
+    projector: Projector | None = None,
+) -> int:
+    """Read the log into memory; write the rows of the accounts each batch touched, but
+    only past what the model already tracks (so a resumed run writes nothing twice)."""
+    projector = projector or Projector(app, None)
+    facts, index = projector.facts, projector.index
+    target = app.recorder.max_notification_id() or 0
+    written = model.position()
+
+    def read(stop: int) -> Changed:
+        page = app.recorder.select_notifications(start=facts.position + 1, limit=PAGE, stop=stop)
+        changed = facts.add((n.id, app.mapper.to_domain_event(n)) for n in page)
+        index.update(facts, changed)
+        if progress is not None:
+            progress(facts.position, target)
+        return changed
+
+    while facts.position < min(written, target):  # already written: only remember
+        read(written)
+    pending = Changed()
+    while facts.position < target:
+        changed = read(target)
+        pending.accounts |= changed.accounts
+        pending.regions |= changed.regions
+        if facts.position - written >= BATCH or facts.position >= target:
+            model.write(facts, index, affected_accounts(facts, pending), facts.position)
+            written, pending = facts.position, Changed()
+    return max(facts.position, written)

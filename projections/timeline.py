@@ -1,0 +1,165 @@
+"""Bitemporal timelines: a stream's state at every (effective time T, known time K).
+
+A timeline is a list of *beliefs*, one for each recorded time at which something was
+learned; each belief is a step function of effective time. `state_at(T, K)` is two
+bisects. `capability_intervals` turns an account's and its region's timelines into the
+rows analysts query: what each capability was, over which effective and recorded times.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from entitlements.rules import (
+    CAPABILITIES,
+    AccountState,
+    Fact,
+    RegionState,
+    decide,
+    fold_account,
+    fold_region,
+)
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True, slots=True)
+class Belief(Generic[S]):
+    """What was believed from one recorded time on: the state from each effective start."""
+
+    starts: tuple[datetime, ...]
+    states: tuple[S, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline(Generic[S]):
+    """beliefs[i] holds from known[i] until known[i + 1]; `before` is the state before
+    anything is in force (or known)."""
+
+    known: tuple[datetime, ...]
+    beliefs: tuple[Belief[S], ...]
+    before: S
+
+    def belief(self, known: datetime | None = None) -> Belief[S] | None:
+        i = len(self.known) - 1 if known is None else bisect_right(self.known, known) - 1
+        return self.beliefs[i] if i >= 0 else None
+
+    def state_at(self, at: datetime, known: datetime | None = None) -> S:
+        b = self.belief(known)
+        if b is None:
+            return self.before
+        j = bisect_right(b.starts, at) - 1
+        return b.states[j] if j >= 0 else self.before
+
+    def next_change(self, after: datetime) -> datetime | None:
+        """The first effective time after `after` at which the latest belief changes."""
+        b = self.belief()
+        if b is None:
+            return None
+        j = bisect_right(b.starts, after)
+        return b.starts[j] if j < len(b.starts) else None
+
+
+def build_timeline(
+    facts: Sequence[Fact], fold: Callable[[Sequence[Fact], datetime, datetime], S], before: S
+) -> Timeline[S]:
+    """Fold the facts at every (effective point, recorded time) where anything changes."""
+    known = sorted({f.recorded_at for f in facts})
+    beliefs = []
+    for k in known:
+        starts: list[datetime] = []
+        states: list[S] = []
+        for t in sorted({f.effective_at for f in facts if f.recorded_at <= k}):
+            state = fold(facts, t, k)
+            if not states or state != states[-1]:
+                starts.append(t)
+                states.append(state)
+        beliefs.append(Belief(tuple(starts), tuple(states)))
+    return Timeline(tuple(known), tuple(beliefs), before)
+
+
+def account_timeline(facts: Sequence[Fact]) -> Timeline[AccountState]:
+    registration = next((f for f in facts if f.type == "AccountRegistered"), None)
+    return build_timeline(facts, fold_account, AccountState(not_yet=registration))
+
+
+def region_timeline(code: str, facts: Sequence[Fact]) -> Timeline[RegionState]:
+    return build_timeline(facts, lambda fs, t, k: fold_region(code, fs, t, k), RegionState(code))
+
+
+EMPTY_REGION: Timeline[RegionState] = Timeline((), (), RegionState(""))
+
+
+# -- intervals for the SQL read model ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """One capability value over an effective range and a recorded range (None: open)."""
+
+    account_id: str
+    capability: str
+    allowed: bool
+    value: int | None
+    reason: str
+    effective_from: datetime
+    effective_to: datetime | None
+    recorded_from: datetime
+    recorded_to: datetime | None
+
+
+def capability_intervals(
+    account_id: str, account: Timeline[AccountState], region: Timeline[RegionState]
+) -> list[Interval]:
+    """Every capability of the account, as bitemporal rectangles, from its registration on.
+
+    Within one belief, equal neighbouring values merge; across beliefs, a row that is
+    believed unchanged keeps its recorded_from."""
+    if not account.known:
+        return []
+    first_known = account.known[0]
+    knowns = sorted({k for k in (*account.known, *region.known) if k >= first_known})
+    open_rows: dict[tuple, datetime] = {}  # row key -> recorded_from
+    closed: list[Interval] = []
+    for k in knowns:
+        rows = set(_belief_rows(account, region, k))
+        for key in list(open_rows):
+            if key not in rows:
+                closed.append(_interval(account_id, key, open_rows.pop(key), k))
+        for key in rows:
+            open_rows.setdefault(key, k)
+    closed.extend(_interval(account_id, key, since, None) for key, since in open_rows.items())
+    closed.sort(key=lambda r: (r.capability, r.recorded_from, r.effective_from))
+    return closed
+
+
+def _belief_rows(
+    account: Timeline[AccountState], region: Timeline[RegionState], k: datetime
+) -> Iterator[tuple]:
+    a = account.belief(k)
+    r = region.belief(k)
+    if a is None or not a.starts:
+        return
+    registered_from = a.starts[0]
+    points = sorted({*a.starts, *(t for t in (r.starts if r else ()) if t > registered_from)})
+    for cap in CAPABILITIES:
+        current: tuple | None = None
+        start = registered_from
+        for t in points:
+            v = decide(cap, account.state_at(t, k), region.state_at(t, k))
+            value = (v.allowed, v.value, v.reason)
+            if value != current:
+                if current is not None:
+                    yield (cap, *current, start, t)
+                current, start = value, t
+        if current is not None:
+            yield (cap, *current, start, None)
+
+
+def _interval(account_id: str, key: tuple, since: datetime, until: datetime | None) -> Interval:
+    cap, allowed, value, reason, eff_from, eff_to = key
+    return Interval(account_id, cap, allowed, value, reason, eff_from, eff_to, since, until)
