@@ -15,7 +15,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from entitlements.region import Region
+from entitlements.region import Region, RegionRules
 from entitlements.rules import (
     CHANNEL_CLOSED_BY,
     PAID_PLANS,
@@ -65,7 +65,7 @@ class Account(Aggregate):
     def register(
         cls,
         account_id: str,
-        region: Region,
+        region: Region | RegionRules,
         plan: str,
         channel: str,
         partner: str | None,
@@ -109,7 +109,7 @@ class Account(Aggregate):
         )
 
     def approve_registration(
-        self, region: Region, plan: str, channel: str, partner: str | None,
+        self, region: Region | RegionRules, plan: str, channel: str, partner: str | None,
         effective_at: datetime, recorded_at: datetime,
     ) -> None:
         state = self.state_for_command(effective_at)
@@ -124,7 +124,7 @@ class Account(Aggregate):
     # -- subscriptions and channel -------------------------------------------------------
 
     def open_subscription(
-        self, region: Region, plan: str, channel: str, partner: str | None,
+        self, region: Region | RegionRules, plan: str, channel: str, partner: str | None,
         effective_at: datetime, recorded_at: datetime,
     ) -> None:
         state = self.state_for_command(effective_at)
@@ -144,7 +144,7 @@ class Account(Aggregate):
         self._subscription_closed(reason=reason, effective_at=effective_at, recorded_at=recorded_at)
 
     def move_to_partner(
-        self, region: Region, partner: str, effective_at: datetime, recorded_at: datetime
+        self, region: Region | RegionRules, partner: str, effective_at: datetime, recorded_at: datetime
     ) -> None:
         state = self.state_for_command(effective_at)
         if partner not in region.state_at(effective_at).partners:
@@ -190,7 +190,7 @@ class Account(Aggregate):
 
     # -- the region's hosting rule, as this account's own events -------------------------
 
-    def reconcile_hosting(self, region: Region, recorded_at: datetime) -> int:
+    def reconcile_hosting(self, region: Region | RegionRules, recorded_at: datetime) -> int:
         """Record the region's hosting rule as this account's own events, wherever its
         history disagrees with rule 3 (see rules.hosting_corrections). Idempotent.
         Returns how many events it recorded."""

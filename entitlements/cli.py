@@ -84,7 +84,7 @@ def _when(args: argparse.Namespace) -> str:
 
 def _print_because(d: Decision) -> None:
     for f in d.because:
-        cause = f" [dim]cause: {f['cause']['rule']} ({f['cause']['region']})[/]" if f.get("cause") else ""
+        cause = f" [dim]cause: {f.cause['rule']} ({f.cause['region']})[/]" if f.cause else ""
         out.print(
             f"  because {f['type']} v{f['version']} of {f['stream']}: effective "
             f"{f['effective_at']}, recorded {f['recorded_at']}{cause}"

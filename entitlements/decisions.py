@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from entitlements.rules import Verdict
+from entitlements.rules import Fact, Verdict
 
 
 class UnknownAccount(LookupError):
@@ -25,14 +25,14 @@ class Decision:
     allowed: bool
     value: int | None
     reason: str
-    because: tuple[dict[str, Any], ...]
+    because: tuple[Fact, ...]  # each reads like its JSON form: because[0]["type"]
     position: int  # the log position the index had reached when this was decided
 
     @classmethod
     def of(cls, account_id: str, capability: str, verdict: Verdict, position: int) -> Decision:
         return cls(
             account_id, capability, verdict.allowed, verdict.value, verdict.reason,
-            tuple(f.as_dict() for f in verdict.because), position,
+            verdict.because, position,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -42,7 +42,7 @@ class Decision:
             "allowed": self.allowed,
             "value": self.value,
             "reason": self.reason,
-            "because": list(self.because),
+            "because": [f.as_dict() for f in self.because],
             "position": self.position,
         }
 

@@ -22,7 +22,7 @@ from entitlements import commands as c
 from entitlements.account import Account, account_uuid
 from entitlements.commands import now, parse_commands
 from entitlements.decisions import CommandResult, Decision, UnknownAccount
-from entitlements.region import Region, region_id
+from entitlements.region import Region, RegionRules, region_id
 from entitlements.rules import FREE_HOSTING_RULE, Fact, Rejected, hosting_corrections, iso
 from entitlements.store import eventsourcing_env, store_url
 from projections.check_index import CheckIndex
@@ -113,26 +113,31 @@ class Engine:
         for attempt in range(RETRIES):
             try:
                 if isinstance(cmd, c.RegionCommand):  # type: ignore[arg-type,misc]
-                    return self._execute_region_command(cmd, recorded_at)
+                    position = self._execute_region_command(cmd, recorded_at)
+                    self.catch_up()  # account commands read regions from the caught-up facts
+                    return position
                 return self._execute_account_command(cmd, recorded_at)
             except IntegrityError:
                 if attempt == RETRIES - 1:
                     raise
                 _backoff(attempt)
+                self.catch_up()
         return None  # pragma: no cover
 
     def _execute_account_command(self, cmd: Any, recorded_at: datetime) -> int | None:
         eff = cmd.effective_at
         if isinstance(cmd, c.RegisterAccount):
-            if account_uuid(cmd.account_id) in self.app.repository:
+            # A sign-up racing another process's for the same id fails to save (version 1
+            # exists), and its retry, after a catch-up, sees the account here.
+            if cmd.account_id in self.facts.accounts:
                 raise Rejected(f"account {cmd.account_id} already exists")
-            region = self._region(cmd.region, eff, recorded_at)
+            region = self._rules(cmd.region)
             account = Account.register(
                 cmd.account_id, region, cmd.plan, cmd.channel, cmd.partner, eff, recorded_at
             )
         else:
             account = self._account(cmd.account_id)
-            region = self._region(account.region, eff, recorded_at)
+            region = self._rules(account.region)
             match cmd:
                 case c.ApproveRegistration():
                     account.approve_registration(region, cmd.plan, cmd.channel, cmd.partner, eff, recorded_at)
@@ -210,6 +215,10 @@ class Engine:
             return self.app.repository.get(account_uuid(account_id))  # type: ignore[no-any-return]
         except AggregateNotFoundError:
             raise Rejected(f"unknown account {account_id}") from None
+
+    def _rules(self, code: str) -> RegionRules:
+        """The region's events as this process has caught up with them (no store read)."""
+        return RegionRules(code, tuple(self.facts.region_facts(code)))
 
     def _region(self, code: str, effective_at: datetime, recorded_at: datetime) -> Region:
         """The region's aggregate; a new, unsaved one when the region has no events yet."""

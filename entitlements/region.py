@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -15,6 +17,18 @@ from entitlements.rules import Fact, RegionState, Rejected, fold_region, iso
 def region_id(code: str) -> UUID:
     """Region aggregates have stable ids derived from their code."""
     return uuid5(NAMESPACE_URL, f"entitlements:region:{code}")
+
+
+@dataclass(frozen=True)
+class RegionRules:
+    """A region's events as account commands read them (no aggregate needed): its code and
+    facts in effective order. The Region aggregate offers the same two attributes."""
+
+    code: str
+    facts: Sequence[Fact]
+
+    def state_at(self, at: datetime | None = None, known: datetime | None = None) -> RegionState:
+        return fold_region(self.code, self.facts, at, known)
 
 
 class Region(Aggregate):

@@ -86,6 +86,13 @@ class Fact:
         """A short citation of this event, for causes."""
         return {"stream": self.stream, "type": self.type, "version": self.version}
 
+    def __getitem__(self, key: str) -> Any:
+        """Read like its JSON form (`because[0]["type"]`), which `check --json` prints."""
+        return self.as_dict()[key]
+
+    def keys(self) -> Iterable[str]:
+        return self.as_dict().keys()
+
     def as_dict(self) -> dict[str, Any]:
         """The event as `because` and `history` show it."""
         return {
@@ -109,9 +116,10 @@ def in_force(facts: Iterable[Fact], at: datetime | None, known: datetime | None)
         yield f
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class AccountState:
-    """What an account's own events say at (T, K). A field holding a Fact is 'in force'."""
+    """What an account's own events say at (T, K). A field holding a Fact is 'in force'.
+    Compared and hashed by identity (fast memo keys); `same_as` compares values."""
 
     registration: Fact | None = None
     not_yet: Fact | None = None  # a registration that exists but is not in force / not known
@@ -125,6 +133,11 @@ class AccountState:
     rule_revocation: Fact | None = None
     suspension: Fact | None = None
     last_restore: Fact | None = None
+
+    def same_as(self, other: object) -> bool:
+        return type(other) is type(self) and all(
+            getattr(self, f) == getattr(other, f) for f in self.__slots__  # type: ignore[attr-defined]
+        )
 
 
 def fold_account(
@@ -164,14 +177,20 @@ def fold_account(
     return AccountState(**s)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class RegionState:
-    """What a region's events say at (T, K): rules on, the last lift of each, partners."""
+    """What a region's events say at (T, K): rules on, the last lift of each, partners.
+    Compared and hashed by identity (fast memo keys); `same_as` compares values."""
 
     code: str
     rules_on: Mapping[str, Fact] = field(default_factory=dict)
     rules_lifted: Mapping[str, Fact] = field(default_factory=dict)
     partners: Mapping[str, Fact] = field(default_factory=dict)
+
+    def same_as(self, other: object) -> bool:
+        return type(other) is type(self) and all(
+            getattr(self, f) == getattr(other, f) for f in self.__slots__  # type: ignore[attr-defined]
+        )
 
 
 def fold_region(

@@ -26,7 +26,11 @@ from entitlements.rules import CAPABILITIES, AccountState, RegionState, UnknownC
 from projections.facts import Changed, LogFacts
 from projections.timeline import EMPTY_REGION, Timeline, account_timeline, region_timeline
 
-CACHE_SIZE = 1 << 18  # "now" entries and memoised cells kept, each (oldest evicted first)
+CACHE_SIZE = 1 << 21  # "now" entries and memoised cells kept, each (oldest evicted first)
+SLOTS = {cap: i for i, cap in enumerate(CAPABILITIES)}
+
+#: A "now" entry: valid until (epoch seconds), the states, one decision slot per capability.
+NowEntry = tuple[float, AccountState, RegionState, list[Decision | None]]
 
 
 class CheckIndex:
@@ -37,8 +41,8 @@ class CheckIndex:
         self.accounts: dict[str, tuple[str, Timeline[AccountState]]] = {}
         self.regions: dict[str, Timeline[RegionState]] = {}
         self.cache_size = cache_size
-        self._now: dict[str, tuple[float, dict[str, Decision]]] = {}
-        self._cells: dict[tuple[Any, ...], tuple[AccountState, RegionState, Decision]] = {}
+        self._now: dict[str, NowEntry] = {}
+        self._cells: dict[tuple[AccountState, RegionState, str], Decision] = {}
         self._generation = 0
         self._lock = threading.Lock()
 
@@ -79,12 +83,15 @@ class CheckIndex:
         at: datetime | str | None = None, as_known_at: datetime | str | None = None,
     ) -> Decision:
         if at is None and as_known_at is None:
-            entry = self._now.get(account_id)
-            if entry is not None and entry[0] > time():
-                decision = entry[1].get(capability)
-                if decision is not None:
-                    return decision
-            return self._now_decisions(account_id, capability)[capability]
+            try:
+                until, _, _, decisions = self._now[account_id]
+                if until > time():  # the one clock read that keeps "now" exact (rule 9)
+                    decision = decisions[SLOTS[capability]]
+                    if decision is not None:
+                        return decision
+            except KeyError:  # not cached yet, or not a capability: the slow path says which
+                pass
+            return self._check_now(account_id, capability)
         return self._check_at(account_id, capability, at, as_known_at)
 
     def capabilities(
@@ -100,44 +107,49 @@ class CheckIndex:
             raise UnknownAccount(account_id) from None
         return account, self.regions.get(region, EMPTY_REGION)
 
-    def _now_decisions(self, account_id: str, capability: str) -> dict[str, Decision]:
-        """Decide every capability for now, and cache them until the next change point."""
-        if capability not in CAPABILITIES:
+    def _check_now(self, account_id: str, capability: str) -> Decision:
+        """Decide for now, and cache it until the account's or region's next change point."""
+        slot = SLOTS.get(capability)
+        if slot is None:
             raise UnknownCapability(capability)
         generation = self._generation
-        account, region = self._timelines(account_id)
-        t = datetime.now(UTC)
-        acc, reg = account.state_at(t), region.state_at(t)
-        decisions = {
-            cap: Decision.of(account_id, cap, decide(cap, acc, reg), self.position)
-            for cap in CAPABILITIES
-        }
-        changes = [c for c in (account.next_change(t), region.next_change(t)) if c is not None]
-        until = min(changes).timestamp() if changes else math.inf
+        entry = self._now.get(account_id)
+        if entry is None or entry[0] <= time():
+            account, region = self._timelines(account_id)
+            t = datetime.now(UTC)
+            changes = [c for c in (account.next_change(t), region.next_change(t)) if c is not None]
+            until = min(changes).timestamp() if changes else math.inf
+            entry = (until, account.state_at(t), region.state_at(t), [None] * len(SLOTS))
+        decision = Decision.of(account_id, capability, decide(capability, entry[1], entry[2]), self.position)
+        entry[3][slot] = decision
         with self._lock:
             if generation == self._generation:
                 self._evict(self._now)
-                self._now[account_id] = (until, decisions)
-        return decisions
+                self._now[account_id] = entry
+        return decision
 
     def _check_at(
         self, account_id: str, capability: str,
         at: datetime | str | None, as_known_at: datetime | str | None,
     ) -> Decision:
-        t = _utc("at", at) if at is not None else datetime.now(UTC)
-        k = _utc("as_known_at", as_known_at) if as_known_at is not None else None
-        account, region = self._timelines(account_id)
-        acc, reg = account.state_at(t, k), region.state_at(t, k)
-        key = (account_id, capability, id(acc), id(reg))
-        cell = self._cells.get(key)
-        if cell is not None and cell[0] is acc and cell[1] is reg:
-            return cell[2]
-        if capability not in CAPABILITIES:
+        t = at if isinstance(at, datetime) and at.tzinfo else _utc("at", at) if at is not None else datetime.now(UTC)
+        k = as_known_at if as_known_at is None or isinstance(as_known_at, datetime) and as_known_at.tzinfo else _utc("as_known_at", as_known_at)
+        try:
+            region, account = self.accounts[account_id]
+        except KeyError:
+            raise UnknownAccount(account_id) from None
+        acc = account.state_at(t, k)
+        reg = self.regions.get(region, EMPTY_REGION).state_at(t, k)
+        key = (acc, reg, capability)  # states hash by identity; the memo keeps them alive
+        decision = self._cells.get(key)
+        if decision is not None:
+            return decision
+        if capability not in SLOTS:
             raise UnknownCapability(capability)
         decision = Decision.of(account_id, capability, decide(capability, acc, reg), self.position)
         with self._lock:
             self._evict(self._cells)
-            self._cells[key] = (acc, reg, decision)
+            self._cells[key] = decision
         return decision
 
     def _evict(self, cache: dict[Any, Any]) -> None:

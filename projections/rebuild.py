@@ -27,10 +27,13 @@ from projections.facts import Changed, LogFacts
 from projections.sql_views import SqlReadModel, sql_engine
 
 PAGE = 1000  # events per select (raw SQLite reads peak around 1000 rows per select)
-BATCH = 20_000  # events per read-model transaction during a rebuild
+BATCH = 20_000  # events per read-model transaction when catching up incrementally
+ACCOUNTS_PER_TRANSACTION = 5_000  # accounts whose rows a rebuild writes per transaction
 SNAPSHOT_EVERY = 10_000  # events caught up before a process saves a new snapshot
 
-Progress = Callable[[int, int], None]  # (position reached, target position)
+#: (done, total): events read up to the target position, then (for a rebuild) the target
+#: plus the accounts written, out of the target plus all accounts.
+Progress = Callable[[int, int], None]
 
 
 def snapshot_path(url: str) -> Path:
@@ -170,13 +173,37 @@ def project(app: Application[Any], url: str, progress: Progress | None = None) -
 
 
 def rebuild(app: Application[Any], url: str, progress: Progress | None = None) -> int:
-    """Rebuild every read model from the log into fresh tables, then swap them in. Killed
-    halfway, it resumes from the fresh tables' own tracking. Also saves a new check-index
-    snapshot. Returns the position reached."""
+    """Rebuild every read model from the log into fresh tables, then swap them in.
+
+    Two phases: read the log up to a target position into memory (facts, then every
+    timeline once), then write each account's rows exactly once, in account order, many
+    accounts per transaction, with a cursor in the same transaction. Killed halfway, it
+    resumes: same target, re-read the log, skip the accounts the cursor has passed. Also
+    saves a new check-index snapshot. Returns the position reached."""
     model = SqlReadModel(sql_engine(url), name="rebuild", suffix="__rebuild")
     model.create()
+    target = model.counter("rebuild:target")
+    if target is None:
+        target = app.recorder.max_notification_id() or 0
+        with model.engine.begin() as conn:
+            model._track(conn, target, "rebuild:target")
     projector = Projector(app, url)
-    target = _run(app, model, progress, projector)
+    facts = projector.facts
+    while facts.position < target:
+        page = app.recorder.select_notifications(start=facts.position + 1, limit=PAGE, stop=target)
+        facts.add((n.id, app.mapper.to_domain_event(n)) for n in page)
+        if progress is not None:
+            progress(facts.position, target)
+    projector.index.update(facts, Changed(accounts=set(facts.accounts), regions=set(facts.regions)))
+    accounts = sorted(facts.accounts)
+    done = model.counter("rebuild:accounts") or 0
+    for start in range(done, len(accounts), ACCOUNTS_PER_TRANSACTION):
+        chunk = accounts[start : start + ACCOUNTS_PER_TRANSACTION]
+        with model.engine.begin() as conn:
+            model.replace_rows(conn, facts, projector.index, chunk)
+            model._track(conn, start + len(chunk), "rebuild:accounts")
+        if progress is not None:
+            progress(target + start + len(chunk), target + len(accounts))
     model.swap_into_place(target)
     projector.save_snapshot()
     return target

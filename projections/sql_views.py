@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import create_engine, delete, insert, inspect, select, update
@@ -72,37 +73,63 @@ class SqlReadModel:
     def write(self, facts: LogFacts, index: CheckIndex, accounts: Iterable[str], position: int) -> bool:
         """Replace the rows of `accounts` and move tracking to `position`, atomically.
         A position already reached (a replayed delivery) changes nothing: returns False."""
-        accounts = sorted(set(accounts))
         with self.engine.begin() as conn:
             if self.position(conn) >= position:
                 return False
-            a, i = self.tables.accounts, self.tables.intervals
-            for start in range(0, len(accounts), CHUNK):
-                chunk = accounts[start : start + CHUNK]
-                conn.execute(delete(i).where(i.c.account_id.in_(chunk)))
-                conn.execute(delete(a).where(a.c.account_id.in_(chunk)))
-            account_rows, interval_rows = [], []
-            for account_id in accounts:
-                region, timeline = index.accounts[account_id]
-                account_rows.append(_account_row(account_id, facts))
-                for r in capability_intervals(account_id, timeline, index.regions.get(region, EMPTY_REGION)):
-                    interval_rows.append({
-                        "account_id": r.account_id, "capability": r.capability, "allowed": r.allowed,
-                        "value": r.value, "reason": r.reason, "effective_from": r.effective_from,
-                        "effective_to": r.effective_to, "recorded_from": r.recorded_from,
-                        "recorded_to": r.recorded_to,
-                    })
-            if account_rows:
-                conn.execute(insert(a), account_rows)
-            if interval_rows:
-                conn.execute(insert(i), interval_rows)
+            self.replace_rows(conn, facts, index, sorted(set(accounts)))
             self._track(conn, position)
         return True
 
-    def _track(self, conn: Connection, position: int) -> None:
-        moved = conn.execute(update(tracking).where(tracking.c.name == self.name).values(position=position))
+    def replace_rows(self, conn: Connection, facts: LogFacts, index: CheckIndex, accounts: list[str]) -> None:
+        """Delete and insert the rows of these accounts (driver-level executemany: the
+        per-row parameter processing of Core inserts costs more than the database)."""
+        a, i = self.tables.accounts, self.tables.intervals
+        for start in range(0, len(accounts), CHUNK):
+            chunk = accounts[start : start + CHUNK]
+            conn.execute(delete(i).where(i.c.account_id.in_(chunk)))
+            conn.execute(delete(a).where(a.c.account_id.in_(chunk)))
+        when = self._time_param
+        account_rows, interval_rows = [], []
+        for account_id in accounts:
+            region, timeline = index.accounts[account_id]
+            row = _account_row(account_id, facts)
+            account_rows.append((*row[:-1], when(row[-1])))
+            for r in capability_intervals(account_id, timeline, index.regions.get(region, EMPTY_REGION)):
+                interval_rows.append((
+                    r.account_id, r.capability, r.allowed, r.value, r.reason,
+                    when(r.effective_from), when(r.effective_to), when(r.recorded_from), when(r.recorded_to),
+                ))
+        if account_rows:
+            conn.exec_driver_sql(self._insert_sql(a, ACCOUNT_COLUMNS), account_rows)
+        if interval_rows:
+            conn.exec_driver_sql(self._insert_sql(i, INTERVAL_COLUMNS), interval_rows)
+
+    def _insert_sql(self, table: Any, columns: tuple[str, ...]) -> str:
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+
+    def _time_param(self, t: datetime | None) -> Any:
+        """Times as SQLAlchemy's DateTime stores them: text on SQLite, timestamptz elsewhere."""
+        if t is None or self.engine.dialect.name != "sqlite":
+            return t
+        return _sqlite_time(t)
+
+    def _track(self, conn: Connection, position: int, name: str | None = None) -> None:
+        name = name or self.name
+        moved = conn.execute(update(tracking).where(tracking.c.name == name).values(position=position))
         if moved.rowcount == 0:
-            conn.execute(insert(tracking).values(name=self.name, position=position))
+            conn.execute(insert(tracking).values(name=name, position=position))
+
+    def counter(self, name: str, conn: Connection | None = None) -> int | None:
+        """A named number kept beside the tracking position (a rebuild's target and cursor)."""
+        def read(c: Connection) -> int | None:
+            row = c.execute(select(tracking.c.position).where(tracking.c.name == name)).first()
+            return row[0] if row else None
+
+        if conn is not None:
+            return read(conn)
+        with self.engine.connect() as c:
+            return read(c)
 
     def swap_into_place(self, position: int) -> None:
         """Make this generation the current tables (drop the old, rename the new), with
@@ -119,19 +146,30 @@ class SqlReadModel:
             for ix in old.intervals.indexes:
                 ix.create(conn)
             conn.exec_driver_sql(capabilities_now_sql(self.engine))
-            conn.execute(delete(tracking).where(tracking.c.name == self.name))
+            conn.execute(delete(tracking).where(tracking.c.name.startswith(self.name)))
             SqlReadModel(self.engine)._track(conn, position)
 
 
-def _account_row(account_id: str, facts: LogFacts) -> dict[str, Any]:
+@lru_cache(maxsize=1 << 16)
+def _sqlite_time(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+ACCOUNT_COLUMNS = ("account_id", "region", "plan", "channel", "partner", "status", "registered_at")
+INTERVAL_COLUMNS = (
+    "account_id", "capability", "allowed", "value", "reason",
+    "effective_from", "effective_to", "recorded_from", "recorded_to",
+)
+
+
+def _account_row(account_id: str, facts: LogFacts) -> tuple[Any, ...]:
     state = fold_account(facts.accounts[account_id], at=datetime.now(UTC))
     if state.registration is None:  # registered with a future effective time
         state = fold_account(facts.accounts[account_id])
     status = "suspended" if state.suspension else (
         "registration_suspended" if state.registration_suspended else "active")
-    return {
-        "account_id": account_id, "region": state.region, "plan": state.plan,
-        "channel": state.channel, "partner": state.partner, "status": status,
-        "registered_at": state.registration.effective_at if state.registration else None,
-    }
+    return (
+        account_id, state.region, state.plan, state.channel, state.partner, status,
+        state.registration.effective_at if state.registration else None,
+    )
 

@@ -83,23 +83,26 @@ def test_a_rebuild_killed_halfway_resumes_and_ends_exact(store_url: str, engine:
     apply_scenario(engine)
     project(engine.app, store_url)
     expected = all_rows(store_url)
-    monkeypatch.setattr(rebuild_module, "BATCH", 5)
+    target = engine.position()
+    monkeypatch.setattr(rebuild_module, "ACCOUNTS_PER_TRANSACTION", 2)
     monkeypatch.setattr(rebuild_module, "PAGE", 3)
-    seen: list[int] = []
 
-    def die_at_20(done: int, total: int) -> None:
-        seen.append(done)
-        if done >= 20:
+    def die_after_two_transactions(done: int, total: int) -> None:
+        if done >= target + 4:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        rebuild(engine.app, store_url, die_at_20)
+        rebuild(engine.app, store_url, die_after_two_transactions)
     half = SqlReadModel(sql_engine(store_url), name="rebuild", suffix="__rebuild")
-    assert 0 < half.position() < engine.position()
+    assert half.counter("rebuild:target") == target
+    assert half.counter("rebuild:accounts") == 4  # of 8: two transactions of two accounts
     # Checks and analysts keep answering from the current tables meanwhile.
     assert all_rows(store_url) == expected
-    assert rebuild(engine.app, store_url) == engine.position()
+    engine.apply([{"command": "authorize_partner", "region": "HK", "partner": "P", "effective_at": "2021-01-01"}])
+    assert rebuild(engine.app, store_url) == target  # resumes to the same target
     assert all_rows(store_url) == expected
+    assert project(engine.app, store_url) == engine.position()  # then catches up as usual
+    assert half.counter("rebuild:accounts") is None  # the rebuild's bookkeeping is gone
 
 
 def test_capabilities_now_is_what_holds_now_as_known_now(store_url: str, engine: Engine) -> None:

@@ -1,0 +1,28 @@
+"""Benchmarks share one synthetic world per session; $BENCH_ACCOUNTS sets its size."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from benchmarks.synthetic import ACCOUNTS, world_facts, world_index
+from entitlements.engine import Engine
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, list[str]]]:
+    """An engine whose index holds ACCOUNTS synthetic accounts, and their ids shuffled."""
+    facts = world_facts(ACCOUNTS)
+    index = world_index(facts)
+    path: Path = tmp_path_factory.mktemp("bench") / "bench.db"
+    engine = Engine(f"sqlite:///{path}", start=False)
+    engine.projector.facts = facts
+    engine.index.replace(index.accounts, index.regions, facts.position)
+    engine.index.cache_size = 2 * ACCOUNTS + 1024
+    ids = list(facts.accounts)
+    random.Random(7).shuffle(ids)
+    yield engine, ids
+    engine.app.close()

@@ -1,0 +1,177 @@
+"""Whole-process figures, each next to its baseline measured in the same run.
+
+    python -m benchmarks.whole_process --accounts 1000000 --json out.json
+
+- memory: bytes per account of the check index (timelines) and of the "now" cache;
+- apply: bulk `apply` (validate, load, decide, save; one transaction per command) vs
+  eventsourcing's bare `save` of the same events, grouped the same way;
+- fan-out: `apply_region_rule free_hosting_suspended` over N free accounts of one region;
+- rebuild: `rebuild` (every read model + index snapshot) of the fan-out store vs reading
+  and decoding the same rows raw (1000 rows per select).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from benchmarks.synthetic import (
+    ACCOUNTS,
+    RULE_AT,
+    START,
+    account_ids,
+    fill_store,
+    region_opened,
+    registration_events,
+    world_facts,
+    world_index,
+)
+from entitlements.engine import Engine
+from projections.rebuild import rebuild
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t, result
+
+
+def memory(n: int) -> dict[str, Any]:
+    gc.collect()
+    tracemalloc.start()
+    facts = world_facts(n)
+    after_facts = tracemalloc.get_traced_memory()[0]
+    index = world_index(facts)
+    after_index = tracemalloc.get_traced_memory()[0]
+    for account_id in facts.accounts:
+        index.check(account_id, "host")
+    after_now = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return {
+        "accounts": n,
+        "facts_bytes_per_account": round(after_facts / n),
+        "index_bytes_per_account": round((after_index - after_facts) / n),
+        "now_cache_bytes_per_account": round((after_now - after_index) / n),
+    }
+
+
+def _commands(n: int) -> list[dict[str, Any]]:
+    """A day in the life: rules and partners, then registrations and account changes."""
+    t = START
+    cmds: list[dict[str, Any]] = []
+
+    def add(**c: Any) -> None:
+        nonlocal t
+        t += timedelta(seconds=1)
+        cmds.append({**c, "effective_at": t.isoformat(), "recorded_at": t.isoformat()})
+
+    add(command="apply_region_rule", region="CN", rule="free_hosting_suspended")
+    add(command="authorize_partner", region="CN", partner="Systec Umeet")
+    for i, a in enumerate(account_ids(n)):
+        region = ("CN", "US")[i % 2]
+        plan = ("free", "pro")[(i // 2) % 2]
+        add(command="register_account", account_id=a, region=region, plan=plan, channel="online")
+        if i % 3 == 0:
+            add(command="open_subscription", account_id=a, plan="business", channel="direct")
+        if i % 5 == 0:
+            add(command="revoke_hosting", account_id=a, reason="audit")
+    return cmds
+
+
+def apply_vs_bare(n: int, folder: Path) -> dict[str, Any]:
+    commands = _commands(n)
+    with Engine(f"sqlite:///{folder / 'apply.db'}") as engine:
+        seconds, results = timed(lambda: engine.apply(commands))
+        notifications = engine.app.recorder.select_notifications(start=1, limit=10**9)
+        events = [engine.app.mapper.to_domain_event(x) for x in notifications]
+    groups: list[list[Any]] = []
+    for e in events:  # one transaction per command: consecutive events of one aggregate
+        if groups and groups[-1][0].originator_id == e.originator_id:
+            groups[-1].append(e)
+        else:
+            groups.append([e])
+    with Engine(f"sqlite:///{folder / 'bare.db'}", start=False) as bare:
+        bare_seconds, _ = timed(lambda: [bare.app.save(*g) for g in groups])
+    applied = sum(r.status == "applied" for r in results)
+    return {
+        "commands": len(commands), "applied": applied, "events": len(events),
+        "apply_events_per_s": round(len(events) / seconds),
+        "bare_append_events_per_s": round(len(events) / bare_seconds),
+        "ratio": round(bare_seconds / seconds, 2),
+    }
+
+
+def fan_out_and_rebuild(n: int, folder: Path) -> dict[str, Any]:
+    url = f"sqlite:///{folder / 'fanout.db'}"
+    with Engine(url, start=False) as engine:
+        fill_store(engine.app, iter([region_opened("CN", START)]))
+        fill_seconds, _ = timed(lambda: fill_store(engine.app, registration_events(n)))
+        catch_up_seconds, _ = timed(engine.projector.start)
+        rule = {"command": "apply_region_rule", "region": "CN", "rule": "free_hosting_suspended",
+                "effective_at": RULE_AT.isoformat()}
+        fan_out_seconds, (result,) = timed(lambda: engine.apply([rule]))
+        assert result.status == "applied", result.reason
+        revoked = sum(1 for a in account_ids(min(n, 100)) if not engine.check(a, "host").allowed)
+        assert revoked == min(n, 100)
+        total = engine.position()
+
+        def raw_read() -> int:
+            count, position = 0, 0
+            while True:
+                page = engine.app.recorder.select_notifications(start=position + 1, limit=1000)
+                for x in page:
+                    engine.app.mapper.to_domain_event(x)
+                count += len(page)
+                if len(page) < 1000:
+                    return count
+                position = page[-1].id
+
+        raw_seconds, _ = timed(raw_read)
+        rebuild_seconds, _ = timed(lambda: rebuild(engine.app, url))
+    return {
+        "fan_out": {
+            "accounts": n, "seconds": round(fan_out_seconds, 2),
+            "events_per_s": round(n / fan_out_seconds),
+            "setup_fill_seconds": round(fill_seconds, 1), "engine_start_catch_up_seconds": round(catch_up_seconds, 1),
+        },
+        "rebuild": {
+            "events": total, "seconds": round(rebuild_seconds, 2),
+            "events_per_s": round(total / rebuild_seconds),
+            "raw_read_decode_events_per_s": round(total / raw_seconds),
+            "ratio": round(raw_seconds / rebuild_seconds, 2),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--accounts", type=int, default=ACCOUNTS)
+    parser.add_argument("--apply-accounts", type=int, default=None, help="default: accounts / 10")
+    parser.add_argument("--only", choices=("memory", "apply", "fanout"), action="append")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    only = set(args.only or ("memory", "apply", "fanout"))
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if "memory" in only:
+            figures["memory"] = memory(args.accounts)
+        if "apply" in only:
+            figures["apply"] = apply_vs_bare(args.apply_accounts or max(args.accounts // 10, 10), Path(tmp))
+        if "fanout" in only:
+            figures.update(fan_out_and_rebuild(args.accounts, Path(tmp)))
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return figures
+
+
+if __name__ == "__main__":
+    main()
