@@ -11,7 +11,7 @@ from entitlements import open_engine
 from entitlements.commands import parse_command_file, parse_time
 from entitlements.engine import Engine
 from projections import rebuild as rebuild_module
-from projections.rebuild import Projector, project, rebuild
+from projections.rebuild import Projector, project, rebuild, snapshot_path
 from projections.sql_views import SqlReadModel, sql_engine
 from projections.tables import CURRENT
 from tests.conftest import read_jsonl, scenario_file
@@ -132,7 +132,7 @@ def test_a_snapshot_of_another_log_is_ignored(store_url: str, engine: Engine, tm
     apply_scenario(engine)
     rebuild(engine.app, store_url)
     other = f"sqlite:///{tmp_path / 'other.db'}"
-    (tmp_path / "other.db.index").write_bytes((tmp_path / "entitlements.db.index").read_bytes())
+    snapshot_path(other).write_bytes(snapshot_path(store_url).read_bytes())
     with open_engine(other) as e:
         e.apply([{"command": "authorize_partner", "region": "CN", "partner": "P", "effective_at": "2020-01-01"}])
         projector = Projector(e.app, other)

@@ -7,23 +7,17 @@ they were). Every command gives an explicit `recorded_at`, non-decreasing within
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from entitlements import CommandResult, MalformedCommand, UnknownAccount, open_engine
+from entitlements import CommandResult, MalformedCommand, UnknownAccount
 from entitlements.engine import Engine
 
 # -- fixture and helpers -------------------------------------------------------------------
 
 
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    e = open_engine(f"sqlite:///{tmp_path}/t.db")
-    yield e
-    e.close()
+# `engine`: the shared fixture of tests/conftest.py, a fresh SQLite and PostgreSQL store.
 
 
 def item(command: str, on: str, recorded: str | None = None, **fields: Any) -> dict[str, Any]:

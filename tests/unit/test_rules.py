@@ -8,14 +8,11 @@ because the store refuses a `recorded_at` earlier than the newest it holds.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from entitlements import open_engine
 from entitlements.engine import Engine
 
 BOOLEANS = ("join", "host", "subscribe_online", "purchase_direct", "purchase_via_partner")
@@ -25,11 +22,7 @@ LIMITS = ("max_participants", "max_meeting_minutes")
 # -- fixture and helpers -------------------------------------------------------------------
 
 
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    e = open_engine(f"sqlite:///{tmp_path}/t.db")
-    yield e
-    e.close()
+# `engine`: the shared fixture of tests/conftest.py, a fresh SQLite and PostgreSQL store.
 
 
 def do(engine: Engine, command: str, on: str, recorded: str | None = None, **fields: Any) -> None:
