@@ -7,7 +7,7 @@ projections (the `projections` package) -> engine.py (apply, fan-out, check).
 """
 
 from entitlements.commands import MalformedCommand
-from entitlements.decisions import CommandResult, Decision, UnknownAccount
+from entitlements.decisions import CommandResult, Decision, PositionNotReached, UnknownAccount
 from entitlements.engine import Engine, open_engine
 from entitlements.rules import CAPABILITIES, UnknownCapability
 
@@ -17,6 +17,7 @@ __all__ = [
     "Decision",
     "Engine",
     "MalformedCommand",
+    "PositionNotReached",
     "UnknownAccount",
     "UnknownCapability",
     "open_engine",

@@ -1,13 +1,14 @@
 """The `entitlements` command line: apply command files, check, audit, rebuild, demo.
 
 Exit codes: 0 ok; 1 a command was rejected by a domain rule; 2 malformed input (nothing
-applied); 3 unknown account; 4 the store failed.
+applied); 3 unknown account; 4 the store failed; 5 --min-position not reached in time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -23,13 +24,13 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from entitlements.commands import MalformedCommand, parse_command_file
-from entitlements.decisions import Decision, UnknownAccount
+from entitlements.decisions import Decision, PositionNotReached, UnknownAccount
 from entitlements.engine import Engine, open_engine
 from entitlements.rules import CAPABILITIES, LIMIT_CAPABILITIES
 from entitlements.store import DEFAULT_URL, ENV_VAR, StoreError
 from projections.rebuild import project, rebuild
 
-EXIT_OK, EXIT_REJECTED, EXIT_MALFORMED, EXIT_UNKNOWN_ACCOUNT, EXIT_STORE = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_REJECTED, EXIT_MALFORMED, EXIT_UNKNOWN_ACCOUNT, EXIT_STORE, EXIT_NOT_REACHED = 0, 1, 2, 3, 4, 5
 
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False)
@@ -92,7 +93,7 @@ def _print_because(d: Decision) -> None:
 
 
 def cmd_check(engine: Engine, args: argparse.Namespace) -> int:
-    d = engine.check(args.account, args.capability, at=args.at, as_known_at=args.as_known_at)
+    d = engine.check(args.account, args.capability, args.at, args.as_known_at, args.min_position)
     if args.json:
         print(json.dumps({**d.as_dict(), "at": args.at, "as_known_at": args.as_known_at}))
         return EXIT_OK
@@ -103,7 +104,7 @@ def cmd_check(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_capabilities(engine: Engine, args: argparse.Namespace) -> int:
-    decisions = engine.capabilities(args.account, at=args.at, as_known_at=args.as_known_at)
+    decisions = engine.capabilities(args.account, args.at, args.as_known_at, args.min_position)
     if args.json:
         print(json.dumps({"account_id": args.account, "at": args.at, "as_known_at": args.as_known_at,
                           "capabilities": [d.as_dict() for d in decisions]}))
@@ -178,6 +179,13 @@ def cmd_rebuild(engine: Engine, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_reconcile(engine: Engine, args: argparse.Namespace) -> int:
+    recorded = engine.reconcile(args.region)
+    out.print(f"hosting fan-out complete{' in ' + args.region if args.region else ''}: "
+              f"{recorded} missing event(s) recorded")
+    return EXIT_OK
+
+
 def cmd_catch_up(engine: Engine, args: argparse.Namespace) -> int:
     bar, update = _progress_bar("catch-up")
     with bar:
@@ -244,6 +252,9 @@ def _time_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--at", metavar="T", help="effective time to ask about (default: now)")
     p.add_argument("--as-known-at", metavar="K", help="only what was recorded by K (default: everything)")
     p.add_argument("--json", action="store_true", help="print JSON for machines")
+    p.add_argument("--min-position", type=int, metavar="N",
+                   help="answer only from an index that reached log position N (read your writes: "
+                   "`apply` prints the position reached); waits up to 2 s, else exit 5")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,6 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=1.0, help="seconds between polls with --follow")
     p.set_defaults(run=cmd_catch_up, lazy_index=True)
 
+    p = sub.add_parser("reconcile", help="complete an interrupted region-rule fan-out (idempotent)",
+                       description="Records the HostingRevoked / HostingRestored events that a region "
+                       "rule's fan-out has not recorded yet (for example after a crash halfway). Running "
+                       "it when nothing is missing records nothing.")
+    p.add_argument("--region", help="only this region (default: every region)")
+    p.set_defaults(run=cmd_reconcile)
+
     p = sub.add_parser("demo", help="run the china-2020 story on a fresh SQLite store and show the answers")
     p.set_defaults(run=cmd_demo, no_engine=True)
     return parser
@@ -316,6 +334,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     except UnknownAccount as e:
         err.print(f"[red]{e}[/]")
         return EXIT_UNKNOWN_ACCOUNT
+    except PositionNotReached as e:
+        err.print(f"[red]not reached:[/] {e}")
+        return EXIT_NOT_REACHED
     except (ValueError, StoreError, FileNotFoundError, IsADirectoryError) as e:
         err.print(f"[red]error:[/] {e}")
         return EXIT_MALFORMED
@@ -325,6 +346,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
+    except Exception as e:  # noqa: BLE001 - the last line of defence against tracebacks
+        if os.environ.get("ENTITLEMENTS_DEBUG"):
+            raise
+        err.print(f"[red]error:[/] {type(e).__name__}: {e} (ENTITLEMENTS_DEBUG=1 shows the traceback)")
+        return EXIT_STORE
 
 
 def main() -> None:

@@ -16,6 +16,16 @@ class UnknownAccount(LookupError):
         self.account_id = account_id
 
 
+class PositionNotReached(TimeoutError):
+    """Read-your-writes: the index did not reach the asked log position in time."""
+
+    def __init__(self, wanted: int, current: int, timeout: float) -> None:
+        super().__init__(
+            f"the index is at log position {current}, not yet {wanted} (waited {timeout:g} s)"
+        )
+        self.wanted, self.current = wanted, current
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """One capability of one account at (at, as_known_at), with the events that decided it."""

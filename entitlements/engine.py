@@ -21,16 +21,17 @@ from eventsourcing.persistence import IntegrityError
 from entitlements import commands as c
 from entitlements.account import Account, account_uuid
 from entitlements.commands import now, parse_commands
-from entitlements.decisions import CommandResult, Decision, UnknownAccount
+from entitlements.decisions import CommandResult, Decision, PositionNotReached, UnknownAccount
 from entitlements.region import Region, RegionRules, region_id
 from entitlements.rules import FREE_HOSTING_RULE, Fact, Rejected, hosting_corrections, iso
-from entitlements.store import eventsourcing_env, store_url
+from entitlements.store import WriterLock, eventsourcing_env, store_url
 from projections.check_index import CheckIndex
 from projections.facts import LogFacts
 from projections.rebuild import Projector
 
 FAN_OUT_BATCH = 1000  # events saved per transaction when a region rule fans out
 RETRIES = 30  # optimistic-concurrency retries per command, with jittered backoff
+WRITER_WAIT = 300.0  # seconds a command waits for the writer lock (a 1M-account fan-out holds it ~1 min)
 
 
 class EntitlementsApplication(Application[UUID]):
@@ -46,6 +47,8 @@ class Engine:
         self.url = store_url(url)
         self.app = EntitlementsApplication(env=eventsourcing_env(self.url))
         self.projector = Projector(self.app, self.url)
+        self.wait_timeout = 2.0  # seconds a min_position check waits for the index
+        self.writer = WriterLock(self.url, timeout=WRITER_WAIT)
         self.index: CheckIndex = self.projector.index
         if start:
             self.projector.start()
@@ -56,6 +59,7 @@ class Engine:
 
     def close(self) -> None:
         self.projector.stop()
+        self.writer.close()
         self.app.close()
 
     def catch_up(self) -> int:
@@ -63,8 +67,15 @@ class Engine:
         return self.projector.catch_up()
 
     def follow(self, interval: float = 0.05) -> None:
-        """Keep the index level with the log in a background thread."""
+        """Keep the index level with the log in a background thread (LISTEN/NOTIFY on
+        PostgreSQL, polling every `interval` s on SQLite)."""
         self.projector.follow(interval)
+
+    def wait_for(self, position: int, timeout: float | None = None) -> None:
+        """Read your writes: return once the index has reached `position`."""
+        timeout = self.wait_timeout if timeout is None else timeout
+        if not self.projector.wait_for(position, timeout):
+            raise PositionNotReached(position, self.index.position, timeout)
 
     def __enter__(self) -> Engine:
         return self
@@ -80,49 +91,44 @@ class Engine:
         return self.apply_parsed(list(enumerate(parse_commands(enumerate(commands, 1), "item"), 1)))
 
     def apply_parsed(self, numbered: Sequence[tuple[int, Any]]) -> list[CommandResult]:
-        """Apply already validated commands, in order, each in its own transaction; the
-        index has caught up with them when this returns (read your own writes)."""
-        self.catch_up()
-        try:
-            return self._apply_each(numbered)
-        finally:
-            self.catch_up()
-
-    def _apply_each(self, numbered: Sequence[tuple[int, Any]]) -> list[CommandResult]:
+        """Apply already validated commands, in order, each in its own transaction, under
+        the store's writer lock; the index has caught up with them when this returns (read
+        your own writes)."""
         results = []
-        newest = self.newest_recorded_at()
-        position = self.position()
         for n, cmd in numbered:
-            recorded_at = cmd.recorded_at or now()
-            try:
-                if newest is not None and recorded_at < newest:
-                    raise Rejected(
-                        f"recorded_at {iso(recorded_at)} is earlier than the newest in the "
-                        f"store ({iso(newest)})"
-                    )
-                position = self._execute(cmd, recorded_at) or position
-            except Rejected as e:
-                results.append(CommandResult(n, cmd.command, "rejected", e.reason, position))
-            else:
-                newest = max(newest or recorded_at, recorded_at)
-                results.append(CommandResult(n, cmd.command, "applied", None, position))
+            with self.writer:
+                self.catch_up()
+                newest = self.facts.newest_recorded_at
+                recorded_at = cmd.recorded_at or max(now(), newest or now())
+                try:
+                    if newest is not None and recorded_at < newest:
+                        raise Rejected(
+                            f"recorded_at {iso(recorded_at)} is earlier than the newest in the "
+                            f"store ({iso(newest)})"
+                        )
+                    self._execute(cmd, recorded_at)
+                except Rejected as e:
+                    results.append(CommandResult(n, cmd.command, "rejected", e.reason, self.facts.position))
+                    continue
+                self.catch_up()
+                results.append(CommandResult(n, cmd.command, "applied", None, self.facts.position))
         return results
 
-    def _execute(self, cmd: Any, recorded_at: datetime) -> int | None:
-        """Decide and save one command, retrying when another writer got there first."""
+    def _execute(self, cmd: Any, recorded_at: datetime) -> None:
+        """Decide and save one command. Writers are serialized by the lock; should another
+        writer get to an aggregate first all the same, catch up and decide again."""
         for attempt in range(RETRIES):
             try:
                 if isinstance(cmd, c.RegionCommand):  # type: ignore[arg-type,misc]
-                    position = self._execute_region_command(cmd, recorded_at)
-                    self.catch_up()  # account commands read regions from the caught-up facts
-                    return position
-                return self._execute_account_command(cmd, recorded_at)
+                    self._execute_region_command(cmd, recorded_at)
+                else:
+                    self._execute_account_command(cmd, recorded_at)
+                return
             except IntegrityError:
                 if attempt == RETRIES - 1:
                     raise
                 _backoff(attempt)
                 self.catch_up()
-        return None  # pragma: no cover
 
     def _execute_account_command(self, cmd: Any, recorded_at: datetime) -> int | None:
         eff = cmd.effective_at
@@ -169,16 +175,17 @@ class Engine:
                 region.lift_rule(cmd.rule, cmd.effective_at, recorded_at)
         position = self._save(region)
         if getattr(cmd, "rule", None) == FREE_HOSTING_RULE:
+            self.catch_up()
             position = self.fan_out(region, recorded_at) or position
         return position
 
-    def fan_out(self, region: Region, recorded_at: datetime) -> int | None:
+    def fan_out(self, region: Region | RegionRules, recorded_at: datetime) -> int | None:
         """Record the region's hosting rule on every account of the region that needs it,
         reading accounts from the in-memory facts (no aggregate loads), many accounts per
         transaction. Each account's events are saved whole or not at all; running it again
-        records only what is still missing."""
+        records only what is still missing. Called under the writer lock (held throughout,
+        so the fan-out's events keep the rule's recorded_at and the log's clock order)."""
         position = None
-        self.catch_up()
         members = list(self.facts.members.get(region.code, ()))
         start = 0
         while start < len(members):
@@ -199,6 +206,18 @@ class Engine:
                 continue  # recompute this slice from fresh facts
             start = end
         return position
+
+    def reconcile(self, region: str | None = None) -> int:
+        """Complete the hosting fan-out of every region (or one): records only what an
+        interrupted fan-out left missing, at the current time. Returns events recorded."""
+        with self.writer:
+            self.catch_up()
+            before = self.facts.position
+            recorded_at = max(now(), self.facts.newest_recorded_at or now())
+            for code in [region] if region else sorted(self.facts.regions):
+                self.fan_out(self._rules(code), recorded_at)
+            self.catch_up()
+            return self.facts.position - before
 
     def _save_events(self, events: list[Any]) -> int | None:
         if not events:
@@ -233,23 +252,20 @@ class Engine:
         """The newest log position (notification id); 0 for an empty store."""
         return self.app.recorder.max_notification_id() or 0
 
-    def newest_recorded_at(self) -> datetime | None:
-        """recorded_at of the newest event: it never decreases across the store."""
-        last = self.position()
-        if not last:
-            return None
-        (n,) = self.app.recorder.select_notifications(start=last, limit=1)
-        return self.app.mapper.to_domain_event(n).recorded_at  # type: ignore[attr-defined,no-any-return]
-
     # -- checks: answered by the in-memory index -------------------------------------
 
     def check(
         self, account_id: str, capability: str,
         at: datetime | str | None = None, as_known_at: datetime | str | None = None,
+        min_position: int | None = None,
     ) -> Decision:
         """What the account may do at `at` (default now) as known at `as_known_at`
         (default everything recorded). Never reads the store, except to catch up once
-        when the account is not in the index yet."""
+        when the account is not in the index yet. With `min_position` (the position an
+        `apply` returned), answers only once the index has reached it, waiting at most
+        `wait_timeout` s, else raises PositionNotReached naming the current position."""
+        if min_position is not None:
+            self.wait_for(min_position)
         try:
             return self.index.check(account_id, capability, at, as_known_at)
         except UnknownAccount:
@@ -259,10 +275,10 @@ class Engine:
 
     def capabilities(
         self, account_id: str, at: datetime | str | None = None,
-        as_known_at: datetime | str | None = None,
+        as_known_at: datetime | str | None = None, min_position: int | None = None,
     ) -> list[Decision]:
         """Every capability at once, in the spec's order."""
-        self.check(account_id, "join", at, as_known_at)  # UnknownAccount, bad times
+        self.check(account_id, "join", at, as_known_at, min_position)  # UnknownAccount, bad times
         return self.index.capabilities(account_id, at, as_known_at)
 
     def history(self, account_id: str) -> list[dict[str, Any]]:

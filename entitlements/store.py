@@ -7,7 +7,10 @@ error: the engine never falls back silently to an in-memory store.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import time
+from typing import Any
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -54,3 +57,71 @@ def eventsourcing_env(url: str) -> dict[str, str]:
             "POSTGRES_CONNECT_TIMEOUT": "5",
         }
     raise StoreError(f"unsupported store {backend!r} in {url!r}: use sqlite:///path or postgresql://...")
+
+
+class WriterLock:
+    """One writer at a time across processes, for the span of one command's
+    read-decide-write, so `recorded_at` never decreases and every command decides on the
+    latest region rules. SQLite: an flock on a file beside the database. PostgreSQL: a
+    session advisory lock on a connection of its own (reconnects after a server restart).
+    Optimistic concurrency on aggregate versions stays underneath as the safety net."""
+
+    KEY = 0x656E7469  # the advisory lock's key ("enti")
+
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.url = url
+        self.timeout = timeout
+        parsed = make_url(url)
+        self._file = parsed.database + ".lock" if parsed.get_backend_name() == "sqlite" else None
+        self._fd: int | None = None
+        self._conn: Any = None
+
+    def __enter__(self) -> WriterLock:
+        if self._file is not None:
+            self._fd = os.open(self._file, os.O_RDWR | os.O_CREAT, 0o644)
+            self._wait(lambda: fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB))  # type: ignore[arg-type]
+        else:
+            self._pg_lock()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+        elif self._conn is not None:
+            try:
+                self._conn.execute("SELECT pg_advisory_unlock(%s)", (self.KEY,))
+            except Exception:  # noqa: BLE001 - a dead connection holds no lock
+                self._conn = None
+
+    def _pg_lock(self) -> None:
+        import psycopg
+
+        for attempt in range(2):
+            try:
+                if self._conn is None or self._conn.closed:
+                    dsn = self.url.replace("postgresql+psycopg://", "postgresql://")
+                    self._conn = psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+                self._conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{int(self.timeout * 1000)}ms",))
+                self._conn.execute("SELECT pg_advisory_lock(%s)", (self.KEY,))
+                return
+            except psycopg.OperationalError:
+                self._conn = None
+                if attempt:
+                    raise
+
+    def _wait(self, try_lock: Any) -> None:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                try_lock()
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"another writer held the store for {self.timeout:g} s") from None
+                time.sleep(0.0005)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

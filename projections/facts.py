@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -47,6 +48,8 @@ class Changed:
 class LogFacts:
     """Facts of every account and region, as far as `position` in the log."""
 
+    newest_recorded_at: datetime | None = None  # the store's clock: never decreases
+
     def __init__(self) -> None:
         self.position = 0
         self.accounts: dict[str, list[Fact]] = {}
@@ -71,6 +74,8 @@ class LogFacts:
                 changed.regions.add(name)
             fact = fact_from_event(f"{kind}:{name}", event)
             bisect.insort(facts, fact, key=lambda f: f.order)
+            if self.newest_recorded_at is None or fact.recorded_at > self.newest_recorded_at:
+                self.newest_recorded_at = fact.recorded_at
         return changed
 
     def region_facts(self, code: str) -> list[Fact]:

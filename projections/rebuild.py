@@ -15,6 +15,7 @@ import hashlib
 import os
 import pickle
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -131,20 +132,51 @@ class Projector:
         return read
 
     def follow(self, interval: float = 0.05) -> None:
-        """Keep catching up in a background thread (polling: SQLite has no notifications)."""
+        """Keep level with the log in a background thread: through the store's LISTEN/NOTIFY
+        subscription where it has one (PostgreSQL), else by polling every `interval` s."""
         if self._thread is not None:
             return
+        self.catch_up()
+        try:
+            self._subscription = self.app.recorder.subscribe(gt=self.facts.position)
+        except (NotImplementedError, AttributeError):
+            self._subscription = None
 
-        def loop() -> None:
+        def poll() -> None:
             while not self._stop.wait(interval):
                 self.catch_up()
 
-        self._thread = threading.Thread(target=loop, name="entitlements-follow", daemon=True)
+        def listen() -> None:
+            for n in self._subscription:  # type: ignore[union-attr]
+                with self._lock:
+                    changed = self.facts.add([(n.id, self.app.mapper.to_domain_event(n))])
+                    if changed.accounts or changed.regions:
+                        self.index.update(self.facts, changed)
+                if self._stop.is_set():
+                    return
+
+        target = listen if self._subscription is not None else poll
+        self._thread = threading.Thread(target=target, name="entitlements-follow", daemon=True)
         self._thread.start()
+
+    def wait_for(self, position: int, timeout: float) -> bool:
+        """Catch up until the index has reached `position`, for at most `timeout` seconds
+        (first retries within a millisecond, backing off to 10 ms). True if reached."""
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while True:
+            if self.index.position >= position or (self.catch_up() and self.index.position >= position):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
 
     def stop(self) -> None:
         """Stop following; save a snapshot if the log moved on a good deal since the last."""
         self._stop.set()
+        if getattr(self, "_subscription", None) is not None:
+            self._subscription.stop()  # type: ignore[union-attr]
         if self._thread is not None:
             self._thread.join(5)
         if self.facts.position - self._snapshot_position >= SNAPSHOT_EVERY:
