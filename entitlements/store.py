@@ -55,6 +55,7 @@ def eventsourcing_env(url: str) -> dict[str, str]:
             "POSTGRES_LOCK_TIMEOUT": "5",
             "POSTGRES_POOL_SIZE": "5",
             "POSTGRES_CONNECT_TIMEOUT": "5",
+            "POSTGRES_PRE_PING": "y",  # a pooled connection that died (server restart) is replaced
         }
     raise StoreError(f"unsupported store {backend!r} in {url!r}: use sqlite:///path or postgresql://...")
 

@@ -28,7 +28,7 @@ from projections.facts import Changed, LogFacts
 from projections.sql_views import SqlReadModel, sql_engine
 
 PAGE = 1000  # events per select (raw SQLite reads peak around 1000 rows per select)
-BATCH = 20_000  # events per read-model transaction when catching up incrementally
+BATCH = int(os.environ.get("ENTITLEMENTS_PROJECTION_BATCH", "20000"))  # events per read-model transaction (catch-up)
 ACCOUNTS_PER_TRANSACTION = 5_000  # accounts whose rows a rebuild writes per transaction
 SNAPSHOT_EVERY = 10_000  # events caught up before a process saves a new snapshot
 

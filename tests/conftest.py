@@ -72,6 +72,18 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytes
 
 
 @pytest.fixture
+def postgres_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh PostgreSQL store only (for tests of PostgreSQL itself)."""
+    monkeypatch.setenv("ENTITLEMENTS_CACHE", str(tmp_path / "cache"))
+    why_not = postgres_available()
+    if why_not:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required under CI=true: {why_not}")
+        pytest.skip(why_not)
+    return fresh_postgres_schema()
+
+
+@pytest.fixture
 def engine(store_url: str) -> Iterator[Engine]:
     with open_engine(store_url) as e:
         yield e

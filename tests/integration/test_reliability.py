@@ -1,0 +1,183 @@
+"""Reliability with real processes, bounded in time, loopback only: concurrent writers,
+a follower killed mid catch-up, the database restarted under load, an interrupted fan-out."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+from collections import Counter
+
+import pytest
+
+from benchmarks.synthetic import RULE_AT, START, fill_store, region_opened, registration_events
+from entitlements import engine as engine_module
+from entitlements import open_engine
+from entitlements.engine import Engine
+from entitlements.rules import hosting_corrections
+from projections.rebuild import rebuild
+from projections.sql_views import SqlReadModel, sql_engine
+from tests.integration.test_read_models import all_rows
+
+ACCOUNTS = [f"acc-{i}" for i in range(3)]
+
+
+def hammer(url: str, name: str, seconds: float, start: mp.synchronize.Event, out: mp.Queue) -> None:
+    """Revoke or restore hosting on random shared accounts, each with a unique reason;
+    report what was acknowledged, and every error as it was shown."""
+    start.wait(30)
+    acks: list[tuple[str, str, str]] = []
+    errors: list[str] = []
+    try:
+        with open_engine(url) as engine:
+            deadline, i = time.monotonic() + seconds, 0
+            while time.monotonic() < deadline:
+                account, reason = random.choice(ACCOUNTS), f"{name}-{i}"
+                command = random.choice(("revoke_hosting", "restore_hosting"))
+                i += 1
+                try:
+                    (r,) = engine.apply([{"command": command, "account_id": account, "reason": reason,
+                                          "effective_at": "2020-01-02"}])
+                    acks.append((account, reason, r.status))
+                except Exception as e:  # noqa: BLE001 - the test reports what a client saw
+                    errors.append(f"{type(e).__name__}: {e}")
+                    time.sleep(0.2)
+    finally:
+        out.put((acks, errors))
+
+
+def run_writers(url: str, n: int, seconds: float, during=None) -> tuple[list, list]:
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=hammer, args=(url, f"w{i}", seconds, start, out)) for i in range(n)]
+    for p in procs:
+        p.start()
+    start.set()
+    if during:
+        during()
+    results = [out.get(timeout=seconds + 120) for _ in procs]
+    for p in procs:
+        p.join(30)
+    return [a for acks, _ in results for a in acks], [e for _, errs in results for e in errs]
+
+
+def assert_every_acknowledged_event_exactly_once(engine: Engine, acks: list) -> None:
+    engine.catch_up()
+    for account in ACCOUNTS:
+        history = engine.history(account)
+        assert [e["version"] for e in history] == list(range(1, len(history) + 1))
+        recorded = Counter(e["reason"] for e in history if e["type"].startswith("Hosting") and not e["cause"])
+        applied = {reason for a, reason, status in acks if a == account and status == "applied"}
+        assert set(recorded) == applied  # nothing lost, nothing unacknowledged
+        assert all(count == 1 for count in recorded.values())  # nothing twice
+        clocks = [e["recorded_at"] for e in history]
+        assert clocks == sorted(clocks)
+
+
+def register_shared_accounts(engine: Engine) -> None:
+    engine.apply([{"command": "register_account", "account_id": a, "region": "US", "plan": "pro",
+                   "channel": "online", "effective_at": "2020-01-01"} for a in ACCOUNTS])
+
+
+@pytest.mark.slow
+def test_writer_processes_on_overlapping_accounts_lose_nothing(store_url: str, engine: Engine) -> None:
+    register_shared_accounts(engine)
+    acks, errors = run_writers(store_url, n=4, seconds=2.0)
+    assert errors == []
+    assert sum(status == "applied" for *_, status in acks) > 20
+    assert_every_acknowledged_event_exactly_once(engine, acks)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_database_restart_under_write_load_loses_nothing_acknowledged(postgres_url: str) -> None:
+    store_url = postgres_url
+    if shutil.which("pg_ctlcluster") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("pg_ctlcluster is needed to restart the server under CI=true")
+        pytest.skip("no pg_ctlcluster to restart the server with")
+    with open_engine(store_url) as engine:
+        register_shared_accounts(engine)
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+
+    def restart() -> None:
+        time.sleep(1.5)
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+                       check=True, timeout=60, capture_output=True)
+
+    acks, errors = run_writers(store_url, n=2, seconds=7.0, during=restart)
+    assert errors, "the restart should have been seen by the writers"
+    assert all("Traceback" not in e and e.split(":")[0] for e in errors)
+    assert sum(status == "applied" for *_, status in acks) > 10  # they reconnected and went on
+    with open_engine(store_url) as fresh:
+        assert_every_acknowledged_event_exactly_once(fresh, acks)
+
+
+def big_store(engine: Engine, accounts: int) -> None:
+    fill_store(engine.app, iter([region_opened("CN", START)]))
+    fill_store(engine.app, registration_events(accounts))
+    engine.catch_up()
+    engine.apply([{"command": "apply_region_rule", "region": "CN", "rule": "free_hosting_suspended",
+                   "effective_at": RULE_AT.isoformat()}])
+
+
+@pytest.mark.slow
+def test_a_follower_killed_mid_catch_up_ends_with_what_a_rebuild_gives(store_url: str, engine: Engine) -> None:
+    big_store(engine, 3000)
+    target = engine.position()
+    env = {**os.environ, "ENTITLEMENTS_DB": store_url, "ENTITLEMENTS_PROJECTION_BATCH": "150"}
+    follower = subprocess.Popen(["entitlements", "catch-up"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    model = SqlReadModel(sql_engine(store_url))
+    deadline = time.monotonic() + 60
+    position = 0
+    while time.monotonic() < deadline and follower.poll() is None:
+        try:
+            position = model.position()
+        except Exception:  # noqa: BLE001 - the tables may not exist yet
+            position = 0
+        if position > 0:
+            break
+        time.sleep(0.005)
+    follower.send_signal(signal.SIGKILL)
+    follower.wait(10)
+    killed_at = model.position()
+    assert 0 < killed_at < target, f"killed at {killed_at} of {target}: not halfway"
+    restarted = subprocess.run(["entitlements", "catch-up"], env=env, capture_output=True, text=True, timeout=300)
+    assert restarted.returncode == 0, restarted.stderr
+    assert model.position() == target
+    after_restart = all_rows(store_url)
+    rebuild(engine.app, store_url)
+    assert all_rows(store_url) == after_restart
+
+
+def test_an_interrupted_fan_out_leaves_no_account_half_done_and_completes_when_run_again(
+    store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill_store(engine.app, iter([region_opened("CN", START)]))
+    fill_store(engine.app, registration_events(50))
+    engine.catch_up()
+    monkeypatch.setattr(engine_module, "FAN_OUT_BATCH", 10)
+    real_save, saves = Engine._save_events, []
+
+    def crash_on_third_batch(self: Engine, events: list) -> int | None:
+        if len(saves) == 2:
+            raise RuntimeError("the process died here")
+        saves.append(len(events))
+        return real_save(self, events)
+
+    monkeypatch.setattr(Engine, "_save_events", crash_on_third_batch)
+    with pytest.raises(RuntimeError):
+        engine.apply([{"command": "apply_region_rule", "region": "CN", "rule": "free_hosting_suspended",
+                       "effective_at": RULE_AT.isoformat()}])
+    monkeypatch.setattr(Engine, "_save_events", real_save)
+    with open_engine(store_url) as restarted:
+        region = restarted.facts.region_facts("CN")
+        done = [a for a, facts in restarted.facts.accounts.items() if not hosting_corrections(facts, region, RULE_AT)]
+        assert len(done) == 20 and sum(saves) == 20  # two whole batches, nothing partial
+        assert restarted.reconcile() == 30
+        assert restarted.reconcile() == 0  # idempotent
+        assert all(not restarted.check(a, "host", at=RULE_AT).allowed for a in restarted.facts.accounts)
