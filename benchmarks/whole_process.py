@@ -86,9 +86,10 @@ def _commands(n: int) -> list[dict[str, Any]]:
     return cmds
 
 
-def apply_vs_bare(n: int, folder: Path) -> dict[str, Any]:
+def apply_vs_bare(n: int, folder: Path, urls: tuple[str, str] | None = None) -> dict[str, Any]:
+    apply_url, bare_url = urls or (f"sqlite:///{folder / 'apply.db'}", f"sqlite:///{folder / 'bare.db'}")
     commands = _commands(n)
-    with Engine(f"sqlite:///{folder / 'apply.db'}") as engine:
+    with Engine(apply_url) as engine:
         seconds, results = timed(lambda: engine.apply(commands))
         notifications = engine.app.recorder.select_notifications(start=1, limit=10**9)
         events = [engine.app.mapper.to_domain_event(x) for x in notifications]
@@ -98,7 +99,7 @@ def apply_vs_bare(n: int, folder: Path) -> dict[str, Any]:
             groups[-1].append(e)
         else:
             groups.append([e])
-    with Engine(f"sqlite:///{folder / 'bare.db'}", start=False) as bare:
+    with Engine(bare_url, start=False) as bare:
         bare_seconds, _ = timed(lambda: [bare.app.save(*g) for g in groups])
     applied = sum(r.status == "applied" for r in results)
     return {

@@ -106,29 +106,31 @@ class Engine:
                             f"recorded_at {iso(recorded_at)} is earlier than the newest in the "
                             f"store ({iso(newest)})"
                         )
-                    self._execute(cmd, recorded_at)
+                    position = self._execute(cmd, recorded_at)
                 except Rejected as e:
                     results.append(CommandResult(n, cmd.command, "rejected", e.reason, self.facts.position))
                     continue
-                self.catch_up()
-                results.append(CommandResult(n, cmd.command, "applied", None, self.facts.position))
+                results.append(CommandResult(n, cmd.command, "applied", None, position))
+        self.catch_up()  # the next command's catch-up, or this one, brings our own events in
         return results
 
-    def _execute(self, cmd: Any, recorded_at: datetime) -> None:
-        """Decide and save one command. Writers are serialized by the lock; should another
-        writer get to an aggregate first all the same, catch up and decide again."""
+    def _execute(self, cmd: Any, recorded_at: datetime) -> int:
+        """Decide and save one command; returns the log position its events reached.
+        Writers are serialized by the lock; should another writer get to an aggregate
+        first all the same, catch up and decide again."""
         for attempt in range(RETRIES):
             try:
                 if isinstance(cmd, c.RegionCommand):  # type: ignore[arg-type,misc]
-                    self._execute_region_command(cmd, recorded_at)
+                    position = self._execute_region_command(cmd, recorded_at)
                 else:
-                    self._execute_account_command(cmd, recorded_at)
-                return
+                    position = self._execute_account_command(cmd, recorded_at)
+                return position or self.facts.position
             except IntegrityError:
                 if attempt == RETRIES - 1:
                     raise
                 _backoff(attempt)
                 self.catch_up()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _execute_account_command(self, cmd: Any, recorded_at: datetime) -> int | None:
         eff = cmd.effective_at

@@ -103,7 +103,8 @@ class WriterLock:
                 if self._conn is None or self._conn.closed:
                     dsn = self.url.replace("postgresql+psycopg://", "postgresql://")
                     self._conn = psycopg.connect(dsn, autocommit=True, connect_timeout=5)
-                self._conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{int(self.timeout * 1000)}ms",))
+                    timeout = f"{int(self.timeout * 1000)}ms"
+                    self._conn.execute("SELECT set_config('lock_timeout', %s, false)", (timeout,))
                 self._conn.execute("SELECT pg_advisory_lock(%s)", (self.KEY,))
                 return
             except psycopg.OperationalError:

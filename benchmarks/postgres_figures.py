@@ -1,0 +1,97 @@
+"""PostgreSQL figures, each next to its baseline from the same run.
+
+    python -m benchmarks.postgres_figures --apply-accounts 5000 --flips 200
+
+- append: bulk `apply` on PostgreSQL vs eventsourcing's bare `save` of the same events;
+- visibility: a command applied in this process -> the answer changes in a check made by
+  another process that follows the log (LISTEN/NOTIFY on PostgreSQL; SQLite polling, for
+  comparison). Measured from just before `apply` is called (so it includes the commit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.whole_process import apply_vs_bare
+from entitlements import open_engine
+
+SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+def fresh_database(name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"{SERVER}/{name}"
+
+
+def watch(url: str, account: str, interval: float, ready: Any, out: Any, stop: Any) -> None:
+    """Another process: follow the log and report each flip of `host` with its time."""
+    with open_engine(url) as engine:
+        engine.follow(interval)
+        last = engine.check(account, "host").allowed
+        ready.set()
+        while not stop.is_set():
+            allowed = engine.check(account, "host").allowed
+            if allowed != last:
+                out.put(time.time())
+                last = allowed
+            time.sleep(0.0001)
+
+
+def visibility(url: str, flips: int, interval: float) -> dict[str, Any]:
+    with open_engine(url) as engine:
+        engine.apply([{"command": "register_account", "account_id": "watched", "region": "US",
+                       "plan": "pro", "channel": "online", "effective_at": "2020-01-01"}])
+        ctx = mp.get_context("spawn")
+        ready, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
+        watcher = ctx.Process(target=watch, args=(url, "watched", interval, ready, out, stop))
+        watcher.start()
+        ready.wait(60)
+        latencies = []
+        for i in range(flips):
+            command = "revoke_hosting" if i % 2 == 0 else "restore_hosting"
+            t0 = time.time()
+            engine.apply([{"command": command, "account_id": "watched", "reason": f"flip {i}",
+                           "effective_at": "2020-01-02"}])
+            latencies.append(out.get(timeout=30) - t0)
+        stop.set()
+        watcher.join(30)
+    ms = sorted(x * 1000 for x in latencies)
+    return {
+        "flips": flips, "p50_ms": round(statistics.median(ms), 2),
+        "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2), "max_ms": round(ms[-1], 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--apply-accounts", type=int, default=300)
+    parser.add_argument("--flips", type=int, default=20)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        figures["postgres_apply"] = apply_vs_bare(
+            args.apply_accounts, Path(tmp),
+            urls=(fresh_database("bench_apply"), fresh_database("bench_bare")),
+        )
+        figures["visibility_postgres_listen_notify"] = visibility(fresh_database("bench_visibility"), args.flips, 0.05)
+        figures["visibility_sqlite_polling_5ms"] = visibility(f"sqlite:///{tmp}/visibility.db", args.flips, 0.005)
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return figures
+
+
+if __name__ == "__main__":
+    main()
