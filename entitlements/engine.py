@@ -45,10 +45,14 @@ class Engine:
 
     def __init__(self, url: str | None = None, *, start: bool = True) -> None:
         self.url = store_url(url)
-        self.app = EntitlementsApplication(env=eventsourcing_env(self.url))
+        self.writer = WriterLock(self.url, timeout=WRITER_WAIT)
+        # Tables are created under the writer lock: two processes opening a new PostgreSQL
+        # store at once would otherwise race in the catalog ("tuple concurrently updated").
+        self.app = EntitlementsApplication(env={**eventsourcing_env(self.url), "CREATE_TABLE": "n"})
+        with self.writer:
+            self.app.recorder.create_table()  # type: ignore[attr-defined]
         self.projector = Projector(self.app, self.url)
         self.wait_timeout = 2.0  # seconds a min_position check waits for the index
-        self.writer = WriterLock(self.url, timeout=WRITER_WAIT)
         self.index: CheckIndex = self.projector.index
         if start:
             self.projector.start()
@@ -222,13 +226,16 @@ class Engine:
             return self.facts.position - before
 
     def _save_events(self, events: list[Any]) -> int | None:
+        """Save ready-made events (no aggregate to collect them from) and take them in."""
         if not events:
             return None
-        recordings = self.app.save(*events)
+        recordings = self.app.events.put(events)
+        self.projector.absorb(recordings)
         return recordings[-1].notification.id if recordings else None
 
     def _save(self, *aggregates: Account | Region) -> int | None:
         recordings = self.app.save(*aggregates)
+        self.projector.absorb(recordings)
         return recordings[-1].notification.id if recordings else None
 
     def _account(self, account_id: str) -> Account:

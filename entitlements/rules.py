@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 PLANS = ("free", "pro", "business", "enterprise")
@@ -135,9 +136,12 @@ class AccountState:
     last_restore: Fact | None = None
 
     def same_as(self, other: object) -> bool:
-        return type(other) is type(self) and all(
-            getattr(self, f) == getattr(other, f) for f in self.__slots__  # type: ignore[attr-defined]
-        )
+        return type(other) is type(self) and _fields_of(self) == _fields_of(other)
+
+
+def _fields_of(state: AccountState | RegionState) -> tuple[Any, ...]:
+    """All fields at once (C-level), for value comparison of states."""
+    return _GETTERS[type(state)](state)
 
 
 def fold_account(
@@ -188,9 +192,7 @@ class RegionState:
     partners: Mapping[str, Fact] = field(default_factory=dict)
 
     def same_as(self, other: object) -> bool:
-        return type(other) is type(self) and all(
-            getattr(self, f) == getattr(other, f) for f in self.__slots__  # type: ignore[attr-defined]
-        )
+        return type(other) is type(self) and _fields_of(self) == _fields_of(other)
 
 
 def fold_region(
@@ -210,6 +212,11 @@ def fold_region(
         elif f.type == "PartnerAuthorized":
             partners[f.data["partner"]] = f
     return RegionState(code, on, lifted, partners)
+
+
+_GETTERS = {
+    cls: attrgetter(*(f.name for f in fields(cls))) for cls in (AccountState, RegionState)
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,6 +131,17 @@ class Projector:
                     break
         return read
 
+    def absorb(self, recordings: list[Any]) -> None:
+        """Take our own just-saved events without reading them back, when nothing else was
+        recorded between our position and them (ids follow on exactly); else catch up."""
+        with self._lock:
+            ids = [r.notification.id for r in recordings]
+            if ids and ids == list(range(self.facts.position + 1, self.facts.position + 1 + len(ids))):
+                changed = self.facts.add((r.notification.id, r.domain_event) for r in recordings)
+                self.index.update(self.facts, changed)
+            else:
+                self.catch_up()
+
     def follow(self, interval: float = 0.05) -> None:
         """Keep level with the log in a background thread: through the store's LISTEN/NOTIFY
         subscription where it has one (PostgreSQL), else by polling every `interval` s."""

@@ -37,7 +37,7 @@ def test_two_processes_writing_one_account_lose_no_event(store_url: str, engine:
     results = [out.get(timeout=120) for _ in workers]
     for w in workers:
         w.join(30)
-    assert all(s == ["applied"] * RENEWALS for s in results)
+    assert all(s == ["applied"] * RENEWALS for s in results), [x for s in results for x in s if x != "applied"][:3]
     history = engine.history("shared")
     assert [e["version"] for e in history] == list(range(1, 2 * RENEWALS + 2))
     opened = [e["plan"] for e in history if e["type"] == "SubscriptionOpened"]
