@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -31,6 +32,7 @@ from projections.rebuild import Projector
 
 FAN_OUT_BATCH = 1000  # events saved per transaction when a region rule fans out
 RETRIES = 30  # optimistic-concurrency retries per command, with jittered backoff
+LOCK_SPAN = 0.1  # seconds a batch holds the writer lock before letting others in
 WRITER_WAIT = 300.0  # seconds a command waits for the writer lock (a 1M-account fan-out holds it ~1 min)
 
 
@@ -97,26 +99,34 @@ class Engine:
     def apply_parsed(self, numbered: Sequence[tuple[int, Any]]) -> list[CommandResult]:
         """Apply already validated commands, in order, each in its own transaction, under
         the store's writer lock; the index has caught up with them when this returns (read
-        your own writes)."""
-        results = []
-        for n, cmd in numbered:
+        your own writes). A long batch holds the lock for spans of at most LOCK_SPAN
+        seconds, catching up at the start of each span, so other writers get their turn."""
+        results: list[CommandResult] = []
+        pending = deque(numbered)
+        while pending:
             with self.writer:
                 self.catch_up()
-                newest = self.facts.newest_recorded_at
-                recorded_at = cmd.recorded_at or max(now(), newest or now())
-                try:
-                    if newest is not None and recorded_at < newest:
-                        raise Rejected(
-                            f"recorded_at {iso(recorded_at)} is earlier than the newest in the "
-                            f"store ({iso(newest)})"
-                        )
-                    position = self._execute(cmd, recorded_at)
-                except Rejected as e:
-                    results.append(CommandResult(n, cmd.command, "rejected", e.reason, self.facts.position))
-                    continue
-                results.append(CommandResult(n, cmd.command, "applied", None, position))
-        self.catch_up()  # the next command's catch-up, or this one, brings our own events in
+                span_ends = time.monotonic() + LOCK_SPAN
+                while pending and time.monotonic() < span_ends:
+                    n, cmd = pending.popleft()
+                    results.append(self._apply_one(n, cmd))
+        self.catch_up()
         return results
+
+    def _apply_one(self, n: int, cmd: Any) -> CommandResult:
+        """One command, under the writer lock with the facts level with the log."""
+        newest = self.facts.newest_recorded_at
+        recorded_at = cmd.recorded_at or max(now(), newest or now())
+        try:
+            if newest is not None and recorded_at < newest:
+                raise Rejected(
+                    f"recorded_at {iso(recorded_at)} is earlier than the newest in the "
+                    f"store ({iso(newest)})"
+                )
+            position = self._execute(cmd, recorded_at)
+        except Rejected as e:
+            return CommandResult(n, cmd.command, "rejected", e.reason, self.facts.position)
+        return CommandResult(n, cmd.command, "applied", None, position)
 
     def _execute(self, cmd: Any, recorded_at: datetime) -> int:
         """Decide and save one command; returns the log position its events reached.
