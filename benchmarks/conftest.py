@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks.synthetic import ACCOUNTS, world_facts, world_index
 from entitlements.engine import Engine
+from tests.conftest import postgres_url  # noqa: F401 - the PostgreSQL fixture, shared
 
 
 @pytest.fixture(scope="session")

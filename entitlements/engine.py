@@ -303,7 +303,7 @@ class Engine:
     def history(self, account_id: str) -> list[dict[str, Any]]:
         """The account's events in log order, with both clocks and causes."""
         try:
-            account = self.app.repository.get(account_uuid(account_id))
+            account: Account = self.app.repository.get(account_uuid(account_id))
         except AggregateNotFoundError:
             raise UnknownAccount(account_id) from None
         return [f.as_dict() for f in sorted(account.facts, key=lambda f: f.version)]
@@ -311,7 +311,7 @@ class Engine:
 
 def _event_from_fact(account_id: str, fact: Fact) -> Any:
     """The account event a rule-caused correction is recorded as."""
-    cls = Account.HostingRevoked if fact.type == "HostingRevoked" else Account.HostingRestored
+    cls = getattr(Account, fact.type)  # HostingRevoked or HostingRestored, made by @event
     return cls(  # type: ignore[call-arg]
         originator_id=account_uuid(account_id), originator_version=fact.version,
         timestamp=cls.create_timestamp(), reason=fact.data["reason"],

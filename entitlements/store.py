@@ -73,7 +73,8 @@ class WriterLock:
         self.url = url
         self.timeout = timeout
         parsed = make_url(url)
-        self._file = parsed.database + ".lock" if parsed.get_backend_name() == "sqlite" else None
+        sqlite = parsed.get_backend_name() == "sqlite" and parsed.database
+        self._file = f"{parsed.database}.lock" if sqlite else None
         self._fd: int | None = None
         self._conn: Any = None
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
@@ -148,10 +149,9 @@ class Projector:
         if self._thread is not None:
             return
         self.catch_up()
-        try:
+        self._subscription: Any = None
+        with contextlib.suppress(NotImplementedError, AttributeError):  # SQLite: poll instead
             self._subscription = self.app.recorder.subscribe(gt=self.facts.position)
-        except (NotImplementedError, AttributeError):
-            self._subscription = None
 
         def poll() -> None:
             while not self._stop.wait(interval):
