@@ -63,18 +63,18 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("ENTITLEMENTS_CACHE", str(tmp_path / "cache"))  # index snapshots
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'entitlements.db'}"
-    why_not = postgres_available()
-    if why_not:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required under CI=true: {why_not}")
-        pytest.skip(why_not)
-    return fresh_postgres_schema()
+    return postgres_or_skip()
 
 
 @pytest.fixture
 def postgres_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh PostgreSQL store only (for tests of PostgreSQL itself)."""
     monkeypatch.setenv("ENTITLEMENTS_CACHE", str(tmp_path / "cache"))
+    return postgres_or_skip()
+
+
+def postgres_or_skip() -> str:
+    """A fresh PostgreSQL schema's URL; skip saying why without a server (fail under CI)."""
     why_not = postgres_available()
     if why_not:
         if os.environ.get("CI") == "true":
