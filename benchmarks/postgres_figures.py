@@ -57,18 +57,21 @@ def visibility(url: str, flips: int, interval: float) -> dict[str, Any]:
         watcher = ctx.Process(target=watch, args=(url, "watched", interval, ready, out, stop))
         watcher.start()
         ready.wait(60)
-        latencies = []
+        latencies, applies = [], []
         for i in range(flips):
             command = "revoke_hosting" if i % 2 == 0 else "restore_hosting"
             t0 = time.time()
             engine.apply([{"command": command, "account_id": "watched", "reason": f"flip {i}",
                            "effective_at": "2020-01-02"}])
+            applies.append(time.time() - t0)
             latencies.append(out.get(timeout=30) - t0)
+            time.sleep(0.01)  # let the watcher settle: flips are separate commands, not a burst
         stop.set()
         watcher.join(30)
     ms = sorted(x * 1000 for x in latencies)
     return {
-        "flips": flips, "p50_ms": round(statistics.median(ms), 2),
+        "flips": flips, "apply_p50_ms": round(statistics.median(applies) * 1000, 2),
+        "p50_ms": round(statistics.median(ms), 2),
         "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2), "max_ms": round(ms[-1], 2),
     }
 

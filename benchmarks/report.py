@@ -48,8 +48,9 @@ def table(folder: Path) -> str:
         ("full rebuild (SQLite)", f"{r['events_per_s']:,} events/s ({r['events']:,} events, {r['seconds']:.0f} s)",
          f"raw read + decode {r['raw_read_decode_events_per_s']:,} events/s", f"{r['ratio']:.2f}", ">= 0.5"),
         ("command -> visible in another process, PostgreSQL LISTEN/NOTIFY",
-         f"p50 {vis['p50_ms']} ms, p99 {vis['p99_ms']} ms", f"SQLite polling 5 ms: p50 {poll['p50_ms']} ms, p99 {poll['p99_ms']} ms",
-         "-", "p50 <= 10 ms"),
+         f"p50 {vis['p50_ms']} ms, p99 {vis['p99_ms']} ms (of which `apply` p50 {vis['apply_p50_ms']} ms)",
+         f"SQLite, polling every 5 ms: p50 {poll['p50_ms']} ms, p99 {poll['p99_ms']} ms (`apply` p50 {poll['apply_p50_ms']} ms)",
+         f"after `apply` returned: p50 {vis['p50_ms'] - vis['apply_p50_ms']:.2f} ms", "p50 <= 10 ms"),
     ]
     lines = ["| figure | measured | baseline, same run | ratio | target |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {' | '.join(row)} |" for row in rows]
