@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,8 +13,14 @@ import pytest
 from entitlements import open_engine
 from entitlements.engine import Engine
 
+#: The installed console script, beside this interpreter (CI does not put the venv on PATH).
+CLI = str(Path(sys.executable).with_name("entitlements"))
+
 SCENARIOS = Path(__file__).resolve().parents[1] / "entitlements" / "scenarios"
-SHARED_SCENARIOS = Path(__file__).resolve().parents[2] / "shared" / "scenarios"
+SHARED_#: The installed console script, beside this interpreter (CI does not put the venv on PATH).
+CLI = str(Path(sys.executable).with_name("entitlements"))
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "shared" / "scenarios"
 
 
 def scenario_file(name: str) -> Path:

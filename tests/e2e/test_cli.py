@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_jsonl, scenario_file
+from tests.conftest import CLI, read_jsonl, scenario_file
 
 
 def run(store_url: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ENTITLEMENTS_DB": store_url}
-    return subprocess.run(["entitlements", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+    return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_the_default_store_is_an_sqlite_file_in_the_working_directory(tmp_path: 
     env = {k: v for k, v in os.environ.items() if k != "ENTITLEMENTS_DB"}
     f = tmp_path / "cmds.jsonl"
     f.write_text('{"command": "authorize_partner", "region": "CN", "partner": "P", "effective_at": "2020-01-01"}\n')
-    result = subprocess.run(["entitlements", "apply", str(f)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    result = subprocess.run([CLI, "apply", str(f)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "entitlements.db").exists()
 
@@ -131,12 +131,12 @@ def test_an_unusable_store_url_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_demo_runs_the_story_end_to_end(tmp_path: Path) -> None:
-    result = subprocess.run(["entitlements", "demo"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    result = subprocess.run([CLI, "demo"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "cn-free-02" in result.stdout and "as known at 2020-10-20: yes" in result.stdout
 
 
 def test_help_teaches_the_commands() -> None:
-    result = subprocess.run(["entitlements", "--help"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([CLI, "--help"], capture_output=True, text=True, timeout=60)
     for word in ("apply", "check", "capabilities", "history", "demo", "--db", "as-known-at"):
         assert word in result.stdout

@@ -21,6 +21,7 @@ from entitlements.engine import Engine
 from entitlements.rules import hosting_corrections
 from projections.rebuild import rebuild
 from projections.sql_views import SqlReadModel, sql_engine
+from tests.conftest import CLI
 from tests.integration.test_read_models import all_rows
 
 ACCOUNTS = [f"acc-{i}" for i in range(3)]
@@ -140,7 +141,7 @@ def test_a_follower_killed_mid_catch_up_ends_with_what_a_rebuild_gives(store_url
     big_store(engine, 3000)
     target = engine.position()
     env = {**os.environ, "ENTITLEMENTS_DB": store_url, "ENTITLEMENTS_PROJECTION_BATCH": "150"}
-    follower = subprocess.Popen(["entitlements", "catch-up"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    follower = subprocess.Popen([CLI, "catch-up"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     model = SqlReadModel(sql_engine(store_url))
     deadline = time.monotonic() + 60
     position = 0
@@ -156,7 +157,7 @@ def test_a_follower_killed_mid_catch_up_ends_with_what_a_rebuild_gives(store_url
     follower.wait(10)
     killed_at = model.position()
     assert 0 < killed_at < target, f"killed at {killed_at} of {target}: not halfway"
-    restarted = subprocess.run(["entitlements", "catch-up"], env=env, capture_output=True, text=True, timeout=300)
+    restarted = subprocess.run([CLI, "catch-up"], env=env, capture_output=True, text=True, timeout=300)
     assert restarted.returncode == 0, restarted.stderr
     assert model.position() == target
     after_restart = all_rows(store_url)
