@@ -17,10 +17,7 @@ from entitlements.engine import Engine
 CLI = str(Path(sys.executable).with_name("entitlements"))
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "entitlements" / "scenarios"
-SHARED_#: The installed console script, beside this interpreter (CI does not put the venv on PATH).
-CLI = str(Path(sys.executable).with_name("entitlements"))
-
-SCENARIOS = Path(__file__).resolve().parents[2] / "shared" / "scenarios"
+SHARED_SCENARIOS = Path(__file__).resolve().parents[2] / "shared" / "scenarios"
 
 
 def scenario_file(name: str) -> Path:
