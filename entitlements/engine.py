@@ -17,7 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from entitlements import commands as c
 from entitlements.account import Account, account_uuid
@@ -25,7 +25,7 @@ from entitlements.commands import now, parse_commands
 from entitlements.decisions import CommandResult, Decision, PositionNotReached, UnknownAccount
 from entitlements.region import Region, RegionRules, region_id
 from entitlements.rules import FREE_HOSTING_RULE, Fact, Rejected, hosting_corrections, iso
-from entitlements.store import WriterLock, eventsourcing_env, store_url
+from entitlements.store import StoreUnavailable, WriterLock, eventsourcing_env, store_url
 from projections.check_index import CheckIndex
 from projections.facts import LogFacts
 from projections.rebuild import Projector
@@ -103,14 +103,19 @@ class Engine:
         seconds, catching up at the start of each span, so other writers get their turn."""
         results: list[CommandResult] = []
         pending = deque(numbered)
-        while pending:
-            with self.writer:
-                self.catch_up()
-                span_ends = time.monotonic() + LOCK_SPAN
-                while pending and time.monotonic() < span_ends:
-                    n, cmd = pending.popleft()
-                    results.append(self._apply_one(n, cmd))
-        self.catch_up()
+        try:
+            while pending:
+                with self.writer:
+                    self.catch_up()
+                    span_ends = time.monotonic() + LOCK_SPAN
+                    while pending and time.monotonic() < span_ends:
+                        n, cmd = pending.popleft()
+                        results.append(self._apply_one(n, cmd))
+            self.catch_up()
+        except StoreUnavailable:
+            raise
+        except PersistenceError as e:
+            raise StoreUnavailable.from_error(e) from e
         return results
 
     def _apply_one(self, n: int, cmd: Any) -> CommandResult:

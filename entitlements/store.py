@@ -12,6 +12,7 @@ import os
 import time
 from typing import Any
 
+from eventsourcing.persistence import OperationalError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -21,6 +22,16 @@ ENV_VAR = "ENTITLEMENTS_DB"
 
 class StoreError(ValueError):
     """A store URL the engine cannot use."""
+
+
+class StoreUnavailable(OperationalError):
+    """The store failed or could not be reached during a command (e.g. a server restart).
+    One line, naming the cause; the engine reconnects on the next command."""
+
+    @classmethod
+    def from_error(cls, error: BaseException) -> StoreUnavailable:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return cls(f"the store is unavailable: {first_line}")
 
 
 def store_url(url: str | None = None) -> str:
@@ -108,10 +119,10 @@ class WriterLock:
                     self._conn.execute("SELECT set_config('lock_timeout', %s, false)", (timeout,))
                 self._conn.execute("SELECT pg_advisory_lock(%s)", (self.KEY,))
                 return
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as e:
                 self._conn = None
                 if attempt:
-                    raise
+                    raise StoreUnavailable.from_error(e) from e
 
     def _wait(self, try_lock: Any) -> None:
         deadline = time.monotonic() + self.timeout
