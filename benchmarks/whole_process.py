@@ -50,6 +50,8 @@ def memory(n: int) -> dict[str, Any]:
     facts = world_facts(n)
     after_facts = tracemalloc.get_traced_memory()[0]
     index = world_index(facts)
+    for account_id in facts.accounts:  # timelines are built on first use: build them all
+        index.timelines(account_id)
     after_index = tracemalloc.get_traced_memory()[0]
     for account_id in facts.accounts:
         index.check(account_id, "host")

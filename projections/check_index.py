@@ -22,7 +22,14 @@ from typing import Any
 
 from entitlements.commands import parse_time
 from entitlements.decisions import Decision, UnknownAccount
-from entitlements.rules import CAPABILITIES, AccountState, RegionState, UnknownCapability, decide
+from entitlements.rules import (
+    CAPABILITIES,
+    AccountState,
+    Fact,
+    RegionState,
+    UnknownCapability,
+    decide,
+)
 from projections.facts import Changed, LogFacts
 from projections.timeline import EMPTY_REGION, Timeline, account_timeline, region_timeline
 
@@ -38,7 +45,10 @@ class CheckIndex:
 
     def __init__(self, cache_size: int = CACHE_SIZE) -> None:
         self.position = 0
-        self.accounts: dict[str, tuple[str, Timeline[AccountState]]] = {}
+        # account -> (region, its Timeline), or (region, its facts) until first asked about:
+        # timelines are built on first use, so a fan-out or a start-up does not build them
+        # for a million accounts at once, and accounts never checked cost no timeline.
+        self.accounts: dict[str, tuple[str, Timeline[AccountState] | list[Fact]]] = {}
         self.regions: dict[str, Timeline[RegionState]] = {}
         self.cache_size = cache_size
         self._now: dict[str, NowEntry] = {}
@@ -49,11 +59,10 @@ class CheckIndex:
     # -- updates -------------------------------------------------------------------------
 
     def update(self, facts: LogFacts, changed: Changed) -> None:
-        """Recompute the timelines of the streams that changed, and forget their answers."""
+        """Forget the timelines and answers of the streams that changed: regions are
+        rebuilt now (few, shared), accounts on their next check."""
         regions = {c: region_timeline(c, facts.regions[c]) for c in changed.regions}
-        accounts = {
-            a: (facts.region_of[a], account_timeline(facts.accounts[a])) for a in changed.accounts
-        }
+        accounts = {a: (facts.region_of[a], facts.accounts[a]) for a in changed.accounts}
         with self._lock:
             self._generation += 1
             self.regions.update(regions)
@@ -65,8 +74,27 @@ class CheckIndex:
                 for a in accounts:
                     self._now.pop(a, None)
 
+    def timelines(self, account_id: str) -> tuple[Timeline[AccountState], Timeline[RegionState]]:
+        """The account's timeline (built now if it was not yet) and its region's."""
+        try:
+            entry = self.accounts[account_id]
+        except KeyError:
+            raise UnknownAccount(account_id) from None
+        region, account = entry
+        if not isinstance(account, Timeline):
+            account = self._build(account_id, entry)
+        return account, self.regions.get(region, EMPTY_REGION)
+
+    def _build(self, account_id: str, entry: tuple[str, Any]) -> Timeline[AccountState]:
+        region, facts = entry
+        timeline = account_timeline(facts)
+        with self._lock:  # keep it only if no update came in meanwhile
+            if self.accounts.get(account_id) is entry:
+                self.accounts[account_id] = (region, timeline)
+        return timeline
+
     def replace(
-        self, accounts: dict[str, tuple[str, Timeline[AccountState]]],
+        self, accounts: dict[str, tuple[str, Timeline[AccountState] | list[Fact]]],
         regions: dict[str, Timeline[RegionState]], position: int,
     ) -> None:
         """Adopt timelines saved in a snapshot."""
@@ -100,13 +128,6 @@ class CheckIndex:
     ) -> list[Decision]:
         return [self.check(account_id, cap, at, as_known_at) for cap in CAPABILITIES]
 
-    def _timelines(self, account_id: str) -> tuple[Timeline[AccountState], Timeline[RegionState]]:
-        try:
-            region, account = self.accounts[account_id]
-        except KeyError:
-            raise UnknownAccount(account_id) from None
-        return account, self.regions.get(region, EMPTY_REGION)
-
     def _check_now(self, account_id: str, capability: str) -> Decision:
         """Decide for now, and cache it until the account's or region's next change point."""
         slot = SLOTS.get(capability)
@@ -115,7 +136,7 @@ class CheckIndex:
         generation = self._generation
         entry = self._now.get(account_id)
         if entry is None or entry[0] <= time():
-            account, region = self._timelines(account_id)
+            account, region = self.timelines(account_id)
             t = datetime.now(UTC)
             changes = [c for c in (account.next_change(t), region.next_change(t)) if c is not None]
             until = min(changes).timestamp() if changes else math.inf
@@ -135,10 +156,12 @@ class CheckIndex:
         t = at if isinstance(at, datetime) and at.tzinfo else _utc("at", at) if at is not None else datetime.now(UTC)
         k = as_known_at if as_known_at is None or isinstance(as_known_at, datetime) and as_known_at.tzinfo else _utc("as_known_at", as_known_at)
         try:
-            region, account = self.accounts[account_id]
+            region, account = entry = self.accounts[account_id]
         except KeyError:
             raise UnknownAccount(account_id) from None
-        acc = account.state_at(t, k)
+        if account.__class__ is not Timeline:
+            account = self._build(account_id, entry)
+        acc = account.state_at(t, k)  # type: ignore[union-attr]
         reg = self.regions.get(region, EMPTY_REGION).state_at(t, k)
         key = (acc, reg, capability)  # states hash by identity; the memo keeps them alive
         decision = self._cells.get(key)

@@ -22,7 +22,7 @@ from projections.tables import (
     define_tables,
     tracking,
 )
-from projections.timeline import EMPTY_REGION, capability_intervals
+from projections.timeline import capability_intervals
 
 CHUNK = 500  # account ids per DELETE ... IN (...)
 
@@ -91,10 +91,10 @@ class SqlReadModel:
         when = self._time_param
         account_rows, interval_rows = [], []
         for account_id in accounts:
-            region, timeline = index.accounts[account_id]
+            timeline, region = index.timelines(account_id)
             row = _account_row(account_id, facts)
             account_rows.append((*row[:-1], when(row[-1])))
-            for r in capability_intervals(account_id, timeline, index.regions.get(region, EMPTY_REGION)):
+            for r in capability_intervals(account_id, timeline, region):
                 interval_rows.append((
                     r.account_id, r.capability, r.allowed, r.value, r.reason,
                     when(r.effective_from), when(r.effective_to), when(r.recorded_from), when(r.recorded_to),
