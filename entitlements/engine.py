@@ -208,7 +208,7 @@ class Engine:
         so the fan-out's events keep the rule's recorded_at and the log's clock order)."""
         position = None
         members = list(self.facts.members.get(region.code, ()))
-        start = 0
+        start, conflicts = 0, 0
         while start < len(members):
             events: list[Any] = []
             end = start
@@ -221,11 +221,14 @@ class Engine:
                 end += 1
             try:
                 position = self._save_events(events) or position
-            except IntegrityError:  # another writer got to one of these accounts first
-                _backoff(0)
+            except IntegrityError:  # a writer that bypassed the lock got there first
+                conflicts += 1
+                if conflicts == RETRIES:
+                    raise
+                _backoff(conflicts)
                 self.catch_up()
                 continue  # recompute this slice from fresh facts
-            start = end
+            start, conflicts = end, 0
         return position
 
     def reconcile(self, region: str | None = None) -> int:
