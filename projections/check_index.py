@@ -7,8 +7,8 @@
 - `at` / `as_known_at`: two bisects per timeline, then a memoised Decision for that
   (account state, region state) cell.
 
-Updates come from `update(facts, changed)` (catch-up, follow, rebuild). Readers take no
-lock; writers of the caches hold one, and a generation counter keeps a check that raced
+Updates come from `update(facts, changed)` (catch-up, follow, rebuild); an account's
+timeline is rebuilt on its next check, not in the update. Readers take no lock; writers of the caches hold one, and a generation counter keeps a check that raced
 an update from caching a stale answer.
 """
 
