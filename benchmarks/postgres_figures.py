@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import statistics
 import tempfile
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.whole_process import apply_vs_bare
+from benchmarks.whole_process import apply_vs_bare, emit
 from entitlements import open_engine
 
 SERVER = "postgresql://postgres@127.0.0.1:5432"
@@ -90,10 +89,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         figures["visibility_postgres_listen_notify"] = visibility(fresh_database("bench_visibility"), args.flips, 0.05)
         figures["visibility_sqlite_polling_5ms"] = visibility(f"sqlite:///{tmp}/visibility.db", args.flips, 0.005)
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
-    return figures
+    return emit(figures, args.json)
 
 
 if __name__ == "__main__":

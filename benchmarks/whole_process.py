@@ -170,9 +170,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             figures["apply"] = apply_vs_bare(args.apply_accounts or max(args.accounts // 10, 10), Path(tmp))
         if "fanout" in only:
             figures.update(fan_out_and_rebuild(args.accounts, Path(tmp)))
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
+    return emit(figures, args.json)
+
+
+def emit(figures: dict[str, Any], path: Path | None) -> dict[str, Any]:
+    """Print the figures as JSON, and keep them in `path` too when given."""
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if path:
+        path.write_text(text)
     return figures
 
 
