@@ -229,7 +229,7 @@ def rebuild(app: Application[Any], url: str, progress: Progress | None = None) -
     if target is None:
         target = app.recorder.max_notification_id() or 0
         with model.engine.begin() as conn:
-            model._track(conn, target, "rebuild:target")
+            model.track(conn, target, "rebuild:target")
     projector = Projector(app, url)
     facts = projector.facts
     while facts.position < target:
@@ -244,7 +244,7 @@ def rebuild(app: Application[Any], url: str, progress: Progress | None = None) -
         chunk = accounts[start : start + ACCOUNTS_PER_TRANSACTION]
         with model.engine.begin() as conn:
             model.replace_rows(conn, facts, projector.index, chunk)
-            model._track(conn, start + len(chunk), "rebuild:accounts")
+            model.track(conn, start + len(chunk), "rebuild:accounts")
         if progress is not None:
             progress(target + start + len(chunk), target + len(accounts))
     model.swap_into_place(target)
@@ -252,13 +252,10 @@ def rebuild(app: Application[Any], url: str, progress: Progress | None = None) -
     return target
 
 
-def _run(
-    app: Application[Any], model: SqlReadModel, progress: Progress | None,
-    projector: Projector | None = None,
-) -> int:
+def _run(app: Application[Any], model: SqlReadModel, progress: Progress | None) -> int:
     """Read the log into memory; write the rows of the accounts each batch touched, but
     only past what the model already tracks (so a resumed run writes nothing twice)."""
-    projector = projector or Projector(app, None)
+    projector = Projector(app, None)
     facts, index = projector.facts, projector.index
     target = app.recorder.max_notification_id() or 0
     written = model.position()

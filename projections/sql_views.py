@@ -77,7 +77,7 @@ class SqlReadModel:
             if self.position(conn) >= position:
                 return False
             self.replace_rows(conn, facts, index, sorted(set(accounts)))
-            self._track(conn, position)
+            self.track(conn, position)
         return True
 
     def replace_rows(self, conn: Connection, facts: LogFacts, index: CheckIndex, accounts: list[str]) -> None:
@@ -114,7 +114,7 @@ class SqlReadModel:
             return t
         return _sqlite_time(t)
 
-    def _track(self, conn: Connection, position: int, name: str | None = None) -> None:
+    def track(self, conn: Connection, position: int, name: str | None = None) -> None:
         name = name or self.name
         moved = conn.execute(update(tracking).where(tracking.c.name == name).values(position=position))
         if moved.rowcount == 0:
@@ -147,7 +147,7 @@ class SqlReadModel:
                 ix.create(conn)
             conn.exec_driver_sql(capabilities_now_sql(self.engine))
             conn.execute(delete(tracking).where(tracking.c.name.startswith(self.name)))
-            SqlReadModel(self.engine)._track(conn, position)
+            SqlReadModel(self.engine).track(conn, position)
 
 
 @lru_cache(maxsize=1 << 16)
