@@ -17,7 +17,7 @@ import os
 import pickle
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ class Projector:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._subscription: Any = None  # the store's LISTEN/NOTIFY subscription, when following
 
     # -- start: snapshot, then catch up --------------------------------------------------
 
@@ -115,22 +116,16 @@ class Projector:
 
     # -- catch up and follow -------------------------------------------------------------
 
-    def catch_up(self, on_batch: Callable[[Changed], None] | None = None) -> int:
+    def catch_up(self) -> int:
         """Read the log past our position into facts and timelines; returns events read."""
         read = 0
         with self._lock:
             while True:
                 page = self.app.recorder.select_notifications(start=self.facts.position + 1, limit=PAGE)
-                if not page:
-                    break
-                changed = self.facts.add((n.id, self.app.mapper.to_domain_event(n)) for n in page)
-                self.index.update(self.facts, changed)
-                if on_batch is not None:
-                    on_batch(changed)
+                self._take((n.id, self.app.mapper.to_domain_event(n)) for n in page)
                 read += len(page)
                 if len(page) < PAGE:
-                    break
-        return read
+                    return read
 
     def absorb(self, recordings: list[Any]) -> None:
         """Take our own just-saved events without reading them back, when nothing else was
@@ -138,10 +133,16 @@ class Projector:
         with self._lock:
             ids = [r.notification.id for r in recordings]
             if ids and ids == list(range(self.facts.position + 1, self.facts.position + 1 + len(ids))):
-                changed = self.facts.add((r.notification.id, r.domain_event) for r in recordings)
-                self.index.update(self.facts, changed)
+                self._take((r.notification.id, r.domain_event) for r in recordings)
             else:
                 self.catch_up()
+
+    def _take(self, events: Iterable[tuple[int, Any]]) -> None:
+        """(position, decoded event) pairs in log order -> facts, then the index."""
+        with self._lock:
+            changed = self.facts.add(events)
+            if changed.accounts or changed.regions:
+                self.index.update(self.facts, changed)
 
     def follow(self, interval: float = 0.05) -> None:
         """Keep level with the log in a background thread: through the store's LISTEN/NOTIFY
@@ -149,7 +150,6 @@ class Projector:
         if self._thread is not None:
             return
         self.catch_up()
-        self._subscription: Any = None
         with contextlib.suppress(NotImplementedError, AttributeError):  # SQLite: poll instead
             self._subscription = self.app.recorder.subscribe(gt=self.facts.position)
 
@@ -158,11 +158,8 @@ class Projector:
                 self.catch_up()
 
         def listen() -> None:
-            for n in self._subscription:  # type: ignore[union-attr]
-                with self._lock:
-                    changed = self.facts.add([(n.id, self.app.mapper.to_domain_event(n))])
-                    if changed.accounts or changed.regions:
-                        self.index.update(self.facts, changed)
+            for n in self._subscription:
+                self._take([(n.id, self.app.mapper.to_domain_event(n))])
                 if self._stop.is_set():
                     return
 
@@ -186,8 +183,8 @@ class Projector:
     def stop(self) -> None:
         """Stop following; save a snapshot if the log moved on a good deal since the last."""
         self._stop.set()
-        if getattr(self, "_subscription", None) is not None:
-            self._subscription.stop()  # type: ignore[union-attr]
+        if self._subscription is not None:
+            self._subscription.stop()
         if self._thread is not None:
             self._thread.join(5)
         if self.facts.position - self._snapshot_position >= SNAPSHOT_EVERY:

@@ -51,6 +51,7 @@ class Timeline(Generic[S]):
         return self.beliefs[i] if i >= 0 else None
 
     def state_at(self, at: datetime, known: datetime | None = None) -> S:
+        # belief() is inlined here: this runs on every `at` / `as_known_at` check.
         if known is None:
             b = self.beliefs[-1] if self.beliefs else None
         else:
