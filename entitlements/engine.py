@@ -25,7 +25,13 @@ from entitlements.commands import now, parse_commands
 from entitlements.decisions import CommandResult, Decision, PositionNotReached, UnknownAccount
 from entitlements.region import Region, RegionRules, region_id
 from entitlements.rules import FREE_HOSTING_RULE, Fact, Rejected, hosting_corrections, iso
-from entitlements.store import StoreUnavailable, WriterLock, eventsourcing_env, store_url
+from entitlements.store import (
+    StoreUnavailable,
+    WriterLock,
+    eventsourcing_env,
+    install_clock_guard,
+    store_url,
+)
 from projections.check_index import CheckIndex
 from projections.facts import LogFacts
 from projections.rebuild import Projector
@@ -53,6 +59,7 @@ class Engine:
         self.app = EntitlementsApplication(env={**eventsourcing_env(self.url), "CREATE_TABLE": "n"})
         with self.writer:
             self.app.recorder.create_table()  # type: ignore[attr-defined]
+            install_clock_guard(self.url, self.app.recorder.events_table_name)  # type: ignore[attr-defined]
         self.projector = Projector(self.app, self.url)
         self.wait_timeout = 2.0  # seconds a min_position check waits for the index
         self.index: CheckIndex = self.projector.index
@@ -120,24 +127,24 @@ class Engine:
 
     def _apply_one(self, n: int, cmd: Any) -> CommandResult:
         """One command, under the writer lock with the facts level with the log."""
-        newest = self.facts.newest_recorded_at
-        recorded_at = cmd.recorded_at or max(now(), newest or now())
         try:
+            position = self._execute(cmd)
+        except Rejected as e:
+            return CommandResult(n, cmd.command, "rejected", e.reason, self.facts.position)
+        return CommandResult(n, cmd.command, "applied", None, position)
+
+    def _execute(self, cmd: Any) -> int:
+        """Stamp, decide and save one command; returns the log position its events reached.
+        Writers are serialized by the lock; should another writer (or a save retried across
+        a server restart) get there first all the same, catch up, stamp and decide again."""
+        for attempt in range(RETRIES):
+            newest = self.facts.newest_recorded_at
+            recorded_at = cmd.recorded_at or max(now(), newest or now())
             if newest is not None and recorded_at < newest:
                 raise Rejected(
                     f"recorded_at {iso(recorded_at)} is earlier than the newest in the "
                     f"store ({iso(newest)})"
                 )
-            position = self._execute(cmd, recorded_at)
-        except Rejected as e:
-            return CommandResult(n, cmd.command, "rejected", e.reason, self.facts.position)
-        return CommandResult(n, cmd.command, "applied", None, position)
-
-    def _execute(self, cmd: Any, recorded_at: datetime) -> int:
-        """Decide and save one command; returns the log position its events reached.
-        Writers are serialized by the lock; should another writer get to an aggregate
-        first all the same, catch up and decide again."""
-        for attempt in range(RETRIES):
             try:
                 if isinstance(cmd, c.RegionCommand):  # type: ignore[arg-type,misc]
                     position = self._execute_region_command(cmd, recorded_at)

@@ -71,6 +71,44 @@ def eventsourcing_env(url: str) -> dict[str, str]:
     raise StoreError(f"unsupported store {backend!r} in {url!r}: use sqlite:///path or postgresql://...")
 
 
+def install_clock_guard(url: str, table: str) -> None:
+    """PostgreSQL: refuse, in the inserting transaction itself, an event whose recorded_at
+    is earlier than the newest in the store. The writer lock keeps writers in clock order,
+    but a server restart ends the lock's session while a writer's insert is still being
+    retried by the driver layer; this keeps the store's clock from going back even then.
+    (eventsourcing's recorder locks the table for each insert, so 'newest' is exact.)
+    SQLite needs no guard: its writer lock is a file lock that no restart can drop."""
+    if make_url(url).get_backend_name() != "postgresql":
+        return
+    import psycopg
+
+    function = f"{table}_recorded_at_never_decreases"
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_trigger WHERE tgname = 'recorded_at_never_decreases' "
+            "AND tgrelid = to_regclass(%s)", (table,),
+        ).fetchone()
+        if exists:
+            return
+        conn.execute(f"""
+            CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
+            DECLARE incoming timestamptz; newest timestamptz;
+            BEGIN
+              incoming := (convert_from(NEW.state, 'UTF8')::jsonb -> 'recorded_at' ->> '_data_')::timestamptz;
+              SELECT (convert_from(state, 'UTF8')::jsonb -> 'recorded_at' ->> '_data_')::timestamptz
+                INTO newest FROM {table} ORDER BY notification_id DESC LIMIT 1;
+              IF incoming < newest THEN
+                RAISE EXCEPTION 'recorded_at % is earlier than the newest in the store (%)',
+                  incoming, newest USING ERRCODE = 'check_violation';
+              END IF;
+              RETURN NEW;
+            END $$""")
+        conn.execute(
+            f"CREATE TRIGGER recorded_at_never_decreases BEFORE INSERT ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION {function}()"
+        )
+
+
 class WriterLock:
     """One writer at a time across processes, for the span of one command's
     read-decide-write, so `recorded_at` never decreases and every command decides on the

@@ -192,3 +192,19 @@ def test_an_interrupted_fan_out_leaves_no_account_half_done_and_completes_when_r
         assert restarted.reconcile() == 30
         assert restarted.reconcile() == 0  # idempotent
         assert all(not restarted.check(a, "host", at=RULE_AT).allowed for a in restarted.facts.accounts)
+
+
+@pytest.mark.postgres
+def test_the_store_itself_refuses_a_recorded_at_that_goes_back(postgres_url: str) -> None:
+    """Even a write that bypasses the writer lock (a save retried across a server restart)
+    cannot move the store's clock backwards."""
+    from eventsourcing.persistence import IntegrityError
+
+    with open_engine(postgres_url) as engine:
+        engine.apply([{"command": "authorize_partner", "region": "CN", "partner": "P",
+                       "effective_at": "2020-01-01", "recorded_at": "2021-01-01"}])
+        with pytest.raises(IntegrityError, match="earlier than the newest"):
+            fill_store(engine.app, registration_events(1))  # recorded_at 2020-01-01
+        (late,) = engine.apply([{"command": "register_account", "account_id": "a", "region": "US",
+                                 "plan": "pro", "channel": "online", "effective_at": "2020-01-01"}])
+        assert late.status == "applied"  # stamped now: after the newest
