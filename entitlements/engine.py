@@ -259,7 +259,17 @@ class Engine:
         return recordings[-1].notification.id if recordings else None
 
     def _save(self, *aggregates: Account | Region) -> int | None:
-        recordings = self.app.save(*aggregates)
+        events = [e for a in aggregates for e in a.pending_events]
+        try:
+            recordings = self.app.save(*aggregates)
+        except IntegrityError:
+            # The server may have gone away just after committing: the recorder retries the
+            # insert and hits our own rows. If the log now holds exactly our events, the
+            # command was applied; anything else is a real conflict for _execute to retry.
+            self.catch_up()
+            if events and all(self.facts.holds(e) for e in events):
+                return self.facts.position
+            raise
         self.projector.absorb(recordings)
         return recordings[-1].notification.id if recordings else None
 

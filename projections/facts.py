@@ -78,6 +78,19 @@ class LogFacts:
                 self.newest_recorded_at = fact.recorded_at
         return changed
 
+    def holds(self, event: Any) -> bool:
+        """Whether the log (as read so far) holds this very event: same stream, version,
+        type and recorded_at. Tells a commit whose acknowledgement was lost from a conflict."""
+        stream = self._stream_of.get(event.originator_id)
+        if stream is None:
+            return False
+        facts = (self.accounts if stream[0] == "account" else self.regions).get(stream[1], ())
+        return any(
+            f.version == event.originator_version and f.type == type(event).__name__
+            and f.recorded_at == event.recorded_at
+            for f in facts
+        )
+
     def region_facts(self, code: str) -> list[Fact]:
         return self.regions.get(code, [])
 

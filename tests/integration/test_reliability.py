@@ -208,3 +208,25 @@ def test_the_store_itself_refuses_a_recorded_at_that_goes_back(postgres_url: str
         (late,) = engine.apply([{"command": "register_account", "account_id": "a", "region": "US",
                                  "plan": "pro", "channel": "online", "effective_at": "2020-01-01"}])
         assert late.status == "applied"  # stamped now: after the newest
+
+
+def test_a_commit_whose_acknowledgement_was_lost_is_reported_applied_once(
+    store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server commits, the connection drops before the client hears it, the recorder
+    retries and meets its own rows: the command was applied, exactly once."""
+    from eventsourcing.persistence import IntegrityError
+
+    register_shared_accounts(engine)
+    real_save, calls = engine.app.save, []
+
+    def commit_then_lose_the_ack(*objs, **kwargs):
+        calls.append(1)
+        real_save(*objs, **kwargs)
+        raise IntegrityError("duplicate key value violates unique constraint (the retried insert)")
+
+    monkeypatch.setattr(engine.app, "save", commit_then_lose_the_ack)
+    (result,) = engine.apply([{"command": "revoke_hosting", "account_id": "acc-0", "reason": "once",
+                               "effective_at": "2020-01-02"}])
+    assert (result.status, len(calls)) == ("applied", 1)
+    assert [e["reason"] for e in engine.history("acc-0") if e["type"] == "HostingRevoked"] == ["once"]
