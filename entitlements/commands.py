@@ -6,6 +6,7 @@ time) refuses the whole batch before anything is applied, naming the item and fi
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
@@ -61,15 +62,20 @@ Channel = Literal["online", "direct", "partner"]
 SalesChannel = Literal["direct", "partner"]
 Rule = Literal[REGION_RULES]  # type: ignore[valid-type]
 Jurisdiction = Annotated[str, StringConstraints(pattern=r"^([A-Z]{2}|platform)$")]
+CommandId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+Actor = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
 class _Command(BaseModel):
-    """Fields every command takes: when it takes effect, and when the engine learned it."""
+    """Fields every command takes: when it takes effect, when the engine learned it, its
+    identity (exactly once per `command_id`) and who asked."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     effective_at: Time
     recorded_at: Time | None = None
+    command_id: CommandId | None = None
+    actor: Actor | None = None
 
     @field_validator("recorded_at")
     @classmethod
@@ -97,6 +103,7 @@ class _WithPartner(_Command):
 class RegisterAccount(_WithPartner):
     command: Literal["register_account"]
     account_id: AccountId
+    jurisdiction: Jurisdiction | None = None  # who asks: a region code or 'platform'
     region: RegionCode
     plan: Plan
     channel: Channel
@@ -106,6 +113,7 @@ class RegisterAccount(_WithPartner):
 class ApproveRegistration(_WithPartner):
     command: Literal["approve_registration"]
     account_id: AccountId
+    jurisdiction: Jurisdiction | None = None  # who asks: a region code or 'platform'
     plan: Literal["enterprise"] = "enterprise"
     channel: SalesChannel
     partner: PartnerName | None = Field(default=None, validate_default=True)
@@ -114,6 +122,7 @@ class ApproveRegistration(_WithPartner):
 class OpenSubscription(_WithPartner):
     command: Literal["open_subscription"]
     account_id: AccountId
+    jurisdiction: Jurisdiction | None = None  # who asks: a region code or 'platform'
     plan: PaidPlan
     channel: Channel
     partner: PartnerName | None = Field(default=None, validate_default=True)
@@ -122,24 +131,28 @@ class OpenSubscription(_WithPartner):
 class CloseSubscription(_Command):
     command: Literal["close_subscription"]
     account_id: AccountId
+    jurisdiction: Jurisdiction | None = None  # who asks: a region code or 'platform'
     reason: Reason | None = None
 
 
 class RevokeHosting(_Command):
     command: Literal["revoke_hosting"]
     account_id: AccountId
+    jurisdiction: Jurisdiction | None = None  # who asks: a region code or 'platform'
     reason: Reason
 
 
 class RestoreHosting(_Command):
     command: Literal["restore_hosting"]
     account_id: AccountId
+    jurisdiction: Jurisdiction | None = None  # who asks: a region code or 'platform'
     reason: Reason
 
 
 class MoveToPartner(_Command):
     command: Literal["move_to_partner"]
     account_id: AccountId
+    jurisdiction: Jurisdiction | None = None  # who asks: a region code or 'platform'
     partner: PartnerName
 
 
@@ -153,6 +166,7 @@ class SuspendAccount(_Command):
 class ReinstateAccount(_Command):
     command: Literal["reinstate_account"]
     account_id: AccountId
+    jurisdiction: Jurisdiction | None = None  # who asks: a region code or 'platform'
     reason: Reason
 
 
@@ -214,6 +228,23 @@ def _first_error(error: ValidationError) -> tuple[str | None, str]:
     return (".".join(loc) or None), message
 
 
+def command_fingerprint(cmd: BaseModel) -> str:
+    """What the command says, as a hash: the same `command_id` with another fingerprint is
+    a different command. Fields left to their defaults do not count (a retry that lets
+    `recorded_at` default is the same command)."""
+    content = cmd.model_dump(mode="json", exclude={"command_id"}, exclude_none=True)
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def with_derived_id(cmd: Any) -> Any:
+    """A command without `command_id` gets one derived from its content, so applying the
+    same file again records nothing twice."""
+    if cmd.command_id is not None:
+        return cmd
+    return cmd.model_copy(update={"command_id": "auto:" + command_fingerprint(cmd)[:40]})
+
+
 def parse_commands(numbered: Iterable[tuple[int, Any]], label: str = "line") -> list[Any]:
     """Validate a whole batch of (number, item); raise MalformedCommand for the first bad
     item. `recorded_at` may not go backwards within a batch (among items that give one)."""
@@ -254,4 +285,5 @@ def read_command_file(path: str | Path) -> list[tuple[int, Any]]:
 def parse_command_file(path: str | Path) -> list[tuple[int, Any]]:
     """Read and validate a whole command file: (line number, command) pairs."""
     items = read_command_file(path)
-    return list(zip((n for n, _ in items), parse_commands(items), strict=True))
+    commands = parse_commands(items)
+    return [(n, with_derived_id(cmd)) for (n, _), cmd in zip(items, commands, strict=True)]
