@@ -63,6 +63,7 @@ def registration_events(n: int, region: str = "CN", plan: str = "free") -> Itera
             originator_id=account_uuid(account_id), originator_version=1, timestamp=t,
             originator_topic="entitlements:Account", account_id=account_id, region=region,
             plan=plan, channel="online", partner=None, effective_at=t, recorded_at=t,
+            actor="synthetic", command_id=None,
         )
 
 
@@ -70,6 +71,7 @@ def region_opened(code: str, at: datetime) -> Any:
     return Region.RegionOpened(  # type: ignore[attr-defined]
         originator_id=region_id(code), originator_version=1, timestamp=at,
         originator_topic="entitlements:Region", region=code, effective_at=at, recorded_at=at,
+        actor="synthetic", command_id=None,
     )
 
 

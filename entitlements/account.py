@@ -18,16 +18,20 @@ from eventsourcing.domain import Aggregate, event
 from entitlements.region import Region, RegionRules
 from entitlements.rules import (
     CHANNEL_CLOSED_BY,
+    NOBODY,
     PAID_PLANS,
     SALES_CHANNELS,
     AccountState,
     Fact,
     RegionState,
     Rejected,
+    Who,
+    check_jurisdiction,
     fold_account,
     hosting_corrections,
     iso,
     rule_cause,
+    with_who,
 )
 
 
@@ -71,6 +75,7 @@ class Account(Aggregate):
         partner: str | None,
         effective_at: datetime,
         recorded_at: datetime,
+        who: Who = NOBODY,
     ) -> Account:
         """Register, or record the attempt as suspended when the region suspends sign-ups."""
         rules = region.state_at(effective_at)
@@ -79,12 +84,12 @@ class Account(Aggregate):
             raise Rejected(f"a free plan is only available online, not through {channel}")
         account = cls(
             account_id=account_id, region=region.code, plan=plan, channel=channel,
-            partner=partner, effective_at=effective_at, recorded_at=recorded_at,
+            partner=partner, effective_at=effective_at, recorded_at=recorded_at, **who,
         )
         suspension = rules.rules_on.get("registration_suspended")
         if suspension and not (plan == "enterprise" and channel in SALES_CHANNELS):
             account._registration_suspended(
-                effective_at=effective_at, recorded_at=recorded_at, cause=rule_cause(suspension)
+                effective_at=effective_at, recorded_at=recorded_at, cause=rule_cause(suspension), **who
             )
         return account
 
@@ -98,19 +103,21 @@ class Account(Aggregate):
         partner: str | None,
         effective_at: datetime,
         recorded_at: datetime,
+        actor: str | None = None,
+        command_id: str | None = None,
     ) -> None:
         self.account_id = account_id
         self.region = region
         self.registered_at = effective_at
         self.facts: list[Fact] = []
         self._remember(
-            "AccountRegistered", 1, effective_at, recorded_at, None,
+            "AccountRegistered", effective_at, recorded_at, None, actor, command_id,
             region=region, plan=plan, channel=channel, partner=partner,
         )
 
     def approve_registration(
         self, region: Region | RegionRules, plan: str, channel: str, partner: str | None,
-        effective_at: datetime, recorded_at: datetime,
+        effective_at: datetime, recorded_at: datetime, who: Who = NOBODY,
     ) -> None:
         state = self.state_for_command(effective_at)
         if state.registration_suspended is None:
@@ -118,14 +125,14 @@ class Account(Aggregate):
         _check_channel(region.state_at(effective_at), plan, channel, partner, self.region)
         self._registration_approved(
             plan=plan, channel=channel, partner=partner,
-            effective_at=effective_at, recorded_at=recorded_at,
+            effective_at=effective_at, recorded_at=recorded_at, **who,
         )
 
     # -- subscriptions and channel -------------------------------------------------------
 
     def open_subscription(
         self, region: Region | RegionRules, plan: str, channel: str, partner: str | None,
-        effective_at: datetime, recorded_at: datetime,
+        effective_at: datetime, recorded_at: datetime, who: Who = NOBODY,
     ) -> None:
         state = self.state_for_command(effective_at)
         if state.suspension is not None:
@@ -135,16 +142,19 @@ class Account(Aggregate):
         _check_channel(region.state_at(effective_at), plan, channel, partner, self.region)
         self._subscription_opened(
             plan=plan, channel=channel, partner=partner,
-            effective_at=effective_at, recorded_at=recorded_at,
+            effective_at=effective_at, recorded_at=recorded_at, **who,
         )
 
-    def close_subscription(self, reason: str | None, effective_at: datetime, recorded_at: datetime) -> None:
+    def close_subscription(
+        self, reason: str | None, effective_at: datetime, recorded_at: datetime, who: Who = NOBODY
+    ) -> None:
         if self.state_for_command(effective_at).plan == "free":
             raise Rejected(f"account {self.account_id} is already on the free plan at {iso(effective_at)}")
-        self._subscription_closed(reason=reason, effective_at=effective_at, recorded_at=recorded_at)
+        self._subscription_closed(reason=reason, effective_at=effective_at, recorded_at=recorded_at, **who)
 
     def move_to_partner(
-        self, region: Region | RegionRules, partner: str, effective_at: datetime, recorded_at: datetime
+        self, region: Region | RegionRules, partner: str, effective_at: datetime, recorded_at: datetime,
+        who: Who = NOBODY,
     ) -> None:
         state = self.state_for_command(effective_at)
         if partner not in region.state_at(effective_at).partners:
@@ -153,44 +163,61 @@ class Account(Aggregate):
             raise Rejected(f"account {self.account_id} is on the free plan: nothing to move")
         if state.channel == "partner" and state.partner == partner:
             raise Rejected(f"account {self.account_id} is already with {partner!r}")
-        self._moved_to_partner(partner=partner, effective_at=effective_at, recorded_at=recorded_at)
+        self._moved_to_partner(partner=partner, effective_at=effective_at, recorded_at=recorded_at, **who)
 
     # -- hosting and suspension ----------------------------------------------------------
 
-    def revoke_hosting(self, reason: str, effective_at: datetime, recorded_at: datetime) -> None:
+    def revoke_hosting(
+        self, reason: str, effective_at: datetime, recorded_at: datetime, who: Who = NOBODY
+    ) -> None:
         if self.state_for_command(effective_at).manual_revocation is not None:
             raise Rejected(f"hosting of {self.account_id} is already revoked at {iso(effective_at)}")
-        self._hosting_revoked(reason=reason, effective_at=effective_at, recorded_at=recorded_at, cause=None)
+        self._hosting_revoked(
+            reason=reason, effective_at=effective_at, recorded_at=recorded_at, cause=None, **who
+        )
 
-    def restore_hosting(self, reason: str, effective_at: datetime, recorded_at: datetime) -> None:
+    def restore_hosting(
+        self, reason: str, effective_at: datetime, recorded_at: datetime, who: Who = NOBODY
+    ) -> None:
         if self.state_for_command(effective_at).manual_revocation is None:
             raise Rejected(
                 f"no manual hosting revocation of {self.account_id} is in force at "
                 f"{iso(effective_at)} (a rule-caused one ends with the rule or the free plan)"
             )
-        self._hosting_restored(reason=reason, effective_at=effective_at, recorded_at=recorded_at, cause=None)
+        self._hosting_restored(
+            reason=reason, effective_at=effective_at, recorded_at=recorded_at, cause=None, **who
+        )
 
-    def suspend(self, jurisdiction: str, reason: str, effective_at: datetime, recorded_at: datetime) -> None:
+    def suspend(
+        self, jurisdiction: str, reason: str, effective_at: datetime, recorded_at: datetime,
+        who: Who = NOBODY,
+    ) -> None:
         state = self.state_for_command(effective_at)
-        if jurisdiction != "platform" and jurisdiction != self.region:
-            raise Rejected(
-                f"jurisdiction {jurisdiction} does not reach account {self.account_id} in "
-                f"{self.region}: a government request never reaches outside its own jurisdiction"
-            )
+        self.accept_request_from(jurisdiction)
         if state.suspension is not None:
             raise Rejected(f"account {self.account_id} is already suspended at {iso(effective_at)}")
         self._suspended(
-            jurisdiction=jurisdiction, reason=reason, effective_at=effective_at, recorded_at=recorded_at
+            jurisdiction=jurisdiction, reason=reason, effective_at=effective_at, recorded_at=recorded_at,
+            **who,
         )
 
-    def reinstate(self, reason: str, effective_at: datetime, recorded_at: datetime) -> None:
+    def reinstate(
+        self, reason: str, effective_at: datetime, recorded_at: datetime, who: Who = NOBODY
+    ) -> None:
         if self.state_for_command(effective_at).suspension is None:
             raise Rejected(f"account {self.account_id} is not suspended at {iso(effective_at)}")
-        self._reinstated(reason=reason, effective_at=effective_at, recorded_at=recorded_at)
+        self._reinstated(reason=reason, effective_at=effective_at, recorded_at=recorded_at, **who)
+
+    def accept_request_from(self, jurisdiction: str | None) -> None:
+        """A request under a region's jurisdiction never reaches an account outside that
+        region, whatever the command; the platform (or no jurisdiction given) reaches all."""
+        check_jurisdiction(jurisdiction, self.region, self.account_id)
 
     # -- the region's hosting rule, as this account's own events -------------------------
 
-    def reconcile_hosting(self, region: Region | RegionRules, recorded_at: datetime) -> int:
+    def reconcile_hosting(
+        self, region: Region | RegionRules, recorded_at: datetime, who: Who = NOBODY
+    ) -> int:
         """Record the region's hosting rule as this account's own events, wherever its
         history disagrees with rule 3 (see rules.hosting_corrections). Idempotent.
         Returns how many events it recorded."""
@@ -198,7 +225,7 @@ class Account(Aggregate):
         for f in corrections:
             record = self._hosting_revoked if f.type == "HostingRevoked" else self._hosting_restored
             record(reason=f.data["reason"], effective_at=f.effective_at, recorded_at=recorded_at,
-                   cause=dict(f.cause or {}))
+                   cause=dict(f.cause or {}), **who)
         return len(corrections)
 
     # -- what the account says at a time -------------------------------------------------
@@ -216,67 +243,90 @@ class Account(Aggregate):
         return self.state_at(effective_at)
 
     # -- events: the bodies run when triggered and again on every replay ---------------
+    # Each also keeps who asked: the command's `actor` and `command_id` (None in events
+    # recorded before they existed, which therefore replay unchanged).
 
     @event("RegistrationSuspended", topic="entitlements:RegistrationSuspended")
     def _registration_suspended(
-        self, effective_at: datetime, recorded_at: datetime, cause: dict[str, Any]
+        self, effective_at: datetime, recorded_at: datetime, cause: dict[str, Any],
+        actor: str | None = None, command_id: str | None = None,
     ) -> None:
-        self._remember("RegistrationSuspended", self.version + 1, effective_at, recorded_at, cause)
+        self._remember("RegistrationSuspended", effective_at, recorded_at, cause, actor, command_id)
 
     @event("RegistrationApproved", topic="entitlements:RegistrationApproved")
     def _registration_approved(
-        self, plan: str, channel: str, partner: str | None, effective_at: datetime, recorded_at: datetime
+        self, plan: str, channel: str, partner: str | None, effective_at: datetime, recorded_at: datetime,
+        actor: str | None = None, command_id: str | None = None,
     ) -> None:
         self._remember(
-            "RegistrationApproved", self.version + 1, effective_at, recorded_at, None,
+            "RegistrationApproved", effective_at, recorded_at, None, actor, command_id,
             plan=plan, channel=channel, partner=partner,
         )
 
     @event("SubscriptionOpened", topic="entitlements:SubscriptionOpened")
     def _subscription_opened(
-        self, plan: str, channel: str, partner: str | None, effective_at: datetime, recorded_at: datetime
+        self, plan: str, channel: str, partner: str | None, effective_at: datetime, recorded_at: datetime,
+        actor: str | None = None, command_id: str | None = None,
     ) -> None:
         self._remember(
-            "SubscriptionOpened", self.version + 1, effective_at, recorded_at, None,
+            "SubscriptionOpened", effective_at, recorded_at, None, actor, command_id,
             plan=plan, channel=channel, partner=partner,
         )
 
     @event("SubscriptionClosed", topic="entitlements:SubscriptionClosed")
-    def _subscription_closed(self, reason: str | None, effective_at: datetime, recorded_at: datetime) -> None:
-        self._remember("SubscriptionClosed", self.version + 1, effective_at, recorded_at, None, reason=reason)
+    def _subscription_closed(
+        self, reason: str | None, effective_at: datetime, recorded_at: datetime,
+        actor: str | None = None, command_id: str | None = None,
+    ) -> None:
+        self._remember("SubscriptionClosed", effective_at, recorded_at, None, actor, command_id, reason=reason)
 
     @event("MovedToPartner", topic="entitlements:MovedToPartner")
-    def _moved_to_partner(self, partner: str, effective_at: datetime, recorded_at: datetime) -> None:
-        self._remember("MovedToPartner", self.version + 1, effective_at, recorded_at, None, partner=partner)
+    def _moved_to_partner(
+        self, partner: str, effective_at: datetime, recorded_at: datetime,
+        actor: str | None = None, command_id: str | None = None,
+    ) -> None:
+        self._remember("MovedToPartner", effective_at, recorded_at, None, actor, command_id, partner=partner)
 
     @event("HostingRevoked", topic="entitlements:HostingRevoked")
     def _hosting_revoked(
-        self, reason: str, effective_at: datetime, recorded_at: datetime, cause: dict[str, Any] | None
+        self, reason: str, effective_at: datetime, recorded_at: datetime, cause: dict[str, Any] | None,
+        actor: str | None = None, command_id: str | None = None,
     ) -> None:
-        self._remember("HostingRevoked", self.version + 1, effective_at, recorded_at, cause, reason=reason)
+        self._remember("HostingRevoked", effective_at, recorded_at, cause, actor, command_id, reason=reason)
 
     @event("HostingRestored", topic="entitlements:HostingRestored")
     def _hosting_restored(
-        self, reason: str, effective_at: datetime, recorded_at: datetime, cause: dict[str, Any] | None
+        self, reason: str, effective_at: datetime, recorded_at: datetime, cause: dict[str, Any] | None,
+        actor: str | None = None, command_id: str | None = None,
     ) -> None:
-        self._remember("HostingRestored", self.version + 1, effective_at, recorded_at, cause, reason=reason)
+        self._remember("HostingRestored", effective_at, recorded_at, cause, actor, command_id, reason=reason)
 
     @event("AccountSuspended", topic="entitlements:AccountSuspended")
-    def _suspended(self, jurisdiction: str, reason: str, effective_at: datetime, recorded_at: datetime) -> None:
+    def _suspended(
+        self, jurisdiction: str, reason: str, effective_at: datetime, recorded_at: datetime,
+        actor: str | None = None, command_id: str | None = None,
+    ) -> None:
         self._remember(
-            "AccountSuspended", self.version + 1, effective_at, recorded_at, None,
+            "AccountSuspended", effective_at, recorded_at, None, actor, command_id,
             jurisdiction=jurisdiction, reason=reason,
         )
 
     @event("AccountReinstated", topic="entitlements:AccountReinstated")
-    def _reinstated(self, reason: str, effective_at: datetime, recorded_at: datetime) -> None:
-        self._remember("AccountReinstated", self.version + 1, effective_at, recorded_at, None, reason=reason)
+    def _reinstated(
+        self, reason: str, effective_at: datetime, recorded_at: datetime,
+        actor: str | None = None, command_id: str | None = None,
+    ) -> None:
+        self._remember("AccountReinstated", effective_at, recorded_at, None, actor, command_id, reason=reason)
 
     def _remember(
-        self, type_: str, version: int, effective_at: datetime, recorded_at: datetime,
-        cause: dict[str, Any] | None, **data: Any,
+        self, type_: str, effective_at: datetime, recorded_at: datetime,
+        cause: dict[str, Any] | None, actor: str | None, command_id: str | None, **data: Any,
     ) -> None:
         """Keep the event as a Fact, in effective order. (An event body runs before the
-        aggregate's version moves on, hence the explicit version.)"""
-        fact = Fact(f"account:{self.account_id}", type_, version, effective_at, recorded_at, data, cause)
+        aggregate's version moves on, hence version + 1; the created event is version 1.)"""
+        version = self.version + 1 if self.facts else 1
+        fact = Fact(
+            f"account:{self.account_id}", type_, version, effective_at, recorded_at,
+            with_who(data, actor, command_id), cause,
+        )
         bisect.insort(self.facts, fact, key=lambda f: f.order)

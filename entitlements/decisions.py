@@ -66,9 +66,14 @@ class CommandResult:
     status: str  # "applied" | "rejected"
     reason: str | None
     position: int | None  # the log position reached after this command
+    command_id: str | None = None
+    duplicate: bool = False  # already on file: this is the original result, nothing was recorded
 
     def as_dict(self, label: str = "line") -> dict[str, Any]:
-        return {
-            label: self.item, "command": self.command, "status": self.status,
-            "reason": self.reason, "position": self.position,
+        result = {
+            label: self.item, "command_id": self.command_id, "command": self.command,
+            "status": self.status, "reason": self.reason, "position": self.position,
         }
+        if self.duplicate:
+            result["duplicate"] = True
+        return result

@@ -11,20 +11,30 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from entitlements import commands as c
 from entitlements.account import Account, account_uuid
-from entitlements.commands import now, parse_commands
+from entitlements.command_log import AppliedCommand, RejectedCommand, command_uuid
+from entitlements.commands import command_fingerprint, now, parse_commands
 from entitlements.decisions import CommandResult, Decision, PositionNotReached, UnknownAccount
 from entitlements.region import Region, RegionRules, region_id
-from entitlements.rules import FREE_HOSTING_RULE, Fact, Rejected, hosting_corrections, iso
+from entitlements.rules import (
+    FREE_HOSTING_RULE,
+    NOBODY,
+    Fact,
+    Rejected,
+    Who,
+    check_jurisdiction,
+    hosting_corrections,
+    iso,
+)
 from entitlements.store import (
     StoreUnavailable,
     WriterLock,
@@ -104,39 +114,78 @@ class Engine:
         return self.apply_parsed(list(enumerate(parse_commands(enumerate(commands, 1), "item"), 1)))
 
     def apply_parsed(self, numbered: Sequence[tuple[int, Any]]) -> list[CommandResult]:
-        """Apply already validated commands, in order, each in its own transaction, under
-        the store's writer lock; the index has caught up with them when this returns (read
-        your own writes). A long batch holds the lock for spans of at most LOCK_SPAN
-        seconds, catching up at the start of each span, so other writers get their turn."""
-        results: list[CommandResult] = []
+        """Apply already validated commands, in order; see `apply_iter`."""
+        return list(self.apply_iter(numbered))
+
+    def apply_iter(self, numbered: Iterable[tuple[int, Any]]) -> Iterator[CommandResult]:
+        """Apply validated commands in order, each in its own transaction with its command
+        record, yielding each result once it is committed (so a result shown was applied).
+        Runs under the store's writer lock, in spans of at most LOCK_SPAN seconds with a
+        catch-up (and any unfinished fan-out finished) at the start of each span, so other
+        writers get their turn. The index has caught up when the iteration ends."""
         pending = deque(numbered)
         try:
             while pending:
                 with self.writer:
                     self.catch_up()
+                    self._finish_fan_outs()
                     span_ends = time.monotonic() + LOCK_SPAN
                     while pending and time.monotonic() < span_ends:
                         n, cmd = pending.popleft()
-                        results.append(self._apply_one(n, cmd))
+                        yield self._apply_one(n, cmd)
             self.catch_up()
         except StoreUnavailable:
             raise
         except PersistenceError as e:
             raise StoreUnavailable.from_error(e) from e
-        return results
 
     def _apply_one(self, n: int, cmd: Any) -> CommandResult:
-        """One command, under the writer lock with the facts level with the log."""
+        """One command, under the writer lock with the facts level with the log: a command
+        already on file gets its original result back; otherwise decide, record, answer."""
+        if cmd.command_id is None:  # every command is on file under an id; the caller gave none
+            cmd = cmd.model_copy(update={"command_id": f"api:{uuid4().hex}"})
+        fingerprint = command_fingerprint(cmd)
+        known = self.facts.commands.get(cmd.command_id)
+        if known is not None:
+            if known.fingerprint != fingerprint:
+                reason = f"command_id {cmd.command_id} was used for a different command"
+                return self._reject(n, cmd, fingerprint, reason, conflict=True)
+            return CommandResult(n, cmd.command, known.status, known.reason, known.position,
+                                 cmd.command_id, duplicate=True)
         try:
-            position = self._execute(cmd)
+            position = self._execute(cmd, fingerprint)
         except Rejected as e:
-            return CommandResult(n, cmd.command, "rejected", e.reason, self.facts.position)
-        return CommandResult(n, cmd.command, "applied", None, position)
+            return self._reject(n, cmd, fingerprint, e.reason)
+        return CommandResult(n, cmd.command, "applied", None, position, cmd.command_id)
 
-    def _execute(self, cmd: Any) -> int:
-        """Stamp, decide and save one command; returns the log position its events reached.
-        Writers are serialized by the lock; should another writer (or a save retried across
-        a server restart) get there first all the same, catch up, stamp and decide again."""
+    def _reject(self, n: int, cmd: Any, fingerprint: str, reason: str, conflict: bool = False) -> CommandResult:
+        """Record the rejection (the rejection log) and answer it. Its recorded_at is the
+        command's, or the store's newest when the command's is earlier (the clock never
+        goes back); the command as given keeps what it asked for."""
+        newest = self.facts.newest_recorded_at
+        stamped = max(t for t in (cmd.recorded_at or now(), newest) if t is not None)
+        account_id = getattr(cmd, "account_id", None)
+        record = RejectedCommand(
+            command_id=cmd.command_id, command=cmd.command, fingerprint=fingerprint,
+            actor=cmd.actor, account_id=account_id,
+            region=getattr(cmd, "region", None) or self.facts.region_of.get(account_id or ""),
+            effective_at=cmd.effective_at, recorded_at=stamped, reason=reason, conflict=conflict,
+            request=cmd.model_dump(mode="json", exclude_none=True),
+        )
+        try:
+            position = self._save(record)
+        except IntegrityError:  # the same command_id was recorded meanwhile: that result holds
+            known = self.facts.commands[cmd.command_id]
+            return CommandResult(n, cmd.command, known.status, known.reason, known.position,
+                                 cmd.command_id, duplicate=known.reason != reason)
+        return CommandResult(n, cmd.command, "rejected", reason, position or self.facts.position,
+                             cmd.command_id)
+
+    def _execute(self, cmd: Any, fingerprint: str) -> int:
+        """Stamp, decide and save one command with its record; returns the log position its
+        events reached. Writers are serialized by the lock; should another writer (or a save
+        retried across a server restart) get there first all the same, catch up, stamp and
+        decide again."""
         for attempt in range(RETRIES):
             newest = self.facts.newest_recorded_at
             recorded_at = cmd.recorded_at or max(now(), newest or now())
@@ -147,9 +196,9 @@ class Engine:
                 )
             try:
                 if isinstance(cmd, c.RegionCommand):  # type: ignore[arg-type,misc]
-                    position = self._execute_region_command(cmd, recorded_at)
+                    position = self._execute_region_command(cmd, fingerprint, recorded_at)
                 else:
-                    position = self._execute_account_command(cmd, recorded_at)
+                    position = self._execute_account_command(cmd, fingerprint, recorded_at)
                 return position or self.facts.position
             except IntegrityError:
                 if attempt == RETRIES - 1:
@@ -158,74 +207,114 @@ class Engine:
                 self.catch_up()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _execute_account_command(self, cmd: Any, recorded_at: datetime) -> int | None:
-        eff = cmd.effective_at
+    def _execute_account_command(self, cmd: Any, fingerprint: str, recorded_at: datetime) -> int | None:
+        eff, who = cmd.effective_at, {"actor": cmd.actor, "command_id": cmd.command_id}
         if isinstance(cmd, c.RegisterAccount):
             # A sign-up racing another process's for the same id fails to save (version 1
             # exists), and its retry, after a catch-up, sees the account here.
+            check_jurisdiction(cmd.jurisdiction, cmd.region, cmd.account_id)
             if cmd.account_id in self.facts.accounts:
                 raise Rejected(f"account {cmd.account_id} already exists")
             region = self._rules(cmd.region)
             account = Account.register(
-                cmd.account_id, region, cmd.plan, cmd.channel, cmd.partner, eff, recorded_at
+                cmd.account_id, region, cmd.plan, cmd.channel, cmd.partner, eff, recorded_at, who
             )
         else:
             account = self._account(cmd.account_id)
+            account.accept_request_from(cmd.jurisdiction)
             region = self._rules(account.region)
             match cmd:
                 case c.ApproveRegistration():
-                    account.approve_registration(region, cmd.plan, cmd.channel, cmd.partner, eff, recorded_at)
+                    account.approve_registration(region, cmd.plan, cmd.channel, cmd.partner, eff, recorded_at, who)
                 case c.OpenSubscription():
-                    account.open_subscription(region, cmd.plan, cmd.channel, cmd.partner, eff, recorded_at)
+                    account.open_subscription(region, cmd.plan, cmd.channel, cmd.partner, eff, recorded_at, who)
                 case c.CloseSubscription():
-                    account.close_subscription(cmd.reason, eff, recorded_at)
+                    account.close_subscription(cmd.reason, eff, recorded_at, who)
                 case c.MoveToPartner():
-                    account.move_to_partner(region, cmd.partner, eff, recorded_at)
+                    account.move_to_partner(region, cmd.partner, eff, recorded_at, who)
                 case c.RevokeHosting():
-                    account.revoke_hosting(cmd.reason, eff, recorded_at)
+                    account.revoke_hosting(cmd.reason, eff, recorded_at, who)
                 case c.RestoreHosting():
-                    account.restore_hosting(cmd.reason, eff, recorded_at)
+                    account.restore_hosting(cmd.reason, eff, recorded_at, who)
                 case c.SuspendAccount():
-                    account.suspend(cmd.jurisdiction, cmd.reason, eff, recorded_at)
+                    account.suspend(cmd.jurisdiction, cmd.reason, eff, recorded_at, who)
                 case c.ReinstateAccount():
-                    account.reinstate(cmd.reason, eff, recorded_at)
-        account.reconcile_hosting(region, recorded_at)
-        return self._save(account)
+                    account.reinstate(cmd.reason, eff, recorded_at, who)
+        account.reconcile_hosting(region, recorded_at, who)
+        record = self._applied(cmd, fingerprint, recorded_at, account.account_id, account.region)
+        return self._save(account, record)  # the record last: its position is the command's
 
-    def _execute_region_command(self, cmd: Any, recorded_at: datetime) -> int | None:
-        region = self._region(cmd.region, cmd.effective_at, recorded_at)
+    def _execute_region_command(self, cmd: Any, fingerprint: str, recorded_at: datetime) -> int | None:
+        who = {"actor": cmd.actor, "command_id": cmd.command_id}
+        region = self._region(cmd.region, cmd.effective_at, recorded_at, who)
         match cmd:
             case c.AuthorizePartner():
-                region.authorize_partner(cmd.partner, cmd.effective_at, recorded_at)
+                region.authorize_partner(cmd.partner, cmd.effective_at, recorded_at, who)
             case c.ApplyRegionRule():
-                region.apply_rule(cmd.rule, cmd.effective_at, recorded_at)
+                region.apply_rule(cmd.rule, cmd.effective_at, recorded_at, who)
             case c.LiftRegionRule():
-                region.lift_rule(cmd.rule, cmd.effective_at, recorded_at)
-        position = self._save(region)
-        if getattr(cmd, "rule", None) == FREE_HOSTING_RULE:
-            self.catch_up()
-            position = self.fan_out(region, recorded_at) or position
+                region.lift_rule(cmd.rule, cmd.effective_at, recorded_at, who)
+        fans_out = getattr(cmd, "rule", None) == FREE_HOSTING_RULE
+        record = self._applied(cmd, fingerprint, recorded_at, None, cmd.region, fan_out=fans_out)
+        position = self._save(region, record)
+        if fans_out:  # the record says a fan-out is due until FanOutCompleted follows it
+            position = self._finish_fan_out(cmd.command_id, cmd.region, recorded_at, who) or position
         return position
 
-    def fan_out(self, region: Region | RegionRules, recorded_at: datetime) -> int | None:
+    @staticmethod
+    def _applied(
+        cmd: Any, fingerprint: str, recorded_at: datetime, account_id: str | None,
+        region: str | None, fan_out: bool = False,
+    ) -> AppliedCommand:
+        return AppliedCommand(
+            command_id=cmd.command_id, command=cmd.command, fingerprint=fingerprint,
+            actor=cmd.actor, account_id=account_id, region=region,
+            effective_at=cmd.effective_at, recorded_at=recorded_at, fan_out=fan_out,
+        )
+
+    def _finish_fan_outs(self) -> None:
+        """Finish every hosting fan-out that a command recorded but did not complete (its
+        process died halfway, or the store failed): called by every writer before its own
+        commands, under the writer lock. What is missing is recorded at the store's newest
+        recorded_at, as the interrupted fan-out would have recorded it."""
+        for command_id, (code, actor) in list(self.facts.pending_fan_outs.items()):
+            recorded_at = self.facts.newest_recorded_at or now()
+            self._finish_fan_out(command_id, code, recorded_at, {"actor": actor, "command_id": command_id})
+
+    def _finish_fan_out(self, command_id: str, code: str, recorded_at: datetime, who: Who) -> int | None:
+        done = AppliedCommand.FanOutCompleted(  # type: ignore[attr-defined]
+            originator_id=command_uuid(command_id), originator_version=2,
+            timestamp=AppliedCommand.FanOutCompleted.create_timestamp(),  # type: ignore[attr-defined]
+            region=code, recorded_at=recorded_at,
+        )
+        return self.fan_out(self._rules(code), recorded_at, who, then=done)
+
+    def fan_out(
+        self, region: Region | RegionRules, recorded_at: datetime, who: Who = NOBODY,
+        then: Any = None,
+    ) -> int | None:
         """Record the region's hosting rule on every account of the region that needs it,
         reading accounts from the in-memory facts (no aggregate loads), many accounts per
-        transaction. Each account's events are saved whole or not at all; running it again
-        records only what is still missing. Called under the writer lock (held throughout,
-        so the fan-out's events keep the rule's recorded_at and the log's clock order)."""
+        transaction; `then` (the command's FanOutCompleted) goes in the last one. Each
+        account's events are saved whole or not at all; running it again records only what
+        is still missing. Called under the writer lock (held throughout, so the fan-out's
+        events keep the rule's recorded_at and the log's clock order)."""
         position = None
         members = list(self.facts.members.get(region.code, ()))
         start, conflicts = 0, 0
-        while start < len(members):
+        while True:
             events: list[Any] = []
             end = start
             while end < len(members) and len(events) < FAN_OUT_BATCH:
                 account_id = members[end]
                 events.extend(
-                    _event_from_fact(account_id, f)
+                    _event_from_fact(account_id, f, who)
                     for f in hosting_corrections(self.facts.accounts[account_id], region.facts, recorded_at)
                 )
                 end += 1
+            last = end >= len(members)
+            if last and then is not None:
+                events.append(then)
             try:
                 position = self._save_events(events) or position
             except IntegrityError:  # a writer that bypassed the lock got there first
@@ -235,18 +324,21 @@ class Engine:
                 _backoff(conflicts)
                 self.catch_up()
                 continue  # recompute this slice from fresh facts
+            if last:
+                return position
             start, conflicts = end, 0
-        return position
 
-    def reconcile(self, region: str | None = None) -> int:
-        """Complete the hosting fan-out of every region (or one): records only what an
-        interrupted fan-out left missing, at the current time. Returns events recorded."""
+    def reconcile(self, region: str | None = None, actor: str = "reconcile") -> int:
+        """Complete the hosting fan-out of every region (or one): finishes interrupted
+        fan-outs, then records whatever else is missing, at the current time. Returns
+        events recorded."""
         with self.writer:
             self.catch_up()
             before = self.facts.position
+            self._finish_fan_outs()
             recorded_at = max(now(), self.facts.newest_recorded_at or now())
             for code in [region] if region else sorted(self.facts.regions):
-                self.fan_out(self._rules(code), recorded_at)
+                self.fan_out(self._rules(code), recorded_at, {"actor": actor})
             self.catch_up()
             return self.facts.position - before
 
@@ -258,7 +350,7 @@ class Engine:
         self.projector.absorb(recordings)
         return recordings[-1].notification.id if recordings else None
 
-    def _save(self, *aggregates: Account | Region) -> int | None:
+    def _save(self, *aggregates: Any) -> int | None:
         events = [e for a in aggregates for e in a.pending_events]
         try:
             recordings = self.app.save(*aggregates)
@@ -283,12 +375,25 @@ class Engine:
         """The region's events as this process has caught up with them (no store read)."""
         return RegionRules(code, tuple(self.facts.region_facts(code)))
 
-    def _region(self, code: str, effective_at: datetime, recorded_at: datetime) -> Region:
+    def _region(self, code: str, effective_at: datetime, recorded_at: datetime, who: Who) -> Region:
         """The region's aggregate; a new, unsaved one when the region has no events yet."""
         try:
             return self.app.repository.get(region_id(code))  # type: ignore[no-any-return]
         except AggregateNotFoundError:
-            return Region(region=code, effective_at=effective_at, recorded_at=recorded_at)
+            return Region(region=code, effective_at=effective_at, recorded_at=recorded_at, **who)
+
+    # -- the command log -----------------------------------------------------------------
+
+    def rejections(self, account_id: str | None = None, region: str | None = None) -> list[dict[str, Any]]:
+        """The rejection log, in log order: every rejected command as given, who asked, the
+        reason and both clocks; only an account's or a region's when asked."""
+        self.catch_up()
+        return [
+            {**f.data, "effective_at": iso(f.effective_at), "recorded_at": iso(f.recorded_at)}
+            for f in self.facts.rejections
+            if (account_id is None or f.data["account_id"] == account_id)
+            and (region is None or f.data["region"] == region)
+        ]
 
     # -- the log -------------------------------------------------------------------------
 
@@ -334,13 +439,14 @@ class Engine:
         return [f.as_dict() for f in sorted(account.facts, key=lambda f: f.version)]
 
 
-def _event_from_fact(account_id: str, fact: Fact) -> Any:
+def _event_from_fact(account_id: str, fact: Fact, who: Who) -> Any:
     """The account event a rule-caused correction is recorded as."""
     cls = getattr(Account, fact.type)  # HostingRevoked or HostingRestored, made by @event
     return cls(  # type: ignore[call-arg]
         originator_id=account_uuid(account_id), originator_version=fact.version,
         timestamp=cls.create_timestamp(), reason=fact.data["reason"],
         effective_at=fact.effective_at, recorded_at=fact.recorded_at, cause=dict(fact.cause or {}),
+        actor=who.get("actor"), command_id=who.get("command_id"),
     )
 
 

@@ -61,6 +61,28 @@ class UnknownCapability(ValueError):
         self.capability = capability
 
 
+#: Who asked for a command, kept with every event it records: {"actor": ..., "command_id": ...}.
+Who = Mapping[str, str | None]
+NOBODY: Who = {}
+WHO_FIELDS = ("actor", "command_id")
+
+
+def with_who(data: Mapping[str, Any], actor: str | None, command_id: str | None) -> dict[str, Any]:
+    """An event's data with who asked, when known (events from before carry neither)."""
+    who = {k: v for k, v in (("actor", actor), ("command_id", command_id)) if v is not None}
+    return {**data, **who}
+
+
+def check_jurisdiction(jurisdiction: str | None, region: str, account_id: str) -> None:
+    """A government request never reaches outside its own jurisdiction: a command filed
+    under a region code other than the account's region is rejected, whatever it asks."""
+    if jurisdiction is not None and jurisdiction != "platform" and jurisdiction != region:
+        raise Rejected(
+            f"jurisdiction {jurisdiction} does not reach account {account_id} in {region}: "
+            "a government request never reaches outside its own jurisdiction"
+        )
+
+
 def iso(t: datetime) -> str:
     """Times as people and JSON read them: ISO 8601 in UTC, 'Z' for the zero offset."""
     return t.isoformat().replace("+00:00", "Z")

@@ -11,10 +11,10 @@ import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
-from entitlements.rules import Fact
+from entitlements.rules import WHO_FIELDS, Fact
 
 #: Event attributes that are not part of a fact's data.
 _ENVELOPE = frozenset(
@@ -32,9 +32,23 @@ def fact_from_event(stream: str, event: Any) -> Fact:
         event.originator_version,
         event.effective_at,
         event.recorded_at,
-        {k: v for k, v in state.items() if k not in _ENVELOPE},
+        {k: v for k, v in state.items() if k not in _ENVELOPE and not (k in WHO_FIELDS and v is None)},
         state.get("cause"),
     )
+
+
+class CommandOutcome(NamedTuple):
+    """What became of a command, kept under its command_id: a repeat gets this back."""
+
+    command: str
+    fingerprint: str
+    status: str  # "applied" | "rejected"
+    reason: str | None
+    position: int  # the log position its result reported (after a fan-out: the fan-out's end)
+
+
+#: Command records (entitlements.command_log): who asked for what, and how it ended.
+COMMAND_RECORDS = frozenset({"CommandApplied", "CommandRejected", "FanOutCompleted"})
 
 
 @dataclass
@@ -57,6 +71,12 @@ class LogFacts:
         self.region_of: dict[str, str] = {}
         self.members: dict[str, list[str]] = {}  # region -> its accounts, in registration order
         self._stream_of: dict[UUID, tuple[str, str]] = {}  # aggregate id -> (kind, name)
+        # The command log, as the writer needs it: outcomes by command_id, the rejections
+        # in log order, and hosting fan-outs recorded but not finished (command_id ->
+        # (region, actor)), which the next writer finishes.
+        self.commands: dict[str, CommandOutcome] = {}
+        self.rejections: list[Fact] = []
+        self.pending_fan_outs: dict[str, tuple[str, str | None]] = {}
 
     def add(self, events: Iterable[tuple[int, Any]], changed: Changed | None = None) -> Changed:
         """Take (position, decoded event) pairs in log order; skip positions already seen."""
@@ -65,7 +85,14 @@ class LogFacts:
             if position <= self.position:
                 continue
             self.position = position
+            if event.recorded_at is not None and (
+                self.newest_recorded_at is None or event.recorded_at > self.newest_recorded_at
+            ):
+                self.newest_recorded_at = event.recorded_at
             kind, name = self._stream(event)
+            if kind == "command":
+                self._add_command_record(position, event)
+                continue
             if kind == "account":
                 facts = self.accounts.setdefault(name, [])
                 changed.accounts.add(name)
@@ -74,9 +101,30 @@ class LogFacts:
                 changed.regions.add(name)
             fact = fact_from_event(f"{kind}:{name}", event)
             bisect.insort(facts, fact, key=lambda f: f.order)
-            if self.newest_recorded_at is None or fact.recorded_at > self.newest_recorded_at:
-                self.newest_recorded_at = fact.recorded_at
         return changed
+
+    def _add_command_record(self, position: int, event: Any) -> None:
+        kind = type(event).__name__
+        if kind == "FanOutCompleted":
+            command_id = self._stream_of[event.originator_id][1]
+            self.pending_fan_outs.pop(command_id, None)
+            self.commands[command_id] = self.commands[command_id]._replace(position=position)
+            return
+        if kind == "CommandApplied":
+            outcome = CommandOutcome(event.command, event.fingerprint, "applied", None, position)
+            if event.fan_out:
+                self.pending_fan_outs[event.command_id] = (event.region, event.actor)
+        else:
+            outcome = CommandOutcome(event.command, event.fingerprint, "rejected", event.reason, position)
+            self.rejections.append(Fact(
+                f"command:{event.command_id}", kind, 1, event.effective_at, event.recorded_at,
+                {"position": position, "command_id": event.command_id, "command": event.command,
+                 "actor": event.actor, "account_id": event.account_id, "region": event.region,
+                 "reason": event.reason, "request": event.request},
+            ))
+            if event.conflict:  # the id stays with the command that first used it
+                return
+        self.commands[event.command_id] = outcome
 
     def holds(self, event: Any) -> bool:
         """Whether the log (as read so far) holds this very event: same stream, version,
@@ -84,6 +132,11 @@ class LogFacts:
         stream = self._stream_of.get(event.originator_id)
         if stream is None:
             return False
+        if stream[0] == "command":  # our record is on file: same command, fan-out finished
+            outcome = self.commands.get(stream[1])
+            if type(event).__name__ == "FanOutCompleted":
+                return outcome is not None and stream[1] not in self.pending_fan_outs
+            return outcome is not None and outcome.fingerprint == event.fingerprint
         facts = (self.accounts if stream[0] == "account" else self.regions).get(stream[1], ())
         return any(
             f.version == event.originator_version and f.type == type(event).__name__
@@ -106,6 +159,8 @@ class LogFacts:
             self.members.setdefault(event.region, []).append(event.account_id)
         elif topic_name == "RegionOpened":
             stream = ("region", event.region)
+        elif topic_name in COMMAND_RECORDS:
+            stream = ("command", event.command_id)
         else:
             raise ValueError(f"event {topic_name} v{event.originator_version} of an unknown stream")
         self._stream_of[event.originator_id] = stream

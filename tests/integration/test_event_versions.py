@@ -17,7 +17,8 @@ def test_every_stored_event_has_an_explicit_topic(engine: Engine) -> None:
     ])
     topics = {n.topic for n in engine.app.recorder.select_notifications(start=1, limit=100)}
     assert topics == {"entitlements:RegionOpened", "entitlements:RegionRuleApplied",
-                      "entitlements:AccountRegistered", "entitlements:HostingRevoked"}
+                      "entitlements:AccountRegistered", "entitlements:HostingRevoked",
+                      "entitlements:CommandApplied", "entitlements:FanOutCompleted"}
 
 
 class Gadget(Aggregate):

@@ -1,8 +1,9 @@
 """Every rejection reason of the commands table in shared/spec/DOMAIN.md, one test each.
 
 A rejected command is a result, not an error: its status is "rejected", its reason names
-what is wrong, and nothing is recorded (the log position and the account's history are as
-they were). Every command gives an explicit `recorded_at`, non-decreasing within a test.
+what is wrong, and it changes no account and no region: the only thing recorded is its entry
+in the rejection log (one event, at the position the result reports), and the account's
+history is as it was. Every command gives an explicit `recorded_at`, non-decreasing within a test.
 """
 
 from __future__ import annotations
@@ -46,15 +47,20 @@ def history(engine: Engine, account_id: str | None) -> list[dict[str, Any]] | No
 
 def rejected(engine: Engine, command: str, on: str, recorded: str | None = None,
              **fields: Any) -> str:
-    """Apply one command that must be rejected without recording anything; its reason."""
+    """Apply one command that must be rejected, changing nothing but the rejection log;
+    its reason."""
     position = engine.position()
     before = history(engine, fields.get("account_id"))
     result = attempt(engine, command, on, recorded, **fields)
     assert result.status == "rejected", f"{command} was applied"
     assert result.reason
-    assert engine.position() == position, "a rejected command recorded something"
-    assert result.position == position
+    assert engine.position() == position + 1, "a rejected command recorded more than its rejection"
+    (recorded_event,) = engine.app.recorder.select_notifications(start=position + 1, limit=10)
+    assert recorded_event.topic == "entitlements:CommandRejected"
+    assert result.position == position + 1
     assert history(engine, fields.get("account_id")) == before
+    (entry,) = [r for r in engine.rejections() if r["position"] == result.position]
+    assert (entry["command"], entry["reason"]) == (command, result.reason)
     return result.reason
 
 
@@ -522,17 +528,20 @@ def test_a_rejected_command_changes_nothing_while_the_others_of_its_batch_apply(
     ])
 
     assert [r.status for r in results] == ["applied", "rejected", "applied"]
-    assert results[1].position == results[0].position
-    assert engine.position() == position + 2
+    assert results[1].position == results[0].position + 1  # its entry in the rejection log
+    recorded = engine.app.recorder.select_notifications(start=position + 1, limit=10)
+    assert [n.topic.removeprefix("entitlements:") for n in recorded] == [
+        "HostingRevoked", "CommandApplied", "CommandRejected", "HostingRestored", "CommandApplied",
+    ]
     assert types(engine, "a1") == [e["type"] for e in history_before] + [
         "HostingRevoked", "HostingRestored",
     ]
 
 
-def test_a_rejected_first_command_in_a_new_region_records_nothing(engine: Engine) -> None:
+def test_a_rejected_first_command_in_a_new_region_records_only_its_rejection(engine: Engine) -> None:
     reason = rejected(engine, "register_account", "2020-01-01",
                       **registration("a1", region="FR", plan="free", channel="direct"))
     assert "free" in reason
-    assert engine.position() == 0
+    assert engine.position() == 1  # the rejection log's entry; no region was opened
     with pytest.raises(UnknownAccount):
         engine.history("a1")

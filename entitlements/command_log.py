@@ -1,0 +1,76 @@
+"""The command log: one record per `command_id`, saved in the same transaction as the
+events the command recorded (or alone, for a rejection).
+
+The store keys every aggregate by (id, version), and a record's id is derived from its
+`command_id`, so a second record of the same command cannot be saved: a command is decided
+exactly once across processes, files and restarts. The records that say "rejected" are
+the rejection log: the command as given, who asked, the reason, both clocks. Both kinds
+take part in the log's order like every other event.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+
+def command_uuid(command_id: str) -> UUID:
+    """A command record's aggregate id: derived from its command_id, so it is unique."""
+    return uuid5(NAMESPACE_URL, f"entitlements:command:{command_id}")
+
+
+class AppliedCommand(Aggregate):
+    """A command that was applied: what it was (name and fingerprint), who asked, and the
+    account or region it changed. A hosting rule's fan-out, when done, is version 2."""
+
+    TOPIC = "entitlements:AppliedCommand"
+
+    class Created(Aggregate.Created):  # the library's base "created" class; never stored
+        TOPIC = "entitlements:AppliedCommand.Created"
+
+    @staticmethod
+    def create_id(command_id: str) -> UUID:  # type: ignore[override]
+        return command_uuid(command_id)
+
+    @event("CommandApplied", topic="entitlements:CommandApplied")
+    def __init__(
+        self, command_id: str, command: str, fingerprint: str, actor: str | None,
+        account_id: str | None, region: str | None, effective_at: datetime, recorded_at: datetime,
+        fan_out: bool = False,
+    ) -> None:
+        """`fan_out`: the command switched a hosting rule, whose fan-out to the region's
+        accounts follows; until FanOutCompleted, the next writer finishes it."""
+        self.command_id = command_id
+        self.fan_out_done = not fan_out
+
+    @event("FanOutCompleted", topic="entitlements:FanOutCompleted")
+    def fan_out_completed(self, region: str, recorded_at: datetime) -> None:
+        """Every account of the region has the hosting rule's events (see Engine.fan_out)."""
+        self.fan_out_done = True
+
+
+class RejectedCommand(Aggregate):
+    """A command that a domain rule refused: the command as given, who asked, the reason.
+    Nothing else was recorded for it."""
+
+    TOPIC = "entitlements:RejectedCommand"
+
+    class Created(Aggregate.Created):  # the library's base "created" class; never stored
+        TOPIC = "entitlements:RejectedCommand.Created"
+
+    @staticmethod
+    def create_id(command_id: str, conflict: bool = False) -> UUID:  # type: ignore[override]
+        # A command_id already used for another command is rejected too, and recorded as an
+        # attempt of its own (the id stays with the command that first used it).
+        return uuid4() if conflict else command_uuid(command_id)
+
+    @event("CommandRejected", topic="entitlements:CommandRejected")
+    def __init__(
+        self, command_id: str, command: str, fingerprint: str, actor: str | None,
+        account_id: str | None, region: str | None, effective_at: datetime, recorded_at: datetime,
+        reason: str, request: dict[str, Any], conflict: bool = False,
+    ) -> None:
+        self.command_id = command_id
