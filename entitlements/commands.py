@@ -2,12 +2,15 @@
 
 A malformed item (bad JSON, unknown command or field, a value outside its list, a bad
 time) refuses the whole batch before anything is applied, naming the item and field.
+Nothing that validates may fail in a store: keys given twice, control characters, lone
+surrogates, bytes that are not UTF-8 and times outside the years 1900-9999 are malformed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -28,23 +31,38 @@ from pydantic import (
 from entitlements.rules import REGION_RULES
 
 
+def _short(value: Any, limit: int = 40) -> str:
+    """A value's repr for an error message: escaped, so it stays one line, and never huge."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def parse_time(value: Any) -> datetime:
-    """ISO 8601 -> aware UTC datetime. A bare date is 00:00 UTC; no offset means UTC."""
+    """ISO 8601 -> aware UTC datetime. A bare date is 00:00 UTC; no offset means UTC.
+    Only the years 1900-9999 once in UTC: beyond them the offset overflows (or a store
+    refuses), so such a time is a ValueError, never an OverflowError."""
     if isinstance(value, datetime):
         dt = value
     elif isinstance(value, date):
         dt = datetime(value.year, value.month, value.day)
     elif isinstance(value, str):
-        text = value.strip()
         try:
-            dt = datetime.fromisoformat(text)
+            dt = datetime.fromisoformat(value.strip())
         except ValueError:
-            raise ValueError(f"{value!r} is not an ISO 8601 date or time") from None
+            raise ValueError(f"{_short(value)} is not an ISO 8601 date or time") from None
     else:
-        raise ValueError(f"{value!r} is not an ISO 8601 date or time")
+        raise ValueError(f"{_short(value)} is not an ISO 8601 date or time")
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    try:
+        dt = dt.astimezone(UTC)
+    except OverflowError:  # the offset pushes it before year 1 or past 9999
+        raise ValueError(
+            "before the year 1900" if dt.year < 5000 else "after the year 9999"
+        ) from None
+    if dt.year < 1900:
+        raise ValueError("before the year 1900")
+    return dt
 
 
 def now() -> datetime:
@@ -212,10 +230,16 @@ class MalformedCommand(ValueError):
         self.item, self.field, self.message, self.label = item, field, message, label
 
 
+def _field_name(path: str) -> str:
+    """A field path as an error names it: a key is the client's text, so escape and cut it."""
+    text = repr(path)[1:-1]
+    return text if len(text) <= 64 else text[:61] + "..."
+
+
 def _first_error(error: ValidationError) -> tuple[str | None, str]:
     """The field and message of a pydantic error, without the union tag in the path."""
     e = error.errors(include_url=False)[0]
-    loc = [str(p) for p in e["loc"]]
+    loc = [_field_name(str(p)) for p in e["loc"]]
     if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
         return "command", (
             f"unknown or missing command; expected one of {', '.join(COMMAND_NAMES)}"
@@ -245,6 +269,35 @@ def with_derived_id(cmd: Any) -> Any:
     return cmd.model_copy(update={"command_id": "auto:" + command_fingerprint(cmd)[:40]})
 
 
+#: C0, DEL and C1 controls (PostgreSQL refuses NUL; the rest break lines and logs), and
+#: lone surrogates (no UTF-8 encoding for them).
+_UNSTORABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _unstorable_text(item: Mapping[Any, Any]) -> tuple[str, str] | None:
+    """The first key or string anywhere in an item that a store cannot keep, as (field
+    path, problem); bytes are refused too, as pydantic would decode them unchecked.
+    Iterative, each container once: a deep or cyclic item cannot blow the stack."""
+    stack: list[tuple[str, Any]] = [("", item)]
+    seen: set[int] = set()
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            bad = _UNSTORABLE.search(value)
+            if bad:
+                kind = "lone surrogate" if bad[0] >= "\ud800" else "control character"
+                return path, f"{kind} U+{ord(bad[0]):04X}"
+        elif isinstance(value, bytes | bytearray):
+            return path, "bytes where text is expected"
+        elif isinstance(value, Mapping | list | tuple) and id(value) not in seen:
+            seen.add(id(value))
+            pairs = list(value.items() if isinstance(value, Mapping) else enumerate(value))
+            for key, sub in reversed(pairs):
+                sub_path = f"{path}.{key}" if path else str(key)
+                stack.extend([(sub_path, sub), (sub_path, key)])  # the key is looked at first
+    return None
+
+
 def parse_commands(numbered: Iterable[tuple[int, Any]], label: str = "line") -> list[Any]:
     """Validate a whole batch of (number, item); raise MalformedCommand for the first bad
     item. `recorded_at` may not go backwards within a batch (among items that give one)."""
@@ -253,6 +306,9 @@ def parse_commands(numbered: Iterable[tuple[int, Any]], label: str = "line") -> 
     for n, item in numbered:
         if not isinstance(item, Mapping):
             raise MalformedCommand(n, None, "expected a JSON object", label)
+        unstorable = _unstorable_text(item)
+        if unstorable:
+            raise MalformedCommand(n, _field_name(unstorable[0]), unstorable[1], label)
         try:
             cmd = _adapter.validate_python(item)
         except ValidationError as e:
@@ -268,18 +324,59 @@ def parse_commands(numbered: Iterable[tuple[int, Any]], label: str = "line") -> 
     return commands
 
 
+class UnreadableCommandFile(ValueError):
+    """The command file cannot be read at all (missing, a directory, no permission)."""
+
+
+class _KeyGivenTwice(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads' object hook: a key given twice is refused, not silently the last one."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _KeyGivenTwice(key)
+        obj[key] = value
+    return obj
+
+
+def _load_line(n: int, raw: bytes) -> Any:
+    """One line's JSON value; every way it can fail is a MalformedCommand naming the line."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MalformedCommand(n, None, f"not UTF-8 (byte {e.start + 1})") from None
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except _KeyGivenTwice as e:
+        raise MalformedCommand(n, _field_name(e.key), "key given twice") from None
+    except json.JSONDecodeError as e:
+        raise MalformedCommand(n, None, f"bad JSON: {e.msg} at column {e.colno}") from None
+    except RecursionError:
+        raise MalformedCommand(n, None, "bad JSON: nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise MalformedCommand(n, None, f"bad JSON: {str(e).split(':')[0]}") from None
+
+
 def read_command_file(path: str | Path) -> list[tuple[int, Any]]:
-    """Read a JSON Lines command file as (line number, object); blank lines are skipped."""
-    items: list[tuple[int, Any]] = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                items.append((n, json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise MalformedCommand(n, None, f"bad JSON: {e.msg} at column {e.colno}") from None
-    return items
+    """Read a JSON Lines command file as (line number, object); blank lines are skipped.
+    Read as bytes, so a line that is not UTF-8 is refused by its number."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise UnreadableCommandFile(
+            f"cannot read {_short(str(path), 200)}: {e.strerror or e}"
+        ) from None
+    return [
+        (n, _load_line(n, raw))
+        for n, raw in enumerate(data.split(b"\n"), start=1)
+        if raw.strip(b" \t\r")
+    ]
 
 
 def parse_command_file(path: str | Path) -> list[tuple[int, Any]]:
