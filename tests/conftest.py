@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import secrets
+import shutil
+import socket
+import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -31,29 +38,50 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 PG_SERVER = os.environ.get("ENTITLEMENTS_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
-PG_DATABASE = "entitlements_test"
+#: Each pytest run gets its own database, so two runs on one machine never share a schema.
+PG_DATABASE_PREFIX = "entitlements_test_"
+_database: str | None = None  # this run's database, once created
 
 
 def postgres_available() -> str | None:
-    """Why PostgreSQL cannot be used here, or None when it can (creating the test database)."""
+    """Why PostgreSQL cannot be used here, or None when it can (creating this run's database
+    on first use; it is dropped when the run's process exits)."""
+    global _database
     try:
         import psycopg
     except ImportError:
         return "psycopg is not installed (pip install -e '.[postgres]')"
+    if _database:
+        return None
+    name = PG_DATABASE_PREFIX + secrets.token_hex(6)
     try:
         with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=3) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DATABASE,)).fetchone():
-                conn.execute(f"CREATE DATABASE {PG_DATABASE}")
-    except psycopg.OperationalError as e:
-        return f"no PostgreSQL server at {PG_SERVER}: {str(e).splitlines()[0]}"
+            conn.execute(f"CREATE DATABASE {name}")
+    except psycopg.Error as e:
+        return f"no usable PostgreSQL server at {PG_SERVER}: {str(e).splitlines()[0]}"
+    _database = name
+    # atexit, not a hook of this conftest: benchmarks/ imports postgres_url without loading
+    # this file as a plugin. It runs on failures too, after every subprocess of the run.
+    atexit.register(_drop_database, name, os.getpid())
     return None
 
 
-def fresh_postgres_schema() -> str:
-    """Empty the test database's public schema; returns the store URL."""
+def _drop_database(name: str, owner_pid: int) -> None:
+    """Drop this run's database, closing whatever connections are left (PostgreSQL >= 13)."""
+    if os.getpid() != owner_pid:  # a forked child inherits atexit handlers: not its database
+        return
     import psycopg
 
-    url = f"{PG_SERVER}/{PG_DATABASE}"
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=3) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def fresh_postgres_schema() -> str:
+    """Empty this run's database's public schema (tests of a run are sequential); returns
+    the store URL."""
+    import psycopg
+
+    url = f"{PG_SERVER}/{_database}"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP SCHEMA public CASCADE")
         conn.execute("CREATE SCHEMA public")
@@ -91,3 +119,85 @@ def postgres_or_skip() -> str:
 def engine(store_url: str) -> Iterator[Engine]:
     with open_engine(store_url) as e:
         yield e
+
+
+def _require(why_not: str) -> NoReturn:
+    """Skip saying why, or fail under CI=true, where every PostgreSQL test must run."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"required under CI=true: {why_not}")
+    pytest.skip(why_not)
+
+
+def postgres_bindir() -> Path | None:
+    """Where initdb and pg_ctl are: `pg_config --bindir`, else the newest Debian install."""
+
+    def version(bindir: Path) -> list[int]:
+        return [int(part) for part in bindir.parent.name.split(".") if part.isdigit()]
+
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=version, reverse=True)
+    if pg_config := shutil.which("pg_config"):
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False).stdout
+        candidates.insert(0, Path(out.strip()))
+    return next((d for d in candidates if (d / "initdb").exists() and (d / "pg_ctl").exists()), None)
+
+
+class ThrowawayPostgres:
+    """A PostgreSQL cluster of one test's own, in a temporary directory, on a free loopback
+    port, trust auth: tests may restart it without touching the machine's server."""
+
+    def __init__(self, bindir: Path, root: Path, as_user: list[str]) -> None:
+        self.bindir, self.root, self.as_user = bindir, root, as_user
+        self.data, self.log = root / "data", root / "server.log"
+        with socket.socket() as s:  # a free port, released for the server to take
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, tool: str, *args: str) -> None:
+        cmd = [*self.as_user, str(self.bindir / tool), *args]
+        done = subprocess.run(cmd, cwd=self.root, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode:
+            log = self.log.read_text() if self.log.exists() else ""
+            raise RuntimeError(f"{tool} failed: {done.stderr}{log}")
+
+    def start(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
+
+    def restart(self) -> None:
+        """Stop (fast: sessions are cut) and start again with the same options."""
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-m", "fast", "-w", "restart")
+
+    def stop(self) -> None:
+        """Stop it if it runs; never raises, so it cannot hide the test's own failure."""
+        if (self.data / "postmaster.pid").exists():
+            cmd = [*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"]
+            subprocess.run(cmd, cwd=self.root, capture_output=True, timeout=60, check=False)
+
+
+@pytest.fixture
+def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
+    """A started throwaway cluster, stopped and removed afterwards, also when the test fails.
+    initdb and postgres refuse root: as root they run as the `postgres` OS user."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        _require("no PostgreSQL server binaries (initdb, pg_ctl) for a throwaway cluster")
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        if not shutil.which("runuser"):
+            _require("running as root, and no runuser to start PostgreSQL as the postgres user")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    root = Path(tempfile.mkdtemp(prefix="entitlements-pg-"))  # not tmp_path: its parents are private
+    cluster = ThrowawayPostgres(bindir, root, as_user)
+    try:
+        if as_user:
+            try:
+                shutil.chown(root, user="postgres")
+            except LookupError:
+                _require("running as root, and no postgres OS user to run PostgreSQL as")
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
