@@ -163,9 +163,8 @@ def test_a_follower_killed_mid_catch_up_ends_with_what_a_rebuild_gives(store_url
     assert all_rows(store_url) == after_restart
 
 
-def test_an_interrupted_fan_out_leaves_no_account_half_done_and_completes_when_run_again(
-    store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def interrupt_a_fan_out(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, list[int]]:
+    """50 free CN accounts; the free-hosting rule's fan-out dies after two batches of 10."""
     fill_store(engine.app, iter([region_opened("CN", START)]))
     fill_store(engine.app, registration_events(50))
     engine.catch_up()
@@ -178,18 +177,52 @@ def test_an_interrupted_fan_out_leaves_no_account_half_done_and_completes_when_r
         saves.append(len(events))
         return real_save(self, events)
 
+    command = {"command": "apply_region_rule", "region": "CN", "rule": "free_hosting_suspended",
+               "effective_at": RULE_AT.isoformat(), "command_id": "rule-1", "actor": "ops"}
     monkeypatch.setattr(Engine, "_save_events", crash_on_third_batch)
     with pytest.raises(RuntimeError):
-        engine.apply([{"command": "apply_region_rule", "region": "CN", "rule": "free_hosting_suspended",
-                       "effective_at": RULE_AT.isoformat()}])
+        engine.apply([command])
     monkeypatch.setattr(Engine, "_save_events", real_save)
+    return command, saves
+
+
+def hosting_at_rule(engine: Engine) -> list[bool]:
+    return [engine.check(a, "host", at=RULE_AT).allowed for a in sorted(engine.facts.accounts)]
+
+
+def test_an_interrupted_fan_out_leaves_no_account_half_done_and_the_next_writer_finishes_it(
+    store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    command, saves = interrupt_a_fan_out(engine, monkeypatch)
     with open_engine(store_url) as restarted:
         region = restarted.facts.region_facts("CN")
         done = [a for a, facts in restarted.facts.accounts.items() if not hosting_corrections(facts, region, RULE_AT)]
         assert len(done) == 20 and sum(saves) == 20  # two whole batches, nothing partial
-        assert restarted.reconcile() == 30
-        assert restarted.reconcile() == 0  # idempotent
-        assert all(not restarted.check(a, "host", at=RULE_AT).allowed for a in restarted.facts.accounts)
+        assert hosting_at_rule(restarted).count(True) == 30  # not yet: nobody has written since
+        # Any writer finishes it first, before its own command (here: one in another region).
+        (other,) = restarted.apply([{"command": "register_account", "account_id": "us-1", "region": "US",
+                                     "plan": "pro", "channel": "online", "effective_at": "2020-06-01"}])
+        assert other.status == "applied"
+        assert not any(hosting_at_rule(restarted)[:50])
+        finished = [e for e in restarted.history(sorted(done)[0]) + restarted.history("acct-0000049")
+                    if e["type"] == "HostingRevoked"]
+        assert {(e["actor"], e["command_id"]) for e in finished} == {("ops", "rule-1")}
+        assert restarted.reconcile() == 0  # nothing left to do
+        # The command itself is on file: sent again, it is its original result, not "in force".
+        (again,) = restarted.apply([command])
+        assert (again.status, again.duplicate) == ("applied", True)
+
+
+def test_sending_an_interrupted_rule_command_again_finishes_its_fan_out(
+    store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    command, _ = interrupt_a_fan_out(engine, monkeypatch)
+    with open_engine(store_url) as restarted:
+        (again,) = restarted.apply([command])
+        assert (again.status, again.reason, again.duplicate) == ("applied", None, True)
+        assert not any(hosting_at_rule(restarted))
+        assert again.position == restarted.position()  # the fan-out's end: where it was complete
+        assert restarted.reconcile() == 0
 
 
 @pytest.mark.postgres
