@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -81,7 +82,18 @@ SalesChannel = Literal["direct", "partner"]
 Rule = Literal[REGION_RULES]  # type: ignore[valid-type]
 Jurisdiction = Annotated[str, StringConstraints(pattern=r"^([A-Z]{2}|platform)$")]
 CommandId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
-Actor = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+def _printable(value: str) -> str:
+    """Who asked is shown to auditors as it is: printable characters only (no line or
+    paragraph separators, no zero-width or other format characters)."""
+    if not value.isprintable():
+        bad = next(ch for ch in value if not ch.isprintable())
+        raise ValueError(f"must be printable characters (found U+{ord(bad):04X})")
+    return value
+
+
+Actor = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_printable)]
 
 
 class _Command(BaseModel):

@@ -281,3 +281,24 @@ def test_any_item_either_validates_storably_or_is_malformed(shape: dict, changes
             value.encode("utf-8")  # no lone surrogates
             assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value)
     assert 1900 <= cmd.effective_at.year <= 9999 and cmd.effective_at.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize("actor", ["", "a\u2028b", "zero\u200bwidth", "x" * 201])
+def test_an_actor_is_one_to_200_printable_characters(actor: str) -> None:
+    item = {"command": "authorize_partner", "region": "CN", "partner": "P",
+            "effective_at": "2020-01-01", "actor": actor}
+    with pytest.raises(MalformedCommand) as e:
+        parse_commands([(3, item)])
+    assert (e.value.item, e.value.field) == (3, "actor")
+
+
+def test_command_id_actor_and_jurisdiction_are_checked_like_every_field() -> None:
+    base = {"command": "revoke_hosting", "account_id": "a", "reason": "r", "effective_at": "2020-01-01"}
+    for field, value in (("command_id", "has space"), ("command_id", "x" * 129),
+                         ("jurisdiction", "cn"), ("jurisdiction", "PLATFORM")):
+        with pytest.raises(MalformedCommand) as e:
+            parse_commands([(1, {**base, field: value})])
+        assert e.value.field == field
+    (ok,) = parse_commands([(1, {**base, "command_id": "crm-7731", "actor": "ops@example",
+                                 "jurisdiction": "platform"})])
+    assert (ok.command_id, ok.actor, ok.jurisdiction) == ("crm-7731", "ops@example", "platform")
