@@ -187,13 +187,16 @@ def cmd_reconcile(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_catch_up(engine: Engine, args: argparse.Namespace) -> int:
+    from projections.rebuild import SqlProjection
+
+    projection = SqlProjection.current(engine.app, engine.url)  # kept: each poll reads only what is new
     bar, update = _progress_bar("catch-up")
     with bar:
-        position = project(engine.app, engine.url, update)
+        position = projection.run(update)
     out.print(f"SQL read models at log position {position}")
     while args.follow:  # pragma: no cover - interactive
         time.sleep(args.interval)
-        position = project(engine.app, engine.url)
+        position = projection.run()
     return EXIT_OK
 
 

@@ -203,30 +203,79 @@ def affected_accounts(facts: LogFacts, changed: Changed) -> set[str]:
 # -- the SQL read models -------------------------------------------------------------------
 
 
+class SqlProjection:
+    """The SQL read models of one process, kept level with the log incrementally. Facts
+    and index stay in memory between runs, so a run (each poll of `catch-up --follow`)
+    reads only the log past its own position, and writes only past the tracked one."""
+
+    def __init__(self, app: Application[Any], model: SqlReadModel, projector: Projector | None = None) -> None:
+        self.app = app
+        self.model = model
+        self.projector = projector or Projector(app, None)
+
+    @classmethod
+    def current(cls, app: Application[Any], url: str) -> SqlProjection:
+        """The projection into the current tables of the store at `url` (created if missing)."""
+        model = SqlReadModel(sql_engine(url))
+        model.create()
+        return cls(app, model)
+
+    @property
+    def position(self) -> int:
+        return self.projector.facts.position
+
+    def run(self, progress: Progress | None = None) -> int:
+        """Read the log past our position; write the rows of the accounts each batch
+        touched, but only past what the model already tracks (so a resumed run writes
+        nothing twice). Returns the position the tables reflect."""
+        head = self.app.recorder.max_notification_id() or 0
+        written = self.model.position()
+        if written < self.position:  # the tables went back (a rebuild swapped in): start over
+            self.projector = Projector(self.app, None)
+        while self.position < min(written, head):  # already written: only remember
+            self._read(min(written, head), head, progress)
+        pending = Changed()
+        while self.position < head:
+            changed = self._read(head, head, progress)
+            pending.accounts |= changed.accounts
+            pending.regions |= changed.regions
+            if self.position - written >= BATCH or self.position >= head:
+                facts = self.projector.facts
+                self.model.write(facts, self.projector.index, affected_accounts(facts, pending), self.position)
+                written, pending = self.position, Changed()
+        return max(self.position, written)
+
+    def _read(self, stop: int, head: int, progress: Progress | None) -> Changed:
+        """One page of the log, up to `stop`, into facts and index."""
+        facts, index = self.projector.facts, self.projector.index
+        page = self.app.recorder.select_notifications(start=facts.position + 1, limit=PAGE, stop=stop)
+        changed = facts.add((n.id, self.app.mapper.to_domain_event(n)) for n in page)
+        index.update(facts, changed)
+        if progress is not None:
+            progress(facts.position, head)
+        return changed
+
+
 def project(app: Application[Any], url: str, progress: Progress | None = None) -> int:
     """Bring the SQL read models up to the log's end, exactly once (tracking in the same
     transaction as the rows). Reads the log from the start into memory, writes only past
-    the tracked position. Returns the position reached."""
-    model = SqlReadModel(sql_engine(url))
-    model.create()
-    return _run(app, model, progress)
+    the tracked position; keep a `SqlProjection` to read only what is new next time.
+    Returns the position reached."""
+    return SqlProjection.current(app, url).run(progress)
 
 
 def rebuild(app: Application[Any], url: str, progress: Progress | None = None) -> int:
     """Rebuild every read model from the log into fresh tables, then swap them in.
 
-    Two phases: read the log up to a target position into memory (facts, then every
-    timeline once), then write each account's rows exactly once, in account order, many
-    accounts per transaction, with a cursor in the same transaction. Killed halfway, it
-    resumes: same target, re-read the log, skip the accounts the cursor has passed. Also
-    saves a new check-index snapshot. Returns the position reached."""
+    Three phases: read the log up to a target position into memory (facts, then every
+    timeline once); write each account's rows exactly once, in account order, many
+    accounts per transaction, with a cursor in the same transaction; then bring the fresh
+    tables incrementally to the log's head (what was recorded meanwhile), so the swap never
+    moves the tables backwards. Killed halfway, it resumes: same target, re-read the log,
+    skip the accounts the cursor has passed. Also saves a new check-index snapshot.
+    Returns the position reached."""
     model = SqlReadModel(sql_engine(url), name="rebuild", suffix="__rebuild")
-    model.create()
-    target = model.counter("rebuild:target")
-    if target is None:
-        target = app.recorder.max_notification_id() or 0
-        with model.engine.begin() as conn:
-            model.track(conn, target, "rebuild:target")
+    target = _rebuild_target(app, model)
     projector = Projector(app, url)
     facts = projector.facts
     while facts.position < target:
@@ -244,35 +293,27 @@ def rebuild(app: Application[Any], url: str, progress: Progress | None = None) -
             model.track(conn, start + len(chunk), "rebuild:accounts")
         if progress is not None:
             progress(target + start + len(chunk), target + len(accounts))
-    model.swap_into_place(target)
-    projector.save_snapshot()
-    return target
+    if model.position() < target:  # every account written: the fresh tables reflect the target
+        with model.engine.begin() as conn:
+            model.track(conn, target)
 
-
-def _run(app: Application[Any], model: SqlReadModel, progress: Progress | None) -> int:
-    """Read the log into memory; write the rows of the accounts each batch touched, but
-    only past what the model already tracks (so a resumed run writes nothing twice)."""
-    projector = Projector(app, None)
-    facts, index = projector.facts, projector.index
-    target = app.recorder.max_notification_id() or 0
-    written = model.position()
-
-    def read(stop: int) -> Changed:
-        page = app.recorder.select_notifications(start=facts.position + 1, limit=PAGE, stop=stop)
-        changed = facts.add((n.id, app.mapper.to_domain_event(n)) for n in page)
-        index.update(facts, changed)
+    def then(done: int, head: int) -> None:  # progress goes on from where the accounts ended
         if progress is not None:
-            progress(facts.position, target)
-        return changed
+            progress(done + len(accounts), head + len(accounts))
 
-    while facts.position < min(written, target):  # already written: only remember
-        read(written)
-    pending = Changed()
-    while facts.position < target:
-        changed = read(target)
-        pending.accounts |= changed.accounts
-        pending.regions |= changed.regions
-        if facts.position - written >= BATCH or facts.position >= target:
-            model.write(facts, index, affected_accounts(facts, pending), facts.position)
-            written, pending = facts.position, Changed()
-    return max(facts.position, written)
+    position = SqlProjection(app, model, projector).run(then)
+    model.swap_into_place(position)
+    projector.save_snapshot()
+    return position
+
+
+def _rebuild_target(app: Application[Any], model: SqlReadModel) -> int:
+    """The target of a rebuild killed earlier, to resume; else the log's head, with fresh
+    tables (whatever a crashed attempt left is dropped first)."""
+    target = model.counter("rebuild:target") if model.exists() else None
+    if target is not None:
+        model.repair()
+        return target
+    target = app.recorder.max_notification_id() or 0
+    model.recreate({"rebuild:target": target})
+    return target

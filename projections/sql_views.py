@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import create_engine, delete, insert, inspect, select, update
+from sqlalchemy import Table, create_engine, delete, insert, inspect, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as SqlEngine
 
@@ -131,23 +131,118 @@ class SqlReadModel:
         with self.engine.connect() as c:
             return read(c)
 
+    def exists(self) -> bool:
+        """Whether both tables of this generation, and the tracking table, are there."""
+        names = set(inspect(self.engine).get_table_names())
+        return {self.tables.accounts.name, self.tables.intervals.name, tracking.name} <= names
+
+    def recreate(self, counters: dict[str, int]) -> None:
+        """Start this generation afresh, in one transaction: drop whatever an earlier attempt
+        left (tables, tracking rows), free the names it needs if the current tables still
+        carry them, create it empty and record `counters` beside it."""
+        with self.engine.begin() as conn:
+            _ddl_in_transaction(conn)
+            for table in (self.tables.intervals, self.tables.accounts):
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_quote(conn, table.name)}")
+            tracking.metadata.create_all(conn)
+            conn.execute(delete(tracking).where(tracking.c.name.startswith(self.name)))
+            adopt_names(conn, CURRENT, formerly=self.tables)
+            self.tables.metadata.create_all(conn)
+            for name, value in counters.items():
+                self.track(conn, value, name)
+
+    def repair(self) -> None:
+        """Create any index of this generation that a crash left out (SQLite runs a
+        `create_all` outside any transaction)."""
+        with self.engine.begin() as conn:
+            adopt_names(conn, self.tables, formerly=self.tables)
+
     def swap_into_place(self, position: int) -> None:
-        """Make this generation the current tables (drop the old, rename the new), with
-        the current tracking at `position`, in one transaction."""
+        """Make this generation the current tables (drop the old, rename the new, give their
+        indexes, keys and sequences the current names, so the next rebuild finds its own
+        names free), with the current tracking at `position`, in one transaction."""
         old, new = CURRENT, self.tables
         with self.engine.begin() as conn:
+            _ddl_in_transaction(conn)
             conn.exec_driver_sql("DROP VIEW IF EXISTS capabilities_now")
             for table in (old.intervals, old.accounts):
-                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table.name}")
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_quote(conn, table.name)}")
             for table, target in ((new.accounts, old.accounts), (new.intervals, old.intervals)):
-                conn.exec_driver_sql(f"ALTER TABLE {table.name} RENAME TO {target.name}")
-            for ix in new.intervals.indexes:  # index names are per schema: take the usual names
-                conn.exec_driver_sql(f"DROP INDEX {ix.name}")
-            for ix in old.intervals.indexes:
-                ix.create(conn)
+                conn.exec_driver_sql(f"ALTER TABLE {_quote(conn, table.name)} RENAME TO {_quote(conn, target.name)}")
+            adopt_names(conn, old, formerly=new)
             conn.exec_driver_sql(capabilities_now_sql(self.engine))
             conn.execute(delete(tracking).where(tracking.c.name.startswith(self.name)))
             SqlReadModel(self.engine).track(conn, position)
+
+
+def adopt_names(conn: Connection, tables: ReadModelTables, formerly: ReadModelTables) -> None:
+    """Give the tables of a generation the index, primary-key and (PostgreSQL) sequence
+    names `define_tables` gives them, where they still carry those of `formerly` (a renamed
+    table keeps its old ones); create any index missing. Tables not there are skipped."""
+    for table, old in ((tables.accounts, formerly.accounts), (tables.intervals, formerly.intervals)):
+        if not inspect(conn).has_table(table.name):
+            continue
+        _adopt_index_names(conn, table)
+        if conn.dialect.name == "postgresql":
+            _adopt_constraint_names(conn, table, old.name)
+            _adopt_sequence_name(conn, table)
+
+
+def _adopt_index_names(conn: Connection, table: Table) -> None:
+    """Indexes are found by their columns. SQLite cannot rename one: drop and create it."""
+    found: dict[tuple[str, ...], list[str]] = {}
+    for ix in inspect(conn).get_indexes(table.name):
+        found.setdefault(tuple(str(c) for c in ix["column_names"]), []).append(str(ix["name"]))
+    for index in table.indexes:
+        names, wanted = found.get(tuple(c.name for c in index.columns), []), str(index.name)
+        if wanted in names:
+            continue
+        name = names[0] if names else None
+        if name is not None and conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"ALTER INDEX {_quote(conn, name)} RENAME TO {_quote(conn, wanted)}")
+            continue
+        if name is not None:
+            conn.exec_driver_sql(f"DROP INDEX {_quote(conn, name)}")
+        index.create(conn)
+
+
+def _adopt_constraint_names(conn: Connection, table: Table, old_name: str) -> None:
+    """PostgreSQL names a table's constraints after the table (`accounts_pkey`)."""
+    if old_name == table.name:
+        return
+    names = conn.execute(
+        text("SELECT conname FROM pg_constraint WHERE conrelid = CAST(:t AS regclass)"), {"t": table.name}
+    ).scalars().all()
+    for name in names:
+        if name.startswith(old_name + "_"):
+            new_name = table.name + name.removeprefix(old_name)
+            conn.exec_driver_sql(
+                f"ALTER TABLE {_quote(conn, table.name)} RENAME CONSTRAINT {_quote(conn, name)} TO {_quote(conn, new_name)}"
+            )
+
+
+def _adopt_sequence_name(conn: Connection, table: Table) -> None:
+    """PostgreSQL names a serial column's sequence `<table>_<column>_seq`."""
+    column = table.autoincrement_column
+    if column is None:
+        return
+    sequence = conn.execute(
+        text("SELECT pg_get_serial_sequence(:t, :c)"), {"t": table.name, "c": column.name}
+    ).scalar()
+    wanted = f"{table.name}_{column.name}_seq"
+    if sequence is not None and sequence.split(".")[-1].strip('"') != wanted:
+        conn.exec_driver_sql(f"ALTER SEQUENCE {sequence} RENAME TO {_quote(conn, wanted)}")
+
+
+def _ddl_in_transaction(conn: Connection) -> None:
+    """pysqlite runs DDL outside any transaction unless one is begun explicitly: begin one,
+    so a swap or a fresh start killed halfway leaves nothing half done."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN")
+
+
+def _quote(conn: Connection, name: str) -> str:
+    return conn.dialect.identifier_preparer.quote(name)
 
 
 @lru_cache(maxsize=1 << 16)

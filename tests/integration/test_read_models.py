@@ -5,15 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, inspect, or_, select
 
 from entitlements import open_engine
 from entitlements.commands import parse_command_file, parse_time
 from entitlements.engine import Engine
 from projections import rebuild as rebuild_module
+from projections import sql_views
 from projections.rebuild import Projector, project, rebuild, snapshot_path
 from projections.sql_views import SqlReadModel, sql_engine
-from projections.tables import CURRENT
+from projections.tables import CURRENT, ReadModelTables
 from tests.conftest import read_jsonl, scenario_file
 
 EXPECTED_ROWS = read_jsonl(scenario_file("china-2020.expected.jsonl"))
@@ -39,11 +40,34 @@ def answer_from_sql(url: str, account_id: str, capability: str, at: datetime, kn
     return tuple(rows[0]) if rows else None  # no row: before the registration (rule 7)
 
 
-def all_rows(url: str) -> set[tuple]:
+def all_rows(url: str, tables: ReadModelTables = CURRENT) -> set[tuple]:
     with sql_engine(url).connect() as conn:
-        intervals = {tuple(r)[1:] for r in conn.execute(select(CURRENT.intervals))}
-        accounts = {tuple(r) for r in conn.execute(select(CURRENT.accounts))}
+        intervals = {tuple(r)[1:] for r in conn.execute(select(tables.intervals))}
+        accounts = {tuple(r) for r in conn.execute(select(tables.accounts))}
     return intervals | accounts
+
+
+def incremental_rows(engine: Engine, url: str) -> set[tuple]:
+    """What an incremental catch-up from the start of the log gives, in tables of its own."""
+    model = SqlReadModel(sql_engine(url), name="incremental", suffix="__incremental")
+    model.create()
+    rebuild_module.SqlProjection(engine.app, model).run()
+    return all_rows(url, model.tables)
+
+
+def assert_plain_names(url: str) -> None:
+    """Every table, index, primary key and sequence carries the name `define_tables("")`
+    gives it: nothing is left named after the rebuild's tables."""
+    sql = sql_engine(url)
+    found = inspect(sql)
+    assert not [t for t in found.get_table_names() if "__rebuild" in t]
+    for table in (CURRENT.accounts, CURRENT.intervals):
+        assert {ix["name"] for ix in found.get_indexes(table.name)} == {ix.name for ix in table.indexes}
+        pk = found.get_pk_constraint(table.name)["name"]
+        assert pk == (f"{table.name}_pkey" if sql.dialect.name == "postgresql" else None)
+    if sql.dialect.name == "postgresql":
+        sequences = found.get_sequence_names()
+        assert "capability_intervals_id_seq" in sequences and not [s for s in sequences if "__rebuild" in s]
 
 
 @pytest.mark.parametrize("row", EXPECTED_ROWS, ids=lambda r: f"{r['account_id']}-{r['capability']}-{r['at']}-{r.get('as_known_at', 'now')}")
@@ -67,6 +91,52 @@ def test_incremental_catch_up_after_every_command_equals_a_full_rebuild(store_ur
     rebuild(engine.app, store_url)
     assert all_rows(store_url) == incremental
     assert len(incremental) > 100
+
+
+def test_a_rebuild_runs_again_and_again(store_url: str, engine: Engine) -> None:
+    apply_scenario(engine)
+    project(engine.app, store_url)
+    incremental = all_rows(store_url)
+    for _ in range(3):
+        assert rebuild(engine.app, store_url) == engine.position()
+        assert all_rows(store_url) == incremental
+        assert_plain_names(store_url)
+
+
+def test_a_rebuild_starts_clean_whatever_an_earlier_attempt_left(store_url: str, engine: Engine) -> None:
+    apply_scenario(engine)
+    project(engine.app, store_url)
+    incremental = all_rows(store_url)
+    sql = sql_engine(store_url)
+    with sql.begin() as conn:  # what a rebuild swapped in before names were adopted, and a crash
+        conn.exec_driver_sql("DROP INDEX ix_accounts_region")
+        conn.exec_driver_sql("CREATE INDEX ix_accounts__rebuild_region ON accounts (region)")
+        if sql.dialect.name == "postgresql":
+            conn.exec_driver_sql("ALTER TABLE accounts RENAME CONSTRAINT accounts_pkey TO accounts__rebuild_pkey")
+        conn.exec_driver_sql("CREATE TABLE capability_intervals__rebuild (account_id VARCHAR(64))")
+    rebuild(engine.app, store_url)
+    assert all_rows(store_url) == incremental
+    assert_plain_names(store_url)
+
+
+def test_a_swap_killed_halfway_changes_nothing(store_url: str, engine: Engine, monkeypatch) -> None:
+    apply_scenario(engine)
+    project(engine.app, store_url)
+    incremental = all_rows(store_url)
+
+    def killed(_: object) -> str:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(sql_views, "capabilities_now_sql", killed)  # after the old tables are dropped
+        with pytest.raises(KeyboardInterrupt):
+            rebuild(engine.app, store_url)
+    with sql_engine(store_url).connect() as conn:
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM capabilities_now").scalar()
+    assert all_rows(store_url) == incremental
+    assert rebuild(engine.app, store_url) == engine.position()
+    assert all_rows(store_url) == incremental
+    assert_plain_names(store_url)
 
 
 def test_a_replayed_delivery_changes_nothing(store_url: str, engine: Engine) -> None:
@@ -99,10 +169,80 @@ def test_a_rebuild_killed_halfway_resumes_and_ends_exact(store_url: str, engine:
     # Checks and analysts keep answering from the current tables meanwhile.
     assert all_rows(store_url) == expected
     engine.apply([{"command": "authorize_partner", "region": "HK", "partner": "P", "effective_at": "2021-01-01"}])
-    assert rebuild(engine.app, store_url) == target  # resumes to the same target
-    assert all_rows(store_url) == expected
-    assert project(engine.app, store_url) == engine.position()  # then catches up as usual
+    assert rebuild(engine.app, store_url) == engine.position()  # resumes, then goes on to the head
+    assert all_rows(store_url) == incremental_rows(engine, store_url)
+    assert project(engine.app, store_url) == engine.position()  # nothing left to catch up
     assert half.counter("rebuild:accounts") is None  # the rebuild's bookkeeping is gone
+
+
+def test_a_resumed_rebuild_ends_at_the_head_of_the_log(store_url: str, engine: Engine, monkeypatch) -> None:
+    apply_scenario(engine)
+    project(engine.app, store_url)
+    target = engine.position()
+    monkeypatch.setattr(rebuild_module, "ACCOUNTS_PER_TRANSACTION", 2)
+
+    def die_after_one_transaction(done: int, total: int) -> None:
+        if done >= target + 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        rebuild(engine.app, store_url, die_after_one_transaction)
+    results = engine.apply([
+        {"command": "register_account", "account_id": "late-cn", "region": "CN", "plan": "enterprise",
+         "channel": "direct", "effective_at": "2020-08-01"},
+        {"command": "register_account", "account_id": "late-us", "region": "US", "plan": "free",
+         "channel": "online", "effective_at": "2020-09-01"},
+        {"command": "authorize_partner", "region": "HK", "partner": "P", "effective_at": "2021-01-01"},
+    ])
+    assert [r.status for r in results] == ["applied"] * 3
+    assert rebuild(engine.app, store_url) == engine.position()
+    with sql_engine(store_url).connect() as conn:
+        accounts = set(conn.execute(select(CURRENT.accounts.c.account_id)).scalars())
+    assert {"late-cn", "late-us"} <= accounts
+    assert SqlReadModel(sql_engine(store_url)).position() == engine.position()
+    assert all_rows(store_url) == incremental_rows(engine, store_url)
+
+
+def test_a_second_run_reads_only_the_log_past_its_own_position(store_url: str, engine: Engine, monkeypatch) -> None:
+    apply_scenario(engine)
+    projection = rebuild_module.SqlProjection.current(engine.app, store_url)
+    head = projection.run()
+    assert head == engine.position()
+    (result,) = engine.apply([{"command": "register_account", "account_id": "late", "region": "US",
+                               "plan": "pro", "channel": "online", "effective_at": "2020-03-01"}])
+    assert result.status == "applied"
+    starts: list[int] = []
+    select_notifications = engine.app.recorder.select_notifications
+
+    def spy(start: int, *args, **kwargs):
+        starts.append(start)
+        return select_notifications(start, *args, **kwargs)
+
+    monkeypatch.setattr(engine.app.recorder, "select_notifications", spy)
+    assert projection.run() == engine.position()
+    assert starts and min(starts) == head + 1
+    assert projection.run() == engine.position()  # nothing new: nothing read but the end
+    assert min(starts) == head + 1
+    incremental = all_rows(store_url)
+    assert ("late", "US", "pro") in {r[:3] for r in incremental}
+    rebuild(engine.app, store_url)
+    assert all_rows(store_url) == incremental
+
+
+def test_a_projection_whose_tables_went_back_starts_over(store_url: str, engine: Engine, monkeypatch) -> None:
+    apply_scenario(engine)
+    projection = rebuild_module.SqlProjection.current(engine.app, store_url)
+    head = projection.run()
+    expected = all_rows(store_url)
+    with projection.model.engine.begin() as conn:  # as when a rebuild swaps in behind it
+        projection.model.track(conn, head - 3)
+    starts: list[int] = []
+    select_notifications = engine.app.recorder.select_notifications
+    monkeypatch.setattr(engine.app.recorder, "select_notifications",
+                        lambda start, *a, **kw: starts.append(start) or select_notifications(start, *a, **kw))
+    assert projection.run() == head
+    assert min(starts) == 1 and projection.model.position() == head
+    assert all_rows(store_url) == expected
 
 
 def test_capabilities_now_is_what_holds_now_as_known_now(store_url: str, engine: Engine) -> None:
@@ -118,11 +258,11 @@ def test_capabilities_now_is_what_holds_now_as_known_now(store_url: str, engine:
 
 def test_a_new_process_starts_from_the_snapshot_and_catches_up(store_url: str, engine: Engine) -> None:
     apply_scenario(engine)
-    rebuild(engine.app, store_url)  # saves the snapshot
+    snapshot_at = rebuild(engine.app, store_url)  # saves the snapshot
     engine.apply([{"command": "register_account", "account_id": "late", "region": "CN", "plan": "enterprise",
                    "channel": "direct", "effective_at": "2020-08-01"}])
     with open_engine(store_url) as fresh:
-        assert fresh.projector._snapshot_position == 28
+        assert fresh.projector._snapshot_position == snapshot_at
         assert fresh.facts.position == engine.position()
         assert fresh.check("late", "host").allowed is True
         assert fresh.capabilities("cn-free-01", at="2020-06-01") == engine.capabilities("cn-free-01", at="2020-06-01")
