@@ -40,9 +40,10 @@ from entitlements.account import account_uuid
 from entitlements.decisions import UnknownAccount
 from entitlements.engine import Engine
 from entitlements.region import region_id
+from entitlements.rules import CAPABILITIES, decide, fold_account, fold_region, hosting_corrections
 
 # Used only by answerer (c) and the idempotence check, never by the reference below.
-from entitlements.rules import CAPABILITIES, decide, fold_account, fold_region, hosting_corrections
+from projections.facts import COMMAND_RECORDS
 
 # -- the small world ---------------------------------------------------------------------
 
@@ -235,9 +236,12 @@ def ref_events_from_history(history: list[dict[str, Any]]) -> list[RefEvent]:
 
 
 def raw_log_streams(engine: Engine) -> dict[Any, list[RefEvent]]:
-    """Every stream of the raw log (aggregate id -> its events, in log order)."""
+    """Every account and region stream of the raw log (aggregate id -> its events, in log
+    order); the command records say who asked, not what an account may do."""
     streams: dict[Any, list[RefEvent]] = defaultdict(list)
     for n in engine.app.recorder.select_notifications(start=1, limit=1_000_000):
+        if n.topic.removeprefix("entitlements:") in COMMAND_RECORDS:
+            continue
         e = engine.app.mapper.to_domain_event(n)
         data = {
             k: v for k, v in vars(e).items()
