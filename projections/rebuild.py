@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import pickle
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -24,6 +23,7 @@ from typing import Any
 from eventsourcing.application import Application
 from sqlalchemy.engine import make_url
 
+from projections import snapshot
 from projections.check_index import CheckIndex
 from projections.facts import Changed, LogFacts
 from projections.sql_views import SqlReadModel, sql_engine
@@ -69,48 +69,41 @@ class Projector:
         self.catch_up()
 
     def load_snapshot(self) -> bool:
-        """Adopt the saved facts and timelines if they belong to this log."""
-        if self.snapshot_file is None:
+        """Adopt the saved facts if the file is a snapshot of this very log (the event at
+        its position is the one it names); anything else is ignored: the log is read."""
+        if self.snapshot_file is None or not self.snapshot_file.exists():
             return False
         try:
-            with open(self.snapshot_file, "rb") as f:
-                saved = pickle.load(f)
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+            facts, head = snapshot.read(self.snapshot_file)
+        except snapshot.SnapshotRefused:
             return False
-        if not self._same_log(saved["position"], saved["fingerprint"]):
+        if not self._same_log(facts.position, head):
             return False
         with self._lock:
-            self.facts = saved["facts"]
-            self.index.replace(saved["accounts"], saved["regions"], saved["position"])
-            self._snapshot_position = saved["position"]
+            self.facts = facts
+            self.index.replace({}, {}, 0)
+            self.index.update(facts, Changed(accounts=set(facts.accounts), regions=set(facts.regions)))
+            self._snapshot_position = facts.position
         return True
 
     def save_snapshot(self) -> None:
-        """Write facts and timelines to a new file and move it into place (atomic)."""
+        """Write the facts to a new file and move it into place (atomic)."""
         if self.snapshot_file is None:
             return
         with self._lock:
             position = self.facts.position
-            state = {
-                "position": position, "fingerprint": self._fingerprint(position),
-                "facts": self.facts, "accounts": self.index.accounts, "regions": self.index.regions,
-            }
-            self.snapshot_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.snapshot_file.with_suffix(f".tmp{os.getpid()}")
-            with open(tmp, "wb") as f:
-                pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
-            tmp.replace(self.snapshot_file)
+            snapshot.write(self.snapshot_file, self.facts, self._fingerprint(position), f".tmp{os.getpid()}")
             self._snapshot_position = position
 
-    def _fingerprint(self, position: int) -> tuple[str, int] | None:
+    def _fingerprint(self, position: int) -> dict[str, Any] | None:
         if position == 0:
             return None
         (n,) = self.app.recorder.select_notifications(start=position, limit=1)
-        return (str(n.originator_id), n.originator_version)
+        return snapshot.fingerprint(n)
 
-    def _same_log(self, position: int, fingerprint: tuple[str, int] | None) -> bool:
+    def _same_log(self, position: int, head: dict[str, Any] | None) -> bool:
         try:
-            return self._fingerprint(position) == fingerprint
+            return self._fingerprint(position) == head
         except ValueError:  # the log is shorter than the snapshot: another store
             return False
 
