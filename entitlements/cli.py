@@ -19,6 +19,7 @@ from typing import Any
 
 from eventsourcing.persistence import PersistenceError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,13 +28,15 @@ from entitlements.commands import MalformedCommand, parse_command_file
 from entitlements.decisions import Decision, PositionNotReached, UnknownAccount
 from entitlements.engine import Engine, open_engine
 from entitlements.rules import CAPABILITIES, LIMIT_CAPABILITIES
-from entitlements.store import DEFAULT_URL, ENV_VAR, StoreError
+from entitlements.store import DEFAULT_URL, ENV_VAR, StoreError, check_store, store_url
 from projections.rebuild import project, rebuild
 
 EXIT_OK, EXIT_REJECTED, EXIT_MALFORMED, EXIT_UNKNOWN_ACCOUNT, EXIT_STORE, EXIT_NOT_REACHED = 0, 1, 2, 3, 4, 5
 
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False)
+# Data is printed through escape() (or as plain JSON): an account, partner or reason may
+# contain "[/]" or ":smile:", which rich would otherwise read as markup or emoji codes.
+out = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, emoji=False)
 
 DESCRIPTION = """\
 What may this account do at time T, as we knew it at time K?
@@ -79,17 +82,19 @@ def _yes_no(d: Decision) -> str:
 
 
 def _when(args: argparse.Namespace) -> str:
+    """The asked times, escaped for rich."""
     at = f"at {args.at}" if args.at else "now"
-    return at + (f", as known at {args.as_known_at}" if args.as_known_at else "")
+    return escape(at + (f", as known at {args.as_known_at}" if args.as_known_at else ""))
 
 
 def _print_because(d: Decision) -> None:
     for f in d.because:
-        cause = f" [dim]cause: {f.cause['rule']} ({f.cause['region']})[/]" if f.cause else ""
-        out.print(
+        rule = f"{f.cause['rule']} ({f.cause['region']})" if f.cause else ""
+        cause = f" [dim]cause: {escape(rule)}[/]" if f.cause else ""
+        out.print(escape(
             f"  because {f['type']} v{f['version']} of {f['stream']}: effective "
-            f"{f['effective_at']}, recorded {f['recorded_at']}{cause}"
-        )
+            f"{f['effective_at']}, recorded {f['recorded_at']}"
+        ) + cause)
 
 
 def cmd_check(engine: Engine, args: argparse.Namespace) -> int:
@@ -97,7 +102,7 @@ def cmd_check(engine: Engine, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**d.as_dict(), "at": args.at, "as_known_at": args.as_known_at}))
         return EXIT_OK
-    out.print(f"{d.account_id} {d.capability} {_when(args)}: {_yes_no(d)} — {d.reason}")
+    out.print(f"{escape(d.account_id)} {escape(d.capability)} {_when(args)}: {_yes_no(d)} — {escape(d.reason)}")
     _print_because(d)
     out.print(f"  [dim]log position {d.position}[/]")
     return EXIT_OK
@@ -109,12 +114,12 @@ def cmd_capabilities(engine: Engine, args: argparse.Namespace) -> int:
         print(json.dumps({"account_id": args.account, "at": args.at, "as_known_at": args.as_known_at,
                           "capabilities": [d.as_dict() for d in decisions]}))
         return EXIT_OK
-    table = Table(title=f"{args.account} {_when(args)}", title_justify="left")
+    table = Table(title=f"{escape(args.account)} {_when(args)}", title_justify="left")
     for col in ("capability", "answer", "reason", "because"):
         table.add_column(col)
     for d in decisions:
         because = ", ".join(f"{f['type']} v{f['version']}" for f in d.because)
-        table.add_row(d.capability, _yes_no(d), d.reason, because)
+        table.add_row(escape(d.capability), _yes_no(d), escape(d.reason), escape(because))
     out.print(table)
     return EXIT_OK
 
@@ -127,7 +132,7 @@ def cmd_history(engine: Engine, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(events))
         return EXIT_OK
-    table = Table(title=f"history of {args.account} (log order)", title_justify="left")
+    table = Table(title=f"history of {escape(args.account)} (log order)", title_justify="left")
     for col in ("v", "event", "effective_at", "recorded_at", "details", "cause"):
         table.add_column(col)
     core = {"stream", "type", "version", "effective_at", "recorded_at", "cause"}
@@ -140,7 +145,8 @@ def cmd_history(engine: Engine, args: argparse.Namespace) -> int:
             why = f"{cause['rule']} ({ref.get('stream')} v{ref.get('version')})"
             if "trigger" in cause:
                 why += f" on {cause['trigger']['type']} v{cause['trigger']['version']}"
-        table.add_row(str(e["version"]), e["type"], e["effective_at"], e["recorded_at"], details, why)
+        cells = (e["version"], e["type"], e["effective_at"], e["recorded_at"], details, why)
+        table.add_row(*(escape(str(cell)) for cell in cells))
     out.print(table)
     return EXIT_OK
 
@@ -181,7 +187,7 @@ def cmd_rebuild(engine: Engine, args: argparse.Namespace) -> int:
 
 def cmd_reconcile(engine: Engine, args: argparse.Namespace) -> int:
     recorded = engine.reconcile(args.region)
-    out.print(f"hosting fan-out complete{' in ' + args.region if args.region else ''}: "
+    out.print(f"hosting fan-out complete{escape(' in ' + args.region) if args.region else ''}: "
               f"{recorded} missing event(s) recorded")
     return EXIT_OK
 
@@ -209,7 +215,7 @@ DEMO_CAPS = ("join", "host", "subscribe_online", "purchase_direct", "purchase_vi
 def cmd_demo(_: Engine | None, args: argparse.Namespace) -> int:
     path = Path(tempfile.mkdtemp(prefix="entitlements-demo-")) / "china-2020.db"
     url = f"sqlite:///{path}"
-    out.print(f"[bold]china-2020[/] on a fresh SQLite store: {path}\n")
+    out.print(f"[bold]china-2020[/] on a fresh SQLite store: {escape(str(path))}\n")
     commands = parse_command_file(scenario_path())
     with open_engine(url) as engine:
         results = engine.apply_parsed(commands)
@@ -218,8 +224,8 @@ def cmd_demo(_: Engine | None, args: argparse.Namespace) -> int:
             table.add_column(col)
         for (n, cmd), r in zip(commands, results, strict=True):
             subject = getattr(cmd, "account_id", None) or getattr(cmd, "region", "")
-            result = "[green]applied[/]" if r.status == "applied" else f"[red]rejected[/]: {r.reason}"
-            table.add_row(str(n), cmd.command, subject, cmd.effective_at.date().isoformat(), result)
+            result = "[green]applied[/]" if r.status == "applied" else f"[red]rejected[/]: {escape(str(r.reason))}"
+            table.add_row(str(n), escape(cmd.command), escape(str(subject)), cmd.effective_at.date().isoformat(), result)
         out.print(table)
 
         registered = {c.account_id: c.effective_at.date().isoformat()
@@ -233,17 +239,17 @@ def cmd_demo(_: Engine | None, args: argparse.Namespace) -> int:
                 table.add_column(cap.replace("_", " "), justify="center")
             for account in accounts:
                 decisions = {d.capability: d for d in engine.capabilities(account, at=date)}
-                table.add_row(account, *(_yes_no(decisions[c]) for c in DEMO_CAPS))
+                table.add_row(escape(account), *(_yes_no(decisions[c]) for c in DEMO_CAPS))
             out.print(table)
 
         out.print("\n[bold]3. What did we believe?[/] cn-ent-02's hosting was revoked on 2020-11-01, backdated to 2020-09-15:")
         for known in ("2020-10-20", None):
             d = engine.check("cn-ent-02", "host", at="2020-10-01", as_known_at=known)
             label = f"as known at {known}" if known else "as known now"
-            out.print(f"  host at 2020-10-01 {label}: {_yes_no(d)} — {d.reason}")
+            out.print(f"  host at 2020-10-01 {label}: {_yes_no(d)} — {escape(d.reason)}")
     out.print(
-        f"\nExplore it: [bold]entitlements --db {url} history cn-free-02[/]\n"
-        f"            [bold]entitlements --db {url} check cn-pro-01 host --at 2020-10-01 --json[/]"
+        f"\nExplore it: [bold]entitlements --db {escape(url)} history cn-free-02[/]\n"
+        f"            [bold]entitlements --db {escape(url)} check cn-pro-01 host --at 2020-10-01 --json[/]"
     )
     return EXIT_OK
 
@@ -323,37 +329,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _first_line(e: BaseException) -> str:
+    """The cause in one line: for SQLAlchemy errors the driver's own message (`e.orig`),
+    never the SQL statement nor the "Background on this error" link on later lines."""
+    cause = getattr(e, "orig", None) or e
+    lines = str(cause).strip().splitlines()
+    return lines[0].strip() if lines else type(cause).__name__
+
+
+def _fail(label: str, e: BaseException, code: int, suffix: str = "") -> int:
+    """Print one error line on stderr (escaped, never wrapped: logs grep it) and return code."""
+    head = f"[red]{label}:[/] " if label else ""
+    err.print(head + escape(_first_line(e) + suffix), soft_wrap=True)
+    return code
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[Any, argparse.Namespace], int] = args.run
     try:
         if getattr(args, "no_engine", False):
             return handler(None, args)
-        with Engine(args.db, start=not getattr(args, "lazy_index", False)) as engine:
+        url = store_url(args.db)
+        check_store(url, must_exist=args.command != "apply")  # before any file or pool is opened
+        with Engine(url, start=not getattr(args, "lazy_index", False)) as engine:
             return handler(engine, args)
     except MalformedCommand as e:
-        err.print(f"[red]malformed:[/] {e} (nothing applied)")
-        return EXIT_MALFORMED
+        return _fail("malformed", e, EXIT_MALFORMED, " (nothing applied)")
     except UnknownAccount as e:
-        err.print(f"[red]{e}[/]")
-        return EXIT_UNKNOWN_ACCOUNT
+        return _fail("", e, EXIT_UNKNOWN_ACCOUNT)
     except PositionNotReached as e:
-        err.print(f"[red]not reached:[/] {e}")
-        return EXIT_NOT_REACHED
+        return _fail("not reached", e, EXIT_NOT_REACHED)
     except (ValueError, StoreError, FileNotFoundError, IsADirectoryError) as e:
-        err.print(f"[red]error:[/] {e}")
-        return EXIT_MALFORMED
+        return _fail("error", e, EXIT_MALFORMED)
     except (PersistenceError, SQLAlchemyError) as e:
-        err.print(f"[red]store error:[/] {e}")
-        return EXIT_STORE
+        return _fail("store error", e, EXIT_STORE)
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
     except Exception as e:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("ENTITLEMENTS_DEBUG"):
             raise
-        err.print(f"[red]error:[/] {type(e).__name__}: {e} (ENTITLEMENTS_DEBUG=1 shows the traceback)")
-        return EXIT_STORE
+        return _fail(f"error: {type(e).__name__}", e, EXIT_STORE, " (ENTITLEMENTS_DEBUG=1 shows the traceback)")
 
 
 def main() -> None:

@@ -3,6 +3,9 @@
 `sqlite:///path` (the embedded default) uses `eventsourcing.sqlite` on a file;
 `postgresql://user@host:port/db` uses `eventsourcing.postgres`. Anything else is an
 error: the engine never falls back silently to an in-memory store.
+
+`store_url()` is the one place a URL is normalised; eventsourcing, SQLAlchemy
+(`sqlalchemy_url`) and psycopg (`psycopg_dsn`) all derive their form from its answer.
 """
 
 from __future__ import annotations
@@ -10,10 +13,11 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from eventsourcing.persistence import OperationalError
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 DEFAULT_URL = "sqlite:///entitlements.db"
@@ -34,41 +38,120 @@ class StoreUnavailable(OperationalError):
         return cls(f"the store is unavailable: {first_line}")
 
 
+class StoreMissing(StoreUnavailable):
+    """A read of a store that does not exist (typically a typo in --db): nothing is created."""
+
+
 def store_url(url: str | None = None) -> str:
-    """The URL given, else $ENTITLEMENTS_DB, else an SQLite file in the working directory."""
-    return url or os.environ.get(ENV_VAR) or DEFAULT_URL
+    """The canonical URL of the store given, else $ENTITLEMENTS_DB, else `entitlements.db`
+    in the working directory: `sqlite:////abs/path` or `postgresql://user@host:port/db`.
+    Accepts a plain path (an SQLite file), `sqlite:///rel/path`, `postgres://` and
+    `postgresql+driver://`; one form per store, so every consumer reaches the same one."""
+    raw = url or os.environ.get(ENV_VAR) or DEFAULT_URL
+    if "://" not in raw:  # a plain path: that SQLite file
+        if raw == ":memory:":
+            raise StoreError("an SQLite store needs a file path, not ':memory:'")
+        return URL.create("sqlite", database=os.path.abspath(os.path.expanduser(raw))).render_as_string()
+    try:
+        parsed = make_url(raw)
+    except ArgumentError:
+        raise StoreError(f"not a store URL: {raw!r} (expected a path, sqlite:///path or postgresql://...)") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        path = parsed.database
+        if not path or path == ":memory:" or parsed.query.get("mode") == "memory" or "mode=memory" in path:
+            raise StoreError(f"an SQLite store needs a file path: {raw!r}")
+        return URL.create("sqlite", database=os.path.abspath(os.path.expanduser(path))).render_as_string()
+    if backend in ("postgresql", "postgres"):
+        return URL.create(
+            "postgresql", username=parsed.username or "postgres", password=parsed.password,
+            host=parsed.host or "127.0.0.1", port=parsed.port or 5432,
+            database=parsed.database or "postgres", query=parsed.query,
+        ).render_as_string(hide_password=False)
+    raise StoreError(f"unsupported store {backend!r} in {raw!r}: use a path, sqlite:///path or postgresql://...")
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The SQLite file of this store, or None for PostgreSQL."""
+    parsed = make_url(store_url(url))
+    return Path(parsed.database) if parsed.get_backend_name() == "sqlite" and parsed.database else None
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The store's URL for SQLAlchemy: psycopg 3 (`postgresql+psycopg://`) for PostgreSQL."""
+    canonical = store_url(url)
+    if canonical.startswith("postgresql://"):
+        return "postgresql+psycopg://" + canonical.removeprefix("postgresql://")
+    return canonical
+
+
+def psycopg_dsn(url: str) -> str:
+    """The store's connection string for psycopg (PostgreSQL stores only)."""
+    canonical = store_url(url)
+    if not canonical.startswith("postgresql://"):
+        raise StoreError(f"not a PostgreSQL store: {url!r}")
+    return canonical
+
+
+def check_store(url: str, must_exist: bool) -> None:
+    """Fail fast, in one line, before a pool or file is opened: a read of an SQLite file
+    that does not exist (a typo would otherwise create an empty store and answer "unknown
+    account"), a missing directory, or a PostgreSQL server that refuses us (the pool would
+    only say, after 5 s of retries, that it got no connection). Cheap: a stat, or one
+    connection."""
+    path = sqlite_path(url)
+    if path is not None:
+        if path.is_dir():
+            raise StoreUnavailable(f"the store {path} is a directory, not an SQLite file")
+        if must_exist and not path.exists():
+            raise StoreMissing(f"the store does not exist: {path} (check --db or ${ENV_VAR}; nothing was created)")
+        if not path.parent.is_dir():
+            raise StoreUnavailable(f"the store's directory does not exist: {path.parent}")
+        return
+    import psycopg
+
+    dsn = psycopg_dsn(url)
+    try:
+        psycopg.connect(dsn, connect_timeout=5).close()
+    except psycopg.ProgrammingError as e:  # e.g. an unknown ?option in the URL
+        raise StoreError(f"not a usable store URL: {server_reason(e)}") from None
+    except psycopg.Error as e:
+        parsed = make_url(dsn)
+        raise StoreUnavailable(
+            f"the store is unavailable: {server_reason(e)} "
+            f"(postgresql://{parsed.username}@{parsed.host}:{parsed.port}/{parsed.database})"
+        ) from e
+
+
+def server_reason(error: BaseException) -> str:
+    """libpq's first line without its "connection to server at ... failed:" and "FATAL:"
+    prefixes: what the server (or the network) said."""
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    reason = first.rsplit(" failed: ", 1)[-1].strip()
+    return reason.removeprefix("FATAL:").strip() or first
 
 
 def eventsourcing_env(url: str) -> dict[str, str]:
     """The environment eventsourcing's infrastructure factory reads for this store."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise StoreError(f"not a store URL: {url!r} (expected sqlite:///path or postgresql://...)") from None
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        path = parsed.database
-        if not path or path == ":memory:" or "mode=memory" in path:
-            raise StoreError(f"an SQLite store needs a file path: {url!r}")
+    parsed = make_url(store_url(url))
+    if parsed.get_backend_name() == "sqlite":
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-            "SQLITE_DBNAME": path,
+            "SQLITE_DBNAME": str(parsed.database),
             "SQLITE_LOCK_TIMEOUT": "30",
         }
-    if backend == "postgresql":
-        return {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
-            "POSTGRES_DBNAME": parsed.database or "postgres",
-            "POSTGRES_HOST": parsed.host or "127.0.0.1",
-            "POSTGRES_PORT": str(parsed.port or 5432),
-            "POSTGRES_USER": parsed.username or "postgres",
-            "POSTGRES_PASSWORD": parsed.password or "",
-            "POSTGRES_LOCK_TIMEOUT": "5",
-            "POSTGRES_POOL_SIZE": "5",
-            "POSTGRES_CONNECT_TIMEOUT": "5",
-            "POSTGRES_PRE_PING": "y",  # a pooled connection that died (server restart) is replaced
-        }
-    raise StoreError(f"unsupported store {backend!r} in {url!r}: use sqlite:///path or postgresql://...")
+    return {  # store_url() filled in every part
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": str(parsed.database),
+        "POSTGRES_HOST": str(parsed.host),
+        "POSTGRES_PORT": str(parsed.port),
+        "POSTGRES_USER": str(parsed.username),
+        "POSTGRES_PASSWORD": parsed.password or "",
+        "POSTGRES_LOCK_TIMEOUT": "5",
+        "POSTGRES_POOL_SIZE": "5",
+        "POSTGRES_CONNECT_TIMEOUT": "5",
+        "POSTGRES_PRE_PING": "y",  # a pooled connection that died (server restart) is replaced
+    }
 
 
 def install_clock_guard(url: str, table: str) -> None:
@@ -78,12 +161,12 @@ def install_clock_guard(url: str, table: str) -> None:
     retried by the driver layer; this keeps the store's clock from going back even then.
     (eventsourcing's recorder locks the table for each insert, so 'newest' is exact.)
     SQLite needs no guard: its writer lock is a file lock that no restart can drop."""
-    if make_url(url).get_backend_name() != "postgresql":
+    if sqlite_path(url) is not None:
         return
     import psycopg
 
     function = f"{table}_recorded_at_never_decreases"
-    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+    with psycopg.connect(psycopg_dsn(url), autocommit=True, connect_timeout=5) as conn:
         exists = conn.execute(
             "SELECT 1 FROM pg_trigger WHERE tgname = 'recorded_at_never_decreases' "
             "AND tgrelid = to_regclass(%s)", (table,),
@@ -119,11 +202,10 @@ class WriterLock:
     KEY = 0x656E7469  # the advisory lock's key ("enti")
 
     def __init__(self, url: str, timeout: float = 30.0) -> None:
-        self.url = url
+        self.url = store_url(url)
         self.timeout = timeout
-        parsed = make_url(url)
-        sqlite = parsed.get_backend_name() == "sqlite" and parsed.database
-        self._file = f"{parsed.database}.lock" if sqlite else None
+        path = sqlite_path(self.url)
+        self._file = f"{path}.lock" if path is not None else None
         self._fd: int | None = None
         self._conn: Any = None
 
@@ -151,8 +233,7 @@ class WriterLock:
         for attempt in range(2):
             try:
                 if self._conn is None or self._conn.closed:
-                    dsn = self.url.replace("postgresql+psycopg://", "postgresql://")
-                    self._conn = psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+                    self._conn = psycopg.connect(psycopg_dsn(self.url), autocommit=True, connect_timeout=5)
                     timeout = f"{int(self.timeout * 1000)}ms"
                     self._conn.execute("SELECT set_config('lock_timeout', %s, false)", (timeout,))
                 self._conn.execute("SELECT pg_advisory_lock(%s)", (self.KEY,))

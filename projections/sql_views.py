@@ -29,9 +29,9 @@ CHUNK = 500  # account ids per DELETE ... IN (...)
 
 def sql_engine(url: str) -> SqlEngine:
     """SQLAlchemy engine on the same database as the log (psycopg 3 for PostgreSQL)."""
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    engine = create_engine(url)
+    from entitlements.store import sqlalchemy_url  # the one place store URLs are normalised
+
+    engine = create_engine(sqlalchemy_url(url))
     if engine.dialect.name == "sqlite":
         from sqlalchemy import event
 
