@@ -28,10 +28,11 @@ from entitlements.commands import MalformedCommand, parse_command_file
 from entitlements.decisions import Decision, PositionNotReached, UnknownAccount
 from entitlements.engine import Engine, open_engine
 from entitlements.rules import CAPABILITIES, LIMIT_CAPABILITIES
-from entitlements.store import DEFAULT_URL, ENV_VAR, StoreError, check_store, store_url
-from projections.rebuild import project, rebuild
+from entitlements.store import DEFAULT_URL, ENV_VAR, StoreError
+from projections.rebuild import SqlProjection, rebuild
 
 EXIT_OK, EXIT_REJECTED, EXIT_MALFORMED, EXIT_UNKNOWN_ACCOUNT, EXIT_STORE, EXIT_NOT_REACHED = 0, 1, 2, 3, 4, 5
+EXIT_BROKEN_PIPE = 141  # as a shell reports a process its reader left (128 + SIGPIPE)
 
 # Data is printed through escape() (or as plain JSON): an account, partner or reason may
 # contain "[/]" or ":smile:", which rich would otherwise read as markup or emoji codes.
@@ -64,12 +65,30 @@ def scenario_path(name: str = "china-2020") -> Path:
 # -- apply -------------------------------------------------------------------------------
 
 
+PROGRESS_FROM = 200  # lines: a longer file shows a progress bar on stderr (a terminal)
+
+
 def cmd_apply(engine: Engine, args: argparse.Namespace) -> int:
+    """Each line's result is printed (and flushed) as soon as it is committed: every line
+    printed was applied, and running the file again reports the rest (earlier lines as
+    duplicates, by their command_id)."""
     commands = parse_command_file(args.file)
-    results = engine.apply_parsed(commands)
-    for r in results:
-        print(json.dumps(r.as_dict()))
-    return EXIT_REJECTED if any(r.status == "rejected" for r in results) else EXIT_OK
+    show_bar = err.is_terminal and len(commands) >= PROGRESS_FROM
+    bar = Progress(TextColumn("[bold]apply[/]"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("lines"), TimeRemainingColumn(), console=err, transient=True,
+                   disable=not show_bar)
+    any_rejected = False
+    with bar:
+        task = bar.add_task("apply", total=len(commands))
+        for r in engine.apply_iter(commands):
+            try:
+                print(json.dumps(r.as_dict()), flush=True)
+            except BrokenPipeError:  # the reader went away (`apply FILE | head -1`): stop here
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return EXIT_BROKEN_PIPE
+            any_rejected |= r.status == "rejected"
+            bar.advance(task)
+    return EXIT_REJECTED if any_rejected else EXIT_OK
 
 
 # -- check and capabilities --------------------------------------------------------------
@@ -151,6 +170,31 @@ def cmd_history(engine: Engine, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- the rejection log -------------------------------------------------------------------
+
+
+def cmd_rejections(engine: Engine, args: argparse.Namespace) -> int:
+    """Every rejected command, in log order: as given, who asked, why, both clocks."""
+    entries = engine.rejections(account_id=args.account, region=args.region)
+    if args.json:
+        print(json.dumps(entries))
+        return EXIT_OK
+    scope = " ".join(x for x in (args.account and f"account {args.account}",
+                                 args.region and f"region {args.region}") if x) or "every command"
+    table = Table(title=escape(f"rejected commands ({scope}, log order)"), title_justify="left")
+    for col in ("position", "command", "subject", "actor", "effective_at", "recorded_at", "reason"):
+        table.add_column(col)
+    for e in entries:
+        subject = e["account_id"] or e["region"] or ""
+        cells = (str(e["position"]), e["command"], subject, e.get("actor") or "",
+                 e["effective_at"], e["recorded_at"], e["reason"])
+        table.add_row(*(escape(c) for c in cells))
+    out.print(table)
+    if not entries:
+        out.print("no rejected command on file")
+    return EXIT_OK
+
+
 # -- read models -------------------------------------------------------------------------
 
 
@@ -193,7 +237,6 @@ def cmd_reconcile(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_catch_up(engine: Engine, args: argparse.Namespace) -> int:
-    from projections.rebuild import SqlProjection
 
     projection = SqlProjection.current(engine.app, engine.url)  # kept: each poll reads only what is new
     bar, update = _progress_bar("catch-up")
@@ -302,6 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     p.set_defaults(run=cmd_history)
 
+    p = sub.add_parser("rejections", help="the rejection log: every rejected command, who asked and why",
+                       description="Lists every command a domain rule rejected, in log order: the "
+                       "command as given, its command_id and actor, the reason, and both clocks "
+                       "(recorded_at is when the rejection was recorded). Rejections survive "
+                       "restarts; they change no account and no region.")
+    p.add_argument("--account", metavar="A", help="only commands on this account")
+    p.add_argument("--region", metavar="R", help="only commands on this region or its accounts")
+    p.add_argument("--json", action="store_true", help="print JSON for machines")
+    p.set_defaults(run=cmd_rejections)
+
     p = sub.add_parser("rebuild", help="rebuild every read model from the log, with progress",
                        description="Rebuilds the SQL read models (accounts, capability_intervals, the "
                        "capabilities_now view) and the check-index snapshot from the whole log, in large "
@@ -350,9 +403,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "no_engine", False):
             return handler(None, args)
-        url = store_url(args.db)
-        check_store(url, must_exist=args.command != "apply")  # before any file or pool is opened
-        with Engine(url, start=not getattr(args, "lazy_index", False)) as engine:
+        lazy, must_exist = getattr(args, "lazy_index", False), args.command != "apply"
+        with Engine(args.db, start=not lazy, must_exist=must_exist) as engine:
             return handler(engine, args)
     except MalformedCommand as e:
         return _fail("malformed", e, EXIT_MALFORMED, " (nothing applied)")

@@ -38,6 +38,7 @@ from entitlements.rules import (
 from entitlements.store import (
     StoreUnavailable,
     WriterLock,
+    check_store,
     eventsourcing_env,
     install_clock_guard,
     store_url,
@@ -61,8 +62,11 @@ class EntitlementsApplication(Application[UUID]):
 class Engine:
     """Apply commands to the log and answer what each account may do."""
 
-    def __init__(self, url: str | None = None, *, start: bool = True) -> None:
+    def __init__(self, url: str | None = None, *, start: bool = True, must_exist: bool = False) -> None:
+        """Open the store at `url` (see store.store_url); `must_exist` refuses to create an
+        SQLite file (a read on a typo'd path). A server that refuses us says why, at once."""
         self.url = store_url(url)
+        check_store(self.url, must_exist)
         self.writer = WriterLock(self.url, timeout=WRITER_WAIT)
         # Tables are created under the writer lock: two processes opening a new PostgreSQL
         # store at once would otherwise race in the catalog ("tuple concurrently updated").
