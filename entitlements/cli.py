@@ -146,17 +146,26 @@ def cmd_capabilities(engine: Engine, args: argparse.Namespace) -> int:
 # -- history -----------------------------------------------------------------------------
 
 
+def _given_id(command_id: str | None) -> str | None:
+    """A command_id someone gave, to show people; derived ones (auto:, api:) say nothing
+    a person can use, and stay in the JSON."""
+    if command_id is None or command_id.startswith(("auto:", "api:")):
+        return None
+    return f"({command_id})"
+
+
 def cmd_history(engine: Engine, args: argparse.Namespace) -> int:
     events = engine.history(args.account)
     if args.json:
         print(json.dumps(events))
         return EXIT_OK
     table = Table(title=f"history of {escape(args.account)} (log order)", title_justify="left")
-    for col in ("v", "event", "effective_at", "recorded_at", "details", "cause"):
+    for col in ("v", "event", "effective_at", "recorded_at", "details", "cause", "asked by"):
         table.add_column(col)
-    core = {"stream", "type", "version", "effective_at", "recorded_at", "cause"}
+    core = {"stream", "type", "version", "effective_at", "recorded_at", "cause", "actor", "command_id"}
     for e in events:
         details = ", ".join(f"{k}={v}" for k, v in e.items() if k not in core)
+        asked_by = " ".join(x for x in (e.get("actor"), _given_id(e.get("command_id"))) if x)
         cause = e["cause"]
         why = ""
         if cause:
@@ -164,7 +173,7 @@ def cmd_history(engine: Engine, args: argparse.Namespace) -> int:
             why = f"{cause['rule']} ({ref.get('stream')} v{ref.get('version')})"
             if "trigger" in cause:
                 why += f" on {cause['trigger']['type']} v{cause['trigger']['version']}"
-        cells = (e["version"], e["type"], e["effective_at"], e["recorded_at"], details, why)
+        cells = (e["version"], e["type"], e["effective_at"], e["recorded_at"], details, why, asked_by)
         table.add_row(*(escape(str(cell)) for cell in cells))
     out.print(table)
     return EXIT_OK

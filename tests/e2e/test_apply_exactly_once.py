@@ -129,3 +129,33 @@ def test_killed_at_ten_random_points_then_run_again_every_command_is_in_the_log_
         for i in (0, 77, 199):
             history = [e["type"] for e in engine.history(f"acc-{i:04d}")]
             assert history == ["AccountRegistered", "HostingRevoked", "HostingRestored"]
+
+
+def test_history_and_the_rejection_log_show_who_asked_to_people_and_machines(
+    store_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "asked.jsonl"
+    lines = [
+        {"command": "register_account", "account_id": "us-1", "region": "US", "plan": "pro",
+         "channel": "online", "effective_at": "2020-01-01", "actor": "crm [/bold]", "command_id": "crm-1"},
+        {"command": "suspend_account", "account_id": "us-1", "jurisdiction": "CN",
+         "reason": "request [red]", "effective_at": "2020-06-01", "actor": "gov-liaison"},
+    ]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert apply(store_url, path).returncode == 1
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([CLI, *args], capture_output=True, text=True, env=env_for(store_url), timeout=60)
+
+    (event,) = json.loads(cli("history", "us-1", "--json").stdout)
+    assert (event["actor"], event["command_id"]) == ("crm [/bold]", "crm-1")
+    table = cli("history", "us-1")
+    assert table.returncode == 0 and "crm [/bold]" in table.stdout and "crm-1" in table.stdout
+    (entry,) = json.loads(cli("rejections", "--json").stdout)
+    assert (entry["command"], entry["actor"], entry["account_id"], entry["region"]) == (
+        "suspend_account", "gov-liaison", "us-1", "US")
+    assert entry["request"]["reason"] == "request [red]" and "jurisdiction CN" in entry["reason"]
+    people = cli("rejections", "--account", "us-1")
+    assert people.returncode == 0 and "gov-liaison" in people.stdout and "suspend_account" in people.stdout
+    assert json.loads(cli("rejections", "--region", "CN", "--json").stdout) == []
+    assert "no rejected command" in cli("rejections", "--region", "CN").stdout
