@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import secrets
 import statistics
 import tempfile
 import time
@@ -24,13 +25,24 @@ from entitlements import open_engine
 SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 
-def fresh_database(name: str) -> str:
+def fresh_database(name: str, made: list[str]) -> str:
+    """A new database of this run's own (a random suffix: two runs on one server never
+    meet), remembered in `made` so that the run drops it at the end."""
+    import psycopg
+
+    name = f"{name}_{secrets.token_hex(6)}"
+    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    made.append(name)
+    return f"{SERVER}/{name}"
+
+
+def drop_databases(made: list[str]) -> None:
     import psycopg
 
     with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name}")
-    return f"{SERVER}/{name}"
+        for name in made:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def watch(url: str, account: str, interval: float, ready: Any, out: Any, stop: Any) -> None:
@@ -82,13 +94,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     figures: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        figures["postgres_apply"] = apply_vs_bare(
-            args.apply_accounts, Path(tmp),
-            urls=(fresh_database("bench_apply"), fresh_database("bench_bare")),
-        )
-        figures["visibility_postgres_listen_notify"] = visibility(fresh_database("bench_visibility"), args.flips, 0.05)
-        figures["visibility_sqlite_polling_5ms"] = visibility(f"sqlite:///{tmp}/visibility.db", args.flips, 0.005)
+    made: list[str] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            figures["postgres_apply"] = apply_vs_bare(
+                args.apply_accounts, Path(tmp),
+                urls=(fresh_database("bench_apply", made), fresh_database("bench_bare", made)),
+            )
+            figures["visibility_postgres_listen_notify"] = visibility(
+                fresh_database("bench_visibility", made), args.flips, 0.05)
+            figures["visibility_sqlite_polling_5ms"] = visibility(f"sqlite:///{tmp}/visibility.db", args.flips, 0.005)
+    finally:
+        drop_databases(made)
     return emit(figures, args.json)
 
 

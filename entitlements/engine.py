@@ -178,10 +178,8 @@ class Engine:
         )
         try:
             position = self._save(record)
-        except IntegrityError:  # the same command_id was recorded meanwhile: that result holds
-            known = self.facts.commands[cmd.command_id]
-            return CommandResult(n, cmd.command, known.status, known.reason, known.position,
-                                 cmd.command_id, duplicate=known.reason != reason)
+        except IntegrityError:  # the id went on file meanwhile (a writer past the lock): a repeat
+            return self._apply_one(n, cmd)
         return CommandResult(n, cmd.command, "rejected", reason, position or self.facts.position,
                              cmd.command_id)
 

@@ -1,12 +1,14 @@
 """Keeping projections level with the log: catch-up, follow, rebuild.
 
 - `Projector`: the in-memory facts and check index of one process. It starts from a
-  snapshot (a local file) plus a catch-up from the snapshot's position, follows the log
-  while the process runs (polling), and saves a new snapshot now and then.
-- `project`: brings the SQL read models up to the log, incrementally, exactly once.
+  snapshot (a local JSON file, checked against the log: see snapshot.py) plus a catch-up
+  from the snapshot's position, follows the log while the process runs (LISTEN/NOTIFY or
+  polling), and saves a new snapshot now and then.
+- `SqlProjection` / `project`: bring the SQL read models up to the log, incrementally,
+  exactly once; a kept `SqlProjection` reads only what is new (`catch-up --follow`).
 - `rebuild`: builds every read model from the whole log into fresh tables, in large
-  batches, resumable after a kill, and swaps them into place at the end; checks keep
-  answering from the old tables meanwhile.
+  batches, resumable after a kill, ends at the log's head, and swaps them into place at
+  the end; queries keep answering from the old tables meanwhile.
 """
 
 from __future__ import annotations
