@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
-from uuid import UUID
 
 from entitlements.rules import WHO_FIELDS, Fact
 
@@ -70,7 +69,8 @@ class LogFacts:
         self.regions: dict[str, list[Fact]] = {}
         self.region_of: dict[str, str] = {}
         self.members: dict[str, list[str]] = {}  # region -> its accounts, in registration order
-        self._stream_of: dict[UUID, tuple[str, str]] = {}  # aggregate id -> (kind, name)
+        # aggregate id (as its 128-bit int: cheap to keep in a snapshot) -> (kind, name)
+        self.stream_of: dict[int, tuple[str, str]] = {}
         # The command log, as the writer needs it: outcomes by command_id, the rejections
         # in log order, and hosting fan-outs recorded but not finished (command_id ->
         # (region, actor)), which the next writer finishes.
@@ -106,7 +106,7 @@ class LogFacts:
     def _add_command_record(self, position: int, event: Any) -> None:
         kind = type(event).__name__
         if kind == "FanOutCompleted":
-            command_id = self._stream_of[event.originator_id][1]
+            command_id = self.stream_of[event.originator_id.int][1]
             self.pending_fan_outs.pop(command_id, None)
             self.commands[command_id] = self.commands[command_id]._replace(position=position)
             return
@@ -129,7 +129,7 @@ class LogFacts:
     def holds(self, event: Any) -> bool:
         """Whether the log (as read so far) holds this very event: same stream, version,
         type and recorded_at. Tells a commit whose acknowledgement was lost from a conflict."""
-        stream = self._stream_of.get(event.originator_id)
+        stream = self.stream_of.get(event.originator_id.int)
         if stream is None:
             return False
         if stream[0] == "command":  # our record is on file: same command, fan-out finished
@@ -149,7 +149,7 @@ class LogFacts:
 
     def _stream(self, event: Any) -> tuple[str, str]:
         try:
-            return self._stream_of[event.originator_id]
+            return self.stream_of[event.originator_id.int]
         except KeyError:
             pass
         topic_name = type(event).__name__
@@ -163,5 +163,5 @@ class LogFacts:
             stream = ("command", event.command_id)
         else:
             raise ValueError(f"event {topic_name} v{event.originator_version} of an unknown stream")
-        self._stream_of[event.originator_id] = stream
+        self.stream_of[event.originator_id.int] = stream
         return stream

@@ -16,14 +16,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from entitlements.account import account_uuid
-from entitlements.command_log import command_uuid
-from entitlements.region import region_id
 from entitlements.rules import Fact
 from projections.facts import CommandOutcome, LogFacts
 
 FORMAT = "entitlements-index-snapshot"
-SCHEMA = 2  # raise whenever Fact or LogFacts change shape: an older file is then ignored
+SCHEMA = 3  # raise whenever Fact or LogFacts change shape: an older file is then ignored
 
 
 class SnapshotRefused(ValueError):
@@ -49,6 +46,7 @@ def write(path: Path, facts: LogFacts, head: dict[str, Any] | None, tmp_suffix: 
         "accounts": {a: [_fact_row(f) for f in fs] for a, fs in facts.accounts.items()},
         "regions": {r: [_fact_row(f) for f in fs] for r, fs in facts.regions.items()},
         "members": facts.members,
+        "streams": [[uuid_int, kind, name] for uuid_int, (kind, name) in facts.stream_of.items()],
         "commands": facts.commands,
         "rejections": [_fact_row(f) for f in facts.rejections],
         "pending_fan_outs": facts.pending_fan_outs,
@@ -103,15 +101,15 @@ def _facts(document: dict[str, Any]) -> LogFacts:
     for name, rows in document["accounts"].items():
         stream = facts.accounts[name] = [_fact(r) for r in rows]
         facts.region_of[name] = stream[0].data["region"]
-        facts._stream_of[account_uuid(name)] = ("account", name)
     for code, rows in document["regions"].items():
         facts.regions[code] = [_fact(r) for r in rows]
-        facts._stream_of[region_id(code)] = ("region", code)
     facts.members = {str(r): [str(a) for a in accounts] for r, accounts in document["members"].items()}
     for command_id, outcome in document["commands"].items():
         command, fingerprint_, status, reason, at = outcome
         facts.commands[command_id] = CommandOutcome(str(command), str(fingerprint_), str(status), reason, int(at))
-        facts._stream_of[command_uuid(command_id)] = ("command", command_id)
+    facts.stream_of = {int(i): (str(kind), str(name)) for i, kind, name in document["streams"]}
+    if len(facts.stream_of) < len(facts.accounts) + len(facts.regions):
+        raise TypeError("streams missing")
     facts.rejections = [_fact(r) for r in document["rejections"]]
     facts.pending_fan_outs = {c: (str(r), a) for c, (r, a) in document["pending_fan_outs"].items()}
     newest = document["newest_recorded_at"]
