@@ -1,7 +1,8 @@
 """The `entitlements` command line: apply command files, check, audit, rebuild, demo.
 
 Exit codes: 0 ok; 1 a command was rejected by a domain rule; 2 malformed input (nothing
-applied); 3 unknown account; 4 the store failed; 5 --min-position not reached in time.
+applied); 3 unknown account; 4 the store failed; 5 --min-position not reached in time;
+141 `apply`'s reader went away (what it printed was applied).
 """
 
 from __future__ import annotations
@@ -331,7 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("apply", help="apply a JSON Lines command file (validated whole first)",
                        description="Validate the whole file (a malformed line refuses it: exit 2, nothing "
-                       "applied), then apply each line in order and print one JSON result per line. "
+                       "applied), then apply each line in order and print its JSON result as soon as it "
+                       "is committed. Each line is a command with a command_id (given, or derived from "
+                       "the line's content): run the file again after a crash, or twice, and lines "
+                       "already on file are reported as duplicates, nothing is recorded twice. "
                        "Exit 0 if all applied, 1 if any was rejected by a domain rule.")
     p.add_argument("file", help="the command file, one JSON command per line")
     p.set_defaults(run=cmd_apply)
@@ -368,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Rebuilds the SQL read models (accounts, capability_intervals, the "
                        "capabilities_now view) and the check-index snapshot from the whole log, in large "
                        "batches, into fresh tables swapped in at the end: checks keep answering meanwhile. "
-                       "Killed halfway, run it again: it resumes where it stopped.")
+                       "Killed halfway, run it again: it resumes where it stopped and ends at the log's head. "
+                       "Run it as often as you like.")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(run=cmd_rebuild, lazy_index=True)
 
