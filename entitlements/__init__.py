@@ -32,7 +32,17 @@ _HOME = {
     "UnknownCapability": "entitlements.rules",
     "open_engine": "entitlements.engine",
 }
-__all__ = sorted(_HOME)
+__all__ = [
+    "CAPABILITIES",
+    "CommandResult",
+    "Decision",
+    "Engine",
+    "MalformedCommand",
+    "PositionNotReached",
+    "UnknownAccount",
+    "UnknownCapability",
+    "open_engine",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -29,3 +29,4 @@ def test_the_package_names_the_public_api() -> None:
 
     assert entitlements.open_engine.__module__ == "entitlements.engine"
     assert {"Engine", "open_engine", "UnknownAccount", "MalformedCommand"} <= set(entitlements.__all__)
+    assert set(entitlements.__all__) == set(entitlements._HOME)  # every public name has a home
