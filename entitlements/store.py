@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -197,7 +198,9 @@ class WriterLock:
     read-decide-write, so `recorded_at` never decreases and every command decides on the
     latest region rules. SQLite: an flock on a file beside the database. PostgreSQL: a
     session advisory lock on a connection of its own (reconnects after a server restart).
-    Optimistic concurrency on aggregate versions stays underneath as the safety net."""
+    Optimistic concurrency on aggregate versions stays underneath as the safety net.
+    Threads of one process (HTTP workers' request threads) take turns first: the file
+    descriptor and the session lock belong to the process, not to a thread."""
 
     KEY = 0x656E7469  # the advisory lock's key ("enti")
 
@@ -208,16 +211,30 @@ class WriterLock:
         self._file = f"{path}.lock" if path is not None else None
         self._fd: int | None = None
         self._conn: Any = None
+        self._threads = threading.Lock()
 
     def __enter__(self) -> WriterLock:
-        if self._file is not None:
-            self._fd = os.open(self._file, os.O_RDWR | os.O_CREAT, 0o644)
-            self._wait(lambda: fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB))  # type: ignore[arg-type]
-        else:
-            self._pg_lock()
+        if not self._threads.acquire(timeout=self.timeout):
+            raise TimeoutError(f"another writer held the store for {self.timeout:g} s")
+        try:
+            if self._file is not None:
+                self._fd = os.open(self._file, os.O_RDWR | os.O_CREAT, 0o644)
+                self._wait(lambda: fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB))  # type: ignore[arg-type]
+            else:
+                self._pg_lock()
+        except BaseException:
+            self._release_os_lock()
+            self._threads.release()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
+        try:
+            self._release_os_lock()
+        finally:
+            self._threads.release()
+
+    def _release_os_lock(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing releases the flock
             self._fd = None
