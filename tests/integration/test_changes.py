@@ -1,0 +1,165 @@
+"""The change feed on the china-2020 story: what each recorded event changed, once, in log
+order, and pages that neither miss nor repeat an item."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from entitlements.engine import Engine
+from projections.changes import changes_after
+from tests.conftest import read_jsonl, scenario_file
+
+YES = {"allowed": True, "value": None}
+NO = {"allowed": False, "value": None}
+EVERYTHING = 1_000_000
+
+
+@pytest.fixture
+def story(engine: Engine) -> Engine:
+    engine.apply(read_jsonl(scenario_file("china-2020.jsonl")))
+    return engine
+
+
+def head(engine: Engine) -> int:
+    return engine.app.recorder.max_notification_id() or 0
+
+
+def of(items: list[dict[str, Any]], who: str, capability: str) -> list[dict[str, Any]]:
+    return [
+        i for i in items
+        if who in (i.get("account_id"), i.get("region")) and i["capability"] == capability
+    ]
+
+
+def test_free_hosting_rule_reaches_free_accounts_as_their_own_items(story: Engine) -> None:
+    items, _ = changes_after(story.app, 0, EVERYTHING)
+    revoked = [i for i in items if i.get("account_id") == "cn-free-01" and i["effective_at"] == "2020-05-19T00:00:00Z"]
+    assert [(i["capability"], i["old"], i["new"]) for i in revoked] == [
+        ("host", YES, NO),
+        ("max_participants", {"allowed": True, "value": 100}, {"allowed": False, "value": 0}),
+        ("max_meeting_minutes", {"allowed": True, "value": 40}, {"allowed": False, "value": 0}),
+    ]
+    cause = revoked[0]["cause"]
+    assert cause["type"] == "HostingRevoked" and cause["stream"] == "account:cn-free-01"
+    assert cause["cause"]["rule"] == "free_hosting_suspended"
+    assert cause["effective_at"] == cause["recorded_at"] == "2020-05-19T00:00:00Z"
+    assert len({i["position"] for i in revoked}) == 1  # one event, three answers
+    # the rule's own region event gives no item: its accounts' events do
+    assert all(
+        i["cause"].get("rule") not in ("free_hosting_suspended", "registration_suspended")
+        for i in items if "region" in i
+    )
+
+
+def test_region_rules_that_do_not_fan_out_give_one_item_for_the_region(story: Engine) -> None:
+    items, _ = changes_after(story.app, 0, EVERYTHING)
+    region_items = [(i["region"], i["capability"], i["old"], i["new"], i["effective_at"], i["recorded_at"])
+                    for i in items if "region" in i]
+    assert region_items == [
+        ("CN", "subscribe_online", YES, NO, "2020-06-01T00:00:00Z", "2020-06-01T00:00:00Z"),
+        # three partners authorized: only the first changes the answer
+        ("CN", "purchase_via_partner", NO, YES, "2020-08-03T00:00:00Z", "2020-08-03T00:00:00Z"),
+        # announced 3 Aug, effective 23 Aug: listed when recorded, with its effective time
+        ("CN", "purchase_direct", YES, NO, "2020-08-23T00:00:00Z", "2020-08-03T00:00:00Z"),
+    ]
+    closed = of(items, "CN", "subscribe_online")[0]["cause"]
+    assert closed["type"] == "RegionRuleApplied" and closed["rule"] == "online_subscriptions_closed"
+    assert closed["stream"] == "region:CN"
+    assert not any(i.get("account_id") and i["cause"]["type"].startswith("Region") for i in items)
+
+
+def test_backdated_revocation_is_listed_when_recorded_with_its_effective_time(story: Engine) -> None:
+    items, _ = changes_after(story.app, 0, EVERYTHING)
+    late = [i for i in items if i.get("account_id") == "cn-ent-02" and i["recorded_at"] == "2020-11-01T00:00:00Z"]
+    assert [(i["capability"], i["old"], i["new"]) for i in late] == [
+        ("host", YES, NO),
+        ("max_participants", {"allowed": True, "value": 500}, {"allowed": False, "value": 0}),
+        ("max_meeting_minutes", {"allowed": True, "value": 1440}, {"allowed": False, "value": 0}),
+    ]
+    assert {i["effective_at"] for i in late} == {"2020-09-15T00:00:00Z"}
+    cause = late[0]["cause"]
+    assert cause["type"] == "HostingRevoked" and cause["cause"] is None  # a manual revocation
+    assert cause["reason"] == "contract breach found in audit"
+    assert late == items[-3:]  # the last thing the story recorded
+
+
+def test_items_are_in_log_order_and_each_says_what_changed(story: Engine) -> None:
+    items, next_position = changes_after(story.app, 0, EVERYTHING)
+    assert next_position == head(story)
+    positions = [i["position"] for i in items]
+    assert positions == sorted(positions)
+    assert all(i["old"] != i["new"] for i in items)
+    # CN's suspension requests for us-pro-01 and hk-free-01 were rejected: only their registrations
+    outside = [i for i in items if i.get("account_id") in ("us-pro-01", "hk-free-01")]
+    assert {i["cause"]["type"] for i in outside} == {"AccountRegistered"}
+    # cn-ent-03 (direct sales closed) was rejected: no registration, no item
+    assert not [i for i in items if i.get("account_id") == "cn-ent-03"]
+
+
+def test_paging_one_at_a_time_gives_the_same_items_as_one_call(story: Engine) -> None:
+    everything, last = changes_after(story.app, 0, EVERYTHING)
+    paged: list[dict[str, Any]] = []
+    after, calls = 0, 0
+    while True:
+        page, after_next = changes_after(story.app, after, limit=1)
+        assert after_next >= after
+        if not page:
+            assert after_next == last == head(story)  # trailing command records examined
+            break
+        # a position's items are never split: a page is one position's items
+        assert len({i["position"] for i in page}) == 1 and page[0]["position"] == after_next
+        paged.extend(page)
+        after, calls = after_next, calls + 1
+    assert paged == everything
+    assert calls == len({i["position"] for i in everything})
+
+    pages_of_ten: list[dict[str, Any]] = []
+    items, after = changes_after(story.app, 0, limit=10)
+    while items:
+        assert len(items) <= 10
+        pages_of_ten.extend(items)
+        items, after = changes_after(story.app, after, limit=10)
+    assert pages_of_ten == everything and after == last
+
+
+def test_nothing_after_the_head(story: Engine) -> None:
+    h = head(story)
+    assert changes_after(story.app, h, 5) == ([], h)
+    assert changes_after(story.app, h + 10, 5) == ([], h + 10)
+
+
+def test_a_rejected_command_gives_no_item_but_moves_the_position(story: Engine) -> None:
+    h = head(story)
+    (result,) = story.apply([{
+        "command": "revoke_hosting", "account_id": "cn-ent-02", "reason": "again",
+        "effective_at": "2020-11-02", "recorded_at": "2020-11-02",
+    }])
+    assert result.status == "rejected"
+    assert changes_after(story.app, h, 100) == ([], head(story))
+    assert head(story) > h
+
+
+def test_an_applied_command_after_the_page_is_the_next_page(story: Engine) -> None:
+    _, h = changes_after(story.app, 0, EVERYTHING)
+    (result,) = story.apply([{
+        "command": "restore_hosting", "account_id": "cn-ent-02", "reason": "settled",
+        "effective_at": "2020-11-03", "recorded_at": "2020-11-03", "actor": "ops@example",
+    }])
+    items, next_position = changes_after(story.app, h, 100)
+    assert next_position == result.position == head(story)
+    assert [(i["capability"], i["old"], i["new"]) for i in items] == [
+        ("host", NO, YES),
+        ("max_participants", {"allowed": False, "value": 0}, {"allowed": True, "value": 500}),
+        ("max_meeting_minutes", {"allowed": False, "value": 0}, {"allowed": True, "value": 1440}),
+    ]
+    assert items[0]["cause"]["type"] == "HostingRestored"
+    assert items[0]["cause"]["actor"] == "ops@example"
+    assert items[0]["cause"]["effective_at"] == "2020-11-03T00:00:00Z"
+
+
+def test_limit_must_be_positive(engine: Engine) -> None:
+    with pytest.raises(ValueError):
+        changes_after(engine.app, 0, 0)
+    assert changes_after(engine.app, 0) == ([], 0)
