@@ -136,8 +136,9 @@ class Projector:
         """(position, decoded event) pairs in log order -> facts, then the index."""
         with self._lock:
             changed = self.facts.add(events)
-            if changed.accounts or changed.regions:
-                self.index.update(self.facts, changed)
+            # Always: a batch of command records alone changes no answer, but the index
+            # has reached its position (read-your-writes waits for exactly that).
+            self.index.update(self.facts, changed)
 
     def follow(self, interval: float = 0.05) -> None:
         """Keep level with the log in a background thread: through the store's LISTEN/NOTIFY

@@ -175,3 +175,16 @@ def test_a_rejection_for_a_recorded_at_in_the_past_is_recorded_without_turning_t
     (later,) = engine.apply([{**cmd("revoke_hosting", "2020-03-02", account_id="us-1", reason="y"),
                               "recorded_at": "2020-03-02"}])
     assert later.status == "applied"
+
+
+def test_an_index_that_takes_a_command_record_alone_reaches_its_position(store_url: str) -> None:
+    """A follower gets events one by one (LISTEN/NOTIFY): the command's record, which
+    changes no answer, still moves the index to the position `apply` reported."""
+    with open_engine(store_url) as writer, open_engine(store_url) as follower:
+        (result,) = writer.apply([US_PRO])
+        notifications = writer.app.recorder.select_notifications(start=1, limit=100)
+        for n in notifications:  # as a subscription delivers them: one at a time
+            follower.projector._take([(n.id, follower.app.mapper.to_domain_event(n))])
+        assert notifications[-1].topic == "entitlements:CommandApplied"
+        assert follower.index.position == result.position
+        follower.wait_for(result.position, timeout=0.01)
