@@ -29,7 +29,7 @@ from entitlements.commands import MalformedCommand, parse_command_file
 from entitlements.decisions import Decision, PositionNotReached, UnknownAccount
 from entitlements.engine import Engine, open_engine
 from entitlements.rules import CAPABILITIES, LIMIT_CAPABILITIES
-from entitlements.store import DEFAULT_URL, ENV_VAR, StoreError
+from entitlements.store import DEFAULT_URL, ENV_VAR, StoreError, check_store, store_url
 from projections.rebuild import SqlProjection, rebuild
 
 EXIT_OK, EXIT_REJECTED, EXIT_MALFORMED, EXIT_UNKNOWN_ACCOUNT, EXIT_STORE, EXIT_NOT_REACHED = 0, 1, 2, 3, 4, 5
@@ -256,6 +256,23 @@ def cmd_catch_up(engine: Engine, args: argparse.Namespace) -> int:
     while args.follow:  # pragma: no cover - interactive
         time.sleep(args.interval)
         position = projection.run()
+    return EXIT_OK
+
+
+# -- the HTTP door -----------------------------------------------------------------------
+
+
+def cmd_serve(_: Engine | None, args: argparse.Namespace) -> int:
+    """Serve the HTTP API with uvicorn; every worker opens its own engine (own index,
+    warm-started from the snapshot, following the log). SIGTERM drains in-flight requests."""
+    import uvicorn
+
+    url = store_url(args.db)
+    check_store(url, must_exist=False)  # a wrong URL says so now, not in every worker
+    os.environ[ENV_VAR] = url  # the workers read the store from the environment
+    err.print(f"serving {escape(url)} on http://{args.host}:{args.port} with {args.workers} worker(s)")
+    uvicorn.run("entitlements.http:app_from_env", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=10)
     return EXIT_OK
 
 
@@ -492,6 +509,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "it when nothing is missing records nothing.")
     p.add_argument("--region", help="only this region (default: every region)")
     p.set_defaults(run=cmd_reconcile)
+
+    p = sub.add_parser("serve", help="serve the HTTP API (checks, commands, audits) on a port",
+                       description="Serves the HTTP API of INTERFACES.md: checks for the meeting service, "
+                       "history and rejections for auditors, commands for admins, /healthz, /metrics and "
+                       "/openapi.json. Every request but /healthz and /metrics needs a bearer token "
+                       "(`entitlements token create`). Each worker holds its own index and follows the log.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+    p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(run=cmd_serve, no_engine=True)
 
     p = sub.add_parser("demo", help="run the china-2020 story on a fresh SQLite store and show the answers")
     p.set_defaults(run=cmd_demo, no_engine=True)

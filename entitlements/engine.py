@@ -43,6 +43,7 @@ from entitlements.store import (
     install_clock_guard,
     store_url,
 )
+from projections.changes import changes_after
 from projections.check_index import CheckIndex
 from projections.facts import LogFacts
 from projections.rebuild import Projector
@@ -383,6 +384,19 @@ class Engine:
             return self.app.repository.get(region_id(code))  # type: ignore[no-any-return]
         except AggregateNotFoundError:
             return Region(region=code, effective_at=effective_at, recorded_at=recorded_at, **who)
+
+    # -- the change feed -----------------------------------------------------------------
+
+    def changes(self, after: int = 0, limit: int = 100, wait: float = 0.0) -> tuple[list[dict[str, Any]], int]:
+        """Capability changes recorded after log position `after`, in log order, and the
+        position to ask from next (see projections/changes.py). With nothing new, wait up
+        to `wait` seconds for the log to move on (long polling)."""
+        items, next_position = changes_after(self.app, after, limit)
+        deadline = time.monotonic() + wait
+        while not items and (left := deadline - time.monotonic()) > 0:
+            if self.projector.wait_for(next_position + 1, left):
+                items, next_position = changes_after(self.app, next_position, limit)
+        return items, next_position
 
     # -- the command log -----------------------------------------------------------------
 
