@@ -181,6 +181,11 @@ def create_app(url: str | None = None, *, follow: bool = True) -> FastAPI:
         return PlainTextResponse(generate_latest(metrics.registry).decode(),
                                  media_type="text/plain; version=0.0.4")
 
+    @app.get("/v1/ping", tags=["operations"])
+    def ping(_: Annotated[Principal, Depends(checker)]) -> dict[str, bool]:
+        """A token check and nothing else: the baseline a check is measured against."""
+        return {"ok": True}
+
     @app.get("/v1/accounts/{account_id}/can/{capability}", response_model=DecisionOut, tags=["checks"])
     def can(
         account_id: str, capability: str, engine: Annotated[Engine, Depends(engine_of)],

@@ -49,6 +49,8 @@ def test_the_scenarios_decisions_over_http(served: tuple[TestClient, dict]) -> N
 
 
 ENDPOINTS: list[tuple[str, str, str, Any]] = [
+    ("checker", "GET", "/v1/ping", None),
+    ("checker", "GET", "/v1/changes", None),
     ("checker", "GET", "/v1/accounts/cn-free-01/can/host", None),
     ("checker", "GET", "/v1/accounts/cn-free-01/capabilities", None),
     ("checker", "POST", "/v1/checks", {"checks": [{"account_id": "cn-free-01", "capability": "join"}]}),
