@@ -19,11 +19,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+from eventsourcing.persistence import PersistenceError
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from entitlements.commands import MalformedCommand
 from entitlements.decisions import Decision, PositionNotReached, UnknownAccount
@@ -345,6 +347,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(UnknownCapability, status(422, lambda e: {"field": "capability"}))
     app.add_exception_handler(StoreUnavailable, status(503))
     app.add_exception_handler(StoreError, status(503))
+    # The store failing under us (a token lookup, a command): one line, the driver's own.
+    app.add_exception_handler(PersistenceError, status(503))
+
+    async def database_down(_: Request, e: SQLAlchemyError) -> JSONResponse:
+        return JSONResponse({"detail": _one_line(getattr(e, "orig", None) or e)}, status_code=503)
+
+    app.add_exception_handler(SQLAlchemyError, database_down)
 
     async def bad_value(_: Request, e: ValueError) -> JSONResponse:  # a bad time, named by field
         field = str(e).split(":", 1)[0] if ":" in str(e) else None

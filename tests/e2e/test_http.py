@@ -246,3 +246,15 @@ def test_the_change_feed_lists_what_changed_and_waits_for_news(served: tuple[Tes
     assert [(i["account_id"], i["capability"]) for i in news["changes"]][0] == ("us-pro-01", "host")
     assert client.get("/v1/changes", params={"wait": 31}, headers=checker).status_code == 422
     assert client.get("/v1/changes").status_code == 401
+
+
+def test_a_store_outage_is_a_503_with_one_line(served: tuple[TestClient, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    client, headers = served
+    from sqlalchemy.exc import OperationalError
+
+    def down(*_: Any) -> None:
+        raise OperationalError("SELECT ...", {}, Exception("connection refused\nDETAIL: the server is gone"))
+
+    monkeypatch.setattr(client.app.state.tokens, "authenticate", down)  # type: ignore[attr-defined]
+    r = client.get("/v1/accounts/cn-free-01/can/host", headers=headers["checker"])
+    assert r.status_code == 503 and r.json()["detail"] == "connection refused"
