@@ -391,11 +391,18 @@ class Engine:
         """Capability changes recorded after log position `after`, in log order, and the
         position to ask from next (see projections/changes.py). With nothing new, wait up
         to `wait` seconds for the log to move on (long polling)."""
-        items, next_position = changes_after(self.app, after, limit)
+        feed = self.projector.start_feed()
+        self.catch_up()
+
+        def read(after: int) -> tuple[list[dict[str, Any]], int]:
+            # From the feed kept in memory; the full log only for positions before it.
+            return feed.read(after, limit) or changes_after(self.app, after, limit)
+
+        items, next_position = read(after)
         deadline = time.monotonic() + wait
         while not items and (left := deadline - time.monotonic()) > 0:
             if self.projector.wait_for(next_position + 1, left):
-                items, next_position = changes_after(self.app, next_position, limit)
+                items, next_position = read(next_position)
         return items, next_position
 
     # -- the command log -----------------------------------------------------------------

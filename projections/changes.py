@@ -45,6 +45,8 @@ its region: O(events read), never a pass over a region's accounts.
 
 from __future__ import annotations
 
+import bisect
+from collections import deque
 from typing import Any
 
 from entitlements.rules import (
@@ -57,7 +59,7 @@ from entitlements.rules import (
     fold_region,
     iso,
 )
-from projections.facts import COMMAND_RECORDS, LogFacts
+from projections.facts import COMMAND_RECORDS, Changed, LogFacts
 
 PAGE = 1000  # notifications per select
 COMMAND_TOPICS = frozenset(f"entitlements:{name}" for name in COMMAND_RECORDS)
@@ -96,9 +98,58 @@ def changes_after(app: Any, after: int, limit: int = 100) -> tuple[list[dict[str
         start = page[-1].id + 1
 
 
-def _changes_at(facts: LogFacts, position: int, event: Any) -> list[dict[str, Any]]:
+class ChangeFeed:
+    """The change feed kept as the log is taken in, in log order (see Projector.feed): when
+    the event at position p arrives, the facts hold exactly the positions before p, which
+    is the "before" an item needs. Items of the newest positions are kept (at most `keep`
+    positions with items); a question about older positions is for `changes_after`."""
+
+    def __init__(self, position: int, keep: int = 100_000) -> None:
+        self.since = position  # answers exactly for any `after` >= since
+        self.position = position
+        self._positions: deque[int] = deque()
+        self._items: deque[list[dict[str, Any]]] = deque()
+        self.keep = keep
+
+    def take(self, facts: LogFacts, position: int, event: Any) -> Changed:
+        """Add one event (the next in log order) to `facts`, keeping the answers it changed."""
+        if type(event).__name__ in COMMAND_RECORDS:
+            changed = facts.add([(position, event)])
+        else:
+            changed = Changed()
+            found = _changes_at(facts, position, event, changed)
+            if found:
+                self._positions.append(position)
+                self._items.append(found)
+                if len(self._positions) > self.keep:
+                    self.since = self._positions.popleft()
+                    self._items.popleft()
+        self.position = max(self.position, position)
+        return changed
+
+    def read(self, after: int, limit: int) -> tuple[list[dict[str, Any]], int] | None:
+        """As `changes_after(app, after, limit)`, from memory; None when `after` is older
+        than what is kept."""
+        if after < self.since:
+            return None
+        items: list[dict[str, Any]] = []
+        i = bisect.bisect_right(self._positions, after)
+        while i < len(self._positions):
+            found = self._items[i]
+            if items and len(items) + len(found) > limit:
+                return items, self._positions[i - 1]
+            items.extend(found)
+            if len(items) >= limit:
+                return items, self._positions[i]
+            i += 1
+        return items, max(after, self.position)
+
+
+def _changes_at(
+    facts: LogFacts, position: int, event: Any, changed: Changed | None = None
+) -> list[dict[str, Any]]:
     """Add the event to `facts` and say which answers it changed at its effective time."""
-    changed = facts.add([(position, event)])
+    changed = facts.add([(position, event)], changed)
     version = event.originator_version
     if changed.accounts:
         (account_id,) = changed.accounts
@@ -155,4 +206,4 @@ def _item(
     }
 
 
-__all__ = ["changes_after"]
+__all__ = ["ChangeFeed", "changes_after"]

@@ -26,6 +26,7 @@ from eventsourcing.application import Application
 from sqlalchemy.engine import make_url
 
 from projections import snapshot
+from projections.changes import ChangeFeed
 from projections.check_index import CheckIndex
 from projections.facts import Changed, LogFacts
 from projections.sql_views import SqlReadModel, sql_engine
@@ -63,6 +64,7 @@ class Projector:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._subscription: Any = None  # the store's LISTEN/NOTIFY subscription, when following
+        self.feed: ChangeFeed | None = None  # capability changes, kept once someone asks (start_feed)
 
     # -- start: snapshot, then catch up --------------------------------------------------
 
@@ -135,10 +137,25 @@ class Projector:
     def _take(self, events: Iterable[tuple[int, Any]]) -> None:
         """(position, decoded event) pairs in log order -> facts, then the index."""
         with self._lock:
-            changed = self.facts.add(events)
+            if self.feed is None:
+                changed = self.facts.add(events)
+            else:  # one by one, so the feed sees each event's "before"
+                changed = Changed()
+                for position, event in events:
+                    if position > self.facts.position:
+                        taken = self.feed.take(self.facts, position, event)
+                        changed.accounts |= taken.accounts
+                        changed.regions |= taken.regions
             # Always: a batch of command records alone changes no answer, but the index
             # has reached its position (read-your-writes waits for exactly that).
             self.index.update(self.facts, changed)
+
+    def start_feed(self) -> ChangeFeed:
+        """Keep the change feed from now on (an HTTP worker's /v1/changes)."""
+        with self._lock:
+            if self.feed is None:
+                self.feed = ChangeFeed(self.facts.position)
+            return self.feed
 
     def follow(self, interval: float = 0.05) -> None:
         """Keep level with the log in a background thread: through the store's LISTEN/NOTIFY

@@ -163,3 +163,41 @@ def test_limit_must_be_positive(engine: Engine) -> None:
     with pytest.raises(ValueError):
         changes_after(engine.app, 0, 0)
     assert changes_after(engine.app, 0) == ([], 0)
+
+
+def pages(read: Any, after: int, limit: int) -> list[dict[str, Any]]:
+    """Every item after `after`, page by page."""
+    items: list[dict[str, Any]] = []
+    while True:
+        page, after_next = read(after, limit)
+        if not page:
+            return items
+        items.extend(page)
+        assert after_next > after
+        after = after_next
+
+
+@pytest.mark.parametrize("limit", [1, 3, 100])
+def test_the_feed_kept_in_memory_answers_as_the_log_does(store_url: str, limit: int) -> None:
+    """An engine that keeps the feed from its start (an HTTP worker) gives, for every
+    `after`, the items a full read of the log gives."""
+    from entitlements import open_engine
+
+    with open_engine(store_url) as writer:
+        writer.apply([{"command": "register_account", "account_id": "early", "region": "CN",
+                       "plan": "free", "channel": "online", "effective_at": "2019-12-01",
+                       "recorded_at": "2019-12-01"}])
+        with open_engine(store_url) as worker:
+            worker.changes(0)  # the feed starts here
+            since = worker.projector.feed.since  # type: ignore[union-attr]
+            writer.apply(read_jsonl(scenario_file("china-2020.jsonl")))
+            worker.catch_up()
+            full = pages(lambda a, n: changes_after(worker.app, a, n), since, 1000)
+            kept = pages(worker.projector.feed.read, since, limit)  # type: ignore[union-attr]
+            assert kept == full and len(full) > 20
+            for after in (since, since + 5, head(worker) - 3, head(worker)):
+                assert pages(worker.projector.feed.read, after, limit) == pages(  # type: ignore[union-attr]
+                    lambda a, n: changes_after(worker.app, a, n), after, limit)
+            # Older than the feed: the engine reads the log for it.
+            assert pages(lambda a, n: worker.changes(a, n), 0, limit) == pages(
+                lambda a, n: changes_after(worker.app, a, n), 0, limit)
