@@ -6,9 +6,10 @@ the snapshot and kept level with the log (LISTEN/NOTIFY on PostgreSQL, polling o
 A check never reads the store; a token check reads one row (so a revocation is seen by every
 worker at once). Decisions are the same JSON as `entitlements check --json`.
 
-Statuses: 401 no or unknown token, 403 role too low, 404 unknown account, 409 `min_position`
-not reached in time (with the current position), 413 body too large, 422 a bad capability,
-time or body (the field named), 503 the store is unavailable. Never a 500 for bad input.
+Statuses: 400 a body that is not even JSON, 401 no or unknown token, 403 role too low, 404
+unknown account, 409 `min_position` not reached in time (with the current position), 413 body
+too large, 422 a bad capability, time or body (the field named), 503 the store is unavailable.
+Never a 500 for bad input. Each is declared in the OpenAPI, with its `ErrorOut` body.
 """
 
 from __future__ import annotations
@@ -113,6 +114,28 @@ class Health(BaseModel):
     position: int
 
 
+class ErrorOut(BaseModel):
+    """Every 4xx and 503: a one-line `detail`, and what it is about when known (the field,
+    the command's item, the index's position)."""
+
+    detail: str
+    field: str | None = None
+    item: int | None = None
+    position: int | None = None
+
+
+_WHY = {400: "A body that cannot be parsed (not UTF-8 JSON)", 401: "No or unknown bearer token", 403: "The token's role is too low", 404: "Unknown account",
+        409: "`min_position` not reached in time (`position`: the current one)",
+        413: "Body too large", 422: "A bad capability, time, parameter or body (`field` named)",
+        503: "The store is unavailable"}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error statuses a route may answer, declared in the OpenAPI (422 replaces FastAPI's
+    default validation-error shape, which is not ours)."""
+    return {code: {"model": ErrorOut, "description": _WHY[code]} for code in codes}
+
+
 # -- who asks: the worker's engine and the caller's token --------------------------------------
 
 
@@ -166,7 +189,8 @@ def create_app(url: str | None = None, *, follow: bool = True) -> FastAPI:
     _install_error_handlers(app)
     _install_body_limit(app)
 
-    @app.get("/healthz", response_model=Health, tags=["operations"])
+    @app.get("/healthz", response_model=Health, tags=["operations"],
+             responses={503: {"model": Health, "description": "Not ready yet"}})
     def healthz(request: Request) -> JSONResponse:
         """Liveness and readiness: 503 until this worker's index has caught up with the log."""
         ready = getattr(request.app.state, "ready", False)
@@ -174,7 +198,7 @@ def create_app(url: str | None = None, *, follow: bool = True) -> FastAPI:
         return JSONResponse({"status": "ready" if ready else "starting", "position": position},
                             status_code=200 if ready else 503)
 
-    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"], responses=_errors(503))
     def prometheus(request: Request) -> PlainTextResponse:
         """Prometheus text: checks by capability and outcome, latency, index position and lag."""
         engine = request.app.state.engine
@@ -183,12 +207,13 @@ def create_app(url: str | None = None, *, follow: bool = True) -> FastAPI:
         return PlainTextResponse(generate_latest(metrics.registry).decode(),
                                  media_type="text/plain; version=0.0.4")
 
-    @app.get("/v1/ping", tags=["operations"])
+    @app.get("/v1/ping", tags=["operations"], responses=_errors(401, 403, 503))
     def ping(_: Annotated[Principal, Depends(checker)]) -> dict[str, bool]:
         """A token check and nothing else: the baseline a check is measured against."""
         return {"ok": True}
 
-    @app.get("/v1/accounts/{account_id}/can/{capability}", response_model=DecisionOut, tags=["checks"])
+    @app.get("/v1/accounts/{account_id}/can/{capability}", response_model=DecisionOut, tags=["checks"],
+             responses=_errors(401, 403, 404, 409, 422, 503))
     def can(
         account_id: str, capability: str, engine: Annotated[Engine, Depends(engine_of)],
         _: Annotated[Principal, Depends(checker)],
@@ -202,7 +227,8 @@ def create_app(url: str | None = None, *, follow: bool = True) -> FastAPI:
         metrics.observe(d, time.perf_counter() - started)
         return _decision(d, at, as_known_at)
 
-    @app.post("/v1/checks", response_model=ChecksOut, tags=["checks"])
+    @app.post("/v1/checks", response_model=ChecksOut, tags=["checks"],
+              responses=_errors(400, 401, 403, 409, 413, 422, 503))
     def checks(
         body: ChecksIn, engine: Annotated[Engine, Depends(engine_of)],
         _: Annotated[Principal, Depends(checker)],
@@ -224,7 +250,8 @@ def create_app(url: str | None = None, *, follow: bool = True) -> FastAPI:
                 results.append({"account_id": c.account_id, "capability": c.capability, "error": str(e), "status": 422})
         return {"results": results, "position": engine.index.position}
 
-    @app.get("/v1/accounts/{account_id}/capabilities", response_model=CapabilitiesOut, tags=["checks"])
+    @app.get("/v1/accounts/{account_id}/capabilities", response_model=CapabilitiesOut, tags=["checks"],
+             responses=_errors(401, 403, 404, 409, 422, 503))
     def capabilities(
         account_id: str, engine: Annotated[Engine, Depends(engine_of)],
         _: Annotated[Principal, Depends(checker)],
@@ -237,7 +264,7 @@ def create_app(url: str | None = None, *, follow: bool = True) -> FastAPI:
         return {"account_id": account_id, "at": at, "as_known_at": as_known_at,
                 "capabilities": [_decision(d, at, as_known_at) for d in decisions]}
 
-    @app.get("/v1/changes", tags=["checks"])
+    @app.get("/v1/changes", tags=["checks"], responses=_errors(401, 403, 422, 503))
     def changes(
         engine: Annotated[Engine, Depends(engine_of)], _: Annotated[Principal, Depends(checker)],
         after: Annotated[int, Query(ge=0)] = 0,
@@ -251,7 +278,7 @@ def create_app(url: str | None = None, *, follow: bool = True) -> FastAPI:
         items, next_position = engine.changes(after, limit, wait)
         return {"changes": items, "next": next_position}
 
-    @app.get("/v1/accounts/{account_id}/history", tags=["auditors"])
+    @app.get("/v1/accounts/{account_id}/history", tags=["auditors"], responses=_errors(401, 403, 404, 503))
     def history(
         account_id: str, engine: Annotated[Engine, Depends(engine_of)],
         _: Annotated[Principal, Depends(auditor)],
@@ -259,7 +286,7 @@ def create_app(url: str | None = None, *, follow: bool = True) -> FastAPI:
         """The account's events in log order, with both clocks, causes and who asked."""
         return {"account_id": account_id, "events": engine.history(account_id)}
 
-    @app.get("/v1/rejections", tags=["auditors"])
+    @app.get("/v1/rejections", tags=["auditors"], responses=_errors(401, 403, 422, 503))
     def rejections(
         engine: Annotated[Engine, Depends(engine_of)], _: Annotated[Principal, Depends(auditor)],
         account_id: Annotated[str | None, Query(max_length=64)] = None,
@@ -270,7 +297,8 @@ def create_app(url: str | None = None, *, follow: bool = True) -> FastAPI:
         entries = [r for r in engine.rejections(account_id, region) if r["position"] > after]
         return {"rejections": entries}
 
-    @app.post("/v1/commands", response_model=CommandsOut, tags=["commands"])
+    @app.post("/v1/commands", response_model=CommandsOut, tags=["commands"],
+              responses=_errors(400, 401, 403, 413, 422, 503))
     def commands(
         body: dict[str, Any], engine: Annotated[Engine, Depends(engine_of)],
         who: Annotated[Principal, Depends(admin)],
