@@ -282,21 +282,24 @@ def tokens(url: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    global CONNECTIONS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--accounts", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each load phase")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--commands", type=int, default=30, help="commands for the change latency")
     parser.add_argument("--postgres", action="store_true", help="also the change latency on PostgreSQL")
+    parser.add_argument("--connections", type=int, default=CONNECTIONS, help="of the load client")
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    CONNECTIONS = args.connections
     tool = args.client if args.client != "auto" else ("wrk" if shutil.which("wrk") else "python")
     if tool == "wrk" and not shutil.which("wrk"):
         parser.error("wrk is not on PATH")
     figures: dict[str, Any] = {
         "setup": {"accounts": args.accounts, "workers": args.workers, "seconds_per_phase": args.seconds,
-                  "connections": CONNECTIONS,
+                  "connections": args.connections,
                   "load_tool": "wrk -t1 (Lua: random account per request)" if tool == "wrk"
                   else "python (asyncio + httpx.AsyncClient)"},
     }
