@@ -40,6 +40,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 
@@ -303,7 +304,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   "load_tool": "wrk -t1 (Lua: random account per request)" if tool == "wrk"
                   else "python (asyncio + httpx.AsyncClient)"},
     }
-    with tempfile.TemporaryDirectory() as tmp:
+    # a PostgreSQL store's index snapshot goes in $ENTITLEMENTS_CACHE: this run's folder
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ, {"ENTITLEMENTS_CACHE": tmp}):
         folder = Path(tmp)
         url = f"sqlite:///{folder / 'http.db'}"
         t = time.perf_counter()
