@@ -271,8 +271,11 @@ def cmd_serve(_: Engine | None, args: argparse.Namespace) -> int:
     check_store(url, must_exist=False)  # a wrong URL says so now, not in every worker
     os.environ[ENV_VAR] = url  # the workers read the store from the environment
     err.print(f"serving {escape(url)} on http://{args.host}:{args.port} with {args.workers} worker(s)")
+    from entitlements.serving import NoDelayH11Protocol
+
     uvicorn.run("entitlements.http:app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=10)
+                workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=10,
+                http=NoDelayH11Protocol)
     return EXIT_OK
 
 
