@@ -258,3 +258,46 @@ def test_a_store_outage_is_a_503_with_one_line(served: tuple[TestClient, dict], 
     monkeypatch.setattr(client.app.state.tokens, "authenticate", down)  # type: ignore[attr-defined]
     r = client.get("/v1/accounts/cn-free-01/can/host", headers=headers["checker"])
     assert r.status_code == 503 and r.json()["detail"] == "connection refused"
+
+
+@pytest.mark.slow
+def test_sigterm_lets_a_request_in_flight_finish(tmp_path: Any) -> None:
+    """A waiting /v1/changes request, then SIGTERM: the answer still comes, then the server stops."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with open_engine(url) as engine:
+        engine.apply([{"command": "register_account", "account_id": "u-1", "region": "US", "plan": "pro",
+                       "channel": "online", "effective_at": "2020-01-01"}])
+        head = engine.position()
+    checker = {"Authorization": f"Bearer {TokenStore(url).create('meetings', 'checker')}"}
+    port = free_port()
+    server = subprocess.Popen([CLI, "serve", "--port", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "ENTITLEMENTS_DB": url, "ENTITLEMENTS_CACHE": str(tmp_path)})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        answers: list[httpx.Response] = []
+        waiting = threading.Thread(target=lambda: answers.append(httpx.get(
+            f"{base}/v1/changes", params={"after": head, "wait": 2}, headers=checker, timeout=30)))
+        waiting.start()
+        time.sleep(0.5)  # the request is in flight, waiting for news
+        server.terminate()
+        waiting.join(30)
+        server.wait(30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    (answer,) = answers
+    assert answer.status_code == 200 and answer.json() == {"changes": [], "next": head}
+    # One worker: uvicorn drains, then ends by the signal it was sent (as a shell expects).
+    assert server.returncode in (0, -15), server.stderr.read() if server.stderr else ""
