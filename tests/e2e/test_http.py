@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +14,8 @@ from fastapi.testclient import TestClient
 from entitlements import open_engine
 from entitlements.http import MAX_BODY, create_app
 from entitlements.tokens import TokenStore
-from tests.conftest import CLI, read_jsonl, scenario_file
+from tests.conftest import read_jsonl, scenario_file
+from tests.e2e.servers import start_server
 
 ROLES = ("checker", "auditor", "admin")
 
@@ -169,12 +167,6 @@ def test_health_metrics_and_openapi_need_no_token(served: tuple[TestClient, dict
     assert "/v1/accounts/{account_id}/can/{capability}" in paths and "/v1/commands" in paths
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_a_real_server_with_two_workers_reads_its_writes_and_refuses_a_revoked_token(store_url: str) -> None:
     with open_engine(store_url) as engine:
@@ -182,21 +174,8 @@ def test_a_real_server_with_two_workers_reads_its_writes_and_refuses_a_revoked_t
                        "channel": "online", "effective_at": "2020-01-01"}])
     tokens = TokenStore(store_url)
     admin = {"Authorization": f"Bearer {tokens.create('ops', 'admin')}"}
-    port = free_port()
-    env = {**os.environ, "ENTITLEMENTS_DB": store_url}
-    server = subprocess.Popen([CLI, "serve", "--port", str(port), "--workers", "2"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
+    server, base = start_server(store_url, workers=2)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, server.stderr
-            time.sleep(0.2)
         for i in range(6):  # new connections land on either worker
             command = {"command": "revoke_hosting" if i % 2 == 0 else "restore_hosting", "account_id": "u-1",
                        "reason": f"flip {i}", "effective_at": "2020-02-01"}
@@ -271,21 +250,8 @@ def test_sigterm_lets_a_request_in_flight_finish(tmp_path: Any) -> None:
                        "channel": "online", "effective_at": "2020-01-01"}])
         head = engine.position()
     checker = {"Authorization": f"Bearer {TokenStore(url).create('meetings', 'checker')}"}
-    port = free_port()
-    server = subprocess.Popen([CLI, "serve", "--port", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "ENTITLEMENTS_DB": url, "ENTITLEMENTS_CACHE": str(tmp_path)})
-    base = f"http://127.0.0.1:{port}"
+    server, base = start_server(url, cache=tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
         answers: list[httpx.Response] = []
         waiting = threading.Thread(target=lambda: answers.append(httpx.get(
             f"{base}/v1/changes", params={"after": head, "wait": 2}, headers=checker, timeout=30)))

@@ -5,10 +5,6 @@ whole module (tests here only use it, in file order)."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,7 +13,8 @@ import pytest
 
 from entitlements import open_engine
 from entitlements.tokens import TokenStore
-from tests.conftest import CLI, postgres_or_skip, read_jsonl, scenario_file
+from tests.conftest import postgres_or_skip, read_jsonl, scenario_file
+from tests.e2e.servers import start_server
 
 ROLES = ("checker", "auditor", "admin")
 
@@ -33,36 +30,17 @@ class Server:
             return c.request(method, path, headers=headers, **kw)  # type: ignore[arg-type]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("http")
     url = f"sqlite:///{folder / 'store.db'}" if request.param == "sqlite" else postgres_or_skip()
-    env = {**os.environ, "ENTITLEMENTS_DB": url, "ENTITLEMENTS_CACHE": str(folder / "cache")}
     with open_engine(url) as engine:
         engine.apply(read_jsonl(scenario_file("china-2020.jsonl")))
     with TokenStore(url) as tokens:
         bearer = {role: {"Authorization": f"Bearer {tokens.create(f'{role}-1', role)}"} for role in ROLES}
-    port = free_port()
-    process = subprocess.Popen([CLI, "serve", "--port", str(port), "--workers", "2"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    served = Server(f"http://127.0.0.1:{port}", bearer)
+    process, base = start_server(url, workers=2, cache=folder / "cache")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if served.request("GET", "/healthz", role=None).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
-        yield served
+        yield Server(base, bearer)
     finally:
         process.terminate()
         process.wait(30)
