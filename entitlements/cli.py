@@ -30,6 +30,7 @@ from entitlements.decisions import Decision, PositionNotReached, UnknownAccount
 from entitlements.engine import Engine, open_engine
 from entitlements.rules import CAPABILITIES, LIMIT_CAPABILITIES
 from entitlements.store import DEFAULT_URL, ENV_VAR, StoreError, check_store, store_url
+from entitlements.tokens import ROLES, TokenStore
 from projections.rebuild import SqlProjection, rebuild
 
 EXIT_OK, EXIT_REJECTED, EXIT_MALFORMED, EXIT_UNKNOWN_ACCOUNT, EXIT_STORE, EXIT_NOT_REACHED = 0, 1, 2, 3, 4, 5
@@ -356,8 +357,6 @@ def _iso(t: Any) -> str | None:
 def cmd_token_create(engine: Engine, args: argparse.Namespace) -> int:
     """The secret goes to stdout once, as the last word of the last line (scripts take it
     with `| tail -1 | awk '{print $NF}'`, or use --json); it cannot be shown again."""
-    from entitlements.tokens import TokenStore
-
     with TokenStore(engine.url) as tokens:
         secret = tokens.create(args.name, args.role)
     if args.json:
@@ -370,7 +369,6 @@ def cmd_token_create(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_token_list(engine: Engine, args: argparse.Namespace) -> int:
-    from entitlements.tokens import TokenStore
 
     with TokenStore(engine.url) as tokens:
         listed = [{**t, "created_at": _iso(t["created_at"]), "revoked_at": _iso(t["revoked_at"])}
@@ -391,7 +389,6 @@ def cmd_token_list(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(engine: Engine, args: argparse.Namespace) -> int:
-    from entitlements.tokens import TokenStore
 
     with TokenStore(engine.url) as tokens:
         found = tokens.revoke(args.name)
@@ -480,8 +477,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=1.0, help="seconds between polls with --follow")
     p.set_defaults(run=cmd_catch_up, lazy_index=True)
 
-    from entitlements.tokens import ROLES
-
     p = sub.add_parser("token", help="API tokens for `entitlements serve`: create, list, revoke",
                        description=TOKEN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     token_sub = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
@@ -506,10 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("name", metavar="NAME")
     t.set_defaults(run=cmd_token_revoke, lazy_index=True)
 
-    p = sub.add_parser("reconcile", help="complete an interrupted region-rule fan-out (idempotent)",
+    p = sub.add_parser("reconcile", help="record any hosting event a region rule still lacks (idempotent)",
                        description="Records the HostingRevoked / HostingRestored events that a region "
-                       "rule's fan-out has not recorded yet (for example after a crash halfway). Running "
-                       "it when nothing is missing records nothing.")
+                       "rule's fan-out has not recorded yet. Rarely needed: after a crash halfway, the next "
+                       "writer (any command) finishes the fan-out by itself. Running it when nothing is "
+                       "missing records nothing.")
     p.add_argument("--region", help="only this region (default: every region)")
     p.set_defaults(run=cmd_reconcile)
 

@@ -211,7 +211,7 @@ class Engine:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _execute_account_command(self, cmd: Any, fingerprint: str, recorded_at: datetime) -> int | None:
-        eff, who = cmd.effective_at, {"actor": cmd.actor, "command_id": cmd.command_id}
+        eff, who = cmd.effective_at, _who(cmd)
         if isinstance(cmd, c.RegisterAccount):
             # A sign-up racing another process's for the same id fails to save (version 1
             # exists), and its retry, after a catch-up, sees the account here.
@@ -248,7 +248,7 @@ class Engine:
         return self._save(account, record)  # the record last: its position is the command's
 
     def _execute_region_command(self, cmd: Any, fingerprint: str, recorded_at: datetime) -> int | None:
-        who = {"actor": cmd.actor, "command_id": cmd.command_id}
+        who = _who(cmd)
         region = self._region(cmd.region, cmd.effective_at, recorded_at, who)
         match cmd:
             case c.AuthorizePartner():
@@ -460,6 +460,11 @@ class Engine:
         except AggregateNotFoundError:
             raise UnknownAccount(account_id) from None
         return [f.as_dict() for f in sorted(account.facts, key=lambda f: f.version)]
+
+
+def _who(cmd: Any) -> Who:
+    """Who asked for a command, as its events keep it."""
+    return {"actor": cmd.actor, "command_id": cmd.command_id}
 
 
 def _event_from_fact(account_id: str, fact: Fact, who: Who) -> Any:
