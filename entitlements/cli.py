@@ -369,7 +369,7 @@ def cmd_token_create(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_token_list(engine: Engine, args: argparse.Namespace) -> int:
-
+    """Every token: name, role, when created and revoked (never a secret)."""
     with TokenStore(engine.url) as tokens:
         listed = [{**t, "created_at": _iso(t["created_at"]), "revoked_at": _iso(t["revoked_at"])}
                   for t in tokens.list()]
@@ -389,7 +389,7 @@ def cmd_token_list(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(engine: Engine, args: argparse.Namespace) -> int:
-
+    """Revoke NAME's token: every worker refuses it from its next request."""
     with TokenStore(engine.url) as tokens:
         found = tokens.revoke(args.name)
     if not found:
