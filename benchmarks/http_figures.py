@@ -89,8 +89,12 @@ def server(url: str, workers: int, cache: Path) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "ENTITLEMENTS_DB": url, "ENTITLEMENTS_CACHE": str(cache)}
     log = open(cache / f"serve-{port}.log", "w+")  # noqa: SIM115 - read back on failure
-    proc = subprocess.Popen([*cli(), "serve", "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", str(workers)], env=env, stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [*cli(), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline, ok = time.monotonic() + 300, 0
@@ -141,28 +145,52 @@ if pause > 0 then delay = function() return pause end end
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
-def run_wrk(base: str, token: str, kind: str, n: int, seconds: float, folder: Path,
-            pause_ms: int = 0) -> dict[str, Any]:
+def run_wrk(
+    base: str, token: str, kind: str, n: int, seconds: float, folder: Path, pause_ms: int = 0
+) -> dict[str, Any]:
     script = folder / f"{kind}-{pause_ms}.lua"
     script.write_text(LUA.format(n=n, token=token, kind=kind, pause=pause_ms, batch=BATCH))
-    out = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s", "--latency",
-                          "-s", str(script), base], capture_output=True, text=True, timeout=seconds + 60,
-                         check=True).stdout
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{CONNECTIONS}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "-s",
+            str(script),
+            base,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    pct = {p: float(v) * UNITS[u] for p, v, u in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    pct = {
+        p: float(v) * UNITS[u]
+        for p, v, u in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    }
     errors = sum(int(x) for x in re.findall(r"Non-2xx or 3xx responses:\s+(\d+)", out))
     errors += sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
-    return {"requests_per_s": round(rps), "p50_ms": round(pct.get("50", 0.0), 2),
-            "p99_ms": round(pct.get("99", 0.0), 2), "errors": errors}
+    return {
+        "requests_per_s": round(rps),
+        "p50_ms": round(pct.get("50", 0.0), 2),
+        "p99_ms": round(pct.get("99", 0.0), 2),
+        "errors": errors,
+    }
 
 
-async def _python_load(base: str, token: str, kind: str, n: int, seconds: float,
-                       rate: float | None) -> dict[str, Any]:
+async def _python_load(
+    base: str, token: str, kind: str, n: int, seconds: float, rate: float | None
+) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"}
     limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
     latencies: list[float] = []
     errors = 0
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=base, headers=headers, timeout=10, limits=limits
+    ) as client:
         start = time.perf_counter()
         end = start + seconds
 
@@ -183,8 +211,12 @@ async def _python_load(base: str, token: str, kind: str, n: int, seconds: float,
                 elif kind == "can":
                     r = await client.get(f"/v1/accounts/acct-{rng.randrange(n):07d}/can/host")
                 else:
-                    body = {"checks": [{"account_id": f"acct-{rng.randrange(n):07d}", "capability": "host"}
-                                       for _ in range(BATCH)]}
+                    body = {
+                        "checks": [
+                            {"account_id": f"acct-{rng.randrange(n):07d}", "capability": "host"}
+                            for _ in range(BATCH)
+                        ]
+                    }
                     r = await client.post("/v1/checks", json=body)
                 latencies.append(time.perf_counter() - t)
                 errors += r.status_code != 200
@@ -192,11 +224,17 @@ async def _python_load(base: str, token: str, kind: str, n: int, seconds: float,
         await asyncio.gather(*(one(k) for k in range(CONNECTIONS)))
         elapsed = time.perf_counter() - start
     ms = sorted(x * 1000 for x in latencies) or [0.0]
-    return {"requests_per_s": round(len(latencies) / elapsed), "p50_ms": round(statistics.median(ms), 2),
-            "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2), "errors": errors}
+    return {
+        "requests_per_s": round(len(latencies) / elapsed),
+        "p50_ms": round(statistics.median(ms), 2),
+        "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2),
+        "errors": errors,
+    }
 
 
-def throughput(base: str, token: str, n: int, seconds: float, tool: str, folder: Path) -> dict[str, Any]:
+def throughput(
+    base: str, token: str, n: int, seconds: float, tool: str, folder: Path
+) -> dict[str, Any]:
     def load(kind: str, half_of: float | None = None) -> dict[str, Any]:
         if tool == "wrk":
             if not half_of:
@@ -209,7 +247,9 @@ def throughput(base: str, token: str, n: int, seconds: float, tool: str, folder:
             first = run_wrk(base, token, kind, n, max(1.0, seconds / 2), folder, pause)
             latency = 1000 * CONNECTIONS / max(first["requests_per_s"], 1) - pause
             return run_wrk(base, token, kind, n, seconds, folder, max(1, round(cycle - latency)))
-        return asyncio.run(_python_load(base, token, kind, n, seconds, half_of / 2 if half_of else None))
+        return asyncio.run(
+            _python_load(base, token, kind, n, seconds, half_of / 2 if half_of else None)
+        )
 
     if seconds >= 2:
         load("can")  # warm-up (caches, connections), not reported
@@ -218,14 +258,25 @@ def throughput(base: str, token: str, n: int, seconds: float, tool: str, folder:
     batch = load("batch")
     half = load("can", can["requests_per_s"])
     return {
-        "can_host": {**can, "baseline_ping": ping,
-                     "ratio": round(can["requests_per_s"] / max(ping["requests_per_s"], 1), 2)},
-        "can_host_at_half_rate": {**half, "max_requests_per_s": can["requests_per_s"],
-                                  "fraction_of_max": round(half["requests_per_s"] / max(can["requests_per_s"], 1), 2)},
-        "batch": {"checks_per_call": BATCH, "calls_per_s": batch["requests_per_s"],
-                  "decisions_per_s": batch["requests_per_s"] * BATCH, "call_p50_ms": batch["p50_ms"],
-                  "errors": batch["errors"], "baseline_single_decisions_per_s": can["requests_per_s"],
-                  "ratio": round(batch["requests_per_s"] * BATCH / max(can["requests_per_s"], 1), 1)},
+        "can_host": {
+            **can,
+            "baseline_ping": ping,
+            "ratio": round(can["requests_per_s"] / max(ping["requests_per_s"], 1), 2),
+        },
+        "can_host_at_half_rate": {
+            **half,
+            "max_requests_per_s": can["requests_per_s"],
+            "fraction_of_max": round(half["requests_per_s"] / max(can["requests_per_s"], 1), 2),
+        },
+        "batch": {
+            "checks_per_call": BATCH,
+            "calls_per_s": batch["requests_per_s"],
+            "decisions_per_s": batch["requests_per_s"] * BATCH,
+            "call_p50_ms": batch["p50_ms"],
+            "errors": batch["errors"],
+            "baseline_single_decisions_per_s": can["requests_per_s"],
+            "ratio": round(batch["requests_per_s"] * BATCH / max(can["requests_per_s"], 1), 1),
+        },
     }
 
 
@@ -240,7 +291,9 @@ def change_latency(base: str, admin: str, checker: str, head: int, commands: int
 
     def wait_for_changes() -> None:
         after = head
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {checker}"}, timeout=30) as c:
+        with httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {checker}"}, timeout=30
+        ) as c:
             while not stop.is_set():
                 body = c.get("/v1/changes", params={"after": after, "wait": 2}).json()
                 if body["changes"]:
@@ -254,8 +307,12 @@ def change_latency(base: str, admin: str, checker: str, head: int, commands: int
         c.get("/v1/ping")  # the connection is open before the clock starts
         time.sleep(0.3)
         for i in range(commands):
-            command = {"command": "revoke_hosting" if i % 2 == 0 else "restore_hosting",
-                       "account_id": "acct-0000000", "reason": f"flip {i}", "effective_at": "2021-01-01"}
+            command = {
+                "command": "revoke_hosting" if i % 2 == 0 else "restore_hosting",
+                "account_id": "acct-0000000",
+                "reason": f"flip {i}",
+                "effective_at": "2021-01-01",
+            }
             t0 = time.perf_counter()
             r = c.post("/v1/commands", json=command)
             round_trips.append(time.perf_counter() - t0)
@@ -269,9 +326,13 @@ def change_latency(base: str, admin: str, checker: str, head: int, commands: int
     stop.set()
     waiter.join(5)
     ms = sorted(x * 1000 for x in latencies)
-    return {"commands": commands, "p50_ms": round(statistics.median(ms), 2),
-            "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2), "max_ms": round(ms[-1], 2),
-            "baseline_command_round_trip_p50_ms": round(statistics.median(round_trips) * 1000, 2)}
+    return {
+        "commands": commands,
+        "p50_ms": round(statistics.median(ms), 2),
+        "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2),
+        "max_ms": round(ms[-1], 2),
+        "baseline_command_round_trip_p50_ms": round(statistics.median(round_trips) * 1000, 2),
+    }
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -284,12 +345,16 @@ def tokens(url: str) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     global CONNECTIONS
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--accounts", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each load phase")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--commands", type=int, default=30, help="commands for the change latency")
-    parser.add_argument("--postgres", action="store_true", help="also the change latency on PostgreSQL")
+    parser.add_argument(
+        "--postgres", action="store_true", help="also the change latency on PostgreSQL"
+    )
     parser.add_argument("--connections", type=int, default=CONNECTIONS, help="of the load client")
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--json", type=Path)
@@ -299,13 +364,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if tool == "wrk" and not shutil.which("wrk"):
         parser.error("wrk is not on PATH")
     figures: dict[str, Any] = {
-        "setup": {"accounts": args.accounts, "workers": args.workers, "seconds_per_phase": args.seconds,
-                  "connections": args.connections,
-                  "load_tool": "wrk -t1 (Lua: random account per request)" if tool == "wrk"
-                  else "python (asyncio + httpx.AsyncClient)"},
+        "setup": {
+            "accounts": args.accounts,
+            "workers": args.workers,
+            "seconds_per_phase": args.seconds,
+            "connections": args.connections,
+            "load_tool": "wrk -t1 (Lua: random account per request)"
+            if tool == "wrk"
+            else "python (asyncio + httpx.AsyncClient)",
+        },
     }
     # a PostgreSQL store's index snapshot goes in $ENTITLEMENTS_CACHE: this run's folder
-    with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ, {"ENTITLEMENTS_CACHE": tmp}):
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mock.patch.dict(os.environ, {"ENTITLEMENTS_CACHE": tmp}),
+    ):
         folder = Path(tmp)
         url = f"sqlite:///{folder / 'http.db'}"
         t = time.perf_counter()
@@ -325,8 +398,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 head = fill(pg, n)
                 checker, admin = tokens(pg)
                 with server(pg, args.workers, folder) as base:
-                    figures["changes_postgres"] = {"accounts": n, **change_latency(base, admin, checker, head,
-                                                                                   args.commands)}
+                    figures["changes_postgres"] = {
+                        "accounts": n,
+                        **change_latency(base, admin, checker, head, args.commands),
+                    }
             finally:
                 drop_databases(made)
     return emit(figures, args.json)

@@ -61,8 +61,18 @@ def watch(url: str, account: str, interval: float, ready: Any, out: Any, stop: A
 
 def visibility(url: str, flips: int, interval: float) -> dict[str, Any]:
     with open_engine(url) as engine:
-        engine.apply([{"command": "register_account", "account_id": "watched", "region": "US",
-                       "plan": "pro", "channel": "online", "effective_at": "2020-01-01"}])
+        engine.apply(
+            [
+                {
+                    "command": "register_account",
+                    "account_id": "watched",
+                    "region": "US",
+                    "plan": "pro",
+                    "channel": "online",
+                    "effective_at": "2020-01-01",
+                }
+            ]
+        )
         ctx = mp.get_context("spawn")
         ready, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
         watcher = ctx.Process(target=watch, args=(url, "watched", interval, ready, out, stop))
@@ -72,8 +82,16 @@ def visibility(url: str, flips: int, interval: float) -> dict[str, Any]:
         for i in range(flips):
             command = "revoke_hosting" if i % 2 == 0 else "restore_hosting"
             t0 = time.time()
-            engine.apply([{"command": command, "account_id": "watched", "reason": f"flip {i}",
-                           "effective_at": "2020-01-02"}])
+            engine.apply(
+                [
+                    {
+                        "command": command,
+                        "account_id": "watched",
+                        "reason": f"flip {i}",
+                        "effective_at": "2020-01-02",
+                    }
+                ]
+            )
             applies.append(time.time() - t0)
             latencies.append(out.get(timeout=30) - t0)
             time.sleep(0.01)  # let the watcher settle: flips are separate commands, not a burst
@@ -81,14 +99,18 @@ def visibility(url: str, flips: int, interval: float) -> dict[str, Any]:
         watcher.join(30)
     ms = sorted(x * 1000 for x in latencies)
     return {
-        "flips": flips, "apply_p50_ms": round(statistics.median(applies) * 1000, 2),
+        "flips": flips,
+        "apply_p50_ms": round(statistics.median(applies) * 1000, 2),
         "p50_ms": round(statistics.median(ms), 2),
-        "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2), "max_ms": round(ms[-1], 2),
+        "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2),
+        "max_ms": round(ms[-1], 2),
     }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--apply-accounts", type=int, default=300)
     parser.add_argument("--flips", type=int, default=20)
     parser.add_argument("--json", type=Path)
@@ -98,12 +120,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             figures["postgres_apply"] = apply_vs_bare(
-                args.apply_accounts, Path(tmp),
+                args.apply_accounts,
+                Path(tmp),
                 urls=(fresh_database("bench_apply", made), fresh_database("bench_bare", made)),
             )
             figures["visibility_postgres_listen_notify"] = visibility(
-                fresh_database("bench_visibility", made), args.flips, 0.05)
-            figures["visibility_sqlite_polling_5ms"] = visibility(f"sqlite:///{tmp}/visibility.db", args.flips, 0.005)
+                fresh_database("bench_visibility", made), args.flips, 0.05
+            )
+            figures["visibility_sqlite_polling_5ms"] = visibility(
+                f"sqlite:///{tmp}/visibility.db", args.flips, 0.005
+            )
     finally:
         drop_databases(made)
     return emit(figures, args.json)

@@ -31,14 +31,25 @@ def world_facts(n: int = ACCOUNTS) -> LogFacts:
     """n accounts over four regions; CN suspends free hosting on 19 May 2020, and its free
     accounts carry the rule-caused HostingRevoked, as the engine would record it."""
     facts = LogFacts()
-    rule = Fact("region:CN", "RegionRuleApplied", 2, RULE_AT, RULE_AT, {"rule": "free_hosting_suspended"})
-    facts.regions["CN"] = [Fact("region:CN", "RegionOpened", 1, RULE_AT, RULE_AT, {"region": "CN"}), rule]
+    rule = Fact(
+        "region:CN", "RegionRuleApplied", 2, RULE_AT, RULE_AT, {"rule": "free_hosting_suspended"}
+    )
+    facts.regions["CN"] = [
+        Fact("region:CN", "RegionOpened", 1, RULE_AT, RULE_AT, {"region": "CN"}),
+        rule,
+    ]
     for i, account_id in enumerate(account_ids(n)):
         region, plan = REGIONS[i % len(REGIONS)], PLANS[i % len(PLANS)]
         t = START + timedelta(minutes=i % 100_000)
         channel = "online" if plan in ("free", "pro") else "direct"
-        registered = Fact(f"account:{account_id}", "AccountRegistered", 1, t, t,
-                          {"region": region, "plan": plan, "channel": channel, "partner": None})
+        registered = Fact(
+            f"account:{account_id}",
+            "AccountRegistered",
+            1,
+            t,
+            t,
+            {"region": region, "plan": plan, "channel": channel, "partner": None},
+        )
         account_facts = [registered]
         if region == "CN":
             account_facts += hosting_corrections(account_facts, facts.regions["CN"], RULE_AT)
@@ -60,18 +71,33 @@ def registration_events(n: int, region: str = "CN", plan: str = "free") -> Itera
     for i, account_id in enumerate(account_ids(n)):
         t = START + timedelta(seconds=i)
         yield Account.AccountRegistered(  # type: ignore[attr-defined]
-            originator_id=account_uuid(account_id), originator_version=1, timestamp=t,
-            originator_topic="entitlements:Account", account_id=account_id, region=region,
-            plan=plan, channel="online", partner=None, effective_at=t, recorded_at=t,
-            actor="synthetic", command_id=None,
+            originator_id=account_uuid(account_id),
+            originator_version=1,
+            timestamp=t,
+            originator_topic="entitlements:Account",
+            account_id=account_id,
+            region=region,
+            plan=plan,
+            channel="online",
+            partner=None,
+            effective_at=t,
+            recorded_at=t,
+            actor="synthetic",
+            command_id=None,
         )
 
 
 def region_opened(code: str, at: datetime) -> Any:
     return Region.RegionOpened(  # type: ignore[attr-defined]
-        originator_id=region_id(code), originator_version=1, timestamp=at,
-        originator_topic="entitlements:Region", region=code, effective_at=at, recorded_at=at,
-        actor="synthetic", command_id=None,
+        originator_id=region_id(code),
+        originator_version=1,
+        timestamp=at,
+        originator_topic="entitlements:Region",
+        region=code,
+        effective_at=at,
+        recorded_at=at,
+        actor="synthetic",
+        command_id=None,
     )
 
 

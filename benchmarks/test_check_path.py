@@ -117,5 +117,8 @@ m = g(r.sub, p.sub, r.dom) && r.dom == p.dom && r.obj == p.obj && r.act == p.act
         for a in b:
             enforcer.enforce(a, region_of[a], "meeting", "host")
 
-    assert all(enforcer.enforce(a, region_of[a], "meeting", "host") == engine.check(a, "host").allowed for a in batch[:200])
+    assert all(
+        enforcer.enforce(a, region_of[a], "meeting", "host") == engine.check(a, "host").allowed
+        for a in batch[:200]
+    )
     _run(benchmark, run, batch[: max(BATCH // 10, 1)])

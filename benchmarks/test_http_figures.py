@@ -10,8 +10,22 @@ from benchmarks import http_figures
 
 @pytest.mark.slow
 def test_http_figures_come_out_for_a_tiny_world(tmp_path) -> None:
-    figures = http_figures.main(["--accounts", "200", "--seconds", "1", "--workers", "1", "--client", "python",
-                                 "--commands", "4", "--json", str(tmp_path / "http.json")])
+    figures = http_figures.main(
+        [
+            "--accounts",
+            "200",
+            "--seconds",
+            "1",
+            "--workers",
+            "1",
+            "--client",
+            "python",
+            "--commands",
+            "4",
+            "--json",
+            str(tmp_path / "http.json"),
+        ]
+    )
     assert figures["setup"]["load_tool"].startswith("python")
     assert figures["can_host"]["requests_per_s"] > 0 and figures["can_host"]["errors"] == 0
     assert figures["can_host"]["baseline_ping"]["requests_per_s"] > 0

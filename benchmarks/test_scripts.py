@@ -8,7 +8,9 @@ from benchmarks import postgres_figures, whole_process
 
 
 def test_whole_process_figures_come_out_for_a_tiny_world(tmp_path) -> None:
-    figures = whole_process.main(["--accounts", "200", "--apply-accounts", "30", "--json", str(tmp_path / "f.json")])
+    figures = whole_process.main(
+        ["--accounts", "200", "--apply-accounts", "30", "--json", str(tmp_path / "f.json")]
+    )
     assert figures["apply"]["applied"] == figures["apply"]["commands"]
     # RegionOpened, 200 sign-ups, the rule and its record, 200 revocations, FanOutCompleted
     assert figures["rebuild"]["events"] == 2 * 200 + 4

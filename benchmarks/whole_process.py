@@ -90,7 +90,10 @@ def _commands(n: int) -> list[dict[str, Any]]:
 
 
 def apply_vs_bare(n: int, folder: Path, urls: tuple[str, str] | None = None) -> dict[str, Any]:
-    apply_url, bare_url = urls or (f"sqlite:///{folder / 'apply.db'}", f"sqlite:///{folder / 'bare.db'}")
+    apply_url, bare_url = urls or (
+        f"sqlite:///{folder / 'apply.db'}",
+        f"sqlite:///{folder / 'bare.db'}",
+    )
     commands = _commands(n)
     with Engine(apply_url) as engine:
         seconds, results = timed(lambda: engine.apply(commands))
@@ -105,7 +108,9 @@ def apply_vs_bare(n: int, folder: Path, urls: tuple[str, str] | None = None) -> 
         bare_seconds, _ = timed(lambda: [bare.app.save(*g) for g in groups])
     applied = sum(r.status == "applied" for r in results)
     return {
-        "commands": len(commands), "applied": applied, "events": len(events),
+        "commands": len(commands),
+        "applied": applied,
+        "events": len(events),
         "apply_commands_per_s": round(len(commands) / seconds),
         "apply_events_per_s": round(len(events) / seconds),
         "bare_append_events_per_s": round(len(events) / bare_seconds),
@@ -119,8 +124,12 @@ def fan_out_and_rebuild(n: int, folder: Path) -> dict[str, Any]:
         fill_store(engine.app, iter([region_opened("CN", START)]))
         fill_seconds, _ = timed(lambda: fill_store(engine.app, registration_events(n)))
         catch_up_seconds, _ = timed(engine.projector.start)
-        rule = {"command": "apply_region_rule", "region": "CN", "rule": "free_hosting_suspended",
-                "effective_at": RULE_AT.isoformat()}
+        rule = {
+            "command": "apply_region_rule",
+            "region": "CN",
+            "rule": "free_hosting_suspended",
+            "effective_at": RULE_AT.isoformat(),
+        }
         fan_out_seconds, (result,) = timed(lambda: engine.apply([rule]))
         assert result.status == "applied", result.reason
         revoked = sum(1 for a in account_ids(min(n, 100)) if not engine.check(a, "host").allowed)
@@ -142,12 +151,15 @@ def fan_out_and_rebuild(n: int, folder: Path) -> dict[str, Any]:
         rebuild_seconds, _ = timed(lambda: rebuild(engine.app, url))
     return {
         "fan_out": {
-            "accounts": n, "seconds": round(fan_out_seconds, 2),
+            "accounts": n,
+            "seconds": round(fan_out_seconds, 2),
             "events_per_s": round(n / fan_out_seconds),
-            "setup_fill_seconds": round(fill_seconds, 1), "engine_start_catch_up_seconds": round(catch_up_seconds, 1),
+            "setup_fill_seconds": round(fill_seconds, 1),
+            "engine_start_catch_up_seconds": round(catch_up_seconds, 1),
         },
         "rebuild": {
-            "events": total, "seconds": round(rebuild_seconds, 2),
+            "events": total,
+            "seconds": round(rebuild_seconds, 2),
             "events_per_s": round(total / rebuild_seconds),
             "raw_read_decode_events_per_s": round(total / raw_seconds),
             "ratio": round(raw_seconds / rebuild_seconds, 2),
@@ -156,7 +168,9 @@ def fan_out_and_rebuild(n: int, folder: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--accounts", type=int, default=ACCOUNTS)
     parser.add_argument("--apply-accounts", type=int, default=None, help="default: accounts / 10")
     parser.add_argument("--only", choices=("memory", "apply", "fanout"), action="append")
@@ -168,7 +182,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "memory" in only:
             figures["memory"] = memory(args.accounts)
         if "apply" in only:
-            figures["apply"] = apply_vs_bare(args.apply_accounts or max(args.accounts // 10, 10), Path(tmp))
+            figures["apply"] = apply_vs_bare(
+                args.apply_accounts or max(args.accounts // 10, 10), Path(tmp)
+            )
         if "fanout" in only:
             figures.update(fan_out_and_rebuild(args.accounts, Path(tmp)))
     return emit(figures, args.json)

@@ -83,13 +83,22 @@ class Account(Aggregate):
         if plan == "free" and channel != "online":
             raise Rejected(f"a free plan is only available online, not through {channel}")
         account = cls(
-            account_id=account_id, region=region.code, plan=plan, channel=channel,
-            partner=partner, effective_at=effective_at, recorded_at=recorded_at, **who,
+            account_id=account_id,
+            region=region.code,
+            plan=plan,
+            channel=channel,
+            partner=partner,
+            effective_at=effective_at,
+            recorded_at=recorded_at,
+            **who,
         )
         suspension = rules.rules_on.get("registration_suspended")
         if suspension and not (plan == "enterprise" and channel in SALES_CHANNELS):
             account._registration_suspended(
-                effective_at=effective_at, recorded_at=recorded_at, cause=rule_cause(suspension), **who
+                effective_at=effective_at,
+                recorded_at=recorded_at,
+                cause=rule_cause(suspension),
+                **who,
             )
         return account
 
@@ -111,28 +120,54 @@ class Account(Aggregate):
         self.registered_at = effective_at
         self.facts: list[Fact] = []
         self._remember(
-            "AccountRegistered", effective_at, recorded_at, None, actor, command_id,
-            region=region, plan=plan, channel=channel, partner=partner,
+            "AccountRegistered",
+            effective_at,
+            recorded_at,
+            None,
+            actor,
+            command_id,
+            region=region,
+            plan=plan,
+            channel=channel,
+            partner=partner,
         )
 
     def approve_registration(
-        self, region: Region | RegionRules, plan: str, channel: str, partner: str | None,
-        effective_at: datetime, recorded_at: datetime, who: Who = NOBODY,
+        self,
+        region: Region | RegionRules,
+        plan: str,
+        channel: str,
+        partner: str | None,
+        effective_at: datetime,
+        recorded_at: datetime,
+        who: Who = NOBODY,
     ) -> None:
         state = self.state_for_command(effective_at)
         if state.registration_suspended is None:
-            raise Rejected(f"registration of {self.account_id} is not suspended at {iso(effective_at)}")
+            raise Rejected(
+                f"registration of {self.account_id} is not suspended at {iso(effective_at)}"
+            )
         _check_channel(region.state_at(effective_at), plan, channel, partner, self.region)
         self._registration_approved(
-            plan=plan, channel=channel, partner=partner,
-            effective_at=effective_at, recorded_at=recorded_at, **who,
+            plan=plan,
+            channel=channel,
+            partner=partner,
+            effective_at=effective_at,
+            recorded_at=recorded_at,
+            **who,
         )
 
     # -- subscriptions and channel -------------------------------------------------------
 
     def open_subscription(
-        self, region: Region | RegionRules, plan: str, channel: str, partner: str | None,
-        effective_at: datetime, recorded_at: datetime, who: Who = NOBODY,
+        self,
+        region: Region | RegionRules,
+        plan: str,
+        channel: str,
+        partner: str | None,
+        effective_at: datetime,
+        recorded_at: datetime,
+        who: Who = NOBODY,
     ) -> None:
         state = self.state_for_command(effective_at)
         if state.suspension is not None:
@@ -141,29 +176,45 @@ class Account(Aggregate):
             raise Rejected(f"registration of {self.account_id} is suspended: approve it first")
         _check_channel(region.state_at(effective_at), plan, channel, partner, self.region)
         self._subscription_opened(
-            plan=plan, channel=channel, partner=partner,
-            effective_at=effective_at, recorded_at=recorded_at, **who,
+            plan=plan,
+            channel=channel,
+            partner=partner,
+            effective_at=effective_at,
+            recorded_at=recorded_at,
+            **who,
         )
 
     def close_subscription(
         self, reason: str | None, effective_at: datetime, recorded_at: datetime, who: Who = NOBODY
     ) -> None:
         if self.state_for_command(effective_at).plan == "free":
-            raise Rejected(f"account {self.account_id} is already on the free plan at {iso(effective_at)}")
-        self._subscription_closed(reason=reason, effective_at=effective_at, recorded_at=recorded_at, **who)
+            raise Rejected(
+                f"account {self.account_id} is already on the free plan at {iso(effective_at)}"
+            )
+        self._subscription_closed(
+            reason=reason, effective_at=effective_at, recorded_at=recorded_at, **who
+        )
 
     def move_to_partner(
-        self, region: Region | RegionRules, partner: str, effective_at: datetime, recorded_at: datetime,
+        self,
+        region: Region | RegionRules,
+        partner: str,
+        effective_at: datetime,
+        recorded_at: datetime,
         who: Who = NOBODY,
     ) -> None:
         state = self.state_for_command(effective_at)
         if partner not in region.state_at(effective_at).partners:
-            raise Rejected(f"partner {partner!r} is not authorized in {self.region} at {iso(effective_at)}")
+            raise Rejected(
+                f"partner {partner!r} is not authorized in {self.region} at {iso(effective_at)}"
+            )
         if state.plan == "free":
             raise Rejected(f"account {self.account_id} is on the free plan: nothing to move")
         if state.channel == "partner" and state.partner == partner:
             raise Rejected(f"account {self.account_id} is already with {partner!r}")
-        self._moved_to_partner(partner=partner, effective_at=effective_at, recorded_at=recorded_at, **who)
+        self._moved_to_partner(
+            partner=partner, effective_at=effective_at, recorded_at=recorded_at, **who
+        )
 
     # -- hosting and suspension ----------------------------------------------------------
 
@@ -171,7 +222,9 @@ class Account(Aggregate):
         self, reason: str, effective_at: datetime, recorded_at: datetime, who: Who = NOBODY
     ) -> None:
         if self.state_for_command(effective_at).manual_revocation is not None:
-            raise Rejected(f"hosting of {self.account_id} is already revoked at {iso(effective_at)}")
+            raise Rejected(
+                f"hosting of {self.account_id} is already revoked at {iso(effective_at)}"
+            )
         self._hosting_revoked(
             reason=reason, effective_at=effective_at, recorded_at=recorded_at, cause=None, **who
         )
@@ -189,7 +242,11 @@ class Account(Aggregate):
         )
 
     def suspend(
-        self, jurisdiction: str, reason: str, effective_at: datetime, recorded_at: datetime,
+        self,
+        jurisdiction: str,
+        reason: str,
+        effective_at: datetime,
+        recorded_at: datetime,
         who: Who = NOBODY,
     ) -> None:
         state = self.state_for_command(effective_at)
@@ -197,7 +254,10 @@ class Account(Aggregate):
         if state.suspension is not None:
             raise Rejected(f"account {self.account_id} is already suspended at {iso(effective_at)}")
         self._suspended(
-            jurisdiction=jurisdiction, reason=reason, effective_at=effective_at, recorded_at=recorded_at,
+            jurisdiction=jurisdiction,
+            reason=reason,
+            effective_at=effective_at,
+            recorded_at=recorded_at,
             **who,
         )
 
@@ -224,8 +284,13 @@ class Account(Aggregate):
         corrections = hosting_corrections(self.facts, region.facts, recorded_at)
         for f in corrections:
             record = self._hosting_revoked if f.type == "HostingRevoked" else self._hosting_restored
-            record(reason=f.data["reason"], effective_at=f.effective_at, recorded_at=recorded_at,
-                   cause=dict(f.cause or {}), **who)
+            record(
+                reason=f.data["reason"],
+                effective_at=f.effective_at,
+                recorded_at=recorded_at,
+                cause=dict(f.cause or {}),
+                **who,
+            )
         return len(corrections)
 
     # -- what the account says at a time -------------------------------------------------
@@ -248,85 +313,169 @@ class Account(Aggregate):
 
     @event("RegistrationSuspended", topic="entitlements:RegistrationSuspended")
     def _registration_suspended(
-        self, effective_at: datetime, recorded_at: datetime, cause: dict[str, Any],
-        actor: str | None = None, command_id: str | None = None,
+        self,
+        effective_at: datetime,
+        recorded_at: datetime,
+        cause: dict[str, Any],
+        actor: str | None = None,
+        command_id: str | None = None,
     ) -> None:
         self._remember("RegistrationSuspended", effective_at, recorded_at, cause, actor, command_id)
 
     @event("RegistrationApproved", topic="entitlements:RegistrationApproved")
     def _registration_approved(
-        self, plan: str, channel: str, partner: str | None, effective_at: datetime, recorded_at: datetime,
-        actor: str | None = None, command_id: str | None = None,
+        self,
+        plan: str,
+        channel: str,
+        partner: str | None,
+        effective_at: datetime,
+        recorded_at: datetime,
+        actor: str | None = None,
+        command_id: str | None = None,
     ) -> None:
         self._remember(
-            "RegistrationApproved", effective_at, recorded_at, None, actor, command_id,
-            plan=plan, channel=channel, partner=partner,
+            "RegistrationApproved",
+            effective_at,
+            recorded_at,
+            None,
+            actor,
+            command_id,
+            plan=plan,
+            channel=channel,
+            partner=partner,
         )
 
     @event("SubscriptionOpened", topic="entitlements:SubscriptionOpened")
     def _subscription_opened(
-        self, plan: str, channel: str, partner: str | None, effective_at: datetime, recorded_at: datetime,
-        actor: str | None = None, command_id: str | None = None,
+        self,
+        plan: str,
+        channel: str,
+        partner: str | None,
+        effective_at: datetime,
+        recorded_at: datetime,
+        actor: str | None = None,
+        command_id: str | None = None,
     ) -> None:
         self._remember(
-            "SubscriptionOpened", effective_at, recorded_at, None, actor, command_id,
-            plan=plan, channel=channel, partner=partner,
+            "SubscriptionOpened",
+            effective_at,
+            recorded_at,
+            None,
+            actor,
+            command_id,
+            plan=plan,
+            channel=channel,
+            partner=partner,
         )
 
     @event("SubscriptionClosed", topic="entitlements:SubscriptionClosed")
     def _subscription_closed(
-        self, reason: str | None, effective_at: datetime, recorded_at: datetime,
-        actor: str | None = None, command_id: str | None = None,
+        self,
+        reason: str | None,
+        effective_at: datetime,
+        recorded_at: datetime,
+        actor: str | None = None,
+        command_id: str | None = None,
     ) -> None:
-        self._remember("SubscriptionClosed", effective_at, recorded_at, None, actor, command_id, reason=reason)
+        self._remember(
+            "SubscriptionClosed", effective_at, recorded_at, None, actor, command_id, reason=reason
+        )
 
     @event("MovedToPartner", topic="entitlements:MovedToPartner")
     def _moved_to_partner(
-        self, partner: str, effective_at: datetime, recorded_at: datetime,
-        actor: str | None = None, command_id: str | None = None,
+        self,
+        partner: str,
+        effective_at: datetime,
+        recorded_at: datetime,
+        actor: str | None = None,
+        command_id: str | None = None,
     ) -> None:
-        self._remember("MovedToPartner", effective_at, recorded_at, None, actor, command_id, partner=partner)
+        self._remember(
+            "MovedToPartner", effective_at, recorded_at, None, actor, command_id, partner=partner
+        )
 
     @event("HostingRevoked", topic="entitlements:HostingRevoked")
     def _hosting_revoked(
-        self, reason: str, effective_at: datetime, recorded_at: datetime, cause: dict[str, Any] | None,
-        actor: str | None = None, command_id: str | None = None,
+        self,
+        reason: str,
+        effective_at: datetime,
+        recorded_at: datetime,
+        cause: dict[str, Any] | None,
+        actor: str | None = None,
+        command_id: str | None = None,
     ) -> None:
-        self._remember("HostingRevoked", effective_at, recorded_at, cause, actor, command_id, reason=reason)
+        self._remember(
+            "HostingRevoked", effective_at, recorded_at, cause, actor, command_id, reason=reason
+        )
 
     @event("HostingRestored", topic="entitlements:HostingRestored")
     def _hosting_restored(
-        self, reason: str, effective_at: datetime, recorded_at: datetime, cause: dict[str, Any] | None,
-        actor: str | None = None, command_id: str | None = None,
+        self,
+        reason: str,
+        effective_at: datetime,
+        recorded_at: datetime,
+        cause: dict[str, Any] | None,
+        actor: str | None = None,
+        command_id: str | None = None,
     ) -> None:
-        self._remember("HostingRestored", effective_at, recorded_at, cause, actor, command_id, reason=reason)
+        self._remember(
+            "HostingRestored", effective_at, recorded_at, cause, actor, command_id, reason=reason
+        )
 
     @event("AccountSuspended", topic="entitlements:AccountSuspended")
     def _suspended(
-        self, jurisdiction: str, reason: str, effective_at: datetime, recorded_at: datetime,
-        actor: str | None = None, command_id: str | None = None,
+        self,
+        jurisdiction: str,
+        reason: str,
+        effective_at: datetime,
+        recorded_at: datetime,
+        actor: str | None = None,
+        command_id: str | None = None,
     ) -> None:
         self._remember(
-            "AccountSuspended", effective_at, recorded_at, None, actor, command_id,
-            jurisdiction=jurisdiction, reason=reason,
+            "AccountSuspended",
+            effective_at,
+            recorded_at,
+            None,
+            actor,
+            command_id,
+            jurisdiction=jurisdiction,
+            reason=reason,
         )
 
     @event("AccountReinstated", topic="entitlements:AccountReinstated")
     def _reinstated(
-        self, reason: str, effective_at: datetime, recorded_at: datetime,
-        actor: str | None = None, command_id: str | None = None,
+        self,
+        reason: str,
+        effective_at: datetime,
+        recorded_at: datetime,
+        actor: str | None = None,
+        command_id: str | None = None,
     ) -> None:
-        self._remember("AccountReinstated", effective_at, recorded_at, None, actor, command_id, reason=reason)
+        self._remember(
+            "AccountReinstated", effective_at, recorded_at, None, actor, command_id, reason=reason
+        )
 
     def _remember(
-        self, type_: str, effective_at: datetime, recorded_at: datetime,
-        cause: dict[str, Any] | None, actor: str | None, command_id: str | None, **data: Any,
+        self,
+        type_: str,
+        effective_at: datetime,
+        recorded_at: datetime,
+        cause: dict[str, Any] | None,
+        actor: str | None,
+        command_id: str | None,
+        **data: Any,
     ) -> None:
         """Keep the event as a Fact, in effective order. (An event body runs before the
         aggregate's version moves on, hence version + 1; the created event is version 1.)"""
         version = self.version + 1 if self.facts else 1
         fact = Fact(
-            f"account:{self.account_id}", type_, version, effective_at, recorded_at,
-            with_who(data, actor, command_id), cause,
+            f"account:{self.account_id}",
+            type_,
+            version,
+            effective_at,
+            recorded_at,
+            with_who(data, actor, command_id),
+            cause,
         )
         bisect.insort(self.facts, fact, key=lambda f: f.order)

@@ -33,7 +33,14 @@ from entitlements.store import DEFAULT_URL, ENV_VAR, StoreError, check_store, st
 from entitlements.tokens import ROLES, TokenStore
 from projections.rebuild import SqlProjection, rebuild
 
-EXIT_OK, EXIT_REJECTED, EXIT_MALFORMED, EXIT_UNKNOWN_ACCOUNT, EXIT_STORE, EXIT_NOT_REACHED = 0, 1, 2, 3, 4, 5
+EXIT_OK, EXIT_REJECTED, EXIT_MALFORMED, EXIT_UNKNOWN_ACCOUNT, EXIT_STORE, EXIT_NOT_REACHED = (
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+)
 EXIT_BROKEN_PIPE = 141  # as a shell reports a process its reader left (128 + SIGPIPE)
 
 # Data is printed through escape() (or as plain JSON): an account, partner or reason may
@@ -76,9 +83,16 @@ def cmd_apply(engine: Engine, args: argparse.Namespace) -> int:
     duplicates, by their command_id)."""
     commands = parse_command_file(args.file)
     show_bar = err.is_terminal and len(commands) >= PROGRESS_FROM
-    bar = Progress(TextColumn("[bold]apply[/]"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("lines"), TimeRemainingColumn(), console=err, transient=True,
-                   disable=not show_bar)
+    bar = Progress(
+        TextColumn("[bold]apply[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("lines"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not show_bar,
+    )
     any_rejected = False
     with bar:
         task = bar.add_task("apply", total=len(commands))
@@ -112,10 +126,13 @@ def _print_because(d: Decision) -> None:
     for f in d.because:
         rule = f"{f.cause['rule']} ({f.cause['region']})" if f.cause else ""
         cause = f" [dim]cause: {escape(rule)}[/]" if f.cause else ""
-        out.print(escape(
-            f"  because {f['type']} v{f['version']} of {f['stream']}: effective "
-            f"{f['effective_at']}, recorded {f['recorded_at']}"
-        ) + cause)
+        out.print(
+            escape(
+                f"  because {f['type']} v{f['version']} of {f['stream']}: effective "
+                f"{f['effective_at']}, recorded {f['recorded_at']}"
+            )
+            + cause
+        )
 
 
 def cmd_check(engine: Engine, args: argparse.Namespace) -> int:
@@ -123,7 +140,9 @@ def cmd_check(engine: Engine, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**d.as_dict(), "at": args.at, "as_known_at": args.as_known_at}))
         return EXIT_OK
-    out.print(f"{escape(d.account_id)} {escape(d.capability)} {_when(args)}: {_yes_no(d)} — {escape(d.reason)}")
+    out.print(
+        f"{escape(d.account_id)} {escape(d.capability)} {_when(args)}: {_yes_no(d)} — {escape(d.reason)}"
+    )
     _print_because(d)
     out.print(f"  [dim]log position {d.position}[/]")
     return EXIT_OK
@@ -132,8 +151,16 @@ def cmd_check(engine: Engine, args: argparse.Namespace) -> int:
 def cmd_capabilities(engine: Engine, args: argparse.Namespace) -> int:
     decisions = engine.capabilities(args.account, args.at, args.as_known_at, args.min_position)
     if args.json:
-        print(json.dumps({"account_id": args.account, "at": args.at, "as_known_at": args.as_known_at,
-                          "capabilities": [d.as_dict() for d in decisions]}))
+        print(
+            json.dumps(
+                {
+                    "account_id": args.account,
+                    "at": args.at,
+                    "as_known_at": args.as_known_at,
+                    "capabilities": [d.as_dict() for d in decisions],
+                }
+            )
+        )
         return EXIT_OK
     table = Table(title=f"{escape(args.account)} {_when(args)}", title_justify="left")
     for col in ("capability", "answer", "reason", "because"):
@@ -164,7 +191,16 @@ def cmd_history(engine: Engine, args: argparse.Namespace) -> int:
     table = Table(title=f"history of {escape(args.account)} (log order)", title_justify="left")
     for col in ("v", "event", "effective_at", "recorded_at", "details", "cause", "asked by"):
         table.add_column(col)
-    core = {"stream", "type", "version", "effective_at", "recorded_at", "cause", "actor", "command_id"}
+    core = {
+        "stream",
+        "type",
+        "version",
+        "effective_at",
+        "recorded_at",
+        "cause",
+        "actor",
+        "command_id",
+    }
     for e in events:
         details = ", ".join(f"{k}={v}" for k, v in e.items() if k not in core)
         asked_by = " ".join(x for x in (e.get("actor"), _given_id(e.get("command_id"))) if x)
@@ -175,7 +211,15 @@ def cmd_history(engine: Engine, args: argparse.Namespace) -> int:
             why = f"{cause['rule']} ({ref.get('stream')} v{ref.get('version')})"
             if "trigger" in cause:
                 why += f" on {cause['trigger']['type']} v{cause['trigger']['version']}"
-        cells = (e["version"], e["type"], e["effective_at"], e["recorded_at"], details, why, asked_by)
+        cells = (
+            e["version"],
+            e["type"],
+            e["effective_at"],
+            e["recorded_at"],
+            details,
+            why,
+            asked_by,
+        )
         table.add_row(*(escape(str(cell)) for cell in cells))
     out.print(table)
     return EXIT_OK
@@ -190,15 +234,31 @@ def cmd_rejections(engine: Engine, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(entries))
         return EXIT_OK
-    scope = " ".join(x for x in (args.account and f"account {args.account}",
-                                 args.region and f"region {args.region}") if x) or "every command"
+    scope = (
+        " ".join(
+            x
+            for x in (
+                args.account and f"account {args.account}",
+                args.region and f"region {args.region}",
+            )
+            if x
+        )
+        or "every command"
+    )
     table = Table(title=escape(f"rejected commands ({scope}, log order)"), title_justify="left")
     for col in ("position", "command", "subject", "actor", "effective_at", "recorded_at", "reason"):
         table.add_column(col)
     for e in entries:
         subject = e["account_id"] or e["region"] or ""
-        cells = (str(e["position"]), e["command"], subject, e.get("actor") or "",
-                 e["effective_at"], e["recorded_at"], e["reason"])
+        cells = (
+            str(e["position"]),
+            e["command"],
+            subject,
+            e.get("actor") or "",
+            e["effective_at"],
+            e["recorded_at"],
+            e["reason"],
+        )
         table.add_row(*(escape(c) for c in cells))
     out.print(table)
     if not entries:
@@ -211,8 +271,14 @@ def cmd_rejections(engine: Engine, args: argparse.Namespace) -> int:
 
 def _progress_bar(label: str) -> tuple[Progress, Callable[[int, int], None]]:
     bar = Progress(
-        TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("events"),
-        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err, transient=False,
+        TextColumn(f"[bold]{label}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("events"),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
     )
     task = bar.add_task(label, total=None, rate="")
 
@@ -230,26 +296,35 @@ def cmd_rebuild(engine: Engine, args: argparse.Namespace) -> int:
     with bar:
         position = rebuild(engine.app, engine.url, update)
     seconds = time.perf_counter() - started
-    summary = {"position": position, "seconds": round(seconds, 2),
-               "events_per_second": round(position / seconds) if seconds else None}
+    summary = {
+        "position": position,
+        "seconds": round(seconds, 2),
+        "events_per_second": round(position / seconds) if seconds else None,
+    }
     if args.json:
         print(json.dumps(summary))
     else:
-        out.print(f"rebuilt every read model up to log position {position} in {seconds:.1f} s "
-                  f"({summary['events_per_second'] or 0:,} events/s); check-index snapshot saved")
+        out.print(
+            f"rebuilt every read model up to log position {position} in {seconds:.1f} s "
+            f"({summary['events_per_second'] or 0:,} events/s); check-index snapshot saved"
+        )
     return EXIT_OK
 
 
 def cmd_reconcile(engine: Engine, args: argparse.Namespace) -> int:
     recorded = engine.reconcile(args.region)
-    out.print(f"hosting fan-out complete{escape(' in ' + args.region) if args.region else ''}: "
-              f"{recorded} missing event(s) recorded")
+    out.print(
+        f"hosting fan-out complete{escape(' in ' + args.region) if args.region else ''}: "
+        f"{recorded} missing event(s) recorded"
+    )
     return EXIT_OK
 
 
 def cmd_catch_up(engine: Engine, args: argparse.Namespace) -> int:
 
-    projection = SqlProjection.current(engine.app, engine.url)  # kept: each poll reads only what is new
+    projection = SqlProjection.current(
+        engine.app, engine.url
+    )  # kept: each poll reads only what is new
     bar, update = _progress_bar("catch-up")
     with bar:
         position = projection.run(update)
@@ -271,19 +346,35 @@ def cmd_serve(_: Engine | None, args: argparse.Namespace) -> int:
     url = store_url(args.db)
     check_store(url, must_exist=False)  # a wrong URL says so now, not in every worker
     os.environ[ENV_VAR] = url  # the workers read the store from the environment
-    err.print(f"serving {escape(url)} on http://{args.host}:{args.port} with {args.workers} worker(s)")
+    err.print(
+        f"serving {escape(url)} on http://{args.host}:{args.port} with {args.workers} worker(s)"
+    )
     from entitlements.serving import NoDelayH11Protocol
 
-    uvicorn.run("entitlements.http:app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=10,
-                http=NoDelayH11Protocol)
+    uvicorn.run(
+        "entitlements.http:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=10,
+        http=NoDelayH11Protocol,
+    )
     return EXIT_OK
 
 
 # -- demo --------------------------------------------------------------------------------
 
 DEMO_DATES = ("2020-05-18", "2020-05-19", "2020-06-15", "2020-08-24", "2020-10-01", "2020-10-15")
-DEMO_CAPS = ("join", "host", "subscribe_online", "purchase_direct", "purchase_via_partner", "max_participants")
+DEMO_CAPS = (
+    "join",
+    "host",
+    "subscribe_online",
+    "purchase_direct",
+    "purchase_via_partner",
+    "max_participants",
+)
 
 
 def cmd_demo(_: Engine | None, args: argparse.Namespace) -> int:
@@ -298,13 +389,25 @@ def cmd_demo(_: Engine | None, args: argparse.Namespace) -> int:
             table.add_column(col)
         for (n, cmd), r in zip(commands, results, strict=True):
             subject = getattr(cmd, "account_id", None) or getattr(cmd, "region", "")
-            result = "[green]applied[/]" if r.status == "applied" else f"[red]rejected[/]: {escape(str(r.reason))}"
-            table.add_row(str(n), escape(cmd.command), escape(str(subject)), cmd.effective_at.date().isoformat(), result)
+            result = (
+                "[green]applied[/]"
+                if r.status == "applied"
+                else f"[red]rejected[/]: {escape(str(r.reason))}"
+            )
+            table.add_row(
+                str(n),
+                escape(cmd.command),
+                escape(str(subject)),
+                cmd.effective_at.date().isoformat(),
+                result,
+            )
         out.print(table)
 
-        registered = {c.account_id: c.effective_at.date().isoformat()
-                      for (_, c), r in zip(commands, results, strict=True)
-                      if c.command == "register_account" and r.status == "applied"}
+        registered = {
+            c.account_id: c.effective_at.date().isoformat()
+            for (_, c), r in zip(commands, results, strict=True)
+            if c.command == "register_account" and r.status == "applied"
+        }
         for date in DEMO_DATES:
             accounts = sorted(a for a, since in registered.items() if since <= date)
             table = Table(title=f"\n2. What each account could do on {date}", title_justify="left")
@@ -316,7 +419,9 @@ def cmd_demo(_: Engine | None, args: argparse.Namespace) -> int:
                 table.add_row(escape(account), *(_yes_no(decisions[c]) for c in DEMO_CAPS))
             out.print(table)
 
-        out.print("\n[bold]3. What did we believe?[/] cn-ent-02's hosting was revoked on 2020-11-01, backdated to 2020-09-15:")
+        out.print(
+            "\n[bold]3. What did we believe?[/] cn-ent-02's hosting was revoked on 2020-11-01, backdated to 2020-09-15:"
+        )
         for known in ("2020-10-20", None):
             d = engine.check("cn-ent-02", "host", at="2020-10-01", as_known_at=known)
             label = f"as known at {known}" if known else "as known now"
@@ -363,7 +468,9 @@ def cmd_token_create(engine: Engine, args: argparse.Namespace) -> int:
         print(json.dumps({"name": args.name, "role": args.role, "token": secret}), flush=True)
         return EXIT_OK
     # print, not rich: the token must never be wrapped or styled
-    print(f"keep it secret: only its hash is stored; `entitlements token revoke {args.name}` ends it")
+    print(
+        f"keep it secret: only its hash is stored; `entitlements token revoke {args.name}` ends it"
+    )
     print(f"token for {args.name} (role {args.role}), shown once: {secret}", flush=True)
     return EXIT_OK
 
@@ -371,8 +478,10 @@ def cmd_token_create(engine: Engine, args: argparse.Namespace) -> int:
 def cmd_token_list(engine: Engine, args: argparse.Namespace) -> int:
     """Every token: name, role, when created and revoked (never a secret)."""
     with TokenStore(engine.url) as tokens:
-        listed = [{**t, "created_at": _iso(t["created_at"]), "revoked_at": _iso(t["revoked_at"])}
-                  for t in tokens.list()]
+        listed = [
+            {**t, "created_at": _iso(t["created_at"]), "revoked_at": _iso(t["revoked_at"])}
+            for t in tokens.list()
+        ]
     if args.json:
         print(json.dumps(listed))
         return EXIT_OK
@@ -380,7 +489,9 @@ def cmd_token_list(engine: Engine, args: argparse.Namespace) -> int:
     for col in ("name", "role", "created_at", "status"):
         table.add_column(col)
     for t in listed:
-        status = f"[red]revoked[/] {escape(t['revoked_at'])}" if t["revoked_at"] else "[green]valid[/]"
+        status = (
+            f"[red]revoked[/] {escape(t['revoked_at'])}" if t["revoked_at"] else "[green]valid[/]"
+        )
         table.add_row(escape(t["name"]), escape(t["role"]), escape(t["created_at"] or ""), status)
     out.print(table)
     if not listed:
@@ -393,8 +504,11 @@ def cmd_token_revoke(engine: Engine, args: argparse.Namespace) -> int:
     with TokenStore(engine.url) as tokens:
         found = tokens.revoke(args.name)
     if not found:
-        err.print("[red]error:[/] " + escape(f"no token named {args.name!r} (see `entitlements token list`)"),
-                  soft_wrap=True)
+        err.print(
+            "[red]error:[/] "
+            + escape(f"no token named {args.name!r} (see `entitlements token list`)"),
+            soft_wrap=True,
+        )
         return EXIT_MALFORMED
     out.print(f"token {escape(args.name)} revoked: it no longer authenticates, on any worker")
     return EXIT_OK
@@ -405,37 +519,51 @@ def cmd_token_revoke(engine: Engine, args: argparse.Namespace) -> int:
 
 def _time_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--at", metavar="T", help="effective time to ask about (default: now)")
-    p.add_argument("--as-known-at", metavar="K", help="only what was recorded by K (default: everything)")
+    p.add_argument(
+        "--as-known-at", metavar="K", help="only what was recorded by K (default: everything)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON for machines")
-    p.add_argument("--min-position", type=int, metavar="N",
-                   help="answer only from an index that reached log position N (read your writes: "
-                   "`apply` prints the position reached); waits up to 2 s, else exit 5")
+    p.add_argument(
+        "--min-position",
+        type=int,
+        metavar="N",
+        help="answer only from an index that reached log position N (read your writes: "
+        "`apply` prints the position reached); waits up to 2 s, else exit 5",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="entitlements", description=DESCRIPTION,
+        prog="entitlements",
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--db", metavar="URL",
+        "--db",
+        metavar="URL",
         help=f"store URL: sqlite:///path or postgresql://user@host/db (default: ${ENV_VAR}, else {DEFAULT_URL})",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("apply", help="apply a JSON Lines command file (validated whole first)",
-                       description="Validate the whole file (a malformed line refuses it: exit 2, nothing "
-                       "applied), then apply each line in order and print its JSON result as soon as it "
-                       "is committed. Each line is a command with a command_id (given, or derived from "
-                       "the line's content): run the file again after a crash, or twice, and lines "
-                       "already on file are reported as duplicates, nothing is recorded twice. "
-                       "Exit 0 if all applied, 1 if any was rejected by a domain rule.")
+    p = sub.add_parser(
+        "apply",
+        help="apply a JSON Lines command file (validated whole first)",
+        description="Validate the whole file (a malformed line refuses it: exit 2, nothing "
+        "applied), then apply each line in order and print its JSON result as soon as it "
+        "is committed. Each line is a command with a command_id (given, or derived from "
+        "the line's content): run the file again after a crash, or twice, and lines "
+        "already on file are reported as duplicates, nothing is recorded twice. "
+        "Exit 0 if all applied, 1 if any was rejected by a domain rule.",
+    )
     p.add_argument("file", help="the command file, one JSON command per line")
     p.set_defaults(run=cmd_apply)
 
-    p = sub.add_parser("check", help="may ACCOUNT do CAPABILITY?",
-                       description=f"Capabilities: {', '.join(CAPABILITIES)}. Exit 0 whatever the "
-                       "answer; 3 for an account never recorded; 2 for a bad capability or time.")
+    p = sub.add_parser(
+        "check",
+        help="may ACCOUNT do CAPABILITY?",
+        description=f"Capabilities: {', '.join(CAPABILITIES)}. Exit 0 whatever the "
+        "answer; 3 for an account never recorded; 2 for a bad capability or time.",
+    )
     p.add_argument("account")
     p.add_argument("capability", metavar="capability", help=" | ".join(CAPABILITIES))
     _time_options(p)
@@ -451,76 +579,117 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     p.set_defaults(run=cmd_history)
 
-    p = sub.add_parser("rejections", help="the rejection log: every rejected command, who asked and why",
-                       description="Lists every command a domain rule rejected, in log order: the "
-                       "command as given, its command_id and actor, the reason, and both clocks "
-                       "(recorded_at is when the rejection was recorded). Rejections survive "
-                       "restarts; they change no account and no region.")
+    p = sub.add_parser(
+        "rejections",
+        help="the rejection log: every rejected command, who asked and why",
+        description="Lists every command a domain rule rejected, in log order: the "
+        "command as given, its command_id and actor, the reason, and both clocks "
+        "(recorded_at is when the rejection was recorded). Rejections survive "
+        "restarts; they change no account and no region.",
+    )
     p.add_argument("--account", metavar="A", help="only commands on this account")
     p.add_argument("--region", metavar="R", help="only commands on this region or its accounts")
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     p.set_defaults(run=cmd_rejections)
 
-    p = sub.add_parser("rebuild", help="rebuild every read model from the log, with progress",
-                       description="Rebuilds the SQL read models (accounts, capability_intervals, the "
-                       "capabilities_now view) and the check-index snapshot from the whole log, in large "
-                       "batches, into fresh tables swapped in at the end: checks keep answering meanwhile. "
-                       "Killed halfway, run it again: it resumes where it stopped and ends at the log's head. "
-                       "Run it as often as you like.")
+    p = sub.add_parser(
+        "rebuild",
+        help="rebuild every read model from the log, with progress",
+        description="Rebuilds the SQL read models (accounts, capability_intervals, the "
+        "capabilities_now view) and the check-index snapshot from the whole log, in large "
+        "batches, into fresh tables swapped in at the end: checks keep answering meanwhile. "
+        "Killed halfway, run it again: it resumes where it stopped and ends at the log's head. "
+        "Run it as often as you like.",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(run=cmd_rebuild, lazy_index=True)
 
-    p = sub.add_parser("catch-up", help="bring the SQL read models up to the log (incremental)",
-                       description="Writes the rows of the accounts that changed since the read "
-                       "models' tracked position, exactly once.")
+    p = sub.add_parser(
+        "catch-up",
+        help="bring the SQL read models up to the log (incremental)",
+        description="Writes the rows of the accounts that changed since the read "
+        "models' tracked position, exactly once.",
+    )
     p.add_argument("--follow", action="store_true", help="keep following the log")
-    p.add_argument("--interval", type=float, default=1.0, help="seconds between polls with --follow")
+    p.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between polls with --follow"
+    )
     p.set_defaults(run=cmd_catch_up, lazy_index=True)
 
-    p = sub.add_parser("token", help="API tokens for `entitlements serve`: create, list, revoke",
-                       description=TOKEN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "token",
+        help="API tokens for `entitlements serve`: create, list, revoke",
+        description=TOKEN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     token_sub = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
-    t = token_sub.add_parser("create", help="a new token, printed once (the last word of the last line)",
-                             description="Creates a token for NAME with ROLE and prints it once, as the "
-                             "last word of the last line (--json: {name, role, token}). Only its hash is "
-                             "stored: keep it, it cannot be shown again. Creates the store if it does not "
-                             "exist yet. Exit 2 for a name already in use (even revoked) or a bad name.")
-    t.add_argument("--role", required=True, choices=ROLES,
-                   help="checker (checks) < auditor (+ history, rejections, audit) < admin (+ commands)")
-    t.add_argument("--name", required=True, metavar="NAME",
-                   help="who will use it, 1-64 of A-Za-z0-9._:@- (e.g. meetings-svc, ops@example)")
+    t = token_sub.add_parser(
+        "create",
+        help="a new token, printed once (the last word of the last line)",
+        description="Creates a token for NAME with ROLE and prints it once, as the "
+        "last word of the last line (--json: {name, role, token}). Only its hash is "
+        "stored: keep it, it cannot be shown again. Creates the store if it does not "
+        "exist yet. Exit 2 for a name already in use (even revoked) or a bad name.",
+    )
+    t.add_argument(
+        "--role",
+        required=True,
+        choices=ROLES,
+        help="checker (checks) < auditor (+ history, rejections, audit) < admin (+ commands)",
+    )
+    t.add_argument(
+        "--name",
+        required=True,
+        metavar="NAME",
+        help="who will use it, 1-64 of A-Za-z0-9._:@- (e.g. meetings-svc, ops@example)",
+    )
     t.add_argument("--json", action="store_true", help="print JSON for machines")
     t.set_defaults(run=cmd_token_create, lazy_index=True, store_must_exist=False)
-    t = token_sub.add_parser("list", help="every token: name, role, created, revoked (never a secret)")
+    t = token_sub.add_parser(
+        "list", help="every token: name, role, created, revoked (never a secret)"
+    )
     t.add_argument("--json", action="store_true", help="print JSON for machines")
     t.set_defaults(run=cmd_token_list, lazy_index=True)
-    t = token_sub.add_parser("revoke", help="revoke NAME's token: refused at once, on every worker",
-                             description="Revokes the token named NAME: every worker and host refuses "
-                             "it from its next request (401). Revoking twice is fine (exit 0); an "
-                             "unknown name is exit 2. The name stays taken.")
+    t = token_sub.add_parser(
+        "revoke",
+        help="revoke NAME's token: refused at once, on every worker",
+        description="Revokes the token named NAME: every worker and host refuses "
+        "it from its next request (401). Revoking twice is fine (exit 0); an "
+        "unknown name is exit 2. The name stays taken.",
+    )
     t.add_argument("name", metavar="NAME")
     t.set_defaults(run=cmd_token_revoke, lazy_index=True)
 
-    p = sub.add_parser("reconcile", help="record any hosting event a region rule still lacks (idempotent)",
-                       description="Records the HostingRevoked / HostingRestored events that a region "
-                       "rule's fan-out has not recorded yet. Rarely needed: after a crash halfway, the next "
-                       "writer (any command) finishes the fan-out by itself. Running it when nothing is "
-                       "missing records nothing.")
+    p = sub.add_parser(
+        "reconcile",
+        help="record any hosting event a region rule still lacks (idempotent)",
+        description="Records the HostingRevoked / HostingRestored events that a region "
+        "rule's fan-out has not recorded yet. Rarely needed: after a crash halfway, the next "
+        "writer (any command) finishes the fan-out by itself. Running it when nothing is "
+        "missing records nothing.",
+    )
     p.add_argument("--region", help="only this region (default: every region)")
     p.set_defaults(run=cmd_reconcile)
 
-    p = sub.add_parser("serve", help="serve the HTTP API (checks, commands, audits) on a port",
-                       description="Serves the HTTP API of INTERFACES.md: checks for the meeting service, "
-                       "history and rejections for auditors, commands for admins, /healthz, /metrics and "
-                       "/openapi.json. Every request but /healthz and /metrics needs a bearer token "
-                       "(`entitlements token create`). Each worker holds its own index and follows the log.")
+    p = sub.add_parser(
+        "serve",
+        help="serve the HTTP API (checks, commands, audits) on a port",
+        description="Serves the HTTP API of INTERFACES.md: checks for the meeting service, "
+        "history and rejections for auditors, commands for admins, /healthz, /metrics and "
+        "/openapi.json. Every request but /healthz and /metrics needs a bearer token "
+        "(`entitlements token create`). Each worker holds its own index and follows the log.",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
-    p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    p.add_argument(
+        "--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug")
+    )
     p.set_defaults(run=cmd_serve, no_engine=True)
 
-    p = sub.add_parser("demo", help="run the china-2020 story on a fresh SQLite store and show the answers")
+    p = sub.add_parser(
+        "demo", help="run the china-2020 story on a fresh SQLite store and show the answers"
+    )
     p.set_defaults(run=cmd_demo, no_engine=True)
     return parser
 
@@ -547,7 +716,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "no_engine", False):
             return handler(None, args)
         lazy, must_exist = getattr(args, "lazy_index", False), args.command != "apply"
-        must_exist = getattr(args, "store_must_exist", must_exist)  # `token create` may start a store
+        must_exist = getattr(
+            args, "store_must_exist", must_exist
+        )  # `token create` may start a store
         with Engine(args.db, start=not lazy, must_exist=must_exist) as engine:
             return handler(engine, args)
     except MalformedCommand as e:
@@ -566,7 +737,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("ENTITLEMENTS_DEBUG"):
             raise
-        return _fail(f"error: {type(e).__name__}", e, EXIT_STORE, " (ENTITLEMENTS_DEBUG=1 shows the traceback)")
+        return _fail(
+            f"error: {type(e).__name__}",
+            e,
+            EXIT_STORE,
+            " (ENTITLEMENTS_DEBUG=1 shows the traceback)",
+        )
 
 
 def main() -> None:

@@ -37,8 +37,15 @@ class AppliedCommand(Aggregate):
 
     @event("CommandApplied", topic="entitlements:CommandApplied")
     def __init__(
-        self, command_id: str, command: str, fingerprint: str, actor: str | None,
-        account_id: str | None, region: str | None, effective_at: datetime, recorded_at: datetime,
+        self,
+        command_id: str,
+        command: str,
+        fingerprint: str,
+        actor: str | None,
+        account_id: str | None,
+        region: str | None,
+        effective_at: datetime,
+        recorded_at: datetime,
         fan_out: bool = False,
     ) -> None:
         """`fan_out`: the command switched a hosting rule, whose fan-out to the region's
@@ -69,8 +76,17 @@ class RejectedCommand(Aggregate):
 
     @event("CommandRejected", topic="entitlements:CommandRejected")
     def __init__(
-        self, command_id: str, command: str, fingerprint: str, actor: str | None,
-        account_id: str | None, region: str | None, effective_at: datetime, recorded_at: datetime,
-        reason: str, request: dict[str, Any], conflict: bool = False,
+        self,
+        command_id: str,
+        command: str,
+        fingerprint: str,
+        actor: str | None,
+        account_id: str | None,
+        region: str | None,
+        effective_at: datetime,
+        recorded_at: datetime,
+        reason: str,
+        request: dict[str, Any],
+        conflict: bool = False,
     ) -> None:
         self.command_id = command_id

@@ -219,8 +219,14 @@ class LiftRegionRule(_Command):
 
 
 AccountCommand = (
-    ApproveRegistration | OpenSubscription | CloseSubscription | RevokeHosting
-    | RestoreHosting | MoveToPartner | SuspendAccount | ReinstateAccount
+    ApproveRegistration
+    | OpenSubscription
+    | CloseSubscription
+    | RevokeHosting
+    | RestoreHosting
+    | MoveToPartner
+    | SuspendAccount
+    | ReinstateAccount
 )
 RegionCommand = AuthorizePartner | ApplyRegionRule | LiftRegionRule
 Command = Annotated[

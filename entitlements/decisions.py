@@ -41,8 +41,13 @@ class Decision:
     @classmethod
     def of(cls, account_id: str, capability: str, verdict: Verdict, position: int) -> Decision:
         return cls(
-            account_id, capability, verdict.allowed, verdict.value, verdict.reason,
-            verdict.because, position,
+            account_id,
+            capability,
+            verdict.allowed,
+            verdict.value,
+            verdict.reason,
+            verdict.because,
+            position,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -71,8 +76,12 @@ class CommandResult:
 
     def as_dict(self, label: str = "line") -> dict[str, Any]:
         result = {
-            label: self.item, "command_id": self.command_id, "command": self.command,
-            "status": self.status, "reason": self.reason, "position": self.position,
+            label: self.item,
+            "command_id": self.command_id,
+            "command": self.command,
+            "status": self.status,
+            "reason": self.reason,
+            "position": self.position,
         }
         if self.duplicate:
             result["duplicate"] = True

@@ -51,7 +51,9 @@ from projections.rebuild import Projector
 FAN_OUT_BATCH = 1000  # events saved per transaction when a region rule fans out
 RETRIES = 30  # optimistic-concurrency retries per command, with jittered backoff
 LOCK_SPAN = 0.1  # seconds a batch holds the writer lock before letting others in
-WRITER_WAIT = 300.0  # seconds a command waits for the writer lock (a 1M-account fan-out holds it ~1 min)
+WRITER_WAIT = (
+    300.0  # seconds a command waits for the writer lock (a 1M-account fan-out holds it ~1 min)
+)
 
 
 class EntitlementsApplication(Application[UUID]):
@@ -63,7 +65,9 @@ class EntitlementsApplication(Application[UUID]):
 class Engine:
     """Apply commands to the log and answer what each account may do."""
 
-    def __init__(self, url: str | None = None, *, start: bool = True, must_exist: bool = False) -> None:
+    def __init__(
+        self, url: str | None = None, *, start: bool = True, must_exist: bool = False
+    ) -> None:
         """Open the store at `url` (see store.store_url); `must_exist` refuses to create an
         SQLite file (a read on a typo'd path). A server that refuses us says why, at once."""
         self.url = store_url(url)
@@ -155,15 +159,24 @@ class Engine:
             if known.fingerprint != fingerprint:
                 reason = f"command_id {cmd.command_id} was used for a different command"
                 return self._reject(n, cmd, fingerprint, reason, conflict=True)
-            return CommandResult(n, cmd.command, known.status, known.reason, known.position,
-                                 cmd.command_id, duplicate=True)
+            return CommandResult(
+                n,
+                cmd.command,
+                known.status,
+                known.reason,
+                known.position,
+                cmd.command_id,
+                duplicate=True,
+            )
         try:
             position = self._execute(cmd, fingerprint)
         except Rejected as e:
             return self._reject(n, cmd, fingerprint, e.reason)
         return CommandResult(n, cmd.command, "applied", None, position, cmd.command_id)
 
-    def _reject(self, n: int, cmd: Any, fingerprint: str, reason: str, conflict: bool = False) -> CommandResult:
+    def _reject(
+        self, n: int, cmd: Any, fingerprint: str, reason: str, conflict: bool = False
+    ) -> CommandResult:
         """Record the rejection (the rejection log) and answer it. Its recorded_at is the
         command's, or the store's newest when the command's is earlier (the clock never
         goes back); the command as given keeps what it asked for."""
@@ -171,18 +184,25 @@ class Engine:
         stamped = max(t for t in (cmd.recorded_at or now(), newest) if t is not None)
         account_id = getattr(cmd, "account_id", None)
         record = RejectedCommand(
-            command_id=cmd.command_id, command=cmd.command, fingerprint=fingerprint,
-            actor=cmd.actor, account_id=account_id,
+            command_id=cmd.command_id,
+            command=cmd.command,
+            fingerprint=fingerprint,
+            actor=cmd.actor,
+            account_id=account_id,
             region=getattr(cmd, "region", None) or self.facts.region_of.get(account_id or ""),
-            effective_at=cmd.effective_at, recorded_at=stamped, reason=reason, conflict=conflict,
+            effective_at=cmd.effective_at,
+            recorded_at=stamped,
+            reason=reason,
+            conflict=conflict,
             request=cmd.model_dump(mode="json", exclude_none=True),
         )
         try:
             position = self._save(record)
         except IntegrityError:  # the id went on file meanwhile (a writer past the lock): a repeat
             return self._apply_one(n, cmd)
-        return CommandResult(n, cmd.command, "rejected", reason, position or self.facts.position,
-                             cmd.command_id)
+        return CommandResult(
+            n, cmd.command, "rejected", reason, position or self.facts.position, cmd.command_id
+        )
 
     def _execute(self, cmd: Any, fingerprint: str) -> int:
         """Stamp, decide and save one command with its record; returns the log position its
@@ -210,7 +230,9 @@ class Engine:
                 self.catch_up()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _execute_account_command(self, cmd: Any, fingerprint: str, recorded_at: datetime) -> int | None:
+    def _execute_account_command(
+        self, cmd: Any, fingerprint: str, recorded_at: datetime
+    ) -> int | None:
         eff, who = cmd.effective_at, _who(cmd)
         if isinstance(cmd, c.RegisterAccount):
             # A sign-up racing another process's for the same id fails to save (version 1
@@ -228,9 +250,13 @@ class Engine:
             region = self._rules(account.region)
             match cmd:
                 case c.ApproveRegistration():
-                    account.approve_registration(region, cmd.plan, cmd.channel, cmd.partner, eff, recorded_at, who)
+                    account.approve_registration(
+                        region, cmd.plan, cmd.channel, cmd.partner, eff, recorded_at, who
+                    )
                 case c.OpenSubscription():
-                    account.open_subscription(region, cmd.plan, cmd.channel, cmd.partner, eff, recorded_at, who)
+                    account.open_subscription(
+                        region, cmd.plan, cmd.channel, cmd.partner, eff, recorded_at, who
+                    )
                 case c.CloseSubscription():
                     account.close_subscription(cmd.reason, eff, recorded_at, who)
                 case c.MoveToPartner():
@@ -247,7 +273,9 @@ class Engine:
         record = self._applied(cmd, fingerprint, recorded_at, account.account_id, account.region)
         return self._save(account, record)  # the record last: its position is the command's
 
-    def _execute_region_command(self, cmd: Any, fingerprint: str, recorded_at: datetime) -> int | None:
+    def _execute_region_command(
+        self, cmd: Any, fingerprint: str, recorded_at: datetime
+    ) -> int | None:
         who = _who(cmd)
         region = self._region(cmd.region, cmd.effective_at, recorded_at, who)
         match cmd:
@@ -261,18 +289,30 @@ class Engine:
         record = self._applied(cmd, fingerprint, recorded_at, None, cmd.region, fan_out=fans_out)
         position = self._save(region, record)
         if fans_out:  # the record says a fan-out is due until FanOutCompleted follows it
-            position = self._finish_fan_out(cmd.command_id, cmd.region, recorded_at, who) or position
+            position = (
+                self._finish_fan_out(cmd.command_id, cmd.region, recorded_at, who) or position
+            )
         return position
 
     @staticmethod
     def _applied(
-        cmd: Any, fingerprint: str, recorded_at: datetime, account_id: str | None,
-        region: str | None, fan_out: bool = False,
+        cmd: Any,
+        fingerprint: str,
+        recorded_at: datetime,
+        account_id: str | None,
+        region: str | None,
+        fan_out: bool = False,
     ) -> AppliedCommand:
         return AppliedCommand(
-            command_id=cmd.command_id, command=cmd.command, fingerprint=fingerprint,
-            actor=cmd.actor, account_id=account_id, region=region,
-            effective_at=cmd.effective_at, recorded_at=recorded_at, fan_out=fan_out,
+            command_id=cmd.command_id,
+            command=cmd.command,
+            fingerprint=fingerprint,
+            actor=cmd.actor,
+            account_id=account_id,
+            region=region,
+            effective_at=cmd.effective_at,
+            recorded_at=recorded_at,
+            fan_out=fan_out,
         )
 
     def _finish_fan_outs(self) -> None:
@@ -282,18 +322,27 @@ class Engine:
         recorded_at, as the interrupted fan-out would have recorded it."""
         for command_id, (code, actor) in list(self.facts.pending_fan_outs.items()):
             recorded_at = self.facts.newest_recorded_at or now()
-            self._finish_fan_out(command_id, code, recorded_at, {"actor": actor, "command_id": command_id})
+            self._finish_fan_out(
+                command_id, code, recorded_at, {"actor": actor, "command_id": command_id}
+            )
 
-    def _finish_fan_out(self, command_id: str, code: str, recorded_at: datetime, who: Who) -> int | None:
+    def _finish_fan_out(
+        self, command_id: str, code: str, recorded_at: datetime, who: Who
+    ) -> int | None:
         done = AppliedCommand.FanOutCompleted(  # type: ignore[attr-defined]
-            originator_id=command_uuid(command_id), originator_version=2,
+            originator_id=command_uuid(command_id),
+            originator_version=2,
             timestamp=AppliedCommand.FanOutCompleted.create_timestamp(),  # type: ignore[attr-defined]
-            region=code, recorded_at=recorded_at,
+            region=code,
+            recorded_at=recorded_at,
         )
         return self.fan_out(self._rules(code), recorded_at, who, then=done)
 
     def fan_out(
-        self, region: Region | RegionRules, recorded_at: datetime, who: Who = NOBODY,
+        self,
+        region: Region | RegionRules,
+        recorded_at: datetime,
+        who: Who = NOBODY,
         then: Any = None,
     ) -> int | None:
         """Record the region's hosting rule on every account of the region that needs it,
@@ -312,7 +361,9 @@ class Engine:
                 account_id = members[end]
                 events.extend(
                     _event_from_fact(account_id, f, who)
-                    for f in hosting_corrections(self.facts.accounts[account_id], region.facts, recorded_at)
+                    for f in hosting_corrections(
+                        self.facts.accounts[account_id], region.facts, recorded_at
+                    )
                 )
                 end += 1
             last = end >= len(members)
@@ -387,7 +438,9 @@ class Engine:
 
     # -- the change feed -----------------------------------------------------------------
 
-    def changes(self, after: int = 0, limit: int = 100, wait: float = 0.0) -> tuple[list[dict[str, Any]], int]:
+    def changes(
+        self, after: int = 0, limit: int = 100, wait: float = 0.0
+    ) -> tuple[list[dict[str, Any]], int]:
         """Capability changes recorded after log position `after`, in log order, and the
         position to ask from next (see projections/changes.py). With nothing new, wait up
         to `wait` seconds for the log to move on (long polling)."""
@@ -407,7 +460,9 @@ class Engine:
 
     # -- the command log -----------------------------------------------------------------
 
-    def rejections(self, account_id: str | None = None, region: str | None = None) -> list[dict[str, Any]]:
+    def rejections(
+        self, account_id: str | None = None, region: str | None = None
+    ) -> list[dict[str, Any]]:
         """The rejection log, in log order: every rejected command as given, who asked, the
         reason and both clocks; only an account's or a region's when asked."""
         self.catch_up()
@@ -427,8 +482,11 @@ class Engine:
     # -- checks: answered by the in-memory index -------------------------------------
 
     def check(
-        self, account_id: str, capability: str,
-        at: datetime | str | None = None, as_known_at: datetime | str | None = None,
+        self,
+        account_id: str,
+        capability: str,
+        at: datetime | str | None = None,
+        as_known_at: datetime | str | None = None,
         min_position: int | None = None,
     ) -> Decision:
         """What the account may do at `at` (default now) as known at `as_known_at`
@@ -446,8 +504,11 @@ class Engine:
             return self.index.check(account_id, capability, at, as_known_at)
 
     def capabilities(
-        self, account_id: str, at: datetime | str | None = None,
-        as_known_at: datetime | str | None = None, min_position: int | None = None,
+        self,
+        account_id: str,
+        at: datetime | str | None = None,
+        as_known_at: datetime | str | None = None,
+        min_position: int | None = None,
     ) -> list[Decision]:
         """Every capability at once, in the spec's order."""
         self.check(account_id, "join", at, as_known_at, min_position)  # UnknownAccount, bad times
@@ -471,10 +532,15 @@ def _event_from_fact(account_id: str, fact: Fact, who: Who) -> Any:
     """The account event a rule-caused correction is recorded as."""
     cls = getattr(Account, fact.type)  # HostingRevoked or HostingRestored, made by @event
     return cls(  # type: ignore[call-arg]
-        originator_id=account_uuid(account_id), originator_version=fact.version,
-        timestamp=cls.create_timestamp(), reason=fact.data["reason"],
-        effective_at=fact.effective_at, recorded_at=fact.recorded_at, cause=dict(fact.cause or {}),
-        actor=who.get("actor"), command_id=who.get("command_id"),
+        originator_id=account_uuid(account_id),
+        originator_version=fact.version,
+        timestamp=cls.create_timestamp(),
+        reason=fact.data["reason"],
+        effective_at=fact.effective_at,
+        recorded_at=fact.recorded_at,
+        cause=dict(fact.cause or {}),
+        actor=who.get("actor"),
+        command_id=who.get("command_id"),
     )
 
 

@@ -124,10 +124,16 @@ class ErrorOut(BaseModel):
     position: int | None = None
 
 
-_WHY = {400: "A body that cannot be parsed (not UTF-8 JSON)", 401: "No or unknown bearer token", 403: "The token's role is too low", 404: "Unknown account",
-        409: "`min_position` not reached in time (`position`: the current one)",
-        413: "Body too large", 422: "A bad capability, time, parameter or body (`field` named)",
-        503: "The store is unavailable"}
+_WHY = {
+    400: "A body that cannot be parsed (not UTF-8 JSON)",
+    401: "No or unknown bearer token",
+    403: "The token's role is too low",
+    404: "Unknown account",
+    409: "`min_position` not reached in time (`position`: the current one)",
+    413: "Body too large",
+    422: "A bad capability, time, parameter or body (`field` named)",
+    503: "The store is unavailable",
+}
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -146,11 +152,19 @@ def engine_of(request: Request) -> Engine:
 def principal(role: str) -> Callable[..., Principal]:
     """A dependency that lets a request in only with a bearer token of `role` or above."""
 
-    def require(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    def require(
+        request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> Principal:
         scheme, _, secret = (authorization or "").partition(" ")
-        who = request.app.state.tokens.authenticate(secret.strip()) if scheme.lower() == "bearer" else None
+        who = (
+            request.app.state.tokens.authenticate(secret.strip())
+            if scheme.lower() == "bearer"
+            else None
+        )
         if who is None:
-            raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
         if not who.may(role):
             raise HTTPException(403, f"this needs the {role} role; the token is {who.role}")
         return who  # type: ignore[no-any-return]
@@ -180,7 +194,8 @@ def create_app(url: str | None = None, *, follow: bool = True) -> FastAPI:
             engine.close()
 
     app = FastAPI(
-        title="entitlements", version="1",
+        title="entitlements",
+        version="1",
         summary="What may this account do at time T, as we knew it at time K?",
         lifespan=lifespan,
     )
@@ -189,33 +204,48 @@ def create_app(url: str | None = None, *, follow: bool = True) -> FastAPI:
     _install_error_handlers(app)
     _install_body_limit(app)
 
-    @app.get("/healthz", response_model=Health, tags=["operations"],
-             responses={503: {"model": Health, "description": "Not ready yet"}})
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        tags=["operations"],
+        responses={503: {"model": Health, "description": "Not ready yet"}},
+    )
     def healthz(request: Request) -> JSONResponse:
         """Liveness and readiness: 503 until this worker's index has caught up with the log."""
         ready = getattr(request.app.state, "ready", False)
         position = request.app.state.engine.index.position if ready else 0
-        return JSONResponse({"status": "ready" if ready else "starting", "position": position},
-                            status_code=200 if ready else 503)
+        return JSONResponse(
+            {"status": "ready" if ready else "starting", "position": position},
+            status_code=200 if ready else 503,
+        )
 
-    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"], responses=_errors(503))
+    @app.get(
+        "/metrics", response_class=PlainTextResponse, tags=["operations"], responses=_errors(503)
+    )
     def prometheus(request: Request) -> PlainTextResponse:
         """Prometheus text: checks by capability and outcome, latency, index position and lag."""
         engine = request.app.state.engine
         metrics.position.set(engine.index.position)
         metrics.lag.set(max(0, engine.position() - engine.index.position))
-        return PlainTextResponse(generate_latest(metrics.registry).decode(),
-                                 media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(
+            generate_latest(metrics.registry).decode(), media_type="text/plain; version=0.0.4"
+        )
 
     @app.get("/v1/ping", tags=["operations"], responses=_errors(401, 403, 503))
     def ping(_: Annotated[Principal, Depends(checker)]) -> dict[str, bool]:
         """A token check and nothing else: the baseline a check is measured against."""
         return {"ok": True}
 
-    @app.get("/v1/accounts/{account_id}/can/{capability}", response_model=DecisionOut, tags=["checks"],
-             responses=_errors(401, 403, 404, 409, 422, 503))
+    @app.get(
+        "/v1/accounts/{account_id}/can/{capability}",
+        response_model=DecisionOut,
+        tags=["checks"],
+        responses=_errors(401, 403, 404, 409, 422, 503),
+    )
     def can(
-        account_id: str, capability: str, engine: Annotated[Engine, Depends(engine_of)],
+        account_id: str,
+        capability: str,
+        engine: Annotated[Engine, Depends(engine_of)],
         _: Annotated[Principal, Depends(checker)],
         at: Annotated[str | None, Query(max_length=64)] = None,
         as_known_at: Annotated[str | None, Query(max_length=64)] = None,
@@ -227,10 +257,15 @@ def create_app(url: str | None = None, *, follow: bool = True) -> FastAPI:
         metrics.observe(d, time.perf_counter() - started)
         return _decision(d, at, as_known_at)
 
-    @app.post("/v1/checks", response_model=ChecksOut, tags=["checks"],
-              responses=_errors(400, 401, 403, 409, 413, 422, 503))
+    @app.post(
+        "/v1/checks",
+        response_model=ChecksOut,
+        tags=["checks"],
+        responses=_errors(400, 401, 403, 409, 413, 422, 503),
+    )
     def checks(
-        body: ChecksIn, engine: Annotated[Engine, Depends(engine_of)],
+        body: ChecksIn,
+        engine: Annotated[Engine, Depends(engine_of)],
         _: Annotated[Principal, Depends(checker)],
     ) -> dict[str, Any]:
         """Many decisions in one call, in order; an item that cannot be decided (an unknown
@@ -245,15 +280,34 @@ def create_app(url: str | None = None, *, follow: bool = True) -> FastAPI:
                 metrics.observe(d, time.perf_counter() - started)
                 results.append(_decision(d, c.at, c.as_known_at))
             except UnknownAccount as e:
-                results.append({"account_id": c.account_id, "capability": c.capability, "error": str(e), "status": 404})
+                results.append(
+                    {
+                        "account_id": c.account_id,
+                        "capability": c.capability,
+                        "error": str(e),
+                        "status": 404,
+                    }
+                )
             except ValueError as e:
-                results.append({"account_id": c.account_id, "capability": c.capability, "error": str(e), "status": 422})
+                results.append(
+                    {
+                        "account_id": c.account_id,
+                        "capability": c.capability,
+                        "error": str(e),
+                        "status": 422,
+                    }
+                )
         return {"results": results, "position": engine.index.position}
 
-    @app.get("/v1/accounts/{account_id}/capabilities", response_model=CapabilitiesOut, tags=["checks"],
-             responses=_errors(401, 403, 404, 409, 422, 503))
+    @app.get(
+        "/v1/accounts/{account_id}/capabilities",
+        response_model=CapabilitiesOut,
+        tags=["checks"],
+        responses=_errors(401, 403, 404, 409, 422, 503),
+    )
     def capabilities(
-        account_id: str, engine: Annotated[Engine, Depends(engine_of)],
+        account_id: str,
+        engine: Annotated[Engine, Depends(engine_of)],
         _: Annotated[Principal, Depends(checker)],
         at: Annotated[str | None, Query(max_length=64)] = None,
         as_known_at: Annotated[str | None, Query(max_length=64)] = None,
@@ -261,12 +315,17 @@ def create_app(url: str | None = None, *, follow: bool = True) -> FastAPI:
     ) -> dict[str, Any]:
         """Every capability of the account at once."""
         decisions = engine.capabilities(account_id, at, as_known_at, min_position)
-        return {"account_id": account_id, "at": at, "as_known_at": as_known_at,
-                "capabilities": [_decision(d, at, as_known_at) for d in decisions]}
+        return {
+            "account_id": account_id,
+            "at": at,
+            "as_known_at": as_known_at,
+            "capabilities": [_decision(d, at, as_known_at) for d in decisions],
+        }
 
     @app.get("/v1/changes", tags=["checks"], responses=_errors(401, 403, 422, 503))
     def changes(
-        engine: Annotated[Engine, Depends(engine_of)], _: Annotated[Principal, Depends(checker)],
+        engine: Annotated[Engine, Depends(engine_of)],
+        _: Annotated[Principal, Depends(checker)],
         after: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_BATCH)] = 100,
         wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0.0,
@@ -278,9 +337,14 @@ def create_app(url: str | None = None, *, follow: bool = True) -> FastAPI:
         items, next_position = engine.changes(after, limit, wait)
         return {"changes": items, "next": next_position}
 
-    @app.get("/v1/accounts/{account_id}/history", tags=["auditors"], responses=_errors(401, 403, 404, 503))
+    @app.get(
+        "/v1/accounts/{account_id}/history",
+        tags=["auditors"],
+        responses=_errors(401, 403, 404, 503),
+    )
     def history(
-        account_id: str, engine: Annotated[Engine, Depends(engine_of)],
+        account_id: str,
+        engine: Annotated[Engine, Depends(engine_of)],
         _: Annotated[Principal, Depends(auditor)],
     ) -> dict[str, Any]:
         """The account's events in log order, with both clocks, causes and who asked."""
@@ -288,7 +352,8 @@ def create_app(url: str | None = None, *, follow: bool = True) -> FastAPI:
 
     @app.get("/v1/rejections", tags=["auditors"], responses=_errors(401, 403, 422, 503))
     def rejections(
-        engine: Annotated[Engine, Depends(engine_of)], _: Annotated[Principal, Depends(auditor)],
+        engine: Annotated[Engine, Depends(engine_of)],
+        _: Annotated[Principal, Depends(auditor)],
         account_id: Annotated[str | None, Query(max_length=64)] = None,
         region: Annotated[str | None, Query(max_length=2)] = None,
         after: Annotated[int, Query(ge=0)] = 0,
@@ -297,10 +362,15 @@ def create_app(url: str | None = None, *, follow: bool = True) -> FastAPI:
         entries = [r for r in engine.rejections(account_id, region) if r["position"] > after]
         return {"rejections": entries}
 
-    @app.post("/v1/commands", response_model=CommandsOut, tags=["commands"],
-              responses=_errors(400, 401, 403, 413, 422, 503))
+    @app.post(
+        "/v1/commands",
+        response_model=CommandsOut,
+        tags=["commands"],
+        responses=_errors(400, 401, 403, 413, 422, 503),
+    )
     def commands(
-        body: dict[str, Any], engine: Annotated[Engine, Depends(engine_of)],
+        body: dict[str, Any],
+        engine: Annotated[Engine, Depends(engine_of)],
         who: Annotated[Principal, Depends(admin)],
         idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
     ) -> dict[str, Any]:
@@ -310,17 +380,28 @@ def create_app(url: str | None = None, *, follow: bool = True) -> FastAPI:
         so a retried request applies nothing twice."""
         items = body.get("commands") if set(body) == {"commands"} else [body]
         if not isinstance(items, list) or not items or len(items) > MAX_BATCH:
-            raise MalformedCommand(1, "commands", f"expected 1 to {MAX_BATCH} command objects", "item")
+            raise MalformedCommand(
+                1, "commands", f"expected 1 to {MAX_BATCH} command objects", "item"
+            )
         if idempotency_key is not None and len(items) != 1:
-            raise MalformedCommand(1, "Idempotency-Key", "names one command: send one per request", "item")
+            raise MalformedCommand(
+                1, "Idempotency-Key", "names one command: send one per request", "item"
+            )
         prepared = [
-            {"actor": who.name, **item, **({"command_id": idempotency_key} if idempotency_key else {})}
-            if isinstance(item, dict) else item
+            {
+                "actor": who.name,
+                **item,
+                **({"command_id": idempotency_key} if idempotency_key else {}),
+            }
+            if isinstance(item, dict)
+            else item
             for item in items
         ]
         results = engine.apply(prepared)
-        return {"results": [r.as_dict("item") for r in results],
-                "position": max((r.position or 0 for r in results), default=engine.index.position)}
+        return {
+            "results": [r.as_dict("item") for r in results],
+            "position": max((r.position or 0 for r in results), default=engine.index.position),
+        }
 
     return app
 
@@ -340,15 +421,28 @@ class _Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.checks = Counter("entitlements_checks", "Checks answered", ["capability", "outcome"],
-                              registry=self.registry)
-        self.latency = Histogram("entitlements_check_seconds", "Time to decide a check",
-                                 buckets=(1e-6, 5e-6, 2e-5, 1e-4, 5e-4, 2e-3, 1e-2, 0.1),
-                                 registry=self.registry)
-        self.position = Gauge("entitlements_index_position", "Log position this worker's index reached",
-                              registry=self.registry)
-        self.lag = Gauge("entitlements_index_lag_events", "Events in the log not yet in this worker's index",
-                         registry=self.registry)
+        self.checks = Counter(
+            "entitlements_checks",
+            "Checks answered",
+            ["capability", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "entitlements_check_seconds",
+            "Time to decide a check",
+            buckets=(1e-6, 5e-6, 2e-5, 1e-4, 5e-4, 2e-3, 1e-2, 0.1),
+            registry=self.registry,
+        )
+        self.position = Gauge(
+            "entitlements_index_position",
+            "Log position this worker's index reached",
+            registry=self.registry,
+        )
+        self.lag = Gauge(
+            "entitlements_index_lag_events",
+            "Events in the log not yet in this worker's index",
+            registry=self.registry,
+        )
 
     def observe(self, d: Decision, seconds: float) -> None:
         self.checks.labels(d.capability, "allowed" if d.allowed else "denied").inc()
@@ -364,14 +458,17 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     def status(code: int, extra: Callable[[Any], dict[str, Any]] | None = None) -> Any:
         async def handler(_: Request, e: Any) -> JSONResponse:
-            return JSONResponse({"detail": _one_line(e), **(extra(e) if extra else {})}, status_code=code)
+            return JSONResponse(
+                {"detail": _one_line(e), **(extra(e) if extra else {})}, status_code=code
+            )
 
         return handler
 
     app.add_exception_handler(UnknownAccount, status(404))
     app.add_exception_handler(PositionNotReached, status(409, lambda e: {"position": e.current}))
     app.add_exception_handler(
-        MalformedCommand, status(422, lambda e: {"item": e.item, "field": e.field}))
+        MalformedCommand, status(422, lambda e: {"item": e.item, "field": e.field})
+    )
     app.add_exception_handler(UnknownCapability, status(422, lambda e: {"field": "capability"}))
     app.add_exception_handler(StoreUnavailable, status(503))
     app.add_exception_handler(StoreError, status(503))
@@ -389,9 +486,16 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def bad_request(_: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0] if e.errors() else {}
-        field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header"))
-        return JSONResponse({"detail": f"{field or 'request'}: {first.get('msg', 'invalid')}",
-                             "field": field or None}, status_code=422)
+        field = ".".join(
+            str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")
+        )
+        return JSONResponse(
+            {
+                "detail": f"{field or 'request'}: {first.get('msg', 'invalid')}",
+                "field": field or None,
+            },
+            status_code=422,
+        )
 
     app.add_exception_handler(ValueError, bad_value)
     app.add_exception_handler(RequestValidationError, bad_request)

@@ -45,8 +45,12 @@ class Region(Aggregate):
 
     @event("RegionOpened", topic="entitlements:RegionOpened")
     def __init__(
-        self, region: str, effective_at: datetime, recorded_at: datetime,
-        actor: str | None = None, command_id: str | None = None,
+        self,
+        region: str,
+        effective_at: datetime,
+        recorded_at: datetime,
+        actor: str | None = None,
+        command_id: str | None = None,
     ) -> None:
         self.code = region
         self.facts: list[Fact] = []
@@ -78,40 +82,65 @@ class Region(Aggregate):
     ) -> None:
         if partner in self.state_at(effective_at).partners:
             raise Rejected(f"{partner!r} is already an authorized partner in {self.code}")
-        self._partner_authorized(partner=partner, effective_at=effective_at, recorded_at=recorded_at, **who)
+        self._partner_authorized(
+            partner=partner, effective_at=effective_at, recorded_at=recorded_at, **who
+        )
 
     # -- events: the bodies run when triggered and again on every replay ---------------
 
     @event("RegionRuleApplied", topic="entitlements:RegionRuleApplied")
     def _rule_applied(
-        self, rule: str, effective_at: datetime, recorded_at: datetime,
-        actor: str | None = None, command_id: str | None = None,
+        self,
+        rule: str,
+        effective_at: datetime,
+        recorded_at: datetime,
+        actor: str | None = None,
+        command_id: str | None = None,
     ) -> None:
         self._remember("RegionRuleApplied", effective_at, recorded_at, actor, command_id, rule=rule)
 
     @event("RegionRuleLifted", topic="entitlements:RegionRuleLifted")
     def _rule_lifted(
-        self, rule: str, effective_at: datetime, recorded_at: datetime,
-        actor: str | None = None, command_id: str | None = None,
+        self,
+        rule: str,
+        effective_at: datetime,
+        recorded_at: datetime,
+        actor: str | None = None,
+        command_id: str | None = None,
     ) -> None:
         self._remember("RegionRuleLifted", effective_at, recorded_at, actor, command_id, rule=rule)
 
     @event("PartnerAuthorized", topic="entitlements:PartnerAuthorized")
     def _partner_authorized(
-        self, partner: str, effective_at: datetime, recorded_at: datetime,
-        actor: str | None = None, command_id: str | None = None,
+        self,
+        partner: str,
+        effective_at: datetime,
+        recorded_at: datetime,
+        actor: str | None = None,
+        command_id: str | None = None,
     ) -> None:
-        self._remember("PartnerAuthorized", effective_at, recorded_at, actor, command_id, partner=partner)
+        self._remember(
+            "PartnerAuthorized", effective_at, recorded_at, actor, command_id, partner=partner
+        )
 
     def _remember(
-        self, type_: str, effective_at: datetime, recorded_at: datetime,
-        actor: str | None, command_id: str | None, **data: Any,
+        self,
+        type_: str,
+        effective_at: datetime,
+        recorded_at: datetime,
+        actor: str | None,
+        command_id: str | None,
+        **data: Any,
     ) -> None:
         """Keep the event as a Fact, in effective order. (An event body runs before the
         aggregate's version moves on, hence version + 1; the created event is version 1.)"""
         version = self.version + 1 if self.facts else 1
         fact = Fact(
-            f"region:{self.code}", type_, version, effective_at, recorded_at,
+            f"region:{self.code}",
+            type_,
+            version,
+            effective_at,
+            recorded_at,
             with_who(data, actor, command_id),
         )
         bisect.insort(self.facts, fact, key=lambda f: f.order)

@@ -24,7 +24,13 @@ REGION_RULES = (
     "online_subscriptions_closed",
     "direct_sales_closed",
 )
-BOOLEAN_CAPABILITIES = ("join", "host", "subscribe_online", "purchase_direct", "purchase_via_partner")
+BOOLEAN_CAPABILITIES = (
+    "join",
+    "host",
+    "subscribe_online",
+    "purchase_direct",
+    "purchase_via_partner",
+)
 LIMIT_CAPABILITIES = ("max_participants", "max_meeting_minutes")
 CAPABILITIES = BOOLEAN_CAPABILITIES + LIMIT_CAPABILITIES
 
@@ -40,7 +46,12 @@ CHANNEL_CLOSED_BY = {"online": "online_subscriptions_closed", "direct": "direct_
 
 FREE_HOSTING_RULE = "free_hosting_suspended"
 RULE_SWITCHES = ("RegionRuleApplied", "RegionRuleLifted")
-PLAN_SETTERS = ("AccountRegistered", "RegistrationApproved", "SubscriptionOpened", "SubscriptionClosed")
+PLAN_SETTERS = (
+    "AccountRegistered",
+    "RegistrationApproved",
+    "SubscriptionOpened",
+    "SubscriptionClosed",
+)
 
 
 class Rejected(Exception):
@@ -236,9 +247,7 @@ def fold_region(
     return RegionState(code, on, lifted, partners)
 
 
-_GETTERS = {
-    cls: attrgetter(*(f.name for f in fields(cls))) for cls in (AccountState, RegionState)
-}
+_GETTERS = {cls: attrgetter(*(f.name for f in fields(cls))) for cls in (AccountState, RegionState)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +265,9 @@ def _blocked_by_registration(acc: AccountState) -> Verdict | None:
         f = acc.registration_suspended
         rule = (f.cause or {}).get("rule", "registration_suspended")
         return Verdict(
-            False, None, f"registration suspended by {rule} in {acc.region}, pending sales approval",
+            False,
+            None,
+            f"registration suspended by {rule} in {acc.region}, pending sales approval",
             (f,),
         )
     return None
@@ -269,7 +280,9 @@ def decide_host(acc: AccountState) -> Verdict:
         return blocked
     reasons, because = [], []
     if acc.manual_revocation is not None:
-        reasons.append(f"hosting revoked: {acc.manual_revocation.data.get('reason', '')}".rstrip(": "))
+        reasons.append(
+            f"hosting revoked: {acc.manual_revocation.data.get('reason', '')}".rstrip(": ")
+        )
         because.append(acc.manual_revocation)
     if acc.rule_revocation is not None:
         rule = (acc.rule_revocation.cause or {}).get("rule", FREE_HOSTING_RULE)
@@ -299,7 +312,8 @@ def decide(capability: str, acc: AccountState, region: RegionState) -> Verdict:
     if acc.suspension is not None:  # rule 1
         s = acc.suspension
         return Verdict(
-            False, zero,
+            False,
+            zero,
             f"account suspended (jurisdiction {s.data.get('jurisdiction')}): {s.data.get('reason')}",
             (s,),
         )
@@ -320,7 +334,9 @@ def decide(capability: str, acc: AccountState, region: RegionState) -> Verdict:
         if region.partners:
             names = ", ".join(sorted(region.partners))
             return Verdict(
-                True, None, f"authorized partners in {region.code}: {names}",
+                True,
+                None,
+                f"authorized partners in {region.code}: {names}",
                 tuple(region.partners.values()),
             )
         return Verdict(False, None, f"no authorized partner in {acc.region}", ())
@@ -328,9 +344,7 @@ def decide(capability: str, acc: AccountState, region: RegionState) -> Verdict:
     if rule in region.rules_on:  # rules 4 and 5
         return Verdict(False, None, f"{rule} in {acc.region}", (region.rules_on[rule],))
     lifted = region.rules_lifted.get(rule)
-    return Verdict(
-        True, None, f"{rule} not in force in {acc.region}", (lifted,) if lifted else ()
-    )
+    return Verdict(True, None, f"{rule} not in force in {acc.region}", (lifted,) if lifted else ())
 
 
 def rule_cause(rule_event: Fact, trigger: Fact | None = None) -> dict[str, Any]:
@@ -354,8 +368,7 @@ def hosting_corrections(
     is on) at every effective time. Empty when they already agree, so running it twice
     records nothing. Versions continue the account's own."""
     switches = [
-        f for f in region_facts
-        if f.type in RULE_SWITCHES and f.data["rule"] == FREE_HOSTING_RULE
+        f for f in region_facts if f.type in RULE_SWITCHES and f.data["rule"] == FREE_HOSTING_RULE
     ]
     if not switches and not any(f.type.startswith("Hosting") and f.cause for f in account_facts):
         return []
@@ -372,15 +385,23 @@ def hosting_corrections(
         if truth == (state.rule_revocation is not None):
             continue
         assert rule_event is not None  # a rule-caused revocation needs a rule switch
-        at_t = [f for f in (*work, *switches) if f.effective_at == t and not f.type.startswith("Hosting")]
+        at_t = [
+            f
+            for f in (*work, *switches)
+            if f.effective_at == t and not f.type.startswith("Hosting")
+        ]
         cause = rule_cause(rule_event, max(at_t, key=lambda f: f.recorded_at, default=None))
         version += 1
         if truth:
             reason = f"{FREE_HOSTING_RULE} in {region}: free accounts may not host"
-            fact = Fact(stream, "HostingRevoked", version, t, recorded_at, {"reason": reason}, cause)
+            fact = Fact(
+                stream, "HostingRevoked", version, t, recorded_at, {"reason": reason}, cause
+            )
         else:
             reason = "the account left the free plan" if rule_on else f"{FREE_HOSTING_RULE} lifted"
-            fact = Fact(stream, "HostingRestored", version, t, recorded_at, {"reason": reason}, cause)
+            fact = Fact(
+                stream, "HostingRestored", version, t, recorded_at, {"reason": reason}, cause
+            )
         bisect.insort(work, fact, key=lambda f: f.order)
         corrections.append(fact)
     return corrections

@@ -52,30 +52,49 @@ def store_url(url: str | None = None) -> str:
     if "://" not in raw:  # a plain path: that SQLite file
         if raw == ":memory:":
             raise StoreError("an SQLite store needs a file path, not ':memory:'")
-        return URL.create("sqlite", database=os.path.abspath(os.path.expanduser(raw))).render_as_string()
+        return URL.create(
+            "sqlite", database=os.path.abspath(os.path.expanduser(raw))
+        ).render_as_string()
     try:
         parsed = make_url(raw)
     except ArgumentError:
-        raise StoreError(f"not a store URL: {raw!r} (expected a path, sqlite:///path or postgresql://...)") from None
+        raise StoreError(
+            f"not a store URL: {raw!r} (expected a path, sqlite:///path or postgresql://...)"
+        ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         path = parsed.database
-        if not path or path == ":memory:" or parsed.query.get("mode") == "memory" or "mode=memory" in path:
+        if (
+            not path
+            or path == ":memory:"
+            or parsed.query.get("mode") == "memory"
+            or "mode=memory" in path
+        ):
             raise StoreError(f"an SQLite store needs a file path: {raw!r}")
-        return URL.create("sqlite", database=os.path.abspath(os.path.expanduser(path))).render_as_string()
+        return URL.create(
+            "sqlite", database=os.path.abspath(os.path.expanduser(path))
+        ).render_as_string()
     if backend in ("postgresql", "postgres"):
         return URL.create(
-            "postgresql", username=parsed.username or "postgres", password=parsed.password,
-            host=parsed.host or "127.0.0.1", port=parsed.port or 5432,
-            database=parsed.database or "postgres", query=parsed.query,
+            "postgresql",
+            username=parsed.username or "postgres",
+            password=parsed.password,
+            host=parsed.host or "127.0.0.1",
+            port=parsed.port or 5432,
+            database=parsed.database or "postgres",
+            query=parsed.query,
         ).render_as_string(hide_password=False)
-    raise StoreError(f"unsupported store {backend!r} in {raw!r}: use a path, sqlite:///path or postgresql://...")
+    raise StoreError(
+        f"unsupported store {backend!r} in {raw!r}: use a path, sqlite:///path or postgresql://..."
+    )
 
 
 def sqlite_path(url: str) -> Path | None:
     """The SQLite file of this store, or None for PostgreSQL."""
     parsed = make_url(store_url(url))
-    return Path(parsed.database) if parsed.get_backend_name() == "sqlite" and parsed.database else None
+    return (
+        Path(parsed.database) if parsed.get_backend_name() == "sqlite" and parsed.database else None
+    )
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -105,7 +124,9 @@ def check_store(url: str, must_exist: bool) -> None:
         if path.is_dir():
             raise StoreUnavailable(f"the store {path} is a directory, not an SQLite file")
         if must_exist and not path.exists():
-            raise StoreMissing(f"the store does not exist: {path} (check --db or ${ENV_VAR}; nothing was created)")
+            raise StoreMissing(
+                f"the store does not exist: {path} (check --db or ${ENV_VAR}; nothing was created)"
+            )
         if not path.parent.is_dir():
             raise StoreUnavailable(f"the store's directory does not exist: {path.parent}")
         return
@@ -170,7 +191,8 @@ def install_clock_guard(url: str, table: str) -> None:
     with psycopg.connect(psycopg_dsn(url), autocommit=True, connect_timeout=5) as conn:
         exists = conn.execute(
             "SELECT 1 FROM pg_trigger WHERE tgname = 'recorded_at_never_decreases' "
-            "AND tgrelid = to_regclass(%s)", (table,),
+            "AND tgrelid = to_regclass(%s)",
+            (table,),
         ).fetchone()
         if exists:
             return
@@ -250,7 +272,9 @@ class WriterLock:
         for attempt in range(2):
             try:
                 if self._conn is None or self._conn.closed:
-                    self._conn = psycopg.connect(psycopg_dsn(self.url), autocommit=True, connect_timeout=5)
+                    self._conn = psycopg.connect(
+                        psycopg_dsn(self.url), autocommit=True, connect_timeout=5
+                    )
                     timeout = f"{int(self.timeout * 1000)}ms"
                     self._conn.execute("SELECT set_config('lock_timeout', %s, false)", (timeout,))
                 self._conn.execute("SELECT pg_advisory_lock(%s)", (self.KEY,))
@@ -268,7 +292,9 @@ class WriterLock:
                 return
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"another writer held the store for {self.timeout:g} s") from None
+                    raise TimeoutError(
+                        f"another writer held the store for {self.timeout:g} s"
+                    ) from None
                 time.sleep(0.0005)
 
     def close(self) -> None:

@@ -116,9 +116,14 @@ class TokenStore:
         table = self._table()
         try:
             with self.engine.begin() as conn:
-                conn.execute(table.insert().values(
-                    name=name, role=role, token_hash=hash_secret(secret), created_at=datetime.now(UTC),
-                ))
+                conn.execute(
+                    table.insert().values(
+                        name=name,
+                        role=role,
+                        token_hash=hash_secret(secret),
+                        created_at=datetime.now(UTC),
+                    )
+                )
         except IntegrityError:
             raise TokenError(
                 f"a token named {name!r} already exists (names are never reused, even revoked): choose another name"
@@ -130,9 +135,14 @@ class TokenStore:
         False when no token has that name; revoking twice keeps the first time."""
         table = self._table()
         with self.engine.begin() as conn:
-            conn.execute(update(table).where(table.c.name == name, table.c.revoked_at.is_(None))
-                         .values(revoked_at=datetime.now(UTC)))
-            return conn.execute(select(table.c.name).where(table.c.name == name)).first() is not None
+            conn.execute(
+                update(table)
+                .where(table.c.name == name, table.c.revoked_at.is_(None))
+                .values(revoked_at=datetime.now(UTC))
+            )
+            return (
+                conn.execute(select(table.c.name).where(table.c.name == name)).first() is not None
+            )
 
     def authenticate(self, secret: str) -> Principal | None:
         """The principal a presented secret belongs to, or None (unknown, revoked, malformed).
@@ -143,8 +153,9 @@ class TokenStore:
         table = self._table()
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(table.c.name, table.c.role, table.c.token_hash, table.c.revoked_at)
-                .where(table.c.token_hash == presented)
+                select(table.c.name, table.c.role, table.c.token_hash, table.c.revoked_at).where(
+                    table.c.token_hash == presented
+                )
             ).first()
         if row is None or row.revoked_at is not None:
             return None
@@ -160,8 +171,16 @@ class TokenStore:
         table = self._table()
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(table.c.name, table.c.role, table.c.created_at, table.c.revoked_at)
-                .order_by(table.c.created_at, table.c.name)
+                select(table.c.name, table.c.role, table.c.created_at, table.c.revoked_at).order_by(
+                    table.c.created_at, table.c.name
+                )
             ).all()
-        return [{"name": r.name, "role": r.role, "created_at": _utc(r.created_at),
-                 "revoked_at": _utc(r.revoked_at)} for r in rows]
+        return [
+            {
+                "name": r.name,
+                "role": r.role,
+                "created_at": _utc(r.created_at),
+                "revoked_at": _utc(r.revoked_at),
+            }
+            for r in rows
+        ]

@@ -174,7 +174,9 @@ def _changes_at(
     return [
         _item({"region": code}, cap, was, now, fact, position)
         for cap in REGION_CAPABILITIES
-        if _differ(was := decide(cap, ordinary, old_region), now := decide(cap, ordinary, new_region))
+        if _differ(
+            was := decide(cap, ordinary, old_region), now := decide(cap, ordinary, new_region)
+        )
     ]
 
 

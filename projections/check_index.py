@@ -94,8 +94,10 @@ class CheckIndex:
         return timeline
 
     def replace(
-        self, accounts: dict[str, tuple[str, Timeline[AccountState] | list[Fact]]],
-        regions: dict[str, Timeline[RegionState]], position: int,
+        self,
+        accounts: dict[str, tuple[str, Timeline[AccountState] | list[Fact]]],
+        regions: dict[str, Timeline[RegionState]],
+        position: int,
     ) -> None:
         """Adopt timelines saved in a snapshot."""
         with self._lock:
@@ -107,8 +109,11 @@ class CheckIndex:
     # -- checks --------------------------------------------------------------------------
 
     def check(
-        self, account_id: str, capability: str,
-        at: datetime | str | None = None, as_known_at: datetime | str | None = None,
+        self,
+        account_id: str,
+        capability: str,
+        at: datetime | str | None = None,
+        as_known_at: datetime | str | None = None,
     ) -> Decision:
         if at is None and as_known_at is None:
             try:
@@ -123,7 +128,9 @@ class CheckIndex:
         return self._check_at(account_id, capability, at, as_known_at)
 
     def capabilities(
-        self, account_id: str, at: datetime | str | None = None,
+        self,
+        account_id: str,
+        at: datetime | str | None = None,
         as_known_at: datetime | str | None = None,
     ) -> list[Decision]:
         return [self.check(account_id, cap, at, as_known_at) for cap in CAPABILITIES]
@@ -141,7 +148,9 @@ class CheckIndex:
             changes = [c for c in (account.next_change(t), region.next_change(t)) if c is not None]
             until = min(changes).timestamp() if changes else math.inf
             entry = (until, account.state_at(t), region.state_at(t), [None] * len(SLOTS))
-        decision = Decision.of(account_id, capability, decide(capability, entry[1], entry[2]), self.position)
+        decision = Decision.of(
+            account_id, capability, decide(capability, entry[1], entry[2]), self.position
+        )
         entry[3][slot] = decision
         with self._lock:
             if generation == self._generation:
@@ -150,11 +159,24 @@ class CheckIndex:
         return decision
 
     def _check_at(
-        self, account_id: str, capability: str,
-        at: datetime | str | None, as_known_at: datetime | str | None,
+        self,
+        account_id: str,
+        capability: str,
+        at: datetime | str | None,
+        as_known_at: datetime | str | None,
     ) -> Decision:
-        t = at if isinstance(at, datetime) and at.tzinfo else _utc("at", at) if at is not None else datetime.now(UTC)
-        k = as_known_at if as_known_at is None or isinstance(as_known_at, datetime) and as_known_at.tzinfo else _utc("as_known_at", as_known_at)
+        t = (
+            at
+            if isinstance(at, datetime) and at.tzinfo
+            else _utc("at", at)
+            if at is not None
+            else datetime.now(UTC)
+        )
+        k = (
+            as_known_at
+            if as_known_at is None or isinstance(as_known_at, datetime) and as_known_at.tzinfo
+            else _utc("as_known_at", as_known_at)
+        )
         try:
             region, account = entry = self.accounts[account_id]
         except KeyError:

@@ -17,8 +17,16 @@ from entitlements.rules import WHO_FIELDS, Fact
 
 #: Event attributes that are not part of a fact's data.
 _ENVELOPE = frozenset(
-    {"originator_id", "originator_version", "originator_topic", "timestamp",
-     "effective_at", "recorded_at", "cause", "account_id"}
+    {
+        "originator_id",
+        "originator_version",
+        "originator_topic",
+        "timestamp",
+        "effective_at",
+        "recorded_at",
+        "cause",
+        "account_id",
+    }
 )
 
 
@@ -31,7 +39,11 @@ def fact_from_event(stream: str, event: Any) -> Fact:
         event.originator_version,
         event.effective_at,
         event.recorded_at,
-        {k: v for k, v in state.items() if k not in _ENVELOPE and not (k in WHO_FIELDS and v is None)},
+        {
+            k: v
+            for k, v in state.items()
+            if k not in _ENVELOPE and not (k in WHO_FIELDS and v is None)
+        },
         state.get("cause"),
     )
 
@@ -115,13 +127,28 @@ class LogFacts:
             if event.fan_out:
                 self.pending_fan_outs[event.command_id] = (event.region, event.actor)
         else:
-            outcome = CommandOutcome(event.command, event.fingerprint, "rejected", event.reason, position)
-            self.rejections.append(Fact(
-                f"command:{event.command_id}", kind, 1, event.effective_at, event.recorded_at,
-                {"position": position, "command_id": event.command_id, "command": event.command,
-                 "actor": event.actor, "account_id": event.account_id, "region": event.region,
-                 "reason": event.reason, "request": event.request},
-            ))
+            outcome = CommandOutcome(
+                event.command, event.fingerprint, "rejected", event.reason, position
+            )
+            self.rejections.append(
+                Fact(
+                    f"command:{event.command_id}",
+                    kind,
+                    1,
+                    event.effective_at,
+                    event.recorded_at,
+                    {
+                        "position": position,
+                        "command_id": event.command_id,
+                        "command": event.command,
+                        "actor": event.actor,
+                        "account_id": event.account_id,
+                        "region": event.region,
+                        "reason": event.reason,
+                        "request": event.request,
+                    },
+                )
+            )
             if event.conflict:  # the id stays with the command that first used it
                 return
         self.commands[event.command_id] = outcome
@@ -139,7 +166,8 @@ class LogFacts:
             return outcome is not None and outcome.fingerprint == event.fingerprint
         facts = (self.accounts if stream[0] == "account" else self.regions).get(stream[1], ())
         return any(
-            f.version == event.originator_version and f.type == type(event).__name__
+            f.version == event.originator_version
+            and f.type == type(event).__name__
             and f.recorded_at == event.recorded_at
             for f in facts
         )

@@ -32,7 +32,9 @@ from projections.facts import Changed, LogFacts
 from projections.sql_views import SqlReadModel, sql_engine
 
 PAGE = 1000  # events per select (raw SQLite reads peak around 1000 rows per select)
-BATCH = int(os.environ.get("ENTITLEMENTS_PROJECTION_BATCH", "20000"))  # events per read-model transaction (catch-up)
+BATCH = int(
+    os.environ.get("ENTITLEMENTS_PROJECTION_BATCH", "20000")
+)  # events per read-model transaction (catch-up)
 ACCOUNTS_PER_TRANSACTION = 5_000  # accounts whose rows a rebuild writes per transaction
 SNAPSHOT_EVERY = 10_000  # events caught up before a process saves a new snapshot
 
@@ -54,7 +56,9 @@ def snapshot_path(url: str) -> Path:
 class Projector:
     """Facts and check index of this process, level with the log."""
 
-    def __init__(self, app: Application[Any], url: str | None, index: CheckIndex | None = None) -> None:
+    def __init__(
+        self, app: Application[Any], url: str | None, index: CheckIndex | None = None
+    ) -> None:
         self.app = app
         self.facts = LogFacts()
         self.index = index or CheckIndex()
@@ -64,7 +68,9 @@ class Projector:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._subscription: Any = None  # the store's LISTEN/NOTIFY subscription, when following
-        self.feed: ChangeFeed | None = None  # capability changes, kept once someone asks (start_feed)
+        self.feed: ChangeFeed | None = (
+            None  # capability changes, kept once someone asks (start_feed)
+        )
 
     # -- start: snapshot, then catch up --------------------------------------------------
 
@@ -86,7 +92,9 @@ class Projector:
         with self._lock:
             self.facts = facts
             self.index.replace({}, {}, 0)
-            self.index.update(facts, Changed(accounts=set(facts.accounts), regions=set(facts.regions)))
+            self.index.update(
+                facts, Changed(accounts=set(facts.accounts), regions=set(facts.regions))
+            )
             self._snapshot_position = facts.position
         return True
 
@@ -96,7 +104,9 @@ class Projector:
             return
         with self._lock:
             position = self.facts.position
-            snapshot.write(self.snapshot_file, self.facts, self._fingerprint(position), f".tmp{os.getpid()}")
+            snapshot.write(
+                self.snapshot_file, self.facts, self._fingerprint(position), f".tmp{os.getpid()}"
+            )
             self._snapshot_position = position
 
     def _fingerprint(self, position: int) -> dict[str, Any] | None:
@@ -118,7 +128,9 @@ class Projector:
         read = 0
         with self._lock:
             while True:
-                page = self.app.recorder.select_notifications(start=self.facts.position + 1, limit=PAGE)
+                page = self.app.recorder.select_notifications(
+                    start=self.facts.position + 1, limit=PAGE
+                )
                 self._take((n.id, self.app.mapper.to_domain_event(n)) for n in page)
                 read += len(page)
                 if len(page) < PAGE:
@@ -129,7 +141,9 @@ class Projector:
         recorded between our position and them (ids follow on exactly); else catch up."""
         with self._lock:
             ids = [r.notification.id for r in recordings]
-            if ids and ids == list(range(self.facts.position + 1, self.facts.position + 1 + len(ids))):
+            if ids and ids == list(
+                range(self.facts.position + 1, self.facts.position + 1 + len(ids))
+            ):
                 self._take((r.notification.id, r.domain_event) for r in recordings)
             else:
                 self.catch_up()
@@ -186,7 +200,9 @@ class Projector:
         deadline = time.monotonic() + timeout
         delay = 0.0005
         while True:
-            if self.index.position >= position or (self.catch_up() and self.index.position >= position):
+            if self.index.position >= position or (
+                self.catch_up() and self.index.position >= position
+            ):
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -221,7 +237,9 @@ class SqlProjection:
     and index stay in memory between runs, so a run (each poll of `catch-up --follow`)
     reads only the log past its own position, and writes only past the tracked one."""
 
-    def __init__(self, app: Application[Any], model: SqlReadModel, projector: Projector | None = None) -> None:
+    def __init__(
+        self, app: Application[Any], model: SqlReadModel, projector: Projector | None = None
+    ) -> None:
         self.app = app
         self.model = model
         self.projector = projector or Projector(app, None)
@@ -254,14 +272,18 @@ class SqlProjection:
             pending.regions |= changed.regions
             if self.position - written >= BATCH or self.position >= head:
                 facts = self.projector.facts
-                self.model.write(facts, self.projector.index, affected_accounts(facts, pending), self.position)
+                self.model.write(
+                    facts, self.projector.index, affected_accounts(facts, pending), self.position
+                )
                 written, pending = self.position, Changed()
         return max(self.position, written)
 
     def _read(self, stop: int, head: int, progress: Progress | None) -> Changed:
         """One page of the log, up to `stop`, into facts and index."""
         facts, index = self.projector.facts, self.projector.index
-        page = self.app.recorder.select_notifications(start=facts.position + 1, limit=PAGE, stop=stop)
+        page = self.app.recorder.select_notifications(
+            start=facts.position + 1, limit=PAGE, stop=stop
+        )
         changed = facts.add((n.id, self.app.mapper.to_domain_event(n)) for n in page)
         index.update(facts, changed)
         if progress is not None:

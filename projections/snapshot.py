@@ -41,7 +41,10 @@ def fingerprint(notification: Any) -> dict[str, Any]:
 def write(path: Path, facts: LogFacts, head: dict[str, Any] | None, tmp_suffix: str) -> None:
     """Write the snapshot to a new file and move it into place (atomic)."""
     document = {
-        "format": FORMAT, "schema": SCHEMA, "position": facts.position, "head": head,
+        "format": FORMAT,
+        "schema": SCHEMA,
+        "position": facts.position,
+        "head": head,
         "newest_recorded_at": facts.newest_recorded_at and facts.newest_recorded_at.isoformat(),
         "accounts": {a: [_fact_row(f) for f in fs] for a, fs in facts.accounts.items()},
         "regions": {r: [_fact_row(f) for f in fs] for r, fs in facts.regions.items()},
@@ -70,20 +73,40 @@ def read(path: Path) -> tuple[LogFacts, dict[str, Any] | None]:
         return _facts(document), document["head"]
     except SnapshotRefused:
         raise
-    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError,
-            RecursionError) as e:
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        IndexError,
+        RecursionError,
+    ) as e:
         raise SnapshotRefused(f"unreadable snapshot: {type(e).__name__}") from None
 
 
 def _fact_row(f: Fact) -> list[Any]:
-    return [f.stream, f.type, f.version, f.effective_at.isoformat(), f.recorded_at.isoformat(),
-            f.data, f.cause]
+    return [
+        f.stream,
+        f.type,
+        f.version,
+        f.effective_at.isoformat(),
+        f.recorded_at.isoformat(),
+        f.data,
+        f.cause,
+    ]
 
 
 def _fact(row: list[Any]) -> Fact:
     stream, type_, version, effective_at, recorded_at, data, cause = row
-    if not (isinstance(stream, str) and isinstance(type_, str) and type(version) is int
-            and isinstance(data, dict) and (cause is None or isinstance(cause, dict))):
+    if not (
+        isinstance(stream, str)
+        and isinstance(type_, str)
+        and type(version) is int
+        and isinstance(data, dict)
+        and (cause is None or isinstance(cause, dict))
+    ):
         raise TypeError("a fact of the wrong shape")
     effective, recorded = datetime.fromisoformat(effective_at), datetime.fromisoformat(recorded_at)
     if effective.tzinfo is None or recorded.tzinfo is None:
@@ -103,10 +126,14 @@ def _facts(document: dict[str, Any]) -> LogFacts:
         facts.region_of[name] = stream[0].data["region"]
     for code, rows in document["regions"].items():
         facts.regions[code] = [_fact(r) for r in rows]
-    facts.members = {str(r): [str(a) for a in accounts] for r, accounts in document["members"].items()}
+    facts.members = {
+        str(r): [str(a) for a in accounts] for r, accounts in document["members"].items()
+    }
     for command_id, outcome in document["commands"].items():
         command, fingerprint_, status, reason, at = outcome
-        facts.commands[command_id] = CommandOutcome(str(command), str(fingerprint_), str(status), reason, int(at))
+        facts.commands[command_id] = CommandOutcome(
+            str(command), str(fingerprint_), str(status), reason, int(at)
+        )
     facts.stream_of = {int(i): (str(kind), str(name)) for i, kind, name in document["streams"]}
     if len(facts.stream_of) < len(facts.accounts) + len(facts.regions):
         raise TypeError("streams missing")
@@ -115,4 +142,3 @@ def _facts(document: dict[str, Any]) -> LogFacts:
     newest = document["newest_recorded_at"]
     facts.newest_recorded_at = datetime.fromisoformat(newest) if newest is not None else None
     return facts
-

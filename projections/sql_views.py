@@ -56,7 +56,10 @@ class SqlReadModel:
     def create(self) -> None:
         self.tables.metadata.create_all(self.engine)
         tracking.metadata.create_all(self.engine)
-        if not self.tables.suffix and "capabilities_now" not in inspect(self.engine).get_view_names():
+        if (
+            not self.tables.suffix
+            and "capabilities_now" not in inspect(self.engine).get_view_names()
+        ):
             with self.engine.begin() as conn:
                 conn.exec_driver_sql(capabilities_now_sql(self.engine))
 
@@ -70,7 +73,9 @@ class SqlReadModel:
         with self.engine.connect() as c:
             return read(c)
 
-    def write(self, facts: LogFacts, index: CheckIndex, accounts: Iterable[str], position: int) -> bool:
+    def write(
+        self, facts: LogFacts, index: CheckIndex, accounts: Iterable[str], position: int
+    ) -> bool:
         """Replace the rows of `accounts` and move tracking to `position`, atomically.
         A position already reached (a replayed delivery) changes nothing: returns False."""
         with self.engine.begin() as conn:
@@ -80,7 +85,9 @@ class SqlReadModel:
             self.track(conn, position)
         return True
 
-    def replace_rows(self, conn: Connection, facts: LogFacts, index: CheckIndex, accounts: list[str]) -> None:
+    def replace_rows(
+        self, conn: Connection, facts: LogFacts, index: CheckIndex, accounts: list[str]
+    ) -> None:
         """Delete and insert the rows of these accounts (driver-level executemany: the
         per-row parameter processing of Core inserts costs more than the database)."""
         a, i = self.tables.accounts, self.tables.intervals
@@ -95,10 +102,19 @@ class SqlReadModel:
             row = _account_row(account_id, facts)
             account_rows.append((*row[:-1], when(row[-1])))
             for r in capability_intervals(account_id, timeline, region):
-                interval_rows.append((
-                    r.account_id, r.capability, r.allowed, r.value, r.reason,
-                    when(r.effective_from), when(r.effective_to), when(r.recorded_from), when(r.recorded_to),
-                ))
+                interval_rows.append(
+                    (
+                        r.account_id,
+                        r.capability,
+                        r.allowed,
+                        r.value,
+                        r.reason,
+                        when(r.effective_from),
+                        when(r.effective_to),
+                        when(r.recorded_from),
+                        when(r.recorded_to),
+                    )
+                )
         if account_rows:
             conn.exec_driver_sql(self._insert_sql(a, ACCOUNT_COLUMNS), account_rows)
         if interval_rows:
@@ -116,12 +132,15 @@ class SqlReadModel:
 
     def track(self, conn: Connection, position: int, name: str | None = None) -> None:
         name = name or self.name
-        moved = conn.execute(update(tracking).where(tracking.c.name == name).values(position=position))
+        moved = conn.execute(
+            update(tracking).where(tracking.c.name == name).values(position=position)
+        )
         if moved.rowcount == 0:
             conn.execute(insert(tracking).values(name=name, position=position))
 
     def counter(self, name: str, conn: Connection | None = None) -> int | None:
         """A named number kept beside the tracking position (a rebuild's target and cursor)."""
+
         def read(c: Connection) -> int | None:
             row = c.execute(select(tracking.c.position).where(tracking.c.name == name)).first()
             return row[0] if row else None
@@ -168,7 +187,9 @@ class SqlReadModel:
             for table in (old.intervals, old.accounts):
                 conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_quote(conn, table.name)}")
             for table, target in ((new.accounts, old.accounts), (new.intervals, old.intervals)):
-                conn.exec_driver_sql(f"ALTER TABLE {_quote(conn, table.name)} RENAME TO {_quote(conn, target.name)}")
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {_quote(conn, table.name)} RENAME TO {_quote(conn, target.name)}"
+                )
             adopt_names(conn, old, formerly=new)
             conn.exec_driver_sql(capabilities_now_sql(self.engine))
             conn.execute(delete(tracking).where(tracking.c.name.startswith(self.name)))
@@ -179,7 +200,10 @@ def adopt_names(conn: Connection, tables: ReadModelTables, formerly: ReadModelTa
     """Give the tables of a generation the index, primary-key and (PostgreSQL) sequence
     names `define_tables` gives them, where they still carry those of `formerly` (a renamed
     table keeps its old ones); create any index missing. Tables not there are skipped."""
-    for table, old in ((tables.accounts, formerly.accounts), (tables.intervals, formerly.intervals)):
+    for table, old in (
+        (tables.accounts, formerly.accounts),
+        (tables.intervals, formerly.intervals),
+    ):
         if not inspect(conn).has_table(table.name):
             continue
         _adopt_index_names(conn, table)
@@ -199,7 +223,9 @@ def _adopt_index_names(conn: Connection, table: Table) -> None:
             continue
         name = names[0] if names else None
         if name is not None and conn.dialect.name == "postgresql":
-            conn.exec_driver_sql(f"ALTER INDEX {_quote(conn, name)} RENAME TO {_quote(conn, wanted)}")
+            conn.exec_driver_sql(
+                f"ALTER INDEX {_quote(conn, name)} RENAME TO {_quote(conn, wanted)}"
+            )
             continue
         if name is not None:
             conn.exec_driver_sql(f"DROP INDEX {_quote(conn, name)}")
@@ -210,9 +236,14 @@ def _adopt_constraint_names(conn: Connection, table: Table, old_name: str) -> No
     """PostgreSQL names a table's constraints after the table (`accounts_pkey`)."""
     if old_name == table.name:
         return
-    names = conn.execute(
-        text("SELECT conname FROM pg_constraint WHERE conrelid = CAST(:t AS regclass)"), {"t": table.name}
-    ).scalars().all()
+    names = (
+        conn.execute(
+            text("SELECT conname FROM pg_constraint WHERE conrelid = CAST(:t AS regclass)"),
+            {"t": table.name},
+        )
+        .scalars()
+        .all()
+    )
     for name in names:
         if name.startswith(old_name + "_"):
             new_name = table.name + name.removeprefix(old_name)
@@ -252,8 +283,15 @@ def _sqlite_time(t: datetime) -> str:
 
 ACCOUNT_COLUMNS = ("account_id", "region", "plan", "channel", "partner", "status", "registered_at")
 INTERVAL_COLUMNS = (
-    "account_id", "capability", "allowed", "value", "reason",
-    "effective_from", "effective_to", "recorded_from", "recorded_to",
+    "account_id",
+    "capability",
+    "allowed",
+    "value",
+    "reason",
+    "effective_from",
+    "effective_to",
+    "recorded_from",
+    "recorded_to",
 )
 
 
@@ -261,10 +299,17 @@ def _account_row(account_id: str, facts: LogFacts) -> tuple[Any, ...]:
     state = fold_account(facts.accounts[account_id], at=datetime.now(UTC))
     if state.registration is None:  # registered with a future effective time
         state = fold_account(facts.accounts[account_id])
-    status = "suspended" if state.suspension else (
-        "registration_suspended" if state.registration_suspended else "active")
+    status = (
+        "suspended"
+        if state.suspension
+        else ("registration_suspended" if state.registration_suspended else "active")
+    )
     return (
-        account_id, state.region, state.plan, state.channel, state.partner, status,
+        account_id,
+        state.region,
+        state.plan,
+        state.channel,
+        state.partner,
+        status,
         state.registration.effective_at if state.registration else None,
     )
-

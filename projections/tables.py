@@ -43,7 +43,8 @@ class ReadModelTables:
 def define_tables(suffix: str = "") -> ReadModelTables:
     md = MetaData()
     accounts = Table(
-        f"accounts{suffix}", md,
+        f"accounts{suffix}",
+        md,
         Column("account_id", String(64), primary_key=True),
         Column("region", String(2), nullable=False, index=True),
         Column("plan", String(16), nullable=False),
@@ -53,7 +54,8 @@ def define_tables(suffix: str = "") -> ReadModelTables:
         Column("registered_at", DateTime(timezone=True), nullable=False),
     )
     intervals = Table(
-        f"capability_intervals{suffix}", md,
+        f"capability_intervals{suffix}",
+        md,
         Column("id", Integer, primary_key=True, autoincrement=True),
         Column("account_id", String(64), nullable=False),
         Column("capability", String(32), nullable=False),
@@ -72,7 +74,8 @@ def define_tables(suffix: str = "") -> ReadModelTables:
 
 tracking_metadata = MetaData()
 tracking = Table(
-    "projection_tracking", tracking_metadata,
+    "projection_tracking",
+    tracking_metadata,
     Column("name", String(64), primary_key=True),
     Column("position", Integer, nullable=False),
 )
@@ -83,10 +86,20 @@ CURRENT = define_tables()
 def capabilities_now_sql(engine: SqlEngine) -> str:
     """CREATE VIEW capabilities_now, compiled for the engine's dialect."""
     i = CURRENT.intervals
-    now = func.now() if engine.dialect.name == "postgresql" else func.strftime("%Y-%m-%d %H:%M:%f", "now")
+    now = (
+        func.now()
+        if engine.dialect.name == "postgresql"
+        else func.strftime("%Y-%m-%d %H:%M:%f", "now")
+    )
     query = select(
-        i.c.account_id, i.c.capability, i.c.allowed, i.c.value, i.c.reason,
-        i.c.effective_from, i.c.effective_to, i.c.recorded_from,
+        i.c.account_id,
+        i.c.capability,
+        i.c.allowed,
+        i.c.value,
+        i.c.reason,
+        i.c.effective_from,
+        i.c.effective_to,
+        i.c.recorded_from,
     ).where(
         i.c.recorded_to.is_(None),
         i.c.effective_from <= now,
@@ -94,4 +107,3 @@ def capabilities_now_sql(engine: SqlEngine) -> str:
     )
     compiled = query.compile(engine, compile_kwargs={"literal_binds": True})
     return f"CREATE VIEW capabilities_now AS {compiled}"
-

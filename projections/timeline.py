@@ -74,8 +74,10 @@ class Timeline(Generic[S]):
 
 
 def build_timeline(
-    facts: Sequence[Fact], fold: Callable[[Sequence[Fact], datetime, datetime], S],
-    before: S | None, make_before: Callable[[Timeline[S]], S] | None = None,
+    facts: Sequence[Fact],
+    fold: Callable[[Sequence[Fact], datetime, datetime], S],
+    before: S | None,
+    make_before: Callable[[Timeline[S]], S] | None = None,
 ) -> Timeline[S]:
     """Fold the facts at every (effective point, recorded time) where anything changes."""
     known = sorted({f.recorded_at for f in facts})
@@ -98,7 +100,9 @@ def build_timeline(
 
 def _not_registered(timeline: Timeline[AccountState]) -> AccountState:
     """Rule 7's state: the registration exists but is not in force, or not yet known."""
-    first = timeline.beliefs[0].states[0] if timeline.beliefs and timeline.beliefs[0].states else None
+    first = (
+        timeline.beliefs[0].states[0] if timeline.beliefs and timeline.beliefs[0].states else None
+    )
     return AccountState(not_yet=first.registration if first else None)
 
 

@@ -89,7 +89,9 @@ def fresh_postgres_schema() -> str:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def store_url(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
     """A fresh store of each kind: an SQLite file, and a PostgreSQL schema emptied for the
     test. Without a server the PostgreSQL half skips, saying why, except under CI=true."""
     monkeypatch.setenv("ENTITLEMENTS_CACHE", str(tmp_path / "cache"))  # index snapshots
@@ -136,9 +138,13 @@ def postgres_bindir() -> Path | None:
 
     candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=version, reverse=True)
     if pg_config := shutil.which("pg_config"):
-        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False).stdout
+        out = subprocess.run(
+            [pg_config, "--bindir"], capture_output=True, text=True, check=False
+        ).stdout
         candidates.insert(0, Path(out.strip()))
-    return next((d for d in candidates if (d / "initdb").exists() and (d / "pg_ctl").exists()), None)
+    return next(
+        (d for d in candidates if (d / "initdb").exists() and (d / "pg_ctl").exists()), None
+    )
 
 
 class ThrowawayPostgres:
@@ -155,24 +161,49 @@ class ThrowawayPostgres:
 
     def _run(self, tool: str, *args: str) -> None:
         cmd = [*self.as_user, str(self.bindir / tool), *args]
-        done = subprocess.run(cmd, cwd=self.root, capture_output=True, text=True, timeout=120, check=False)
+        done = subprocess.run(
+            cmd, cwd=self.root, capture_output=True, text=True, timeout=120, check=False
+        )
         if done.returncode:
             log = self.log.read_text() if self.log.exists() else ""
             raise RuntimeError(f"{tool} failed: {done.stderr}{log}")
 
     def start(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
 
     def restart(self) -> None:
         """Stop (fast: sessions are cut) and start again with the same options."""
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-m", "fast", "-w", "restart")
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-m", "fast", "-w", "restart"
+        )
 
     def stop(self) -> None:
         """Stop it if it runs; never raises, so it cannot hide the test's own failure."""
         if (self.data / "postmaster.pid").exists():
-            cmd = [*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"]
+            cmd = [
+                *self.as_user,
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ]
             subprocess.run(cmd, cwd=self.root, capture_output=True, timeout=60, check=False)
 
 
@@ -188,7 +219,9 @@ def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
         if not shutil.which("runuser"):
             _require("running as root, and no runuser to start PostgreSQL as the postgres user")
         as_user = ["runuser", "-u", "postgres", "--"]
-    root = Path(tempfile.mkdtemp(prefix="entitlements-pg-"))  # not tmp_path: its parents are private
+    root = Path(
+        tempfile.mkdtemp(prefix="entitlements-pg-")
+    )  # not tmp_path: its parents are private
     cluster = ThrowawayPostgres(bindir, root, as_user)
     try:
         if as_user:

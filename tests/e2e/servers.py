@@ -20,15 +20,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(url: str, workers: int = 1, cache: Path | None = None) -> tuple[subprocess.Popen[str], str]:
+def start_server(
+    url: str, workers: int = 1, cache: Path | None = None
+) -> tuple[subprocess.Popen[str], str]:
     """Start the server on the store at `url`; return the process and its base URL once
     /healthz answers 200 (a minute at most)."""
     env = {**os.environ, "ENTITLEMENTS_DB": url}
     if cache is not None:
         env["ENTITLEMENTS_CACHE"] = str(cache)
     port = free_port()
-    server = subprocess.Popen([CLI, "serve", "--port", str(port), "--workers", str(workers)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [CLI, "serve", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -39,5 +46,7 @@ def start_server(url: str, workers: int = 1, cache: Path | None = None) -> tuple
             pass
         if server.poll() is not None or time.monotonic() > deadline:
             server.kill()
-            raise AssertionError(f"the server did not start: {server.stderr.read() if server.stderr else ''}")
+            raise AssertionError(
+                f"the server did not start: {server.stderr.read() if server.stderr else ''}"
+            )
         time.sleep(0.2)

@@ -23,8 +23,13 @@ def env_for(store_url: str) -> dict[str, str]:
 
 
 def apply(store_url: str, path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CLI, "apply", str(path)], capture_output=True, text=True,
-                          env=env_for(store_url), timeout=300)
+    return subprocess.run(
+        [CLI, "apply", str(path)],
+        capture_output=True,
+        text=True,
+        env=env_for(store_url),
+        timeout=300,
+    )
 
 
 def command_file(tmp_path: Path, accounts: int) -> Path:
@@ -34,10 +39,26 @@ def command_file(tmp_path: Path, accounts: int) -> Path:
     for i in range(accounts):
         a = f"acc-{i:04d}"
         lines += [
-            {"command": "register_account", "account_id": a, "region": "US", "plan": "pro",
-             "channel": "online", "effective_at": "2020-01-01"},
-            {"command": "revoke_hosting", "account_id": a, "reason": "review", "effective_at": "2020-02-01"},
-            {"command": "restore_hosting", "account_id": a, "reason": "cleared", "effective_at": "2020-03-01"},
+            {
+                "command": "register_account",
+                "account_id": a,
+                "region": "US",
+                "plan": "pro",
+                "channel": "online",
+                "effective_at": "2020-01-01",
+            },
+            {
+                "command": "revoke_hosting",
+                "account_id": a,
+                "reason": "review",
+                "effective_at": "2020-02-01",
+            },
+            {
+                "command": "restore_hosting",
+                "account_id": a,
+                "reason": "cleared",
+                "effective_at": "2020-03-01",
+            },
         ]
     path = tmp_path / "commands.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
@@ -60,15 +81,26 @@ def test_applying_the_same_file_twice_records_nothing_twice_and_answers_the_same
         assert engine.position() == position
 
 
-def test_each_result_is_printed_as_soon_as_its_line_is_decided(store_url: str, tmp_path: Path) -> None:
+def test_each_result_is_printed_as_soon_as_its_line_is_decided(
+    store_url: str, tmp_path: Path
+) -> None:
     path = command_file(tmp_path, 150)
-    with subprocess.Popen([CLI, "apply", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, env=env_for(store_url)) as proc:
+    with subprocess.Popen(
+        [CLI, "apply", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_for(store_url),
+    ) as proc:
         first = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
         still_running = proc.poll() is None
         rest = proc.stdout.read()  # type: ignore[union-attr]
         proc.wait(120)
-    assert (first["line"], first["status"], first["command_id"].startswith("auto:")) == (1, "applied", True)
+    assert (first["line"], first["status"], first["command_id"].startswith("auto:")) == (
+        1,
+        "applied",
+        True,
+    )
     assert still_running, "the first result came only when the whole file was done"
     assert len(rest.splitlines()) == 449 and proc.returncode == 0
 
@@ -77,7 +109,10 @@ def test_a_reader_that_goes_away_ends_the_run_quietly(store_url: str, tmp_path: 
     path = command_file(tmp_path, 100)
     shell = subprocess.run(
         ["bash", "-c", f'"{CLI}" apply "{path}" | head -1; echo "${{PIPESTATUS[0]}}" >&2'],
-        capture_output=True, text=True, env=env_for(store_url), timeout=120,
+        capture_output=True,
+        text=True,
+        env=env_for(store_url),
+        timeout=120,
     )
     assert json.loads(shell.stdout)["line"] == 1
     assert "BrokenPipe" not in shell.stderr and "Traceback" not in shell.stderr
@@ -98,8 +133,13 @@ def test_killed_at_ten_random_points_then_run_again_every_command_is_in_the_log_
     printed: list[dict] = []
     for _ in range(10):
         stop_after = rng.randint(1, lines // 10)  # new results to see before the kill
-        with subprocess.Popen([CLI, "apply", str(path)], stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True, env=env_for(store_url)) as proc:
+        with subprocess.Popen(
+            [CLI, "apply", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env_for(store_url),
+        ) as proc:
             new = 0
             for raw in proc.stdout:  # type: ignore[union-attr]
                 result = json.loads(raw)
@@ -118,7 +158,9 @@ def test_killed_at_ten_random_points_then_run_again_every_command_is_in_the_log_
     for shown in printed:  # every line printed before a kill was applied, at that position
         assert by_line[shown["line"]]["duplicate"] is True
         assert (by_line[shown["line"]]["command_id"], by_line[shown["line"]]["position"]) == (
-            shown["command_id"], shown["position"])
+            shown["command_id"],
+            shown["position"],
+        )
     with open_engine(store_url) as engine:
         records = Counter(
             engine.app.mapper.to_domain_event(n).command_id
@@ -136,16 +178,32 @@ def test_history_and_the_rejection_log_show_who_asked_to_people_and_machines(
 ) -> None:
     path = tmp_path / "asked.jsonl"
     lines = [
-        {"command": "register_account", "account_id": "us-1", "region": "US", "plan": "pro",
-         "channel": "online", "effective_at": "2020-01-01", "actor": "crm [/bold]", "command_id": "crm-1"},
-        {"command": "suspend_account", "account_id": "us-1", "jurisdiction": "CN",
-         "reason": "request [red]", "effective_at": "2020-06-01", "actor": "gov-liaison"},
+        {
+            "command": "register_account",
+            "account_id": "us-1",
+            "region": "US",
+            "plan": "pro",
+            "channel": "online",
+            "effective_at": "2020-01-01",
+            "actor": "crm [/bold]",
+            "command_id": "crm-1",
+        },
+        {
+            "command": "suspend_account",
+            "account_id": "us-1",
+            "jurisdiction": "CN",
+            "reason": "request [red]",
+            "effective_at": "2020-06-01",
+            "actor": "gov-liaison",
+        },
     ]
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     assert apply(store_url, path).returncode == 1
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([CLI, *args], capture_output=True, text=True, env=env_for(store_url), timeout=60)
+        return subprocess.run(
+            [CLI, *args], capture_output=True, text=True, env=env_for(store_url), timeout=60
+        )
 
     (event,) = json.loads(cli("history", "us-1", "--json").stdout)
     assert (event["actor"], event["command_id"]) == ("crm [/bold]", "crm-1")
@@ -153,9 +211,17 @@ def test_history_and_the_rejection_log_show_who_asked_to_people_and_machines(
     assert table.returncode == 0 and "crm [/bold]" in table.stdout and "crm-1" in table.stdout
     (entry,) = json.loads(cli("rejections", "--json").stdout)
     assert (entry["command"], entry["actor"], entry["account_id"], entry["region"]) == (
-        "suspend_account", "gov-liaison", "us-1", "US")
+        "suspend_account",
+        "gov-liaison",
+        "us-1",
+        "US",
+    )
     assert entry["request"]["reason"] == "request [red]" and "jurisdiction CN" in entry["reason"]
     people = cli("rejections", "--account", "us-1")
-    assert people.returncode == 0 and "gov-liaison" in people.stdout and "suspend_account" in people.stdout
+    assert (
+        people.returncode == 0
+        and "gov-liaison" in people.stdout
+        and "suspend_account" in people.stdout
+    )
     assert json.loads(cli("rejections", "--region", "CN", "--json").stdout) == []
     assert "no rejected command" in cli("rejections", "--region", "CN").stdout

@@ -14,7 +14,9 @@ from tests.conftest import CLI, read_jsonl, scenario_file
 
 def run(store_url: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ENTITLEMENTS_DB": store_url}
-    return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [CLI, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
+    )
 
 
 @pytest.fixture
@@ -27,13 +29,17 @@ def applied(store_url: str) -> str:
 def test_apply_prints_one_result_per_line_as_the_scenario_says(applied: str) -> None:
     printed = [json.loads(line) for line in applied.splitlines()]
     expected = read_jsonl(scenario_file("china-2020.apply.jsonl"))
-    assert [(p["line"], p["status"]) for p in printed] == [(e["line"], e["status"]) for e in expected]
+    assert [(p["line"], p["status"]) for p in printed] == [
+        (e["line"], e["status"]) for e in expected
+    ]
     assert all(p["reason"] for p in printed if p["status"] == "rejected")
 
 
 def test_apply_exits_0_when_every_line_applies(store_url: str, tmp_path: Path) -> None:
     f = tmp_path / "ok.jsonl"
-    f.write_text('{"command": "authorize_partner", "region": "CN", "partner": "P", "effective_at": "2020-01-01", "recorded_at": "2020-01-01"}\n')
+    f.write_text(
+        '{"command": "authorize_partner", "region": "CN", "partner": "P", "effective_at": "2020-01-01", "recorded_at": "2020-01-01"}\n'
+    )
     assert run(store_url, "apply", str(f)).returncode == 0
 
 
@@ -56,7 +62,9 @@ def test_a_malformed_file_is_refused_whole_with_line_and_field_and_changes_nothi
 
 def test_bad_json_is_refused_with_its_line(store_url: str, tmp_path: Path) -> None:
     f = tmp_path / "bad.jsonl"
-    f.write_text('{"command": "authorize_partner", "region": "CN", "partner": "P", "effective_at": "2020-01-01"}\n{not json\n')
+    f.write_text(
+        '{"command": "authorize_partner", "region": "CN", "partner": "P", "effective_at": "2020-01-01"}\n{not json\n'
+    )
     result = run(store_url, "apply", str(f))
     assert result.returncode == 2 and "line 2" in result.stderr
 
@@ -65,7 +73,9 @@ def test_check_json_has_the_contract_fields(store_url: str, applied: str) -> Non
     result = run(store_url, "check", "cn-free-01", "host", "--at", "2020-05-19", "--json")
     assert result.returncode == 0
     d = json.loads(result.stdout)
-    assert {"account_id", "capability", "allowed", "reason", "because", "position", "value"} <= set(d)
+    assert {"account_id", "capability", "allowed", "reason", "because", "position", "value"} <= set(
+        d
+    )
     assert d["allowed"] is False and d["value"] is None
     (cause_event,) = d["because"]
     assert cause_event["type"] == "HostingRevoked"
@@ -75,12 +85,18 @@ def test_check_json_has_the_contract_fields(store_url: str, applied: str) -> Non
 
 def test_check_as_known_at_answers_what_we_believed(store_url: str, applied: str) -> None:
     args = ("check", "cn-ent-02", "host", "--at", "2020-10-01", "--json")
-    assert json.loads(run(store_url, *args, "--as-known-at", "2020-10-20").stdout)["allowed"] is True
+    assert (
+        json.loads(run(store_url, *args, "--as-known-at", "2020-10-20").stdout)["allowed"] is True
+    )
     assert json.loads(run(store_url, *args).stdout)["allowed"] is False
 
 
 def test_check_of_a_limit_reports_its_value(store_url: str, applied: str) -> None:
-    d = json.loads(run(store_url, "check", "cn-pro-01", "max_participants", "--at", "2020-08-11", "--json").stdout)
+    d = json.loads(
+        run(
+            store_url, "check", "cn-pro-01", "max_participants", "--at", "2020-08-11", "--json"
+        ).stdout
+    )
     assert (d["allowed"], d["value"]) == (True, 300)
 
 
@@ -89,20 +105,30 @@ def test_check_of_an_unknown_account_exits_3(store_url: str, applied: str) -> No
     assert result.returncode == 3 and "nobody" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("args", [("cn-free-01", "fly"), ("cn-free-01", "host", "--at", "yesterday-ish")])
-def test_check_with_a_bad_capability_or_time_exits_2(store_url: str, applied: str, args: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    "args", [("cn-free-01", "fly"), ("cn-free-01", "host", "--at", "yesterday-ish")]
+)
+def test_check_with_a_bad_capability_or_time_exits_2(
+    store_url: str, applied: str, args: tuple[str, ...]
+) -> None:
     result = run(store_url, "check", *args)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert ("fly" in result.stderr) or ("at" in result.stderr)
 
 
 def test_capabilities_lists_every_capability(store_url: str, applied: str) -> None:
-    d = json.loads(run(store_url, "capabilities", "cn-pro-01", "--at", "2020-08-24", "--json").stdout)
+    d = json.loads(
+        run(store_url, "capabilities", "cn-pro-01", "--at", "2020-08-24", "--json").stdout
+    )
     answers = {c["capability"]: (c["allowed"], c["value"]) for c in d["capabilities"]}
     assert answers == {
-        "join": (True, None), "host": (True, None), "subscribe_online": (False, None),
-        "purchase_direct": (False, None), "purchase_via_partner": (True, None),
-        "max_participants": (True, 300), "max_meeting_minutes": (True, 1440),
+        "join": (True, None),
+        "host": (True, None),
+        "subscribe_online": (False, None),
+        "purchase_direct": (False, None),
+        "purchase_via_partner": (True, None),
+        "max_participants": (True, 300),
+        "max_meeting_minutes": (True, 1440),
     }
     assert "capability" in run(store_url, "capabilities", "cn-pro-01").stdout  # the table
 
@@ -112,15 +138,22 @@ def test_history_shows_both_clocks_and_causes_in_log_order(store_url: str, appli
     assert [e["version"] for e in events] == list(range(1, len(events) + 1))
     revoked = events[-1]
     assert (revoked["type"], revoked["effective_at"], revoked["recorded_at"]) == (
-        "HostingRevoked", "2020-09-15T00:00:00Z", "2020-11-01T00:00:00Z")
+        "HostingRevoked",
+        "2020-09-15T00:00:00Z",
+        "2020-11-01T00:00:00Z",
+    )
     assert "HostingRevoked" in run(store_url, "history", "cn-ent-02").stdout
 
 
 def test_the_default_store_is_an_sqlite_file_in_the_working_directory(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "ENTITLEMENTS_DB"}
     f = tmp_path / "cmds.jsonl"
-    f.write_text('{"command": "authorize_partner", "region": "CN", "partner": "P", "effective_at": "2020-01-01"}\n')
-    result = subprocess.run([CLI, "apply", str(f)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    f.write_text(
+        '{"command": "authorize_partner", "region": "CN", "partner": "P", "effective_at": "2020-01-01"}\n'
+    )
+    result = subprocess.run(
+        [CLI, "apply", str(f)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "entitlements.db").exists()
 
@@ -131,7 +164,9 @@ def test_an_unusable_store_url_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_demo_runs_the_story_end_to_end(tmp_path: Path) -> None:
-    result = subprocess.run([CLI, "demo"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        [CLI, "demo"], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "cn-free-02" in result.stdout and "as known at 2020-10-20: yes" in result.stdout
 

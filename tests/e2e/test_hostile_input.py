@@ -11,8 +11,10 @@ import pytest
 
 from tests.conftest import CLI
 
-REGISTER = (b'{"command": "register_account", "account_id": "acc-1", "region": "DE", "plan": "free", '
-            b'"channel": "online", "effective_at": "2020-01-01", "recorded_at": "2020-01-01"}')
+REGISTER = (
+    b'{"command": "register_account", "account_id": "acc-1", "region": "DE", "plan": "free", '
+    b'"channel": "online", "effective_at": "2020-01-01", "recorded_at": "2020-01-01"}'
+)
 # A valid line before each bad one: it would change acc-1's history if anything were applied.
 REVOKE = b'{"command": "revoke_hosting", "account_id": "acc-1", "reason": "x", "effective_at": "2020-02-01"}'
 
@@ -25,13 +27,24 @@ def run(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("bad_line", "field"),
     [
-        pytest.param(b'{"command": "suspend_account", "account_id": "acc-1", "jurisdiction": "DE", '
-                     b'"jurisdiction": "platform", "reason": "x", "effective_at": "2020-03-01"}',
-                     "jurisdiction", id="duplicate-key"),
-        pytest.param(b'{"command": "restore_hosting", "account_id": "acc-1", "reason": "a\\u0000b", '
-                     b'"effective_at": "2020-03-01"}', "reason", id="nul-in-reason"),
-        pytest.param(b'{"command": "close_subscription", "account_id": "acc-1", '
-                     b'"effective_at": "0001-01-01T00:00:00+01:00"}', "effective_at", id="year-1-with-offset"),
+        pytest.param(
+            b'{"command": "suspend_account", "account_id": "acc-1", "jurisdiction": "DE", '
+            b'"jurisdiction": "platform", "reason": "x", "effective_at": "2020-03-01"}',
+            "jurisdiction",
+            id="duplicate-key",
+        ),
+        pytest.param(
+            b'{"command": "restore_hosting", "account_id": "acc-1", "reason": "a\\u0000b", '
+            b'"effective_at": "2020-03-01"}',
+            "reason",
+            id="nul-in-reason",
+        ),
+        pytest.param(
+            b'{"command": "close_subscription", "account_id": "acc-1", '
+            b'"effective_at": "0001-01-01T00:00:00+01:00"}',
+            "effective_at",
+            id="year-1-with-offset",
+        ),
         pytest.param(b"\xff\xfe", None, id="not-utf8"),
         pytest.param(b"[" * 100_000, None, id="deeply-nested"),
     ],

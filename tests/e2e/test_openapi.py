@@ -50,9 +50,14 @@ def admin_headers() -> Iterator[dict[str, str]]:
 
 
 @schema.parametrize()
-@settings(max_examples=20, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-def test_no_5xx_and_answers_as_declared(case: schemathesis.Case, admin_headers: dict[str, str]) -> None:
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+def test_no_5xx_and_answers_as_declared(
+    case: schemathesis.Case, admin_headers: dict[str, str]
+) -> None:
     if case.query and "wait" in case.query:  # long polling: up to 30 s an example is too slow here
         case.query["wait"] = 0
     case.call_and_validate(headers=admin_headers, checks=CHECKS)

@@ -32,13 +32,21 @@ def test_create_prints_the_token_once_as_the_last_word_and_it_authenticates(stor
 
 
 def test_create_json_list_json_and_revoke(store_url: str) -> None:
-    created = run(store_url, "token", "create", "--role", "admin", "--name", "ops@example", "--json")
+    created = run(
+        store_url, "token", "create", "--role", "admin", "--name", "ops@example", "--json"
+    )
     assert created.returncode == 0, created.stderr
     body = json.loads(created.stdout)
-    assert body["name"] == "ops@example" and body["role"] == "admin" and body["token"].startswith("ent_")
+    assert (
+        body["name"] == "ops@example"
+        and body["role"] == "admin"
+        and body["token"].startswith("ent_")
+    )
 
     listed = json.loads(run(store_url, "token", "list", "--json").stdout)
-    assert [(t["name"], t["role"], t["revoked_at"]) for t in listed] == [("ops@example", "admin", None)]
+    assert [(t["name"], t["role"], t["revoked_at"]) for t in listed] == [
+        ("ops@example", "admin", None)
+    ]
     assert set(listed[0]) == {"name", "role", "created_at", "revoked_at"}
 
     revoked = run(store_url, "token", "revoke", "ops@example")
@@ -66,7 +74,11 @@ def test_a_name_in_use_and_a_bad_role_are_refused_in_one_line(store_url: str) ->
     bad_role = run(store_url, "token", "create", "--role", "root", "--name", "other")
     assert bad_role.returncode == 2 and "role" in bad_role.stderr
     bad_name = run(store_url, "token", "create", "--role", "checker", "--name", "has space")
-    assert bad_name.returncode == 2 and "name" in bad_name.stderr and "Traceback" not in bad_name.stderr
+    assert (
+        bad_name.returncode == 2
+        and "name" in bad_name.stderr
+        and "Traceback" not in bad_name.stderr
+    )
 
 
 def test_list_and_revoke_need_an_existing_store_create_makes_one(tmp_path: Path) -> None:

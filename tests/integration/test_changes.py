@@ -28,14 +28,19 @@ def head(engine: Engine) -> int:
 
 def of(items: list[dict[str, Any]], who: str, capability: str) -> list[dict[str, Any]]:
     return [
-        i for i in items
+        i
+        for i in items
         if who in (i.get("account_id"), i.get("region")) and i["capability"] == capability
     ]
 
 
 def test_free_hosting_rule_reaches_free_accounts_as_their_own_items(story: Engine) -> None:
     items, _ = changes_after(story.app, 0, EVERYTHING)
-    revoked = [i for i in items if i.get("account_id") == "cn-free-01" and i["effective_at"] == "2020-05-19T00:00:00Z"]
+    revoked = [
+        i
+        for i in items
+        if i.get("account_id") == "cn-free-01" and i["effective_at"] == "2020-05-19T00:00:00Z"
+    ]
     assert [(i["capability"], i["old"], i["new"]) for i in revoked] == [
         ("host", YES, NO),
         ("max_participants", {"allowed": True, "value": 100}, {"allowed": False, "value": 0}),
@@ -49,14 +54,18 @@ def test_free_hosting_rule_reaches_free_accounts_as_their_own_items(story: Engin
     # the rule's own region event gives no item: its accounts' events do
     assert all(
         i["cause"].get("rule") not in ("free_hosting_suspended", "registration_suspended")
-        for i in items if "region" in i
+        for i in items
+        if "region" in i
     )
 
 
 def test_region_rules_that_do_not_fan_out_give_one_item_for_the_region(story: Engine) -> None:
     items, _ = changes_after(story.app, 0, EVERYTHING)
-    region_items = [(i["region"], i["capability"], i["old"], i["new"], i["effective_at"], i["recorded_at"])
-                    for i in items if "region" in i]
+    region_items = [
+        (i["region"], i["capability"], i["old"], i["new"], i["effective_at"], i["recorded_at"])
+        for i in items
+        if "region" in i
+    ]
     assert region_items == [
         ("CN", "subscribe_online", YES, NO, "2020-06-01T00:00:00Z", "2020-06-01T00:00:00Z"),
         # three partners authorized: only the first changes the answer
@@ -70,9 +79,15 @@ def test_region_rules_that_do_not_fan_out_give_one_item_for_the_region(story: En
     assert not any(i.get("account_id") and i["cause"]["type"].startswith("Region") for i in items)
 
 
-def test_backdated_revocation_is_listed_when_recorded_with_its_effective_time(story: Engine) -> None:
+def test_backdated_revocation_is_listed_when_recorded_with_its_effective_time(
+    story: Engine,
+) -> None:
     items, _ = changes_after(story.app, 0, EVERYTHING)
-    late = [i for i in items if i.get("account_id") == "cn-ent-02" and i["recorded_at"] == "2020-11-01T00:00:00Z"]
+    late = [
+        i
+        for i in items
+        if i.get("account_id") == "cn-ent-02" and i["recorded_at"] == "2020-11-01T00:00:00Z"
+    ]
     assert [(i["capability"], i["old"], i["new"]) for i in late] == [
         ("host", YES, NO),
         ("max_participants", {"allowed": True, "value": 500}, {"allowed": False, "value": 0}),
@@ -132,10 +147,17 @@ def test_nothing_after_the_head(story: Engine) -> None:
 
 def test_a_rejected_command_gives_no_item_but_moves_the_position(story: Engine) -> None:
     h = head(story)
-    (result,) = story.apply([{
-        "command": "revoke_hosting", "account_id": "cn-ent-02", "reason": "again",
-        "effective_at": "2020-11-02", "recorded_at": "2020-11-02",
-    }])
+    (result,) = story.apply(
+        [
+            {
+                "command": "revoke_hosting",
+                "account_id": "cn-ent-02",
+                "reason": "again",
+                "effective_at": "2020-11-02",
+                "recorded_at": "2020-11-02",
+            }
+        ]
+    )
     assert result.status == "rejected"
     assert changes_after(story.app, h, 100) == ([], head(story))
     assert head(story) > h
@@ -143,10 +165,18 @@ def test_a_rejected_command_gives_no_item_but_moves_the_position(story: Engine) 
 
 def test_an_applied_command_after_the_page_is_the_next_page(story: Engine) -> None:
     _, h = changes_after(story.app, 0, EVERYTHING)
-    (result,) = story.apply([{
-        "command": "restore_hosting", "account_id": "cn-ent-02", "reason": "settled",
-        "effective_at": "2020-11-03", "recorded_at": "2020-11-03", "actor": "ops@example",
-    }])
+    (result,) = story.apply(
+        [
+            {
+                "command": "restore_hosting",
+                "account_id": "cn-ent-02",
+                "reason": "settled",
+                "effective_at": "2020-11-03",
+                "recorded_at": "2020-11-03",
+                "actor": "ops@example",
+            }
+        ]
+    )
     items, next_position = changes_after(story.app, h, 100)
     assert next_position == result.position == head(story)
     assert [(i["capability"], i["old"], i["new"]) for i in items] == [
@@ -184,9 +214,19 @@ def test_the_feed_kept_in_memory_answers_as_the_log_does(store_url: str, limit: 
     from entitlements import open_engine
 
     with open_engine(store_url) as writer:
-        writer.apply([{"command": "register_account", "account_id": "early", "region": "CN",
-                       "plan": "free", "channel": "online", "effective_at": "2019-12-01",
-                       "recorded_at": "2019-12-01"}])
+        writer.apply(
+            [
+                {
+                    "command": "register_account",
+                    "account_id": "early",
+                    "region": "CN",
+                    "plan": "free",
+                    "channel": "online",
+                    "effective_at": "2019-12-01",
+                    "recorded_at": "2019-12-01",
+                }
+            ]
+        )
         with open_engine(store_url) as worker:
             worker.changes(0)  # the feed starts here
             since = worker.projector.feed.since  # type: ignore[union-attr]
@@ -197,7 +237,9 @@ def test_the_feed_kept_in_memory_answers_as_the_log_does(store_url: str, limit: 
             assert kept == full and len(full) > 20
             for after in (since, since + 5, head(worker) - 3, head(worker)):
                 assert pages(worker.projector.feed.read, after, limit) == pages(  # type: ignore[union-attr]
-                    lambda a, n: changes_after(worker.app, a, n), after, limit)
+                    lambda a, n: changes_after(worker.app, a, n), after, limit
+                )
             # Older than the feed: the engine reads the log for it.
             assert pages(lambda a, n: worker.changes(a, n), 0, limit) == pages(
-                lambda a, n: changes_after(worker.app, a, n), 0, limit)
+                lambda a, n: changes_after(worker.app, a, n), 0, limit
+            )

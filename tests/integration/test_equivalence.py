@@ -90,8 +90,11 @@ def _channel_fields(draw: Any, channels: Iterable[str]) -> dict[str, Any]:
 
 @st.composite
 def command_body(
-    draw: Any, accounts: tuple[str, ...], registered: list[str],
-    applied: list[tuple[str, str]], focus: bool,
+    draw: Any,
+    accounts: tuple[str, ...],
+    registered: list[str],
+    applied: list[tuple[str, str]],
+    focus: bool,
 ) -> dict[str, Any]:
     """One command without its times. Registrations come early and mostly name a new
     account, other commands mostly an account already registered, lifts mostly a rule
@@ -99,21 +102,37 @@ def command_body(
     free_hosting_suspended weigh more, so the hosting fan-out is busy. With `focus`, all
     registrations and region commands are in CN and most rules are free_hosting_suspended."""
     early = len(registered) < len(accounts) and draw(st.integers(0, 2)) == 0
-    kind = "register_account" if early else draw(
-        st.sampled_from(
-            (
-                "register_account", "register_account", "register_account",
-                "open_subscription", "open_subscription", "close_subscription",
-                "close_subscription", "revoke_hosting", "restore_hosting",
-                "move_to_partner",
-                "suspend_account", "reinstate_account",
-                "approve_registration",
-                "authorize_partner",
-                "apply_region_rule", "apply_region_rule", "lift_region_rule", "lift_region_rule",
+    kind = (
+        "register_account"
+        if early
+        else draw(
+            st.sampled_from(
+                (
+                    "register_account",
+                    "register_account",
+                    "register_account",
+                    "open_subscription",
+                    "open_subscription",
+                    "close_subscription",
+                    "close_subscription",
+                    "revoke_hosting",
+                    "restore_hosting",
+                    "move_to_partner",
+                    "suspend_account",
+                    "reinstate_account",
+                    "approve_registration",
+                    "authorize_partner",
+                    "apply_region_rule",
+                    "apply_region_rule",
+                    "lift_region_rule",
+                    "lift_region_rule",
+                )
             )
         )
     )
-    likely = registered if kind != "register_account" else [a for a in accounts if a not in registered]
+    likely = (
+        registered if kind != "register_account" else [a for a in accounts if a not in registered]
+    )
     usual = bool(likely) and draw(st.integers(0, 9)) > 0
     account = draw(st.sampled_from(likely if usual else accounts))
     region = "CN" if focus else draw(st.sampled_from(("CN", *REGIONS)))
@@ -123,8 +142,11 @@ def command_body(
         channels = ("online",) if plan == "free" and draw(st.integers(0, 3)) > 0 else CHANNELS
         cmd.update(account_id=account, region=region, plan=plan, **_channel_fields(draw, channels))
     elif kind == "open_subscription":
-        cmd.update(account_id=account, plan=draw(st.sampled_from(PLANS[1:])),
-                   **_channel_fields(draw, CHANNELS))
+        cmd.update(
+            account_id=account,
+            plan=draw(st.sampled_from(PLANS[1:])),
+            **_channel_fields(draw, CHANNELS),
+        )
     elif kind == "approve_registration":
         cmd.update(account_id=account, **_channel_fields(draw, ("direct", "partner")))
     elif kind == "close_subscription":
@@ -134,8 +156,11 @@ def command_body(
     elif kind == "move_to_partner":
         cmd.update(account_id=account, partner=draw(st.sampled_from(PARTNERS)))
     elif kind == "suspend_account":
-        cmd.update(account_id=account, reason="request",
-                   jurisdiction=draw(st.sampled_from((*REGIONS, "platform"))))
+        cmd.update(
+            account_id=account,
+            reason="request",
+            jurisdiction=draw(st.sampled_from((*REGIONS, "platform"))),
+        )
     elif kind == "authorize_partner":
         cmd.update(region=region, partner=draw(st.sampled_from(PARTNERS)))
     else:  # apply / lift a region rule
@@ -228,8 +253,12 @@ def ref_events_from_history(history: list[dict[str, Any]]) -> list[RefEvent]:
     envelope = {"stream", "type", "version", "effective_at", "recorded_at", "cause"}
     return [
         RefEvent(
-            h["type"], h["version"], _time(h["effective_at"]), _time(h["recorded_at"]),
-            bool(h.get("cause")), {k: v for k, v in h.items() if k not in envelope},
+            h["type"],
+            h["version"],
+            _time(h["effective_at"]),
+            _time(h["recorded_at"]),
+            bool(h.get("cause")),
+            {k: v for k, v in h.items() if k not in envelope},
         )
         for h in history
     ]
@@ -244,13 +273,27 @@ def raw_log_streams(engine: Engine) -> dict[Any, list[RefEvent]]:
             continue
         e = engine.app.mapper.to_domain_event(n)
         data = {
-            k: v for k, v in vars(e).items()
-            if k not in ("originator_id", "originator_version", "timestamp",
-                         "effective_at", "recorded_at", "cause")
+            k: v
+            for k, v in vars(e).items()
+            if k
+            not in (
+                "originator_id",
+                "originator_version",
+                "timestamp",
+                "effective_at",
+                "recorded_at",
+                "cause",
+            )
         }
         streams[e.originator_id].append(
-            RefEvent(type(e).__name__, e.originator_version, e.effective_at, e.recorded_at,
-                     bool(getattr(e, "cause", None)), data)
+            RefEvent(
+                type(e).__name__,
+                e.originator_version,
+                e.effective_at,
+                e.recorded_at,
+                bool(getattr(e, "cause", None)),
+                data,
+            )
         )
     return streams
 
@@ -326,7 +369,8 @@ def reference(
         "join": answer(True, "join"),  # rule 2
         "host": answer(host, "host"),
         "subscribe_online": answer(  # rule 4
-            sales_open and not rules_on.get("online_subscriptions_closed", False), "subscribe_online"
+            sales_open and not rules_on.get("online_subscriptions_closed", False),
+            "subscribe_online",
         ),
         "purchase_direct": answer(  # rule 5
             sales_open and not rules_on.get("direct_sales_closed", False), "purchase_direct"
@@ -350,32 +394,119 @@ def _cmd(command: str, effective_at: str, recorded_at: str, **fields: Any) -> di
 # reinstatement, a pending registration approved, and rejections along the way.
 STORY = [
     _cmd("authorize_partner", "2020-01-05", "2020-01-05", region="CN", partner="Bizconf"),
-    _cmd("register_account", "2020-01-10", "2020-01-10", account_id="acc-1", region="CN", plan="free", channel="online"),
-    _cmd("register_account", "2020-01-10", "2020-01-10", account_id="acc-2", region="CN", plan="pro", channel="online"),
-    _cmd("apply_region_rule", "2020-05-19", "2020-05-01", region="CN", rule="free_hosting_suspended"),
-    _cmd("apply_region_rule", "2020-05-19", "2020-05-02", region="CN", rule="registration_suspended"),
-    _cmd("register_account", "2020-06-01", "2020-06-01", account_id="acc-3", region="CN", plan="free", channel="online"),
+    _cmd(
+        "register_account",
+        "2020-01-10",
+        "2020-01-10",
+        account_id="acc-1",
+        region="CN",
+        plan="free",
+        channel="online",
+    ),
+    _cmd(
+        "register_account",
+        "2020-01-10",
+        "2020-01-10",
+        account_id="acc-2",
+        region="CN",
+        plan="pro",
+        channel="online",
+    ),
+    _cmd(
+        "apply_region_rule", "2020-05-19", "2020-05-01", region="CN", rule="free_hosting_suspended"
+    ),
+    _cmd(
+        "apply_region_rule", "2020-05-19", "2020-05-02", region="CN", rule="registration_suspended"
+    ),
+    _cmd(
+        "register_account",
+        "2020-06-01",
+        "2020-06-01",
+        account_id="acc-3",
+        region="CN",
+        plan="free",
+        channel="online",
+    ),
     _cmd("close_subscription", "2020-04-01", "2020-06-02", account_id="acc-2", reason="backdated"),
     _cmd("revoke_hosting", "2020-03-01", "2020-06-03", account_id="acc-1", reason="abuse"),
     _cmd("restore_hosting", "2020-07-01", "2020-06-04", account_id="acc-1", reason="appeal"),
-    _cmd("suspend_account", "2020-06-10", "2020-06-10", account_id="acc-2", jurisdiction="US", reason="x"),
-    _cmd("suspend_account", "2020-06-10", "2020-06-10", account_id="acc-2", jurisdiction="CN", reason="y"),
+    _cmd(
+        "suspend_account",
+        "2020-06-10",
+        "2020-06-10",
+        account_id="acc-2",
+        jurisdiction="US",
+        reason="x",
+    ),
+    _cmd(
+        "suspend_account",
+        "2020-06-10",
+        "2020-06-10",
+        account_id="acc-2",
+        jurisdiction="CN",
+        reason="y",
+    ),
     _cmd("reinstate_account", "2020-07-10", "2020-07-10", account_id="acc-2", reason="z"),
-    _cmd("approve_registration", "2020-06-15", "2020-07-10", account_id="acc-3", channel="partner", partner="Bizconf"),
-    _cmd("open_subscription", "2020-05-25", "2020-07-11", account_id="acc-1", plan="pro", channel="online"),
-    _cmd("apply_region_rule", "2020-06-01", "2020-07-12", region="CN", rule="online_subscriptions_closed"),
-    _cmd("lift_region_rule", "2020-09-01", "2020-07-13", region="CN", rule="free_hosting_suspended"),
+    _cmd(
+        "approve_registration",
+        "2020-06-15",
+        "2020-07-10",
+        account_id="acc-3",
+        channel="partner",
+        partner="Bizconf",
+    ),
+    _cmd(
+        "open_subscription",
+        "2020-05-25",
+        "2020-07-11",
+        account_id="acc-1",
+        plan="pro",
+        channel="online",
+    ),
+    _cmd(
+        "apply_region_rule",
+        "2020-06-01",
+        "2020-07-12",
+        region="CN",
+        rule="online_subscriptions_closed",
+    ),
+    _cmd(
+        "lift_region_rule", "2020-09-01", "2020-07-13", region="CN", rule="free_hosting_suspended"
+    ),
     _cmd("apply_region_rule", "2020-08-23", "2020-08-03", region="CN", rule="direct_sales_closed"),
     _cmd("move_to_partner", "2020-08-01", "2020-08-03", account_id="acc-2", partner="Bizconf"),
-    _cmd("register_account", "2020-02-01", "2020-08-04", account_id="acc-4", region="US", plan="enterprise", channel="direct"),
+    _cmd(
+        "register_account",
+        "2020-02-01",
+        "2020-08-04",
+        account_id="acc-4",
+        region="US",
+        plan="enterprise",
+        channel="direct",
+    ),
     _cmd("move_to_partner", "2020-03-01", "2020-08-04", account_id="acc-4", partner="Bizconf"),
-    _cmd("apply_region_rule", "2020-03-01", "2020-08-05", region="US", rule="free_hosting_suspended"),
+    _cmd(
+        "apply_region_rule", "2020-03-01", "2020-08-05", region="US", rule="free_hosting_suspended"
+    ),
     _cmd("close_subscription", "2020-04-01", "2020-08-06", account_id="acc-4"),
-    _cmd("lift_region_rule", "2020-03-15", "2020-08-07", region="US", rule="free_hosting_suspended"),
-    _cmd("apply_region_rule", "2020-04-01", "2020-08-08", region="US", rule="free_hosting_suspended"),
-    _cmd("open_subscription", "2020-04-01", "2020-08-09", account_id="acc-4", plan="business", channel="direct"),
+    _cmd(
+        "lift_region_rule", "2020-03-15", "2020-08-07", region="US", rule="free_hosting_suspended"
+    ),
+    _cmd(
+        "apply_region_rule", "2020-04-01", "2020-08-08", region="US", rule="free_hosting_suspended"
+    ),
+    _cmd(
+        "open_subscription",
+        "2020-04-01",
+        "2020-08-09",
+        account_id="acc-4",
+        plan="business",
+        channel="direct",
+    ),
 ]
-STORY_PROBES = [[(i % 4, "host", None, None), (i % 4, "max_participants", 150, None)] for i in range(30)]
+STORY_PROBES = [
+    [(i % 4, "host", None, None), (i % 4, "max_participants", 150, None)] for i in range(30)
+]
 
 
 # -- the property --------------------------------------------------------------------------
@@ -387,8 +518,10 @@ def _fmt(t: datetime | None) -> str:
 
 def _show(e: RefEvent) -> str:
     data = {k: v for k, v in e.data.items() if k != "originator_topic"}
-    return (f"{e.type} v{e.version} effective {_fmt(e.effective_at)} recorded "
-            f"{_fmt(e.recorded_at)}{' (rule-caused)' if e.caused else ''} {data}")
+    return (
+        f"{e.type} v{e.version} effective {_fmt(e.effective_at)} recorded "
+        f"{_fmt(e.recorded_at)}{' (rule-caused)' if e.caused else ''} {data}"
+    )
 
 
 def _reference_now(engine: Engine, account_id: str, at: datetime, known: datetime | None):
@@ -453,24 +586,38 @@ def test_incremental_rebuild_replay_and_reference_agree(
         everything = [e for events in streams.values() for e in events]
         event(f"commands applied: {min(applied // 5 * 5, 20)}+")
         caused = [e for e in everything if e.caused and e.type.startswith("Hosting")]
-        event(f"rule-caused hosting events: {'none' if not caused else '1-3' if len(caused) < 4 else '4+'}")
+        event(
+            f"rule-caused hosting events: {'none' if not caused else '1-3' if len(caused) < 4 else '4+'}"
+        )
         if any(e.type == "HostingRestored" for e in caused):
             event("a rule-caused HostingRestored")
         if any(e.effective_at < e.recorded_at for e in everything if e.type != "RegionOpened"):
             event("a backdated event")
-        if any(e.effective_at > e.recorded_at for e in everything if e.type.startswith("RegionRule")):
+        if any(
+            e.effective_at > e.recorded_at for e in everything if e.type.startswith("RegionRule")
+        ):
             event("a rule recorded ahead of its effective time")
         effective = sorted({e.effective_at for e in everything})
         recorded = sorted({e.recorded_at for e in everything})
         # The answers are step functions of T and K that can change only at an event's
         # effective_at / recorded_at, so these grids visit every distinct answer.
         times = sorted(
-            {*(day(15 * i) for i in range(25)), day(-1), *effective,
-             *(t - JUST_BEFORE for t in effective)}
+            {
+                *(day(15 * i) for i in range(25)),
+                day(-1),
+                *effective,
+                *(t - JUST_BEFORE for t in effective),
+            }
         )
         knowns: list[datetime | None] = [
-            None, *sorted({*recorded, *(k - JUST_BEFORE for k in recorded),
-                           *(k - timedelta(days=1) for k in recorded)})
+            None,
+            *sorted(
+                {
+                    *recorded,
+                    *(k - JUST_BEFORE for k in recorded),
+                    *(k - timedelta(days=1) for k in recorded),
+                }
+            ),
         ]
 
         compared = 0
@@ -480,7 +627,9 @@ def test_incremental_rebuild_replay_and_reference_agree(
             assert versions == list(range(1, len(history) + 1)), (account_id, versions)
             ref_account = ref_events_from_history(history)
             raw_account = streams[account_uuid(account_id)]
-            assert [(e.type, e.version, e.effective_at, e.recorded_at, e.caused) for e in ref_account] == [
+            assert [
+                (e.type, e.version, e.effective_at, e.recorded_at, e.caused) for e in ref_account
+            ] == [
                 (e.type, e.version, e.effective_at, e.recorded_at, e.caused) for e in raw_account
             ], f"history of {account_id} differs from the raw log"
 
@@ -528,7 +677,12 @@ def test_incremental_rebuild_replay_and_reference_agree(
                 a = engine.check(account_id, cap)
                 b = rebuilt.check(account_id, cap)
                 assert (a.allowed, a.value) == (b.allowed, b.value) == ref[cap], (
-                    account_id, cap, "now", (a.allowed, a.value), (b.allowed, b.value), ref[cap]
+                    account_id,
+                    cap,
+                    "now",
+                    (a.allowed, a.value),
+                    (b.allowed, b.value),
+                    ref[cap],
                 )
         assert compared == len(existing) * (len(times) + 1) * len(knowns) * len(CAPABILITIES)
     finally:

@@ -11,14 +11,33 @@ from entitlements.engine import Engine
 
 
 def test_every_stored_event_has_an_explicit_topic(engine: Engine) -> None:
-    engine.apply([
-        {"command": "apply_region_rule", "region": "CN", "rule": "free_hosting_suspended", "effective_at": "2020-01-01"},
-        {"command": "register_account", "account_id": "a", "region": "CN", "plan": "free", "channel": "online", "effective_at": "2020-01-02"},
-    ])
+    engine.apply(
+        [
+            {
+                "command": "apply_region_rule",
+                "region": "CN",
+                "rule": "free_hosting_suspended",
+                "effective_at": "2020-01-01",
+            },
+            {
+                "command": "register_account",
+                "account_id": "a",
+                "region": "CN",
+                "plan": "free",
+                "channel": "online",
+                "effective_at": "2020-01-02",
+            },
+        ]
+    )
     topics = {n.topic for n in engine.app.recorder.select_notifications(start=1, limit=100)}
-    assert topics == {"entitlements:RegionOpened", "entitlements:RegionRuleApplied",
-                      "entitlements:AccountRegistered", "entitlements:HostingRevoked",
-                      "entitlements:CommandApplied", "entitlements:FanOutCompleted"}
+    assert topics == {
+        "entitlements:RegionOpened",
+        "entitlements:RegionRuleApplied",
+        "entitlements:AccountRegistered",
+        "entitlements:HostingRevoked",
+        "entitlements:CommandApplied",
+        "entitlements:FanOutCompleted",
+    }
 
 
 class Gadget(Aggregate):
@@ -50,8 +69,12 @@ def test_an_event_stored_in_an_older_version_is_upcast_when_read(engine: Engine)
     state = engine.app.mapper.transcoder.decode(renamed.state)
     assert state.pop("class_version") == 2
     del state["effective_at"]
-    v1 = StoredEvent(renamed.originator_id, renamed.originator_version, renamed.topic,
-                     engine.app.mapper.transcoder.encode(state))
+    v1 = StoredEvent(
+        renamed.originator_id,
+        renamed.originator_version,
+        renamed.topic,
+        engine.app.mapper.transcoder.encode(state),
+    )
     engine.app.recorder.insert_events([created, v1])
     restored = engine.app.repository.get(gadget.id)
     assert (restored.name, restored.effective_at) == ("old", datetime(1970, 1, 1, tzinfo=UTC))

@@ -24,16 +24,24 @@ def apply_scenario(engine: Engine) -> None:
     engine.apply_parsed(parse_command_file(scenario_file("china-2020.jsonl")))
 
 
-def answer_from_sql(url: str, account_id: str, capability: str, at: datetime, known: datetime | None):
+def answer_from_sql(
+    url: str, account_id: str, capability: str, at: datetime, known: datetime | None
+):
     i = CURRENT.intervals
     query = select(i.c.allowed, i.c.value).where(
-        i.c.account_id == account_id, i.c.capability == capability,
-        i.c.effective_from <= at, or_(i.c.effective_to.is_(None), i.c.effective_to > at),
+        i.c.account_id == account_id,
+        i.c.capability == capability,
+        i.c.effective_from <= at,
+        or_(i.c.effective_to.is_(None), i.c.effective_to > at),
     )
     if known is None:
         query = query.where(i.c.recorded_to.is_(None))
     else:
-        query = query.where(and_(i.c.recorded_from <= known, or_(i.c.recorded_to.is_(None), i.c.recorded_to > known)))
+        query = query.where(
+            and_(
+                i.c.recorded_from <= known, or_(i.c.recorded_to.is_(None), i.c.recorded_to > known)
+            )
+        )
     with sql_engine(url).connect() as conn:
         rows = conn.execute(query).all()
     assert len(rows) <= 1, rows
@@ -62,20 +70,32 @@ def assert_plain_names(url: str) -> None:
     found = inspect(sql)
     assert not [t for t in found.get_table_names() if "__rebuild" in t]
     for table in (CURRENT.accounts, CURRENT.intervals):
-        assert {ix["name"] for ix in found.get_indexes(table.name)} == {ix.name for ix in table.indexes}
+        assert {ix["name"] for ix in found.get_indexes(table.name)} == {
+            ix.name for ix in table.indexes
+        }
         pk = found.get_pk_constraint(table.name)["name"]
         assert pk == (f"{table.name}_pkey" if sql.dialect.name == "postgresql" else None)
     if sql.dialect.name == "postgresql":
         sequences = found.get_sequence_names()
-        assert "capability_intervals_id_seq" in sequences and not [s for s in sequences if "__rebuild" in s]
+        assert "capability_intervals_id_seq" in sequences and not [
+            s for s in sequences if "__rebuild" in s
+        ]
 
 
-@pytest.mark.parametrize("row", EXPECTED_ROWS, ids=lambda r: f"{r['account_id']}-{r['capability']}-{r['at']}-{r.get('as_known_at', 'now')}")
-def test_the_rebuilt_intervals_give_every_scenario_answer(store_url: str, engine: Engine, row: dict) -> None:
+@pytest.mark.parametrize(
+    "row",
+    EXPECTED_ROWS,
+    ids=lambda r: f"{r['account_id']}-{r['capability']}-{r['at']}-{r.get('as_known_at', 'now')}",
+)
+def test_the_rebuilt_intervals_give_every_scenario_answer(
+    store_url: str, engine: Engine, row: dict
+) -> None:
     apply_scenario(engine)
     rebuild(engine.app, store_url)
     known = parse_time(row["as_known_at"]) if "as_known_at" in row else None
-    answer = answer_from_sql(store_url, row["account_id"], row["capability"], parse_time(row["at"]), known)
+    answer = answer_from_sql(
+        store_url, row["account_id"], row["capability"], parse_time(row["at"]), known
+    )
     expected_value = row.get("value")
     if answer is None:
         assert row.get("allowed", False) is False and expected_value in (None, 0)
@@ -83,7 +103,9 @@ def test_the_rebuilt_intervals_give_every_scenario_answer(store_url: str, engine
         assert answer == (row.get("allowed", (expected_value or 0) > 0), expected_value)
 
 
-def test_incremental_catch_up_after_every_command_equals_a_full_rebuild(store_url: str, engine: Engine, tmp_path) -> None:
+def test_incremental_catch_up_after_every_command_equals_a_full_rebuild(
+    store_url: str, engine: Engine, tmp_path
+) -> None:
     for _, cmd in parse_command_file(scenario_file("china-2020.jsonl")):
         engine.apply_parsed([(1, cmd)])
         project(engine.app, store_url)
@@ -103,7 +125,9 @@ def test_a_rebuild_runs_again_and_again(store_url: str, engine: Engine) -> None:
         assert_plain_names(store_url)
 
 
-def test_a_rebuild_starts_clean_whatever_an_earlier_attempt_left(store_url: str, engine: Engine) -> None:
+def test_a_rebuild_starts_clean_whatever_an_earlier_attempt_left(
+    store_url: str, engine: Engine
+) -> None:
     apply_scenario(engine)
     project(engine.app, store_url)
     incremental = all_rows(store_url)
@@ -112,7 +136,9 @@ def test_a_rebuild_starts_clean_whatever_an_earlier_attempt_left(store_url: str,
         conn.exec_driver_sql("DROP INDEX ix_accounts_region")
         conn.exec_driver_sql("CREATE INDEX ix_accounts__rebuild_region ON accounts (region)")
         if sql.dialect.name == "postgresql":
-            conn.exec_driver_sql("ALTER TABLE accounts RENAME CONSTRAINT accounts_pkey TO accounts__rebuild_pkey")
+            conn.exec_driver_sql(
+                "ALTER TABLE accounts RENAME CONSTRAINT accounts_pkey TO accounts__rebuild_pkey"
+            )
         conn.exec_driver_sql("CREATE TABLE capability_intervals__rebuild (account_id VARCHAR(64))")
     rebuild(engine.app, store_url)
     assert all_rows(store_url) == incremental
@@ -149,7 +175,9 @@ def test_a_replayed_delivery_changes_nothing(store_url: str, engine: Engine) -> 
     assert all_rows(store_url) == before and model.position() == position
 
 
-def test_a_rebuild_killed_halfway_resumes_and_ends_exact(store_url: str, engine: Engine, monkeypatch) -> None:
+def test_a_rebuild_killed_halfway_resumes_and_ends_exact(
+    store_url: str, engine: Engine, monkeypatch
+) -> None:
     apply_scenario(engine)
     project(engine.app, store_url)
     expected = all_rows(store_url)
@@ -168,14 +196,25 @@ def test_a_rebuild_killed_halfway_resumes_and_ends_exact(store_url: str, engine:
     assert half.counter("rebuild:accounts") == 4  # of 8: two transactions of two accounts
     # Checks and analysts keep answering from the current tables meanwhile.
     assert all_rows(store_url) == expected
-    engine.apply([{"command": "authorize_partner", "region": "HK", "partner": "P", "effective_at": "2021-01-01"}])
+    engine.apply(
+        [
+            {
+                "command": "authorize_partner",
+                "region": "HK",
+                "partner": "P",
+                "effective_at": "2021-01-01",
+            }
+        ]
+    )
     assert rebuild(engine.app, store_url) == engine.position()  # resumes, then goes on to the head
     assert all_rows(store_url) == incremental_rows(engine, store_url)
     assert project(engine.app, store_url) == engine.position()  # nothing left to catch up
     assert half.counter("rebuild:accounts") is None  # the rebuild's bookkeeping is gone
 
 
-def test_a_resumed_rebuild_ends_at_the_head_of_the_log(store_url: str, engine: Engine, monkeypatch) -> None:
+def test_a_resumed_rebuild_ends_at_the_head_of_the_log(
+    store_url: str, engine: Engine, monkeypatch
+) -> None:
     apply_scenario(engine)
     project(engine.app, store_url)
     target = engine.position()
@@ -187,13 +226,32 @@ def test_a_resumed_rebuild_ends_at_the_head_of_the_log(store_url: str, engine: E
 
     with pytest.raises(KeyboardInterrupt):
         rebuild(engine.app, store_url, die_after_one_transaction)
-    results = engine.apply([
-        {"command": "register_account", "account_id": "late-cn", "region": "CN", "plan": "enterprise",
-         "channel": "direct", "effective_at": "2020-08-01"},
-        {"command": "register_account", "account_id": "late-us", "region": "US", "plan": "free",
-         "channel": "online", "effective_at": "2020-09-01"},
-        {"command": "authorize_partner", "region": "HK", "partner": "P", "effective_at": "2021-01-01"},
-    ])
+    results = engine.apply(
+        [
+            {
+                "command": "register_account",
+                "account_id": "late-cn",
+                "region": "CN",
+                "plan": "enterprise",
+                "channel": "direct",
+                "effective_at": "2020-08-01",
+            },
+            {
+                "command": "register_account",
+                "account_id": "late-us",
+                "region": "US",
+                "plan": "free",
+                "channel": "online",
+                "effective_at": "2020-09-01",
+            },
+            {
+                "command": "authorize_partner",
+                "region": "HK",
+                "partner": "P",
+                "effective_at": "2021-01-01",
+            },
+        ]
+    )
     assert [r.status for r in results] == ["applied"] * 3
     assert rebuild(engine.app, store_url) == engine.position()
     with sql_engine(store_url).connect() as conn:
@@ -203,13 +261,25 @@ def test_a_resumed_rebuild_ends_at_the_head_of_the_log(store_url: str, engine: E
     assert all_rows(store_url) == incremental_rows(engine, store_url)
 
 
-def test_a_second_run_reads_only_the_log_past_its_own_position(store_url: str, engine: Engine, monkeypatch) -> None:
+def test_a_second_run_reads_only_the_log_past_its_own_position(
+    store_url: str, engine: Engine, monkeypatch
+) -> None:
     apply_scenario(engine)
     projection = rebuild_module.SqlProjection.current(engine.app, store_url)
     head = projection.run()
     assert head == engine.position()
-    (result,) = engine.apply([{"command": "register_account", "account_id": "late", "region": "US",
-                               "plan": "pro", "channel": "online", "effective_at": "2020-03-01"}])
+    (result,) = engine.apply(
+        [
+            {
+                "command": "register_account",
+                "account_id": "late",
+                "region": "US",
+                "plan": "pro",
+                "channel": "online",
+                "effective_at": "2020-03-01",
+            }
+        ]
+    )
     assert result.status == "applied"
     starts: list[int] = []
     select_notifications = engine.app.recorder.select_notifications
@@ -229,7 +299,9 @@ def test_a_second_run_reads_only_the_log_past_its_own_position(store_url: str, e
     assert all_rows(store_url) == incremental
 
 
-def test_a_projection_whose_tables_went_back_starts_over(store_url: str, engine: Engine, monkeypatch) -> None:
+def test_a_projection_whose_tables_went_back_starts_over(
+    store_url: str, engine: Engine, monkeypatch
+) -> None:
     apply_scenario(engine)
     projection = rebuild_module.SqlProjection.current(engine.app, store_url)
     head = projection.run()
@@ -238,8 +310,11 @@ def test_a_projection_whose_tables_went_back_starts_over(store_url: str, engine:
         projection.model.track(conn, head - 3)
     starts: list[int] = []
     select_notifications = engine.app.recorder.select_notifications
-    monkeypatch.setattr(engine.app.recorder, "select_notifications",
-                        lambda start, *a, **kw: starts.append(start) or select_notifications(start, *a, **kw))
+    monkeypatch.setattr(
+        engine.app.recorder,
+        "select_notifications",
+        lambda start, *a, **kw: starts.append(start) or select_notifications(start, *a, **kw),
+    )
     assert projection.run() == head
     assert min(starts) == 1 and projection.model.position() == head
     assert all_rows(store_url) == expected
@@ -249,23 +324,39 @@ def test_capabilities_now_is_what_holds_now_as_known_now(store_url: str, engine:
     apply_scenario(engine)
     rebuild(engine.app, store_url)
     with sql_engine(store_url).connect() as conn:
-        rows = {(r.account_id, r.capability): (r.allowed, r.value)
-                for r in conn.exec_driver_sql("SELECT * FROM capabilities_now")}
+        rows = {
+            (r.account_id, r.capability): (r.allowed, r.value)
+            for r in conn.exec_driver_sql("SELECT * FROM capabilities_now")
+        }
     for account in ("cn-free-01", "cn-pro-01", "cn-ent-02", "us-pro-01"):
         for d in engine.capabilities(account):
             assert rows[(account, d.capability)] == (d.allowed, d.value)
 
 
-def test_a_new_process_starts_from_the_snapshot_and_catches_up(store_url: str, engine: Engine) -> None:
+def test_a_new_process_starts_from_the_snapshot_and_catches_up(
+    store_url: str, engine: Engine
+) -> None:
     apply_scenario(engine)
     snapshot_at = rebuild(engine.app, store_url)  # saves the snapshot
-    engine.apply([{"command": "register_account", "account_id": "late", "region": "CN", "plan": "enterprise",
-                   "channel": "direct", "effective_at": "2020-08-01"}])
+    engine.apply(
+        [
+            {
+                "command": "register_account",
+                "account_id": "late",
+                "region": "CN",
+                "plan": "enterprise",
+                "channel": "direct",
+                "effective_at": "2020-08-01",
+            }
+        ]
+    )
     with open_engine(store_url) as fresh:
         assert fresh.projector._snapshot_position == snapshot_at
         assert fresh.facts.position == engine.position()
         assert fresh.check("late", "host").allowed is True
-        assert fresh.capabilities("cn-free-01", at="2020-06-01") == engine.capabilities("cn-free-01", at="2020-06-01")
+        assert fresh.capabilities("cn-free-01", at="2020-06-01") == engine.capabilities(
+            "cn-free-01", at="2020-06-01"
+        )
 
 
 def test_a_snapshot_of_another_log_is_ignored(store_url: str, engine: Engine, tmp_path) -> None:
@@ -274,6 +365,15 @@ def test_a_snapshot_of_another_log_is_ignored(store_url: str, engine: Engine, tm
     other = f"sqlite:///{tmp_path / 'other.db'}"
     snapshot_path(other).write_bytes(snapshot_path(store_url).read_bytes())
     with open_engine(other) as e:
-        e.apply([{"command": "authorize_partner", "region": "CN", "partner": "P", "effective_at": "2020-01-01"}])
+        e.apply(
+            [
+                {
+                    "command": "authorize_partner",
+                    "region": "CN",
+                    "partner": "P",
+                    "effective_at": "2020-01-01",
+                }
+            ]
+        )
         projector = Projector(e.app, other)
         assert projector.load_snapshot() is False

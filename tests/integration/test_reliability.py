@@ -27,8 +27,9 @@ from tests.integration.test_read_models import all_rows
 ACCOUNTS = [f"acc-{i}" for i in range(3)]
 
 
-def hammer(url: str, name: str, seconds: float, start: mp.synchronize.Event, ready: mp.Queue,
-           out: mp.Queue) -> None:
+def hammer(
+    url: str, name: str, seconds: float, start: mp.synchronize.Event, ready: mp.Queue, out: mp.Queue
+) -> None:
     """Revoke or restore hosting on random shared accounts, each with a unique reason;
     report what was acknowledged, and every error as it was shown. The engine is open
     before the clock starts (on a loaded machine, opening can take longer than the wait
@@ -45,8 +46,16 @@ def hammer(url: str, name: str, seconds: float, start: mp.synchronize.Event, rea
                 command = random.choice(("revoke_hosting", "restore_hosting"))
                 i += 1
                 try:
-                    (r,) = engine.apply([{"command": command, "account_id": account, "reason": reason,
-                                          "effective_at": "2020-01-02"}])
+                    (r,) = engine.apply(
+                        [
+                            {
+                                "command": command,
+                                "account_id": account,
+                                "reason": reason,
+                                "effective_at": "2020-01-02",
+                            }
+                        ]
+                    )
                     acks.append((account, reason, r.status))
                 except Exception as e:  # noqa: BLE001 - the test reports what a client saw
                     errors.append(f"{type(e).__name__}: {e}")
@@ -58,7 +67,10 @@ def hammer(url: str, name: str, seconds: float, start: mp.synchronize.Event, rea
 def run_writers(url: str, n: int, seconds: float, during=None) -> tuple[list, list]:
     ctx = mp.get_context("spawn")
     start, ready, out = ctx.Event(), ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=hammer, args=(url, f"w{i}", seconds, start, ready, out)) for i in range(n)]
+    procs = [
+        ctx.Process(target=hammer, args=(url, f"w{i}", seconds, start, ready, out))
+        for i in range(n)
+    ]
     for p in procs:
         p.start()
     for _ in procs:
@@ -77,7 +89,9 @@ def assert_every_acknowledged_event_exactly_once(engine: Engine, acks: list) -> 
     for account in ACCOUNTS:
         history = engine.history(account)
         assert [e["version"] for e in history] == list(range(1, len(history) + 1))
-        recorded = Counter(e["reason"] for e in history if e["type"].startswith("Hosting") and not e["cause"])
+        recorded = Counter(
+            e["reason"] for e in history if e["type"].startswith("Hosting") and not e["cause"]
+        )
         applied = {reason for a, reason, status in acks if a == account and status == "applied"}
         assert set(recorded) == applied  # nothing lost, nothing unacknowledged
         assert all(count == 1 for count in recorded.values())  # nothing twice
@@ -86,12 +100,25 @@ def assert_every_acknowledged_event_exactly_once(engine: Engine, acks: list) -> 
 
 
 def register_shared_accounts(engine: Engine) -> None:
-    engine.apply([{"command": "register_account", "account_id": a, "region": "US", "plan": "pro",
-                   "channel": "online", "effective_at": "2020-01-01"} for a in ACCOUNTS])
+    engine.apply(
+        [
+            {
+                "command": "register_account",
+                "account_id": a,
+                "region": "US",
+                "plan": "pro",
+                "channel": "online",
+                "effective_at": "2020-01-01",
+            }
+            for a in ACCOUNTS
+        ]
+    )
 
 
 @pytest.mark.slow
-def test_writer_processes_on_overlapping_accounts_lose_nothing(store_url: str, engine: Engine) -> None:
+def test_writer_processes_on_overlapping_accounts_lose_nothing(
+    store_url: str, engine: Engine
+) -> None:
     register_shared_accounts(engine)
     acks, errors = run_writers(store_url, n=4, seconds=2.0)
     assert errors == []
@@ -119,7 +146,10 @@ def test_a_database_restart_under_write_load_loses_nothing_acknowledged(
     assert _server_started_at(store_url) > started, "the server was not restarted"
     # A command in flight when the server went down fails with a one-line error naming the
     # store problem; later ones reconnect (pooled connections are pinged before use).
-    assert all("\n" not in e and e.startswith("StoreUnavailable: the store is unavailable: ") for e in errors), errors
+    assert all(
+        "\n" not in e and e.startswith("StoreUnavailable: the store is unavailable: ")
+        for e in errors
+    ), errors
     assert sum(status == "applied" for *_, status in acks) > 10  # they reconnected and went on
     with open_engine(store_url) as fresh:
         assert_every_acknowledged_event_exactly_once(fresh, acks)
@@ -136,16 +166,28 @@ def big_store(engine: Engine, accounts: int) -> None:
     fill_store(engine.app, iter([region_opened("CN", START)]))
     fill_store(engine.app, registration_events(accounts))
     engine.catch_up()
-    engine.apply([{"command": "apply_region_rule", "region": "CN", "rule": "free_hosting_suspended",
-                   "effective_at": RULE_AT.isoformat()}])
+    engine.apply(
+        [
+            {
+                "command": "apply_region_rule",
+                "region": "CN",
+                "rule": "free_hosting_suspended",
+                "effective_at": RULE_AT.isoformat(),
+            }
+        ]
+    )
 
 
 @pytest.mark.slow
-def test_a_follower_killed_mid_catch_up_ends_with_what_a_rebuild_gives(store_url: str, engine: Engine) -> None:
+def test_a_follower_killed_mid_catch_up_ends_with_what_a_rebuild_gives(
+    store_url: str, engine: Engine
+) -> None:
     big_store(engine, 3000)
     target = engine.position()
     env = {**os.environ, "ENTITLEMENTS_DB": store_url, "ENTITLEMENTS_PROJECTION_BATCH": "150"}
-    follower = subprocess.Popen([CLI, "catch-up"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    follower = subprocess.Popen(
+        [CLI, "catch-up"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     model = SqlReadModel(sql_engine(store_url))
     deadline = time.monotonic() + 60
     position = 0
@@ -161,7 +203,9 @@ def test_a_follower_killed_mid_catch_up_ends_with_what_a_rebuild_gives(store_url
     follower.wait(10)
     killed_at = model.position()
     assert 0 < killed_at < target, f"killed at {killed_at} of {target}: not halfway"
-    restarted = subprocess.run([CLI, "catch-up"], env=env, capture_output=True, text=True, timeout=300)
+    restarted = subprocess.run(
+        [CLI, "catch-up"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert restarted.returncode == 0, restarted.stderr
     assert model.position() == target
     after_restart = all_rows(store_url)
@@ -183,8 +227,14 @@ def interrupt_a_fan_out(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> tupl
         saves.append(len(events))
         return real_save(self, events)
 
-    command = {"command": "apply_region_rule", "region": "CN", "rule": "free_hosting_suspended",
-               "effective_at": RULE_AT.isoformat(), "command_id": "rule-1", "actor": "ops"}
+    command = {
+        "command": "apply_region_rule",
+        "region": "CN",
+        "rule": "free_hosting_suspended",
+        "effective_at": RULE_AT.isoformat(),
+        "command_id": "rule-1",
+        "actor": "ops",
+    }
     monkeypatch.setattr(Engine, "_save_events", crash_on_third_batch)
     with pytest.raises(RuntimeError):
         engine.apply([command])
@@ -202,16 +252,33 @@ def test_an_interrupted_fan_out_leaves_no_account_half_done_and_the_next_writer_
     command, saves = interrupt_a_fan_out(engine, monkeypatch)
     with open_engine(store_url) as restarted:
         region = restarted.facts.region_facts("CN")
-        done = [a for a, facts in restarted.facts.accounts.items() if not hosting_corrections(facts, region, RULE_AT)]
+        done = [
+            a
+            for a, facts in restarted.facts.accounts.items()
+            if not hosting_corrections(facts, region, RULE_AT)
+        ]
         assert len(done) == 20 and sum(saves) == 20  # two whole batches, nothing partial
         assert hosting_at_rule(restarted).count(True) == 30  # not yet: nobody has written since
         # Any writer finishes it first, before its own command (here: one in another region).
-        (other,) = restarted.apply([{"command": "register_account", "account_id": "us-1", "region": "US",
-                                     "plan": "pro", "channel": "online", "effective_at": "2020-06-01"}])
+        (other,) = restarted.apply(
+            [
+                {
+                    "command": "register_account",
+                    "account_id": "us-1",
+                    "region": "US",
+                    "plan": "pro",
+                    "channel": "online",
+                    "effective_at": "2020-06-01",
+                }
+            ]
+        )
         assert other.status == "applied"
         assert not any(hosting_at_rule(restarted)[:50])
-        finished = [e for e in restarted.history(sorted(done)[0]) + restarted.history("acct-0000049")
-                    if e["type"] == "HostingRevoked"]
+        finished = [
+            e
+            for e in restarted.history(sorted(done)[0]) + restarted.history("acct-0000049")
+            if e["type"] == "HostingRevoked"
+        ]
         assert {(e["actor"], e["command_id"]) for e in finished} == {("ops", "rule-1")}
         assert restarted.reconcile() == 0  # nothing left to do
         # The command itself is on file: sent again, it is its original result, not "in force".
@@ -238,12 +305,31 @@ def test_the_store_itself_refuses_a_recorded_at_that_goes_back(postgres_url: str
     from eventsourcing.persistence import IntegrityError
 
     with open_engine(postgres_url) as engine:
-        engine.apply([{"command": "authorize_partner", "region": "CN", "partner": "P",
-                       "effective_at": "2020-01-01", "recorded_at": "2021-01-01"}])
+        engine.apply(
+            [
+                {
+                    "command": "authorize_partner",
+                    "region": "CN",
+                    "partner": "P",
+                    "effective_at": "2020-01-01",
+                    "recorded_at": "2021-01-01",
+                }
+            ]
+        )
         with pytest.raises(IntegrityError, match="earlier than the newest"):
             fill_store(engine.app, registration_events(1))  # recorded_at 2020-01-01
-        (late,) = engine.apply([{"command": "register_account", "account_id": "a", "region": "US",
-                                 "plan": "pro", "channel": "online", "effective_at": "2020-01-01"}])
+        (late,) = engine.apply(
+            [
+                {
+                    "command": "register_account",
+                    "account_id": "a",
+                    "region": "US",
+                    "plan": "pro",
+                    "channel": "online",
+                    "effective_at": "2020-01-01",
+                }
+            ]
+        )
         assert late.status == "applied"  # stamped now: after the newest
 
 
@@ -263,7 +349,17 @@ def test_a_commit_whose_acknowledgement_was_lost_is_reported_applied_once(
         raise IntegrityError("duplicate key value violates unique constraint (the retried insert)")
 
     monkeypatch.setattr(engine.app, "save", commit_then_lose_the_ack)
-    (result,) = engine.apply([{"command": "revoke_hosting", "account_id": "acc-0", "reason": "once",
-                               "effective_at": "2020-01-02"}])
+    (result,) = engine.apply(
+        [
+            {
+                "command": "revoke_hosting",
+                "account_id": "acc-0",
+                "reason": "once",
+                "effective_at": "2020-01-02",
+            }
+        ]
+    )
     assert (result.status, len(calls)) == ("applied", 1)
-    assert [e["reason"] for e in engine.history("acc-0") if e["type"] == "HostingRevoked"] == ["once"]
+    assert [e["reason"] for e in engine.history("acc-0") if e["type"] == "HostingRevoked"] == [
+        "once"
+    ]

@@ -46,10 +46,15 @@ def test_replaying_the_log_into_fresh_aggregates_gives_the_same_answers(engine: 
 
 def test_a_reopened_engine_answers_exactly_as_before(store_url: str, engine: Engine) -> None:
     engine.apply_parsed(parse_command_file(scenario_file("china-2020.jsonl")))
-    before = [engine.capabilities(a, at="2020-10-01") for a in ("cn-free-01", "cn-pro-01", "cn-ent-02")]
+    before = [
+        engine.capabilities(a, at="2020-10-01") for a in ("cn-free-01", "cn-pro-01", "cn-ent-02")
+    ]
     engine.close()
     from entitlements import open_engine
 
     with open_engine(store_url) as reopened:
-        after = [reopened.capabilities(a, at="2020-10-01") for a in ("cn-free-01", "cn-pro-01", "cn-ent-02")]
+        after = [
+            reopened.capabilities(a, at="2020-10-01")
+            for a in ("cn-free-01", "cn-pro-01", "cn-ent-02")
+        ]
     assert after == before

@@ -23,18 +23,29 @@ def applied(engine: Engine) -> tuple[Engine, list]:
     return engine, results
 
 
-def test_every_line_is_applied_or_rejected_as_the_scenario_says(applied: tuple[Engine, list]) -> None:
+def test_every_line_is_applied_or_rejected_as_the_scenario_says(
+    applied: tuple[Engine, list],
+) -> None:
     _, results = applied
-    assert [(r.item, r.status) for r in results] == [(row["line"], row["status"]) for row in APPLY_ROWS]
+    assert [(r.item, r.status) for r in results] == [
+        (row["line"], row["status"]) for row in APPLY_ROWS
+    ]
     assert all(r.reason for r in results if r.status == "rejected")
 
 
 @pytest.mark.parametrize(
-    "row", EXPECTED_ROWS, ids=[f"{r['account_id']}-{r['capability']}-{r['at']}-{r.get('as_known_at', 'now')}" for r in EXPECTED_ROWS]
+    "row",
+    EXPECTED_ROWS,
+    ids=[
+        f"{r['account_id']}-{r['capability']}-{r['at']}-{r.get('as_known_at', 'now')}"
+        for r in EXPECTED_ROWS
+    ],
 )
 def test_every_expected_answer_holds(applied: tuple[Engine, list], row: dict) -> None:
     engine, _ = applied
-    d = engine.check(row["account_id"], row["capability"], at=row["at"], as_known_at=row.get("as_known_at"))
+    d = engine.check(
+        row["account_id"], row["capability"], at=row["at"], as_known_at=row.get("as_known_at")
+    )
     if "allowed" in row:
         assert d.allowed is row["allowed"], d.reason
         assert d.value is None

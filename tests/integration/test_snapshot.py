@@ -22,8 +22,11 @@ def apply_scenario(engine: Engine) -> None:
 
 
 def answers(engine: Engine) -> list[tuple[bool, int | None]]:
-    return [(d.allowed, d.value) for a in ("cn-free-01", "cn-pro-01", "cn-ent-02", "us-pro-01")
-            for d in engine.capabilities(a, at="2020-10-01")]
+    return [
+        (d.allowed, d.value)
+        for a in ("cn-free-01", "cn-pro-01", "cn-ent-02", "us-pro-01")
+        for d in engine.capabilities(a, at="2020-10-01")
+    ]
 
 
 class Boom:
@@ -36,7 +39,9 @@ class Boom:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_a_process_starts_from_a_snapshot_that_names_the_event_at_its_position(store_url: str) -> None:
+def test_a_process_starts_from_a_snapshot_that_names_the_event_at_its_position(
+    store_url: str,
+) -> None:
     with open_engine(store_url) as engine:
         apply_scenario(engine)
         expected = answers(engine)
@@ -46,12 +51,17 @@ def test_a_process_starts_from_a_snapshot_that_names_the_event_at_its_position(s
         assert fresh.projector._snapshot_position == position
         assert answers(fresh) == expected
         assert fresh.facts.commands.keys() == {r["command_id"] for r in fresh.rejections()} | {
-            c for c, o in fresh.facts.commands.items() if o.status == "applied"}
-        (again,) = fresh.apply([read_jsonl(scenario_file("china-2020.jsonl"))[0] | {"command_id": "x"}])
+            c for c, o in fresh.facts.commands.items() if o.status == "applied"
+        }
+        (again,) = fresh.apply(
+            [read_jsonl(scenario_file("china-2020.jsonl"))[0] | {"command_id": "x"}]
+        )
         assert again.status == "rejected"  # the account exists: the snapshot's facts decide
 
 
-@pytest.mark.parametrize("crafted", ["pickle", "garbage", "old-schema", "wrong-types", "other-head"])
+@pytest.mark.parametrize(
+    "crafted", ["pickle", "garbage", "old-schema", "wrong-types", "other-head"]
+)
 def test_a_crafted_or_stale_snapshot_is_ignored_and_runs_nothing(
     store_url: str, tmp_path: Path, crafted: str
 ) -> None:

@@ -20,8 +20,15 @@ from entitlements.commands import (
 )
 from entitlements.engine import Engine
 
-OK = {"command": "register_account", "account_id": "a-1", "region": "CN", "plan": "free",
-      "channel": "online", "effective_at": "2020-01-01", "recorded_at": "2020-01-01"}
+OK = {
+    "command": "register_account",
+    "account_id": "a-1",
+    "region": "CN",
+    "plan": "free",
+    "channel": "online",
+    "effective_at": "2020-01-01",
+    "recorded_at": "2020-01-01",
+}
 
 
 @pytest.mark.parametrize(
@@ -51,7 +58,12 @@ def test_a_malformed_item_names_its_field(change: dict, field: str) -> None:
 
 
 def test_a_rule_outside_the_list_is_malformed() -> None:
-    item = {"command": "apply_region_rule", "region": "CN", "rule": "no_fun", "effective_at": "2020-01-01"}
+    item = {
+        "command": "apply_region_rule",
+        "region": "CN",
+        "rule": "no_fun",
+        "effective_at": "2020-01-01",
+    }
     with pytest.raises(MalformedCommand, match="rule"):
         parse_commands([(1, item)])
 
@@ -85,13 +97,20 @@ def test_engine_apply_refuses_a_malformed_batch_and_applies_nothing(engine: Engi
         (datetime(2020, 5, 19, 8, 30), datetime(2020, 5, 19, 8, 30, tzinfo=UTC)),
     ],
 )
-def test_times_are_iso_8601_and_utc_when_no_offset_is_given(text: object, expected: datetime) -> None:
+def test_times_are_iso_8601_and_utc_when_no_offset_is_given(
+    text: object, expected: datetime
+) -> None:
     assert parse_time(text) == expected
 
 
 # -- hostile input: nothing that validates may fail in a store ------------------------------
 
-REASONED = {"command": "revoke_hosting", "account_id": "a-1", "reason": "x", "effective_at": "2020-01-01"}
+REASONED = {
+    "command": "revoke_hosting",
+    "account_id": "a-1",
+    "reason": "x",
+    "effective_at": "2020-01-01",
+}
 
 
 def write_lines(path: Path, *lines: bytes) -> Path:
@@ -111,12 +130,20 @@ GOOD_LINE = json.dumps(OK).encode()
 @pytest.mark.parametrize(
     ("line", "field"),
     [
-        (b'{"command": "suspend_account", "account_id": "a-1", "jurisdiction": "CN", '
-         b'"jurisdiction": "platform", "reason": "x", "effective_at": "2020-01-01"}', "jurisdiction"),
-        (b'{"command": "revoke_hosting", "extra": [{"k": 1, "k": 2}], "effective_at": "2020-01-01"}', "k"),
+        (
+            b'{"command": "suspend_account", "account_id": "a-1", "jurisdiction": "CN", '
+            b'"jurisdiction": "platform", "reason": "x", "effective_at": "2020-01-01"}',
+            "jurisdiction",
+        ),
+        (
+            b'{"command": "revoke_hosting", "extra": [{"k": 1, "k": 2}], "effective_at": "2020-01-01"}',
+            "k",
+        ),
     ],
 )
-def test_a_key_given_twice_is_malformed_at_any_depth(tmp_path: Path, line: bytes, field: str) -> None:
+def test_a_key_given_twice_is_malformed_at_any_depth(
+    tmp_path: Path, line: bytes, field: str
+) -> None:
     e = refused_line(write_lines(tmp_path / "c.jsonl", GOOD_LINE, line))
     assert (e.item, e.field, e.message) == (2, field, "key given twice")
 
@@ -126,7 +153,9 @@ BAD_TEXT = ["\x00", "\t", "\n", "\x1f", "\x7f", "\x80", "\x85", "\x9f", "\ud800"
 
 @pytest.mark.parametrize("char", BAD_TEXT)
 @pytest.mark.parametrize("field", ["reason", "actor", "command_id", "account_id"])
-def test_a_control_character_or_lone_surrogate_in_a_string_is_malformed(char: str, field: str) -> None:
+def test_a_control_character_or_lone_surrogate_in_a_string_is_malformed(
+    char: str, field: str
+) -> None:
     item = {**REASONED, field: f"a{char}b"}
     with pytest.raises(MalformedCommand) as e:
         parse_commands([(3, item)], "item")
@@ -151,7 +180,11 @@ def test_unstorable_text_is_found_in_keys_nested_values_and_bytes(item: dict, fi
 
 def test_a_nul_or_lone_surrogate_escaped_in_a_file_is_malformed(tmp_path: Path) -> None:
     for escape in (b"\\u0000", b"\\ud800"):
-        line = b'{"command": "revoke_hosting", "account_id": "a-1", "reason": "x' + escape + b'", "effective_at": "2020-01-01"}'
+        line = (
+            b'{"command": "revoke_hosting", "account_id": "a-1", "reason": "x'
+            + escape
+            + b'", "effective_at": "2020-01-01"}'
+        )
         e = refused_line(write_lines(tmp_path / "c.jsonl", GOOD_LINE, line))
         assert (e.item, e.field) == (2, "reason")
 
@@ -184,7 +217,9 @@ def test_non_ascii_text_is_fine() -> None:
         ("2020-01-01T25:00", "not an ISO 8601"),
     ],
 )
-def test_a_time_outside_1900_to_9999_or_malformed_is_a_value_error(text: object, problem: str) -> None:
+def test_a_time_outside_1900_to_9999_or_malformed_is_a_value_error(
+    text: object, problem: str
+) -> None:
     with pytest.raises(ValueError, match=problem):
         parse_time(text)
     with pytest.raises(MalformedCommand) as e:
@@ -192,7 +227,9 @@ def test_a_time_outside_1900_to_9999_or_malformed_is_a_value_error(text: object,
     assert (e.value.item, e.value.field) == (4, "effective_at")
 
 
-@pytest.mark.parametrize("text", ["1900-01-01", "9999-12-31T23:59:59.999999", "9999-12-31T23:00:00+02:00"])
+@pytest.mark.parametrize(
+    "text", ["1900-01-01", "9999-12-31T23:59:59.999999", "9999-12-31T23:00:00+02:00"]
+)
 def test_times_at_the_edges_of_the_range_are_fine(text: str) -> None:
     assert 1900 <= parse_time(text).year <= 9999
 
@@ -248,8 +285,17 @@ SHAPES = [
     {"command": "apply_region_rule", "region": "CN", "rule": "free_hosting_suspended"},
     {"command": "lift_region_rule", "region": "CN", "rule": "free_hosting_suspended"},
 ]
-FREE_TEXT = ["reason", "partner", "actor", "command_id", "account_id", "jurisdiction", "region",
-             "effective_at", "recorded_at"]
+FREE_TEXT = [
+    "reason",
+    "partner",
+    "actor",
+    "command_id",
+    "account_id",
+    "jurisdiction",
+    "region",
+    "effective_at",
+    "recorded_at",
+]
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
@@ -257,7 +303,8 @@ json_values = st.recursive(
 )
 iso_times = st.builds(
     lambda dt, minutes: dt.replace(tzinfo=timezone(timedelta(minutes=minutes))).isoformat(),
-    st.datetimes(), st.integers(-24 * 60 + 1, 24 * 60 - 1),
+    st.datetimes(),
+    st.integers(-24 * 60 + 1, 24 * 60 - 1),
 )
 field_values = st.text() | iso_times | json_values
 
@@ -268,7 +315,9 @@ field_values = st.text() | iso_times | json_values
     changes=st.dictionaries(st.sampled_from(FREE_TEXT), field_values, max_size=4),
     extra=st.dictionaries(st.text(), json_values, max_size=1),
 )
-def test_any_item_either_validates_storably_or_is_malformed(shape: dict, changes: dict, extra: dict) -> None:
+def test_any_item_either_validates_storably_or_is_malformed(
+    shape: dict, changes: dict, extra: dict
+) -> None:
     item = {"effective_at": "2020-01-01", **shape, **changes, **(extra if len(changes) % 2 else {})}
     try:
         (cmd,) = parse_commands([(1, item)], "item")
@@ -285,20 +334,45 @@ def test_any_item_either_validates_storably_or_is_malformed(shape: dict, changes
 
 @pytest.mark.parametrize("actor", ["", "a\u2028b", "zero\u200bwidth", "x" * 201])
 def test_an_actor_is_one_to_200_printable_characters(actor: str) -> None:
-    item = {"command": "authorize_partner", "region": "CN", "partner": "P",
-            "effective_at": "2020-01-01", "actor": actor}
+    item = {
+        "command": "authorize_partner",
+        "region": "CN",
+        "partner": "P",
+        "effective_at": "2020-01-01",
+        "actor": actor,
+    }
     with pytest.raises(MalformedCommand) as e:
         parse_commands([(3, item)])
     assert (e.value.item, e.value.field) == (3, "actor")
 
 
 def test_command_id_actor_and_jurisdiction_are_checked_like_every_field() -> None:
-    base = {"command": "revoke_hosting", "account_id": "a", "reason": "r", "effective_at": "2020-01-01"}
-    for field, value in (("command_id", "has space"), ("command_id", "x" * 129),
-                         ("jurisdiction", "cn"), ("jurisdiction", "PLATFORM")):
+    base = {
+        "command": "revoke_hosting",
+        "account_id": "a",
+        "reason": "r",
+        "effective_at": "2020-01-01",
+    }
+    for field, value in (
+        ("command_id", "has space"),
+        ("command_id", "x" * 129),
+        ("jurisdiction", "cn"),
+        ("jurisdiction", "PLATFORM"),
+    ):
         with pytest.raises(MalformedCommand) as e:
             parse_commands([(1, {**base, field: value})])
         assert e.value.field == field
-    (ok,) = parse_commands([(1, {**base, "command_id": "crm-7731", "actor": "ops@example",
-                                 "jurisdiction": "platform"})])
+    (ok,) = parse_commands(
+        [
+            (
+                1,
+                {
+                    **base,
+                    "command_id": "crm-7731",
+                    "actor": "ops@example",
+                    "jurisdiction": "platform",
+                },
+            )
+        ]
+    )
     assert (ok.command_id, ok.actor, ok.jurisdiction) == ("crm-7731", "ops@example", "platform")

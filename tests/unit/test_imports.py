@@ -19,8 +19,13 @@ MODULES = sorted(
 
 @pytest.mark.parametrize("module", MODULES)
 def test_the_module_imports_on_its_own(module: str) -> None:
-    result = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True,
-                            text=True, cwd=ROOT, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", f"import {module}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr.strip().splitlines()[-1:]
 
 
@@ -28,5 +33,7 @@ def test_the_package_names_the_public_api() -> None:
     import entitlements
 
     assert entitlements.open_engine.__module__ == "entitlements.engine"
-    assert {"Engine", "open_engine", "UnknownAccount", "MalformedCommand"} <= set(entitlements.__all__)
+    assert {"Engine", "open_engine", "UnknownAccount", "MalformedCommand"} <= set(
+        entitlements.__all__
+    )
     assert set(entitlements.__all__) == set(entitlements._HOME)  # every public name has a home

@@ -33,12 +33,20 @@ def do(engine: Engine, command: str, on: str, recorded: str | None = None, **fie
 
 
 def register(
-    engine: Engine, account_id: str, region: str = "CN", plan: str = "free",
-    channel: str = "online", on: str = "2020-01-01", recorded: str | None = None,
+    engine: Engine,
+    account_id: str,
+    region: str = "CN",
+    plan: str = "free",
+    channel: str = "online",
+    on: str = "2020-01-01",
+    recorded: str | None = None,
     partner: str | None = None,
 ) -> None:
     fields: dict[str, Any] = {
-        "account_id": account_id, "region": region, "plan": plan, "channel": channel,
+        "account_id": account_id,
+        "region": region,
+        "plan": plan,
+        "channel": channel,
     }
     if partner is not None:
         fields["partner"] = partner
@@ -71,15 +79,22 @@ def types(engine: Engine, account_id: str) -> list[str]:
 def test_a_suspended_account_may_do_nothing_and_its_limits_are_zero(engine: Engine) -> None:
     register(engine, "u1", region="US", plan="pro", on="2020-01-01")
     do(engine, "authorize_partner", "2020-01-02", region="US", partner="Acme")
-    do(engine, "suspend_account", "2020-06-01", account_id="u1", jurisdiction="platform",
-       reason="spam")
+    do(
+        engine,
+        "suspend_account",
+        "2020-06-01",
+        account_id="u1",
+        jurisdiction="platform",
+        reason="spam",
+    )
 
     before = {d.capability: d for d in engine.capabilities("u1", at="2020-05-31")}
     assert all(before[b].allowed for b in BOOLEANS)
     during = engine.capabilities("u1", at="2020-06-02")
     assert [d.allowed for d in during] == [False] * 7
     assert {d.capability: d.value for d in during if d.capability in LIMITS} == {
-        "max_participants": 0, "max_meeting_minutes": 0,
+        "max_participants": 0,
+        "max_meeting_minutes": 0,
     }
     assert all("suspended" in d.reason for d in during)
     assert {d.because[0]["type"] for d in during} == {"AccountSuspended"}
@@ -125,8 +140,14 @@ def test_hosting_is_blocked_while_the_registration_is_suspended_until_approved(
 ) -> None:
     rule(engine, "CN", "registration_suspended", "2020-05-19")
     register(engine, "p1", plan="pro", channel="direct", on="2020-05-25")
-    do(engine, "approve_registration", "2020-06-10", account_id="p1", plan="enterprise",
-       channel="direct")
+    do(
+        engine,
+        "approve_registration",
+        "2020-06-10",
+        account_id="p1",
+        plan="enterprise",
+        channel="direct",
+    )
 
     decision = engine.check("p1", "host", at="2020-06-01")
     assert not decision.allowed
@@ -201,8 +222,15 @@ def test_purchases_are_false_while_the_registration_awaits_sales_approval(engine
     rule(engine, "CN", "registration_suspended", "2020-05-19")
     register(engine, "p1", on="2020-05-25")
     lift(engine, "CN", "registration_suspended", "2020-07-01")
-    do(engine, "approve_registration", "2020-08-01", account_id="p1", plan="enterprise",
-       channel="partner", partner="Bizconf")
+    do(
+        engine,
+        "approve_registration",
+        "2020-08-01",
+        account_id="p1",
+        plan="enterprise",
+        channel="partner",
+        partner="Bizconf",
+    )
 
     for capability in ("subscribe_online", "purchase_direct", "purchase_via_partner"):
         pending = engine.check("p1", capability, at="2020-07-15")
@@ -259,10 +287,12 @@ def test_limits_are_the_plans_and_booleans_have_no_value(
 
     decisions = {d.capability: d for d in engine.capabilities("u1", at="2020-02-01")}
     assert (decisions["max_participants"].allowed, decisions["max_participants"].value) == (
-        True, participants,
+        True,
+        participants,
     )
     assert (decisions["max_meeting_minutes"].allowed, decisions["max_meeting_minutes"].value) == (
-        True, minutes,
+        True,
+        minutes,
     )
     assert all(decisions[b].value is None for b in BOOLEANS)
 
@@ -376,12 +406,21 @@ def test_approval_to_enterprise_of_a_pending_free_account_records_hosting_restor
     rule(engine, "CN", "registration_suspended", "2020-05-19")
     rule(engine, "CN", "free_hosting_suspended", "2020-05-19")
     register(engine, "p1", on="2020-05-25")
-    do(engine, "approve_registration", "2020-06-01", account_id="p1", plan="enterprise",
-       channel="direct")
+    do(
+        engine,
+        "approve_registration",
+        "2020-06-01",
+        account_id="p1",
+        plan="enterprise",
+        channel="direct",
+    )
 
     assert types(engine, "p1") == [
-        "AccountRegistered", "RegistrationSuspended", "HostingRevoked",
-        "RegistrationApproved", "HostingRestored",
+        "AccountRegistered",
+        "RegistrationSuspended",
+        "HostingRevoked",
+        "RegistrationApproved",
+        "HostingRestored",
     ]
     assert can(engine, "p1", "host", "2020-06-01")
 
@@ -420,15 +459,26 @@ def test_a_backdated_subscription_before_the_rule_cancels_its_revocation_with_a_
 ) -> None:
     register(engine, "c1", on="2020-01-10")
     rule(engine, "CN", "free_hosting_suspended", "2020-05-19")
-    do(engine, "open_subscription", "2020-05-01", recorded="2020-06-01", account_id="c1",
-       plan="pro", channel="online")
+    do(
+        engine,
+        "open_subscription",
+        "2020-05-01",
+        recorded="2020-06-01",
+        account_id="c1",
+        plan="pro",
+        channel="online",
+    )
 
     revoked, restored = hosting_events(engine, "c1")
     assert (revoked["type"], revoked["effective_at"][:10], revoked["recorded_at"][:10]) == (
-        "HostingRevoked", "2020-05-19", "2020-05-19",
+        "HostingRevoked",
+        "2020-05-19",
+        "2020-05-19",
     )
     assert (restored["type"], restored["effective_at"][:10], restored["recorded_at"][:10]) == (
-        "HostingRestored", "2020-05-19", "2020-06-01",
+        "HostingRestored",
+        "2020-05-19",
+        "2020-06-01",
     )
     assert restored["cause"]["rule"] == "free_hosting_suspended"
     # as known now, the account was never revoked; as known before the correction, it was
@@ -444,17 +494,37 @@ def test_hosting_events_agree_with_rule_3_when_switches_and_plans_are_recorded_o
     rule(engine, "CN", "free_hosting_suspended", "2020-07-01", recorded="2020-04-01")
     rule(engine, "CN", "free_hosting_suspended", "2020-05-19", recorded="2020-04-02")
     lift(engine, "CN", "free_hosting_suspended", "2020-06-01", recorded="2020-04-03")
-    do(engine, "open_subscription", "2020-05-25", recorded="2020-04-04", account_id="c1",
-       plan="pro", channel="online")
+    do(
+        engine,
+        "open_subscription",
+        "2020-05-25",
+        recorded="2020-04-04",
+        account_id="c1",
+        plan="pro",
+        channel="online",
+    )
     do(engine, "close_subscription", "2020-05-28", recorded="2020-04-05", account_id="c1")
-    do(engine, "open_subscription", "2020-06-15", recorded="2020-04-06", account_id="c1",
-       plan="pro", channel="online")
+    do(
+        engine,
+        "open_subscription",
+        "2020-06-15",
+        recorded="2020-04-06",
+        account_id="c1",
+        plan="pro",
+        channel="online",
+    )
     do(engine, "close_subscription", "2020-07-10", recorded="2020-04-07", account_id="c1")
 
     # rule on [05-19, 06-01) and from 07-01; free until 05-25, [05-28, 06-15), from 07-10
     expected = {
-        "2020-05-18": True, "2020-05-19": False, "2020-05-25": True, "2020-05-28": False,
-        "2020-06-01": True, "2020-06-15": True, "2020-07-01": True, "2020-07-10": False,
+        "2020-05-18": True,
+        "2020-05-19": False,
+        "2020-05-25": True,
+        "2020-05-28": False,
+        "2020-06-01": True,
+        "2020-06-15": True,
+        "2020-07-01": True,
+        "2020-07-10": False,
     }
     assert {t: can(engine, "c1", "host", t) for t in expected} == expected
     # what was believed before the lift and the later plan changes were recorded
@@ -509,17 +579,47 @@ def test_hosting_can_be_revoked_and_restored_and_a_plan_closed_while_suspended(
 
 def test_events_with_equal_effective_times_apply_in_recorded_order(engine: Engine) -> None:
     register(engine, "u1", region="US", plan="free")
-    do(engine, "open_subscription", "2020-06-01", recorded="2020-06-01", account_id="u1",
-       plan="pro", channel="online")
-    do(engine, "open_subscription", "2020-06-01", recorded="2020-06-02", account_id="u1",
-       plan="business", channel="online")
-    do(engine, "suspend_account", "2020-07-01", recorded="2020-07-01", account_id="u1",
-       jurisdiction="platform", reason="spam")
-    do(engine, "reinstate_account", "2020-07-01", recorded="2020-07-02", account_id="u1",
-       reason="mistake")
+    do(
+        engine,
+        "open_subscription",
+        "2020-06-01",
+        recorded="2020-06-01",
+        account_id="u1",
+        plan="pro",
+        channel="online",
+    )
+    do(
+        engine,
+        "open_subscription",
+        "2020-06-01",
+        recorded="2020-06-02",
+        account_id="u1",
+        plan="business",
+        channel="online",
+    )
+    do(
+        engine,
+        "suspend_account",
+        "2020-07-01",
+        recorded="2020-07-01",
+        account_id="u1",
+        jurisdiction="platform",
+        reason="spam",
+    )
+    do(
+        engine,
+        "reinstate_account",
+        "2020-07-01",
+        recorded="2020-07-02",
+        account_id="u1",
+        reason="mistake",
+    )
 
     assert engine.check("u1", "max_participants", at="2020-06-01").value == 300
-    assert engine.check("u1", "max_participants", at="2020-06-01", as_known_at="2020-06-01").value == 100
+    assert (
+        engine.check("u1", "max_participants", at="2020-06-01", as_known_at="2020-06-01").value
+        == 100
+    )
     assert can(engine, "u1", "join", "2020-07-01")
     assert not can(engine, "u1", "join", "2020-07-01", known="2020-07-01")
 
@@ -538,8 +638,14 @@ def test_a_rule_is_on_when_the_last_switch_in_force_turned_it_on(engine: Engine)
 
 def test_as_known_at_ignores_events_recorded_later(engine: Engine) -> None:
     register(engine, "u1", region="US", plan="pro", on="2020-01-01")
-    do(engine, "revoke_hosting", "2020-02-01", recorded="2020-03-01", account_id="u1",
-       reason="audit finding")
+    do(
+        engine,
+        "revoke_hosting",
+        "2020-02-01",
+        recorded="2020-03-01",
+        account_id="u1",
+        reason="audit finding",
+    )
 
     assert can(engine, "u1", "host", "2020-02-15", known="2020-02-28")
     assert not can(engine, "u1", "host", "2020-02-15", known="2020-03-01")
