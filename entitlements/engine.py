@@ -46,7 +46,7 @@ from entitlements.store import (
 from projections.changes import changes_after
 from projections.check_index import CheckIndex
 from projections.facts import LogFacts
-from projections.rebuild import Projector
+from projections.projector import Projector
 
 FAN_OUT_BATCH = 1000  # events saved per transaction when a region rule fans out
 RETRIES = 30  # optimistic-concurrency retries per command, with jittered backoff

@@ -1,9 +1,6 @@
 """Keeping projections level with the log: catch-up, follow, rebuild.
 
-- `Projector`: the in-memory facts and check index of one process. It starts from a
-  snapshot (a local JSON file, checked against the log: see snapshot.py) plus a catch-up
-  from the snapshot's position, follows the log while the process runs (LISTEN/NOTIFY or
-  polling), and saves a new snapshot now and then.
+- `Projector` (projector.py): the in-memory facts and check index of one process.
 - `SqlProjection` / `project`: bring the SQL read models up to the log, incrementally,
   exactly once; a kept `SqlProjection` reads only what is new (`catch-up --follow`).
 - `rebuild`: builds every read model from the whole log into fresh tables, in large
@@ -13,25 +10,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
-import threading
-import time
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from eventsourcing.application import Application
-from sqlalchemy.engine import make_url
 
-from projections import snapshot
-from projections.changes import ChangeFeed
-from projections.check_index import CheckIndex
 from projections.facts import Changed, LogFacts
+from projections.log_reader import read_log
+from projections.projector import Projector
 from projections.sql_views import SqlReadModel, sql_engine
 
-PAGE = 1000  # events per select (raw SQLite reads peak around 1000 rows per select)
 BATCH = int(
     os.environ.get("ENTITLEMENTS_PROJECTION_BATCH", "20000")
 )  # events per read-model transaction (catch-up)
@@ -41,183 +30,6 @@ SNAPSHOT_EVERY = 10_000  # events caught up before a process saves a new snapsho
 #: (done, total): events read up to the target position, then (for a rebuild) the target
 #: plus the accounts written, out of the target plus all accounts.
 Progress = Callable[[int, int], None]
-
-
-def snapshot_path(url: str) -> Path:
-    """Where this process keeps its index snapshot: beside an SQLite file, else in a cache
-    folder ($ENTITLEMENTS_CACHE, default ~/.cache/entitlements)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database:
-        return Path(parsed.database + ".index")
-    folder = Path(os.environ.get("ENTITLEMENTS_CACHE", Path.home() / ".cache" / "entitlements"))
-    return folder / (hashlib.sha256(url.encode()).hexdigest()[:16] + ".index")
-
-
-class Projector:
-    """Facts and check index of this process, level with the log."""
-
-    def __init__(
-        self, app: Application[Any], url: str | None, index: CheckIndex | None = None
-    ) -> None:
-        self.app = app
-        self.facts = LogFacts()
-        self.index = index or CheckIndex()
-        self.snapshot_file = snapshot_path(url) if url else None
-        self._snapshot_position = 0
-        self._lock = threading.RLock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._subscription: Any = None  # the store's LISTEN/NOTIFY subscription, when following
-        self.feed: ChangeFeed | None = (
-            None  # capability changes, kept once someone asks (start_feed)
-        )
-
-    # -- start: snapshot, then catch up --------------------------------------------------
-
-    def start(self) -> None:
-        self.load_snapshot()
-        self.catch_up()
-
-    def load_snapshot(self) -> bool:
-        """Adopt the saved facts if the file is a snapshot of this very log (the event at
-        its position is the one it names); anything else is ignored: the log is read."""
-        if self.snapshot_file is None or not self.snapshot_file.exists():
-            return False
-        try:
-            facts, head = snapshot.read(self.snapshot_file)
-        except snapshot.SnapshotRefused:
-            return False
-        if not self._same_log(facts.position, head):
-            return False
-        with self._lock:
-            self.facts = facts
-            self.index.replace({}, {}, 0)
-            self.index.update(
-                facts, Changed(accounts=set(facts.accounts), regions=set(facts.regions))
-            )
-            self._snapshot_position = facts.position
-        return True
-
-    def save_snapshot(self) -> None:
-        """Write the facts to a new file and move it into place (atomic)."""
-        if self.snapshot_file is None:
-            return
-        with self._lock:
-            position = self.facts.position
-            snapshot.write(
-                self.snapshot_file, self.facts, self._fingerprint(position), f".tmp{os.getpid()}"
-            )
-            self._snapshot_position = position
-
-    def _fingerprint(self, position: int) -> dict[str, Any] | None:
-        if position == 0:
-            return None
-        (n,) = self.app.recorder.select_notifications(start=position, limit=1)
-        return snapshot.fingerprint(n)
-
-    def _same_log(self, position: int, head: dict[str, Any] | None) -> bool:
-        try:
-            return self._fingerprint(position) == head
-        except ValueError:  # the log is shorter than the snapshot: another store
-            return False
-
-    # -- catch up and follow -------------------------------------------------------------
-
-    def catch_up(self) -> int:
-        """Read the log past our position into facts and timelines; returns events read."""
-        read = 0
-        with self._lock:
-            while True:
-                page = self.app.recorder.select_notifications(
-                    start=self.facts.position + 1, limit=PAGE
-                )
-                self._take((n.id, self.app.mapper.to_domain_event(n)) for n in page)
-                read += len(page)
-                if len(page) < PAGE:
-                    return read
-
-    def absorb(self, recordings: list[Any]) -> None:
-        """Take our own just-saved events without reading them back, when nothing else was
-        recorded between our position and them (ids follow on exactly); else catch up."""
-        with self._lock:
-            ids = [r.notification.id for r in recordings]
-            if ids and ids == list(
-                range(self.facts.position + 1, self.facts.position + 1 + len(ids))
-            ):
-                self._take((r.notification.id, r.domain_event) for r in recordings)
-            else:
-                self.catch_up()
-
-    def _take(self, events: Iterable[tuple[int, Any]]) -> None:
-        """(position, decoded event) pairs in log order -> facts, then the index."""
-        with self._lock:
-            if self.feed is None:
-                changed = self.facts.add(events)
-            else:  # one by one, so the feed sees each event's "before"
-                changed = Changed()
-                for position, event in events:
-                    if position > self.facts.position:
-                        taken = self.feed.take(self.facts, position, event)
-                        changed.accounts |= taken.accounts
-                        changed.regions |= taken.regions
-            # Always: a batch of command records alone changes no answer, but the index
-            # has reached its position (read-your-writes waits for exactly that).
-            self.index.update(self.facts, changed)
-
-    def start_feed(self) -> ChangeFeed:
-        """Keep the change feed from now on (an HTTP worker's /v1/changes)."""
-        with self._lock:
-            if self.feed is None:
-                self.feed = ChangeFeed(self.facts.position)
-            return self.feed
-
-    def follow(self, interval: float = 0.05) -> None:
-        """Keep level with the log in a background thread: through the store's LISTEN/NOTIFY
-        subscription where it has one (PostgreSQL), else by polling every `interval` s."""
-        if self._thread is not None:
-            return
-        self.catch_up()
-        with contextlib.suppress(NotImplementedError, AttributeError):  # SQLite: poll instead
-            self._subscription = self.app.recorder.subscribe(gt=self.facts.position)
-
-        def poll() -> None:
-            while not self._stop.wait(interval):
-                self.catch_up()
-
-        def listen() -> None:
-            for n in self._subscription:
-                self._take([(n.id, self.app.mapper.to_domain_event(n))])
-                if self._stop.is_set():
-                    return
-
-        target = listen if self._subscription is not None else poll
-        self._thread = threading.Thread(target=target, name="entitlements-follow", daemon=True)
-        self._thread.start()
-
-    def wait_for(self, position: int, timeout: float) -> bool:
-        """Catch up until the index has reached `position`, for at most `timeout` seconds
-        (first retries within a millisecond, backing off to 10 ms). True if reached."""
-        deadline = time.monotonic() + timeout
-        delay = 0.0005
-        while True:
-            if self.index.position >= position or (
-                self.catch_up() and self.index.position >= position
-            ):
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(delay)
-            delay = min(delay * 2, 0.01)
-
-    def stop(self) -> None:
-        """Stop following; save a snapshot if the log moved on a good deal since the last."""
-        self._stop.set()
-        if self._subscription is not None:
-            self._subscription.stop()
-        if self._thread is not None:
-            self._thread.join(5)
-        if self.facts.position - self._snapshot_position >= SNAPSHOT_EVERY:
-            self.save_snapshot()
 
 
 def affected_accounts(facts: LogFacts, changed: Changed) -> set[str]:
@@ -281,10 +93,8 @@ class SqlProjection:
     def _read(self, stop: int, head: int, progress: Progress | None) -> Changed:
         """One page of the log, up to `stop`, into facts and index."""
         facts, index = self.projector.facts, self.projector.index
-        page = self.app.recorder.select_notifications(
-            start=facts.position + 1, limit=PAGE, stop=stop
-        )
-        changed = facts.add((n.id, self.app.mapper.to_domain_event(n)) for n in page)
+        page = next(read_log(self.app, facts.position, stop), [])
+        changed = facts.add(page)
         index.update(facts, changed)
         if progress is not None:
             progress(facts.position, head)
@@ -313,9 +123,8 @@ def rebuild(app: Application[Any], url: str, progress: Progress | None = None) -
     target = _rebuild_target(app, model)
     projector = Projector(app, url)
     facts = projector.facts
-    while facts.position < target:
-        page = app.recorder.select_notifications(start=facts.position + 1, limit=PAGE, stop=target)
-        facts.add((n.id, app.mapper.to_domain_event(n)) for n in page)
+    for page in read_log(app, facts.position, target):
+        facts.add(page)
         if progress is not None:
             progress(facts.position, target)
     projector.index.update(facts, Changed(accounts=set(facts.accounts), regions=set(facts.regions)))

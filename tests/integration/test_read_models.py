@@ -10,9 +10,10 @@ from sqlalchemy import and_, inspect, or_, select
 from entitlements import open_engine
 from entitlements.commands import parse_command_file, parse_time
 from entitlements.engine import Engine
+from projections import log_reader, sql_views
 from projections import rebuild as rebuild_module
-from projections import sql_views
-from projections.rebuild import Projector, project, rebuild, snapshot_path
+from projections.projector import Projector, snapshot_path
+from projections.rebuild import project, rebuild
 from projections.sql_views import SqlReadModel, sql_engine
 from projections.tables import CURRENT, ReadModelTables
 from tests.conftest import read_jsonl, scenario_file
@@ -183,7 +184,7 @@ def test_a_rebuild_killed_halfway_resumes_and_ends_exact(
     expected = all_rows(store_url)
     target = engine.position()
     monkeypatch.setattr(rebuild_module, "ACCOUNTS_PER_TRANSACTION", 2)
-    monkeypatch.setattr(rebuild_module, "PAGE", 3)
+    monkeypatch.setattr(log_reader, "PAGE", 3)
 
     def die_after_two_transactions(done: int, total: int) -> None:
         if done >= target + 4:

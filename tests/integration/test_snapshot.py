@@ -13,7 +13,7 @@ import pytest
 
 from entitlements import open_engine
 from entitlements.engine import Engine
-from projections.rebuild import snapshot_path
+from projections.projector import snapshot_path
 from tests.conftest import read_jsonl, scenario_file
 
 
