@@ -60,7 +60,7 @@ class Account(Aggregate):
         TOPIC = "entitlements:Account.Created"
 
     @staticmethod
-    def create_id(account_id: str) -> UUID:  # type: ignore[override]
+    def create_id(account_id: str) -> UUID:
         return account_uuid(account_id)
 
     # -- registration --------------------------------------------------------------------

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -455,7 +456,7 @@ Names are never reused, even once revoked.
 """
 
 
-def _iso(t: Any) -> str | None:
+def _iso(t: datetime | None) -> str | None:
     return t.isoformat() if t is not None else None
 
 

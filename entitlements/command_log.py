@@ -32,7 +32,7 @@ class AppliedCommand(Aggregate):
         TOPIC = "entitlements:AppliedCommand.Created"
 
     @staticmethod
-    def create_id(command_id: str) -> UUID:  # type: ignore[override]
+    def create_id(command_id: str) -> UUID:
         return command_uuid(command_id)
 
     @event("CommandApplied", topic="entitlements:CommandApplied")
@@ -69,7 +69,7 @@ class RejectedCommand(Aggregate):
         TOPIC = "entitlements:RejectedCommand.Created"
 
     @staticmethod
-    def create_id(command_id: str, conflict: bool = False) -> UUID:  # type: ignore[override]
+    def create_id(command_id: str, conflict: bool = False) -> UUID:
         # A command_id already used for another command is rejected too, and recorded as an
         # attempt of its own (the id stays with the command that first used it).
         return uuid4() if conflict else command_uuid(command_id)

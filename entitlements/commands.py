@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeAlias, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
@@ -79,7 +79,13 @@ Plan = Literal["free", "pro", "business", "enterprise"]
 PaidPlan = Literal["pro", "business", "enterprise"]
 Channel = Literal["online", "direct", "partner"]
 SalesChannel = Literal["direct", "partner"]
-Rule = Literal[REGION_RULES]  # type: ignore[valid-type]
+Rule = Literal[
+    "registration_suspended",
+    "free_hosting_suspended",
+    "online_subscriptions_closed",
+    "direct_sales_closed",
+]
+assert get_args(Rule) == REGION_RULES, "Rule must list rules.REGION_RULES, in order"
 Jurisdiction = Annotated[str, StringConstraints(pattern=r"^([A-Z]{2}|platform)$")]
 CommandId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
 
@@ -218,8 +224,10 @@ class LiftRegionRule(_Command):
     rule: Rule
 
 
-AccountCommand = (
-    ApproveRegistration
+#: The commands that change one account (the engine loads or creates that account).
+AccountCommand: TypeAlias = (
+    RegisterAccount
+    | ApproveRegistration
     | OpenSubscription
     | CloseSubscription
     | RevokeHosting
@@ -228,15 +236,15 @@ AccountCommand = (
     | SuspendAccount
     | ReinstateAccount
 )
-RegionCommand = AuthorizePartner | ApplyRegionRule | LiftRegionRule
-Command = Annotated[
-    RegisterAccount | AccountCommand | RegionCommand, Field(discriminator="command")
-]
-COMMAND_NAMES = tuple(
-    m.model_fields["command"].annotation.__args__[0]  # type: ignore[union-attr]
-    for m in (RegisterAccount, *AccountCommand.__args__, *RegionCommand.__args__)  # type: ignore[attr-defined]
+#: The commands that change one region (its rules and partners).
+RegionCommand: TypeAlias = AuthorizePartner | ApplyRegionRule | LiftRegionRule
+#: Every command: what `parse_commands` returns and the engine matches on, exhaustively
+#: (`typing.assert_never` in the last case). Also usable with isinstance().
+Command: TypeAlias = AccountCommand | RegionCommand
+COMMAND_NAMES: tuple[str, ...] = tuple(
+    get_args(m.model_fields["command"].annotation)[0] for m in get_args(Command)
 )
-_adapter: TypeAdapter[Any] = TypeAdapter(Command)
+_adapter: TypeAdapter[Command] = TypeAdapter(Annotated[Command, Field(discriminator="command")])
 
 
 class MalformedCommand(ValueError):
@@ -279,7 +287,10 @@ def command_fingerprint(cmd: BaseModel) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def with_derived_id(cmd: Any) -> Any:
+AnyCommand = TypeVar("AnyCommand", bound=_Command)
+
+
+def with_derived_id(cmd: AnyCommand) -> AnyCommand:
     """A command without `command_id` gets one derived from its content, so applying the
     same file again records nothing twice."""
     if cmd.command_id is not None:
@@ -316,10 +327,10 @@ def _unstorable_text(item: Mapping[Any, Any]) -> tuple[str, str] | None:
     return None
 
 
-def parse_commands(numbered: Iterable[tuple[int, Any]], label: str = "line") -> list[Any]:
+def parse_commands(numbered: Iterable[tuple[int, Any]], label: str = "line") -> list[Command]:
     """Validate a whole batch of (number, item); raise MalformedCommand for the first bad
     item. `recorded_at` may not go backwards within a batch (among items that give one)."""
-    commands: list[Any] = []
+    commands: list[Command] = []
     newest: datetime | None = None
     for n, item in numbered:
         if not isinstance(item, Mapping):
@@ -397,7 +408,7 @@ def read_command_file(path: str | Path) -> list[tuple[int, Any]]:
     ]
 
 
-def parse_command_file(path: str | Path) -> list[tuple[int, Any]]:
+def parse_command_file(path: str | Path) -> list[tuple[int, Command]]:
     """Read and validate a whole command file: (line number, command) pairs."""
     items = read_command_file(path)
     commands = parse_commands(items)

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from eventsourcing.persistence import PersistenceError
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
@@ -456,8 +456,10 @@ def _one_line(e: BaseException) -> str:
 def _install_error_handlers(app: FastAPI) -> None:
     """Domain errors as statuses with one-line details; never a 500 for bad input."""
 
-    def status(code: int, extra: Callable[[Any], dict[str, Any]] | None = None) -> Any:
-        async def handler(_: Request, e: Any) -> JSONResponse:
+    def status(
+        code: int, extra: Callable[[Any], dict[str, Any]] | None = None
+    ) -> Callable[[Request, Exception], Coroutine[Any, Any, JSONResponse]]:
+        async def handler(_: Request, e: Exception) -> JSONResponse:
             return JSONResponse(
                 {"detail": _one_line(e), **(extra(e) if extra else {})}, status_code=code
             )
@@ -475,15 +477,16 @@ def _install_error_handlers(app: FastAPI) -> None:
     # The store failing under us (a token lookup, a command): one line, the driver's own.
     app.add_exception_handler(PersistenceError, status(503))
 
+    @app.exception_handler(SQLAlchemyError)
     async def database_down(_: Request, e: SQLAlchemyError) -> JSONResponse:
         return JSONResponse({"detail": _one_line(getattr(e, "orig", None) or e)}, status_code=503)
 
-    app.add_exception_handler(SQLAlchemyError, database_down)
-
+    @app.exception_handler(ValueError)
     async def bad_value(_: Request, e: ValueError) -> JSONResponse:  # a bad time, named by field
         field = str(e).split(":", 1)[0] if ":" in str(e) else None
         return JSONResponse({"detail": _one_line(e), "field": field}, status_code=422)
 
+    @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0] if e.errors() else {}
         field = ".".join(
@@ -497,15 +500,14 @@ def _install_error_handlers(app: FastAPI) -> None:
             status_code=422,
         )
 
-    app.add_exception_handler(ValueError, bad_value)
-    app.add_exception_handler(RequestValidationError, bad_request)
-
 
 def _install_body_limit(app: FastAPI) -> None:
     """A body over MAX_BODY bytes is refused before it is read whole (413)."""
 
     @app.middleware("http")
-    async def limit(request: Request, call_next: Any) -> Any:
+    async def limit(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
             return JSONResponse({"detail": f"the body is over {MAX_BODY} bytes"}, status_code=413)

@@ -40,7 +40,7 @@ class Region(Aggregate):
         TOPIC = "entitlements:Region.Created"
 
     @staticmethod
-    def create_id(region: str) -> UUID:  # type: ignore[override]
+    def create_id(region: str) -> UUID:
         return region_id(region)
 
     @event("RegionOpened", topic="entitlements:RegionOpened")

@@ -14,6 +14,7 @@ import fcntl
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -240,8 +241,8 @@ class WriterLock:
             raise TimeoutError(f"another writer held the store for {self.timeout:g} s")
         try:
             if self._file is not None:
-                self._fd = os.open(self._file, os.O_RDWR | os.O_CREAT, 0o644)
-                self._wait(lambda: fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB))  # type: ignore[arg-type]
+                fd = self._fd = os.open(self._file, os.O_RDWR | os.O_CREAT, 0o644)
+                self._wait(lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB))
             else:
                 self._pg_lock()
         except BaseException:
@@ -284,7 +285,7 @@ class WriterLock:
                 if attempt:
                     raise StoreUnavailable.from_error(e) from e
 
-    def _wait(self, try_lock: Any) -> None:
+    def _wait(self, try_lock: Callable[[], object]) -> None:
         deadline = time.monotonic() + self.timeout
         while True:
             try:
