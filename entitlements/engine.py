@@ -8,11 +8,13 @@ and answer checks, history and capabilities.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -21,6 +23,7 @@ from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from entitlements import commands as c
 from entitlements.account import Account, account_uuid
+from entitlements.command_book import CommandBook
 from entitlements.command_log import AppliedCommand, RejectedCommand, command_uuid
 from entitlements.commands import command_fingerprint, now, parse_commands
 from entitlements.decisions import CommandResult, Decision, PositionNotReached, UnknownAccount
@@ -45,8 +48,9 @@ from entitlements.store import (
 )
 from projections.changes import changes_after
 from projections.check_index import CheckIndex
-from projections.facts import LogFacts
-from projections.projector import Projector
+from projections.facts import COMMAND_RECORDS, COMMAND_TOPICS, LogFacts
+from projections.log_reader import read_log
+from projections.projector import SNAPSHOT_EVERY, Projector
 
 FAN_OUT_BATCH = 1000  # events saved per transaction when a region rule fans out
 RETRIES = 30  # optimistic-concurrency retries per command, with jittered backoff
@@ -54,6 +58,9 @@ LOCK_SPAN = 0.1  # seconds a batch holds the writer lock before letting others i
 WRITER_WAIT = (
     300.0  # seconds a command waits for the writer lock (a 1M-account fan-out holds it ~1 min)
 )
+
+
+REJECTION_TOPICS = frozenset({"entitlements:CommandRejected"})
 
 
 class EntitlementsApplication(Application[UUID]):
@@ -82,6 +89,8 @@ class Engine:
         self.projector = Projector(self.app, self.url)
         self.wait_timeout = 2.0  # seconds a min_position check waits for the index
         self.index: CheckIndex = self.projector.index
+        self._book: CommandBook | None = None  # built by the first command (see `book`)
+        self._book_saved = 0  # the position of the book's file
         if start:
             self.projector.start()
 
@@ -89,8 +98,52 @@ class Engine:
     def facts(self) -> LogFacts:
         return self.projector.facts
 
+    @property
+    def book(self) -> CommandBook:
+        """The writer's memory of the command log, built when a command first needs it (a
+        process that only checks never holds one): from its file, if that is of this very
+        log, then the command records after it, then kept level by the projector."""
+        if self._book is None:
+            with self.projector.lock:
+                loaded = self._load_book()
+                book = loaded or CommandBook()
+                self._book_saved = book.position  # what its file holds already
+                stop = self.facts.position
+                if book.position < stop:
+                    for page in read_log(self.app, book.position, stop, topics=COMMAND_TOPICS):
+                        book.take(page, page[-1][0])
+                book.position = stop
+                self.projector.on_records.append(book.take)
+                self._book = book
+        return self._book
+
+    def _book_file(self) -> Path | None:
+        index = self.projector.snapshot_file
+        return index.with_suffix(".commands") if index is not None else None
+
+    def _load_book(self) -> CommandBook | None:
+        path = self._book_file()
+        loaded = CommandBook.load(path) if path is not None and path.exists() else None
+        if loaded is None or loaded[0].position > self.facts.position:
+            return None
+        book, head = loaded
+        try:
+            if self.projector.fingerprint(book.position) != head:
+                return None
+        except ValueError:
+            return None
+        return book
+
+    def _save_book(self) -> None:
+        path, book = self._book_file(), self._book
+        if path is None or book is None or book.position - self._book_saved < SNAPSHOT_EVERY:
+            return
+        with self.projector.lock:
+            book.save(path, self.projector.fingerprint(book.position), f".tmp{os.getpid()}")
+
     def close(self) -> None:
         self.projector.stop()
+        self._save_book()
         self.writer.close()
         self.app.close()
 
@@ -154,7 +207,7 @@ class Engine:
         if cmd.command_id is None:  # every command is on file under an id; the caller gave none
             cmd = cmd.model_copy(update={"command_id": f"api:{uuid4().hex}"})
         fingerprint = command_fingerprint(cmd)
-        known = self.facts.commands.get(cmd.command_id)
+        known = self.book.outcome(self.app, cmd.command_id)
         if known is not None:
             if known.fingerprint != fingerprint:
                 reason = f"command_id {cmd.command_id} was used for a different command"
@@ -320,7 +373,7 @@ class Engine:
         process died halfway, or the store failed): called by every writer before its own
         commands, under the writer lock. What is missing is recorded at the store's newest
         recorded_at, as the interrupted fan-out would have recorded it."""
-        for command_id, (code, actor) in list(self.facts.pending_fan_outs.items()):
+        for command_id, (code, actor) in list(self.book.pending_fan_outs.items()):
             recorded_at = self.facts.newest_recorded_at or now()
             self._finish_fan_out(
                 command_id, code, recorded_at, {"actor": actor, "command_id": command_id}
@@ -413,11 +466,29 @@ class Engine:
             # insert and hits our own rows. If the log now holds exactly our events, the
             # command was applied; anything else is a real conflict for _execute to retry.
             self.catch_up()
-            if events and all(self.facts.holds(e) for e in events):
+            if events and all(self._on_file(e) for e in events):
                 return self.facts.position
             raise
         self.projector.absorb(recordings)
         return recordings[-1].notification.id if recordings else None
+
+    def _on_file(self, event: Any) -> bool:
+        """Whether the log (as read so far) holds this very event: same stream, version,
+        type and recorded_at. Tells a commit whose acknowledgement was lost from a conflict."""
+        if type(event).__name__ in COMMAND_RECORDS:
+            return self.book.has_record(self.app, event)
+        stream = self.facts.stream_of.get(event.originator_id.int)
+        if stream is None:
+            return False
+        facts = (self.facts.accounts if stream[0] == "account" else self.facts.regions).get(
+            stream[1], ()
+        )
+        return any(
+            f.version == event.originator_version
+            and f.type == type(event).__name__
+            and f.recorded_at == event.recorded_at
+            for f in facts
+        )
 
     def _account(self, account_id: str) -> Account:
         try:
@@ -465,13 +536,14 @@ class Engine:
     ) -> list[dict[str, Any]]:
         """The rejection log, in log order: every rejected command as given, who asked, the
         reason and both clocks; only an account's or a region's when asked."""
-        self.catch_up()
-        return [
-            {**f.data, "effective_at": iso(f.effective_at), "recorded_at": iso(f.recorded_at)}
-            for f in self.facts.rejections
-            if (account_id is None or f.data["account_id"] == account_id)
-            and (region is None or f.data["region"] == region)
-        ]
+        found = []
+        for page in read_log(self.app, 0, topics=REJECTION_TOPICS):
+            for position, e in page:
+                if (account_id is None or e.account_id == account_id) and (
+                    region is None or e.region == region
+                ):
+                    found.append(_rejection(position, e))
+        return found
 
     # -- the log -------------------------------------------------------------------------
 
@@ -521,6 +593,22 @@ class Engine:
         except AggregateNotFoundError:
             raise UnknownAccount(account_id) from None
         return [f.as_dict() for f in sorted(account.facts, key=lambda f: f.version)]
+
+
+def _rejection(position: int, e: Any) -> dict[str, Any]:
+    """A rejection as the rejection log shows it."""
+    return {
+        "position": position,
+        "command_id": e.command_id,
+        "command": e.command,
+        "actor": e.actor,
+        "account_id": e.account_id,
+        "region": e.region,
+        "reason": e.reason,
+        "request": e.request,
+        "effective_at": iso(e.effective_at),
+        "recorded_at": iso(e.recorded_at),
+    }
 
 
 def _who(cmd: Any) -> Who:

@@ -59,10 +59,9 @@ from entitlements.rules import (
     fold_region,
     iso,
 )
-from projections.facts import COMMAND_RECORDS, Changed, LogFacts
+from projections.facts import COMMAND_RECORDS, COMMAND_TOPICS, Changed, LogFacts
 
 PAGE = 1000  # notifications per select
-COMMAND_TOPICS = frozenset(f"entitlements:{name}" for name in COMMAND_RECORDS)
 REGION_CAPABILITIES = ("subscribe_online", "purchase_direct", "purchase_via_partner")
 
 

@@ -14,7 +14,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +55,15 @@ class Projector:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._subscription: Any = None  # the store's LISTEN/NOTIFY subscription, when following
-        self.feed: ChangeFeed | None = (
-            None  # capability changes, kept once someone asks (start_feed)
-        )
+        self.feed: ChangeFeed | None = None  # capability changes, once asked for (start_feed)
+        # Who else takes the command records read (the writer's command book), with the
+        # position reached: called under `lock`, in log order, after the facts took them.
+        self.on_records: list[Callable[[list[Positioned], int], None]] = []
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held while the facts and the index move: hold it to see them stand still."""
+        return self._lock  # type: ignore[return-value]
 
     # -- start: snapshot, then catch up --------------------------------------------------
 
@@ -92,11 +98,13 @@ class Projector:
         with self._lock:
             position = self.facts.position
             snapshot.write(
-                self.snapshot_file, self.facts, self._fingerprint(position), f".tmp{os.getpid()}"
+                self.snapshot_file, self.facts, self.fingerprint(position), f".tmp{os.getpid()}"
             )
             self._snapshot_position = position
 
-    def _fingerprint(self, position: int) -> dict[str, Any] | None:
+    def fingerprint(self, position: int) -> dict[str, Any] | None:
+        """What identifies the log's event at `position` (see snapshot.fingerprint); None
+        for position 0. ValueError when the log is shorter: another store."""
         if position == 0:
             return None
         (n,) = self.app.recorder.select_notifications(start=position, limit=1)
@@ -104,7 +112,7 @@ class Projector:
 
     def _same_log(self, position: int, head: dict[str, Any] | None) -> bool:
         try:
-            return self._fingerprint(position) == head
+            return self.fingerprint(position) == head
         except ValueError:  # the log is shorter than the snapshot: another store
             return False
 
@@ -143,6 +151,9 @@ class Projector:
                         taken = self.feed.take(self.facts, position, event)
                         changed.accounts |= taken.accounts
                         changed.regions |= taken.regions
+                        changed.records += taken.records
+            for consumer in self.on_records:
+                consumer(changed.records, self.facts.position)
             # Always: a batch of command records alone changes no answer, but the index
             # has reached its position (read-your-writes waits for exactly that).
             self.index.update(self.facts, changed)

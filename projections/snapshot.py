@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from entitlements.rules import Fact
-from projections.facts import CommandOutcome, LogFacts
+from projections.facts import LogFacts
 
 FORMAT = "entitlements-index-snapshot"
-SCHEMA = 3  # raise whenever Fact or LogFacts change shape: an older file is then ignored
+SCHEMA = 4  # raise whenever Fact or LogFacts change shape: an older file is then ignored
 
 
 class SnapshotRefused(ValueError):
@@ -50,9 +50,6 @@ def write(path: Path, facts: LogFacts, head: dict[str, Any] | None, tmp_suffix: 
         "regions": {r: [_fact_row(f) for f in fs] for r, fs in facts.regions.items()},
         "members": facts.members,
         "streams": [[uuid_int, kind, name] for uuid_int, (kind, name) in facts.stream_of.items()],
-        "commands": facts.commands,
-        "rejections": [_fact_row(f) for f in facts.rejections],
-        "pending_fan_outs": facts.pending_fan_outs,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(tmp_suffix)
@@ -129,16 +126,9 @@ def _facts(document: dict[str, Any]) -> LogFacts:
     facts.members = {
         str(r): [str(a) for a in accounts] for r, accounts in document["members"].items()
     }
-    for command_id, outcome in document["commands"].items():
-        command, fingerprint_, status, reason, at = outcome
-        facts.commands[command_id] = CommandOutcome(
-            str(command), str(fingerprint_), str(status), reason, int(at)
-        )
     facts.stream_of = {int(i): (str(kind), str(name)) for i, kind, name in document["streams"]}
     if len(facts.stream_of) < len(facts.accounts) + len(facts.regions):
         raise TypeError("streams missing")
-    facts.rejections = [_fact(r) for r in document["rejections"]]
-    facts.pending_fan_outs = {c: (str(r), a) for c, (r, a) in document["pending_fan_outs"].items()}
     newest = document["newest_recorded_at"]
     facts.newest_recorded_at = datetime.fromisoformat(newest) if newest is not None else None
     return facts
