@@ -118,3 +118,26 @@ def fill_store(app: EntitlementsApplication, events: Iterator[Any], batch: int =
 
 def uuid_of(account_id: str) -> UUID:
     return account_uuid(account_id)
+
+
+def mixed_registration_events(n: int) -> Iterator[Any]:
+    """AccountRegistered events for n accounts over four regions and every plan (paid plans
+    bought directly), one second apart, as the engine would record them."""
+    for i, account_id in enumerate(account_ids(n)):
+        t = START + timedelta(seconds=i)
+        plan = PLANS[i % len(PLANS)]
+        yield Account.AccountRegistered(  # type: ignore[attr-defined]
+            originator_id=account_uuid(account_id),
+            originator_version=1,
+            timestamp=t,
+            originator_topic="entitlements:Account",
+            account_id=account_id,
+            region=REGIONS[i % len(REGIONS)],
+            plan=plan,
+            channel="online" if plan in ("free", "pro") else "direct",
+            partner=None,
+            effective_at=t,
+            recorded_at=t,
+            actor="synthetic",
+            command_id=None,
+        )

@@ -2,7 +2,9 @@
 
     python -m benchmarks.whole_process --accounts 1000000 --json out.json
 
-- memory: bytes per account of the check index (timelines) and of the "now" cache;
+- memory: traced bytes per account of the facts, the check index (every account encoded)
+  and its "now" cache (every account checked once); see also benchmarks/index_figures.py
+  for the resident memory and cold start of a whole process;
 - apply: bulk `apply` (validate, load, decide, save; one transaction per command) vs
   eventsourcing's bare `save` of the same events, grouped the same way;
 - fan-out: `apply_region_rule free_hosting_suspended` over N free accounts of one region;
@@ -51,8 +53,7 @@ def memory(n: int) -> dict[str, Any]:
     facts = world_facts(n)
     after_facts = tracemalloc.get_traced_memory()[0]
     index = world_index(facts)
-    for account_id in facts.accounts:  # timelines are built on first use: build them all
-        index.timelines(account_id)
+    index.encode_all()  # accounts are encoded on first use: encode them all
     after_index = tracemalloc.get_traced_memory()[0]
     for account_id in facts.accounts:
         index.check(account_id, "host")
