@@ -293,6 +293,27 @@ class Account(Aggregate):
             )
         return len(corrections)
 
+    @classmethod
+    def event_from_fact(cls, account_id: str, fact: Fact, who: Who = NOBODY) -> Aggregate.Event:
+        """The event a rule-caused correction (rules.hosting_corrections) is recorded as,
+        without the aggregate: a fan-out over many accounts reads their facts, not their
+        aggregates. The same event `reconcile_hosting` would trigger on the aggregate."""
+        if fact.type not in ("HostingRevoked", "HostingRestored"):
+            raise ValueError(f"not a hosting correction: {fact.type}")
+        event_class = getattr(cls, fact.type)  # made by @event
+        made: Aggregate.Event = event_class(
+            originator_id=account_uuid(account_id),
+            originator_version=fact.version,
+            timestamp=event_class.create_timestamp(),
+            reason=fact.data["reason"],
+            effective_at=fact.effective_at,
+            recorded_at=fact.recorded_at,
+            cause=dict(fact.cause or {}),
+            actor=who.get("actor"),
+            command_id=who.get("command_id"),
+        )
+        return made
+
     # -- what the account says at a time -------------------------------------------------
 
     def state_at(self, at: datetime | None = None, known: datetime | None = None) -> AccountState:

@@ -89,7 +89,7 @@ class CommandBook:
         stored = app.recorder.select_events(command_uuid(command_id), lte=1)
         if not stored:
             return None
-        record = app.mapper.to_domain_event(stored[0])
+        record: Any = app.mapper.to_domain_event(stored[0])  # a CommandApplied or CommandRejected
         if record.command_id != command_id:  # pragma: no cover - a uuid5 collision
             return None
         rejected = type(record).__name__ == "CommandRejected"
@@ -100,6 +100,12 @@ class CommandBook:
             record.reason if rejected else None,
             abs(position),
         )
+
+    def position_of(self, command_id: str) -> int | None:
+        """The position the command's result reported, if its id is on file (a hash: only
+        for a command known to be ours, e.g. a commit whose acknowledgement was lost)."""
+        position = self._positions.get(_key(command_id))
+        return None if position is None else abs(position)
 
     def has_record(self, app: Application[Any], event: Any) -> bool:
         """Whether the log holds this very command record (a commit whose acknowledgement

@@ -11,32 +11,36 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar, assert_never
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate, DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from entitlements import commands as c
 from entitlements.account import Account, account_uuid
 from entitlements.command_book import CommandBook
 from entitlements.command_log import AppliedCommand, RejectedCommand, command_uuid
-from entitlements.commands import command_fingerprint, now, parse_commands
+from entitlements.commands import Command, command_fingerprint, now, parse_commands
 from entitlements.decisions import CommandResult, Decision, PositionNotReached, UnknownAccount
 from entitlements.region import Region, RegionRules, region_id
 from entitlements.rules import (
     FREE_HOSTING_RULE,
     NOBODY,
+    RULE_SWITCHES,
     Fact,
     Rejected,
     Who,
     check_jurisdiction,
     hosting_corrections,
     iso,
+    rule_cause,
 )
 from entitlements.store import (
     StoreUnavailable,
@@ -53,6 +57,8 @@ from projections.log_reader import read_log
 from projections.projector import SNAPSHOT_EVERY, Projector
 
 FAN_OUT_BATCH = 1000  # events saved per transaction when a region rule fans out
+GROUP_MAX = 200  # commands saved per transaction (group commit), within one lock span
+AGGREGATE_CACHE = 2048  # account and region aggregates kept between groups (each kind)
 RETRIES = 30  # optimistic-concurrency retries per command, with jittered backoff
 LOCK_SPAN = 0.1  # seconds a batch holds the writer lock before letting others in
 WRITER_WAIT = (
@@ -67,6 +73,46 @@ class EntitlementsApplication(Application[UUID]):
     """The event store of account and region aggregates."""
 
     name = "Entitlements"
+
+
+_A = TypeVar("_A", Account, Region)
+
+
+class _Outcome(NamedTuple):
+    """A command's result inside its group, before the group's commit gives positions."""
+
+    n: int
+    command: str
+    status: str
+    reason: str | None
+    command_id: str
+    duplicate: bool
+    record: int | None  # the group event whose position is the result's (its record)
+    position: int | None  # known already: a command on file before the group
+    fingerprint: str
+
+
+@dataclass
+class _Group:
+    """Commands that share one transaction: their events in command order, the aggregates
+    they changed (later commands of the group decide against these, pending events and
+    all), and their results waiting for the commit."""
+
+    events: list[DomainEventProtocol[UUID]] = field(default_factory=list)
+    accounts: dict[str, Account] = field(default_factory=dict)
+    regions: dict[str, Region] = field(default_factory=dict)
+    outcomes: list[_Outcome] = field(default_factory=list)
+    decided: dict[str, _Outcome] = field(default_factory=dict)  # command_id -> first outcome
+    touched: list[Account | Region] = field(default_factory=list)  # by the current command
+    newest: datetime | None = None  # the group's newest recorded_at
+    fan_out: tuple[str, str, datetime, Who] | None = None  # command_id, region, recorded_at, who
+    spoiled: bool = False  # a rejected command left events on a shared aggregate
+
+    def add(self, recorded_at: datetime, *aggregates: Aggregate) -> None:
+        for aggregate in aggregates:
+            self.events.extend(aggregate.collect_events())
+        if self.newest is None or recorded_at > self.newest:
+            self.newest = recorded_at
 
 
 class Engine:
@@ -91,6 +137,8 @@ class Engine:
         self.index: CheckIndex = self.projector.index
         self._book: CommandBook | None = None  # built by the first command (see `book`)
         self._book_saved = 0  # the position of the book's file
+        self._account_cache: OrderedDict[str, Account] = OrderedDict()
+        self._region_cache: OrderedDict[str, Region] = OrderedDict()
         if start:
             self.projector.start()
 
@@ -175,16 +223,19 @@ class Engine:
         applied), then apply each command; a domain rejection is a result, not an error."""
         return self.apply_parsed(list(enumerate(parse_commands(enumerate(commands, 1), "item"), 1)))
 
-    def apply_parsed(self, numbered: Sequence[tuple[int, Any]]) -> list[CommandResult]:
+    def apply_parsed(self, numbered: Sequence[tuple[int, Command]]) -> list[CommandResult]:
         """Apply already validated commands, in order; see `apply_iter`."""
         return list(self.apply_iter(numbered))
 
-    def apply_iter(self, numbered: Iterable[tuple[int, Any]]) -> Iterator[CommandResult]:
-        """Apply validated commands in order, each in its own transaction with its command
-        record, yielding each result once it is committed (so a result shown was applied).
-        Runs under the store's writer lock, in spans of at most LOCK_SPAN seconds with a
-        catch-up (and any unfinished fan-out finished) at the start of each span, so other
-        writers get their turn. The index has caught up when the iteration ends."""
+    def apply_iter(self, numbered: Iterable[tuple[int, Command]]) -> Iterator[CommandResult]:
+        """Apply validated commands in order, yielding each result once the transaction
+        holding it has committed (so a result shown was applied). Group commit: up to
+        GROUP_MAX commands share one transaction, each deciding against what the earlier
+        ones of its group decided; a group that fails to save is applied again one
+        command per transaction, so one bad command loses no other. Runs under the
+        store's writer lock, in spans of at most LOCK_SPAN seconds with a catch-up (and
+        any unfinished fan-out finished) at the start of each span, so other writers get
+        their turn. The index has caught up when the iteration ends."""
         pending = deque(numbered)
         try:
             while pending:
@@ -193,114 +244,221 @@ class Engine:
                     self._finish_fan_outs()
                     span_ends = time.monotonic() + LOCK_SPAN
                     while pending and time.monotonic() < span_ends:
-                        n, cmd = pending.popleft()
-                        yield self._apply_one(n, cmd)
+                        taken: list[tuple[int, Command]] = []
+                        group = _Group()
+                        while pending and len(taken) < GROUP_MAX:
+                            taken.append(pending.popleft())
+                            self._decide(*taken[-1], group)
+                            if group.fan_out is not None or time.monotonic() >= span_ends:
+                                break  # a fan-out ends its group: it needs the rule on file
+                        yield from self._commit(taken, group)
             self.catch_up()
         except StoreUnavailable:
             raise
         except PersistenceError as e:
             raise StoreUnavailable.from_error(e) from e
 
-    def _apply_one(self, n: int, cmd: Any) -> CommandResult:
-        """One command, under the writer lock with the facts level with the log: a command
-        already on file gets its original result back; otherwise decide, record, answer."""
+    def _decided(self, taken: list[tuple[int, Command]]) -> _Group:
+        group = _Group()
+        for n, cmd in taken:
+            self._decide(n, cmd, group)
+        return group
+
+    def _commit(self, taken: list[tuple[int, Command]], group: _Group) -> Iterator[CommandResult]:
+        """Save a decided group in one transaction and yield its results once committed.
+        A group that meets a conflict (a writer that bypassed the lock) or a store failure
+        is applied again one command per transaction; a single command retries on fresh
+        facts. A commit whose acknowledgement was lost (the log holds exactly our events)
+        counts as committed."""
+        positions: list[int] | None = None
+        for attempt in range(RETRIES):
+            try:
+                if group.spoiled:
+                    raise IntegrityError("a rejected command left events on a shared aggregate")
+                positions = self._save_group(group)
+                break
+            except IntegrityError:
+                self._forget(group)
+                self.catch_up()
+                if group.events and not group.spoiled and all(map(self._on_file, group.events)):
+                    break  # committed after all: its positions are in the book
+                if len(taken) > 1:
+                    for item in taken:
+                        yield from self._commit([item], self._decided([item]))
+                    return
+                if attempt == RETRIES - 1:
+                    raise
+                _backoff(attempt)
+                self.catch_up()
+                group = self._decided(taken)
+            except PersistenceError:
+                self._forget(group)
+                if len(taken) == 1:
+                    raise
+                self.catch_up()  # a store that is down fails here, once, for the group
+                for item in taken:
+                    yield from self._commit([item], self._decided([item]))
+                return
+        results = [self._result(o, positions) for o in group.outcomes]
+        if group.fan_out is None:
+            yield from results
+            return
+        yield from results[:-1]  # a fan-out's command is the last of its group
+        command_id, code, recorded_at, who = group.fan_out
+        position = self._finish_fan_out(command_id, code, recorded_at, who)
+        last = results[-1]
+        yield replace(last, position=position or last.position)
+
+    def _result(self, o: _Outcome, positions: list[int] | None) -> CommandResult:
+        if o.position is not None:
+            position = o.position
+        elif positions is not None and o.record is not None:
+            position = positions[o.record]
+        else:  # a lost acknowledgement: the book read the command's record back
+            position = self.book.position_of(o.command_id) or self.facts.position
+        return CommandResult(
+            o.n, o.command, o.status, o.reason, position, o.command_id, duplicate=o.duplicate
+        )
+
+    def _decide(self, n: int, cmd: Command, group: _Group) -> None:
+        """Decide one command into the group: a command already on file (or earlier in the
+        group) gets its original result back; otherwise decide, record, answer."""
         if cmd.command_id is None:  # every command is on file under an id; the caller gave none
             cmd = cmd.model_copy(update={"command_id": f"api:{uuid4().hex}"})
+        command_id = cmd.command_id
+        assert command_id is not None
         fingerprint = command_fingerprint(cmd)
-        known = self.book.outcome(self.app, cmd.command_id)
+        earlier = group.decided.get(command_id)
+        known = None if earlier is not None else self.book.outcome(self.app, command_id)
+        first = earlier.fingerprint if earlier else known.fingerprint if known else None
+        if first is not None and first != fingerprint:
+            reason = f"command_id {command_id} was used for a different command"
+            self._reject(n, cmd, command_id, fingerprint, reason, group, conflict=True)
+            return
+        if earlier is not None:  # decided earlier in this group: its result, once committed
+            group.outcomes.append(earlier._replace(n=n, command=cmd.command, duplicate=True))
+            return
         if known is not None:
-            if known.fingerprint != fingerprint:
-                reason = f"command_id {cmd.command_id} was used for a different command"
-                return self._reject(n, cmd, fingerprint, reason, conflict=True)
-            return CommandResult(
-                n,
-                cmd.command,
-                known.status,
-                known.reason,
-                known.position,
-                cmd.command_id,
-                duplicate=True,
+            group.outcomes.append(
+                _Outcome(
+                    n,
+                    cmd.command,
+                    known.status,
+                    known.reason,
+                    command_id,
+                    True,
+                    None,
+                    known.position,
+                    fingerprint,
+                )
             )
+            return
+        group.touched.clear()
         try:
-            position = self._execute(cmd, fingerprint)
+            self._execute(cmd, command_id, fingerprint, group)
         except Rejected as e:
-            return self._reject(n, cmd, fingerprint, e.reason)
-        return CommandResult(n, cmd.command, "applied", None, position, cmd.command_id)
+            if any(a.pending_events for a in group.touched):  # pragma: no cover - never so far
+                group.spoiled = True
+            self._reject(n, cmd, command_id, fingerprint, e.reason, group)
+            return
+        outcome = _Outcome(
+            n,
+            cmd.command,
+            "applied",
+            None,
+            command_id,
+            False,
+            len(group.events) - 1,
+            None,
+            fingerprint,
+        )
+        group.outcomes.append(outcome)
+        group.decided[command_id] = outcome
 
     def _reject(
-        self, n: int, cmd: Any, fingerprint: str, reason: str, conflict: bool = False
-    ) -> CommandResult:
-        """Record the rejection (the rejection log) and answer it. Its recorded_at is the
+        self,
+        n: int,
+        cmd: Command,
+        command_id: str,
+        fingerprint: str,
+        reason: str,
+        group: _Group,
+        conflict: bool = False,
+    ) -> None:
+        """Record the rejection (the rejection log) in the group. Its recorded_at is the
         command's, or the store's newest when the command's is earlier (the clock never
         goes back); the command as given keeps what it asked for."""
-        newest = self.facts.newest_recorded_at
+        newest = group.newest or self.facts.newest_recorded_at
         stamped = max(t for t in (cmd.recorded_at or now(), newest) if t is not None)
-        account_id = getattr(cmd, "account_id", None)
+        account_id: str | None = getattr(cmd, "account_id", None)
         record = RejectedCommand(
-            command_id=cmd.command_id,
+            command_id=command_id,
             command=cmd.command,
             fingerprint=fingerprint,
             actor=cmd.actor,
             account_id=account_id,
-            region=getattr(cmd, "region", None) or self.facts.region_of.get(account_id or ""),
+            region=getattr(cmd, "region", None) or self._region_of(account_id, group),
             effective_at=cmd.effective_at,
             recorded_at=stamped,
             reason=reason,
             conflict=conflict,
             request=cmd.model_dump(mode="json", exclude_none=True),
         )
-        try:
-            position = self._save(record)
-        except IntegrityError:  # the id went on file meanwhile (a writer past the lock): a repeat
-            return self._apply_one(n, cmd)
-        return CommandResult(
-            n, cmd.command, "rejected", reason, position or self.facts.position, cmd.command_id
+        group.add(stamped, record)
+        outcome = _Outcome(
+            n,
+            cmd.command,
+            "rejected",
+            reason,
+            command_id,
+            False,
+            len(group.events) - 1,
+            None,
+            fingerprint,
         )
+        group.outcomes.append(outcome)
+        if not conflict:  # a conflicting id stays with the command that used it first
+            group.decided[command_id] = outcome
 
-    def _execute(self, cmd: Any, fingerprint: str) -> int:
-        """Stamp, decide and save one command with its record; returns the log position its
-        events reached. Writers are serialized by the lock; should another writer (or a save
-        retried across a server restart) get there first all the same, catch up, stamp and
-        decide again."""
-        for attempt in range(RETRIES):
-            newest = self.facts.newest_recorded_at
-            recorded_at = cmd.recorded_at or max(now(), newest or now())
-            if newest is not None and recorded_at < newest:
-                raise Rejected(
-                    f"recorded_at {iso(recorded_at)} is earlier than the newest in the "
-                    f"store ({iso(newest)})"
-                )
-            try:
-                if isinstance(cmd, c.RegionCommand):  # type: ignore[arg-type,misc]
-                    position = self._execute_region_command(cmd, fingerprint, recorded_at)
-                else:
-                    position = self._execute_account_command(cmd, fingerprint, recorded_at)
-                return position or self.facts.position
-            except IntegrityError:
-                if attempt == RETRIES - 1:
-                    raise
-                _backoff(attempt)
-                self.catch_up()
-        raise AssertionError("unreachable")  # pragma: no cover
+    def _execute(self, cmd: Command, command_id: str, fingerprint: str, group: _Group) -> None:
+        """Stamp and decide one command, against the facts and what the group decided
+        before it; its events and its record join the group's."""
+        newest = group.newest or self.facts.newest_recorded_at
+        recorded_at = cmd.recorded_at or max(now(), newest or now())
+        if newest is not None and recorded_at < newest:
+            raise Rejected(
+                f"recorded_at {iso(recorded_at)} is earlier than the newest in the "
+                f"store ({iso(newest)})"
+            )
+        match cmd:
+            case c.AuthorizePartner() | c.ApplyRegionRule() | c.LiftRegionRule():
+                self._execute_region_command(cmd, command_id, fingerprint, recorded_at, group)
+            case _:
+                self._execute_account_command(cmd, command_id, fingerprint, recorded_at, group)
 
     def _execute_account_command(
-        self, cmd: Any, fingerprint: str, recorded_at: datetime
-    ) -> int | None:
+        self,
+        cmd: c.AccountCommand,
+        command_id: str,
+        fingerprint: str,
+        recorded_at: datetime,
+        group: _Group,
+    ) -> None:
         eff, who = cmd.effective_at, _who(cmd)
         if isinstance(cmd, c.RegisterAccount):
             # A sign-up racing another process's for the same id fails to save (version 1
             # exists), and its retry, after a catch-up, sees the account here.
             check_jurisdiction(cmd.jurisdiction, cmd.region, cmd.account_id)
-            if cmd.account_id in self.facts.accounts:
+            if cmd.account_id in self.facts.accounts or cmd.account_id in group.accounts:
                 raise Rejected(f"account {cmd.account_id} already exists")
-            region = self._rules(cmd.region)
+            region = self._rules(cmd.region, group)
             account = Account.register(
                 cmd.account_id, region, cmd.plan, cmd.channel, cmd.partner, eff, recorded_at, who
             )
         else:
-            account = self._account(cmd.account_id)
+            account = self._account(cmd.account_id, group)
             account.accept_request_from(cmd.jurisdiction)
-            region = self._rules(account.region)
+            region = self._rules(account.region, group)
             match cmd:
                 case c.ApproveRegistration():
                     account.approve_registration(
@@ -322,34 +480,49 @@ class Engine:
                     account.suspend(cmd.jurisdiction, cmd.reason, eff, recorded_at, who)
                 case c.ReinstateAccount():
                     account.reinstate(cmd.reason, eff, recorded_at, who)
+                case _:
+                    assert_never(cmd)
         account.reconcile_hosting(region, recorded_at, who)
-        record = self._applied(cmd, fingerprint, recorded_at, account.account_id, account.region)
-        return self._save(account, record)  # the record last: its position is the command's
+        record = self._applied(
+            cmd, command_id, fingerprint, recorded_at, account.account_id, account.region
+        )
+        group.accounts[account.account_id] = account
+        group.add(recorded_at, account, record)  # the record last: its position is the command's
 
     def _execute_region_command(
-        self, cmd: Any, fingerprint: str, recorded_at: datetime
-    ) -> int | None:
+        self,
+        cmd: c.RegionCommand,
+        command_id: str,
+        fingerprint: str,
+        recorded_at: datetime,
+        group: _Group,
+    ) -> None:
         who = _who(cmd)
-        region = self._region(cmd.region, cmd.effective_at, recorded_at, who)
+        region = self._region(cmd.region, cmd.effective_at, recorded_at, who, group)
+        fans_out = False
         match cmd:
             case c.AuthorizePartner():
                 region.authorize_partner(cmd.partner, cmd.effective_at, recorded_at, who)
             case c.ApplyRegionRule():
                 region.apply_rule(cmd.rule, cmd.effective_at, recorded_at, who)
+                fans_out = cmd.rule == FREE_HOSTING_RULE
             case c.LiftRegionRule():
                 region.lift_rule(cmd.rule, cmd.effective_at, recorded_at, who)
-        fans_out = getattr(cmd, "rule", None) == FREE_HOSTING_RULE
-        record = self._applied(cmd, fingerprint, recorded_at, None, cmd.region, fan_out=fans_out)
-        position = self._save(region, record)
+                fans_out = cmd.rule == FREE_HOSTING_RULE
+            case _:
+                assert_never(cmd)
+        record = self._applied(
+            cmd, command_id, fingerprint, recorded_at, None, cmd.region, fan_out=fans_out
+        )
+        group.regions[cmd.region] = region
+        group.add(recorded_at, region, record)
         if fans_out:  # the record says a fan-out is due until FanOutCompleted follows it
-            position = (
-                self._finish_fan_out(cmd.command_id, cmd.region, recorded_at, who) or position
-            )
-        return position
+            group.fan_out = (command_id, cmd.region, recorded_at, who)
 
     @staticmethod
     def _applied(
-        cmd: Any,
+        cmd: Command,
+        command_id: str,
         fingerprint: str,
         recorded_at: datetime,
         account_id: str | None,
@@ -357,7 +530,7 @@ class Engine:
         fan_out: bool = False,
     ) -> AppliedCommand:
         return AppliedCommand(
-            command_id=cmd.command_id,
+            command_id=command_id,
             command=cmd.command,
             fingerprint=fingerprint,
             actor=cmd.actor,
@@ -396,28 +569,33 @@ class Engine:
         region: Region | RegionRules,
         recorded_at: datetime,
         who: Who = NOBODY,
-        then: Any = None,
+        then: DomainEventProtocol[UUID] | None = None,
     ) -> int | None:
         """Record the region's hosting rule on every account of the region that needs it,
         reading accounts from the in-memory facts (no aggregate loads), many accounts per
         transaction; `then` (the command's FanOutCompleted) goes in the last one. Each
         account's events are saved whole or not at all; running it again records only what
         is still missing. Called under the writer lock (held throughout, so the fan-out's
-        events keep the rule's recorded_at and the log's clock order)."""
+        events keep the rule's recorded_at and the log's clock order).
+
+        Most accounts have one fact, their registration: their corrections follow from the
+        rule's switches directly (`registration_only_corrections`), without folding."""
         position = None
         members = list(self.facts.members.get(region.code, ()))
+        switches = free_hosting_switches(region.facts)
+        accounts = self.facts.accounts
         start, conflicts = 0, 0
         while True:
-            events: list[Any] = []
+            events: list[DomainEventProtocol[UUID]] = []
             end = start
             while end < len(members) and len(events) < FAN_OUT_BATCH:
                 account_id = members[end]
-                events.extend(
-                    _event_from_fact(account_id, f, who)
-                    for f in hosting_corrections(
-                        self.facts.accounts[account_id], region.facts, recorded_at
-                    )
-                )
+                facts = accounts[account_id]
+                if len(facts) == 1 and facts[0].type == "AccountRegistered":
+                    corrections = registration_only_corrections(facts[0], switches, recorded_at)
+                else:
+                    corrections = hosting_corrections(facts, region.facts, recorded_at)
+                events.extend(Account.event_from_fact(account_id, f, who) for f in corrections)
                 end += 1
             last = end >= len(members)
             if last and then is not None:
@@ -449,7 +627,7 @@ class Engine:
             self.catch_up()
             return self.facts.position - before
 
-    def _save_events(self, events: list[Any]) -> int | None:
+    def _save_events(self, events: list[DomainEventProtocol[UUID]]) -> int | None:
         """Save ready-made events (no aggregate to collect them from) and take them in."""
         if not events:
             return None
@@ -457,22 +635,33 @@ class Engine:
         self.projector.absorb(recordings)
         return recordings[-1].notification.id if recordings else None
 
-    def _save(self, *aggregates: Any) -> int | None:
-        events = [e for a in aggregates for e in a.pending_events]
-        try:
-            recordings = self.app.save(*aggregates)
-        except IntegrityError:
-            # The server may have gone away just after committing: the recorder retries the
-            # insert and hits our own rows. If the log now holds exactly our events, the
-            # command was applied; anything else is a real conflict for _execute to retry.
-            self.catch_up()
-            if events and all(self._on_file(e) for e in events):
-                return self.facts.position
-            raise
+    def _save_group(self, group: _Group) -> list[int]:
+        """One transaction for the whole group, in command order; then the facts take the
+        events in (the projector sees them only once committed) and the group's aggregates,
+        now current, are kept for the next commands. Returns each event's position."""
+        if not group.events:
+            return []
+        recordings = self.app.save(*group.events)
         self.projector.absorb(recordings)
-        return recordings[-1].notification.id if recordings else None
+        for account in group.accounts.values():
+            self._keep(self._account_cache, account.account_id, account)
+        for region in group.regions.values():
+            self._keep(self._region_cache, region.code, region)
+        return [r.notification.id for r in recordings]
 
-    def _on_file(self, event: Any) -> bool:
+    def _forget(self, group: _Group) -> None:
+        """A group that did not commit: its aggregates carry events the log lacks."""
+        for account_id in group.accounts:
+            self._account_cache.pop(account_id, None)
+        for code in group.regions:
+            self._region_cache.pop(code, None)
+        for aggregate in group.touched:
+            if isinstance(aggregate, Account):
+                self._account_cache.pop(aggregate.account_id, None)
+            else:
+                self._region_cache.pop(aggregate.code, None)
+
+    def _on_file(self, event: DomainEventProtocol[UUID]) -> bool:
         """Whether the log (as read so far) holds this very event: same stream, version,
         type and recorded_at. Tells a commit whose acknowledgement was lost from a conflict."""
         if type(event).__name__ in COMMAND_RECORDS:
@@ -483,29 +672,74 @@ class Engine:
         facts = (self.facts.accounts if stream[0] == "account" else self.facts.regions).get(
             stream[1], ()
         )
+        recorded_at = getattr(event, "recorded_at", None)
         return any(
             f.version == event.originator_version
             and f.type == type(event).__name__
-            and f.recorded_at == event.recorded_at
+            and f.recorded_at == recorded_at
             for f in facts
         )
 
-    def _account(self, account_id: str) -> Account:
-        try:
-            return self.app.repository.get(account_uuid(account_id))  # type: ignore[no-any-return]
-        except AggregateNotFoundError:
-            raise Rejected(f"unknown account {account_id}") from None
+    # -- aggregates: the group's own, else kept ones the facts prove current -------------
 
-    def _rules(self, code: str) -> RegionRules:
-        """The region's events as this process has caught up with them (no store read)."""
+    @staticmethod
+    def _keep(cache: OrderedDict[str, _A], key: str, aggregate: _A) -> None:
+        cache[key] = aggregate
+        cache.move_to_end(key)
+        if len(cache) > AGGREGATE_CACHE:
+            cache.popitem(last=False)
+
+    def _account(self, account_id: str, group: _Group) -> Account:
+        """The account as the group left it, else as the log has it: a kept aggregate
+        whose version is the facts' newest of its stream (no store read), else loaded.
+        (A fan-out saves account events without the aggregate: the version tells.)"""
+        account = group.accounts.get(account_id)
+        if account is None:
+            facts = self.facts.accounts.get(account_id)
+            if not facts:  # the facts are level with the log, under the writer lock
+                raise Rejected(f"unknown account {account_id}")
+            account = self._account_cache.get(account_id)
+            if account is None or account.version != max(f.version for f in facts):
+                try:
+                    account = self.app.repository.get(account_uuid(account_id))
+                except AggregateNotFoundError:
+                    raise Rejected(f"unknown account {account_id}") from None
+            self._keep(self._account_cache, account_id, account)
+        group.touched.append(account)
+        return account
+
+    def _rules(self, code: str, group: _Group | None = None) -> Region | RegionRules:
+        """The region as the group left it, else its events as this process has caught up
+        with them (no store read)."""
+        if group is not None and code in group.regions:
+            return group.regions[code]
         return RegionRules(code, tuple(self.facts.region_facts(code)))
 
-    def _region(self, code: str, effective_at: datetime, recorded_at: datetime, who: Who) -> Region:
-        """The region's aggregate; a new, unsaved one when the region has no events yet."""
-        try:
-            return self.app.repository.get(region_id(code))  # type: ignore[no-any-return]
-        except AggregateNotFoundError:
-            return Region(region=code, effective_at=effective_at, recorded_at=recorded_at, **who)
+    def _region(
+        self, code: str, effective_at: datetime, recorded_at: datetime, who: Who, group: _Group
+    ) -> Region:
+        """The region's aggregate (the group's, kept, or loaded); a new, unsaved one when
+        the region has no events yet."""
+        region = group.regions.get(code)
+        if region is None:
+            facts = self.facts.regions.get(code)
+            if not facts:
+                return Region(
+                    region=code, effective_at=effective_at, recorded_at=recorded_at, **who
+                )
+            region = self._region_cache.get(code)
+            if region is None or region.version != max(f.version for f in facts):
+                region = self.app.repository.get(region_id(code))
+            self._keep(self._region_cache, code, region)
+        group.touched.append(region)
+        return region
+
+    def _region_of(self, account_id: str | None, group: _Group) -> str | None:
+        if account_id is None:
+            return None
+        if account_id in group.accounts:
+            return group.accounts[account_id].region
+        return self.facts.region_of.get(account_id)
 
     # -- the change feed -----------------------------------------------------------------
 
@@ -611,25 +845,55 @@ def _rejection(position: int, e: Any) -> dict[str, Any]:
     }
 
 
-def _who(cmd: Any) -> Who:
+def _who(cmd: Command) -> Who:
     """Who asked for a command, as its events keep it."""
     return {"actor": cmd.actor, "command_id": cmd.command_id}
 
 
-def _event_from_fact(account_id: str, fact: Fact, who: Who) -> Any:
-    """The account event a rule-caused correction is recorded as."""
-    cls = getattr(Account, fact.type)  # HostingRevoked or HostingRestored, made by @event
-    return cls(  # type: ignore[call-arg]
-        originator_id=account_uuid(account_id),
-        originator_version=fact.version,
-        timestamp=cls.create_timestamp(),
-        reason=fact.data["reason"],
-        effective_at=fact.effective_at,
-        recorded_at=fact.recorded_at,
-        cause=dict(fact.cause or {}),
-        actor=who.get("actor"),
-        command_id=who.get("command_id"),
-    )
+def free_hosting_switches(region_facts: Iterable[Fact]) -> list[Fact]:
+    """The region's switches of the free-hosting rule, in effective order."""
+    return [
+        f for f in region_facts if f.type in RULE_SWITCHES and f.data["rule"] == FREE_HOSTING_RULE
+    ]
+
+
+def registration_only_corrections(
+    registered: Fact, switches: Sequence[Fact], recorded_at: datetime
+) -> list[Fact]:
+    """`rules.hosting_corrections` for an account whose only fact is its registration,
+    without folding: such an account is revoked exactly while free and the rule is on, so
+    its corrections follow the rule's switches from the registration on (same facts,
+    versions and causes; tests/integration/test_group_commit.py compares the two)."""
+    plan = registered.data.get("plan", "free")
+    if plan != "free" or not switches:
+        return []
+    stream, r = registered.stream, registered.effective_at
+    region = registered.data["region"]
+    corrections: list[Fact] = []
+    revoked, version = False, registered.version
+    for t in sorted({r} | {f.effective_at for f in switches if f.effective_at > r}):
+        rule_event = next((f for f in reversed(switches) if f.effective_at <= t), None)
+        rule_on = rule_event is not None and rule_event.type == "RegionRuleApplied"
+        if rule_on == revoked:
+            continue
+        assert rule_event is not None
+        at_t = [registered] if t == r else []
+        at_t += [f for f in switches if f.effective_at == t]
+        cause = rule_cause(rule_event, max(at_t, key=lambda f: f.recorded_at))
+        version += 1
+        if rule_on:
+            reason = f"{FREE_HOSTING_RULE} in {region}: free accounts may not host"
+            fact = Fact(
+                stream, "HostingRevoked", version, t, recorded_at, {"reason": reason}, cause
+            )
+        else:
+            reason = f"{FREE_HOSTING_RULE} lifted"  # the plan stays free: only the rule ends
+            fact = Fact(
+                stream, "HostingRestored", version, t, recorded_at, {"reason": reason}, cause
+            )
+        corrections.append(fact)
+        revoked = rule_on
+    return corrections
 
 
 def _backoff(attempt: int) -> None:
