@@ -260,7 +260,7 @@ def _add_all(h: History, events: list[Event]) -> History:
     return h
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, database=None)  # no I/O, not even hypothesis's
 @given(known=KNOWN, later=LATER, at=st.integers(0, 61))
 def test_fold_account_as_known_at_k_ignores_facts_recorded_after_k(
     known: list[Event], later: list[Event], at: int

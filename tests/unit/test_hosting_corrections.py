@@ -160,7 +160,7 @@ def _world(
     return acc, reg
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, database=None)  # no I/O, not even hypothesis's
 @given(
     registered=st.integers(0, 40),
     paid=st.booleans(),
