@@ -16,7 +16,7 @@ from typing import Any
 
 from eventsourcing.application import Application
 
-from projections.facts import Changed, LogFacts
+from projections.facts import Changed
 from projections.log_reader import read_log
 from projections.projector import Projector
 from projections.sql_views import SqlReadModel, sql_engine
@@ -30,15 +30,6 @@ SNAPSHOT_EVERY = 10_000  # events caught up before a process saves a new snapsho
 #: (done, total): events read up to the target position, then (for a rebuild) the target
 #: plus the accounts written, out of the target plus all accounts.
 Progress = Callable[[int, int], None]
-
-
-def affected_accounts(facts: LogFacts, changed: Changed) -> set[str]:
-    """Accounts whose read-model rows a batch of events can change: its accounts, and every
-    account of a region whose events changed."""
-    accounts = set(changed.accounts)
-    for region in changed.regions:
-        accounts.update(facts.members.get(region, ()))
-    return accounts
 
 
 # -- the SQL read models -------------------------------------------------------------------
@@ -68,8 +59,9 @@ class SqlProjection:
         return self.projector.facts.position
 
     def run(self, progress: Progress | None = None) -> int:
-        """Read the log past our position; write the rows of the accounts each batch
-        touched, but only past what the model already tracks (so a resumed run writes
+        """Read the log past our position; write the rows of the accounts and regions each
+        batch touched (an account's rows depend on its own events only: the view joins the
+        region's), but only past what the model already tracks (so a resumed run writes
         nothing twice). Returns the position the tables reflect."""
         head = self.app.recorder.max_notification_id() or 0
         written = self.model.position()
@@ -83,9 +75,12 @@ class SqlProjection:
             pending.accounts |= changed.accounts
             pending.regions |= changed.regions
             if self.position - written >= BATCH or self.position >= head:
-                facts = self.projector.facts
                 self.model.write(
-                    facts, self.projector.index, affected_accounts(facts, pending), self.position
+                    self.projector.facts,
+                    None,
+                    pending.accounts,
+                    self.position,
+                    pending.regions,
                 )
                 written, pending = self.position, Changed()
         return max(self.position, written)
@@ -112,9 +107,10 @@ def project(app: Application[Any], url: str, progress: Progress | None = None) -
 def rebuild(app: Application[Any], url: str, progress: Progress | None = None) -> int:
     """Rebuild every read model from the log into fresh tables, then swap them in.
 
-    Three phases: read the log up to a target position into memory (facts, then every
-    timeline once); write each account's rows exactly once, in account order, many
-    accounts per transaction, with a cursor in the same transaction; then bring the fresh
+    Three phases: read the log up to a target position into memory (facts only: rows come
+    straight from them, no timeline is built); write each account's narrow rows exactly
+    once, in account order, many accounts per transaction, with a cursor in the same
+    transaction, then the regions' with the target; then bring the fresh
     tables incrementally to the log's head (what was recorded meanwhile), so the swap never
     moves the tables backwards. Killed halfway, it resumes: same target, re-read the log,
     skip the accounts the cursor has passed. Also saves a new check-index snapshot.
@@ -127,18 +123,18 @@ def rebuild(app: Application[Any], url: str, progress: Progress | None = None) -
         facts.add(page)
         if progress is not None:
             progress(facts.position, target)
-    projector.index.update(facts, Changed(accounts=set(facts.accounts), regions=set(facts.regions)))
     accounts = sorted(facts.accounts)
     done = model.counter("rebuild:accounts") or 0
     for start in range(done, len(accounts), ACCOUNTS_PER_TRANSACTION):
         chunk = accounts[start : start + ACCOUNTS_PER_TRANSACTION]
-        with model.engine.begin() as conn:
-            model.replace_rows(conn, facts, projector.index, chunk)
+        with model.engine.begin() as conn:  # fresh tables, past the cursor: nothing to delete
+            model.insert_rows(conn, facts, chunk)
             model.track(conn, start + len(chunk), "rebuild:accounts")
         if progress is not None:
             progress(target + start + len(chunk), target + len(accounts))
-    if model.position() < target:  # every account written: the fresh tables reflect the target
+    if model.position() < target:  # every account written: regions, and the target reached
         with model.engine.begin() as conn:
+            model.insert_rows(conn, facts, (), sorted(facts.regions))
             model.track(conn, target)
 
     def then(done: int, head: int) -> None:  # progress goes on from where the accounts ended

@@ -1,9 +1,14 @@
-"""Writing the SQL read models: rows recomputed for the accounts a batch of events
-touched, with the tracking position, in one transaction (exactly once)."""
+"""Writing the SQL read models: the rows of the accounts and regions a batch of events
+touched, with the tracking position, in one transaction (exactly once).
+
+Rows are narrow (projections/state_intervals.py); the capabilities are a view over them.
+PostgreSQL takes them through COPY, SQLite through driver-level executemany: the per-row
+parameter processing of Core inserts costs more than the database.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -15,16 +20,20 @@ from sqlalchemy.engine import Engine as SqlEngine
 from entitlements.rules import fold_account
 from projections.check_index import CheckIndex
 from projections.facts import LogFacts
+from projections.state_intervals import ACCOUNT_COLUMNS, REGION_COLUMNS, account_rows, region_rows
 from projections.tables import (
     CURRENT,
+    VIEWS,
     ReadModelTables,
     capabilities_now_sql,
+    capability_intervals_sql,
     define_tables,
     tracking,
 )
-from projections.timeline import capability_intervals
 
 CHUNK = 500  # account ids per DELETE ... IN (...)
+#: The table the capabilities were kept in before they became a view (an older schema).
+LEGACY_INTERVALS = "capability_intervals"
 
 
 def sql_engine(url: str) -> SqlEngine:
@@ -46,22 +55,35 @@ def sql_engine(url: str) -> SqlEngine:
 
 
 class SqlReadModel:
-    """The `accounts` and `capability_intervals` tables of one generation, and its tracking."""
+    """The `accounts`, `account_state_intervals` and `region_state_intervals` tables of one
+    generation, and its tracking; the current generation also has the two views."""
 
     def __init__(self, engine: SqlEngine, name: str = "read_models", suffix: str = "") -> None:
         self.engine = engine
         self.name = name
         self.tables: ReadModelTables = define_tables(suffix)
+        self._sqlite = engine.dialect.name == "sqlite"
 
     def create(self) -> None:
+        """Create what is missing. A store of the older schema (capabilities kept in a
+        table) loses that table and its tracking: the next catch-up writes every row."""
+        found = inspect(self.engine)
+        legacy = not self.tables.suffix and LEGACY_INTERVALS in found.get_table_names()
+        views = set(found.get_view_names())
+        if legacy:
+            with self.engine.begin() as conn:
+                _ddl_in_transaction(conn)
+                conn.exec_driver_sql("DROP VIEW IF EXISTS capabilities_now")
+                conn.exec_driver_sql(f"DROP TABLE {LEGACY_INTERVALS}")
+                tracking.metadata.create_all(conn)
+                conn.execute(delete(tracking).where(tracking.c.name == self.name))
+            views = set()
         self.tables.metadata.create_all(self.engine)
         tracking.metadata.create_all(self.engine)
-        if (
-            not self.tables.suffix
-            and "capabilities_now" not in inspect(self.engine).get_view_names()
-        ):
+        if not self.tables.suffix and not set(VIEWS) <= views:
             with self.engine.begin() as conn:
-                conn.exec_driver_sql(capabilities_now_sql(self.engine))
+                _ddl_in_transaction(conn)
+                _create_views(conn, self.engine)
 
     def position(self, conn: Connection | None = None) -> int:
         def read(c: Connection) -> int:
@@ -74,61 +96,95 @@ class SqlReadModel:
             return read(c)
 
     def write(
-        self, facts: LogFacts, index: CheckIndex, accounts: Iterable[str], position: int
+        self,
+        facts: LogFacts,
+        index: CheckIndex | None,
+        accounts: Iterable[str],
+        position: int,
+        regions: Iterable[str] = (),
     ) -> bool:
-        """Replace the rows of `accounts` and move tracking to `position`, atomically.
-        A position already reached (a replayed delivery) changes nothing: returns False."""
+        """Replace the rows of `accounts` and `regions` and move tracking to `position`,
+        atomically. A position already reached (a replayed delivery) changes nothing:
+        returns False. (`index` is not needed: rows come from the facts.)"""
         with self.engine.begin() as conn:
             if self.position(conn) >= position:
                 return False
-            self.replace_rows(conn, facts, index, sorted(set(accounts)))
+            self.replace_rows(conn, facts, sorted(set(accounts)), sorted(set(regions)))
             self.track(conn, position)
         return True
 
     def replace_rows(
-        self, conn: Connection, facts: LogFacts, index: CheckIndex, accounts: list[str]
+        self,
+        conn: Connection,
+        facts: LogFacts,
+        accounts: Sequence[str],
+        regions: Sequence[str] = (),
     ) -> None:
-        """Delete and insert the rows of these accounts (driver-level executemany: the
-        per-row parameter processing of Core inserts costs more than the database)."""
-        a, i = self.tables.accounts, self.tables.intervals
+        """Delete and insert the rows of these accounts and regions."""
+        a, s, r = self.tables.accounts, self.tables.account_states, self.tables.region_states
         for start in range(0, len(accounts), CHUNK):
-            chunk = accounts[start : start + CHUNK]
-            conn.execute(delete(i).where(i.c.account_id.in_(chunk)))
+            chunk = list(accounts[start : start + CHUNK])
+            conn.execute(delete(s).where(s.c.account_id.in_(chunk)))
             conn.execute(delete(a).where(a.c.account_id.in_(chunk)))
-        when = self._time_param
-        account_rows, interval_rows = [], []
+        if regions:
+            conn.execute(delete(r).where(r.c.region.in_(list(regions))))
+        self.insert_rows(conn, facts, accounts, regions)
+
+    def insert_rows(
+        self,
+        conn: Connection,
+        facts: LogFacts,
+        accounts: Sequence[str],
+        regions: Sequence[str] = (),
+    ) -> int:
+        """Insert the rows of these accounts and regions (none there yet); returns how many
+        state rows. The rebuild calls this on its fresh tables, with no deletes."""
+        account_rows_, state_rows = [], []
+        every, region_of = facts.accounts, facts.region_of
+        now = datetime.now(UTC)
         for account_id in accounts:
-            timeline, region = index.timelines(account_id)
-            row = _account_row(account_id, facts)
-            account_rows.append((*row[:-1], when(row[-1])))
-            for r in capability_intervals(account_id, timeline, region):
-                interval_rows.append(
-                    (
-                        r.account_id,
-                        r.capability,
-                        r.allowed,
-                        r.value,
-                        r.reason,
-                        when(r.effective_from),
-                        when(r.effective_to),
-                        when(r.recorded_from),
-                        when(r.recorded_to),
-                    )
-                )
-        if account_rows:
-            conn.exec_driver_sql(self._insert_sql(a, ACCOUNT_COLUMNS), account_rows)
-        if interval_rows:
-            conn.exec_driver_sql(self._insert_sql(i, INTERVAL_COLUMNS), interval_rows)
+            account_facts = every[account_id]
+            account_rows_.append(_account_row(account_id, account_facts, now))
+            state_rows += account_rows(account_id, region_of[account_id], account_facts)
+        region_rows_ = [row for code in regions for row in region_rows(code, facts.regions[code])]
+        tables = self.tables
+        self._insert(conn, tables.accounts, ACCOUNT_ROW_COLUMNS, account_rows_, (6,))
+        self._insert(conn, tables.account_states, ACCOUNT_COLUMNS, state_rows, _TIMES_OF_STATES)
+        self._insert(conn, tables.region_states, REGION_COLUMNS, region_rows_, _TIMES_OF_REGIONS)
+        return len(state_rows) + len(region_rows_)
 
-    def _insert_sql(self, table: Any, columns: tuple[str, ...]) -> str:
-        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
-
-    def _time_param(self, t: datetime | None) -> Any:
-        """Times as SQLAlchemy's DateTime stores them: text on SQLite, timestamptz elsewhere."""
-        if t is None or self.engine.dialect.name != "sqlite":
-            return t
-        return _sqlite_time(t)
+    def _insert(
+        self,
+        conn: Connection,
+        table: Table,
+        columns: Sequence[str],
+        rows: list[tuple[Any, ...]],
+        times: Sequence[int],
+    ) -> None:
+        """COPY on PostgreSQL; on SQLite, executemany with times as the text SQLAlchemy's
+        DateTime keeps there."""
+        if not rows:
+            return
+        names = ", ".join(columns)
+        if not self._sqlite:
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+                write = copy.write_row
+                for row in rows:
+                    write(row)
+            return
+        lo = times[0]
+        hi = times[-1] + 1
+        if len(times) == 1:
+            rows = [(*row[:lo], _sqlite_time(row[lo]), *row[hi:]) for row in rows]
+        else:
+            t = _sqlite_time
+            rows = [
+                (*row[:lo], *(None if x is None else t(x) for x in row[lo:hi]), *row[hi:])
+                for row in rows
+            ]
+        marks = ", ".join("?" * len(columns))
+        conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({marks})", rows)
 
     def track(self, conn: Connection, position: int, name: str | None = None) -> None:
         name = name or self.name
@@ -151,9 +207,9 @@ class SqlReadModel:
             return read(c)
 
     def exists(self) -> bool:
-        """Whether both tables of this generation, and the tracking table, are there."""
+        """Whether every table of this generation, and the tracking table, are there."""
         names = set(inspect(self.engine).get_table_names())
-        return {self.tables.accounts.name, self.tables.intervals.name, tracking.name} <= names
+        return {t.name for t in self.tables.all} | {tracking.name} <= names
 
     def recreate(self, counters: dict[str, int]) -> None:
         """Start this generation afresh, in one transaction: drop whatever an earlier attempt
@@ -161,7 +217,7 @@ class SqlReadModel:
         carry them, create it empty and record `counters` beside it."""
         with self.engine.begin() as conn:
             _ddl_in_transaction(conn)
-            for table in (self.tables.intervals, self.tables.accounts):
+            for table in self.tables.all:
                 conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_quote(conn, table.name)}")
             tracking.metadata.create_all(conn)
             conn.execute(delete(tracking).where(tracking.c.name.startswith(self.name)))
@@ -177,33 +233,40 @@ class SqlReadModel:
             adopt_names(conn, self.tables, formerly=self.tables)
 
     def swap_into_place(self, position: int) -> None:
-        """Make this generation the current tables (drop the old, rename the new, give their
-        indexes, keys and sequences the current names, so the next rebuild finds its own
-        names free), with the current tracking at `position`, in one transaction."""
+        """Make this generation the current tables (drop the views and the old tables,
+        rename the new, give their indexes, keys and sequences the current names, so the
+        next rebuild finds its own names free, create the views), with the current tracking
+        at `position`, in one transaction."""
         old, new = CURRENT, self.tables
         with self.engine.begin() as conn:
             _ddl_in_transaction(conn)
-            conn.exec_driver_sql("DROP VIEW IF EXISTS capabilities_now")
-            for table in (old.intervals, old.accounts):
-                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_quote(conn, table.name)}")
-            for table, target in ((new.accounts, old.accounts), (new.intervals, old.intervals)):
+            for view in VIEWS:
+                conn.exec_driver_sql(f"DROP VIEW IF EXISTS {view}")
+            existing = set(inspect(conn).get_table_names())
+            for name in (*(t.name for t in old.all), LEGACY_INTERVALS):
+                if name in existing:
+                    conn.exec_driver_sql(f"DROP TABLE {_quote(conn, name)}")
+            for table, target in zip(new.all, old.all, strict=True):
                 conn.exec_driver_sql(
                     f"ALTER TABLE {_quote(conn, table.name)} RENAME TO {_quote(conn, target.name)}"
                 )
             adopt_names(conn, old, formerly=new)
-            conn.exec_driver_sql(capabilities_now_sql(self.engine))
+            _create_views(conn, self.engine)
             conn.execute(delete(tracking).where(tracking.c.name.startswith(self.name)))
             SqlReadModel(self.engine).track(conn, position)
+
+
+def _create_views(conn: Connection, engine: SqlEngine) -> None:
+    """The two views over the current tables (read when called: a test may fail one)."""
+    conn.exec_driver_sql(capability_intervals_sql(engine))
+    conn.exec_driver_sql(capabilities_now_sql(engine))
 
 
 def adopt_names(conn: Connection, tables: ReadModelTables, formerly: ReadModelTables) -> None:
     """Give the tables of a generation the index, primary-key and (PostgreSQL) sequence
     names `define_tables` gives them, where they still carry those of `formerly` (a renamed
     table keeps its old ones); create any index missing. Tables not there are skipped."""
-    for table, old in (
-        (tables.accounts, formerly.accounts),
-        (tables.intervals, formerly.intervals),
-    ):
+    for table, old in zip(tables.all, formerly.all, strict=True):
         if not inspect(conn).has_table(table.name):
             continue
         _adopt_index_names(conn, table)
@@ -278,27 +341,29 @@ def _quote(conn: Connection, name: str) -> str:
 
 @lru_cache(maxsize=1 << 16)
 def _sqlite_time(t: datetime) -> str:
+    """Times as SQLAlchemy's DateTime stores them on SQLite: UTC text."""
     return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-ACCOUNT_COLUMNS = ("account_id", "region", "plan", "channel", "partner", "status", "registered_at")
-INTERVAL_COLUMNS = (
+ACCOUNT_ROW_COLUMNS = (
     "account_id",
-    "capability",
-    "allowed",
-    "value",
-    "reason",
-    "effective_from",
-    "effective_to",
-    "recorded_from",
-    "recorded_to",
+    "region",
+    "plan",
+    "channel",
+    "partner",
+    "status",
+    "registered_at",
 )
+_TIMES_OF_STATES = tuple(range(len(ACCOUNT_COLUMNS) - 4, len(ACCOUNT_COLUMNS)))
+_TIMES_OF_REGIONS = tuple(range(len(REGION_COLUMNS) - 4, len(REGION_COLUMNS)))
 
 
-def _account_row(account_id: str, facts: LogFacts) -> tuple[Any, ...]:
-    state = fold_account(facts.accounts[account_id], at=datetime.now(UTC))
+def _account_row(account_id: str, facts: list[Any], now: datetime) -> tuple[Any, ...]:
+    """The `accounts` row: the account as it stands now, as known now (a registration
+    with a future effective time: as it will stand)."""
+    state = fold_account(facts, at=now)
     if state.registration is None:  # registered with a future effective time
-        state = fold_account(facts.accounts[account_id])
+        state = fold_account(facts)
     status = (
         "suspended"
         if state.suspension

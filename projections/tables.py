@@ -1,18 +1,31 @@
 """The SQL read models analysts query (SQLAlchemy Core), and the projection's tracking row.
 
+Tables (one generation each; a rebuild writes a fresh one, then swaps it in):
+
 - `accounts`: one row per account, its current region, plan, channel, partner and status.
-- `capability_intervals`: what each capability was, over which effective times
-  [effective_from, effective_to) and while we believed it [recorded_from, recorded_to);
-  NULL `*_to` means open-ended.
-- `capabilities_now`: a view over the intervals: what holds now, as known now. Exact at
-  any moment, including when a future-effective event's time arrives.
-- `projection_tracking`: the log position each read model reflects, written in the same
-  transaction as its rows, so a replayed delivery changes nothing.
+- `account_state_intervals`: what an account's own events say (registration in force,
+  plan, channel, partner, suspension, pending registration, hosting revocations) over
+  [effective_from, effective_to) x [recorded_from, recorded_to); NULL `*_to` is open-ended.
+- `region_state_intervals`: a region's rules in force, lifted rules and authorized
+  partners, the same way; they cover every (T, K) (a NULL `*_from` is "since always").
+
+Views (over the current tables):
+
+- `capability_intervals`: what each capability was, over which effective and recorded
+  times: an account's rectangles intersected with its region's, for each of the seven
+  capabilities, decided by CASE expressions that reproduce `entitlements.rules.decide`
+  (allowed, value and the very same reason text).
+- `capabilities_now`: what holds now, as known now. Exact at any moment, including when a
+  future-effective event's time arrives.
+
+`projection_tracking`: the log position each read model reflects, written in the same
+transaction as its rows, so a replayed delivery changes nothing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -23,11 +36,29 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    and_,
+    case,
+    cast,
+    false,
     func,
+    literal,
+    null,
     or_,
     select,
+    true,
+    union_all,
 )
 from sqlalchemy.engine import Engine as SqlEngine
+from sqlalchemy.sql.elements import ColumnElement
+
+from entitlements.rules import (
+    BOOLEAN_CAPABILITIES,
+    CAPABILITIES,
+    CHANNEL_CLOSED_BY,
+    LIMIT_CAPABILITIES,
+    LIMITS,
+    REGION_RULES,
+)
 
 
 @dataclass(frozen=True)
@@ -36,8 +67,22 @@ class ReadModelTables:
 
     metadata: MetaData
     accounts: Table
-    intervals: Table
+    account_states: Table
+    region_states: Table
     suffix: str
+
+    @property
+    def all(self) -> tuple[Table, ...]:
+        return (self.accounts, self.account_states, self.region_states)
+
+
+def _times() -> list[Column[Any]]:
+    return [
+        Column("effective_from", DateTime(timezone=True)),
+        Column("effective_to", DateTime(timezone=True)),
+        Column("recorded_from", DateTime(timezone=True)),
+        Column("recorded_to", DateTime(timezone=True)),
+    ]
 
 
 def define_tables(suffix: str = "") -> ReadModelTables:
@@ -53,23 +98,41 @@ def define_tables(suffix: str = "") -> ReadModelTables:
         Column("status", String(32), nullable=False),
         Column("registered_at", DateTime(timezone=True), nullable=False),
     )
-    intervals = Table(
-        f"capability_intervals{suffix}",
+    account_states = Table(
+        f"account_state_intervals{suffix}",
         md,
-        Column("id", Integer, primary_key=True, autoincrement=True),
         Column("account_id", String(64), nullable=False),
-        Column("capability", String(32), nullable=False),
-        Column("allowed", Boolean, nullable=False),
-        Column("value", Integer),
-        Column("reason", String, nullable=False),
-        Column("effective_from", DateTime(timezone=True), nullable=False),
-        Column("effective_to", DateTime(timezone=True)),
-        Column("recorded_from", DateTime(timezone=True), nullable=False),
-        Column("recorded_to", DateTime(timezone=True)),
-        Index(f"ix_intervals{suffix}_account", "account_id"),
-        Index(f"ix_intervals{suffix}_capability", "capability", "recorded_to"),
+        Column("region", String(2), nullable=False),
+        Column("registered", Boolean, nullable=False),
+        Column("not_registered_reason", String),
+        Column("plan", String(16), nullable=False),
+        Column("channel", String(16), nullable=False),
+        Column("partner", String(200)),
+        Column("suspended", Boolean, nullable=False),
+        Column("suspension_jurisdiction", String(16)),
+        Column("suspension_reason", String),
+        Column("registration_suspended", Boolean, nullable=False),
+        Column("registration_suspended_rule", String(64)),
+        Column("manual_revocation", Boolean, nullable=False),
+        Column("manual_revocation_reason", String),
+        Column("rule_revocation", Boolean, nullable=False),
+        Column("rule_revocation_rule", String(64)),
+        *_times(),
+        Index(f"ix_account_states{suffix}_account", "account_id"),
     )
-    return ReadModelTables(md, accounts, intervals, suffix)
+    region_states = Table(
+        f"region_state_intervals{suffix}",
+        md,
+        Column("region", String(2), nullable=False),
+        *(Column(rule, Boolean, nullable=False) for rule in REGION_RULES),
+        Column("rules_lifted", String),
+        Column("partners", String),
+        *_times(),
+        Index(f"ix_region_states{suffix}_region", "region"),
+    )
+    account_states.c.effective_from.nullable = False
+    account_states.c.recorded_from.nullable = False
+    return ReadModelTables(md, accounts, account_states, region_states, suffix)
 
 
 tracking_metadata = MetaData()
@@ -82,10 +145,156 @@ tracking = Table(
 
 CURRENT = define_tables()
 
+#: The `capability_intervals` view's columns (never created as a table: see
+#: `capability_intervals_sql`), so queries can be written against it in Core.
+view_metadata = MetaData()
+capability_intervals = Table(
+    "capability_intervals",
+    view_metadata,
+    Column("account_id", String(64)),
+    Column("capability", String(32)),
+    Column("allowed", Boolean),
+    Column("value", Integer),
+    Column("reason", String),
+    *_times(),
+)
+VIEWS = ("capabilities_now", "capability_intervals")  # dropped in this order
+
+
+def capability_intervals_sql(engine: SqlEngine, tables: ReadModelTables = CURRENT) -> str:
+    """CREATE VIEW capability_intervals, compiled for the engine's dialect: one branch per
+    capability (UNION ALL), so a filter on `capability` or `account_id` reaches the tables."""
+    a, r = tables.account_states.c, tables.region_states.c
+
+    def later(x: Any, y: Any) -> ColumnElement[Any]:  # y NULL: since always
+        return case((or_(y.is_(None), y < x), x), else_=y)
+
+    def earlier(x: Any, y: Any) -> ColumnElement[Any]:  # NULL: open-ended
+        return case((y.is_(None), x), (x.is_(None), y), (y < x, y), else_=x)
+
+    overlaps = and_(
+        r.region == a.region,
+        or_(
+            r.effective_from.is_(None), a.effective_to.is_(None), r.effective_from < a.effective_to
+        ),
+        or_(r.effective_to.is_(None), r.effective_to > a.effective_from),
+        or_(r.recorded_from.is_(None), a.recorded_to.is_(None), r.recorded_from < a.recorded_to),
+        or_(r.recorded_to.is_(None), r.recorded_to > a.recorded_from),
+    )
+    joined = tables.account_states.outerjoin(tables.region_states, overlaps)
+    times = [
+        later(a.effective_from, r.effective_from).label("effective_from"),
+        earlier(a.effective_to, r.effective_to).label("effective_to"),
+        later(a.recorded_from, r.recorded_from).label("recorded_from"),
+        earlier(a.recorded_to, r.recorded_to).label("recorded_to"),
+    ]
+    branches = []
+    for capability in CAPABILITIES:
+        allowed, value, reason = _decide(capability, a, r)
+        branches.append(
+            select(
+                a.account_id,
+                literal(capability, String).label("capability"),
+                allowed.label("allowed"),
+                value.label("value"),
+                reason.label("reason"),
+                *times,
+            ).select_from(joined)
+        )
+    query = union_all(*branches)
+    compiled = query.compile(engine, compile_kwargs={"literal_binds": True})
+    return f"CREATE VIEW capability_intervals AS {compiled}"
+
+
+def _decide(capability: str, a: Any, r: Any) -> tuple[ColumnElement[Any], ...]:
+    """(allowed, value, reason) of one capability: rules 1-8 as `decide` applies them, in
+    the same order, with the same words."""
+    limit = capability in LIMIT_CAPABILITIES
+    zero = literal(0, Integer) if limit else cast(null(), Integer)
+    none = cast(null(), Integer)
+    # (condition, allowed, value, reason), first match wins, the last is the default
+    branches: list[tuple[Any, Any, Any, Any]] = [
+        (~a.registered, false(), zero, a.not_registered_reason),  # rule 7
+        (  # rule 1
+            a.suspended,
+            false(),
+            zero,
+            "account suspended (jurisdiction "
+            + func.coalesce(a.suspension_jurisdiction, "None")
+            + "): "
+            + func.coalesce(a.suspension_reason, "None"),
+        ),
+    ]
+    registration = (
+        "registration suspended by "
+        + func.coalesce(a.registration_suspended_rule, "None")
+        + " in "
+        + a.region
+        + ", pending sales approval"
+    )
+    manual = func.rtrim(
+        "hosting revoked: " + func.coalesce(a.manual_revocation_reason, "None"), ": "
+    )
+    by_rule = (
+        "hosting revoked by "
+        + func.coalesce(a.rule_revocation_rule, "None")
+        + " in "
+        + a.region
+        + " while on the free plan"
+    )
+    revoked = case(
+        (and_(a.manual_revocation, a.rule_revocation), manual + "; " + by_rule),
+        (a.manual_revocation, manual),
+        else_=by_rule,
+    )
+    if capability == "join":  # rule 2
+        branches.append((None, true(), none, literal("may join meetings", String)))
+    elif capability == "host":  # rule 3
+        branches += [
+            (a.registration_suspended, false(), none, registration),
+            (or_(a.manual_revocation, a.rule_revocation), false(), none, revoked),
+            (None, true(), none, "may host on the " + a.plan + " plan"),
+        ]
+    elif limit:  # rule 8
+        no_limit = "no hosting, so no limit: "
+        plan_limit = case(
+            *(
+                (a.plan == plan, literal(limits[capability], Integer))
+                for plan, limits in LIMITS.items()
+            ),
+            else_=none,
+        )
+        branches += [
+            (a.registration_suspended, false(), zero, no_limit + registration),
+            (or_(a.manual_revocation, a.rule_revocation), false(), zero, no_limit + revoked),
+            (None, true(), plan_limit, a.plan + " plan limit"),
+        ]
+    else:
+        branches.append((a.registration_suspended, false(), none, registration))  # rules 4-6
+        if capability == "purchase_via_partner":  # rule 6
+            branches += [
+                (
+                    r.partners.is_not(None),
+                    true(),
+                    none,
+                    "authorized partners in " + r.region + ": " + r.partners,
+                ),
+                (None, false(), none, "no authorized partner in " + a.region),
+            ]
+        else:  # rules 4 and 5
+            rule = CHANNEL_CLOSED_BY["online" if capability == "subscribe_online" else "direct"]
+            branches += [
+                (r[rule].is_(True), false(), none, f"{rule} in " + a.region),
+                (None, true(), none, f"{rule} not in force in " + a.region),
+            ]
+    assert capability in BOOLEAN_CAPABILITIES or limit
+    *cases, default = branches
+    return tuple(case(*((c[0], c[i]) for c in cases), else_=default[i]) for i in (1, 2, 3))  # type: ignore[return-value]
+
 
 def capabilities_now_sql(engine: SqlEngine) -> str:
     """CREATE VIEW capabilities_now, compiled for the engine's dialect."""
-    i = CURRENT.intervals
+    i = capability_intervals
     now = (
         func.now()
         if engine.dialect.name == "postgresql"
