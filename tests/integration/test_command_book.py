@@ -9,7 +9,7 @@ import json
 import pytest
 
 from entitlements import engine as engine_module
-from entitlements.command_book import CommandBook, _key
+from entitlements.command_book import _key
 from entitlements.engine import Engine
 from tests.conftest import read_jsonl, scenario_file
 
