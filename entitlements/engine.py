@@ -25,8 +25,8 @@ from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from entitlements import commands as c
 from entitlements.account import Account, account_uuid
-from entitlements.command_book import CommandBook
-from entitlements.command_log import AppliedCommand, RejectedCommand, command_uuid
+from entitlements.command_book import CommandBook, applied_record, rejected_record
+from entitlements.command_log import AppliedCommand, command_uuid
 from entitlements.commands import Command, command_fingerprint, now, parse_commands
 from entitlements.decisions import CommandResult, Decision, PositionNotReached, UnknownAccount
 from entitlements.region import Region, RegionRules, region_id
@@ -76,6 +76,7 @@ class EntitlementsApplication(Application[UUID]):
 
 
 _A = TypeVar("_A", Account, Region)
+_GROUP_ID = UUID(int=0)
 
 
 class _Outcome(NamedTuple):
@@ -108,11 +109,25 @@ class _Group:
     fan_out: tuple[str, str, datetime, Who] | None = None  # command_id, region, recorded_at, who
     spoiled: bool = False  # a rejected command left events on a shared aggregate
 
-    def add(self, recorded_at: datetime, *aggregates: Aggregate) -> None:
+    def add(
+        self, recorded_at: datetime, record: DomainEventProtocol[UUID], *aggregates: Aggregate
+    ) -> None:
+        """A command's events: its aggregates' pending ones, then its record (last: its
+        position is the command's)."""
         for aggregate in aggregates:
             self.events.extend(aggregate.collect_events())
+        self.events.append(record)
         if self.newest is None or recorded_at > self.newest:
             self.newest = recorded_at
+
+    # `Application.save` takes aggregates or events; an event costs it a runtime Protocol
+    # isinstance (about 40 us). The group goes in as one object that has events to collect.
+    @property
+    def id(self) -> UUID:
+        return _GROUP_ID
+
+    def collect_events(self) -> list[DomainEventProtocol[UUID]]:
+        return self.events
 
 
 class Engine:
@@ -391,7 +406,7 @@ class Engine:
         newest = group.newest or self.facts.newest_recorded_at
         stamped = max(t for t in (cmd.recorded_at or now(), newest) if t is not None)
         account_id: str | None = getattr(cmd, "account_id", None)
-        record = RejectedCommand(
+        record = rejected_record(
             command_id=command_id,
             command=cmd.command,
             fingerprint=fingerprint,
@@ -487,7 +502,7 @@ class Engine:
             cmd, command_id, fingerprint, recorded_at, account.account_id, account.region
         )
         group.accounts[account.account_id] = account
-        group.add(recorded_at, account, record)  # the record last: its position is the command's
+        group.add(recorded_at, record, account)
 
     def _execute_region_command(
         self,
@@ -515,7 +530,7 @@ class Engine:
             cmd, command_id, fingerprint, recorded_at, None, cmd.region, fan_out=fans_out
         )
         group.regions[cmd.region] = region
-        group.add(recorded_at, region, record)
+        group.add(recorded_at, record, region)
         if fans_out:  # the record says a fan-out is due until FanOutCompleted follows it
             group.fan_out = (command_id, cmd.region, recorded_at, who)
 
@@ -528,8 +543,8 @@ class Engine:
         account_id: str | None,
         region: str | None,
         fan_out: bool = False,
-    ) -> AppliedCommand:
-        return AppliedCommand(
+    ) -> DomainEventProtocol[UUID]:
+        return applied_record(
             command_id=command_id,
             command=cmd.command,
             fingerprint=fingerprint,
@@ -641,7 +656,7 @@ class Engine:
         now current, are kept for the next commands. Returns each event's position."""
         if not group.events:
             return []
-        recordings = self.app.save(*group.events)
+        recordings = self.app.save(group)  # type: ignore[arg-type]
         self.projector.absorb(recordings)
         for account in group.accounts.values():
             self._keep(self._account_cache, account.account_id, account)
