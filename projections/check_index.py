@@ -48,7 +48,7 @@ from entitlements.rules import (
     decide,
     fold_account,
 )
-from projections.facts import Changed, LogFacts
+from projections.facts import Changed
 from projections.timeline import (
     EMPTY_REGION,
     Timeline,
@@ -57,15 +57,15 @@ from projections.timeline import (
     region_timeline,
 )
 
-CACHE_SIZE = 1 << 21  # "now" entries and memoised cells kept, each (oldest evicted first)
+CACHE_SIZE = 1 << 21  # memoised cells kept (oldest evicted first)
 SLOTS = {cap: i for i, cap in enumerate(CAPABILITIES)}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 SHIFT = 32  # code = offset << SHIFT | template id
 MASK = (1 << SHIFT) - 1
 _WHO = "\x00command_id"  # where a stand-in's data holds the account's own command_id
-_STATE_FIELDS = tuple(f.name for f in fields(AccountState))
-_FACT_FIELDS = tuple(n for n in _STATE_FIELDS if n not in ("region", "plan", "channel", "partner"))
+STATE_FIELDS = tuple(f.name for f in fields(AccountState))
+FACT_FIELDS = tuple(n for n in STATE_FIELDS if n not in ("region", "plan", "channel", "partner"))
 
 
 def to_us(t: datetime) -> int:
@@ -108,14 +108,17 @@ class RegionLine:
     beliefs: tuple[tuple[tuple[int, ...], tuple[RegionState, ...]], ...]
     before: RegionState
     timeline: Timeline[RegionState]
+    fixed: RegionState | None  # the state at every (T, K) when the region has no events
 
     @classmethod
     def of(cls, timeline: Timeline[RegionState]) -> RegionLine:
+        before = timeline.before or RegionState("")
         return cls(
             tuple(to_us(k) for k in timeline.known),
             tuple((tuple(to_us(t) for t in b.starts), b.states) for b in timeline.beliefs),
-            timeline.before or RegionState(""),
+            before,
             timeline,
+            None if timeline.beliefs else before,
         )
 
     def state_at(self, t: int, k: int | None) -> RegionState:
@@ -149,15 +152,35 @@ class Interner:
     def __init__(self) -> None:
         self.templates: list[Template] = []
         self._template_ids: dict[Any, int] = {}
-        self._values: dict[str, Any] = {}  # JSON of a data/cause dict -> the one dict
+        self._values: dict[Any, Any] = {}  # a data/cause dict's items (or JSON) -> the one dict
         self._standins: dict[tuple[Any, ...], Fact] = {}
         self._shapes: dict[tuple[Any, ...], AccountState] = {}
+        # events without times (as ranks of their times) -> (template id, rank of each slot)
         self._by_signature: dict[tuple[Any, ...], tuple[int, tuple[int, ...]]] = {}
 
+    def signature(self, template_id: int, ranks: tuple[int, ...]) -> tuple[Any, ...]:
+        """The signature an account of this template with these slot ranks has."""
+        events = self.templates[template_id].events
+        return tuple((ty, v, ranks[e], ranks[r], id(d), id(c)) for ty, v, e, r, d, c in events)
+
+    def remember(self, template_id: int, ranks: tuple[int, ...]) -> None:
+        """Take a (template, ranks) pair of a snapshot: accounts like it need no fold."""
+        self._by_signature[self.signature(template_id, ranks)] = (template_id, ranks)
+
+    def signatures(self) -> list[tuple[int, tuple[int, ...]]]:
+        return list(self._by_signature.values())
+
     def value(self, v: dict[str, Any] | None) -> Any:
+        """The one dict equal to `v` (keys in the same order, values of the same types)."""
         if v is None:
             return None
-        return self._values.setdefault(json.dumps(v), v)
+        key: Any
+        try:
+            key = tuple([(k, x.__class__, x) for k, x in v.items()])
+            hash(key)
+        except TypeError:  # nested (a cause's rule_event): its JSON names it
+            key = json.dumps(v)
+        return self._values.setdefault(key, v)
 
     def standin(
         self, index: int, type_: str, data: dict[str, Any], cause: dict[str, Any] | None
@@ -170,7 +193,7 @@ class Interner:
 
     def shape(self, state: AccountState) -> AccountState:
         key = tuple(
-            id(v) if isinstance(v, Fact) else v for v in (getattr(state, n) for n in _STATE_FIELDS)
+            id(v) if isinstance(v, Fact) else v for v in (getattr(state, n) for n in STATE_FIELDS)
         )
         return self._shapes.setdefault(key, state)
 
@@ -196,7 +219,9 @@ class Interner:
         """(template id, the account's times for its slots, command_id per version)."""
         times = sorted({f.effective_at for f in facts} | {f.recorded_at for f in facts})
         rank = {t: i for i, t in enumerate(times)}
-        who = tuple(f.data.get("command_id") for f in sorted(facts, key=lambda f: f.version))
+        who: tuple[str | None, ...] = ()
+        if any(f.data.get("command_id") is not None for f in facts):
+            who = tuple(f.data.get("command_id") for f in sorted(facts, key=lambda f: f.version))
         skeleton = [
             (
                 f.type,
@@ -227,7 +252,7 @@ class Interner:
         def shape(state: AccountState) -> AccountState:
             swapped = {
                 n: standins[index_of[id(v)]]
-                for n in _FACT_FIELDS
+                for n in FACT_FIELDS
                 if isinstance(v := getattr(state, n), Fact)
             }
             return self.shape(_replace(state, swapped))
@@ -274,7 +299,7 @@ def _without_who(data: Any) -> dict[str, Any]:
 
 
 def _replace(state: AccountState, changes: dict[str, Any]) -> AccountState:
-    return AccountState(**{n: changes.get(n, getattr(state, n)) for n in _STATE_FIELDS})
+    return AccountState(**{n: changes.get(n, getattr(state, n)) for n in STATE_FIELDS})
 
 
 class Store:
@@ -323,6 +348,29 @@ class Store:
         return tuple(self.event(account_id, code, r) if r.__class__ is int else r for r in refs)
 
 
+class _Caps(list):  # type: ignore[type-arg]
+    """A "now" entry for several capabilities: [until (epoch s), code, one slot each]."""
+
+    __slots__ = ()
+
+
+#: What the index keeps per account: its code; its facts until first asked about; or, once
+#: checked "now", the cached decision (holding the code), or a _Caps of several.
+Entry = int | list[Fact] | Decision | _Caps
+
+
+def code_of(entry: Any) -> int | None:
+    """The code an entry holds (None: facts not yet encoded)."""
+    cls = entry.__class__
+    if cls is int:
+        return entry  # type: ignore[no-any-return]
+    if cls is Decision or cls is _Now:
+        return entry[8]  # type: ignore[no-any-return]
+    if cls is _Caps:
+        return entry[1]  # type: ignore[no-any-return]
+    return None
+
+
 class CheckIndex:
     """Every account's compact timeline, its region's, and the decisions made from them."""
 
@@ -330,13 +378,12 @@ class CheckIndex:
         self.position = 0
         self.interner = Interner()
         self.store = Store(self.interner)
-        # account -> its code (template | offset in the store), or its facts until first
-        # asked about: an account is encoded on first use, so a fan-out or a catch-up does
-        # not encode a million accounts at once.
-        self.accounts: dict[str, int | list[Fact]] = {}
+        # account -> Entry. An account is encoded on first use, so a fan-out or a catch-up
+        # does not encode a million accounts at once. Its "now" decision lives in the same
+        # slot (no second dict): an update of the account replaces it.
+        self.accounts: dict[str, Entry] = {}
         self.regions: dict[str, RegionLine] = {}
-        self.cache_size = cache_size
-        self._now: dict[str, Any] = {}
+        self.cache_size = cache_size  # memoised cells kept (oldest evicted first)
         self._cells: dict[tuple[AccountState, RegionState, str], tuple[Any, ...]] = {}
         self._times: dict[Any, int] = {}  # `at` / `as_known_at` as given -> microseconds
         self._generation = 0
@@ -350,9 +397,10 @@ class CheckIndex:
 
     # -- updates -------------------------------------------------------------------------
 
-    def update(self, facts: LogFacts, changed: Changed) -> None:
+    def update(self, facts: Any, changed: Changed) -> None:
         """Forget the timelines and answers of the streams that changed: regions are
-        rebuilt now (few, shared), accounts on their next check."""
+        rebuilt now (few, shared), accounts on their next check. `facts`: LogFacts, or
+        anything with the same `accounts`, `regions` and `position` (light_log.LightLog)."""
         regions = {c: RegionLine.of(region_timeline(c, facts.regions[c])) for c in changed.regions}
         accounts = {a: facts.accounts[a] for a in changed.accounts}
         with self._lock:
@@ -361,14 +409,19 @@ class CheckIndex:
             self.accounts.update(accounts)
             self.position = facts.position
             if regions:
-                self._now.clear()
-            else:
-                for a in accounts:
-                    self._now.pop(a, None)
+                self._forget_now()
+
+    def _forget_now(self) -> None:
+        """Every cached "now" decision back to its code (a region changed: O(accounts))."""
+        accounts = self.accounts
+        for a, entry in accounts.items():
+            cls = entry.__class__
+            if cls is not int and cls is not list:
+                accounts[a] = code_of(entry)  # type: ignore[assignment]
 
     def replace(
         self,
-        accounts: dict[str, int | list[Fact]],
+        accounts: dict[str, Any],
         regions: dict[str, RegionLine | Timeline[RegionState]],
         position: int,
         store: Store | None = None,
@@ -382,14 +435,14 @@ class CheckIndex:
             if store is not None:
                 self._adopt(store)
             self.accounts, self.regions, self.position = accounts, lines, position
-            self._now.clear()
+            self._forget_now()
             self._cells.clear()
 
     def encode_all(self) -> None:
         """Encode every account not yet encoded (a snapshot writes codes, not facts)."""
         for account_id, entry in list(self.accounts.items()):
-            if entry.__class__ is not int:
-                self._encode(account_id, entry)  # type: ignore[arg-type]
+            if entry.__class__ is list:
+                self._encode(account_id, entry)
 
     def _encode(self, account_id: str, facts: list[Fact]) -> int:
         template_id, times, who = self.interner.encode(facts)
@@ -399,12 +452,13 @@ class CheckIndex:
                 self.accounts[account_id] = code
         return code
 
-    def _code(self, account_id: str) -> int:
-        try:
-            entry = self.accounts[account_id]
-        except KeyError:
-            raise UnknownAccount(account_id) from None
-        return entry if isinstance(entry, int) else self._encode(account_id, entry)
+    def code(self, account_id: str) -> int:
+        """The account's code, encoding it now if it was not yet."""
+        entry = self.accounts.get(account_id)
+        if entry is None:
+            raise UnknownAccount(account_id)
+        code = code_of(entry)
+        return code if code is not None else self._encode(account_id, entry)  # type: ignore[arg-type]
 
     # -- what others read ----------------------------------------------------------------
 
@@ -413,9 +467,10 @@ class CheckIndex:
         entry = self.accounts.get(account_id)
         if entry is None:
             raise UnknownAccount(account_id)
-        if entry.__class__ is not int:
+        code = code_of(entry)
+        if code is None:
             return list(entry)  # type: ignore[arg-type]
-        return self.store.facts(account_id, entry)
+        return self.store.facts(account_id, code)
 
     def timelines(self, account_id: str) -> tuple[Timeline[AccountState], Timeline[RegionState]]:
         """The account's timeline and its region's, as `capability_intervals` reads them
@@ -433,20 +488,19 @@ class CheckIndex:
         at: datetime | str | None = None,
         as_known_at: datetime | str | None = None,
     ) -> Decision:
+        entry: Any = self.accounts.get(account_id)
+        cls = entry.__class__
         if at is None and as_known_at is None:
-            entry = self._now.get(account_id)
-            if entry is not None:
-                cls = entry.__class__
-                if cls is Decision:  # nothing changes after now: valid until an update
-                    if entry[1] == capability:
-                        return entry  # type: ignore[no-any-return]
-                elif cls is _Now:
-                    if entry[1] == capability and entry[9] > time():  # rule 9: exact expiry
-                        return entry  # type: ignore[no-any-return]
-                elif entry[0] > time():  # [until, one slot per capability]
-                    decision = entry[SLOTS.get(capability, -1) + 1]
-                    if decision is not None and decision[1] == capability:
-                        return decision  # type: ignore[no-any-return]
+            if cls is Decision:  # nothing changes after now: valid until an update
+                if entry[1] == capability:
+                    return entry  # type: ignore[no-any-return]
+            elif cls is _Now:
+                if entry[1] == capability and entry[9] > time():  # rule 9
+                    return entry  # type: ignore[no-any-return]
+            elif cls is _Caps and entry[0] > time():
+                i = SLOTS.get(capability)
+                if i is not None and (decision := entry[i + 2]) is not None:
+                    return decision  # type: ignore[no-any-return]
             return self._check_now(account_id, capability)
         # `at` / `as_known_at`, inlined: this runs on every historical check
         times = self._times
@@ -458,11 +512,10 @@ class CheckIndex:
             k = times.get(as_known_at)
             if k is None:
                 k = self._us("as_known_at", as_known_at)
-        code = self.accounts.get(account_id)
-        if code.__class__ is not int:
-            if code is None:
-                raise UnknownAccount(account_id)
-            code = self._encode(account_id, code)  # type: ignore[arg-type]
+        if cls is int:
+            code: int = entry
+        else:
+            code = self.code(account_id)
         template = self._templates[code & MASK]
         offset = code >> SHIFT
         array = self._array
@@ -477,18 +530,18 @@ class CheckIndex:
             j = bisect_right(array, t, offset + lo, offset + hi) - offset - lo - 1
             if j >= 0:
                 shape = shapes[j]
-                cell = self._cells.get(
-                    (
-                        shape,
-                        self.regions.get(template.region, EMPTY_LINE).state_at(t, k),
-                        capability,
-                    )
-                )
+                line = self.regions.get(template.region, EMPTY_LINE)
+                region = line.fixed
+                if region is None:
+                    region = line.state_at(t, k)
+                cell = self._cells.get((shape, region, capability))
                 if cell is not None:
+                    allowed, value, reason, refs = cell
                     return _new(
                         Decision,
-                        (account_id, capability, *cell, self.position, self._cite, code),
-                    )
+                        (account_id, capability, allowed, value, reason, refs, self.position,
+                         self._cite, code),
+                    )  # fmt: skip
         region = self.regions.get(template.region, EMPTY_LINE).state_at(t, k)
         return self._decide(account_id, capability, code, template, shape, region, None)
 
@@ -557,11 +610,12 @@ class CheckIndex:
         return Decision.of(account_id, capability, v, self.position)
 
     def _check_now(self, account_id: str, capability: str) -> Decision:
-        """Decide for now, and cache it until the account's or region's next change point."""
+        """Decide for now, and keep it until the account's or region's next change point."""
         if capability not in SLOTS:
             raise UnknownCapability(capability)
         generation = self._generation
-        code = self._code(account_id)
+        entry = self.accounts.get(account_id)
+        code = self.code(account_id)
         store = self.store
         template = store.interner.templates[code & MASK]
         offset = code >> SHIFT
@@ -578,20 +632,22 @@ class CheckIndex:
         decision = self._decide(
             account_id, capability, code, template, shape, line.state_at(t, None), until
         )
-        with self._lock:
-            if generation == self._generation:
-                entry = self._now.get(account_id)
-                if entry is None or entry.__class__ is not list:
-                    if entry is not None and _until(entry) == until and entry[1] != capability:
-                        entry = [until] + [None] * len(SLOTS)  # a second capability
-                    else:
-                        self._evict(self._now)
-                        self._now[account_id] = decision
-                        return decision
-                if entry[0] != until:
-                    entry = [until] + [None] * len(SLOTS)
-                entry[SLOTS[capability] + 1] = decision
-                self._now[account_id] = entry
+        with self._lock:  # keep it only if nothing changed meanwhile
+            if generation != self._generation:
+                return decision
+            current: Any = self.accounts.get(account_id)
+            if current is not entry and code_of(current) != code:
+                return decision
+            cls = current.__class__
+            if cls is _Caps and current[0] == until:
+                current[SLOTS[capability] + 2] = decision
+            elif (cls is Decision or cls is _Now) and _until(current) == until:
+                caps = _Caps([until, code] + [None] * len(SLOTS))  # a second capability
+                caps[SLOTS[current[1]] + 2] = current
+                caps[SLOTS[capability] + 2] = decision
+                self.accounts[account_id] = caps
+            else:
+                self.accounts[account_id] = decision
         return decision
 
     def _us(self, field: str, value: datetime | str) -> int:
@@ -608,8 +664,6 @@ class CheckIndex:
 
 
 def _until(entry: Any) -> float:
-    if entry.__class__ is list:
-        return entry[0]  # type: ignore[no-any-return]
     return entry[9] if entry.__class__ is _Now else math.inf
 
 

@@ -107,3 +107,36 @@ def _all(facts: LogFacts):  # type: ignore[no-untyped-def]
     from projections.facts import Changed
 
     return Changed(accounts=set(facts.accounts), regions=set(facts.regions))
+
+
+def test_an_index_snapshot_loads_back_to_the_same_answers(story: Engine, tmp_path: Path) -> None:
+    from projections import snapshot
+    from projections.timeline import region_timeline
+
+    for facts in (story.facts, world_facts(300)):
+        index = CheckIndex()
+        index.update(facts, _all(facts))
+        path = tmp_path / "index.json.gz"
+        snapshot.write_index(path, index, facts, facts.members, {"head": 1}, ".tmp")
+        loaded, head = snapshot.read_index(path)
+        assert head == {"head": 1}
+        assert loaded.position == facts.position
+        assert loaded.members == facts.members
+        assert loaded.regions == facts.regions
+        again = CheckIndex()
+        regions = {c: region_timeline(c, fs) for c, fs in loaded.regions.items()}
+        again.replace(dict(loaded.accounts), regions, loaded.position, loaded.store)  # type: ignore[arg-type]
+        for account_id in facts.accounts:
+            assert again.facts(account_id) == facts.accounts[account_id]
+            times, knowns = grid(facts, account_id)
+            for t in times[::3]:
+                for k in knowns[::2]:
+                    for cap in CAPABILITIES:
+                        want = expected(facts, facts.position, account_id, cap, t, k)
+                        assert again.check(account_id, cap, t, k) == want
+        # an account met after the load shares the templates the snapshot brought
+        before = len(again.interner.templates)
+        first = next(iter(facts.accounts))
+        again.accounts[first] = list(facts.accounts[first])
+        again.check(first, "host", "2020-06-01")
+        assert len(again.interner.templates) == before
