@@ -11,6 +11,7 @@ import signal
 import subprocess
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,7 +131,7 @@ def test_killed_at_ten_random_points_then_run_again_every_command_is_in_the_log_
     path = command_file(tmp_path, 200)
     lines = len(read_jsonl(path))
     rng = random.Random(os.environ.get("CRASH_SEED", "20"))
-    printed: list[dict] = []
+    printed: list[dict[str, Any]] = []
     for _ in range(10):
         stop_after = rng.randint(1, lines // 10)  # new results to see before the kill
         with subprocess.Popen(
@@ -163,7 +164,7 @@ def test_killed_at_ten_random_points_then_run_again_every_command_is_in_the_log_
         )
     with open_engine(store_url) as engine:
         records = Counter(
-            engine.app.mapper.to_domain_event(n).command_id
+            getattr(engine.app.mapper.to_domain_event(n), "command_id")  # noqa: B009 (a record)
             for n in engine.app.recorder.select_notifications(start=1, limit=1_000_000)
             if n.topic in ("entitlements:CommandApplied", "entitlements:CommandRejected")
         )

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -46,7 +47,7 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     return error.strip()
 
 
-def write_lines(path: Path, *lines: dict) -> Path:
+def write_lines(path: Path, *lines: dict[str, Any]) -> Path:
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path
 

@@ -33,7 +33,7 @@ def served(store_url: str) -> Iterator[tuple[TestClient, dict[str, dict[str, str
         yield client, headers
 
 
-def test_the_scenarios_decisions_over_http(served: tuple[TestClient, dict]) -> None:
+def test_the_scenarios_decisions_over_http(served: tuple[TestClient, dict[str, dict[str, str]]]) -> None:
     client, headers = served
     for row in read_jsonl(scenario_file("china-2020.expected.jsonl")):
         params = {k: row[k] for k in ("at", "as_known_at") if k in row}
@@ -80,7 +80,7 @@ ENDPOINTS: list[tuple[str, str, str, Any]] = [
 
 @pytest.mark.parametrize(("needs", "method", "path", "body"), ENDPOINTS)
 def test_every_role_against_every_endpoint(
-    served: tuple[TestClient, dict], needs: str, method: str, path: str, body: Any
+    served: tuple[TestClient, dict[str, dict[str, str]]], needs: str, method: str, path: str, body: Any
 ) -> None:
     client, headers = served
     assert client.request(method, path, json=body).status_code == 401
@@ -97,7 +97,7 @@ def test_every_role_against_every_endpoint(
 
 
 def test_a_revoked_token_is_refused_at_once(
-    served: tuple[TestClient, dict], store_url: str
+    served: tuple[TestClient, dict[str, dict[str, str]]], store_url: str
 ) -> None:
     client, headers = served
     assert (
@@ -124,7 +124,7 @@ def test_a_revoked_token_is_refused_at_once(
     ],
 )
 def test_statuses_for_bad_questions(
-    served: tuple[TestClient, dict], path: str, status: int, field: str | None
+    served: tuple[TestClient, dict[str, dict[str, str]]], path: str, status: int, field: str | None
 ) -> None:
     client, headers = served
     client.app.state.engine.wait_timeout = 0.2  # type: ignore[attr-defined]
@@ -139,7 +139,7 @@ def test_statuses_for_bad_questions(
 
 
 def test_a_batch_answers_in_order_with_an_unknown_account_as_an_error_item(
-    served: tuple[TestClient, dict],
+    served: tuple[TestClient, dict[str, dict[str, str]]],
 ) -> None:
     client, headers = served
     body = {
@@ -157,7 +157,7 @@ def test_a_batch_answers_in_order_with_an_unknown_account_as_an_error_item(
 
 
 def test_commands_over_http_validate_whole_then_apply_once_per_idempotency_key(
-    served: tuple[TestClient, dict],
+    served: tuple[TestClient, dict[str, dict[str, str]]],
 ) -> None:
     client, headers = served
     admin = headers["admin"]
@@ -206,7 +206,9 @@ def test_commands_over_http_validate_whole_then_apply_once_per_idempotency_key(
     assert d["allowed"] is False
 
 
-def test_a_body_over_the_limit_is_413_and_a_bad_body_422(served: tuple[TestClient, dict]) -> None:
+def test_a_body_over_the_limit_is_413_and_a_bad_body_422(
+    served: tuple[TestClient, dict[str, dict[str, str]]],
+) -> None:
     client, headers = served
     big = b'{"checks": [' + b" " * (MAX_BODY + 1) + b"]}"
     r = client.post(
@@ -227,7 +229,9 @@ def test_a_body_over_the_limit_is_413_and_a_bad_body_422(served: tuple[TestClien
     assert r.status_code == 422 and "capability" in r.json()["field"]
 
 
-def test_health_metrics_and_openapi_need_no_token(served: tuple[TestClient, dict]) -> None:
+def test_health_metrics_and_openapi_need_no_token(
+    served: tuple[TestClient, dict[str, dict[str, str]]],
+) -> None:
     client, headers = served
     client.get("/v1/accounts/cn-free-01/can/host", headers=headers["checker"])
     health = client.get("/healthz")
@@ -288,7 +292,7 @@ def test_a_real_server_with_two_workers_reads_its_writes_and_refuses_a_revoked_t
 
 
 def test_the_change_feed_lists_what_changed_and_waits_for_news(
-    served: tuple[TestClient, dict],
+    served: tuple[TestClient, dict[str, dict[str, str]]],
 ) -> None:
     client, headers = served
     checker = headers["checker"]
@@ -334,7 +338,7 @@ def test_the_change_feed_lists_what_changed_and_waits_for_news(
 
 
 def test_a_store_outage_is_a_503_with_one_line(
-    served: tuple[TestClient, dict], monkeypatch: pytest.MonkeyPatch
+    served: tuple[TestClient, dict[str, dict[str, str]]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, headers = served
     from sqlalchemy.exc import OperationalError

@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -56,7 +57,7 @@ def admin_headers() -> Iterator[dict[str, str]]:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 def test_no_5xx_and_answers_as_declared(
-    case: schemathesis.Case, admin_headers: dict[str, str]
+    case: schemathesis.Case[Any], admin_headers: dict[str, str]
 ) -> None:
     if case.query and "wait" in case.query:  # long polling: up to 30 s an example is too slow here
         case.query["wait"] = 0

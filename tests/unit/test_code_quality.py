@@ -35,16 +35,9 @@ MYPY_STRICT = [
     "entitlements/serving.py",
     "entitlements/store.py",
     "entitlements/tokens.py",
-    "tests/unit/domain_facts.py",
-    "tests/unit/test_account.py",
-    "tests/unit/test_code_quality.py",
-    "tests/unit/test_decide.py",
-    "tests/unit/test_fold.py",
-    "tests/unit/test_hosting_corrections.py",
-    "tests/unit/test_imports.py",
-    "tests/unit/test_region.py",
-    "tests/unit/test_rules.py",
-    "tests/unit/test_tokens.py",
+    "tests/conftest.py",
+    "tests/e2e",
+    "tests/unit",
 ]
 
 

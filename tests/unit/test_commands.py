@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,6 +13,10 @@ from hypothesis import strategies as st
 
 from entitlements import MalformedCommand
 from entitlements.commands import (
+    ApplyRegionRule,
+    AuthorizePartner,
+    LiftRegionRule,
+    RevokeHosting,
     UnreadableCommandFile,
     parse_commands,
     parse_time,
@@ -49,7 +54,7 @@ OK = {
         ({"recorded_at": "3020-01-01"}, "recorded_at"),
     ],
 )
-def test_a_malformed_item_names_its_field(change: dict, field: str) -> None:
+def test_a_malformed_item_names_its_field(change: dict[str, Any], field: str) -> None:
     item = {k: v for k, v in {**OK, **change}.items() if v is not None}
     with pytest.raises(MalformedCommand) as e:
         parse_commands([(7, item)])
@@ -171,7 +176,9 @@ def test_a_control_character_or_lone_surrogate_in_a_string_is_malformed(
         ({**REASONED, "reason": b"bytes"}, "reason"),  # pydantic would decode bytes unchecked
     ],
 )
-def test_unstorable_text_is_found_in_keys_nested_values_and_bytes(item: dict, field: str) -> None:
+def test_unstorable_text_is_found_in_keys_nested_values_and_bytes(
+    item: dict[str, Any], field: str
+) -> None:
     with pytest.raises(MalformedCommand) as e:
         parse_commands([(1, item)])
     assert e.value.field == field
@@ -190,9 +197,9 @@ def test_a_nul_or_lone_surrogate_escaped_in_a_file_is_malformed(tmp_path: Path) 
 
 
 def test_a_cyclic_or_very_deep_item_is_malformed_not_a_crash() -> None:
-    cyclic: dict = {**REASONED}
+    cyclic: dict[str, Any] = {**REASONED}
     cyclic["extra"] = cyclic
-    deep: list = []
+    deep: list[Any] = []
     for _ in range(100_000):
         deep = [deep]
     for item in (cyclic, {**REASONED, "extra": deep}):
@@ -202,6 +209,7 @@ def test_a_cyclic_or_very_deep_item_is_malformed_not_a_crash() -> None:
 
 def test_non_ascii_text_is_fine() -> None:
     (cmd,) = parse_commands([(1, {**REASONED, "reason": "Zhōngguó 中国 😀 — ok", "actor": "Ünal"})])
+    assert isinstance(cmd, RevokeHosting)
     assert cmd.reason == "Zhōngguó 中国 😀 — ok"
 
 
@@ -316,7 +324,7 @@ field_values = st.text() | iso_times | json_values
     extra=st.dictionaries(st.text(), json_values, max_size=1),
 )
 def test_any_item_either_validates_storably_or_is_malformed(
-    shape: dict, changes: dict, extra: dict
+    shape: dict[str, Any], changes: dict[str, Any], extra: dict[str, Any]
 ) -> None:
     item = {"effective_at": "2020-01-01", **shape, **changes, **(extra if len(changes) % 2 else {})}
     try:
@@ -375,4 +383,5 @@ def test_command_id_actor_and_jurisdiction_are_checked_like_every_field() -> Non
             )
         ]
     )
+    assert not isinstance(ok, AuthorizePartner | ApplyRegionRule | LiftRegionRule)
     assert (ok.command_id, ok.actor, ok.jurisdiction) == ("crm-7731", "ops@example", "platform")

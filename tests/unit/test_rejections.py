@@ -719,6 +719,7 @@ def test_a_rejected_command_changes_nothing_while_the_others_of_its_batch_apply(
     )
 
     assert [r.status for r in results] == ["applied", "rejected", "applied"]
+    assert results[0].position is not None
     assert results[1].position == results[0].position + 1  # its entry in the rejection log
     recorded = engine.app.recorder.select_notifications(start=position + 1, limit=10)
     assert [n.topic.removeprefix("entitlements:") for n in recorded] == [
