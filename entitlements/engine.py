@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from bisect import bisect_right
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -597,8 +598,9 @@ class Engine:
         rule's switches directly (`registration_only_corrections`), without folding."""
         position = None
         members = list(self.facts.members.get(region.code, ()))
-        switches = free_hosting_switches(region.facts)
+        switches = FreeHostingSwitches(free_hosting_switches(region.facts))
         accounts = self.facts.accounts
+        ids = self._account_ids() if len(members) > FAN_OUT_BATCH else {}
         start, conflicts = 0, 0
         while True:
             events: list[DomainEventProtocol[UUID]] = []
@@ -607,10 +609,16 @@ class Engine:
                 account_id = members[end]
                 facts = accounts[account_id]
                 if len(facts) == 1 and facts[0].type == "AccountRegistered":
-                    corrections = registration_only_corrections(facts[0], switches, recorded_at)
+                    corrections = switches.corrections(facts[0], recorded_at)
                 else:
                     corrections = hosting_corrections(facts, region.facts, recorded_at)
-                events.extend(Account.event_from_fact(account_id, f, who) for f in corrections)
+                if corrections:
+                    uid = ids.get(account_id)
+                    originator_id = UUID(int=uid) if uid is not None else None
+                    events.extend(
+                        Account.event_from_fact(account_id, f, who, originator_id)
+                        for f in corrections
+                    )
                 end += 1
             last = end >= len(members)
             if last and then is not None:
@@ -627,6 +635,13 @@ class Engine:
             if last:
                 return position
             start, conflicts = end, 0
+
+    def _account_ids(self) -> dict[str, int]:
+        """Account id -> aggregate id (as an int), from the facts: a fan-out over many
+        accounts saves deriving each (uuid5) again."""
+        return {
+            name: uid for uid, (kind, name) in self.facts.stream_of.items() if kind == "account"
+        }
 
     def reconcile(self, region: str | None = None, actor: str = "reconcile") -> int:
         """Complete the hosting fan-out of every region (or one): finishes interrupted
@@ -872,43 +887,76 @@ def free_hosting_switches(region_facts: Iterable[Fact]) -> list[Fact]:
     ]
 
 
+class FreeHostingSwitches:
+    """A region's free-hosting switches, prepared once per fan-out: for each distinct
+    effective time, the rule event in force from then on, whether the rule is on, and the
+    switches at that very time (the candidates for a correction's trigger)."""
+
+    def __init__(self, switches: Sequence[Fact]) -> None:
+        self.times = sorted({f.effective_at for f in switches})
+        self.steps: list[tuple[Fact, bool, list[Fact]]] = []
+        self.causes: list[dict[str, Any]] = []  # a correction at a switch time: one cause
+        for t in self.times:
+            rule_event = next(f for f in reversed(switches) if f.effective_at <= t)
+            at_t = [f for f in switches if f.effective_at == t]
+            self.steps.append((rule_event, rule_event.type == "RegionRuleApplied", at_t))
+            self.causes.append(rule_cause(rule_event, max(at_t, key=lambda f: f.recorded_at)))
+
+    def corrections(self, registered: Fact, recorded_at: datetime) -> list[Fact]:
+        """`rules.hosting_corrections` for an account whose only fact is its registration,
+        without folding: such an account is revoked exactly while it is registered, free
+        and the rule is on, so its corrections follow the switches from its registration
+        on (same facts, versions and causes; tests/integration/test_group_commit.py
+        compares the two)."""
+        if not self.times or registered.data.get("plan", "free") != "free":
+            return []
+        stream, r = registered.stream, registered.effective_at
+        region = registered.data["region"]
+        corrections: list[Fact] = []
+        revoked, version = False, registered.version
+        i = bisect_right(self.times, r)  # the switches effective by the registration
+        if i:
+            rule_event, on, at_switch = self.steps[i - 1]
+            if on:  # revoked from the registration on
+                at_t = [registered, *at_switch] if self.times[i - 1] == r else [registered]
+                cause = rule_cause(rule_event, max(at_t, key=lambda f: f.recorded_at))
+                reason = f"{FREE_HOSTING_RULE} in {region}: free accounts may not host"
+                version += 1
+                data = {"reason": reason}
+                corrections.append(
+                    Fact(stream, "HostingRevoked", version, r, recorded_at, data, cause)
+                )
+                revoked = True
+        for j in range(i, len(self.times)):
+            on = self.steps[j][1]
+            if on == revoked:
+                continue
+            version += 1
+            if on:
+                reason = f"{FREE_HOSTING_RULE} in {region}: free accounts may not host"
+                kind = "HostingRevoked"
+            else:  # the plan stays free: only the rule ends
+                reason, kind = f"{FREE_HOSTING_RULE} lifted", "HostingRestored"
+            corrections.append(
+                Fact(
+                    stream,
+                    kind,
+                    version,
+                    self.times[j],
+                    recorded_at,
+                    {"reason": reason},
+                    dict(self.causes[j]),
+                )
+            )
+            revoked = on
+        return corrections
+
+
 def registration_only_corrections(
     registered: Fact, switches: Sequence[Fact], recorded_at: datetime
 ) -> list[Fact]:
-    """`rules.hosting_corrections` for an account whose only fact is its registration,
-    without folding: such an account is revoked exactly while free and the rule is on, so
-    its corrections follow the rule's switches from the registration on (same facts,
-    versions and causes; tests/integration/test_group_commit.py compares the two)."""
-    plan = registered.data.get("plan", "free")
-    if plan != "free" or not switches:
-        return []
-    stream, r = registered.stream, registered.effective_at
-    region = registered.data["region"]
-    corrections: list[Fact] = []
-    revoked, version = False, registered.version
-    for t in sorted({r} | {f.effective_at for f in switches if f.effective_at > r}):
-        rule_event = next((f for f in reversed(switches) if f.effective_at <= t), None)
-        rule_on = rule_event is not None and rule_event.type == "RegionRuleApplied"
-        if rule_on == revoked:
-            continue
-        assert rule_event is not None
-        at_t = [registered] if t == r else []
-        at_t += [f for f in switches if f.effective_at == t]
-        cause = rule_cause(rule_event, max(at_t, key=lambda f: f.recorded_at))
-        version += 1
-        if rule_on:
-            reason = f"{FREE_HOSTING_RULE} in {region}: free accounts may not host"
-            fact = Fact(
-                stream, "HostingRevoked", version, t, recorded_at, {"reason": reason}, cause
-            )
-        else:
-            reason = f"{FREE_HOSTING_RULE} lifted"  # the plan stays free: only the rule ends
-            fact = Fact(
-                stream, "HostingRestored", version, t, recorded_at, {"reason": reason}, cause
-            )
-        corrections.append(fact)
-        revoked = rule_on
-    return corrections
+    """`FreeHostingSwitches(switches).corrections(registered, recorded_at)`."""
+    return FreeHostingSwitches(switches).corrections(registered, recorded_at)
 
 
 def _backoff(attempt: int) -> None:
