@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable
 from typing import Any
@@ -114,7 +115,21 @@ def rebuild(app: Application[Any], url: str, progress: Progress | None = None) -
     tables incrementally to the log's head (what was recorded meanwhile), so the swap never
     moves the tables backwards. Killed halfway, it resumes: same target, re-read the log,
     skip the accounts the cursor has passed. Also saves a new check-index snapshot.
-    Returns the position reached."""
+    Returns the position reached.
+
+    The cyclic garbage collector is paused meanwhile: the facts are millions of long-lived
+    objects, none in a cycle, and it would walk them again and again as they pile up
+    (about a third of the time spent reading the log)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _rebuild(app, url, progress)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _rebuild(app: Application[Any], url: str, progress: Progress | None) -> int:
     model = SqlReadModel(sql_engine(url), name="rebuild", suffix="__rebuild")
     target = _rebuild_target(app, model)
     projector = Projector(app, url)

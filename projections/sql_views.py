@@ -17,10 +17,15 @@ from sqlalchemy import Table, create_engine, delete, insert, inspect, select, te
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as SqlEngine
 
-from entitlements.rules import fold_account
 from projections.check_index import CheckIndex
 from projections.facts import LogFacts
-from projections.state_intervals import ACCOUNT_COLUMNS, REGION_COLUMNS, account_rows, region_rows
+from projections.state_intervals import (
+    ACCOUNT_COLUMNS,
+    ACCOUNT_ROW_COLUMNS,
+    REGION_COLUMNS,
+    account_rows,
+    region_rows,
+)
 from projections.tables import (
     CURRENT,
     VIEWS,
@@ -139,30 +144,31 @@ class SqlReadModel:
     ) -> int:
         """Insert the rows of these accounts and regions (none there yet); returns how many
         state rows. The rebuild calls this on its fresh tables, with no deletes."""
-        account_rows_, state_rows = [], []
+        when = _sqlite_time if self._sqlite else None
+        accounts_rows: list[tuple[Any, ...]] = []
+        state_rows: list[tuple[Any, ...]] = []
         every, region_of = facts.accounts, facts.region_of
         now = datetime.now(UTC)
+        add_account, add_states = accounts_rows.append, state_rows.extend
         for account_id in accounts:
-            account_facts = every[account_id]
-            account_rows_.append(_account_row(account_id, account_facts, now))
-            state_rows += account_rows(account_id, region_of[account_id], account_facts)
-        region_rows_ = [row for code in regions for row in region_rows(code, facts.regions[code])]
+            row, states = account_rows(
+                account_id, region_of[account_id], every[account_id], now, when
+            )
+            add_account(row)
+            add_states(states)
+        regions_rows = [
+            row for code in regions for row in region_rows(code, facts.regions[code], when)
+        ]
         tables = self.tables
-        self._insert(conn, tables.accounts, ACCOUNT_ROW_COLUMNS, account_rows_, (6,))
-        self._insert(conn, tables.account_states, ACCOUNT_COLUMNS, state_rows, _TIMES_OF_STATES)
-        self._insert(conn, tables.region_states, REGION_COLUMNS, region_rows_, _TIMES_OF_REGIONS)
-        return len(state_rows) + len(region_rows_)
+        self._insert(conn, tables.accounts, ACCOUNT_ROW_COLUMNS, accounts_rows)
+        self._insert(conn, tables.account_states, ACCOUNT_COLUMNS, state_rows)
+        self._insert(conn, tables.region_states, REGION_COLUMNS, regions_rows)
+        return len(state_rows) + len(regions_rows)
 
     def _insert(
-        self,
-        conn: Connection,
-        table: Table,
-        columns: Sequence[str],
-        rows: list[tuple[Any, ...]],
-        times: Sequence[int],
+        self, conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]
     ) -> None:
-        """COPY on PostgreSQL; on SQLite, executemany with times as the text SQLAlchemy's
-        DateTime keeps there."""
+        """COPY on PostgreSQL; executemany on SQLite (times already text there)."""
         if not rows:
             return
         names = ", ".join(columns)
@@ -173,16 +179,6 @@ class SqlReadModel:
                 for row in rows:
                     write(row)
             return
-        lo = times[0]
-        hi = times[-1] + 1
-        if len(times) == 1:
-            rows = [(*row[:lo], _sqlite_time(row[lo]), *row[hi:]) for row in rows]
-        else:
-            t = _sqlite_time
-            rows = [
-                (*row[:lo], *(None if x is None else t(x) for x in row[lo:hi]), *row[hi:])
-                for row in rows
-            ]
         marks = ", ".join("?" * len(columns))
         conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({marks})", rows)
 
@@ -340,41 +336,6 @@ def _quote(conn: Connection, name: str) -> str:
 
 
 @lru_cache(maxsize=1 << 16)
-def _sqlite_time(t: datetime) -> str:
+def _sqlite_time(t: datetime | None) -> str | None:
     """Times as SQLAlchemy's DateTime stores them on SQLite: UTC text."""
-    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-ACCOUNT_ROW_COLUMNS = (
-    "account_id",
-    "region",
-    "plan",
-    "channel",
-    "partner",
-    "status",
-    "registered_at",
-)
-_TIMES_OF_STATES = tuple(range(len(ACCOUNT_COLUMNS) - 4, len(ACCOUNT_COLUMNS)))
-_TIMES_OF_REGIONS = tuple(range(len(REGION_COLUMNS) - 4, len(REGION_COLUMNS)))
-
-
-def _account_row(account_id: str, facts: list[Any], now: datetime) -> tuple[Any, ...]:
-    """The `accounts` row: the account as it stands now, as known now (a registration
-    with a future effective time: as it will stand)."""
-    state = fold_account(facts, at=now)
-    if state.registration is None:  # registered with a future effective time
-        state = fold_account(facts)
-    status = (
-        "suspended"
-        if state.suspension
-        else ("registration_suspended" if state.registration_suspended else "active")
-    )
-    return (
-        account_id,
-        state.region,
-        state.plan,
-        state.channel,
-        state.partner,
-        status,
-        state.registration.effective_at if state.registration else None,
-    )
+    return None if t is None else t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")

@@ -20,29 +20,24 @@ view reads it as no rules and no partners.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from entitlements.rules import FREE_HOSTING_RULE, REGION_RULES, Fact, iso
+from entitlements.rules import FREE_HOSTING_RULE, PLAN_SETTERS, REGION_RULES, Fact, iso
 
 #: The columns an account row holds, after `account_id` and `region` and before the four
-#: times. `None` for a field not in force.
+#: times. NULL: not in force. Texts are as `decide` quotes them (str() of what the event says).
 ACCOUNT_FIELDS = (
-    "registered",  # the registration is in force and known (else rule 7)
-    "not_registered_reason",  # rule 7's reason, when not registered
+    "not_registered_reason",  # rule 7's reason; NULL: the registration is in force and known
     "plan",
     "channel",
     "partner",
-    "suspended",  # rule 1
-    "suspension_jurisdiction",
+    "suspension_jurisdiction",  # rule 1: an account suspension in force (and its reason)
     "suspension_reason",
-    "registration_suspended",  # pending sales approval
-    "registration_suspended_rule",
-    "manual_revocation",  # a hosting revocation asked for by someone
-    "manual_revocation_reason",
-    "rule_revocation",  # a hosting revocation a region rule caused
-    "rule_revocation_rule",
+    "registration_suspended_rule",  # registration pending sales approval, by this rule
+    "manual_revocation_reason",  # a hosting revocation asked for by someone ('' if no reason)
+    "rule_revocation_rule",  # a hosting revocation a region rule caused, by this rule
 )
 #: The columns a region row holds, after `region` and before the four times.
 REGION_FIELDS = (
@@ -53,6 +48,16 @@ REGION_FIELDS = (
 TIMES = ("effective_from", "effective_to", "recorded_from", "recorded_to")
 ACCOUNT_COLUMNS = ("account_id", "region", *ACCOUNT_FIELDS, *TIMES)
 REGION_COLUMNS = ("region", *REGION_FIELDS, *TIMES)
+#: The `accounts` table's row: the account now, as known now.
+ACCOUNT_ROW_COLUMNS = (
+    "account_id",
+    "region",
+    "plan",
+    "channel",
+    "partner",
+    "status",
+    "registered_at",
+)
 
 #: (values, effective_from, effective_to): one rectangle of one belief, before merging.
 Piece = tuple[tuple[Any, ...], datetime | None, datetime | None]
@@ -60,17 +65,23 @@ Piece = tuple[tuple[Any, ...], datetime | None, datetime | None]
 Rectangle = tuple[
     tuple[Any, ...], datetime | None, datetime | None, datetime | None, datetime | None
 ]
+#: How a time is written (SQLite keeps text); None stays None.
+When = Callable[[datetime | None], Any]
+_PLAN_SETTERS = frozenset(PLAN_SETTERS)
 
 
-def not_registered_reason(facts: Sequence[Fact]) -> str:
-    """Rule 7's reason, as `decide` words it: the account's registration (the first one in
-    its facts, whatever is known) not in force or not known at (T, K)."""
-    pending = next((f for f in facts if f.type == "AccountRegistered"), None)
-    if pending is None:
+def _same(t: datetime | None) -> Any:
+    return t
+
+
+def not_registered_reason(registration: Fact | None) -> str:
+    """Rule 7's reason, as `decide` words it, for an account whose (first) registration is
+    `registration`: not in force or not known at (T, K)."""
+    if registration is None:
         return "not registered at that time"
     return (
-        f"registration takes effect at {iso(pending.effective_at)}, "
-        f"recorded at {iso(pending.recorded_at)}: not in force or not yet known"
+        f"registration takes effect at {iso(registration.effective_at)}, "
+        f"recorded at {iso(registration.recorded_at)}: not in force or not yet known"
     )
 
 
@@ -78,11 +89,12 @@ def _account_belief(
     facts: Sequence[Fact], known: datetime | None, unregistered: str
 ) -> list[Piece]:
     """The account's fields over effective time as known at `known` (None: everything), from
-    the first effective time known on, equal neighbours merged. Mirrors `fold_account`."""
+    the first effective time known on, equal neighbours merged. Mirrors `fold_account`: the
+    state after every fact effective by T (in `Fact.order`) and recorded by K."""
     pieces: list[Piece] = []
-    registered = False
+    not_registered: str | None = unregistered
     plan, channel, partner = "free", "online", None
-    suspension = reg_suspended = manual = rule_rev = None
+    jurisdiction = suspension = reg_rule = manual = by_rule = None
     current: tuple[Any, ...] | None = None
     start: datetime | None = None
     at: datetime | None = None
@@ -90,19 +102,17 @@ def _account_belief(
         if known is not None and f.recorded_at > known:
             continue
         t = f.effective_at
-        if (
-            t != at and at is not None
-        ):  # every fact effective at `at` is in: its state holds from `at`
-            values = _account_values(
-                registered,
-                unregistered,
+        if t != at and at is not None:  # every fact effective at `at` is in: it holds from `at`
+            values = (
+                not_registered,
                 plan,
                 channel,
                 partner,
+                jurisdiction,
                 suspension,
-                reg_suspended,
+                reg_rule,
                 manual,
-                rule_rev,
+                by_rule,
             )
             if values != current:
                 if current is not None:
@@ -110,49 +120,44 @@ def _account_belief(
                 current, start = values, at
         at = t
         kind, data = f.type, f.data
-        if kind == "AccountRegistered":
-            registered = True
-        if kind in (
-            "AccountRegistered",
-            "RegistrationApproved",
-            "SubscriptionOpened",
-            "SubscriptionClosed",
-        ):
+        if kind in _PLAN_SETTERS:
+            if kind == "AccountRegistered":
+                not_registered = None
             plan = data.get("plan", "free")
             channel = data.get("channel", "online")
             partner = data.get("partner")
         if kind == "RegistrationSuspended":
-            reg_suspended = f
+            reg_rule = str((f.cause or {}).get("rule", "registration_suspended"))
         elif kind == "RegistrationApproved":
-            reg_suspended = None
+            reg_rule = None
         elif kind == "MovedToPartner":
             channel, partner = "partner", data["partner"]
         elif kind == "HostingRevoked":
             if f.cause:
-                rule_rev = f
+                by_rule = str(f.cause.get("rule", FREE_HOSTING_RULE))
             else:
-                manual = f
+                manual = str(data.get("reason", ""))
         elif kind == "HostingRestored":
             if f.cause:
-                rule_rev = None
+                by_rule = None
             else:
                 manual = None
         elif kind == "AccountSuspended":
-            suspension = f
+            jurisdiction, suspension = str(data.get("jurisdiction")), str(data.get("reason"))
         elif kind == "AccountReinstated":
-            suspension = None
+            jurisdiction = suspension = None
     if at is None:
         return pieces
-    values = _account_values(
-        registered,
-        unregistered,
+    values = (
+        not_registered,
         plan,
         channel,
         partner,
+        jurisdiction,
         suspension,
-        reg_suspended,
+        reg_rule,
         manual,
-        rule_rev,
+        by_rule,
     )
     if values != current:
         if current is not None:
@@ -162,60 +167,76 @@ def _account_belief(
     return pieces
 
 
-def _account_values(
-    registered: bool,
-    unregistered: str,
-    plan: str,
-    channel: str,
-    partner: str | None,
-    suspension: Fact | None,
-    reg_suspended: Fact | None,
-    manual: Fact | None,
-    rule_rev: Fact | None,
-) -> tuple[Any, ...]:
-    """The row's fields (ACCOUNT_FIELDS), with what `decide` reads of each event in force."""
-    return (
-        registered,
-        None if registered else unregistered,
-        plan,
-        channel,
-        partner,
-        suspension is not None,
-        suspension.data.get("jurisdiction") if suspension is not None else None,
-        suspension.data.get("reason") if suspension is not None else None,
-        reg_suspended is not None,
-        (reg_suspended.cause or {}).get("rule", "registration_suspended")
-        if reg_suspended is not None
-        else None,
-        manual is not None,
-        manual.data.get("reason", "") if manual is not None else None,
-        rule_rev is not None,
-        (rule_rev.cause or {}).get("rule", FREE_HOSTING_RULE) if rule_rev is not None else None,
-    )
-
-
-def account_rows(account_id: str, region: str, facts: Sequence[Fact]) -> list[tuple[Any, ...]]:
-    """The account's rows (ACCOUNT_COLUMNS) from its facts, sorted by `Fact.order`."""
-    if not facts:
-        return []
-    unregistered = not_registered_reason(facts)
-    first_known = facts[0].recorded_at
-    same_known = True
-    for f in facts:
-        if f.recorded_at != first_known:
-            same_known = False
-            break
-    if same_known:  # one belief (most accounts): no merging across recorded times
-        return [
-            (account_id, region, *values, eff_from, eff_to, first_known, None)
-            for values, eff_from, eff_to in _account_belief(facts, None, unregistered)
+def account_rows(
+    account_id: str,
+    region: str,
+    facts: Sequence[Fact],
+    now: datetime,
+    when: When | None = None,
+) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
+    """The account's `accounts` row (ACCOUNT_ROW_COLUMNS) and its state rows
+    (ACCOUNT_COLUMNS), from its facts (sorted by `Fact.order`), times written by `when`."""
+    w = when or _same
+    first, first_known = facts[0], facts[0].recorded_at
+    if first.type == "AccountRegistered" and all(f.recorded_at >= first_known for f in facts):
+        # Registered first in effective order and first known: no unregistered piece at all.
+        registration, unregistered = first, ""
+    else:
+        registration = next((f for f in facts if f.type == "AccountRegistered"), None)
+        unregistered = not_registered_reason(registration)
+    if all(f.recorded_at == first_known for f in facts):  # one belief (most accounts)
+        latest = _account_belief(facts, None, unregistered)
+        k = w(first_known)
+        rows = [
+            (account_id, region, *values, w(eff_from), w(eff_to), k, None)
+            for values, eff_from, eff_to in latest
         ]
-    knowns = sorted({f.recorded_at for f in facts})
-    beliefs = [(k, _account_belief(facts, k, unregistered)) for k in knowns]
-    return [
-        (account_id, region, *values, eff_from, eff_to, rec_from, rec_to)
-        for values, eff_from, eff_to, rec_from, rec_to in merge_beliefs(beliefs)
-    ]
+    else:
+        knowns = sorted({f.recorded_at for f in facts})
+        beliefs = [(k, _account_belief(facts, k, unregistered)) for k in knowns]
+        latest = beliefs[-1][1]
+        rows = [
+            (account_id, region, *values, w(eff_from), w(eff_to), w(rec_from), w(rec_to))
+            for values, eff_from, eff_to, rec_from, rec_to in merge_beliefs(beliefs)
+        ]
+    return _account_now(account_id, region, latest, now, registration, w), rows
+
+
+def _account_now(
+    account_id: str,
+    region: str,
+    latest: list[Piece],
+    now: datetime,
+    registration: Fact | None,
+    w: When,
+) -> tuple[Any, ...]:
+    """The account as it stands at `now` as known now (`fold_account(facts, at=now)`); not
+    registered by then (a future registration): as it will stand, after every fact."""
+    values = next(
+        (
+            v
+            for v, eff_from, eff_to in latest
+            if eff_from <= now and (eff_to is None or now < eff_to)
+        ),  # type: ignore[operator]
+        None,
+    )
+    if values is None or values[0] is not None:
+        values = latest[-1][0]
+    registered = values[0] is None
+    status = (
+        "suspended"
+        if values[4] is not None
+        else ("registration_suspended" if values[6] is not None else "active")
+    )
+    return (
+        account_id,
+        region if registered else "",
+        values[1],
+        values[2],
+        values[3],
+        status,
+        w(registration.effective_at) if registered and registration else None,
+    )
 
 
 def merge_beliefs(beliefs: Iterable[tuple[datetime | None, list[Piece]]]) -> list[Rectangle]:
@@ -280,14 +301,17 @@ def _region_values(on: set[str], lifted: set[str], partners: set[str]) -> tuple[
     )
 
 
-def region_rows(code: str, facts: Sequence[Fact]) -> list[tuple[Any, ...]]:
+def region_rows(
+    code: str, facts: Sequence[Fact], when: When | None = None
+) -> list[tuple[Any, ...]]:
     """The region's rows (REGION_COLUMNS), covering every (T, K); none without facts."""
+    w = when or _same
     if not facts:
         return []
     knowns = sorted({f.recorded_at for f in facts})
     beliefs: list[tuple[datetime | None, list[Piece]]] = [(None, [(_NO_RULES, None, None)])]
     beliefs += [(k, _region_belief(facts, k)) for k in knowns]
     return [
-        (code, *values, eff_from, eff_to, rec_from, rec_to)
+        (code, *values, w(eff_from), w(eff_to), w(rec_from), w(rec_to))
         for values, eff_from, eff_to, rec_from, rec_to in merge_beliefs(beliefs)
     ]

@@ -103,19 +103,14 @@ def define_tables(suffix: str = "") -> ReadModelTables:
         md,
         Column("account_id", String(64), nullable=False),
         Column("region", String(2), nullable=False),
-        Column("registered", Boolean, nullable=False),
         Column("not_registered_reason", String),
         Column("plan", String(16), nullable=False),
         Column("channel", String(16), nullable=False),
         Column("partner", String(200)),
-        Column("suspended", Boolean, nullable=False),
         Column("suspension_jurisdiction", String(16)),
         Column("suspension_reason", String),
-        Column("registration_suspended", Boolean, nullable=False),
         Column("registration_suspended_rule", String(64)),
-        Column("manual_revocation", Boolean, nullable=False),
         Column("manual_revocation_reason", String),
-        Column("rule_revocation", Boolean, nullable=False),
         Column("rule_revocation_rule", String(64)),
         *_times(),
         Index(f"ix_account_states{suffix}_account", "account_id"),
@@ -213,46 +208,44 @@ def _decide(capability: str, a: Any, r: Any) -> tuple[ColumnElement[Any], ...]:
     zero = literal(0, Integer) if limit else cast(null(), Integer)
     none = cast(null(), Integer)
     # (condition, allowed, value, reason), first match wins, the last is the default
+    registered = a.not_registered_reason.is_(None)
+    suspended = a.suspension_jurisdiction.is_not(None)
+    pending = a.registration_suspended_rule.is_not(None)
+    manual_on = a.manual_revocation_reason.is_not(None)
+    rule_on = a.rule_revocation_rule.is_not(None)
     branches: list[tuple[Any, Any, Any, Any]] = [
-        (~a.registered, false(), zero, a.not_registered_reason),  # rule 7
+        (~registered, false(), zero, a.not_registered_reason),  # rule 7
         (  # rule 1
-            a.suspended,
+            suspended,
             false(),
             zero,
             "account suspended (jurisdiction "
-            + func.coalesce(a.suspension_jurisdiction, "None")
+            + a.suspension_jurisdiction
             + "): "
-            + func.coalesce(a.suspension_reason, "None"),
+            + a.suspension_reason,
         ),
     ]
     registration = (
         "registration suspended by "
-        + func.coalesce(a.registration_suspended_rule, "None")
+        + a.registration_suspended_rule
         + " in "
         + a.region
         + ", pending sales approval"
     )
-    manual = func.rtrim(
-        "hosting revoked: " + func.coalesce(a.manual_revocation_reason, "None"), ": "
-    )
-    by_rule = (
-        "hosting revoked by "
-        + func.coalesce(a.rule_revocation_rule, "None")
-        + " in "
-        + a.region
-        + " while on the free plan"
-    )
+    manual = func.rtrim("hosting revoked: " + a.manual_revocation_reason, ": ")
+    by_rule = "hosting revoked by " + a.rule_revocation_rule + " in " + a.region
+    by_rule = by_rule + " while on the free plan"
     revoked = case(
-        (and_(a.manual_revocation, a.rule_revocation), manual + "; " + by_rule),
-        (a.manual_revocation, manual),
+        (and_(manual_on, rule_on), manual + "; " + by_rule),
+        (manual_on, manual),
         else_=by_rule,
     )
     if capability == "join":  # rule 2
         branches.append((None, true(), none, literal("may join meetings", String)))
     elif capability == "host":  # rule 3
         branches += [
-            (a.registration_suspended, false(), none, registration),
-            (or_(a.manual_revocation, a.rule_revocation), false(), none, revoked),
+            (pending, false(), none, registration),
+            (or_(manual_on, rule_on), false(), none, revoked),
             (None, true(), none, "may host on the " + a.plan + " plan"),
         ]
     elif limit:  # rule 8
@@ -265,12 +258,12 @@ def _decide(capability: str, a: Any, r: Any) -> tuple[ColumnElement[Any], ...]:
             else_=none,
         )
         branches += [
-            (a.registration_suspended, false(), zero, no_limit + registration),
-            (or_(a.manual_revocation, a.rule_revocation), false(), zero, no_limit + revoked),
+            (pending, false(), zero, no_limit + registration),
+            (or_(manual_on, rule_on), false(), zero, no_limit + revoked),
             (None, true(), plan_limit, a.plan + " plan limit"),
         ]
     else:
-        branches.append((a.registration_suspended, false(), none, registration))  # rules 4-6
+        branches.append((pending, false(), none, registration))  # rules 4-6
         if capability == "purchase_via_partner":  # rule 6
             branches += [
                 (
