@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Any
 
 from entitlements.rules import Fact, Verdict
@@ -31,10 +30,12 @@ class PositionNotReached(TimeoutError):
 class Decision(tuple):  # type: ignore[type-arg]
     """One capability of one account at (at, as_known_at), with the events that decided it.
 
-    Immutable, and cheap to make (a tuple underneath: the check index makes one per `at`
-    check). `because` may be resolved when read: the check index keeps no Fact per account,
-    so it hands over what to cite, `cite(refs, context, account_id)` builds the Facts. Two decisions
-    are equal when every public attribute is (`because` as the Facts it resolves to)."""
+    Immutable, small and cheap to make: a tuple (account_id, verdict, position, cite,
+    context), where the verdict (capability, allowed, value, reason, because) is shared by
+    every account the check index decided alike, so a decision costs one 5-tuple. `because`
+    may be resolved when read: the index keeps no Fact per account, so it hands over what to
+    cite, and `cite(refs, context, account_id)` builds the Facts. Two decisions are equal
+    when every public attribute is (`because` as the Facts it resolves to)."""
 
     __slots__ = ()
 
@@ -50,26 +51,43 @@ class Decision(tuple):  # type: ignore[type-arg]
         cite: Callable[[Any, Any, str], tuple[Fact, ...]] | None = None,
         context: Any = None,
     ) -> Decision:
-        return tuple.__new__(
-            cls, (account_id, capability, allowed, value, reason, because, position, cite, context)
-        )
+        verdict = (capability, allowed, value, reason, because)
+        return tuple.__new__(cls, (account_id, verdict, position, cite, context))
 
-    account_id: str = property(itemgetter(0))  # type: ignore[assignment]
-    capability: str = property(itemgetter(1))  # type: ignore[assignment]
-    allowed: bool = property(itemgetter(2))  # type: ignore[assignment]
-    value: int | None = property(itemgetter(3))  # type: ignore[assignment]
-    reason: str = property(itemgetter(4))  # type: ignore[assignment]
-    #: the log position the index had reached when this was decided
-    position: int = property(itemgetter(6))  # type: ignore[assignment]
+    @property
+    def account_id(self) -> str:
+        return self[0]  # type: ignore[no-any-return]
+
+    @property
+    def capability(self) -> str:
+        return self[1][0]  # type: ignore[no-any-return]
+
+    @property
+    def allowed(self) -> bool:
+        return self[1][1]  # type: ignore[no-any-return]
+
+    @property
+    def value(self) -> int | None:
+        return self[1][2]  # type: ignore[no-any-return]
+
+    @property
+    def reason(self) -> str:
+        return self[1][3]  # type: ignore[no-any-return]
+
+    @property
+    def position(self) -> int:
+        """The log position the index had reached when this was decided."""
+        return self[2]  # type: ignore[no-any-return]
 
     @property
     def because(self) -> tuple[Fact, ...]:
         """The deciding events; each reads like its JSON form: because[0]["type"]."""
-        cite = self[7]
-        return self[5] if cite is None else cite(self[5], self[8], self[0])  # type: ignore[no-any-return]
+        cite, refs = self[3], self[1][4]
+        return refs if cite is None else cite(refs, self[4], self[0])  # type: ignore[no-any-return]
 
     def _key(self) -> tuple[Any, ...]:
-        return (*self[:5], self.because, self[6])
+        _, allowed, value, reason, _ = self[1]
+        return (self[0], self[1][0], allowed, value, reason, self.because, self[2])
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Decision):

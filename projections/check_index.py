@@ -31,7 +31,7 @@ import math
 import threading
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from time import time
@@ -78,7 +78,7 @@ def from_us(us: int) -> datetime:
 
 
 class _Now(Decision):
-    """A "now" decision that holds until `self[9]` (epoch seconds), the next change point."""
+    """A "now" decision that holds until `self[5]` (epoch seconds), the next change point."""
 
     __slots__ = ()
 
@@ -365,7 +365,7 @@ def code_of(entry: Any) -> int | None:
     if cls is int:
         return entry  # type: ignore[no-any-return]
     if cls is Decision or cls is _Now:
-        return entry[8]  # type: ignore[no-any-return]
+        return entry[4]  # type: ignore[no-any-return]
     if cls is _Caps:
         return entry[1]  # type: ignore[no-any-return]
     return None
@@ -422,7 +422,7 @@ class CheckIndex:
     def replace(
         self,
         accounts: dict[str, Any],
-        regions: dict[str, RegionLine | Timeline[RegionState]],
+        regions: Mapping[str, RegionLine | Timeline[RegionState]],
         position: int,
         store: Store | None = None,
     ) -> None:
@@ -492,10 +492,10 @@ class CheckIndex:
         cls = entry.__class__
         if at is None and as_known_at is None:
             if cls is Decision:  # nothing changes after now: valid until an update
-                if entry[1] == capability:
+                if entry[1][0] == capability:
                     return entry  # type: ignore[no-any-return]
             elif cls is _Now:
-                if entry[1] == capability and entry[9] > time():  # rule 9
+                if entry[1][0] == capability and entry[5] > time():  # rule 9
                     return entry  # type: ignore[no-any-return]
             elif cls is _Caps and entry[0] > time():
                 i = SLOTS.get(capability)
@@ -536,12 +536,7 @@ class CheckIndex:
                     region = line.state_at(t, k)
                 cell = self._cells.get((shape, region, capability))
                 if cell is not None:
-                    allowed, value, reason, refs = cell
-                    return _new(
-                        Decision,
-                        (account_id, capability, allowed, value, reason, refs, self.position,
-                         self._cite, code),
-                    )  # fmt: skip
+                    return _new(Decision, (account_id, cell, self.position, self._cite, code))
         region = self.regions.get(template.region, EMPTY_LINE).state_at(t, k)
         return self._decide(account_id, capability, code, template, shape, region, None)
 
@@ -573,22 +568,13 @@ class CheckIndex:
                 raise UnknownCapability(capability)
             v = decide(capability, shape, region)
             refs = tuple(f.version if f.stream == "" else f for f in v.because)
-            cell = (v.allowed, v.value, v.reason, refs)
+            cell = (capability, v.allowed, v.value, v.reason, refs)  # a Decision's verdict
             with self._lock:
                 self._evict(self._cells)
                 self._cells[key] = cell
-        allowed, value, reason, refs = cell
         if until is None or until == math.inf:
-            return _new(
-                Decision,
-                (account_id, capability, allowed, value, reason, refs, self.position,
-                 self._cite, code),
-            )  # fmt: skip
-        return _new(
-            _Now,
-            (account_id, capability, allowed, value, reason, refs, self.position,
-             self._cite, code, until),
-        )  # fmt: skip
+            return _new(Decision, (account_id, cell, self.position, self._cite, code))
+        return _new(_Now, (account_id, cell, self.position, self._cite, code, until))
 
     def _not_registered(
         self,
@@ -643,7 +629,7 @@ class CheckIndex:
                 current[SLOTS[capability] + 2] = decision
             elif (cls is Decision or cls is _Now) and _until(current) == until:
                 caps = _Caps([until, code] + [None] * len(SLOTS))  # a second capability
-                caps[SLOTS[current[1]] + 2] = current
+                caps[SLOTS[current[1][0]] + 2] = current
                 caps[SLOTS[capability] + 2] = decision
                 self.accounts[account_id] = caps
             else:
@@ -664,7 +650,7 @@ class CheckIndex:
 
 
 def _until(entry: Any) -> float:
-    return entry[9] if entry.__class__ is _Now else math.inf
+    return entry[5] if entry.__class__ is _Now else math.inf
 
 
 def _utc(field: str, value: datetime | str) -> datetime:
@@ -675,8 +661,3 @@ def _utc(field: str, value: datetime | str) -> datetime:
         return parse_time(value)
     except ValueError as e:
         raise ValueError(f"{field}: {e}") from None
-
-
-def index_of_facts(accounts: Iterable[tuple[str, list[Fact]]]) -> dict[str, int | list[Fact]]:
-    """Accounts as `replace` takes them before they are encoded."""
-    return dict(accounts)
