@@ -5,8 +5,9 @@
 - memory: traced bytes per account of the facts, the check index (every account encoded)
   and its "now" cache (every account checked once); see also benchmarks/index_figures.py
   for the resident memory and cold start of a whole process;
-- apply: bulk `apply` (validate, load, decide, save; one transaction per command) vs
-  eventsourcing's bare `save` of the same events, grouped the same way;
+- apply: bulk `apply` (validate, decide, save; group commit: many commands per
+  transaction) vs eventsourcing's bare `save` of the same events, in transactions of the
+  same sizes;
 - fan-out: `apply_region_rule free_hosting_suspended` over N free accounts of one region;
 - rebuild: `rebuild` (every read model + index snapshot) of the fan-out store vs reading
   and decoding the same rows raw (1000 rows per select).
@@ -37,7 +38,6 @@ from benchmarks.synthetic import (
     world_index,
 )
 from entitlements.engine import Engine
-from projections.facts import COMMAND_RECORDS
 from projections.rebuild import rebuild
 
 
@@ -91,20 +91,31 @@ def _commands(n: int) -> list[dict[str, Any]]:
 
 
 def apply_vs_bare(n: int, folder: Path, urls: tuple[str, str] | None = None) -> dict[str, Any]:
+    """Bulk `apply` against eventsourcing's bare `save` of the very events it recorded, in
+    transactions of the same sizes (the engine's group commit: the recorder is watched
+    during the apply, and the bare side saves the same events in the same slices)."""
     apply_url, bare_url = urls or (
         f"sqlite:///{folder / 'apply.db'}",
         f"sqlite:///{folder / 'bare.db'}",
     )
     commands = _commands(n)
     with Engine(apply_url) as engine:
+        sizes: list[int] = []
+        insert = engine.app.recorder.insert_events
+
+        def watched(stored_events: Any, **kwargs: Any) -> Any:
+            sizes.append(len(stored_events))
+            return insert(stored_events, **kwargs)
+
+        engine.app.recorder.insert_events = watched  # type: ignore[method-assign]
         seconds, results = timed(lambda: engine.apply(commands))
         notifications = engine.app.recorder.select_notifications(start=1, limit=10**9)
         events = [engine.app.mapper.to_domain_event(x) for x in notifications]
-    groups: list[list[Any]] = [[]]
-    for e in events:  # the same transactions: each ends with a command record (or a fan-out's)
-        groups[-1].append(e)
-        if type(e).__name__ in COMMAND_RECORDS:
-            groups.append([])
+    assert sum(sizes) == len(events), (sum(sizes), len(events))
+    groups, at = [], 0
+    for size in sizes:  # the same transactions, slice by slice
+        groups.append(events[at : at + size])
+        at += size
     with Engine(bare_url, start=False) as bare:
         bare_seconds, _ = timed(lambda: [bare.app.save(*g) for g in groups])
     applied = sum(r.status == "applied" for r in results)
@@ -112,6 +123,7 @@ def apply_vs_bare(n: int, folder: Path, urls: tuple[str, str] | None = None) -> 
         "commands": len(commands),
         "applied": applied,
         "events": len(events),
+        "transactions": len(sizes),
         "apply_commands_per_s": round(len(commands) / seconds),
         "apply_events_per_s": round(len(events) / seconds),
         "bare_append_events_per_s": round(len(events) / bare_seconds),
@@ -119,7 +131,7 @@ def apply_vs_bare(n: int, folder: Path, urls: tuple[str, str] | None = None) -> 
     }
 
 
-def fan_out_and_rebuild(n: int, folder: Path) -> dict[str, Any]:
+def fan_out_and_rebuild(n: int, folder: Path, rebuild_too: bool = True) -> dict[str, Any]:
     url = f"sqlite:///{folder / 'fanout.db'}"
     with Engine(url, start=False) as engine:
         fill_store(engine.app, iter([region_opened("CN", START)]))
@@ -136,6 +148,15 @@ def fan_out_and_rebuild(n: int, folder: Path) -> dict[str, Any]:
         revoked = sum(1 for a in account_ids(min(n, 100)) if not engine.check(a, "host").allowed)
         assert revoked == min(n, 100)
         total = engine.position()
+        fan_out = {
+            "accounts": n,
+            "seconds": round(fan_out_seconds, 2),
+            "events_per_s": round(n / fan_out_seconds),
+            "setup_fill_seconds": round(fill_seconds, 1),
+            "engine_start_catch_up_seconds": round(catch_up_seconds, 1),
+        }
+        if not rebuild_too:
+            return {"fan_out": fan_out}
 
         def raw_read() -> int:
             count, position = 0, 0
@@ -151,13 +172,7 @@ def fan_out_and_rebuild(n: int, folder: Path) -> dict[str, Any]:
         raw_seconds, _ = timed(raw_read)
         rebuild_seconds, _ = timed(lambda: rebuild(engine.app, url))
     return {
-        "fan_out": {
-            "accounts": n,
-            "seconds": round(fan_out_seconds, 2),
-            "events_per_s": round(n / fan_out_seconds),
-            "setup_fill_seconds": round(fill_seconds, 1),
-            "engine_start_catch_up_seconds": round(catch_up_seconds, 1),
-        },
+        "fan_out": fan_out,
         "rebuild": {
             "events": total,
             "seconds": round(rebuild_seconds, 2),
@@ -176,6 +191,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--apply-accounts", type=int, default=None, help="default: accounts / 10")
     parser.add_argument("--only", choices=("memory", "apply", "fanout"), action="append")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--no-rebuild", action="store_true", help="fan-out only, no rebuild")
     args = parser.parse_args(argv)
     only = set(args.only or ("memory", "apply", "fanout"))
     figures: dict[str, Any] = {}
@@ -187,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 args.apply_accounts or max(args.accounts // 10, 10), Path(tmp)
             )
         if "fanout" in only:
-            figures.update(fan_out_and_rebuild(args.accounts, Path(tmp)))
+            figures.update(fan_out_and_rebuild(args.accounts, Path(tmp), not args.no_rebuild))
     return emit(figures, args.json)
 
 
