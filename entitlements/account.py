@@ -295,19 +295,25 @@ class Account(Aggregate):
 
     @classmethod
     def event_from_fact(
-        cls, account_id: str, fact: Fact, who: Who = NOBODY, originator_id: UUID | None = None
+        cls,
+        account_id: str,
+        fact: Fact,
+        who: Who = NOBODY,
+        originator_id: UUID | None = None,
+        timestamp: datetime | None = None,
     ) -> Aggregate.Event:
         """The event a rule-caused correction (rules.hosting_corrections) is recorded as,
         without the aggregate: a fan-out over many accounts reads their facts, not their
         aggregates. The same event `reconcile_hosting` would trigger on the aggregate.
-        `originator_id`: the account's aggregate id when the caller knows it already."""
+        `originator_id`: the account's aggregate id when the caller knows it already;
+        `timestamp`: the library's creation time, when one is shared by a whole batch."""
         if fact.type not in ("HostingRevoked", "HostingRestored"):
             raise ValueError(f"not a hosting correction: {fact.type}")
         event_class = getattr(cls, fact.type)  # made by @event
         made: Aggregate.Event = event_class(
             originator_id=originator_id or account_uuid(account_id),
             originator_version=fact.version,
-            timestamp=event_class.create_timestamp(),
+            timestamp=timestamp or event_class.create_timestamp(),
             reason=fact.data["reason"],
             effective_at=fact.effective_at,
             recorded_at=fact.recorded_at,

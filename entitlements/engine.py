@@ -608,6 +608,7 @@ class Engine:
         while True:
             events: list[DomainEventProtocol[UUID]] = []
             end = start
+            stamp = Aggregate.Event.create_timestamp()  # the batch's events are made at once
             while end < len(members) and len(events) < FAN_OUT_BATCH:
                 account_id = members[end]
                 facts = accounts[account_id]
@@ -619,7 +620,7 @@ class Engine:
                     uid = ids.get(account_id)
                     originator_id = UUID(int=uid) if uid is not None else None
                     events.extend(
-                        Account.event_from_fact(account_id, f, who, originator_id)
+                        Account.event_from_fact(account_id, f, who, originator_id, stamp)
                         for f in corrections
                     )
                 end += 1
