@@ -147,9 +147,10 @@ def _rebuild(app: Application[Any], url: str, progress: Progress | None) -> int:
             model.track(conn, start + len(chunk), "rebuild:accounts")
         if progress is not None:
             progress(target + start + len(chunk), target + len(accounts))
-    if model.position() < target:  # every account written: regions, and the target reached
+    if model.position() < target:  # every account written: regions, the target reached
         with model.engine.begin() as conn:
             model.insert_rows(conn, facts, (), sorted(facts.regions))
+            model.index(conn)
             model.track(conn, target)
 
     def then(done: int, head: int) -> None:  # progress goes on from where the accounts ended
@@ -158,6 +159,8 @@ def _rebuild(app: Application[Any], url: str, progress: Progress | None) -> int:
 
     position = SqlProjection(app, model, projector).run(then)
     model.swap_into_place(position)
+    # Written after the rows, not beside them in a thread: measured, the two fight over the
+    # GIL and the whole takes longer (10.5 s against 9.5 s at 50,000 accounts).
     projector.save_snapshot()
     return position
 
