@@ -2,7 +2,8 @@
 
 Each round checks a batch of accounts drawn from the whole world (random order, so the
 index's memory is really visited); `per_check_ns` in extra_info is round time / batch.
-Floor: a plain function returning a precomputed frozen object from a dict.
+Floor: a plain function returning a precomputed frozen object from a dict of the batch's
+accounts; also the same floor over a dict of every account (a lookup among a million keys).
 """
 
 from __future__ import annotations
@@ -34,6 +35,24 @@ def test_floor_a_dict_of_frozen_decisions(benchmark, world: tuple[Engine, list[s
     engine, ids = world
     batch = _batch(ids)
     table = {a: engine.check(a, "host") for a in batch}
+
+    def floor(account_id: str, capability: str) -> object:
+        return table[account_id]
+
+    def run(b: list[str]) -> None:
+        for a in b:
+            floor(a, "host")
+
+    _run(benchmark, run, batch)
+
+
+def test_floor_at_full_size(benchmark, world: tuple[Engine, list[str]]) -> None:
+    """The same floor, but its dict holds every account of the world (as the index's does),
+    not only the batch's: what a lookup among a million keys costs by itself."""
+    engine, ids = world
+    batch = _batch(ids)
+    decision = engine.check(batch[0], "host")
+    table = dict.fromkeys(ids, decision)
 
     def floor(account_id: str, capability: str) -> object:
         return table[account_id]

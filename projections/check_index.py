@@ -58,6 +58,7 @@ from projections.timeline import (
 )
 
 CACHE_SIZE = 1 << 21  # memoised cells kept (oldest evicted first)
+HOT_SIZE = 1 << 16  # "now" entries also kept in a small dict (oldest evicted first)
 SLOTS = {cap: i for i, cap in enumerate(CAPABILITIES)}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -100,15 +101,17 @@ class Template:
     first_registration: int | None  # event index of rule 7's "not yet" registration
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class RegionLine:
-    """A region's timeline with times in microseconds (few regions: kept as they are)."""
+    """A region's timeline with times in microseconds (few regions: kept as they are).
+    Immutable but for `last`, a one-entry memo (many checks ask at the same (T, K))."""
 
     known: tuple[int, ...]
     beliefs: tuple[tuple[tuple[int, ...], tuple[RegionState, ...]], ...]
     before: RegionState
     timeline: Timeline[RegionState]
     fixed: RegionState | None  # the state at every (T, K) when the region has no events
+    last: tuple[int | None, int | None, RegionState | None] = (None, None, None)
 
     @classmethod
     def of(cls, timeline: Timeline[RegionState]) -> RegionLine:
@@ -386,6 +389,9 @@ class CheckIndex:
         self.cache_size = cache_size  # memoised cells kept (oldest evicted first)
         self._cells: dict[tuple[AccountState, RegionState, str], tuple[Any, ...]] = {}
         self._times: dict[Any, int] = {}  # `at` / `as_known_at` as given -> microseconds
+        # The "now" entries of the accounts checked last, again: a lookup in a small dict
+        # stays in the CPU's caches, one in a dict of a million accounts does not.
+        self._hot: dict[str, Any] = {}
         self._generation = 0
         self._lock = threading.Lock()
         self._adopt(self.store)
@@ -407,12 +413,15 @@ class CheckIndex:
             self._generation += 1
             self.regions.update(regions)
             self.accounts.update(accounts)
+            for a in accounts:
+                self._hot.pop(a, None)
             self.position = facts.position
             if regions:
                 self._forget_now()
 
     def _forget_now(self) -> None:
         """Every cached "now" decision back to its code (a region changed: O(accounts))."""
+        self._hot.clear()
         accounts = self.accounts
         for a, entry in accounts.items():
             cls = entry.__class__
@@ -488,9 +497,11 @@ class CheckIndex:
         at: datetime | str | None = None,
         as_known_at: datetime | str | None = None,
     ) -> Decision:
-        entry: Any = self.accounts.get(account_id)
-        cls = entry.__class__
         if at is None and as_known_at is None:
+            entry: Any = self._hot.get(account_id)
+            if entry is None:
+                entry = self.accounts.get(account_id)
+            cls = entry.__class__
             if cls is Decision:  # nothing changes after now: valid until an update
                 if entry[1][0] == capability:
                     return entry  # type: ignore[no-any-return]
@@ -503,6 +514,8 @@ class CheckIndex:
                     return decision  # type: ignore[no-any-return]
             return self._check_now(account_id, capability)
         # `at` / `as_known_at`, inlined: this runs on every historical check
+        entry = self.accounts.get(account_id)
+        cls = entry.__class__
         times = self._times
         t = times.get(at) if at is not None else int(time() * 1e6)
         if t is None:
@@ -519,21 +532,32 @@ class CheckIndex:
         template = self._templates[code & MASK]
         offset = code >> SHIFT
         array = self._array
+        # (one known time or one start, the usual case: a comparison instead of a bisect)
         if k is None:
             i = template.m - 1
+        elif template.m == 1:
+            i = 0 if array[offset + template.klo] <= k else -1
         else:
             start = offset + template.klo
             i = bisect_right(array, k, start, start + template.m) - start - 1
         shape = None
         if i >= 0:
             lo, hi, shapes = template.beliefs[i]
-            j = bisect_right(array, t, offset + lo, offset + hi) - offset - lo - 1
+            if hi - lo == 1:
+                j = 0 if array[offset + lo] <= t else -1
+            else:
+                j = bisect_right(array, t, offset + lo, offset + hi) - offset - lo - 1
             if j >= 0:
                 shape = shapes[j]
                 line = self.regions.get(template.region, EMPTY_LINE)
                 region = line.fixed
                 if region is None:
-                    region = line.state_at(t, k)
+                    last = line.last  # the (T, K) last asked of this region, and its state
+                    if last[0] == t and last[1] == k and last[2] is not None:
+                        region = last[2]
+                    else:
+                        region = line.state_at(t, k)
+                        line.last = (t, k, region)
                 cell = self._cells.get((shape, region, capability))
                 if cell is not None:
                     return _new(Decision, (account_id, cell, self.position, self._cite, code))
@@ -631,10 +655,18 @@ class CheckIndex:
                 caps = _Caps([until, code] + [None] * len(SLOTS))  # a second capability
                 caps[SLOTS[current[1][0]] + 2] = current
                 caps[SLOTS[capability] + 2] = decision
-                self.accounts[account_id] = caps
+                self.accounts[account_id] = self._keep_hot(account_id, caps)
             else:
-                self.accounts[account_id] = decision
+                self.accounts[account_id] = self._keep_hot(account_id, decision)
         return decision
+
+    def _keep_hot(self, account_id: str, entry: Any) -> Any:
+        """Also in the small dict of the accounts checked last (under the lock)."""
+        hot = self._hot
+        if len(hot) >= HOT_SIZE:
+            del hot[next(iter(hot))]
+        hot[account_id] = entry
+        return entry
 
     def _us(self, field: str, value: datetime | str) -> int:
         us = to_us(_utc(field, value))
