@@ -387,3 +387,26 @@ def test_a_snapshot_of_another_log_is_ignored(store_url: str, engine: Engine, tm
         )
         projector = Projector(e.app, other)
         assert projector.load_snapshot() is False
+
+
+def test_a_store_of_the_older_schema_is_upgraded_by_the_next_catch_up(
+    store_url: str, engine: Engine
+) -> None:
+    """Capabilities kept in a `capability_intervals` table (before it became a view): the
+    next catch-up drops it, forgets its position and writes every row again."""
+    apply_scenario(engine)
+    sql = sql_engine(store_url)
+    with sql.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE capability_intervals (id INTEGER PRIMARY KEY, account_id VARCHAR(64))"
+        )
+        conn.exec_driver_sql("CREATE VIEW capabilities_now AS SELECT * FROM capability_intervals")
+    with sql.begin() as conn:
+        sql_views.tracking.metadata.create_all(conn)
+        SqlReadModel(sql).track(conn, engine.position())  # as if everything were written
+    assert project(engine.app, store_url) == engine.position()
+    assert {"capability_intervals", "capabilities_now"} <= set(inspect(sql).get_view_names())
+    upgraded = all_rows(store_url)
+    assert ("accounts", "cn-free-01") in {r[:2] for r in upgraded}
+    rebuild(engine.app, store_url)
+    assert all_rows(store_url) == upgraded
