@@ -2,7 +2,7 @@
 
 Exit codes: 0 ok; 1 a command was rejected by a domain rule; 2 malformed input (nothing
 applied); 3 unknown account; 4 the store failed; 5 --min-position not reached in time;
-141 `apply`'s reader went away (what it printed was applied).
+6 an audit found a violation; 141 `apply`'s reader went away (what it printed was applied).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
+from entitlements import audit
 from entitlements.commands import MalformedCommand, parse_command_file
 from entitlements.decisions import Decision, PositionNotReached, UnknownAccount
 from entitlements.engine import Engine, open_engine
@@ -42,6 +43,7 @@ EXIT_OK, EXIT_REJECTED, EXIT_MALFORMED, EXIT_UNKNOWN_ACCOUNT, EXIT_STORE, EXIT_N
     4,
     5,
 )
+EXIT_VIOLATION = 6  # an audit found the log breaking a promise
 EXIT_BROKEN_PIPE = 141  # as a shell reports a process its reader left (128 + SIGPIPE)
 
 # Data is printed through escape() (or as plain JSON): an account, partner or reason may
@@ -185,6 +187,8 @@ def _given_id(command_id: str | None) -> str | None:
 
 
 def cmd_history(engine: Engine, args: argparse.Namespace) -> int:
+    if args.as_known_at is not None or args.rejections:
+        return _history_as_known(engine, args)
     events = engine.history(args.account)
     if args.json:
         print(json.dumps(events))
@@ -223,6 +227,199 @@ def cmd_history(engine: Engine, args: argparse.Namespace) -> int:
         )
         table.add_row(*(escape(str(cell)) for cell in cells))
     out.print(table)
+    return EXIT_OK
+
+
+def _cause_text(cause: dict[str, Any] | None) -> str:
+    if not cause:
+        return ""
+    ref = cause.get("rule_event") or {}
+    why = f"{cause.get('rule')} ({ref.get('stream')} v{ref.get('version')})"
+    if "trigger" in cause:
+        why += f" on {cause['trigger'].get('type')} v{cause['trigger'].get('version')}"
+    return why
+
+
+def _history_as_known(engine: Engine, args: argparse.Namespace) -> int:
+    """The history as it was known at K: events recorded by K, and the account's rejected
+    commands recorded by K beside them, in log order (`kind` tells them apart)."""
+    entries = audit.history(engine, args.account, args.as_known_at, rejections=True)
+    if args.json:
+        print(json.dumps(entries))
+        return EXIT_OK
+    known = f", as known at {args.as_known_at}" if args.as_known_at else ""
+    table = Table(
+        title=escape(f"history of {args.account}{known} (log order, with rejections)"),
+        title_justify="left",
+    )
+    for col in ("position", "kind", "what", "effective_at", "recorded_at", "details", "asked by"):
+        table.add_column(col)
+    for e in entries:
+        asked_by = " ".join(x for x in (e.get("actor"), _given_id(e.get("command_id"))) if x)
+        if e["kind"] == "event":
+            what = f"{e['type']} v{e['version']}"
+            details = ", ".join(f"{k}={v}" for k, v in e["data"].items())
+            cause = _cause_text(e["cause"])
+            details = f"{details}; cause: {cause}" if cause else details
+            kind = "event"
+        else:
+            what, details, kind = e["command"], f"rejected: {e['reason']}", "[red]rejection[/]"
+        cells = (str(e.get("position") or ""), what, e["effective_at"], e["recorded_at"])
+        table.add_row(
+            escape(cells[0]),
+            kind,
+            *(escape(c) for c in cells[1:]),
+            escape(details),
+            escape(asked_by),
+        )
+    out.print(table)
+    return EXIT_OK
+
+
+# -- explain and the audits ---------------------------------------------------------------
+
+
+def _event_line(e: dict[str, Any]) -> str:
+    who = " ".join(x for x in (e.get("actor"), _given_id(e.get("command_id"))) if x)
+    return (
+        f"{e['type']} v{e['version']} of {e['stream']} (effective {e['effective_at']}, "
+        f"recorded {e['recorded_at']}{', asked by ' + who if who else ''})"
+    )
+
+
+def cmd_explain(engine: Engine, args: argparse.Namespace) -> int:
+    """The decision, since and until when it holds, and the chain of events behind it: a
+    short paragraph, each line unwrapped (a person reads it, grep finds it)."""
+
+    def say(text: str) -> None:
+        out.print(text, soft_wrap=True)
+
+    x = audit.explain(engine, args.account, args.capability, args.at, args.as_known_at)
+    if args.json:
+        print(json.dumps(x))
+        return EXIT_OK
+    held = x["holds"]
+    since = f"since {held['since']}" if held["since"] else "since the beginning"
+    until = f"until {held['until']}" if held["until"] else "with no end on file"
+    known = f" as known at {x['as_known_at']}" if x["as_known_at"] else ""
+    d = Decision(x["account_id"], x["capability"], x["allowed"], x["value"], x["reason"], (), 0)
+    say(
+        f"{escape(x['account_id'])} {escape(x['capability'])} at {escape(x['at'])}{escape(known)}: "
+        f"{_yes_no(d)} — {escape(x['reason'])}."
+    )
+    say(escape(f"This holds in effective time {since}, {until}{known}."))
+    for link in x["because"]:
+        say("  because " + escape(_event_line(link)))
+        rule = link.get("rule")
+        if rule:
+            text = f"    caused by rule {rule['rule']} in {rule['region']}"
+            if rule.get("event"):
+                text += ", switched on by " + _event_line(rule["event"])
+            say(escape(text))
+            if isinstance(rule.get("trigger"), dict) and "stream" in rule["trigger"]:
+                trig = rule["trigger"]
+                say(
+                    escape(
+                        "    made necessary by "
+                        + (
+                            _event_line(trig)
+                            if "effective_at" in trig
+                            else f"{trig['type']} v{trig['version']}"
+                        )
+                    )
+                )
+    if not x["because"]:
+        say("  no event decided it (nothing on file says otherwise)")
+    if not x["check_agrees"]:
+        say("[red]warning:[/] the domain fold disagrees with the check index here")
+    say(f"  [dim]log position {x['position']}[/]")
+    return EXIT_OK
+
+
+def cmd_audit_jurisdiction(engine: Engine, args: argparse.Namespace) -> int:
+    """Exit 0 when no command under REGION's jurisdiction changed an account outside it, 6
+    when the log shows one did (each violation printed)."""
+    report = audit.jurisdiction(engine, args.region)
+    code = EXIT_OK if report["holds"] else EXIT_VIOLATION
+    if args.json:
+        print(json.dumps(report))
+        return code
+    r = report["region"]
+    out.print(
+        escape(f"Jurisdiction {r}, from the log up to position {report['head']['position']}:")
+    )
+    table = Table(
+        title=escape(f"commands under {r}'s jurisdiction (applied)"), title_justify="left"
+    )
+    for col in ("position", "command", "asked by", "effective_at", "accounts changed", "proof"):
+        table.add_column(col)
+    for c in report["commands"]:
+        accounts = ", ".join(f"{a['account_id']} ({a['region']})" for a in c["accounts"])
+        who = " ".join(x for x in (c.get("actor"), _given_id(c.get("command_id"))) if x)
+        cells = (str(c["position"]), c["command"], who, c["effective_at"], accounts, c["proof"])
+        table.add_row(*(escape(x) for x in cells))
+    out.print(table)
+    table = Table(
+        title=escape(f"{r}'s region rules and the accounts they reached"), title_justify="left"
+    )
+    for col in ("position", "command", "effective_at", "accounts changed"):
+        table.add_column(col)
+    for c in report["rule_commands"]:
+        accounts = ", ".join(f"{a['account_id']} ({a['region']})" for a in c["accounts"]) or "-"
+        table.add_row(
+            *(escape(x) for x in (str(c["position"]), c["command"], c["effective_at"], accounts))
+        )
+    out.print(table)
+    table = Table(title=escape(f"rejected attempts under {r}'s jurisdiction"), title_justify="left")
+    for col in ("position", "command", "account", "asked by", "effective_at", "reason"):
+        table.add_column(col)
+    for c in report["rejected"]:
+        who = " ".join(x for x in (c.get("actor"), _given_id(c.get("command_id"))) if x)
+        account = f"{c['account_id']} ({c['account_region']})"
+        cells = (str(c["position"]), c["command"], account, who, c["effective_at"], c["reason"])
+        table.add_row(*(escape(x) for x in cells))
+    out.print(table)
+    if report["unattributed_command_ids"]:
+        out.print(
+            escape(
+                "account events name command ids with no command record: "
+                + ", ".join(report["unattributed_command_ids"])
+            )
+        )
+    if report["holds"]:
+        out.print(
+            "[green]holds:[/] "
+            + escape(f"no command under {r}'s jurisdiction changed an account outside {r}.")
+        )
+        return code
+    for v in report["violations"]:
+        out.print(
+            "[red]VIOLATION[/] "
+            + escape(
+                f"at position {v['position']}: {v['violation']}"
+                + (f" (command {v['command_id']})" if v.get("command_id") else "")
+            )
+        )
+    return code
+
+
+def cmd_audit_export(engine: Engine, args: argparse.Namespace) -> int:
+    """A case file, as JSON or CSV, to a file or stdout."""
+    if (args.account is None) == (args.region is None):
+        raise ValueError("scope: give ACCOUNT or --region R (one of them)")
+    case = audit.export_case(engine, args.account, args.region, args.from_, args.to)
+    text = json.dumps(case, indent=1) + "\n" if args.format == "json" else audit.case_csv(case)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        err.print(
+            escape(
+                f"case file written to {args.output}: {len(case['events'])} events, "
+                f"{len(case['rejections'])} rejections, {len(case['decisions'])} decisions, "
+                f"head position {case['head']['position']}"
+            )
+        )
+    else:
+        sys.stdout.write(text)
     return EXIT_OK
 
 
@@ -575,10 +772,94 @@ def build_parser() -> argparse.ArgumentParser:
     _time_options(p)
     p.set_defaults(run=cmd_capabilities)
 
-    p = sub.add_parser("history", help="the account's events, both clocks and causes, in log order")
+    p = sub.add_parser(
+        "history",
+        help="the account's events, both clocks and causes, in log order",
+        description="Every event of ACCOUNT in log order, with both clocks, causes and who "
+        "asked. With --as-known-at K: only what was recorded by K, and the account's "
+        "rejected commands recorded by K beside the events (a `kind` column / field: "
+        "event or rejection), each with its log position.",
+        epilog="examples:\n  entitlements history cn-ent-02\n"
+        "  entitlements history cn-ent-02 --as-known-at 2020-10-20 --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("account")
+    p.add_argument(
+        "--as-known-at", metavar="K", help="only what was recorded by K (adds the rejections)"
+    )
+    p.add_argument(
+        "--rejections", action="store_true", help="show the rejected commands beside the events"
+    )
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     p.set_defaults(run=cmd_history)
+
+    p = sub.add_parser(
+        "explain",
+        help="why ACCOUNT may (not) do CAPABILITY, since and until when, and the events behind it",
+        description="The decision `check` gives at (T, K); the effective interval around T "
+        "over which it stays the same (as known at K); and the chain behind it: each "
+        "deciding event (both clocks, who asked, command_id) and, for one a region rule "
+        "caused, the rule and the region event that switched it on. Exit 0 whatever the "
+        "answer; 3 for an account never recorded; 2 for a bad capability or time.",
+        epilog="example:\n  entitlements explain cn-free-01 host --at 2020-05-19\n"
+        "  cn-free-01 host at 2020-05-19T00:00:00Z: no — hosting revoked by "
+        "free_hosting_suspended in CN ...\n"
+        "  entitlements explain cn-ent-02 host --at 2020-10-01 --as-known-at 2020-10-20 --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("account")
+    p.add_argument("capability", metavar="capability", help=" | ".join(CAPABILITIES))
+    p.add_argument("--at", metavar="T", help="effective time to ask about (default: now)")
+    p.add_argument(
+        "--as-known-at", metavar="K", help="only what was recorded by K (default: everything)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON for machines")
+    p.set_defaults(run=cmd_explain)
+
+    p = sub.add_parser(
+        "audit",
+        help="auditors' proofs from the log: jurisdiction, export",
+        description="Read-only questions answered from the log itself.",
+    )
+    audit_sub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    a = audit_sub.add_parser(
+        "jurisdiction",
+        help="show that no command under REGION's jurisdiction changed an account outside it",
+        description="Walks the command records (applied and rejected) and the account "
+        "events, and lists: the applied commands under REGION's jurisdiction with the "
+        "accounts they changed and their regions (all must be REGION), REGION's own rule "
+        "commands with the accounts they reached, and every rejected attempt under REGION's "
+        "jurisdiction with its reason. Applied-command records keep no jurisdiction: each "
+        "one's is proved from its SHA-256 fingerprint (see README, For auditors). "
+        "Exit 0 when the promise holds, 6 when a violation is found (printed).",
+        epilog="example:\n  entitlements audit jurisdiction CN\n"
+        "  entitlements audit jurisdiction CN --json | jq .violations",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    a.add_argument("region", metavar="REGION", help="a region code, e.g. CN")
+    a.add_argument("--json", action="store_true", help="print JSON for machines")
+    a.set_defaults(run=cmd_audit_jurisdiction)
+    a = audit_sub.add_parser(
+        "export",
+        help="a case file of one account or region: events, rejections, decisions, head",
+        description="Writes a case file: the events (both clocks, actor, command_id, cause, "
+        "log position) taking effect in [--from, --to], the rejections, the decision of "
+        "every capability at --from and at each change point (an effective time where an "
+        "event takes effect) in the window, and the log's head position (`head.hash` is "
+        "kept for the integrity chain). CSV is one flat file whose `kind` column says what "
+        "a row is: head, event, rejection or decision.",
+        epilog="examples:\n  entitlements audit export cn-free-01 --format json\n"
+        "  entitlements audit export --region CN --from 2020-05-01 --to 2020-09-01 "
+        "--format csv --output cn-2020.csv",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    a.add_argument("account", nargs="?", metavar="ACCOUNT", help="the account (or --region)")
+    a.add_argument("--region", metavar="R", help="every account of region R, and its rules")
+    a.add_argument("--from", dest="from_", metavar="T", help="window start (effective time)")
+    a.add_argument("--to", metavar="T", help="window end (effective time, inclusive)")
+    a.add_argument("--format", required=True, choices=("json", "csv"), help="json or csv")
+    a.add_argument("--output", metavar="FILE", help="write here instead of stdout")
+    a.set_defaults(run=cmd_audit_export)
 
     p = sub.add_parser(
         "rejections",

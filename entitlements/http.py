@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 
+from entitlements import audit
 from entitlements.commands import MalformedCommand
 from entitlements.decisions import Decision, PositionNotReached, UnknownAccount
 from entitlements.engine import Engine
@@ -92,6 +93,28 @@ class CapabilitiesOut(BaseModel):
     at: str | None
     as_known_at: str | None
     capabilities: list[DecisionOut]
+
+
+class HoldsOut(BaseModel):
+    since: str | None
+    until: str | None
+
+
+class ExplainOut(BaseModel):
+    """`entitlements explain --json`: the decision, how long it holds, and why."""
+
+    account_id: str
+    capability: str
+    region: str
+    at: str
+    as_known_at: str | None
+    allowed: bool
+    value: int | None
+    reason: str
+    holds: HoldsOut
+    because: list[dict[str, Any]]
+    position: int
+    check_agrees: bool
 
 
 class CommandResultOut(BaseModel):
@@ -340,15 +363,48 @@ def create_app(url: str | None = None, *, follow: bool = True) -> FastAPI:
     @app.get(
         "/v1/accounts/{account_id}/history",
         tags=["auditors"],
-        responses=_errors(401, 403, 404, 503),
+        responses=_errors(401, 403, 404, 422, 503),
     )
     def history(
         account_id: str,
         engine: Annotated[Engine, Depends(engine_of)],
         _: Annotated[Principal, Depends(auditor)],
+        as_known_at: Annotated[str | None, Query(max_length=64)] = None,
     ) -> dict[str, Any]:
-        """The account's events in log order, with both clocks, causes and who asked."""
-        return {"account_id": account_id, "events": engine.history(account_id)}
+        """The account's events in log order, with both clocks, causes and who asked. With
+        `as_known_at`: only the events recorded by then (each with its log `position`), and
+        `entries`: those events and the account's rejected commands recorded by then, in
+        log order, `kind` saying which is which."""
+        if as_known_at is None:
+            return {"account_id": account_id, "events": engine.history(account_id)}
+        entries = audit.history(engine, account_id, as_known_at, rejections=True)
+        return {
+            "account_id": account_id,
+            "as_known_at": as_known_at,
+            "events": [e for e in entries if e["kind"] == "event"],
+            "rejections": [e for e in entries if e["kind"] == "rejection"],
+            "entries": entries,
+        }
+
+    @app.get(
+        "/v1/accounts/{account_id}/explain/{capability}",
+        response_model=ExplainOut,
+        tags=["auditors"],
+        responses=_errors(401, 403, 404, 422, 503),
+    )
+    def explain(
+        account_id: str,
+        capability: str,
+        engine: Annotated[Engine, Depends(engine_of)],
+        _: Annotated[Principal, Depends(auditor)],
+        at: Annotated[str | None, Query(max_length=64)] = None,
+        as_known_at: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> dict[str, Any]:
+        """The decision `can` gives at (at, as_known_at), the effective interval around `at`
+        over which it holds (`holds.since`, `holds.until`; null for an open end), and the
+        chain behind it: each deciding event with both clocks, actor and command_id, and
+        for a rule-caused one the rule and the region event that switched it."""
+        return audit.explain(engine, account_id, capability, at, as_known_at)
 
     @app.get("/v1/rejections", tags=["auditors"], responses=_errors(401, 403, 422, 503))
     def rejections(
