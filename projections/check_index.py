@@ -280,8 +280,8 @@ class Interner:
         events = []
         for ty, v, e, r, data, cause in skeleton:
             events.append((ty, v, run([e]), run([r]), data, cause))
-        first = timeline.beliefs[0].states[0] if timeline.beliefs else None
-        registration = first.registration if first is not None else None
+        # rule 7's "not yet" registration, as fold_account names it: the first of them all
+        registration = next((f for f in facts if f.type == "AccountRegistered"), None)
         template = Template(
             region=next((f.data["region"] for f in facts if f.type == "AccountRegistered"), ""),
             klo=klo,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,7 +126,7 @@ def test_an_index_snapshot_loads_back_to_the_same_answers(story: Engine, tmp_pat
         assert loaded.regions == facts.regions
         again = CheckIndex()
         regions = {c: region_timeline(c, fs) for c, fs in loaded.regions.items()}
-        again.replace(dict(loaded.accounts), regions, loaded.position, loaded.store)  # type: ignore[arg-type]
+        again.replace(dict(loaded.accounts), regions, loaded.position, loaded.store)
         for account_id in facts.accounts:
             assert again.facts(account_id) == facts.accounts[account_id]
             times, knowns = grid(facts, account_id)
@@ -140,3 +141,120 @@ def test_an_index_snapshot_loads_back_to_the_same_answers(story: Engine, tmp_pat
         again.accounts[first] = list(facts.accounts[first])
         again.check(first, "host", "2020-06-01")
         assert len(again.interner.templates) == before
+
+
+# -- random histories: any events, any clocks, accounts that share templates -------------
+
+_DAY0 = datetime(2020, 1, 1, tzinfo=UTC)
+_ACCOUNT_EVENTS = [
+    ("RegistrationSuspended", {}, {"rule": "registration_suspended"}),
+    ("RegistrationApproved", {"plan": "pro", "channel": "partner", "partner": "P"}, None),
+    ("SubscriptionOpened", {"plan": "business", "channel": "direct"}, None),
+    ("SubscriptionClosed", {"plan": "free", "channel": "online"}, None),
+    ("MovedToPartner", {"partner": "P"}, None),
+    ("HostingRevoked", {"reason": "audit"}, None),
+    ("HostingRevoked", {"reason": "rule"}, {"rule": "free_hosting_suspended"}),
+    ("HostingRestored", {"reason": "ok"}, None),
+    ("HostingRestored", {"reason": "lifted"}, {"rule": "free_hosting_suspended"}),
+    ("AccountSuspended", {"jurisdiction": "CN", "reason": "order"}, None),
+    ("AccountReinstated", {}, None),
+]
+
+
+def _histories() -> Any:
+    from hypothesis import strategies as st
+
+    day = st.integers(min_value=0, max_value=12)
+    event = st.tuples(st.integers(0, len(_ACCOUNT_EVENTS) - 1), day, day)
+    account = st.tuples(day, day, st.sampled_from(["free", "pro"]), st.lists(event, max_size=4))
+    rule = st.tuples(st.sampled_from(["RegionRuleApplied", "RegionRuleLifted"]), day, day)
+    return st.tuples(st.lists(account, min_size=1, max_size=6), st.lists(rule, max_size=3))
+
+
+def _world(accounts, rules) -> LogFacts:  # type: ignore[no-untyped-def]
+    from entitlements.rules import Fact
+
+    facts = LogFacts()
+    region = [Fact("region:CN", "RegionOpened", 1, _DAY0, _DAY0, {"region": "CN"})]
+    for n, (kind, eff, rec) in enumerate(rules, 2):
+        at, known = _DAY0 + timedelta(days=eff), _DAY0 + timedelta(days=rec)
+        region.append(
+            Fact("region:CN", kind, n, at, known, {"rule": "online_subscriptions_closed"})
+        )
+    facts.regions["CN"] = sorted(region, key=lambda f: f.order)
+    for i, (eff, rec, plan, events) in enumerate(accounts):
+        a = f"a{i}"
+        data = {"region": "CN", "plan": plan, "channel": "online", "partner": None}
+        if i % 2:
+            data["command_id"] = f"cmd-{i}"  # one per command: kept beside the template
+        stream = [
+            Fact(
+                f"account:{a}",
+                "AccountRegistered",
+                1,
+                _DAY0 + timedelta(days=eff),
+                _DAY0 + timedelta(days=rec),
+                data,
+            )
+        ]
+        for v, (which, e, r) in enumerate(events, 2):
+            ty, d, cause = _ACCOUNT_EVENTS[which]
+            at, known = _DAY0 + timedelta(days=e, hours=v), _DAY0 + timedelta(days=r)
+            stream.append(Fact(f"account:{a}", ty, v, at, known, dict(d), cause))
+        facts.accounts[a] = sorted(stream, key=lambda f: f.order)
+        facts.region_of[a] = "CN"
+        facts.members.setdefault("CN", []).append(a)
+    facts.position = 1000
+    return facts
+
+
+def test_random_histories_decide_as_the_rules_do(tmp_path: Path) -> None:
+    from hypothesis import given, settings
+
+    from projections import snapshot
+    from projections.timeline import region_timeline
+
+    @settings(max_examples=60, deadline=None)
+    @given(_histories())
+    def check(history) -> None:  # type: ignore[no-untyped-def]
+        facts = _world(*history)
+        index = CheckIndex()
+        index.update(facts, _all(facts))
+        twin = list(facts.accounts)  # a twin of every account, times shifted: same template
+        for a in twin:
+            index.accounts[a + "-twin"] = [
+                type(f)(
+                    f"account:{a}-twin",
+                    f.type,
+                    f.version,
+                    f.effective_at + timedelta(days=100),
+                    f.recorded_at + timedelta(days=100),
+                    f.data,
+                    f.cause,
+                )
+                for f in facts.accounts[a]
+            ]
+        path = tmp_path / "random.index"
+        snapshot.write_index(path, index, facts, facts.members, None, ".tmp")
+        loaded, _ = snapshot.read_index(path)
+        again = CheckIndex()
+        again.replace(
+            dict(loaded.accounts),
+            {c: region_timeline(c, fs) for c, fs in loaded.regions.items()},
+            loaded.position,
+            loaded.store,
+        )
+        for a in facts.accounts:
+            assert again.facts(a) == facts.accounts[a]
+            times, knowns = grid(facts, a)
+            for t in times:
+                for k in knowns:
+                    for cap in ("host", "max_participants", "subscribe_online", "join"):
+                        want = expected(facts, facts.position, a, cap, t, k)
+                        assert index.check(a, cap, t, k) == want, (a, cap, t, k)
+                        assert again.check(a, cap, t, k) == want, (a, cap, t, k)
+            for cap in CAPABILITIES:  # now
+                got = index.check(a, cap)
+                assert got == expected(facts, got.position, a, cap, datetime.now(UTC), None)
+
+    check()
