@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+from typing import Any
 
 from entitlements import open_engine
 from entitlements.engine import Engine
@@ -10,7 +11,7 @@ from entitlements.engine import Engine
 RENEWALS = 25
 
 
-def renew_many(url: str, plan: str, start: mp.synchronize.Event, out: mp.Queue) -> None:
+def renew_many(url: str, plan: str, start: mp.synchronize.Event, out: mp.Queue[Any]) -> None:
     """Open (renew) the same account's subscription many times, one command per call."""
     start.wait(10)
     statuses: list[str] = []

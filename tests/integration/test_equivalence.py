@@ -28,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -199,11 +200,7 @@ def scenarios(draw: Any) -> list[dict[str, Any]]:
             extra = st.integers(applied[cmd["region"], cmd["rule"]], 365)
         else:
             extra = st.nothing()
-        eff = draw(
-            st.integers(0, 365)
-            | st.integers(-42, 42).map(lambda d, rec=rec: min(365, max(0, rec + d)))
-            | extra
-        )
+        eff = draw(st.integers(0, 365) | st.integers(-42, 42).map(partial(_near, rec)) | extra)
         if kind == "register_account":
             registered.setdefault(account, eff)
         if kind == "apply_region_rule":
@@ -214,10 +211,15 @@ def scenarios(draw: Any) -> list[dict[str, Any]]:
     return commands
 
 
+def _near(rec: int, d: int) -> int:
+    """An effective day within six weeks of the recorded day, inside the year."""
+    return min(365, max(0, rec + d))
+
+
 @st.composite
 def probe_list(draw: Any) -> list[tuple[int, str, int | None, int | None]]:
     """Checks made between commands: (account index, capability, T day or now, K day or all)."""
-    return draw(
+    probes: list[tuple[int, str, int | None, int | None]] = draw(
         st.lists(
             st.tuples(
                 st.integers(0, 4),
@@ -228,6 +230,7 @@ def probe_list(draw: Any) -> list[tuple[int, str, int | None, int | None]]:
             max_size=3,
         )
     )
+    return probes
 
 
 # -- the reference evaluator (DOMAIN.md rules 1-8, nothing imported from the engine) -------
@@ -289,8 +292,8 @@ def raw_log_streams(engine: Engine) -> dict[Any, list[RefEvent]]:
             RefEvent(
                 type(e).__name__,
                 e.originator_version,
-                e.effective_at,
-                e.recorded_at,
+                e.effective_at,  # type: ignore[attr-defined]
+                e.recorded_at,  # type: ignore[attr-defined]
                 bool(getattr(e, "cause", None)),
                 data,
             )
@@ -524,7 +527,7 @@ def _show(e: RefEvent) -> str:
     )
 
 
-def _reference_now(engine: Engine, account_id: str, at: datetime, known: datetime | None):
+def _reference_now(engine: Engine, account_id: str, at: datetime, known: datetime | None) -> Any:
     """The reference's answers for an account from the store as it is right now."""
     streams = raw_log_streams(engine)
     history = ref_events_from_history(engine.history(account_id))
@@ -633,9 +636,9 @@ def test_incremental_rebuild_replay_and_reference_agree(
                 (e.type, e.version, e.effective_at, e.recorded_at, e.caused) for e in raw_account
             ], f"history of {account_id} differs from the raw log"
 
-            aggregate = engine.app.repository.get(account_uuid(account_id))
+            aggregate: Any = engine.app.repository.get(account_uuid(account_id))
             try:
-                region_aggregate = engine.app.repository.get(region_id(aggregate.region))
+                region_aggregate: Any = engine.app.repository.get(region_id(aggregate.region))
                 region_facts = list(region_aggregate.facts)
             except AggregateNotFoundError:
                 region_facts = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import StoredEvent
@@ -49,7 +50,7 @@ class Gadget(Aggregate):
         effective_at: datetime
 
         @staticmethod
-        def upcast_v1_v2(state: dict) -> None:
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["effective_at"] = datetime(1970, 1, 1, tzinfo=UTC)
 
     @event("Created")
@@ -76,5 +77,5 @@ def test_an_event_stored_in_an_older_version_is_upcast_when_read(engine: Engine)
         engine.app.mapper.transcoder.encode(state),
     )
     engine.app.recorder.insert_events([created, v1])
-    restored = engine.app.repository.get(gadget.id)
+    restored: Any = engine.app.repository.get(gadget.id)
     assert (restored.name, restored.effective_at) == ("old", datetime(1970, 1, 1, tzinfo=UTC))

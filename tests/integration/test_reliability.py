@@ -10,7 +10,9 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -28,7 +30,12 @@ ACCOUNTS = [f"acc-{i}" for i in range(3)]
 
 
 def hammer(
-    url: str, name: str, seconds: float, start: mp.synchronize.Event, ready: mp.Queue, out: mp.Queue
+    url: str,
+    name: str,
+    seconds: float,
+    start: mp.synchronize.Event,
+    ready: mp.Queue[Any],
+    out: mp.Queue[Any],
 ) -> None:
     """Revoke or restore hosting on random shared accounts, each with a unique reason;
     report what was acknowledged, and every error as it was shown. The engine is open
@@ -64,7 +71,9 @@ def hammer(
         out.put((acks, errors))
 
 
-def run_writers(url: str, n: int, seconds: float, during=None) -> tuple[list, list]:
+def run_writers(
+    url: str, n: int, seconds: float, during: Callable[[], None] | None = None
+) -> tuple[list[Any], list[str]]:
     ctx = mp.get_context("spawn")
     start, ready, out = ctx.Event(), ctx.Queue(), ctx.Queue()
     procs = [
@@ -84,7 +93,7 @@ def run_writers(url: str, n: int, seconds: float, during=None) -> tuple[list, li
     return [a for acks, _ in results for a in acks], [e for _, errs in results for e in errs]
 
 
-def assert_every_acknowledged_event_exactly_once(engine: Engine, acks: list) -> None:
+def assert_every_acknowledged_event_exactly_once(engine: Engine, acks: list[Any]) -> None:
     engine.catch_up()
     for account in ACCOUNTS:
         history = engine.history(account)
@@ -155,11 +164,13 @@ def test_a_database_restart_under_write_load_loses_nothing_acknowledged(
         assert_every_acknowledged_event_exactly_once(fresh, acks)
 
 
-def _server_started_at(url: str) -> object:
+def _server_started_at(url: str) -> Any:
     import psycopg
 
     with psycopg.connect(url) as conn:
-        return conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
+        row = conn.execute("SELECT pg_postmaster_start_time()").fetchone()
+        assert row is not None
+        return row[0]
 
 
 def big_store(engine: Engine, accounts: int) -> None:
@@ -213,15 +224,17 @@ def test_a_follower_killed_mid_catch_up_ends_with_what_a_rebuild_gives(
     assert all_rows(store_url) == after_restart
 
 
-def interrupt_a_fan_out(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, list[int]]:
+def interrupt_a_fan_out(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, Any], list[int]]:
     """50 free CN accounts; the free-hosting rule's fan-out dies after two batches of 10."""
     fill_store(engine.app, iter([region_opened("CN", START)]))
     fill_store(engine.app, registration_events(50))
     engine.catch_up()
     monkeypatch.setattr(engine_module, "FAN_OUT_BATCH", 10)
-    real_save, saves = Engine._save_events, []
+    real_save, saves = Engine._save_events, cast(list[int], [])
 
-    def crash_on_third_batch(self: Engine, events: list) -> int | None:
+    def crash_on_third_batch(self: Engine, events: list[Any]) -> int | None:
         if len(saves) == 2:
             raise RuntimeError("the process died here")
         saves.append(len(events))
@@ -343,7 +356,7 @@ def test_a_commit_whose_acknowledgement_was_lost_is_reported_applied_once(
     register_shared_accounts(engine)
     real_save, calls = engine.app.save, []
 
-    def commit_then_lose_the_ack(*objs, **kwargs):
+    def commit_then_lose_the_ack(*objs: Any, **kwargs: Any) -> Any:
         calls.append(1)
         real_save(*objs, **kwargs)
         raise IntegrityError("duplicate key value violates unique constraint (the retried insert)")

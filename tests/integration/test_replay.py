@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from entitlements.account import Account
 from entitlements.commands import parse_command_file
@@ -14,10 +15,10 @@ from tests.conftest import scenario_file
 
 def replay_log(engine: Engine) -> tuple[dict[str, Account], dict[str, Region]]:
     """Every event of the log, in log order, mutated into brand-new aggregate objects."""
-    objects: dict = {}
+    objects: dict[Any, Any] = {}
     for n in engine.app.recorder.select_notifications(start=1, limit=1_000_000):
         event = engine.app.mapper.to_domain_event(n)
-        objects[event.originator_id] = event.mutate(objects.get(event.originator_id))
+        objects[event.originator_id] = event.mutate(objects.get(event.originator_id))  # type: ignore[attr-defined]
     accounts = {a.account_id: a for a in objects.values() if isinstance(a, Account)}
     regions = {r.code: r for r in objects.values() if isinstance(r, Region)}
     return accounts, regions

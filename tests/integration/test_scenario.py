@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from entitlements.cli import scenario_path
@@ -18,13 +20,13 @@ def test_the_project_copy_of_the_scenario_matches_the_shared_one() -> None:
 
 
 @pytest.fixture
-def applied(engine: Engine) -> tuple[Engine, list]:
+def applied(engine: Engine) -> tuple[Engine, list[Any]]:
     results = engine.apply_parsed(parse_command_file(scenario_file("china-2020.jsonl")))
     return engine, results
 
 
 def test_every_line_is_applied_or_rejected_as_the_scenario_says(
-    applied: tuple[Engine, list],
+    applied: tuple[Engine, list[Any]],
 ) -> None:
     _, results = applied
     assert [(r.item, r.status) for r in results] == [
@@ -41,7 +43,9 @@ def test_every_line_is_applied_or_rejected_as_the_scenario_says(
         for r in EXPECTED_ROWS
     ],
 )
-def test_every_expected_answer_holds(applied: tuple[Engine, list], row: dict) -> None:
+def test_every_expected_answer_holds(
+    applied: tuple[Engine, list[Any]], row: dict[str, Any]
+) -> None:
     engine, _ = applied
     d = engine.check(
         row["account_id"], row["capability"], at=row["at"], as_known_at=row.get("as_known_at")
