@@ -159,6 +159,16 @@ VIEWS = ("capabilities_now", "capability_intervals")  # dropped in this order
 def capability_intervals_sql(engine: SqlEngine, tables: ReadModelTables = CURRENT) -> str:
     """CREATE VIEW capability_intervals, compiled for the engine's dialect: one branch per
     capability (UNION ALL), so a filter on `capability` or `account_id` reaches the tables."""
+    query = _capabilities(tables)
+    compiled = query.compile(engine, compile_kwargs={"literal_binds": True})
+    return f"CREATE VIEW capability_intervals AS {compiled}"
+
+
+def _capabilities(tables: ReadModelTables, now: Any = None) -> Any:
+    """The capability rows: each account rectangle intersected with each overlapping
+    region rectangle, decided per capability. With `now`, only the rectangles holding at
+    (now, as known now), filtered on the tables' own columns (a filter on the view's
+    computed times would reach no index and decide every row first)."""
     a, r = tables.account_states.c, tables.region_states.c
 
     def later(x: Any, y: Any) -> ColumnElement[Any]:  # y NULL: since always
@@ -176,13 +186,27 @@ def capability_intervals_sql(engine: SqlEngine, tables: ReadModelTables = CURREN
         or_(r.recorded_from.is_(None), a.recorded_to.is_(None), r.recorded_from < a.recorded_to),
         or_(r.recorded_to.is_(None), r.recorded_to > a.recorded_from),
     )
+    holding: list[Any] = []
+    if now is not None:
+        overlaps = and_(
+            overlaps,
+            r.recorded_to.is_(None),
+            or_(r.effective_from.is_(None), r.effective_from <= now),
+            or_(r.effective_to.is_(None), r.effective_to > now),
+        )
+        holding = [
+            a.recorded_to.is_(None),
+            a.effective_from <= now,
+            or_(a.effective_to.is_(None), a.effective_to > now),
+        ]
     joined = tables.account_states.outerjoin(tables.region_states, overlaps)
     times = [
         later(a.effective_from, r.effective_from).label("effective_from"),
         earlier(a.effective_to, r.effective_to).label("effective_to"),
         later(a.recorded_from, r.recorded_from).label("recorded_from"),
-        earlier(a.recorded_to, r.recorded_to).label("recorded_to"),
     ]
+    if now is None:
+        times.append(earlier(a.recorded_to, r.recorded_to).label("recorded_to"))
     branches = []
     for capability in CAPABILITIES:
         allowed, value, reason = _decide(capability, a, r)
@@ -194,11 +218,11 @@ def capability_intervals_sql(engine: SqlEngine, tables: ReadModelTables = CURREN
                 value.label("value"),
                 reason.label("reason"),
                 *times,
-            ).select_from(joined)
+            )
+            .select_from(joined)
+            .where(*holding)
         )
-    query = union_all(*branches)
-    compiled = query.compile(engine, compile_kwargs={"literal_binds": True})
-    return f"CREATE VIEW capability_intervals AS {compiled}"
+    return union_all(*branches)
 
 
 def _decide(capability: str, a: Any, r: Any) -> tuple[ColumnElement[Any], ...]:
@@ -285,27 +309,13 @@ def _decide(capability: str, a: Any, r: Any) -> tuple[ColumnElement[Any], ...]:
     return tuple(case(*((c[0], c[i]) for c in cases), else_=default[i]) for i in (1, 2, 3))  # type: ignore[return-value]
 
 
-def capabilities_now_sql(engine: SqlEngine) -> str:
-    """CREATE VIEW capabilities_now, compiled for the engine's dialect."""
-    i = capability_intervals
+def capabilities_now_sql(engine: SqlEngine, tables: ReadModelTables = CURRENT) -> str:
+    """CREATE VIEW capabilities_now (what `capability_intervals` holds now, as known now),
+    compiled for the engine's dialect; it reads the tables, not the other view."""
     now = (
         func.now()
         if engine.dialect.name == "postgresql"
         else func.strftime("%Y-%m-%d %H:%M:%f", "now")
     )
-    query = select(
-        i.c.account_id,
-        i.c.capability,
-        i.c.allowed,
-        i.c.value,
-        i.c.reason,
-        i.c.effective_from,
-        i.c.effective_to,
-        i.c.recorded_from,
-    ).where(
-        i.c.recorded_to.is_(None),
-        i.c.effective_from <= now,
-        or_(i.c.effective_to.is_(None), i.c.effective_to > now),
-    )
-    compiled = query.compile(engine, compile_kwargs={"literal_binds": True})
+    compiled = _capabilities(tables, now).compile(engine, compile_kwargs={"literal_binds": True})
     return f"CREATE VIEW capabilities_now AS {compiled}"
