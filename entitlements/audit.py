@@ -526,7 +526,7 @@ def jurisdiction(engine: Engine, region: str) -> dict[str, Any]:
             )
     rejected = []
     for position, rec in w.rejected:
-        request = rec.request or {}
+        request = getattr(rec, "request", None) or {}  # records older than `request`
         if request.get("jurisdiction") != region:
             continue
         rejected.append(
@@ -542,7 +542,9 @@ def jurisdiction(engine: Engine, region: str) -> dict[str, Any]:
                 "reason": rec.reason,
             }
         )
-        stray = [c for c in by_command.get(rec.command_id, []) if not rec.conflict]
+        stray = [
+            c for c in by_command.get(rec.command_id, []) if not getattr(rec, "conflict", False)
+        ]
         if stray and rec.command_id not in w.applied:
             violations.append(
                 {

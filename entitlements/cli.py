@@ -63,6 +63,9 @@ with two clocks: effective_at (when it takes effect) and recorded_at (when we le
   entitlements check cn-ent-02 host --at 2020-10-01 --as-known-at 2020-10-20 --json
   entitlements capabilities cn-pro-01 --at 2020-08-11
   entitlements history cn-free-02
+  entitlements explain cn-free-01 host --at 2020-05-19     why, since when, and the rule behind it
+  entitlements audit jurisdiction CN                       CN's requests never left CN (exit 6 if one did)
+  entitlements audit export cn-free-01 --format csv        a case file
   entitlements rebuild                            SQL read models + index snapshot, from the log
 
 Times are ISO 8601; a bare date is 00:00 UTC, a time without offset is UTC.

@@ -256,3 +256,37 @@ def test_a_case_file_refuses_bad_scopes_and_times(china: Engine) -> None:
         audit.export_case(china, account_id="cn-free-01", from_="2020-06-01", to="2020-05-01")
     with pytest.raises(ValueError, match="^scope: "):
         audit.export_case(china)
+
+
+def test_a_rule_caused_event_of_the_region_outside_it_is_a_violation(china: Engine) -> None:
+    """A HostingRevoked on a US account naming a CN rule as its cause (written past the
+    engine, without any command): CN's rules reached outside CN."""
+    us: Account = china.app.repository.get(Account.create_id("us-pro-01"))
+    stamp = datetime.now(UTC)
+    cause = {
+        "rule": "free_hosting_suspended",
+        "region": "CN",
+        "rule_event": {"stream": "region:CN", "type": "RegionRuleApplied", "version": 3},
+    }
+    fact = Fact(
+        "account:us-pro-01",
+        "HostingRevoked",
+        us.version + 1,
+        stamp,
+        stamp,
+        {"reason": "x"},
+        cause,
+    )
+    china.app.events.put([Account.event_from_fact("us-pro-01", fact)])
+    report = audit.jurisdiction(china, "CN")
+    assert report["holds"] is False
+    assert any("names a rule of CN" in v["violation"] for v in report["violations"])
+
+
+def test_explain_names_the_event_that_made_a_rule_revocation_necessary(china: Engine) -> None:
+    x = audit.explain(china, "cn-pro-01", "host", at="2020-10-01")
+    assert x["allowed"] is False and x["holds"]["since"] == "2020-10-01T00:00:00Z"
+    (link,) = x["because"]
+    assert link["rule"]["event"]["type"] == "RegionRuleApplied"
+    assert link["rule"]["trigger"]["type"] == "SubscriptionClosed"
+    assert link["rule"]["trigger"]["recorded_at"] == "2020-10-01T00:00:00Z"
