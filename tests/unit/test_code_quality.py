@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MYPY_STRICT = [
     "entitlements/__init__.py",
     "entitlements/account.py",
+    "entitlements/audit.py",
     "entitlements/cli.py",
     "entitlements/command_log.py",
     "entitlements/commands.py",
