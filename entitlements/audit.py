@@ -385,7 +385,10 @@ def prove_jurisdiction(record: Any, own: _Change | None, extra: Sequence[str] = 
     record keeps the SHA-256 fingerprint of the command as given, and the event the command
     recorded keeps every other field; rebuilding the command with each possible jurisdiction
     (none, `platform`, every two-letter code) finds the one whose fingerprint matches.
-    Returns the jurisdiction (None: none given), or `UNPROVEN` when no candidate matches."""
+    Returns the jurisdiction (None: none given), or `UNPROVEN` when no candidate matches.
+    A record made since the jurisdiction is kept on it names it, and no search is needed."""
+    if "jurisdiction" in vars(record):
+        return record.jurisdiction
     model = _MODELS.get(record.command)
     spec = _OWN_EVENT.get(record.command)
     if model is None or spec is None or own is None:
@@ -500,7 +503,9 @@ def jurisdiction(engine: Engine, region: str) -> dict[str, Any]:
             continue
         item["jurisdiction"] = j
         item["proof"] = (
-            "recorded on AccountSuspended, and the fingerprint matches"
+            "kept on the command's record"
+            if "jurisdiction" in vars(rec)
+            else "recorded on AccountSuspended, and the fingerprint matches"
             if rec.command == "suspend_account"
             else "fingerprint of the command as given"
         )

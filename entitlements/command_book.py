@@ -51,6 +51,7 @@ def applied_record(
     effective_at: datetime,
     recorded_at: datetime,
     fan_out: bool = False,
+    jurisdiction: str | None = None,
 ) -> DomainEventProtocol[UUID]:
     """The CommandApplied event an `AppliedCommand(...)` would record, made directly: the
     aggregate is never used again, and building it costs about four times the event."""
@@ -69,6 +70,7 @@ def applied_record(
         effective_at=effective_at,
         recorded_at=recorded_at,
         fan_out=fan_out,
+        jurisdiction=jurisdiction,
     )
     return made
 

@@ -47,9 +47,12 @@ class AppliedCommand(Aggregate):
         effective_at: datetime,
         recorded_at: datetime,
         fan_out: bool = False,
+        jurisdiction: str | None = None,
     ) -> None:
         """`fan_out`: the command switched a hosting rule, whose fan-out to the region's
-        accounts follows; until FanOutCompleted, the next writer finishes it."""
+        accounts follows; until FanOutCompleted, the next writer finishes it.
+        `jurisdiction`: who asked (a region code or 'platform'; None: not given), so that
+        an auditor reads it here (records from before it was kept lack the field)."""
         self.command_id = command_id
         self.fan_out_done = not fan_out
 

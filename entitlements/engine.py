@@ -558,6 +558,7 @@ class Engine:
             effective_at=cmd.effective_at,
             recorded_at=recorded_at,
             fan_out=fan_out,
+            jurisdiction=getattr(cmd, "jurisdiction", None),  # region commands have none
         )
 
     def _finish_fan_outs(self) -> None:
