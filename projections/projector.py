@@ -25,7 +25,9 @@ from projections import snapshot
 from projections.changes import ChangeFeed
 from projections.check_index import CheckIndex
 from projections.facts import Changed, LogFacts
+from projections.light_log import LightLog
 from projections.log_reader import Positioned, read_log
+from projections.timeline import region_timeline
 
 SNAPSHOT_EVERY = 10_000  # events caught up before a process saves a new snapshot
 
@@ -47,7 +49,10 @@ class Projector:
         self, app: Application[Any], url: str | None, index: CheckIndex | None = None
     ) -> None:
         self.app = app
-        self.facts = LogFacts()
+        # The log as facts (LogFacts), or, after a snapshot load, only as the check index
+        # holds it (LightLog: no Fact per account) until someone needs the facts.
+        self._facts: LogFacts | None = LogFacts()
+        self._light: LightLog | None = None
         self.index = index or CheckIndex()
         self.snapshot_file = snapshot_path(url) if url else None
         self._snapshot_position = 0
@@ -61,9 +66,34 @@ class Projector:
         self.on_records: list[Callable[[list[Positioned], int], None]] = []
 
     @property
+    def facts(self) -> LogFacts:
+        """Every account's and region's facts. A process started from a snapshot keeps only
+        the check index until something asks for them (a first command, the change feed, a
+        rebuild): they are built from the index then, once (about 10 s a million accounts)."""
+        if self._facts is None:
+            with self._lock:
+                if self._facts is None:
+                    assert self._light is not None
+                    self._facts = self._light.materialize()
+                    self._light = None
+        return self._facts
+
+    @facts.setter
+    def facts(self, facts: LogFacts) -> None:
+        with self._lock:
+            self._facts, self._light = facts, None
+
+    @property
+    def log(self) -> LogFacts | LightLog:
+        """Where events go: the facts once they exist, else the light log (no Facts)."""
+        log = self._facts if self._facts is not None else self._light
+        assert log is not None
+        return log
+
+    @property
     def lock(self) -> threading.RLock:
         """Held while the facts and the index move: hold it to see them stand still."""
-        return self._lock  # type: ignore[return-value]
+        return self._lock
 
     # -- start: snapshot, then catch up --------------------------------------------------
 
@@ -72,33 +102,64 @@ class Projector:
         self.catch_up()
 
     def load_snapshot(self) -> bool:
-        """Adopt the saved facts if the file is a snapshot of this very log (the event at
-        its position is the one it names); anything else is ignored: the log is read."""
+        """Adopt the saved check index if the file is a snapshot of this very log (the event
+        at its position is the one it names); anything else is ignored: the log is read.
+        No Fact per account is built: the process keeps a LightLog until facts are asked."""
         if self.snapshot_file is None or not self.snapshot_file.exists():
             return False
         try:
-            facts, head = snapshot.read(self.snapshot_file)
+            loaded, head = snapshot.read_index(self.snapshot_file)
         except snapshot.SnapshotRefused:
             return False
-        if not self._same_log(facts.position, head):
+        if not self._same_log(loaded.position, head):
             return False
+        regions = {c: region_timeline(c, fs) for c, fs in loaded.regions.items()}
         with self._lock:
-            self.facts = facts
-            self.index.replace({}, {}, 0)
-            self.index.update(
-                facts, Changed(accounts=set(facts.accounts), regions=set(facts.regions))
+            self.index.replace(loaded.accounts, regions, loaded.position, loaded.store)
+            self._light = LightLog(
+                self.index,
+                loaded.position,
+                loaded.newest_recorded_at,
+                loaded.regions,
+                loaded.members,
+                self._stream_of,
             )
-            self._snapshot_position = facts.position
+            self._facts = None
+            self._snapshot_position = loaded.position
         return True
+
+    def _stream_of(self, originator_id: Any) -> tuple[str, str] | None:
+        """Which stream an aggregate is, from its first event in the store (a LightLog asks
+        this of an account it holds no Fact of, once per event of it met while following)."""
+        stored = self.app.recorder.select_events(originator_id, lte=1, limit=1)
+        if not stored:
+            return None
+        first: Any = self.app.mapper.to_domain_event(stored[0])
+        if type(first).__name__ == "AccountRegistered":
+            return ("account", first.account_id)
+        if type(first).__name__ == "RegionOpened":
+            return ("region", first.region)
+        return None
 
     def save_snapshot(self) -> None:
         """Write the facts to a new file and move it into place (atomic)."""
         if self.snapshot_file is None:
             return
         with self._lock:
-            position = self.facts.position
-            snapshot.write(
-                self.snapshot_file, self.facts, self.fingerprint(position), f".tmp{os.getpid()}"
+            log = self.log
+            position = log.position
+            if isinstance(log, LogFacts) and (
+                self.index.position != position or len(self.index.accounts) != len(log.accounts)
+            ):  # facts read without the index (a rebuild): the index takes them all
+                changed = Changed(accounts=set(log.accounts), regions=set(log.regions))
+                self.index.update(log, changed)
+            snapshot.write_index(
+                self.snapshot_file,
+                self.index,
+                log,
+                log.members,
+                self.fingerprint(position),
+                f".tmp{os.getpid()}",
             )
             self._snapshot_position = position
 
@@ -122,7 +183,7 @@ class Projector:
         """Read the log past our position into facts and timelines; returns events read."""
         read = 0
         with self._lock:
-            for page in read_log(self.app, self.facts.position):
+            for page in read_log(self.app, self.log.position):
                 self._take(page)
                 read += len(page)
         return read
@@ -132,9 +193,8 @@ class Projector:
         recorded between our position and them (ids follow on exactly); else catch up."""
         with self._lock:
             ids = [r.notification.id for r in recordings]
-            if ids and ids == list(
-                range(self.facts.position + 1, self.facts.position + 1 + len(ids))
-            ):
+            position = self.log.position
+            if ids and ids == list(range(position + 1, position + 1 + len(ids))):
                 self._take((r.notification.id, r.domain_event) for r in recordings)
             else:
                 self.catch_up()
@@ -143,7 +203,7 @@ class Projector:
         """(position, decoded event) pairs in log order -> facts, then the index."""
         with self._lock:
             if self.feed is None:
-                changed = self.facts.add(events)
+                changed = self.log.add(events)
             else:  # one by one, so the feed sees each event's "before"
                 changed = Changed()
                 for position, event in events:
@@ -152,11 +212,12 @@ class Projector:
                         changed.accounts |= taken.accounts
                         changed.regions |= taken.regions
                         changed.records += taken.records
+            log = self.log
             for consumer in self.on_records:
-                consumer(changed.records, self.facts.position)
+                consumer(changed.records, log.position)
             # Always: a batch of command records alone changes no answer, but the index
             # has reached its position (read-your-writes waits for exactly that).
-            self.index.update(self.facts, changed)
+            self.index.update(log, changed)
 
     def start_feed(self) -> ChangeFeed:
         """Keep the change feed from now on (an HTTP worker's /v1/changes)."""
@@ -172,7 +233,7 @@ class Projector:
             return
         self.catch_up()
         with contextlib.suppress(NotImplementedError, AttributeError):  # SQLite: poll instead
-            self._subscription = self.app.recorder.subscribe(gt=self.facts.position)
+            self._subscription = self.app.recorder.subscribe(gt=self.log.position)
 
         def poll() -> None:
             while not self._stop.wait(interval):
@@ -210,5 +271,5 @@ class Projector:
             self._subscription.stop()
         if self._thread is not None:
             self._thread.join(5)
-        if self.facts.position - self._snapshot_position >= SNAPSHOT_EVERY:
+        if self.log.position - self._snapshot_position >= SNAPSHOT_EVERY:
             self.save_snapshot()

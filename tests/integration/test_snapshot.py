@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,14 +78,89 @@ def test_a_crafted_or_stale_snapshot_is_ignored_and_runs_nothing(
         path.write_bytes(b"\x1f\x8b" + os.urandom(200))
     else:
         if crafted == "old-schema":
-            document["schema"] = 1
+            document["schema"] = 4
         elif crafted == "wrong-types":
-            document["accounts"]["cn-free-01"][0][2] = "1; rm -rf /"
-        else:  # facts of another log, whose event at that position differs
+            document["templates"][0][1] = "1; rm -rf /"
+            document["times"] = "not base64!"
+        else:  # an index of another log, whose event at that position differs
             document["head"]["sha256"] = "0" * 64
-            document["accounts"]["cn-free-01"][0][5]["plan"] = "enterprise"
+            document["shapes"][0][3] = "enterprise"
         path.write_bytes(gzip.compress(json.dumps(document).encode()))
     with open_engine(store_url) as fresh:
         assert fresh.projector._snapshot_position == 0  # not used: the log was read
         assert answers(fresh) == expected
     assert not marker.exists()
+
+
+def decisions(engine: Engine, accounts: list[str]) -> list[dict[str, Any]]:
+    """Every answer (reason and `because` too) at a few times, without the position."""
+    found = []
+    for a in accounts:
+        for at in (None, "2020-05-20", "2020-10-01", "2021-01-01"):
+            for k in (None, "2020-06-01"):
+                for d in engine.capabilities(a, at=at, as_known_at=k):
+                    found.append({**d.as_dict(), "position": None})
+    return found
+
+
+def test_a_checking_process_keeps_no_facts_and_follows_the_log(store_url: str) -> None:
+    accounts = ["cn-free-01", "cn-pro-01", "cn-ent-02", "us-pro-01", "new-01"]
+    with open_engine(store_url) as writer:
+        apply_scenario(writer)
+        writer.projector.save_snapshot()
+        with open_engine(store_url) as reader:
+            assert reader.projector._facts is None  # started from the index alone
+            assert decisions(reader, accounts[:4]) == decisions(writer, accounts[:4])
+            # the writer moves on: an event of an account the reader knows only by its
+            # index (its stream is asked of the store), a new account, a region rule
+            results = writer.apply(
+                [
+                    {
+                        "command": "revoke_hosting",
+                        "account_id": "us-pro-01",
+                        "reason": "audit",
+                        "effective_at": "2020-09-01",
+                        "command_id": "late-1",
+                    },
+                    {
+                        "command": "register_account",
+                        "account_id": "new-01",
+                        "region": "US",
+                        "plan": "pro",
+                        "channel": "online",
+                        "effective_at": "2020-07-01",
+                    },
+                    {
+                        "command": "apply_region_rule",
+                        "region": "US",
+                        "rule": "online_subscriptions_closed",
+                        "effective_at": "2020-09-15",
+                    },
+                ]
+            )
+            assert [r.status for r in results] == ["applied"] * 3, results
+            reader.catch_up()
+            assert reader.projector._facts is None
+            assert reader.index.position == writer.index.position
+            assert decisions(reader, accounts) == decisions(writer, accounts)
+            # a command in the reader: its facts are built from the index, then it writes
+            reader.projector.save_snapshot()
+            (again,) = reader.apply(
+                [
+                    {
+                        "command": "restore_hosting",
+                        "account_id": "us-pro-01",
+                        "reason": "audit passed",
+                        "effective_at": "2020-12-01",
+                    }
+                ]
+            )
+            assert again.status == "applied", again.reason
+            assert reader.projector._facts is not None
+            assert reader.facts.members == writer.facts.members
+            writer.catch_up()
+            assert decisions(reader, accounts) == decisions(writer, accounts)
+    with open_engine(store_url) as fresh:  # from the reader's snapshot, then the log
+        assert fresh.projector._snapshot_position > 0
+        with open_engine(store_url) as other:
+            assert decisions(fresh, accounts) == decisions(other, accounts)
