@@ -28,6 +28,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from pydantic import BaseModel, ValidationError
 
+from entitlements import integrity
 from entitlements.account import Account, account_uuid
 from entitlements.commands import Command, command_fingerprint, now, parse_time
 from entitlements.decisions import UnknownAccount
@@ -49,7 +50,7 @@ TOPIC = "entitlements:"
 APPLIED, REJECTED = "CommandApplied", "CommandRejected"
 RULE_SWITCHES = ("RegionRuleApplied", "RegionRuleLifted")
 _TINY = timedelta(microseconds=1)
-_DATA_SKIP = {"originator_id", "originator_version", "originator_topic", "timestamp"}
+_DATA_SKIP = {"originator_id", "originator_version", "originator_topic", "timestamp", "chain"}
 
 
 # -- small helpers --------------------------------------------------------------------------
@@ -596,8 +597,9 @@ def export_case(
     """A case file for one account or one region: its events (both clocks, actor,
     command_id, cause, position) taking effect in [from, to], its rejections, the decision
     of every capability at `from` and at each change point in [from, to] (as `check`
-    answers, everything recorded), and the log's head (`head.hash` is kept for the
-    integrity chain; null until it exists)."""
+    answers, everything recorded), and the log's head: its position and the integrity
+    chain's hash there, as stored (`audit verify --receipt HASH@POSITION` checks it; null for
+    a record from before the chain)."""
     if (account_id is None) == (region is None):
         raise ValueError("scope: give an account or a region, not both")
     start, end = parse_when("from", from_), parse_when("to", to)
@@ -674,7 +676,7 @@ def export_case(
         "scope": {"account_id": account_id} if account_id else {"region": code},
         "from": iso(start) if start else None,
         "to": iso(end) if end else None,
-        "head": {"position": head, "hash": None},
+        "head": {"position": head, "hash": integrity.stored_hash(engine.app, head)},
         "events": events,
         "rejections": rejections,
         "decisions": decisions,
@@ -710,7 +712,9 @@ def case_csv(case: Mapping[str, Any]) -> str:
     def js(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, sort_keys=True) if value else ""
 
-    w.writerow({"kind": "head", "position": case["head"]["position"], "details": js(case["scope"])})
+    head = case["head"]
+    details = js({**case["scope"], "hash": head.get("hash")})
+    w.writerow({"kind": "head", "position": head["position"], "details": details})
     for e in case["events"]:
         w.writerow(
             {
@@ -758,3 +762,11 @@ def case_csv(case: Mapping[str, Any]) -> str:
             }
         )
     return buf.getvalue()
+
+
+def verify(engine: Engine, receipt: str | None = None) -> dict[str, Any]:
+    """`audit verify`: the integrity chain recomputed over the whole log (see
+    entitlements/integrity.py); with a receipt HASH@POSITION, whether the log up to that
+    position is unchanged since the receipt was written. A bad receipt is a ValueError."""
+    parsed = integrity.parse_receipt(receipt) if receipt is not None else None
+    return integrity.verify(engine.app, parsed).as_dict()

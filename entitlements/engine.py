@@ -25,6 +25,7 @@ from eventsourcing.domain import Aggregate, DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from entitlements import commands as c
+from entitlements import integrity
 from entitlements.account import Account, account_uuid
 from entitlements.command_book import CommandBook, applied_record, rejected_record
 from entitlements.command_log import AppliedCommand, command_uuid
@@ -158,6 +159,10 @@ class Engine:
         self._book_saved = 0  # the position of the book's file
         self._account_cache: OrderedDict[str, Account] = OrderedDict()
         self._region_cache: OrderedDict[str, Region] = OrderedDict()
+        # The integrity chain's head as this writer last saved it: (position, hash). Read
+        # again from the store (one row) when the log moved on without us.
+        self._chain_head: tuple[int, str] | None = None
+        self.chain = True  # seal events (a benchmark switches it off to measure its cost)
         if start:
             self.projector.start()
 
@@ -666,9 +671,28 @@ class Engine:
         """Save ready-made events (no aggregate to collect them from) and take them in."""
         if not events:
             return None
+        sealed = self._seal(events)
         recordings = self.app.events.put(events)
+        self._sealed(recordings, sealed)
         self.projector.absorb(recordings)
         return recordings[-1].notification.id if recordings else None
+
+    def _seal(self, events: list[DomainEventProtocol[UUID]]) -> str | None:
+        """Chain the events (integrity.seal) onto the log's head, in the order they will
+        take in the log. Called under the writer lock, with the facts level with the log:
+        the head is the record at the facts' position (ours, remembered, or read once)."""
+        if not self.chain:
+            return None
+        position = self.facts.position
+        head = self._chain_head
+        if head is None or head[0] != position:
+            head = self._chain_head = (position, integrity.head_at(self.app, position))
+        return integrity.seal(events, head[1])
+
+    def _sealed(self, recordings: Sequence[Any], last: str | None) -> None:
+        """The save committed: its last record is the chain's head now."""
+        if last is not None and recordings:
+            self._chain_head = (recordings[-1].notification.id, last)
 
     def _save_group(self, group: _Group) -> list[int]:
         """One transaction for the whole group, in command order; then the facts take the
@@ -676,7 +700,9 @@ class Engine:
         now current, are kept for the next commands. Returns each event's position."""
         if not group.events:
             return []
+        sealed = self._seal(group.events)
         recordings = self.app.save(group)  # type: ignore[arg-type]
+        self._sealed(recordings, sealed)
         self.projector.absorb(recordings)
         for account in group.accounts.values():
             self._keep(self._account_cache, account.account_id, account)

@@ -26,6 +26,7 @@ _ENVELOPE = frozenset(
         "recorded_at",
         "cause",
         "account_id",
+        "chain",  # the integrity chain's link (entitlements.integrity), not the event's data
     }
 )
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from entitlements import audit
+from entitlements import audit, integrity
 from entitlements.account import Account
 from entitlements.decisions import UnknownAccount
 from entitlements.engine import Engine
@@ -224,7 +225,8 @@ def test_a_region_without_commands_holds_trivially_and_codes_are_checked(china: 
 
 def test_a_case_file_of_one_account(china: Engine) -> None:
     case = audit.export_case(china, account_id="cn-pro-01")
-    assert case["head"] == {"position": china.position(), "hash": None}
+    head = integrity.verify(china.app)  # the head's hash is the integrity chain's, verified
+    assert case["head"] == {"position": china.position(), "hash": head.hash} and head.ok
     types = [e["type"] for e in case["events"] if e["stream"] == "account:cn-pro-01"]
     assert types == [e["type"] for e in china.history("cn-pro-01")]
     assert all({"actor", "command_id", "cause", "position"} <= set(e) for e in case["events"])
@@ -245,6 +247,7 @@ def test_a_case_file_of_a_region_within_a_window_and_as_csv(china: Engine) -> No
     rows = list(csv.DictReader(io.StringIO(audit.case_csv(case))))
     kinds = [r["kind"] for r in rows]
     assert kinds[0] == "head" and rows[0]["position"] == str(case["head"]["position"])
+    assert json.loads(rows[0]["details"])["hash"] == case["head"]["hash"] is not None
     assert kinds.count("event") == len(case["events"])
     assert kinds.count("decision") == len(case["decisions"])
     assert kinds.count("rejection") == len(case["rejections"])

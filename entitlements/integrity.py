@@ -1,0 +1,293 @@
+"""The log's integrity: a SHA-256 chain over every record, in log order.
+
+Each stored event (account and region events, and the command records CommandApplied,
+CommandRejected, FanOutCompleted) carries `chain = {"prev": P, "hash": H}` in its own
+stored state, where
+
+    content = JSON, keys sorted, no spaces, UTF-8, of
+              {"stream": originator id, "version": originator version, "topic": topic,
+               "state": the stored state without `chain` and the library's `timestamp`}
+              (times as ISO 8601, UUIDs as strings)
+    H       = sha256(P + "\\n" + content), in hex; P is the previous record's H
+
+The writer seals events just before it saves them, under the writer lock, in the order they
+take in the log. Records from before the chain existed carry none: they may only come
+first, and the first chained record's P is `genesis(position of the record before it)`
+(0 for a log that starts chained). `verify` walks the log recomputing every link; a head
+hash written down earlier (a receipt, HASH@POSITION) proves the log up to that position
+unchanged, which also catches a chain recomputed from scratch after an edit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.utils import get_topic
+
+CHAIN = "chain"
+PAGE = 1000  # notifications per select while verifying
+LOOKAHEAD = 2000  # rows read past a break to tell a deletion from an insertion or a move
+SEEN = 50_000  # recent hashes remembered to recognise a row that links back (a move)
+_SKIP = frozenset({CHAIN, "timestamp", "originator_id", "originator_version"})
+
+
+def genesis(position: int) -> str:
+    """The previous hash of the first chained record: derived from the position of the
+    record before it (0: none), so removing that record breaks the first link too."""
+    return hashlib.sha256(f"entitlements-log-genesis:{position}".encode()).hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, UUID | Decimal):
+        return str(value)
+    raise TypeError(f"not part of a record's content: {type(value).__name__}")
+
+
+_encode = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain
+).encode
+
+
+def content(stream: UUID | str, version: int, topic: str, state: dict[str, Any]) -> bytes:
+    """A record's canonical bytes (see the module's docstring)."""
+    kept = {k: v for k, v in state.items() if k not in _SKIP}
+    return _encode(
+        {"stream": str(stream), "version": version, "topic": topic, "state": kept}
+    ).encode()
+
+
+def link(prev: str, body: bytes) -> str:
+    """chain_i = sha256(chain_{i-1} + "\\n" + content_i), hex."""
+    h = hashlib.sha256(prev.encode())
+    h.update(b"\n")
+    h.update(body)
+    return h.hexdigest()
+
+
+def seal(events: Iterable[Any], prev: str) -> str:
+    """Set each event's `chain` (in the order given: the order they take in the log) and
+    return the last hash. The state hashed is what the mapper will store."""
+    for e in events:
+        state = dict(vars(e))
+        version = getattr(type(e), "class_version", 1)
+        if version > 1:
+            state["class_version"] = version
+        h = link(prev, content(e.originator_id, e.originator_version, get_topic(type(e)), state))
+        object.__setattr__(e, CHAIN, {"prev": prev, "hash": h})
+        prev = h
+    return prev
+
+
+def _state(app: Application[Any], n: Any) -> dict[str, Any]:
+    """A stored event's state as stored (no upcasting: the hash covers what was written)."""
+    raw = n.state
+    if app.mapper.cipher:
+        raw = app.mapper.cipher.decrypt(raw)
+    if app.mapper.compressor:
+        raw = app.mapper.compressor.decompress(raw)
+    state: dict[str, Any] = app.mapper.transcoder.decode(raw)
+    return state
+
+
+def stored_hash(app: Application[Any], position: int) -> str | None:
+    """The chain hash the record at `position` carries, as stored (not verified); None when
+    there is no such record or it carries none (a record from before the chain)."""
+    if position <= 0:
+        return None
+    found = app.recorder.select_notifications(start=position, limit=1)
+    if not found or found[0].id != position:
+        return None
+    chain = _state(app, found[0]).get(CHAIN)
+    h = chain.get("hash") if isinstance(chain, dict) else None
+    return h if isinstance(h, str) else None
+
+
+def head_at(app: Application[Any], position: int) -> str:
+    """What the next record links to, after the record at `position`: its stored hash, or
+    genesis(position) when it has none (a record from before the chain, or an empty log)."""
+    return stored_hash(app, position) or genesis(position)
+
+
+def parse_receipt(text: str) -> tuple[str, int]:
+    """HASH@POSITION -> (hash, position); ValueError naming what is wrong."""
+    h, sep, p = text.strip().rpartition("@")
+    h = h.lower()
+    if not sep or len(h) != 64 or any(ch not in "0123456789abcdef" for ch in h):
+        raise ValueError("receipt: expected HASH@POSITION (64 hex digits, '@', a position)")
+    if not p.isdigit() or int(p) < 1:
+        raise ValueError("receipt: the position after '@' must be a positive integer")
+    return h, int(p)
+
+
+@dataclass
+class Row:
+    """One stored record, read for checking."""
+
+    position: int
+    prev: str | None  # None: it carries no chain
+    hash: str | None
+    computed: str | None = None  # sha256(its own prev + its content): is it self-consistent?
+
+
+@dataclass
+class Verification:
+    """What `verify` found: the head, or the first break and how; and the receipt."""
+
+    ok: bool
+    position: int  # the head's position (ok), else where the chain breaks
+    hash: str | None  # the head's hash (ok; None when nothing is chained yet)
+    chained: int = 0  # records checked
+    legacy: int = 0  # records from before the chain (not covered)
+    starts_at: int | None = None  # the first chained record's position
+    kind: str | None = None  # edited | deleted | inserted | reordered | receipt
+    reason: str | None = None  # one line
+    receipt: dict[str, Any] | None = None
+    head: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ok": self.ok,
+            "head": self.head,
+            "chained": self.chained,
+            "legacy": self.legacy,
+            "chain_starts_at": self.starts_at,
+        }
+        if not self.ok and self.kind != "receipt":
+            out["break"] = {"position": self.position, "kind": self.kind, "reason": self.reason}
+        if self.receipt is not None:
+            out["receipt"] = self.receipt
+        return out
+
+
+def _notifications(app: Application[Any], after: int) -> Iterator[Any]:
+    start = after + 1
+    while True:
+        page = app.recorder.select_notifications(start=start, limit=PAGE)
+        yield from page
+        if len(page) < PAGE:
+            return
+        start = page[-1].id + 1
+
+
+def _row(app: Application[Any], n: Any) -> Row:
+    state = _state(app, n)
+    chain = state.get(CHAIN)
+    if not (isinstance(chain, dict) and isinstance(chain.get("prev"), str)):
+        return Row(n.id, None, None)
+    prev, h = chain["prev"], chain.get("hash")
+    computed = link(prev, content(n.originator_id, n.originator_version, n.topic, state))
+    return Row(n.id, prev, h if isinstance(h, str) else None, computed)
+
+
+def verify(app: Application[Any], receipt: tuple[str, int] | None = None) -> Verification:
+    """Walk the whole log recomputing the chain. The first break is reported with its
+    position and kind; a receipt (hash, position) must equal the chain recomputed there."""
+    prev, prev_pos = genesis(0), 0
+    seen: OrderedDict[str, int] = OrderedDict()  # recent hashes -> position
+    chained = legacy = 0
+    starts_at: int | None = None
+    receipt_holds: bool | None = None
+    receipt_note = ""
+    rows = _notifications(app, 0)
+    for n in rows:
+        if receipt is not None and receipt_holds is None and n.id > receipt[1]:
+            receipt_holds, receipt_note = False, f"the log has no record at position {receipt[1]}"
+        row = _row(app, n)
+        if row.prev is None and starts_at is None:
+            legacy += 1
+            prev, prev_pos = genesis(n.id), n.id
+            continue
+        if starts_at is None:
+            starts_at = n.id
+        if row.prev == prev and row.hash == row.computed:
+            chained += 1
+            prev, prev_pos = row.computed or prev, n.id
+            seen[prev] = n.id
+            if len(seen) > SEEN:
+                seen.popitem(last=False)
+            if receipt is not None and n.id == receipt[1]:
+                receipt_holds = prev == receipt[0]
+                if not receipt_holds:
+                    receipt_note = (
+                        f"the chain at position {n.id} is {prev}, not the receipt's: the log "
+                        f"up to {n.id} was rewritten since the receipt was written"
+                    )
+            continue
+        ahead = [_row(app, m) for _, m in zip(range(LOOKAHEAD), rows, strict=False)]
+        kind, at, reason = _diagnose(row, ahead, prev, prev_pos, seen)
+        out = Verification(False, at, None, chained, legacy, starts_at, kind, reason)
+        out.head = {"position": prev_pos, "hash": prev if starts_at is not None else None}
+        return _with_receipt(out, receipt, receipt_holds, receipt_note)
+    head_hash = prev if starts_at is not None else None
+    if receipt is not None and receipt_holds is None:
+        receipt_holds = False
+        receipt_note = f"the log ends at position {prev_pos}, before the receipt's {receipt[1]}"
+    out = Verification(True, prev_pos, head_hash, chained, legacy, starts_at)
+    out.head = {"position": prev_pos, "hash": head_hash}
+    if receipt is not None and not receipt_holds:
+        out.ok, out.kind, out.reason = False, "receipt", f"receipt does not hold: {receipt_note}"
+        out.position = receipt[1]
+    return _with_receipt(out, receipt, receipt_holds, receipt_note)
+
+
+def _with_receipt(
+    out: Verification, receipt: tuple[str, int] | None, holds: bool | None, note: str
+) -> Verification:
+    if receipt is not None:
+        out.receipt = {
+            "hash": receipt[0],
+            "position": receipt[1],
+            "holds": holds,
+            **({"reason": note} if note and holds is False else {}),
+        }
+    return out
+
+
+def _diagnose(
+    row: Row, ahead: list[Row], prev: str, prev_pos: int, seen: OrderedDict[str, int]
+) -> tuple[str, int, str]:
+    """How the chain breaks at `row` (prev, prev_pos: the last good link), told from the
+    links around it: (kind, position, one-line reason)."""
+    p = row.position
+    nxt = next((r for r in ahead if r.prev is not None), None)
+    over_p = nxt is not None and nxt.prev == prev  # the chain goes on as if p were not there
+    if row.prev is None:
+        if nxt is None or over_p:
+            why = f"a record without a chain after chained records (the last link is {prev_pos})"
+            return "inserted", p, f"position {p} is not in the chain: {why}"
+        return "edited", p, f"position {p} carries no chain after chained records (removed)"
+    if row.prev == prev:  # the link holds: the content (or the hash) was changed
+        if over_p:
+            return "inserted", p, f"position {p} is not in the chain (the next links to {prev_pos})"
+        why = "its content was changed after it was recorded"
+        return "edited", p, f"position {p} does not match its hash: {why}"
+    later = next((r for r in ahead if r.hash is not None and r.hash == row.prev), None)
+    if later is not None:  # it links to a record further on: rows changed places
+        why = f"holds a record that belongs after position {later.position}"
+        return "reordered", p, f"position {p} {why} (rows were moved or swapped)"
+    if over_p:
+        return "inserted", p, f"position {p} is not in the chain (the next links to {prev_pos})"
+    back = seen.get(row.prev)
+    if back is not None:  # it links past the rows before it: those are foreign
+        first = next((q for q in seen.values() if q > back), p)
+        span = f"position {first} is" if first == prev_pos else f"positions {first}..{prev_pos} are"
+        return "inserted", first, f"{span} not in the chain: position {p} links to {back}"
+    over = next((r for r in ahead if r.prev == prev), None)
+    if over is not None:
+        span = f"positions {p}..{over.position - 1}"
+        return "inserted", p, f"{span} are not in the chain ({over.position} links to {prev_pos})"
+    if row.hash is not None and row.hash == row.computed:
+        why = f"a record between positions {prev_pos} and {p} was deleted"
+        return "deleted", p, f"position {p} links to a record no longer in the log: {why}"
+    return "edited", p, f"position {p} matches neither its hash nor its link"
