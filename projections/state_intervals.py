@@ -163,7 +163,7 @@ def _account_belief(
         if current is not None:
             pieces.append((current, start, at))
         current, start = values, at
-    pieces.append((current, start, None))  # type: ignore[arg-type]
+    pieces.append((current, start, None))
     return pieces
 
 
@@ -178,6 +178,7 @@ def account_rows(
     (ACCOUNT_COLUMNS), from its facts (sorted by `Fact.order`), times written by `when`."""
     w = when or _same
     first, first_known = facts[0], facts[0].recorded_at
+    registration: Fact | None
     if first.type == "AccountRegistered" and all(f.recorded_at >= first_known for f in facts):
         # Registered first in effective order and first known: no unregistered piece at all.
         registration, unregistered = first, ""
@@ -216,8 +217,8 @@ def _account_now(
         (
             v
             for v, eff_from, eff_to in latest
-            if eff_from <= now and (eff_to is None or now < eff_to)
-        ),  # type: ignore[operator]
+            if eff_from is not None and eff_from <= now and (eff_to is None or now < eff_to)
+        ),
         None,
     )
     if values is None or values[0] is not None:

@@ -306,7 +306,7 @@ def _decide(capability: str, a: Any, r: Any) -> tuple[ColumnElement[Any], ...]:
             ]
     assert capability in BOOLEAN_CAPABILITIES or limit
     *cases, default = branches
-    return tuple(case(*((c[0], c[i]) for c in cases), else_=default[i]) for i in (1, 2, 3))  # type: ignore[return-value]
+    return tuple(case(*((c[0], c[i]) for c in cases), else_=default[i]) for i in (1, 2, 3))
 
 
 def capabilities_now_sql(engine: SqlEngine, tables: ReadModelTables = CURRENT) -> str:
