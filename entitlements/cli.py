@@ -426,6 +426,57 @@ def cmd_audit_export(engine: Engine, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_audit_verify(engine: Engine, args: argparse.Namespace) -> int:
+    """Exit 0 when the integrity chain holds over the whole log (and the receipt, if given);
+    6 with the first break (position, kind, one line) or a receipt that does not hold."""
+    report = audit.verify(engine, args.receipt)
+    code = EXIT_OK if report["ok"] else EXIT_VIOLATION
+    if args.json:
+        print(json.dumps(report))
+        return code
+    head = report["head"]
+    broken = report.get("break")
+    receipt = report.get("receipt")
+    if broken is not None:
+        out.print(
+            "[red]BROKEN[/] "
+            + escape(f"at position {broken['position']}: {broken['kind']}: {broken['reason']}"),
+            soft_wrap=True,
+        )
+        return code
+    if receipt is not None and not receipt["holds"]:
+        out.print(
+            "[red]RECEIPT FAILS[/] "
+            + escape(f"at position {receipt['position']}: {receipt['reason']}"),
+            soft_wrap=True,
+        )
+        return code
+    if head["hash"] is None:
+        out.print(
+            escape(
+                f"no record is chained yet: {report['legacy']} records, up to "
+                f"position {head['position']}, are from before the chain"
+            )
+        )
+    else:
+        legacy = report["legacy"]
+        before = f"; {legacy} earlier records from before the chain" if legacy else ""
+        out.print(
+            "[green]intact:[/] "
+            + escape(
+                f"{report['chained']} records chained from position "
+                f"{report['chain_starts_at']}{before}"
+            )
+        )
+        out.print(escape(f"head {head['hash']}@{head['position']}"))
+    if receipt is not None:
+        out.print(
+            "[green]receipt holds:[/] "
+            + escape(f"the log up to position {receipt['position']} is unchanged since it")
+        )
+    return code
+
+
 # -- the rejection log -------------------------------------------------------------------
 
 
@@ -821,7 +872,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "audit",
-        help="auditors' proofs from the log: jurisdiction, export",
+        help="auditors' proofs from the log: jurisdiction, export, verify",
         description="Read-only questions answered from the log itself.",
     )
     audit_sub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
@@ -863,6 +914,23 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--format", required=True, choices=("json", "csv"), help="json or csv")
     a.add_argument("--output", metavar="FILE", help="write here instead of stdout")
     a.set_defaults(run=cmd_audit_export)
+    a = audit_sub.add_parser(
+        "verify",
+        help="recompute the log's integrity chain: the head hash, or where it breaks",
+        description="Walks the whole log recomputing the SHA-256 chain that links every "
+        "record (events and command records) to the one before it. Prints the head's "
+        "hash and position (write it down: it is a receipt), or the first position where "
+        "the chain breaks and how (edited, deleted, inserted or reordered). With --receipt "
+        "HASH@POSITION, also proves the log up to POSITION is unchanged since the receipt "
+        "was written (this catches a chain recomputed after an edit). Exit 0 when all "
+        "holds, 6 otherwise.",
+        epilog="examples:\n  entitlements audit verify\n"
+        "  entitlements audit verify --receipt 0b8b2158...5112@56 --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    a.add_argument("--receipt", metavar="HASH@POSITION", help="a head written down earlier")
+    a.add_argument("--json", action="store_true", help="print JSON for machines")
+    a.set_defaults(run=cmd_audit_verify, lazy_index=True)
 
     p = sub.add_parser(
         "rejections",

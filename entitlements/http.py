@@ -418,6 +418,17 @@ def create_app(url: str | None = None, *, follow: bool = True) -> FastAPI:
         entries = [r for r in engine.rejections(account_id, region) if r["position"] > after]
         return {"rejections": entries}
 
+    @app.get("/v1/audit/verify", tags=["auditors"], responses=_errors(401, 403, 422, 503))
+    def verify(
+        engine: Annotated[Engine, Depends(engine_of)],
+        _: Annotated[Principal, Depends(auditor)],
+        receipt: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> dict[str, Any]:
+        """`entitlements audit verify --json`: the integrity chain recomputed over the whole
+        log: `ok`, `head` (position, hash), or `break` (position, kind, reason); with
+        `receipt=HASH@POSITION`, whether the log up to POSITION is unchanged since."""
+        return audit.verify(engine, receipt)
+
     @app.post(
         "/v1/commands",
         response_model=CommandsOut,
