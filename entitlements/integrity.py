@@ -79,10 +79,10 @@ def seal(events: Iterable[Any], prev: str) -> str:
     """Set each event's `chain` (in the order given: the order they take in the log) and
     return the last hash. The state hashed is what the mapper will store."""
     for e in events:
-        state = dict(vars(e))
+        state = vars(e)  # not copied: content() skips what is not stored or not hashed
         version = getattr(type(e), "class_version", 1)
         if version > 1:
-            state["class_version"] = version
+            state = {**state, "class_version": version}
         h = link(prev, content(e.originator_id, e.originator_version, get_topic(type(e)), state))
         object.__setattr__(e, CHAIN, {"prev": prev, "hash": h})
         prev = h

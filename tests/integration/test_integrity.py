@@ -237,3 +237,15 @@ def test_the_export_names_the_chain_head(engine: Engine) -> None:
     case: dict[str, Any] = audit.export_case(engine, account_id="cn-free-01")
     v = verify(engine)
     assert case["head"] == {"position": v.position, "hash": v.hash}
+
+
+def test_an_event_of_a_later_class_version_verifies_as_stored(engine: Engine) -> None:
+    """The hash covers the state as stored (class_version included), not as upcast on read."""
+    from tests.integration.test_event_versions import Gadget
+
+    gadget = Gadget()
+    gadget.rename(name="new", effective_at=datetime(2020, 1, 1, tzinfo=UTC))
+    events = gadget.collect_events()
+    integrity.seal(events, integrity.head_at(engine.app, engine.position()))
+    engine.app.events.put(events)
+    assert verify(engine).ok and verify(engine).chained == 2
