@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Table, create_engine, delete, insert, inspect, select, text, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine import Engine as SqlEngine
 
 from projections.check_index import CheckIndex
@@ -42,10 +42,13 @@ LEGACY_INTERVALS = "capability_intervals"
 
 
 def sql_engine(url: str) -> SqlEngine:
-    """SQLAlchemy engine on the same database as the log (psycopg 3 for PostgreSQL)."""
-    from entitlements.store import sqlalchemy_url  # the one place store URLs are normalised
-
-    engine = create_engine(sqlalchemy_url(url))
+    """SQLAlchemy engine on the same database as the log, from the store's canonical URL
+    (entitlements.store.store_url: `sqlite:////abs` or `postgresql://...`), with psycopg 3
+    for PostgreSQL. Normalising what users type is the doors' work, not a projection's."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    engine = create_engine(parsed)
     if engine.dialect.name == "sqlite":
         from sqlalchemy import event
 

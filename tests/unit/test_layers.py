@@ -1,0 +1,76 @@
+"""Imports run one way: doors -> engine -> {projections, domain, store}; projections ->
+domain; the domain imports neither. Read from the source (every import, also those inside
+functions), so a shortcut taken anywhere shows up here."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: The domain: what users ask, what aggregates decide and record, what answers look like.
+DOMAIN = {
+    "entitlements.rules",
+    "entitlements.commands",
+    "entitlements.decisions",
+    "entitlements.account",
+    "entitlements.region",
+    "entitlements.command_log",
+}
+#: The writer's and the doors' side: none of it is for a projection or the domain to use.
+ENGINE_SIDE = {
+    "entitlements.engine",
+    "entitlements.command_book",
+    "entitlements.store",
+    "entitlements.tokens",
+    "entitlements.cli",
+    "entitlements.http",
+    "entitlements.serving",
+}
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module a file imports from our two packages, wherever the import statement is."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        found.update(n for n in names if n.split(".")[0] in ("entitlements", "projections"))
+    return found
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
+
+
+PROJECTIONS = sorted((ROOT / "projections").glob("*.py"))
+DOMAIN_FILES = [ROOT / (m.replace(".", "/") + ".py") for m in sorted(DOMAIN)]
+
+
+@pytest.mark.parametrize("path", PROJECTIONS, ids=module_name)
+def test_a_projection_depends_on_the_domain_alone(path: Path) -> None:
+    outside = {
+        m
+        for m in imports_of(path)
+        if m.startswith("entitlements") and m not in DOMAIN and m != "entitlements"
+    }
+    # `from entitlements.rules import Fact` names entitlements.rules.Fact: keep modules only
+    outside = {m for m in outside if m.rsplit(".", 1)[0] not in DOMAIN}
+    assert not outside, f"{module_name(path)} imports {sorted(outside)}"
+
+
+@pytest.mark.parametrize("path", DOMAIN_FILES, ids=module_name)
+def test_the_domain_imports_no_projection_and_nothing_of_the_engine(path: Path) -> None:
+    wrong = {
+        m
+        for m in imports_of(path)
+        if m.startswith("projections") or any(m == e or m.startswith(e + ".") for e in ENGINE_SIDE)
+    }
+    assert not wrong, f"{module_name(path)} imports {sorted(wrong)}"
