@@ -280,9 +280,8 @@ def decide_host(acc: AccountState) -> Verdict:
         return blocked
     reasons, because = [], []
     if acc.manual_revocation is not None:
-        reasons.append(
-            f"hosting revoked: {acc.manual_revocation.data.get('reason', '')}".rstrip(": ")
-        )
+        why = acc.manual_revocation.data.get("reason")
+        reasons.append(f"hosting revoked: {why}" if why else "hosting revoked")
         because.append(acc.manual_revocation)
     if acc.rule_revocation is not None:
         rule = (acc.rule_revocation.cause or {}).get("rule", FREE_HOSTING_RULE)

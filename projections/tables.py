@@ -256,7 +256,10 @@ def _decide(capability: str, a: Any, r: Any) -> tuple[ColumnElement[Any], ...]:
         + a.region
         + ", pending sales approval"
     )
-    manual = func.rtrim("hosting revoked: " + a.manual_revocation_reason, ": ")
+    manual = case(
+        (a.manual_revocation_reason == "", literal("hosting revoked", String)),
+        else_="hosting revoked: " + a.manual_revocation_reason,
+    )
     by_rule = "hosting revoked by " + a.rule_revocation_rule + " in " + a.region
     by_rule = by_rule + " while on the free plan"
     revoked = case(

@@ -128,6 +128,12 @@ def test_host_is_denied_while_a_manual_revocation_is_in_force_naming_its_reason(
     assert (v.allowed, v.reason, v.because) == (False, "hosting revoked: abuse report", (revoked,))
 
 
+def test_a_revocation_reason_is_quoted_whole_even_ending_in_colons() -> None:
+    acc = account(plan="business", channel="direct")
+    acc.add("HostingRevoked", "2020-03-01", reason="see ticket :smile: ")
+    assert answer("host", acc, region()).reason == "hosting revoked: see ticket :smile: "
+
+
 def test_a_restore_ends_a_manual_revocation_and_is_cited() -> None:
     acc = account(plan="pro")
     acc.add("HostingRevoked", "2020-03-01", reason="abuse")
