@@ -33,7 +33,9 @@ def served(store_url: str) -> Iterator[tuple[TestClient, dict[str, dict[str, str
         yield client, headers
 
 
-def test_the_scenarios_decisions_over_http(served: tuple[TestClient, dict[str, dict[str, str]]]) -> None:
+def test_the_scenarios_decisions_over_http(
+    served: tuple[TestClient, dict[str, dict[str, str]]],
+) -> None:
     client, headers = served
     for row in read_jsonl(scenario_file("china-2020.expected.jsonl")):
         params = {k: row[k] for k in ("at", "as_known_at") if k in row}
@@ -80,7 +82,11 @@ ENDPOINTS: list[tuple[str, str, str, Any]] = [
 
 @pytest.mark.parametrize(("needs", "method", "path", "body"), ENDPOINTS)
 def test_every_role_against_every_endpoint(
-    served: tuple[TestClient, dict[str, dict[str, str]]], needs: str, method: str, path: str, body: Any
+    served: tuple[TestClient, dict[str, dict[str, str]]],
+    needs: str,
+    method: str,
+    path: str,
+    body: Any,
 ) -> None:
     client, headers = served
     assert client.request(method, path, json=body).status_code == 401
