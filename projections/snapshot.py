@@ -137,8 +137,11 @@ def write_index(
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(tmp_suffix)
-    with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=1) as f:
-        json.dump(document, f, separators=(",", ":"))
+    # json.dumps, not json.dump: dump streams through the pure-Python encoder (iterencode),
+    # dumps encodes in C in one go (measured: most of a rebuild's snapshot time at 200k).
+    encoded = json.dumps(document, separators=(",", ":")).encode()
+    with gzip.open(tmp, "wb", compresslevel=1) as f:
+        f.write(encoded)
     tmp.replace(path)
 
 
