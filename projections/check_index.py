@@ -52,7 +52,6 @@ from projections.facts import Changed
 from projections.timeline import (
     EMPTY_REGION,
     Timeline,
-    account_timeline,
     build_timeline,
     region_timeline,
 )
@@ -480,13 +479,6 @@ class CheckIndex:
         if code is None:
             return list(entry)  # type: ignore[arg-type]
         return self.store.facts(account_id, code)
-
-    def timelines(self, account_id: str) -> tuple[Timeline[AccountState], Timeline[RegionState]]:
-        """The account's timeline and its region's, as `capability_intervals` reads them
-        (built from the account's events: not on the check path)."""
-        facts = self.facts(account_id)
-        region = next((f.data["region"] for f in facts if f.type == "AccountRegistered"), "")
-        return account_timeline(facts), self.regions.get(region, EMPTY_LINE).timeline
 
     # -- checks --------------------------------------------------------------------------
 

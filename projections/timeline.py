@@ -2,24 +2,21 @@
 
 A timeline is a list of *beliefs*, one for each recorded time at which something was
 learned; each belief is a step function of effective time. `state_at(T, K)` is two
-bisects. `capability_intervals` turns an account's and its region's timelines into the
-rows analysts query: what each capability was, over which effective and recorded times.
+bisects. (The SQL read models' rows come from projections/state_intervals.py.)
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
 from entitlements.rules import (
-    CAPABILITIES,
     AccountState,
     Fact,
     RegionState,
-    decide,
     fold_account,
     fold_region,
 )
@@ -115,74 +112,3 @@ def region_timeline(code: str, facts: Sequence[Fact]) -> Timeline[RegionState]:
 
 
 EMPTY_REGION: Timeline[RegionState] = Timeline((), (), RegionState(""))
-
-
-# -- intervals for the SQL read model ------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Interval:
-    """One capability value over an effective range and a recorded range (None: open)."""
-
-    account_id: str
-    capability: str
-    allowed: bool
-    value: int | None
-    reason: str
-    effective_from: datetime
-    effective_to: datetime | None
-    recorded_from: datetime
-    recorded_to: datetime | None
-
-
-def capability_intervals(
-    account_id: str, account: Timeline[AccountState], region: Timeline[RegionState]
-) -> list[Interval]:
-    """Every capability of the account, as bitemporal rectangles, from its registration on.
-
-    Within one belief, equal neighbouring values merge; across beliefs, a row that is
-    believed unchanged keeps its recorded_from."""
-    if not account.known:
-        return []
-    first_known = account.known[0]
-    knowns = sorted({k for k in (*account.known, *region.known) if k >= first_known})
-    open_rows: dict[tuple, datetime] = {}  # row key -> recorded_from
-    closed: list[Interval] = []
-    for k in knowns:
-        rows = set(_belief_rows(account, region, k))
-        for key in list(open_rows):
-            if key not in rows:
-                closed.append(_interval(account_id, key, open_rows.pop(key), k))
-        for key in rows:
-            open_rows.setdefault(key, k)
-    closed.extend(_interval(account_id, key, since, None) for key, since in open_rows.items())
-    closed.sort(key=lambda r: (r.capability, r.recorded_from, r.effective_from))
-    return closed
-
-
-def _belief_rows(
-    account: Timeline[AccountState], region: Timeline[RegionState], k: datetime
-) -> Iterator[tuple]:
-    a = account.belief(k)
-    r = region.belief(k)
-    if a is None or not a.starts:
-        return
-    registered_from = a.starts[0]
-    points = sorted({*a.starts, *(t for t in (r.starts if r else ()) if t > registered_from)})
-    for cap in CAPABILITIES:
-        current: tuple | None = None
-        start = registered_from
-        for t in points:
-            v = decide(cap, account.state_at(t, k), region.state_at(t, k))
-            value = (v.allowed, v.value, v.reason)
-            if value != current:
-                if current is not None:
-                    yield (cap, *current, start, t)
-                current, start = value, t
-        if current is not None:
-            yield (cap, *current, start, None)
-
-
-def _interval(account_id: str, key: tuple, since: datetime, until: datetime | None) -> Interval:
-    cap, allowed, value, reason, eff_from, eff_to = key
-    return Interval(account_id, cap, allowed, value, reason, eff_from, eff_to, since, until)
