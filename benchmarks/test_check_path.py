@@ -8,7 +8,10 @@ accounts; also the same floor over a dict of every account (a lookup among a mil
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,14 +27,14 @@ def _batch(ids: list[str]) -> list[str]:
     return (ids * (BATCH // len(ids) + 1))[:BATCH]
 
 
-def _run(benchmark, fn, batch: list[str]) -> None:
+def _run(benchmark: Any, fn: Callable[[list[str]], None], batch: list[str]) -> None:
     benchmark.extra_info["batch"] = len(batch)
     benchmark.pedantic(fn, args=(batch,), rounds=20, iterations=1, warmup_rounds=2)
     if benchmark.stats:
         benchmark.extra_info["per_check_ns"] = round(benchmark.stats.stats.min / len(batch) * 1e9)
 
 
-def test_floor_a_dict_of_frozen_decisions(benchmark, world: tuple[Engine, list[str]]) -> None:
+def test_floor_a_dict_of_frozen_decisions(benchmark: Any, world: tuple[Engine, list[str]]) -> None:
     engine, ids = world
     batch = _batch(ids)
     table = {a: engine.check(a, "host") for a in batch}
@@ -46,7 +49,7 @@ def test_floor_a_dict_of_frozen_decisions(benchmark, world: tuple[Engine, list[s
     _run(benchmark, run, batch)
 
 
-def test_floor_at_full_size(benchmark, world: tuple[Engine, list[str]]) -> None:
+def test_floor_at_full_size(benchmark: Any, world: tuple[Engine, list[str]]) -> None:
     """The same floor, but its dict holds every account of the world (as the index's does),
     not only the batch's: what a lookup among a million keys costs by itself."""
     engine, ids = world
@@ -64,7 +67,7 @@ def test_floor_at_full_size(benchmark, world: tuple[Engine, list[str]]) -> None:
     _run(benchmark, run, batch)
 
 
-def test_check_now(benchmark, world: tuple[Engine, list[str]]) -> None:
+def test_check_now(benchmark: Any, world: tuple[Engine, list[str]]) -> None:
     engine, ids = world
     batch = _batch(ids)
     check = engine.check
@@ -79,7 +82,7 @@ def test_check_now(benchmark, world: tuple[Engine, list[str]]) -> None:
     assert check(batch[0], "host").capability == "host"
 
 
-def test_check_at(benchmark, world: tuple[Engine, list[str]]) -> None:
+def test_check_at(benchmark: Any, world: tuple[Engine, list[str]]) -> None:
     engine, ids = world
     batch = _batch(ids)
     check = engine.check
@@ -92,7 +95,7 @@ def test_check_at(benchmark, world: tuple[Engine, list[str]]) -> None:
     _run(benchmark, run, batch)
 
 
-def test_check_at_as_known_at(benchmark, world: tuple[Engine, list[str]]) -> None:
+def test_check_at_as_known_at(benchmark: Any, world: tuple[Engine, list[str]]) -> None:
     engine, ids = world
     batch = _batch(ids)
     check = engine.check
@@ -105,7 +108,9 @@ def test_check_at_as_known_at(benchmark, world: tuple[Engine, list[str]]) -> Non
     _run(benchmark, run, batch)
 
 
-def test_pycasbin_rbac_with_domains(benchmark, world: tuple[Engine, list[str]], tmp_path) -> None:
+def test_pycasbin_rbac_with_domains(
+    benchmark: Any, world: tuple[Engine, list[str]], tmp_path: Path
+) -> None:
     """The same question to pycasbin (RBAC with domains): a side-by-side row. (FastEnforcer's
     key filter matches a policy's leading fields to the request's, which role policies do not
     have, so the plain Enforcer it is.)"""

@@ -3,13 +3,15 @@ working (figures: README)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from benchmarks import http_figures
 
 
 @pytest.mark.slow
-def test_http_figures_come_out_for_a_tiny_world(tmp_path) -> None:
+def test_http_figures_come_out_for_a_tiny_world(tmp_path: Path) -> None:
     figures = http_figures.main(
         [
             "--accounts",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from benchmarks import index_figures
 
 
-def test_index_figures_come_out_for_a_tiny_world(tmp_path) -> None:
+def test_index_figures_come_out_for_a_tiny_world(tmp_path: Path) -> None:
     figures = index_figures.main(["--accounts", "300", "--json", str(tmp_path / "i.json")])["index"]
     assert figures["from_snapshot"]
     assert figures["cold_start_seconds"] > 0

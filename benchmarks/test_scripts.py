@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from benchmarks import postgres_figures, whole_process
 
 
-def test_whole_process_figures_come_out_for_a_tiny_world(tmp_path) -> None:
+def test_whole_process_figures_come_out_for_a_tiny_world(tmp_path: Path) -> None:
     figures = whole_process.main(
         ["--accounts", "200", "--apply-accounts", "30", "--json", str(tmp_path / "f.json")]
     )

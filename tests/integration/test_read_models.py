@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import and_, inspect, or_, select
+from eventsourcing.persistence import Notification
+from sqlalchemy import Table, and_, inspect, or_, select
 
 from entitlements import open_engine
 from entitlements.commands import parse_command_file, parse_time
@@ -15,7 +19,7 @@ from projections import rebuild as rebuild_module
 from projections.projector import Projector, snapshot_path
 from projections.rebuild import project, rebuild
 from projections.sql_views import SqlReadModel, sql_engine
-from projections.tables import CURRENT, ReadModelTables, capability_intervals
+from projections.tables import CURRENT, ReadModelTables, capability_intervals, tracking
 from tests.conftest import read_jsonl, scenario_file
 
 EXPECTED_ROWS = read_jsonl(scenario_file("china-2020.expected.jsonl"))
@@ -27,7 +31,7 @@ def apply_scenario(engine: Engine) -> None:
 
 def answer_from_sql(
     url: str, account_id: str, capability: str, at: datetime, known: datetime | None
-):
+) -> tuple[Any, ...] | None:
     i = capability_intervals  # the view over the narrow tables
     query = select(i.c.allowed, i.c.value).where(
         i.c.account_id == account_id,
@@ -49,21 +53,24 @@ def answer_from_sql(
     return tuple(rows[0]) if rows else None  # no row: before the registration (rule 7)
 
 
-def all_rows(url: str, tables: ReadModelTables = CURRENT) -> set[tuple]:
+def all_rows(url: str, tables: ReadModelTables = CURRENT) -> set[tuple[Any, ...]]:
     """Every row of a generation's tables, each tagged with its table's kind."""
-    kinds = (("accounts", tables.accounts), ("account_states", tables.account_states))
+    kinds: tuple[tuple[str, Table], ...] = (
+        ("accounts", tables.accounts),
+        ("account_states", tables.account_states),
+    )
     kinds += (("region_states", tables.region_states),)
     with sql_engine(url).connect() as conn:
         return {(kind, *r) for kind, table in kinds for r in conn.execute(select(table))}
 
 
-def view_rows(url: str) -> set[tuple]:
+def view_rows(url: str) -> set[tuple[Any, ...]]:
     """Every row of the `capability_intervals` view."""
     with sql_engine(url).connect() as conn:
         return {tuple(r) for r in conn.execute(select(capability_intervals))}
 
 
-def incremental_rows(engine: Engine, url: str) -> set[tuple]:
+def incremental_rows(engine: Engine, url: str) -> set[tuple[Any, ...]]:
     """What an incremental catch-up from the start of the log gives, in tables of its own."""
     model = SqlReadModel(sql_engine(url), name="incremental", suffix="__incremental")
     model.create()
@@ -95,7 +102,7 @@ def assert_plain_names(url: str) -> None:
     ids=lambda r: f"{r['account_id']}-{r['capability']}-{r['at']}-{r.get('as_known_at', 'now')}",
 )
 def test_the_rebuilt_intervals_give_every_scenario_answer(
-    store_url: str, engine: Engine, row: dict
+    store_url: str, engine: Engine, row: dict[str, Any]
 ) -> None:
     apply_scenario(engine)
     rebuild(engine.app, store_url)
@@ -111,7 +118,7 @@ def test_the_rebuilt_intervals_give_every_scenario_answer(
 
 
 def test_incremental_catch_up_after_every_command_equals_a_full_rebuild(
-    store_url: str, engine: Engine, tmp_path
+    store_url: str, engine: Engine, tmp_path: Path
 ) -> None:
     for _, cmd in parse_command_file(scenario_file("china-2020.jsonl")):
         engine.apply_parsed([(1, cmd)])
@@ -155,7 +162,9 @@ def test_a_rebuild_starts_clean_whatever_an_earlier_attempt_left(
     assert_plain_names(store_url)
 
 
-def test_a_swap_killed_halfway_changes_nothing(store_url: str, engine: Engine, monkeypatch) -> None:
+def test_a_swap_killed_halfway_changes_nothing(
+    store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     apply_scenario(engine)
     project(engine.app, store_url)
     incremental = all_rows(store_url)
@@ -186,7 +195,7 @@ def test_a_replayed_delivery_changes_nothing(store_url: str, engine: Engine) -> 
 
 
 def test_a_rebuild_killed_halfway_resumes_and_ends_exact(
-    store_url: str, engine: Engine, monkeypatch
+    store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     apply_scenario(engine)
     project(engine.app, store_url)
@@ -223,7 +232,7 @@ def test_a_rebuild_killed_halfway_resumes_and_ends_exact(
 
 
 def test_a_resumed_rebuild_ends_at_the_head_of_the_log(
-    store_url: str, engine: Engine, monkeypatch
+    store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     apply_scenario(engine)
     project(engine.app, store_url)
@@ -272,7 +281,7 @@ def test_a_resumed_rebuild_ends_at_the_head_of_the_log(
 
 
 def test_a_second_run_reads_only_the_log_past_its_own_position(
-    store_url: str, engine: Engine, monkeypatch
+    store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     apply_scenario(engine)
     projection = rebuild_module.SqlProjection.current(engine.app, store_url)
@@ -294,7 +303,7 @@ def test_a_second_run_reads_only_the_log_past_its_own_position(
     starts: list[int] = []
     select_notifications = engine.app.recorder.select_notifications
 
-    def spy(start: int, *args, **kwargs):
+    def spy(start: int, *args: Any, **kwargs: Any) -> Sequence[Notification]:
         starts.append(start)
         return select_notifications(start, *args, **kwargs)
 
@@ -310,7 +319,7 @@ def test_a_second_run_reads_only_the_log_past_its_own_position(
 
 
 def test_a_projection_whose_tables_went_back_starts_over(
-    store_url: str, engine: Engine, monkeypatch
+    store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     apply_scenario(engine)
     projection = rebuild_module.SqlProjection.current(engine.app, store_url)
@@ -320,11 +329,12 @@ def test_a_projection_whose_tables_went_back_starts_over(
         projection.model.track(conn, head - 3)
     starts: list[int] = []
     select_notifications = engine.app.recorder.select_notifications
-    monkeypatch.setattr(
-        engine.app.recorder,
-        "select_notifications",
-        lambda start, *a, **kw: starts.append(start) or select_notifications(start, *a, **kw),
-    )
+
+    def spy(start: int, *args: Any, **kwargs: Any) -> Sequence[Notification]:
+        starts.append(start)
+        return select_notifications(start, *args, **kwargs)
+
+    monkeypatch.setattr(engine.app.recorder, "select_notifications", spy)
     assert projection.run() == head
     assert min(starts) == 1 and projection.model.position() == head
     assert all_rows(store_url) == expected
@@ -369,7 +379,9 @@ def test_a_new_process_starts_from_the_snapshot_and_catches_up(
         )
 
 
-def test_a_snapshot_of_another_log_is_ignored(store_url: str, engine: Engine, tmp_path) -> None:
+def test_a_snapshot_of_another_log_is_ignored(
+    store_url: str, engine: Engine, tmp_path: Path
+) -> None:
     apply_scenario(engine)
     rebuild(engine.app, store_url)
     other = f"sqlite:///{tmp_path / 'other.db'}"
@@ -402,7 +414,7 @@ def test_a_store_of_the_older_schema_is_upgraded_by_the_next_catch_up(
         )
         conn.exec_driver_sql("CREATE VIEW capabilities_now AS SELECT * FROM capability_intervals")
     with sql.begin() as conn:
-        sql_views.tracking.metadata.create_all(conn)
+        tracking.metadata.create_all(conn)
         SqlReadModel(sql).track(conn, engine.position())  # as if everything were written
     assert project(engine.app, store_url) == engine.position()
     assert {"capability_intervals", "capabilities_now"} <= set(inspect(sql).get_view_names())

@@ -40,7 +40,9 @@ from tests.integration.test_read_models import all_rows
 JUST_BEFORE = timedelta(seconds=1)
 
 
-def view_at(url: str, at: datetime, known: datetime | None) -> dict[tuple[str, str], list]:
+def view_at(
+    url: str, at: datetime, known: datetime | None
+) -> dict[tuple[str, str], list[tuple[bool, Any, str]]]:
     """(account, capability) -> the view's rows holding at (at, known)."""
     i = capability_intervals
     query = select(i.c.account_id, i.c.capability, i.c.allowed, i.c.value, i.c.reason).where(
@@ -60,7 +62,7 @@ def view_at(url: str, at: datetime, known: datetime | None) -> dict[tuple[str, s
             rows = conn.execute(query).all()
     finally:
         sql.dispose()
-    found: dict[tuple[str, str], list] = {}
+    found: dict[tuple[str, str], list[tuple[bool, Any, str]]] = {}
     for account_id, capability, allowed, value, reason in rows:
         found.setdefault((account_id, capability), []).append((bool(allowed), value, reason))
     return found
