@@ -64,21 +64,15 @@ class Changed:
     records: list[tuple[int, Any]] = field(default_factory=list)
 
 
-class LogFacts:
-    """Facts of every account and region, as far as `position` in the log. Command records
-    only move the position and the clock on: what a writer remembers of them is its own
-    business (entitlements.command_book)."""
+class TakesEvents:
+    """Taking decoded events in log order into facts: the one loop behind `LogFacts` (every
+    account's facts, a writer's) and `LightLog` (a checking process's, which reads an
+    account's facts back from the check index). Subclasses say where an account's facts
+    live (`_account_facts`) and which stream an event is of (`_stream`)."""
 
-    newest_recorded_at: datetime | None = None  # the store's clock: never decreases
-
-    def __init__(self) -> None:
-        self.position = 0
-        self.accounts: dict[str, list[Fact]] = {}
-        self.regions: dict[str, list[Fact]] = {}
-        self.region_of: dict[str, str] = {}
-        self.members: dict[str, list[str]] = {}  # region -> its accounts, in registration order
-        # aggregate id (as its 128-bit int: cheap to keep in a snapshot) -> (kind, name)
-        self.stream_of: dict[int, tuple[str, str]] = {}
+    position: int
+    newest_recorded_at: datetime | None
+    regions: dict[str, list[Fact]]
 
     def add(self, events: Iterable[tuple[int, Any]], changed: Changed | None = None) -> Changed:
         """Take (position, decoded event) pairs in log order; skip positions already seen."""
@@ -96,7 +90,7 @@ class LogFacts:
                 changed.records.append((position, event))
                 continue
             if kind == "account":
-                facts = self.accounts.setdefault(name, [])
+                facts = self._account_facts(name)
                 changed.accounts.add(name)
             else:
                 facts = self.regions.setdefault(name, [])
@@ -104,6 +98,32 @@ class LogFacts:
             fact = fact_from_event(f"{kind}:{name}", event)
             bisect.insort(facts, fact, key=lambda f: f.order)
         return changed
+
+    def _account_facts(self, account_id: str) -> list[Fact]:
+        raise NotImplementedError
+
+    def _stream(self, event: Any) -> tuple[str, str]:
+        raise NotImplementedError
+
+
+class LogFacts(TakesEvents):
+    """Facts of every account and region, as far as `position` in the log. Command records
+    only move the position and the clock on: what a writer remembers of them is its own
+    business (entitlements.command_book)."""
+
+    newest_recorded_at: datetime | None = None  # the store's clock: never decreases
+
+    def __init__(self) -> None:
+        self.position = 0
+        self.accounts: dict[str, list[Fact]] = {}
+        self.regions: dict[str, list[Fact]] = {}
+        self.region_of: dict[str, str] = {}
+        self.members: dict[str, list[str]] = {}  # region -> its accounts, in registration order
+        # aggregate id (as its 128-bit int: cheap to keep in a snapshot) -> (kind, name)
+        self.stream_of: dict[int, tuple[str, str]] = {}
+
+    def _account_facts(self, account_id: str) -> list[Fact]:
+        return self.accounts.setdefault(account_id, [])
 
     def region_facts(self, code: str) -> list[Fact]:
         return self.regions.get(code, [])

@@ -11,7 +11,6 @@ someone needs them (a first command, the change feed, a rebuild).
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -20,7 +19,7 @@ from entitlements.account import account_uuid
 from entitlements.region import region_id
 from entitlements.rules import Fact
 from projections.check_index import CheckIndex
-from projections.facts import COMMAND_RECORDS, Changed, LogFacts, fact_from_event
+from projections.facts import COMMAND_RECORDS, Changed, LogFacts, TakesEvents
 
 STREAMS_KEPT = 100_000  # account streams remembered (each asked of the store once)
 
@@ -28,7 +27,7 @@ STREAMS_KEPT = 100_000  # account streams remembered (each asked of the store on
 Resolve = Callable[[Any], tuple[str, str] | None]
 
 
-class LightLog:
+class LightLog(TakesEvents):
     """The log as far as `position`, for checking: regions' facts; accounts in the index."""
 
     def __init__(
@@ -56,33 +55,17 @@ class LightLog:
         return self.regions.get(code, [])
 
     def add(self, events: Iterable[tuple[int, Any]], changed: Changed | None = None) -> Changed:
-        """Take (position, decoded event) pairs in log order, as `LogFacts.add` does."""
-        changed = changed or Changed()
+        """Take (position, decoded event) pairs in log order, as `LogFacts.add` does; the
+        accounts this batch changed are kept whole in `accounts` (the index takes them)."""
         self.accounts = {}
-        for position, event in events:
-            if position <= self.position:
-                continue
-            self.position = position
-            if event.recorded_at is not None and (
-                self.newest_recorded_at is None or event.recorded_at > self.newest_recorded_at
-            ):
-                self.newest_recorded_at = event.recorded_at
-            kind, name = self._stream(event)
-            if kind == "command":
-                changed.records.append((position, event))
-                continue
-            if kind == "account":
-                facts = self.accounts.get(name)
-                if facts is None:
-                    known = name in self.index.accounts
-                    facts = self.accounts[name] = self.index.facts(name) if known else []
-                changed.accounts.add(name)
-            else:
-                facts = self.regions.setdefault(name, [])
-                changed.regions.add(name)
-            fact = fact_from_event(f"{kind}:{name}", event)
-            bisect.insort(facts, fact, key=lambda f: f.order)
-        return changed
+        return super().add(events, changed)
+
+    def _account_facts(self, account_id: str) -> list[Fact]:
+        facts = self.accounts.get(account_id)
+        if facts is None:
+            known = account_id in self.index.accounts
+            facts = self.accounts[account_id] = self.index.facts(account_id) if known else []
+        return facts
 
     def _stream(self, event: Any) -> tuple[str, str]:
         topic_name = type(event).__name__
