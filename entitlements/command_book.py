@@ -17,15 +17,12 @@ import hashlib
 import json
 from array import array
 from collections.abc import Iterable
-from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
-from uuid import UUID, uuid4
 
 from eventsourcing.application import Application
-from eventsourcing.domain import DomainEventProtocol
 
-from entitlements.command_log import AppliedCommand, RejectedCommand, command_uuid
+from entitlements.command_log import command_uuid
 
 FORMAT = "entitlements-command-book"
 SCHEMA = 1
@@ -39,76 +36,6 @@ class CommandOutcome(NamedTuple):
     status: str  # "applied" | "rejected"
     reason: str | None
     position: int  # the log position its result reported (after a fan-out: the fan-out's end)
-
-
-def applied_record(
-    command_id: str,
-    command: str,
-    fingerprint: str,
-    actor: str | None,
-    account_id: str | None,
-    region: str | None,
-    effective_at: datetime,
-    recorded_at: datetime,
-    fan_out: bool = False,
-    jurisdiction: str | None = None,
-) -> DomainEventProtocol[UUID]:
-    """The CommandApplied event an `AppliedCommand(...)` would record, made directly: the
-    aggregate is never used again, and building it costs about four times the event."""
-    cls: Any = AppliedCommand.CommandApplied  # type: ignore[attr-defined]
-    made: DomainEventProtocol[UUID] = cls(
-        originator_id=command_uuid(command_id),
-        originator_version=1,
-        timestamp=cls.create_timestamp(),
-        originator_topic=AppliedCommand.TOPIC,
-        command_id=command_id,
-        command=command,
-        fingerprint=fingerprint,
-        actor=actor,
-        account_id=account_id,
-        region=region,
-        effective_at=effective_at,
-        recorded_at=recorded_at,
-        fan_out=fan_out,
-        jurisdiction=jurisdiction,
-    )
-    return made
-
-
-def rejected_record(
-    command_id: str,
-    command: str,
-    fingerprint: str,
-    actor: str | None,
-    account_id: str | None,
-    region: str | None,
-    effective_at: datetime,
-    recorded_at: datetime,
-    reason: str,
-    request: dict[str, Any],
-    conflict: bool = False,
-) -> DomainEventProtocol[UUID]:
-    """The CommandRejected event a `RejectedCommand(...)` would record, made directly (see
-    RejectedCommand.create_id: a conflicting id is an attempt of its own)."""
-    cls: Any = RejectedCommand.CommandRejected  # type: ignore[attr-defined]
-    made: DomainEventProtocol[UUID] = cls(
-        originator_id=uuid4() if conflict else command_uuid(command_id),
-        originator_version=1,
-        timestamp=cls.create_timestamp(),
-        originator_topic=RejectedCommand.TOPIC,
-        command_id=command_id,
-        command=command,
-        fingerprint=fingerprint,
-        actor=actor,
-        account_id=account_id,
-        region=region,
-        effective_at=effective_at,
-        recorded_at=recorded_at,
-        reason=reason,
-        request=request,
-        conflict=conflict,
-    )
-    return made
 
 
 def _key(command_id: str) -> int:

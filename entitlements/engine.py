@@ -27,8 +27,8 @@ from eventsourcing.persistence import IntegrityError, PersistenceError
 from entitlements import commands as c
 from entitlements import integrity
 from entitlements.account import Account, account_uuid
-from entitlements.command_book import CommandBook, applied_record, rejected_record
-from entitlements.command_log import AppliedCommand, command_uuid
+from entitlements.command_book import CommandBook
+from entitlements.command_log import AppliedCommand, applied_record, command_uuid, rejected_record
 from entitlements.commands import Command, command_fingerprint, now, parse_commands
 from entitlements.decisions import CommandResult, Decision, PositionNotReached, UnknownAccount
 from entitlements.region import Region, RegionRules, region_id
