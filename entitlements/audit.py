@@ -4,6 +4,7 @@
     history(engine, "cn-free-01", as_known_at="2020-06-01")  # events and rejections known by K
     jurisdiction(engine, "CN")                               # CN's requests never left CN
     export_case(engine, account_id="cn-free-01")             # a case file (JSON or CSV)
+    bitemporal(engine, "cn-ent-02", "host")                  # its answers over both clocks
 
 Everything here reads what is on file: the engine's public API (check, history, rejections,
 position), the aggregates loaded through `engine.app.repository`, and the log's own
@@ -30,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 from entitlements import integrity
 from entitlements.account import Account, account_uuid
+from entitlements.bitemporal import Rectangle, rectangles
 from entitlements.commands import Command, command_fingerprint, now, parse_time
 from entitlements.decisions import UnknownAccount
 from entitlements.engine import Engine
@@ -268,6 +270,19 @@ def explain(
         "position": d.position,
         "check_agrees": _same(mine, Verdict(d.allowed, d.value, d.reason, ())),
     }
+
+
+def bitemporal(engine: Engine, account_id: str, capability: str) -> list[Rectangle]:
+    """The rectangles of the (effective, recorded) plane over which the account's answer
+    for the capability stays the same, from its events and its region's on file (see
+    entitlements/bitemporal.py); `explain --png` draws them."""
+    if capability not in CAPABILITIES:
+        engine.check(account_id, "join")  # an unknown account first, as `check` does
+        raise UnknownCapability(capability)
+    account = _load_account(engine, account_id)
+    return rectangles(
+        capability, account.facts, account.region, _region_facts(engine, account.region)
+    )
 
 
 # -- history as known at K, with the rejections beside the events ---------------------------
