@@ -1,10 +1,15 @@
 """The writer's figures, each next to its baseline from the same run.
 
-    python -m benchmarks.writer_figures --accounts 100000 --fan-out-accounts 200000 --json w.json
+    python -m benchmarks.writer_figures --accounts 100000 --fan-out-accounts 200000 \
+        --snapshot-accounts 200000 --json w.json
 
 - memory: resident memory a writer process adds per account: a fresh process opens a store
   of N accounts (reading the log: no snapshot) and applies one command; RSS after, minus
-  RSS before opening, over N (peak RSS too);
+  RSS before opening, over N (peak RSS too), and how long opening took;
+- first command from a snapshot: a fresh process opens a store of N accounts from its
+  index snapshot, answers a first check (a checking process's cold start: the baseline),
+  then applies its first commands (a sign-up and a command on an existing account), then
+  the same again (a warm writer's commands);
 - wait behind a fan-out: a second process's single command while this one fans a region
   rule out over N accounts (the writer lock is held throughout a fan-out), against the
   same command's latency on an idle store.
@@ -55,13 +60,17 @@ def _register(account_id: str) -> dict[str, Any]:
 def _open_and_apply_one(url: str, out: Any) -> None:
     """A fresh writer process: RSS before opening, after opening, after one command."""
     before = rss_bytes()
+    t = time.perf_counter()
     engine = Engine(url)
+    open_seconds = time.perf_counter() - t
     opened = rss_bytes()
     (result,) = engine.apply([_register("memory-probe")])
     assert result.status == "applied", result.reason
     after = rss_bytes()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    out.put({"before": before, "opened": opened, "after": after, "peak": peak})
+    out.put(
+        {"before": before, "opened": opened, "after": after, "peak": peak, "open": open_seconds}
+    )
     engine.close()
 
 
@@ -81,6 +90,66 @@ def memory(n: int, folder: Path) -> dict[str, Any]:
         "bytes_per_account": round((m["after"] - m["before"]) / n),
         "bytes_per_account_opening": round((m["opened"] - m["before"]) / n),
         "peak_bytes_per_account": round((m["peak"] - m["before"]) / n),
+        "open_seconds": round(m["open"], 2),
+    }
+
+
+def _commands(i: int) -> list[dict[str, Any]]:
+    """A sign-up and a command on an account of the store (its aggregate is loaded)."""
+    revoke = {
+        "command": "revoke_hosting",
+        "account_id": f"acct-{i:07d}",
+        "reason": "audit",
+        "effective_at": "2020-07-01",
+    }
+    return [_register(f"probe-{i}"), revoke]
+
+
+def _start_from_snapshot(url: str, out: Any) -> None:
+    """A fresh process on a store with a snapshot: first answer, first commands, again."""
+    before = rss_bytes()
+    t = time.perf_counter()
+    engine = Engine(url)
+    engine.check("acct-0000001", "host")
+    first_answer = time.perf_counter() - t
+    t = time.perf_counter()
+    results = engine.apply(_commands(2))
+    first_commands = time.perf_counter() - t
+    assert [r.status for r in results] == ["applied"] * 2, results
+    t = time.perf_counter()
+    results = engine.apply(_commands(3))
+    next_commands = time.perf_counter() - t
+    assert [r.status for r in results] == ["applied"] * 2, results
+    after = rss_bytes()
+    engine.projector.stop()  # no new snapshot: the next process starts from the same one
+    out.put(
+        {
+            "first_answer": first_answer,
+            "first_commands": first_commands,
+            "next_commands": next_commands,
+            "rss": after - before,
+        }
+    )
+
+
+def snapshot_start(n: int, folder: Path) -> dict[str, Any]:
+    url = f"sqlite:///{folder / 'snapshot.db'}"
+    make_store(url, n)
+    with Engine(url) as engine:
+        engine.projector.save_snapshot()
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    p = ctx.Process(target=_start_from_snapshot, args=(url, out))
+    p.start()
+    m = out.get(timeout=1800)
+    p.join(60)
+    return {
+        "accounts": n,
+        "open_to_first_answer_s": round(m["first_answer"], 3),
+        "first_two_commands_s": round(m["first_commands"], 3),
+        "next_two_commands_s": round(m["next_commands"], 3),
+        "first_commands_vs_first_answer": round(m["first_commands"] / m["first_answer"], 2),
+        "rss_bytes_per_account": round(m["rss"] / n),
     }
 
 
@@ -141,16 +210,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--accounts", type=int, default=100_000, help="memory: store size")
     parser.add_argument("--fan-out-accounts", type=int, default=20_000)
-    parser.add_argument("--only", choices=("memory", "wait"), action="append")
+    parser.add_argument("--snapshot-accounts", type=int, default=20_000)
+    parser.add_argument("--only", choices=("memory", "wait", "snapshot"), action="append")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    only = set(args.only or ("memory", "wait"))
+    only = set(args.only or ("memory", "wait", "snapshot"))
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         if "memory" in only:
             figures["writer_memory"] = memory(args.accounts, Path(tmp))
         if "wait" in only:
             figures["wait_behind_fan_out"] = wait_behind_fan_out(args.fan_out_accounts, Path(tmp))
+        if "snapshot" in only:
+            figures["first_command_from_snapshot"] = snapshot_start(
+                args.snapshot_accounts, Path(tmp)
+            )
     return emit(figures, args.json)
 
 

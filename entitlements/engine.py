@@ -54,7 +54,8 @@ from entitlements.store import (
 )
 from projections.changes import changes_after
 from projections.check_index import CheckIndex
-from projections.facts import COMMAND_RECORDS, COMMAND_TOPICS, LogFacts
+from projections.facts import COMMAND_RECORDS, COMMAND_TOPICS, LogFacts, TakesEvents
+from projections.light_log import LightLog
 from projections.log_reader import read_log
 from projections.projector import SNAPSHOT_EVERY, Projector
 
@@ -167,8 +168,18 @@ class Engine:
             self.projector.start()
 
     @property
+    def log(self) -> TakesEvents:
+        """The log as this process holds it, level with the store under the writer lock:
+        what commands and fan-outs are decided with (a LightLog: no Fact per account; an
+        account's facts are read back from the check index when a command needs them)."""
+        return self.projector.log
+
+    @property
     def facts(self) -> LogFacts:
-        return self.projector.facts
+        """Every account's facts at once, for tests and tools (built from the index when the
+        process keeps none: a copy, it does not follow the log). The writer never needs it."""
+        log = self.projector.log
+        return log.materialize() if isinstance(log, LightLog) else log
 
     @property
     def book(self) -> CommandBook:
@@ -180,7 +191,7 @@ class Engine:
                 loaded = self._load_book()
                 book = loaded or CommandBook()
                 self._book_saved = book.position  # what its file holds already
-                stop = self.facts.position
+                stop = self.log.position
                 if book.position < stop:
                     for page in read_log(self.app, book.position, stop, topics=COMMAND_TOPICS):
                         book.take(page, page[-1][0])
@@ -196,7 +207,7 @@ class Engine:
     def _load_book(self) -> CommandBook | None:
         path = self._book_file()
         loaded = CommandBook.load(path) if path is not None and path.exists() else None
-        if loaded is None or loaded[0].position > self.facts.position:
+        if loaded is None or loaded[0].position > self.log.position:
             return None
         book, head = loaded
         try:
@@ -304,7 +315,7 @@ class Engine:
             except IntegrityError:
                 self._forget(group)
                 self.catch_up()
-                if group.events and not group.spoiled and all(map(self._on_file, group.events)):
+                if group.events and not group.spoiled and self._all_on_file(group):
                     break  # committed after all: its positions are in the book
                 if len(taken) > 1:
                     for item in taken:
@@ -339,7 +350,7 @@ class Engine:
         elif positions is not None and o.record is not None:
             position = positions[o.record]
         else:  # a lost acknowledgement: the book read the command's record back
-            position = self.book.position_of(o.command_id) or self.facts.position
+            position = self.book.position_of(o.command_id) or self.log.position
         return CommandResult(
             o.n, o.command, o.status, o.reason, position, o.command_id, duplicate=o.duplicate
         )
@@ -412,7 +423,7 @@ class Engine:
         """Record the rejection (the rejection log) in the group. Its recorded_at is the
         command's, or the store's newest when the command's is earlier (the clock never
         goes back); the command as given keeps what it asked for."""
-        newest = group.newest or self.facts.newest_recorded_at
+        newest = group.newest or self.log.newest_recorded_at
         stamped = max(t for t in (cmd.recorded_at or now(), newest) if t is not None)
         account_id: str | None = getattr(cmd, "account_id", None)
         record = rejected_record(
@@ -447,7 +458,7 @@ class Engine:
     def _execute(self, cmd: Command, command_id: str, fingerprint: str, group: _Group) -> None:
         """Stamp and decide one command, against the facts and what the group decided
         before it; its events and its record join the group's."""
-        newest = group.newest or self.facts.newest_recorded_at
+        newest = group.newest or self.log.newest_recorded_at
         recorded_at = cmd.recorded_at or max(now(), newest or now())
         if newest is not None and recorded_at < newest:
             raise Rejected(
@@ -473,7 +484,7 @@ class Engine:
             # A sign-up racing another process's for the same id fails to save (version 1
             # exists), and its retry, after a catch-up, sees the account here.
             check_jurisdiction(cmd.jurisdiction, cmd.region, cmd.account_id)
-            if cmd.account_id in self.facts.accounts or cmd.account_id in group.accounts:
+            if self.log.has_account(cmd.account_id) or cmd.account_id in group.accounts:
                 raise Rejected(f"account {cmd.account_id} already exists")
             region = self._rules(cmd.region, group)
             account = Account.register(
@@ -572,7 +583,7 @@ class Engine:
         commands, under the writer lock. What is missing is recorded at the store's newest
         recorded_at, as the interrupted fan-out would have recorded it."""
         for command_id, (code, actor) in list(self.book.pending_fan_outs.items()):
-            recorded_at = self.facts.newest_recorded_at or now()
+            recorded_at = self.log.newest_recorded_at or now()
             self._finish_fan_out(
                 command_id, code, recorded_at, {"actor": actor, "command_id": command_id}
             )
@@ -597,8 +608,8 @@ class Engine:
         then: DomainEventProtocol[UUID] | None = None,
     ) -> int | None:
         """Record the region's hosting rule on every account of the region that needs it,
-        reading accounts from the in-memory facts (no aggregate loads), many accounts per
-        transaction; `then` (the command's FanOutCompleted) goes in the last one. Each
+        reading each account's facts from the check index (no aggregate loads), many accounts
+        per transaction; `then` (the command's FanOutCompleted) goes in the last one. Each
         account's events are saved whole or not at all; running it again records only what
         is still missing. Called under the writer lock (held throughout, so the fan-out's
         events keep the rule's recorded_at and the log's clock order).
@@ -606,10 +617,9 @@ class Engine:
         Most accounts have one fact, their registration: their corrections follow from the
         rule's switches directly (`registration_only_corrections`), without folding."""
         position = None
-        members = list(self.facts.members.get(region.code, ()))
+        log = self.log
+        members = list(log.members.get(region.code, ()))
         switches = FreeHostingSwitches(free_hosting_switches(region.facts))
-        accounts = self.facts.accounts
-        ids = self._account_ids() if len(members) > FAN_OUT_BATCH else {}
         start, conflicts = 0, 0
         while True:
             events: list[DomainEventProtocol[UUID]] = []
@@ -617,14 +627,13 @@ class Engine:
             stamp = Aggregate.Event.create_timestamp()  # the batch's events are made at once
             while end < len(members) and len(events) < FAN_OUT_BATCH:
                 account_id = members[end]
-                facts = accounts[account_id]
+                facts = log.account_facts(account_id)
                 if len(facts) == 1 and facts[0].type == "AccountRegistered":
                     corrections = switches.corrections(facts[0], recorded_at)
                 else:
                     corrections = hosting_corrections(facts, region.facts, recorded_at)
                 if corrections:
-                    uid = ids.get(account_id)
-                    originator_id = UUID(int=uid) if uid is not None else None
+                    originator_id = account_uuid(account_id)
                     events.extend(
                         Account.event_from_fact(account_id, f, who, originator_id, stamp)
                         for f in corrections
@@ -646,26 +655,19 @@ class Engine:
                 return position
             start, conflicts = end, 0
 
-    def _account_ids(self) -> dict[str, int]:
-        """Account id -> aggregate id (as an int), from the facts: a fan-out over many
-        accounts saves deriving each (uuid5) again."""
-        return {
-            name: uid for uid, (kind, name) in self.facts.stream_of.items() if kind == "account"
-        }
-
     def reconcile(self, region: str | None = None, actor: str = "reconcile") -> int:
         """Complete the hosting fan-out of every region (or one): finishes interrupted
         fan-outs, then records whatever else is missing, at the current time. Returns
         events recorded."""
         with self.writer:
             self.catch_up()
-            before = self.facts.position
+            before = self.log.position
             self._finish_fan_outs()
-            recorded_at = max(now(), self.facts.newest_recorded_at or now())
-            for code in [region] if region else sorted(self.facts.regions):
+            recorded_at = max(now(), self.log.newest_recorded_at or now())
+            for code in [region] if region else sorted(self.log.regions):
                 self.fan_out(self._rules(code), recorded_at, {"actor": actor})
             self.catch_up()
-            return self.facts.position - before
+            return self.log.position - before
 
     def _save_events(self, events: list[DomainEventProtocol[UUID]]) -> int | None:
         """Save ready-made events (no aggregate to collect them from) and take them in."""
@@ -679,11 +681,11 @@ class Engine:
 
     def _seal(self, events: list[DomainEventProtocol[UUID]]) -> str | None:
         """Chain the events (integrity.seal) onto the log's head, in the order they will
-        take in the log. Called under the writer lock, with the facts level with the log:
-        the head is the record at the facts' position (ours, remembered, or read once)."""
+        take in the log. Called under the writer lock, with the log level with the store:
+        the head is the record at its position (ours, remembered, or read once)."""
         if not self.chain:
             return None
-        position = self.facts.position
+        position = self.log.position
         head = self._chain_head
         if head is None or head[0] != position:
             head = self._chain_head = (position, integrity.head_at(self.app, position))
@@ -722,17 +724,23 @@ class Engine:
             else:
                 self._region_cache.pop(aggregate.code, None)
 
-    def _on_file(self, event: DomainEventProtocol[UUID]) -> bool:
-        """Whether the log (as read so far) holds this very event: same stream, version,
-        type and recorded_at. Tells a commit whose acknowledgement was lost from a conflict."""
+    def _all_on_file(self, group: _Group) -> bool:
+        return all(self._on_file(event, group) for event in group.events)
+
+    def _on_file(self, event: DomainEventProtocol[UUID], group: _Group) -> bool:
+        """Whether the log (as read so far) holds this very event of the group: same stream,
+        version, type and recorded_at. Tells a commit whose acknowledgement was lost from a
+        conflict. The event's stream is one of the group's aggregates."""
         if type(event).__name__ in COMMAND_RECORDS:
             return self.book.has_record(self.app, event)
-        stream = self.facts.stream_of.get(event.originator_id.int)
-        if stream is None:
+        account = next((a for a in group.accounts.values() if a.id == event.originator_id), None)
+        region = next((r for r in group.regions.values() if r.id == event.originator_id), None)
+        if account is not None:
+            facts = self.log.account_facts(account.account_id)
+        elif region is not None:
+            facts = self.log.region_facts(region.code)
+        else:
             return False
-        facts = (self.facts.accounts if stream[0] == "account" else self.facts.regions).get(
-            stream[1], ()
-        )
         recorded_at = getattr(event, "recorded_at", None)
         return any(
             f.version == event.originator_version
@@ -752,12 +760,12 @@ class Engine:
 
     def _account(self, account_id: str, group: _Group) -> Account:
         """The account as the group left it, else as the log has it: a kept aggregate
-        whose version is the facts' newest of its stream (no store read), else loaded.
-        (A fan-out saves account events without the aggregate: the version tells.)"""
+        whose version is the newest of its facts (no store read), else loaded. (A fan-out
+        saves account events without the aggregate: the version tells.)"""
         account = group.accounts.get(account_id)
         if account is None:
-            facts = self.facts.accounts.get(account_id)
-            if not facts:  # the facts are level with the log, under the writer lock
+            facts = self.log.account_facts(account_id)
+            if not facts:  # the log is level with the store, under the writer lock
                 raise Rejected(f"unknown account {account_id}")
             account = self._account_cache.get(account_id)
             if account is None or account.version != max(f.version for f in facts):
@@ -774,7 +782,7 @@ class Engine:
         with them (no store read)."""
         if group is not None and code in group.regions:
             return group.regions[code]
-        return RegionRules(code, tuple(self.facts.region_facts(code)))
+        return RegionRules(code, tuple(self.log.region_facts(code)))
 
     def _region(
         self, code: str, effective_at: datetime, recorded_at: datetime, who: Who, group: _Group
@@ -783,7 +791,7 @@ class Engine:
         the region has no events yet."""
         region = group.regions.get(code)
         if region is None:
-            facts = self.facts.regions.get(code)
+            facts = self.log.regions.get(code)
             if not facts:
                 return Region(
                     region=code, effective_at=effective_at, recorded_at=recorded_at, **who
@@ -800,7 +808,7 @@ class Engine:
             return None
         if account_id in group.accounts:
             return group.accounts[account_id].region
-        return self.facts.region_of.get(account_id)
+        return self.log.account_region(account_id)
 
     # -- the change feed -----------------------------------------------------------------
 

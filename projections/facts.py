@@ -73,6 +73,7 @@ class TakesEvents:
     position: int
     newest_recorded_at: datetime | None
     regions: dict[str, list[Fact]]
+    members: dict[str, list[str]]  # region -> its accounts, in registration order
 
     def add(self, events: Iterable[tuple[int, Any]], changed: Changed | None = None) -> Changed:
         """Take (position, decoded event) pairs in log order; skip positions already seen."""
@@ -105,11 +106,30 @@ class TakesEvents:
     def _stream(self, event: Any) -> tuple[str, str]:
         raise NotImplementedError
 
+    # -- what a writer reads (entitlements.engine decides with these alone) --------------
+
+    def has_account(self, account_id: str) -> bool:
+        raise NotImplementedError
+
+    def account_facts(self, account_id: str) -> list[Fact]:
+        """The account's facts in effective order; none for an unknown account. Read them,
+        do not keep them: they may be the very list the log takes new events into."""
+        raise NotImplementedError
+
+    def account_region(self, account_id: str) -> str | None:
+        """The region the account registered in; None for an unknown account."""
+        raise NotImplementedError
+
+    def region_facts(self, code: str) -> list[Fact]:
+        return self.regions.get(code, [])
+
 
 class LogFacts(TakesEvents):
-    """Facts of every account and region, as far as `position` in the log. Command records
-    only move the position and the clock on: what a writer remembers of them is its own
-    business (entitlements.command_book)."""
+    """Facts of every account and region, as far as `position` in the log (about 700 B an
+    account): what a rebuild writes rows from and what the change feed compares against.
+    A writer or a checking process keeps a `LightLog` instead (light_log.py). Command
+    records only move the position and the clock on: what a writer remembers of them is its
+    own business (entitlements.command_book)."""
 
     newest_recorded_at: datetime | None = None  # the store's clock: never decreases
 
@@ -125,8 +145,14 @@ class LogFacts(TakesEvents):
     def _account_facts(self, account_id: str) -> list[Fact]:
         return self.accounts.setdefault(account_id, [])
 
-    def region_facts(self, code: str) -> list[Fact]:
-        return self.regions.get(code, [])
+    def has_account(self, account_id: str) -> bool:
+        return account_id in self.accounts
+
+    def account_facts(self, account_id: str) -> list[Fact]:
+        return self.accounts.get(account_id) or []
+
+    def account_region(self, account_id: str) -> str | None:
+        return self.region_of.get(account_id)
 
     def _stream(self, event: Any) -> tuple[str, str]:
         try:

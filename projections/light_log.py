@@ -1,12 +1,14 @@
-"""What a process that only checks keeps of the log: no Fact per account.
+"""What a process keeps of the log, writer or checker: no Fact per account.
 
-`LogFacts` holds every account's events as Facts (about 700 B an account): a writer needs
-them (fan-outs, telling a lost acknowledgement from a conflict), a checking process does not.
-After a snapshot load the projector keeps a `LightLog` instead: the position and the store's
-clock, the regions' facts (few), and nothing per account but what the check index holds.
-It takes new events like `LogFacts.add` (an account's events are read back from the index
-when one of its events arrives), and `materialize()` builds the full `LogFacts` the moment
-someone needs them (a first command, the change feed, a rebuild).
+`LogFacts` holds every account's events as Facts (about 700 B an account). A process that
+checks, and a writer deciding commands, need far less: the position and the store's clock,
+the regions' facts (few), the accounts of each region, and per account only what the check
+index holds, from which an account's facts are read back when a command, a fan-out or a
+new event of it needs them (`CheckIndex.facts`). That is a `LightLog`, whether the process
+started from a snapshot or read the whole log. It takes new events like `LogFacts.add`;
+accounts it changed sit in the index as Fact lists until `compact` encodes them (or a check
+does), so the Facts of a long read never pile up. `materialize()` builds the full `LogFacts`
+for what really wants every Fact in memory (a rebuild, the change feed).
 """
 
 from __future__ import annotations
@@ -21,14 +23,14 @@ from entitlements.rules import Fact
 from projections.check_index import CheckIndex
 from projections.facts import COMMAND_RECORDS, Changed, LogFacts, TakesEvents
 
-STREAMS_KEPT = 100_000  # account streams remembered (each asked of the store once)
+COMPACT_EVERY = 10_000  # accounts left as Fact lists in the index before they are encoded
 
 #: Asks the store which stream an aggregate id is (its first event names it); None: unknown.
 Resolve = Callable[[Any], tuple[str, str] | None]
 
 
 class LightLog(TakesEvents):
-    """The log as far as `position`, for checking: regions' facts; accounts in the index."""
+    """The log as far as `position`: regions' facts and members; accounts in the index."""
 
     def __init__(
         self,
@@ -46,13 +48,15 @@ class LightLog(TakesEvents):
         self.members = members  # region -> its accounts, in registration order
         # The accounts the last `add` changed, whole (the index takes them from here).
         self.accounts: dict[str, list[Fact]] = {}
-        self._streams: dict[int, tuple[str, str]] = {
-            region_id(code).int: ("region", code) for code in regions
-        }
+        # Which stream an aggregate id is (its 128-bit int): every account registered in
+        # the part of the log this process read, and those asked of the store once (an
+        # account known from a snapshot only). No other account costs an entry.
+        self._account_of: dict[int, str] = {}
+        self._region_of: dict[int, str] = {region_id(code).int: code for code in regions}
         self._resolve = resolve
+        self._loose: set[str] = set()  # accounts the index holds as Fact lists
 
-    def region_facts(self, code: str) -> list[Fact]:
-        return self.regions.get(code, [])
+    # -- taking events in ----------------------------------------------------------------
 
     def add(self, events: Iterable[tuple[int, Any]], changed: Changed | None = None) -> Changed:
         """Take (position, decoded event) pairs in log order, as `LogFacts.add` does; the
@@ -63,8 +67,7 @@ class LightLog(TakesEvents):
     def _account_facts(self, account_id: str) -> list[Fact]:
         facts = self.accounts.get(account_id)
         if facts is None:
-            known = account_id in self.index.accounts
-            facts = self.accounts[account_id] = self.index.facts(account_id) if known else []
+            facts = self.accounts[account_id] = self.account_facts(account_id)
         return facts
 
     def _stream(self, event: Any) -> tuple[str, str]:
@@ -72,23 +75,55 @@ class LightLog(TakesEvents):
         if topic_name in COMMAND_RECORDS:
             return ("command", "")
         key = event.originator_id.int
-        stream = self._streams.get(key)
-        if stream is not None:
-            return stream
+        name = self._account_of.get(key)
+        if name is not None:
+            return ("account", name)
+        code = self._region_of.get(key)
+        if code is not None:
+            return ("region", code)
         if topic_name == "AccountRegistered":
-            stream = ("account", event.account_id)
+            self._account_of[key] = event.account_id
             self.members.setdefault(event.region, []).append(event.account_id)
-        elif topic_name == "RegionOpened":
-            stream = ("region", event.region)
-        else:  # an account known from the snapshot: its first event names it
-            stream = self._resolve(event.originator_id)
-            if stream is None:
-                raise ValueError(
-                    f"event {topic_name} v{event.originator_version} of an unknown stream"
-                )
-        if stream[0] == "region" or len(self._streams) < STREAMS_KEPT:
-            self._streams[key] = stream  # regions: few; accounts: the most recent ones
+            return ("account", event.account_id)
+        if topic_name == "RegionOpened":
+            self._region_of[key] = event.region
+            return ("region", event.region)
+        stream = self._resolve(event.originator_id)  # an account known from the snapshot
+        if stream is None:
+            raise ValueError(f"event {topic_name} v{event.originator_version} of an unknown stream")
+        (self._account_of if stream[0] == "account" else self._region_of)[key] = stream[1]
         return stream
+
+    def compact(self, changed: Iterable[str], every: int | None = None) -> None:
+        """The index has taken the changed accounts as Fact lists: once `every` of them
+        (default COMPACT_EVERY) wait, encode them (about 20 us an account), so that a long
+        catch-up, a bulk apply or a fan-out leaves the index compact, not a Fact per event."""
+        self._loose.update(changed)
+        if len(self._loose) < (COMPACT_EVERY if every is None else every):
+            return
+        accounts = self.index.accounts
+        for account_id in self._loose:
+            if account_id in accounts:
+                self.index.code(account_id)
+        self._loose.clear()
+
+    # -- what a writer reads -------------------------------------------------------------
+
+    def has_account(self, account_id: str) -> bool:
+        return account_id in self.index.accounts
+
+    def account_facts(self, account_id: str) -> list[Fact]:
+        """The account's facts, built from the index (a new list each time)."""
+        if account_id not in self.index.accounts:
+            return []
+        return self.index.facts(account_id)
+
+    def account_region(self, account_id: str) -> str | None:
+        registered = (f for f in self.account_facts(account_id) if f.type == "AccountRegistered")
+        first = next(registered, None)
+        return first.data["region"] if first is not None else None
+
+    # -- every Fact, for what wants them all ---------------------------------------------
 
     def materialize(self) -> LogFacts:
         """The full LogFacts of the same log position, Facts built from the index."""

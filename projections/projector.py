@@ -1,4 +1,4 @@
-"""One process's in-memory view of the log: facts and the check index, kept level.
+"""One process's in-memory view of the log: the light log and the check index, kept level.
 
 The `Projector` starts from a snapshot (a local JSON file, checked against the log: see
 snapshot.py) plus a catch-up from the snapshot's position, follows the log while the process
@@ -49,11 +49,12 @@ class Projector:
         self, app: Application[Any], url: str | None, index: CheckIndex | None = None
     ) -> None:
         self.app = app
-        # The log as facts (LogFacts), or, after a snapshot load, only as the check index
-        # holds it (LightLog: no Fact per account) until someone needs the facts.
-        self._facts: LogFacts | None = LogFacts()
-        self._light: LightLog | None = None
+        # The log as the check index holds it (LightLog: no Fact per account), whether read
+        # from a snapshot or from the log, until something needs every Fact in memory (a
+        # rebuild, the change feed: `facts`); from then on as LogFacts.
         self.index = index or CheckIndex()
+        self._facts: LogFacts | None = None
+        self._light: LightLog | None = LightLog(self.index, 0, None, {}, {}, self._stream_of)
         self.snapshot_file = snapshot_path(url) if url else None
         self._snapshot_position = 0
         self._lock = threading.RLock()
@@ -67,9 +68,10 @@ class Projector:
 
     @property
     def facts(self) -> LogFacts:
-        """Every account's and region's facts. A process started from a snapshot keeps only
-        the check index until something asks for them (a first command, the change feed, a
-        rebuild): they are built from the index then, once (about 10 s a million accounts)."""
+        """Every account's and region's facts. A process keeps only the light log and the
+        check index until something asks for them (the change feed, a rebuild; never a
+        command): they are built from the index then, once (about 20 s a million accounts),
+        and kept from then on."""
         if self._facts is None:
             with self._lock:
                 if self._facts is None:
@@ -85,7 +87,8 @@ class Projector:
 
     @property
     def log(self) -> LogFacts | LightLog:
-        """Where events go: the facts once they exist, else the light log (no Facts)."""
+        """Where events go, and what a writer decides with: the light log (no Facts), or
+        the facts once something asked for them."""
         log = self._facts if self._facts is not None else self._light
         assert log is not None
         return log
@@ -186,6 +189,9 @@ class Projector:
             for page in read_log(self.app, self.log.position):
                 self._take(page)
                 read += len(page)
+            log = self.log
+            if read and isinstance(log, LightLog):
+                log.compact((), every=1)  # what the catch-up changed, encoded
         return read
 
     def absorb(self, recordings: list[Any]) -> None:
@@ -218,6 +224,8 @@ class Projector:
             # Always: a batch of command records alone changes no answer, but the index
             # has reached its position (read-your-writes waits for exactly that).
             self.index.update(log, changed)
+            if isinstance(log, LightLog):
+                log.compact(changed.accounts)
 
     def start_feed(self) -> ChangeFeed:
         """Keep the change feed from now on (an HTTP worker's /v1/changes)."""

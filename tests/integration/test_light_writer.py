@@ -1,0 +1,152 @@
+"""A writer decides from the compact check index (a LightLog), never from a Fact per account:
+it must decide exactly as a writer that keeps every account's facts in memory (LogFacts),
+whether it started from a snapshot or read the whole log.
+
+For random command sequences (test_equivalence's), the first part is applied, then the rest
+by three writers on three stores holding the same first part:
+
+  FULL      the writer that applied the first part, its facts then built in full (LogFacts:
+            the way every writer decided before);
+  SNAPSHOT  a fresh process started from the index snapshot saved after the first part;
+  LOG       a fresh process that read the whole log (no snapshot), encoding as it goes.
+
+Their logs (every event, command records included), results, histories and rejection logs
+are equal, and each light writer's account facts, read back from its index, are the store's.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from entitlements import open_engine
+from entitlements.decisions import CommandResult, UnknownAccount
+from entitlements.engine import Engine
+from projections import light_log
+from projections.facts import LogFacts
+from projections.light_log import LightLog
+from projections.projector import snapshot_path
+from tests.conftest import fresh_postgres_schema
+from tests.integration.test_equivalence import ACCOUNT_POOL, REGIONS, STORY, scenarios
+
+NOT_COMPARED = ("timestamp", "chain")  # made at save time: differ from store to store
+
+
+def log_of(engine: Engine) -> list[tuple[str, int, dict[str, Any]]]:
+    """Every event of the store in log order: topic, version and what it says."""
+    found = []
+    for n in engine.app.recorder.select_notifications(start=1, limit=1_000_000):
+        e = engine.app.mapper.to_domain_event(n)
+        state = {k: v for k, v in vars(e).items() if k not in NOT_COMPARED}
+        found.append((n.topic, n.originator_version, state))
+    return found
+
+
+def histories(engine: Engine) -> dict[str, list[dict[str, Any]] | None]:
+    found: dict[str, list[dict[str, Any]] | None] = {}
+    for account_id in ACCOUNT_POOL:
+        try:
+            found[account_id] = engine.history(account_id)
+        except UnknownAccount:
+            found[account_id] = None
+    return found
+
+
+def outcome(results: list[CommandResult]) -> list[tuple[str, str | None, bool]]:
+    return [(r.status, r.reason, r.duplicate) for r in results]
+
+
+def rejections(engine: Engine) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k != "position"} for r in engine.rejections()]
+
+
+def assert_light_and_level(engine: Engine) -> None:
+    """No Fact per account kept, and what the index gives back is what the store holds."""
+    log = engine.projector.log
+    assert isinstance(log, LightLog)
+    for account_id, history in histories(engine).items():
+        facts = sorted(log.account_facts(account_id), key=lambda f: f.version)
+        assert [f.as_dict() for f in facts] == (history or [])
+        registered = history[0]["region"] if history else None
+        assert log.account_region(account_id) == registered
+    for code in REGIONS:
+        assert log.region_facts(code) == engine.facts.region_facts(code)
+
+
+def _identified(commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each command under an id of its own, the same on every store (ids name records)."""
+    return [{**cmd, "command_id": f"cmd-{i}"} for i, cmd in enumerate(commands)]
+
+
+def _forget_snapshots(url: str) -> None:
+    index = snapshot_path(url)
+    for path in (index, index.with_suffix(".commands")):
+        path.unlink(missing_ok=True)
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    commands=scenarios(),
+    cut=st.floats(0, 1),
+    one_by_one=st.booleans(),
+    compact_every=st.sampled_from([1, 3, light_log.COMPACT_EVERY]),
+)
+@example(commands=STORY, cut=0.5, one_by_one=False, compact_every=1)
+def test_a_light_writer_decides_as_one_that_keeps_every_fact(
+    store_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    commands: list[dict[str, Any]],
+    cut: float,
+    one_by_one: bool,
+    compact_every: int,
+) -> None:
+    monkeypatch.setattr(light_log, "COMPACT_EVERY", compact_every)
+    commands = _identified(commands)
+    first, rest = commands[: int(len(commands) * cut)], commands[int(len(commands) * cut) :]
+    with tempfile.TemporaryDirectory(prefix="light-writer-") as tmp:
+        # The store under test is of the fixture's kind (the snapshot start); the others
+        # are SQLite files.
+        if store_url.startswith("sqlite"):
+            snapshot_url = f"sqlite:///{Path(tmp) / 'snapshot.db'}"
+        else:
+            snapshot_url = fresh_postgres_schema()
+            _forget_snapshots(snapshot_url)
+        full_url = f"sqlite:///{Path(tmp) / 'full.db'}"
+        log_url = f"sqlite:///{Path(tmp) / 'log.db'}"
+
+        def apply(engine: Engine) -> list[CommandResult]:
+            if one_by_one:
+                return [r for cmd in rest for r in engine.apply([cmd])]
+            return engine.apply(rest)
+
+        for url in (snapshot_url, full_url, log_url):
+            with open_engine(url) as engine:
+                engine.apply(first)
+                if url == snapshot_url:
+                    engine.projector.save_snapshot()
+        with open_engine(full_url) as full:
+            assert isinstance(full.projector.facts, LogFacts)  # from now on: every Fact
+            expected = outcome(apply(full))
+            expected_log, expected_histories = log_of(full), histories(full)
+            expected_rejections = rejections(full)
+        for url in (snapshot_url, log_url):
+            with open_engine(url) as light:
+                started_from = light.projector._snapshot_position
+                assert (started_from > 0) == (url == snapshot_url and len(first) > 0)
+                assert outcome(apply(light)) == expected
+                assert log_of(light) == expected_log
+                assert histories(light) == expected_histories
+                assert rejections(light) == expected_rejections
+                assert_light_and_level(light)
+            with open_engine(url) as again:  # its start from the log it wrote (or a snapshot)
+                assert_light_and_level(again)
+                assert histories(again) == expected_histories
