@@ -298,6 +298,8 @@ def cmd_explain(engine: Engine, args: argparse.Namespace) -> int:
         out.print(text, soft_wrap=True)
 
     x = audit.explain(engine, args.account, args.capability, args.at, args.as_known_at)
+    if args.png is not None:
+        x["png"] = _explain_picture(engine, x, args.png)
     if args.json:
         print(json.dumps(x))
         return EXIT_OK
@@ -337,6 +339,21 @@ def cmd_explain(engine: Engine, args: argparse.Namespace) -> int:
         say("[red]warning:[/] the domain fold disagrees with the check index here")
     say(f"  [dim]log position {x['position']}[/]")
     return EXIT_OK
+
+
+def _explain_picture(engine: Engine, x: dict[str, Any], path: str) -> str:
+    """Draw the bitemporal picture of an explained decision into `path`, whole or not at
+    all, and say where on stderr; a path that cannot be written is one line naming --png."""
+    from entitlements import pictures  # matplotlib loads only when a picture is asked for
+
+    try:
+        target = pictures.writable_target(path)  # before drawing: a bad path fails fast
+        rectangles = audit.bitemporal(engine, x["account_id"], x["capability"])
+        pictures.save_png(pictures.bitemporal_figure(rectangles, x), target)
+    except OSError as e:
+        raise ValueError(f"--png: cannot write {path!r}: {e.strerror or e}") from None
+    err.print(f"picture written to {escape(path)}", soft_wrap=True)
+    return path
 
 
 def cmd_audit_jurisdiction(engine: Engine, args: argparse.Namespace) -> int:
@@ -858,7 +875,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  entitlements explain cn-free-01 host --at 2020-05-19\n"
         "  cn-free-01 host at 2020-05-19T00:00:00Z: no — hosting revoked by "
         "free_hosting_suspended in CN ...\n"
-        "  entitlements explain cn-ent-02 host --at 2020-10-01 --as-known-at 2020-10-20 --json",
+        "  entitlements explain cn-ent-02 host --at 2020-10-01 --as-known-at 2020-10-20 --json\n"
+        "  entitlements explain cn-ent-02 host --png cn-ent-02-host.png",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("account")
@@ -868,6 +886,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--as-known-at", metavar="K", help="only what was recorded by K (default: everything)"
     )
     p.add_argument("--json", action="store_true", help="print JSON for machines")
+    p.add_argument(
+        "--png",
+        metavar="FILE",
+        help="also draw the bitemporal picture into FILE: effective time across, recorded "
+        "time up, each rectangle coloured by the answer (--json: its path in `png`)",
+    )
     p.set_defaults(run=cmd_explain)
 
     p = sub.add_parser(
