@@ -634,6 +634,7 @@ class Engine:
                     corrections = hosting_corrections(facts, region.facts, recorded_at)
                 if corrections:
                     originator_id = account_uuid(account_id)
+                    log.name_stream(originator_id, account_id)
                     events.extend(
                         Account.event_from_fact(account_id, f, who, originator_id, stamp)
                         for f in corrections
@@ -773,6 +774,7 @@ class Engine:
                     account = self.app.repository.get(account_uuid(account_id))
                 except AggregateNotFoundError:
                     raise Rejected(f"unknown account {account_id}") from None
+                self.log.name_stream(account.id, account_id)
             self._keep(self._account_cache, account_id, account)
         group.touched.append(account)
         return account

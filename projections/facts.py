@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from entitlements.rules import WHO_FIELDS, Fact
 
@@ -122,6 +123,10 @@ class TakesEvents:
 
     def region_facts(self, code: str) -> list[Fact]:
         return self.regions.get(code, [])
+
+    def name_stream(self, aggregate_id: UUID, account_id: str) -> None:
+        """The account whose aggregate this is, said by a writer about to save its events
+        (a fan-out), so that taking them back in needs no store read."""
 
 
 class LogFacts(TakesEvents):

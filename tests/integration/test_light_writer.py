@@ -150,3 +150,72 @@ def test_a_light_writer_decides_as_one_that_keeps_every_fact(
             with open_engine(url) as again:  # its start from the log it wrote (or a snapshot)
                 assert_light_and_level(again)
                 assert histories(again) == expected_histories
+
+
+def _register(account_id: str, region: str, plan: str) -> dict[str, Any]:
+    return {
+        "command": "register_account",
+        "account_id": account_id,
+        "region": region,
+        "plan": plan,
+        "channel": "online",
+        "effective_at": "2020-02-01",
+    }
+
+
+def _spy_on_store_asks(engine: Engine) -> list[Any]:
+    """The aggregate ids the engine's light log asks the store about, from now on."""
+    log = engine.projector.log
+    assert isinstance(log, LightLog)
+    asked: list[Any] = []
+    ask = log._resolve
+
+    def spied(aggregate_id: Any) -> tuple[str, str] | None:
+        asked.append(aggregate_id)
+        return ask(aggregate_id)
+
+    log._resolve = spied
+    return asked
+
+
+def test_a_follower_names_every_account_once_many_of_the_snapshot_move(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(light_log, "ASKED_AT_MOST", 2)
+    accounts = [f"us-{i}" for i in range(6)]
+    with open_engine(store_url) as writer:
+        writer.apply([_register(a, "US", "pro") for a in accounts])
+        writer.projector.save_snapshot()
+        with open_engine(store_url) as reader:
+            asked = _spy_on_store_asks(reader)
+            revoke = {"command": "revoke_hosting", "reason": "audit", "effective_at": "2020-03-01"}
+            results = writer.apply([{**revoke, "account_id": a} for a in accounts])
+            assert [r.status for r in results] == ["applied"] * len(accounts)
+            reader.catch_up()
+            assert len(asked) == 2  # then every account named at once: no more store reads
+            for a in accounts:
+                assert reader.check(a, "host").allowed is False
+                assert reader.check(a, "host", at="2020-02-15").allowed is True
+
+
+def test_a_writer_from_a_snapshot_fans_out_without_asking_the_store(store_url: str) -> None:
+    accounts = [f"cn-{i}" for i in range(5)]
+    with open_engine(store_url) as first:
+        first.apply([_register(a, "CN", "free") for a in accounts])
+        first.projector.save_snapshot()
+    with open_engine(store_url) as writer:
+        assert writer.projector._snapshot_position > 0
+        asked = _spy_on_store_asks(writer)
+        rule = {
+            "command": "apply_region_rule",
+            "region": "CN",
+            "rule": "free_hosting_suspended",
+            "effective_at": "2020-05-19",
+        }
+        (result,) = writer.apply([rule])
+        assert result.status == "applied", result.reason
+        assert asked == []  # the fan-out named each account it wrote to
+        assert_light_and_level(writer)
+        for a in accounts:
+            assert [h["type"] for h in writer.history(a)] == ["AccountRegistered", "HostingRevoked"]
+            assert writer.check(a, "host", at="2020-05-20").allowed is False
