@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine import Engine as SqlEngine
 
 from projections.check_index import CheckIndex
+from projections.daily_counts import capability_day_changes_sql
 from projections.facts import LogFacts
 from projections.state_intervals import (
     ACCOUNT_COLUMNS,
@@ -264,9 +265,13 @@ class SqlReadModel:
 
 
 def _create_views(conn: Connection, engine: SqlEngine) -> None:
-    """The two views over the current tables (read when called: a test may fail one)."""
+    """The views over the current tables (read when called: a test may fail one); any
+    already there are replaced, so a store made before a view existed gains it."""
+    for view in VIEWS:
+        conn.exec_driver_sql(f"DROP VIEW IF EXISTS {view}")
     conn.exec_driver_sql(capability_intervals_sql(engine))
     conn.exec_driver_sql(capabilities_now_sql(engine))
+    conn.exec_driver_sql(capability_day_changes_sql(engine))
 
 
 def adopt_names(conn: Connection, tables: ReadModelTables, formerly: ReadModelTables) -> None:

@@ -14,9 +14,11 @@ Views (over the current tables):
 - `capability_intervals`: what each capability was, over which effective and recorded
   times: an account's rectangles intersected with its region's, for each of the seven
   capabilities, decided by CASE expressions that reproduce `entitlements.rules.decide`
-  (allowed, value and the very same reason text).
+  (allowed, value and the very same reason text), with the account's region and plan in that rectangle.
 - `capabilities_now`: what holds now, as known now. Exact at any moment, including when a
   future-effective event's time arrives.
+- `capability_day_changes` (projections/daily_counts.py): the analysts' daily counts, as
+  +1 / -1 changes per day, region and plan, read from `capability_intervals`.
 
 `projection_tracking`: the log position each read model reflects, written in the same
 transaction as its rows, so a replayed delivery changes nothing.
@@ -152,8 +154,11 @@ capability_intervals = Table(
     Column("value", Integer),
     Column("reason", String),
     *_times(),
+    Column("region", String(2)),
+    Column("plan", String(16)),
 )
-VIEWS = ("capabilities_now", "capability_intervals")  # dropped in this order
+#: Dropped in this order (a view before the one it reads).
+VIEWS = ("capability_day_changes", "capabilities_now", "capability_intervals")
 
 
 def capability_intervals_sql(engine: SqlEngine, tables: ReadModelTables = CURRENT) -> str:
@@ -218,6 +223,8 @@ def _capabilities(tables: ReadModelTables, now: Any = None) -> Any:
                 value.label("value"),
                 reason.label("reason"),
                 *times,
+                a.region,
+                a.plan,
             )
             .select_from(joined)
             .where(*holding)
