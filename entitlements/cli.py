@@ -26,8 +26,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from entitlements import audit
-from entitlements.commands import MalformedCommand, parse_command_file
+from entitlements import audit, report
+from entitlements.commands import MalformedCommand, parse_command_file, parse_time
 from entitlements.decisions import Decision, PositionNotReached, UnknownAccount
 from entitlements.engine import Engine, open_engine
 from entitlements.rules import CAPABILITIES, LIMIT_CAPABILITIES
@@ -67,6 +67,7 @@ with two clocks: effective_at (when it takes effect) and recorded_at (when we le
   entitlements audit jurisdiction CN                       CN's requests never left CN (exit 6 if one did)
   entitlements audit export cn-free-01 --format csv        a case file
   entitlements rebuild                            SQL read models + index snapshot, from the log
+  entitlements report CN --from 2020-01-01 --to 2020-12-31 --png cn.png    daily counts per plan
 
 Times are ISO 8601; a bare date is 00:00 UTC, a time without offset is UTC.
 """
@@ -604,6 +605,43 @@ def cmd_catch_up(engine: Engine, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_report(engine: Engine, args: argparse.Namespace) -> int:
+    """Daily counts per plan from the SQL read models (brought level with the log first)."""
+    start, end = report.parse_day(args.from_, "--from"), report.parse_day(args.to, "--to")
+    report.check_range(start, end)
+    capabilities = args.capability or ["host"]
+    report.check_capabilities(capabilities)
+    known = parse_time_option(args.as_known_at, "--as-known-at")
+    behind = report.read_models_level(engine.app, engine.url)
+    if behind:
+        err.print(f"SQL read models caught up ({behind} log positions behind)")
+    counts = report.daily_report(engine.url, args.region, start, end, known, capabilities)
+    if args.png:
+        try:
+            report.plot(counts, Path(args.png))
+        except OSError as e:
+            raise ValueError(f"--png: cannot write {args.png}: {e.strerror or e}") from None
+        err.print(f"picture written to {escape(args.png)}", soft_wrap=True)
+    if args.json:
+        print(json.dumps(report.as_json(counts)))
+    elif args.csv:
+        sys.stdout.write(report.as_csv(counts))
+    else:
+        for table in report.as_tables(counts):
+            out.print(table)
+    return EXIT_OK
+
+
+def parse_time_option(value: str | None, option: str) -> datetime | None:
+    """An ISO 8601 time given to an option, or None; a bad one names the option."""
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as e:
+        raise ValueError(f"{option}: {e}") from None
+
+
 # -- the HTTP door -----------------------------------------------------------------------
 
 
@@ -695,9 +733,21 @@ def cmd_demo(_: Engine | None, args: argparse.Namespace) -> int:
             d = engine.check("cn-ent-02", "host", at="2020-10-01", as_known_at=known)
             label = f"as known at {known}" if known else "as known now"
             out.print(f"  host at 2020-10-01 {label}: {_yes_no(d)} — {escape(d.reason)}")
+
+        report.read_models_level(engine.app, engine.url)
+        picture = path.with_name("cn-2020-host.png")
+        first, last = datetime(2020, 1, 1).date(), datetime(2020, 12, 31).date()
+        year = report.daily_report(url, "CN", first, last)
+        report.plot(year, picture)
+        out.print(
+            "\n[bold]4. How many CN accounts could host, day by day in 2020[/] (per plan, "
+            f"as known now): {escape(str(picture))}",
+            soft_wrap=True,
+        )
     out.print(
         f"\nExplore it: [bold]entitlements --db {escape(url)} history cn-free-02[/]\n"
-        f"            [bold]entitlements --db {escape(url)} check cn-pro-01 host --at 2020-10-01 --json[/]"
+        f"            [bold]entitlements --db {escape(url)} check cn-pro-01 host --at 2020-10-01 --json[/]\n"
+        f"            [bold]entitlements --db {escape(url)} report CN --from 2020-09-01 --to 2020-10-31 --as-known-at 2020-10-20[/]"
     )
     return EXIT_OK
 
@@ -992,6 +1042,46 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval", type=float, default=1.0, help="seconds between polls with --follow"
     )
     p.set_defaults(run=cmd_catch_up, lazy_index=True)
+
+    p = sub.add_parser(
+        "report",
+        help="analysts: how many of REGION's accounts had a capability each day, per plan",
+        description="For each day from --from to --to (both inclusive), how many of "
+        "REGION's accounts may do the capability (default: host), per plan (the plan the "
+        "account had then) and in total, counted at 00:00 UTC of the day: the number of "
+        "accounts for which `check ACCOUNT CAPABILITY --at DAY --as-known-at K` says yes. "
+        "The region's rule switches are shown on their day. The counts come from the SQL "
+        "read models (the view capability_day_changes), caught up with the log first. "
+        "At most five years of days.",
+        epilog="examples:\n  entitlements report CN --from 2020-01-01 --to 2020-12-31 --png cn-2020.png\n"
+        "  entitlements report CN --from 2020-09-01 --to 2020-10-31 --as-known-at 2020-10-20 --csv\n"
+        "  entitlements report CN --from 2020-05-01 --to 2020-06-30 --capability host "
+        "--capability subscribe_online --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("region", metavar="REGION", help="a region code, e.g. CN")
+    p.add_argument(
+        "--from",
+        dest="from_",
+        required=True,
+        metavar="DATE",
+        help="first day, YYYY-MM-DD (inclusive)",
+    )
+    p.add_argument("--to", required=True, metavar="DATE", help="last day, YYYY-MM-DD (inclusive)")
+    p.add_argument(
+        "--as-known-at", metavar="K", help="only what was recorded by K (default: everything)"
+    )
+    p.add_argument(
+        "--capability",
+        action="append",
+        metavar="C",
+        help=f"a capability to count (repeatable; default host): {' | '.join(CAPABILITIES)}",
+    )
+    p.add_argument("--png", metavar="FILE", help="also draw the counts over time into FILE")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    shape.add_argument("--json", action="store_true", help="print JSON for machines")
+    p.set_defaults(run=cmd_report, lazy_index=True)
 
     p = sub.add_parser(
         "token",
