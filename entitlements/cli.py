@@ -1022,9 +1022,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "rebuild",
         help="rebuild every read model from the log, with progress",
-        description="Rebuilds the SQL read models (accounts, capability_intervals, the "
-        "capabilities_now view) and the check-index snapshot from the whole log, in large "
-        "batches, into fresh tables swapped in at the end: checks keep answering meanwhile. "
+        description="Rebuilds the SQL read models (the tables accounts, "
+        "account_state_intervals and region_state_intervals, and their views "
+        "capability_intervals, capabilities_now and capability_day_changes) and the "
+        "check-index snapshot from the whole log, in large batches, into fresh tables swapped in at the end: checks keep answering meanwhile. "
         "Killed halfway, run it again: it resumes where it stopped and ends at the log's head. "
         "Run it as often as you like.",
     )
