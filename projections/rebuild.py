@@ -13,14 +13,19 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from eventsourcing.application import Application
 
+from projections.check_index import CheckIndex
 from projections.facts import Changed
 from projections.log_reader import read_log
 from projections.projector import Projector
+from projections.rebuild_read import read_facts
+from projections.rebuild_rows import Kinds
 from projections.sql_views import SqlReadModel, sql_engine
+from projections.timeline import region_timeline
 
 BATCH = int(
     os.environ.get("ENTITLEMENTS_PROJECTION_BATCH", "20000")
@@ -132,18 +137,23 @@ def rebuild(app: Application[Any], url: str, progress: Progress | None = None) -
 def _rebuild(app: Application[Any], url: str, progress: Progress | None) -> int:
     model = SqlReadModel(sql_engine(url), name="rebuild", suffix="__rebuild")
     target = _rebuild_target(app, model)
-    projector = Projector(app, url)
-    facts = projector.facts
-    for page in read_log(app, facts.position, target):
-        facts.add(page)
-        if progress is not None:
-            progress(facts.position, target)
+    facts = read_facts(app, target, progress)
     accounts = sorted(facts.accounts)
+    index = CheckIndex()
+    kinds = Kinds(index, datetime.now(UTC), model.when)
     done = model.counter("rebuild:accounts") or 0
+    every, region_of = facts.accounts, facts.region_of
+    for account_id in accounts[:done]:  # written before a kill: only their index codes
+        kinds.rows(account_id, region_of[account_id], every[account_id])
     for start in range(done, len(accounts), ACCOUNTS_PER_TRANSACTION):
         chunk = accounts[start : start + ACCOUNTS_PER_TRANSACTION]
+        accounts_rows, state_rows = [], []
+        for account_id in chunk:
+            row, states = kinds.rows(account_id, region_of[account_id], every[account_id])
+            accounts_rows.append(row)
+            state_rows.extend(states)
         with model.engine.begin() as conn:  # fresh tables, past the cursor: nothing to delete
-            model.insert_rows(conn, facts, chunk)
+            model.insert_prepared(conn, accounts_rows, state_rows)
             model.track(conn, start + len(chunk), "rebuild:accounts")
         if progress is not None:
             progress(target + start + len(chunk), target + len(accounts))
@@ -152,6 +162,10 @@ def _rebuild(app: Application[Any], url: str, progress: Progress | None) -> int:
             model.insert_rows(conn, facts, (), sorted(facts.regions))
             model.index(conn)
             model.track(conn, target)
+    regions = {code: region_timeline(code, fs) for code, fs in facts.regions.items()}
+    index.replace(kinds.codes, regions, facts.position)  # every account encoded already
+    projector = Projector(app, url, index)
+    projector.facts = facts
 
     def then(done: int, head: int) -> None:  # progress goes on from where the accounts ended
         if progress is not None:

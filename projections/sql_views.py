@@ -139,6 +139,12 @@ class SqlReadModel:
             conn.execute(delete(r).where(r.c.region.in_(list(regions))))
         self.insert_rows(conn, facts, accounts, regions)
 
+    @property
+    def when(self) -> Any:
+        """How a time is written into a row: UTC text on SQLite (as SQLAlchemy's DateTime
+        stores it), the datetime itself on PostgreSQL (None stays None)."""
+        return _sqlite_time if self._sqlite else None
+
     def insert_rows(
         self,
         conn: Connection,
@@ -147,8 +153,8 @@ class SqlReadModel:
         regions: Sequence[str] = (),
     ) -> int:
         """Insert the rows of these accounts and regions (none there yet); returns how many
-        state rows. The rebuild calls this on its fresh tables, with no deletes."""
-        when = _sqlite_time if self._sqlite else None
+        state rows."""
+        when = self.when
         accounts_rows: list[tuple[Any, ...]] = []
         state_rows: list[tuple[Any, ...]] = []
         every, region_of = facts.accounts, facts.region_of
@@ -163,11 +169,23 @@ class SqlReadModel:
         regions_rows = [
             row for code in regions for row in region_rows(code, facts.regions[code], when)
         ]
+        self.insert_prepared(conn, accounts_rows, state_rows, regions_rows)
+        return len(state_rows) + len(regions_rows)
+
+    def insert_prepared(
+        self,
+        conn: Connection,
+        accounts_rows: list[tuple[Any, ...]],
+        state_rows: list[tuple[Any, ...]],
+        regions_rows: list[tuple[Any, ...]] | None = None,
+    ) -> None:
+        """Insert rows already made (ACCOUNT_ROW_COLUMNS, ACCOUNT_COLUMNS, REGION_COLUMNS;
+        times as `when` writes them) into tables that do not hold them yet. The rebuild
+        calls this on its fresh tables, with no deletes."""
         tables = self.tables
         self._insert(conn, tables.accounts, ACCOUNT_ROW_COLUMNS, accounts_rows)
         self._insert(conn, tables.account_states, ACCOUNT_COLUMNS, state_rows)
-        self._insert(conn, tables.region_states, REGION_COLUMNS, regions_rows)
-        return len(state_rows) + len(regions_rows)
+        self._insert(conn, tables.region_states, REGION_COLUMNS, regions_rows or [])
 
     def _insert(
         self, conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]

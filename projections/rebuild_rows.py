@@ -1,0 +1,177 @@
+"""A rebuild's per-account work, done once per *kind* of account.
+
+Most accounts differ only in their times and ids: a registration, maybe a rule-caused
+revocation. Their narrow rows (state_intervals.account_rows) and their check-index template
+(check_index.Interner.encode) are the same up to those times, because both depend on the
+times only through their order (and, for the `accounts` row, through where now falls among
+them). So `Kinds` works out the rows and the template for the first account of a kind, with
+every time replaced by its rank among the account's times, and for every other account of
+that kind only puts its own times and id in. A kind is the account's events without their
+times (type, version, rank of each time, data without its command_id, cause), its region,
+and how many of its times are past. The one text of a row that quotes times (rule 7's
+reason names the registration's) makes its account's kind one to work out account by
+account, as before; every other text comes from the events' data and causes.
+
+tests/integration/test_rebuild_rows.py holds the rows and the index codes equal to those
+worked out account by account.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from entitlements.rules import Fact
+from projections.check_index import CheckIndex, to_us
+from projections.state_intervals import ACCOUNT_COLUMNS, account_rows
+
+#: How a time is written into a row (SQLite keeps text); None stays None.
+When = Callable[[datetime | None], Any]
+#: A row with its times as ranks, and where the times are.
+Recipe = tuple[tuple[Any, ...], tuple[int, ...]]
+_REASON = ACCOUNT_COLUMNS.index("not_registered_reason")  # a text that can name times
+_WHO = object()  # stands for any command_id in a kind's key (one per command: never shared)
+
+
+class _Kind:
+    """What every account of one kind gets: rows as recipes, an index template and which
+    of the account's times fill its slots."""
+
+    __slots__ = ("account_row", "state_rows", "template_id", "slot_ranks")
+
+    def __init__(
+        self,
+        account_row: Recipe,
+        state_rows: tuple[Recipe, ...],
+        template_id: int,
+        slot_ranks: tuple[int, ...],
+    ) -> None:
+        self.account_row = account_row
+        self.state_rows = state_rows
+        self.template_id = template_id
+        self.slot_ranks = slot_ranks
+
+
+class Kinds:
+    """Rows and index codes of accounts, worked out once per kind (see the module's doc)."""
+
+    def __init__(self, index: CheckIndex, now: datetime, when: When | None = None) -> None:
+        self.index = index
+        self.now = now
+        self.when: When = when or _same
+        self._kinds: dict[tuple[Any, ...], _Kind | None] = {}
+        self._contents: dict[Any, int] = {}  # a data or cause dict's content -> a small int
+        self.codes: dict[str, int] = {}  # account -> its code in the index's store
+
+    def __len__(self) -> int:
+        return len(self._kinds)
+
+    def rows(
+        self, account_id: str, region: str, facts: Sequence[Fact]
+    ) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
+        """The account's `accounts` row and state rows (as `account_rows` gives them, times
+        written by `when`); its code in the index goes into `codes`."""
+        times = sorted({f.effective_at for f in facts} | {f.recorded_at for f in facts})
+        rank = {t: i for i, t in enumerate(times)}
+        content = self._content
+        key = (
+            region,
+            bisect_right(times, self.now),
+            *[
+                (
+                    f.type,
+                    f.version,
+                    rank[f.effective_at],
+                    rank[f.recorded_at],
+                    content(f.data),
+                    content(f.cause),
+                )
+                for f in facts
+            ],
+        )
+        kind = self._kinds.get(key, _WHO)
+        if kind is _WHO:
+            kind = self._kinds[key] = self._new_kind(account_id, region, facts, times)
+        if kind is None:  # its rows quote a time: worked out for itself
+            return self._one_by_one(account_id, region, facts)
+        assert isinstance(kind, _Kind)
+        store = self.index.store
+        us = [to_us(t) for t in times]
+        who: tuple[str | None, ...] = ()
+        if any(f.data.get("command_id") is not None for f in facts):
+            who = tuple(f.data.get("command_id") for f in sorted(facts, key=lambda f: f.version))
+        self.codes[account_id] = store.add(
+            account_id, kind.template_id, [us[r] for r in kind.slot_ranks], who
+        )
+        when = self.when
+        written = [when(t) for t in times]
+        return _fill(kind.account_row, account_id, written), [
+            _fill(recipe, account_id, written) for recipe in kind.state_rows
+        ]
+
+    def _one_by_one(
+        self, account_id: str, region: str, facts: Sequence[Fact]
+    ) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
+        template_id, times, who = self.index.interner.encode(facts)
+        self.codes[account_id] = self.index.store.add(account_id, template_id, times, who)
+        return account_rows(account_id, region, facts, self.now, self.when)
+
+    def _new_kind(
+        self, account_id: str, region: str, facts: Sequence[Fact], times: list[datetime]
+    ) -> _Kind | None:
+        """Rows (times as datetimes) and template of this account, its times made ranks."""
+        row, states = account_rows(account_id, region, facts, self.now)
+        if any(s[_REASON] for s in states):  # rule 7's reason names the registration's times
+            return None
+        rank = {t: i for i, t in enumerate(times)}
+        recipes = [_recipe(r, rank) for r in (row, *states)]
+        template_id, slot_times, _ = self.index.interner.encode(facts)
+        rank_of_us = {to_us(t): i for i, t in enumerate(times)}
+        return _Kind(
+            recipes[0],
+            tuple(recipes[1:]),
+            template_id,
+            tuple(rank_of_us[us] for us in slot_times),
+        )
+
+    def _content(self, value: Mapping[str, Any] | None) -> int:
+        """A small int per distinct content (keys in order, values and their types; a
+        command_id stands for any): equal ints, equal data for rows and template."""
+        if value is None:
+            return -1
+        if "command_id" in value:
+            value = {**value, "command_id": _WHO}
+        key: Any = (tuple(value.items()), tuple(map(type, value.values())))
+        try:
+            found = self._contents.get(key)
+        except TypeError:  # a nested value (a cause's rule_event): its repr names it
+            key = repr(value)
+            found = self._contents.get(key)
+        if found is None:
+            found = self._contents[key] = len(self._contents)
+        return found
+
+
+def _same(t: datetime | None) -> Any:
+    return t
+
+
+def _recipe(row: tuple[Any, ...], rank: dict[datetime, int]) -> Recipe:
+    """The row with each time made its rank, and where they are."""
+    values, where = list(row), []
+    for i, v in enumerate(values):
+        if isinstance(v, datetime):
+            values[i] = rank[v]
+            where.append(i)
+    return tuple(values), tuple(where)
+
+
+def _fill(recipe: Recipe, account_id: str, written: list[Any]) -> tuple[Any, ...]:
+    values, where = recipe
+    row = list(values)
+    row[0] = account_id
+    for i in where:
+        row[i] = written[row[i]]
+    return tuple(row)

@@ -1,0 +1,206 @@
+"""A rebuild's own read of the log and its per-kind rows equal the general ones, on SQLite
+and PostgreSQL: `read_facts` is `LogFacts.add` over the same events (older event versions
+upcast), and `Kinds` gives each account the rows `account_rows` gives it and an index code
+that reads back as its facts, whether its kind was seen before or not."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from eventsourcing.domain import Aggregate, event
+from eventsourcing.persistence import StoredEvent
+
+from entitlements.commands import parse_command_file
+from entitlements.engine import Engine
+from entitlements.rules import Fact
+from projections import log_reader
+from projections.check_index import MASK, CheckIndex
+from projections.facts import LogFacts
+from projections.log_reader import read_log
+from projections.rebuild_read import read_facts, state_decoder
+from projections.rebuild_rows import Kinds
+from projections.sql_views import SqlReadModel, sql_engine
+from projections.state_intervals import account_rows
+from tests.conftest import scenario_file
+
+FACTS_FIELDS = ("accounts", "regions", "region_of", "members", "stream_of", "position")
+
+
+def the_scenario_and_alike_accounts(engine: Engine) -> None:
+    """The china-2020 story (some of its accounts' rows quote their registration's times:
+    rule 7), then accounts alike but for their times (a fan-out revokes the free ones,
+    each under the fan-out's command_id)."""
+    engine.apply_parsed(parse_command_file(scenario_file("china-2020.jsonl")))
+    start = datetime(2021, 3, 1, tzinfo=UTC)
+    commands: list[dict[str, Any]] = []
+    for i in range(24):
+        at = (start + timedelta(hours=i)).isoformat()
+        plan = ("free", "pro", "free")[i % 3]
+        commands.append(
+            {
+                "command": "register_account",
+                "account_id": f"alike-{i:02d}",
+                "region": "US",
+                "plan": plan,
+                "channel": "online",
+                "effective_at": at,
+                "command_id": f"reg-{i}",
+            }
+        )
+    commands.append(
+        {
+            "command": "apply_region_rule",
+            "region": "US",
+            "rule": "free_hosting_suspended",
+            "effective_at": "2021-04-01T00:00:00+00:00",
+        }
+    )
+    results = engine.apply(commands)
+    assert all(r.status == "applied" for r in results), [r.reason for r in results]
+
+
+def logfacts(engine: Engine, stop: int) -> LogFacts:
+    facts = LogFacts()
+    for page in read_log(engine.app, 0, stop):
+        facts.add(page)
+    return facts
+
+
+def seen_by(seen: list[tuple[int, int]]) -> Any:
+    return lambda done, total: seen.append((done, total))
+
+
+@pytest.mark.parametrize("page", [3, 1000])
+def test_read_facts_equals_log_facts_add(
+    engine: Engine, page: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    the_scenario_and_alike_accounts(engine)
+    monkeypatch.setattr(log_reader, "PAGE", page)
+    head = engine.position()
+    for stop in (head, head - 7):
+        seen: list[tuple[int, int]] = []
+        got, expected = read_facts(engine.app, stop, seen_by(seen)), logfacts(engine, stop)
+        for name in FACTS_FIELDS:
+            assert getattr(got, name) == getattr(expected, name), name
+        assert got.newest_recorded_at == expected.newest_recorded_at
+        assert seen[-1] == (got.position, stop) and len(seen) >= stop // page
+    assert read_facts(engine.app, 0).position == 0
+
+
+def test_an_unknown_stream_is_refused_as_log_facts_refuses_it(engine: Engine) -> None:
+    the_scenario_and_alike_accounts(engine)
+    gadget = Gadget()
+    gadget.rename(name="x", effective_at=datetime(2020, 1, 1, tzinfo=UTC))
+    (_, renamed) = (engine.app.mapper.to_stored_event(e) for e in gadget.collect_events())
+    engine.app.recorder.insert_events([renamed])  # its stream never opened
+    with pytest.raises(ValueError, match="Renamed v2 of an unknown stream"):
+        read_facts(engine.app, engine.app.recorder.max_notification_id() or 0)
+
+
+class Gadget(Aggregate):
+    """A test-only aggregate whose Renamed event gained `effective_at` in version 2."""
+
+    class Renamed(Aggregate.Event):
+        class_version = 2
+        name: str
+        effective_at: datetime
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["effective_at"] = datetime(1970, 1, 1, tzinfo=UTC)
+
+    @event("Created")
+    def __init__(self) -> None:
+        self.name = ""
+
+    @event(Renamed)
+    def rename(self, name: str, effective_at: datetime) -> None:
+        self.name, self.effective_at = name, effective_at
+
+
+def test_the_state_decoder_decodes_as_the_mapper_and_upcasts_older_versions(
+    engine: Engine,
+) -> None:
+    the_scenario_and_alike_accounts(engine)
+    gadget = Gadget()
+    gadget.rename(name="old", effective_at=datetime(2020, 1, 1, tzinfo=UTC))
+    created, renamed = (engine.app.mapper.to_stored_event(e) for e in gadget.collect_events())
+    state = engine.app.mapper.transcoder.decode(renamed.state)
+    assert state.pop("class_version") == 2
+    del state["effective_at"]  # as a version-1 release of the code stored it
+    v1 = StoredEvent(
+        renamed.originator_id,
+        renamed.originator_version,
+        renamed.topic,
+        engine.app.mapper.transcoder.encode(state),
+    )
+    engine.app.recorder.insert_events([created, v1])
+    decode = state_decoder(engine.app)
+    stored = engine.app.recorder.select_notifications(start=1, limit=10**6)
+    for n in stored:
+        cls, got = decode(n)
+        expected = engine.app.mapper.to_domain_event(n)
+        assert cls is type(expected) and got == vars(expected)
+    cls, upcast = decode(stored[-1])
+    assert cls is Gadget.Renamed
+    assert upcast["effective_at"] == datetime(1970, 1, 1, tzinfo=UTC)
+    assert "class_version" not in upcast
+
+
+@pytest.mark.parametrize("now_offset_days", [0, -365 * 3])
+def test_kinds_give_each_account_its_own_rows_and_index_code(
+    engine: Engine, store_url: str, now_offset_days: int
+) -> None:
+    the_scenario_and_alike_accounts(engine)
+    facts = read_facts(engine.app, engine.position())
+    now = datetime.now(UTC) + timedelta(days=now_offset_days)  # now before or after the times
+    when = SqlReadModel(sql_engine(store_url)).when
+    kinds = Kinds(CheckIndex(), now, when)
+    reference = CheckIndex()
+    for account_id in sorted(facts.accounts):
+        account_facts: list[Fact] = facts.accounts[account_id]
+        region = facts.region_of[account_id]
+        got = kinds.rows(account_id, region, account_facts)
+        assert got == account_rows(account_id, region, account_facts, now, when), account_id
+        code = kinds.codes[account_id]
+        assert kinds.index.store.facts(account_id, code) == account_facts, account_id
+        template_id, times, _ = reference.interner.encode(account_facts)
+        template = kinds.index.interner.templates[code & MASK]
+        assert template.events == reference.interner.templates[template_id].events
+        offset = code >> 32
+        assert list(kinds.index.store.times[offset : offset + template.slots]) == times
+    assert len(kinds) < len(facts.accounts) - 15  # the alike accounts shared their kinds
+
+
+def test_rows_that_quote_their_times_are_worked_out_account_by_account() -> None:
+    """An event effective before the registration (the engine refuses one, an older log
+    may hold it): rule 7's reason names the registration's times, its own per account."""
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    kinds = Kinds(CheckIndex(), now)
+    for day in (1, 2, 3):
+        registered = datetime(2021, 5, day, tzinfo=UTC)
+        account_id = f"early-{day}"
+        facts = [
+            Fact(
+                f"account:{account_id}",
+                "HostingRevoked",
+                2,
+                registered - timedelta(days=30),
+                registered,
+                {"reason": "audit"},
+            ),
+            Fact(
+                f"account:{account_id}",
+                "AccountRegistered",
+                1,
+                registered,
+                registered,
+                {"region": "US", "plan": "free", "channel": "online", "partner": None},
+            ),
+        ]
+        rows = kinds.rows(account_id, "US", facts)
+        assert rows == account_rows(account_id, "US", facts, now)
+        assert any(registered.date().isoformat() in str(row[2]) for row in rows[1])
+        assert kinds.index.store.facts(account_id, kinds.codes[account_id]) == facts
