@@ -30,17 +30,18 @@ def midnight(d: date) -> datetime:
 
 
 def expected_counts(
-    engine: Engine, region: str, capability: str, d: date, known: datetime | None
-) -> dict[str, int]:
-    """plan -> how many of the region's accounts `check` allows at 00:00 UTC of `d` as
-    known at `known`, by the plan each one had then (as known then)."""
-    counts: dict[str, int] = {}
+    engine: Engine, region: str, capabilities: Sequence[str], d: date, known: datetime | None
+) -> dict[str, dict[str, int]]:
+    """capability -> plan -> how many of the region's accounts `check` allows at 00:00 UTC
+    of `d` as known at `known`, by the plan each one had then (as known then)."""
+    counts: dict[str, dict[str, int]] = {c: {} for c in capabilities}
     for account, facts in engine.facts.accounts.items():
         if engine.facts.region_of[account] != region:
             continue
-        if engine.check(account, capability, at=midnight(d), as_known_at=known).allowed:
-            plan = fold_account(facts, at=midnight(d), known=known).plan
-            counts[plan] = counts.get(plan, 0) + 1
+        plan = fold_account(facts, at=midnight(d), known=known).plan
+        for capability in capabilities:
+            if engine.check(account, capability, at=midnight(d), as_known_at=known).allowed:
+                counts[capability][plan] = counts[capability].get(plan, 0) + 1
     return counts
 
 
@@ -82,11 +83,11 @@ def assert_report_is_the_engines(
     for known in knowns:
         report = daily_report(engine.url, region, days[0], days[-1], known, capabilities)
         assert [d for d, _ in report.series[0].days][0] == days[0]
-        for capability in capabilities:
-            got = reported(report, capability)
-            for d in days:
-                want = expected_counts(engine, region, capability, d, known)
-                assert got[d] == want, (capability, d, known)
+        got = {capability: reported(report, capability) for capability in capabilities}
+        for d in days:
+            want = expected_counts(engine, region, capabilities, d, known)
+            for capability in capabilities:
+                assert got[capability][d] == want[capability], (capability, d, known)
         switches = {(s.at, s.rule, s.on) for s in report.switches}
         assert switches == expected_switches(engine, region, known, days[0], days[-1])
 
