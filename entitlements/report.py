@@ -19,7 +19,7 @@ from typing import Any
 from eventsourcing.application import Application
 from rich.table import Table
 
-from entitlements.rules import CAPABILITIES, PLANS
+from entitlements.rules import CAPABILITIES, LIMIT_CAPABILITIES, PLANS
 from projections.daily_counts import (
     RuleSwitch,
     counts_per_day,
@@ -132,6 +132,13 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time(), UTC) + timedelta(days=1)
 
 
+def allowed_to(capability: str) -> str:
+    """What a count counts, in words ("that may host"; a limit is allowed when above 0)."""
+    if capability in LIMIT_CAPABILITIES:
+        return f"with {capability} above 0"
+    return f"that may {capability.replace('_', ' ')}"
+
+
 def _switch_text(s: RuleSwitch) -> str:
     clock = "" if s.at.time() == time() else f" at {s.at:%H:%M}"
     return f"{s.rule} {'on' if s.on else 'lifted'}{clock}"
@@ -147,7 +154,7 @@ def as_tables(report: Report) -> list[Table]:
     tables = []
     for s in report.series:
         table = Table(
-            title=f"{report.region}: accounts that may {s.capability}, per plan, at "
+            title=f"{report.region}: accounts {allowed_to(s.capability)}, per plan, at "
             f"{COUNTED_AT} (as known {'at ' + known if report.as_known_at else known})",
             title_justify="left",
         )
@@ -272,7 +279,7 @@ def plot(report: Report, path: Path) -> None:
                 color="0.15",
                 bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
             )
-        ax.set_ylabel(f"accounts that may {s.capability}")
+        ax.set_ylabel(f"accounts {allowed_to(s.capability)}")
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(axis="y", alpha=0.3)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="plan")
