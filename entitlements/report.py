@@ -65,6 +65,10 @@ def parse_day(value: str, option: str) -> date:
         raise ValueError(f"{option}: not a date (YYYY-MM-DD): {value[:40]!r}") from None
     if day.year < 1900:
         raise ValueError(f"{option}: before the year 1900: {value[:40]!r}")
+    if day == date.max:  # its day's end, where the range stops, is past any date
+        raise ValueError(
+            f"{option}: the last day a report can cover is {date.max - timedelta(days=1)}"
+        )
     return day
 
 
