@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -25,6 +27,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from sqlalchemy import text
 
@@ -57,7 +60,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args(argv)
-    url = _postgres() if args.postgres else f"sqlite:///{Path(tempfile.mkdtemp()) / 'daily.db'}"
+    folder = tempfile.mkdtemp(prefix="daily-counts-")
+    try:  # the store (SQLite) and any index snapshot go in this run's folder, removed after
+        with mock.patch.dict(os.environ, {"ENTITLEMENTS_CACHE": folder}):
+            return _measure(args, _postgres() if args.postgres else f"sqlite:///{folder}/daily.db")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
     with Engine(url, start=False) as engine:
         fill_store(engine.app, iter([region_opened("CN", datetime(2019, 12, 1, tzinfo=UTC))]))
         fill_store(engine.app, mixed_registration_events(args.accounts))
