@@ -1,0 +1,131 @@
+"""A rebuild's second process: it inserts the rows while the first works out the next ones.
+
+Inserting is mostly the database's time, but in the same process it holds the GIL between
+rows (a thread beside the work was measured slower), so a rebuild of many accounts hands
+its rows to a process of its own, through a pipe, as plain tuples (str, bool, None and, on
+PostgreSQL, datetimes: nothing of ours, nothing read from disk). Each batch goes in with the
+rebuild's cursor in one transaction, as in-process, so a kill anywhere (of either process)
+leaves whole batches and a cursor that says which; the first process reports progress as
+the batches are acknowledged. The process is a fresh interpreter running this module (no
+fork of a process holding connections; unlike multiprocessing's spawn it never imports the
+caller's main module); the store's URL goes down the pipe, not on its command line. It ends
+when told, when the pipe closes, or on the first error, which it sends back as one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from multiprocessing.connection import Connection
+from typing import Any
+
+from projections.sql_views import SqlReadModel, sql_engine
+
+#: Accounts below which the rows are inserted in-process (a process costs about 0.3 s).
+IN_PROCESS_BELOW = 20_000
+
+
+class WriterFailed(RuntimeError):
+    """The writer process stopped on an error (its one line says which)."""
+
+
+def _serve(inbox: Connection, outbox: Connection) -> None:
+    """The second process: insert each batch with its cursor, acknowledge it; at the end,
+    the regions' rows, the indexes and the target, then say so. The first process gone
+    (its pipe closed), it stops: every batch in is whole, with its cursor."""
+    try:
+        url, name, suffix = inbox.recv()
+        model = SqlReadModel(sql_engine(url), name=name, suffix=suffix)
+        while True:
+            message = inbox.recv()
+            if message[0] == "rows":
+                _, cursor, accounts_rows, state_rows = message
+                with model.engine.begin() as conn:
+                    model.insert_prepared(conn, accounts_rows, state_rows)
+                    model.track(conn, cursor, "rebuild:accounts")
+                outbox.send(("written", cursor))
+            else:
+                _, regions_rows, target = message
+                with model.engine.begin() as conn:
+                    model.insert_prepared(conn, [], [], regions_rows)
+                    model.index(conn)
+                    model.track(conn, target)
+                outbox.send(("ended", target))
+                return
+    except (EOFError, BrokenPipeError):
+        return
+    except Exception as e:  # noqa: BLE001 - sent back as one line, raised there
+        lines = str(e).strip().splitlines() or [""]
+        with contextlib.suppress(OSError):
+            outbox.send(("failed", f"{type(e).__name__}: {lines[0]}"))
+
+
+class Writer:
+    """The first process's end: send batches, read acknowledgements."""
+
+    def __init__(self, url: str, model: SqlReadModel) -> None:
+        down_read, down_write = os.pipe()
+        up_read, up_write = os.pipe()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", __name__, str(down_read), str(up_write)],
+            pass_fds=(down_read, up_write),
+        )
+        os.close(down_read)
+        os.close(up_write)
+        self._out = Connection(down_write, readable=False)
+        self._in = Connection(up_read, writable=False)
+        self.pending = 0  # batches sent, not yet acknowledged
+        self._send((url, model.name, model.tables.suffix))
+
+    def rows(
+        self, cursor: int, accounts_rows: list[tuple[Any, ...]], state_rows: list[tuple[Any, ...]]
+    ) -> None:
+        """Insert these rows and move the cursor to `cursor`, in one transaction."""
+        self._send(("rows", cursor, accounts_rows, state_rows))
+        self.pending += 1
+
+    def end(self, regions_rows: list[tuple[Any, ...]], target: int) -> None:
+        """Insert the regions' rows, create the indexes and record the target reached."""
+        self._send(("end", regions_rows, target))
+        self.pending += 1
+
+    def _send(self, message: Any) -> None:
+        try:
+            self._out.send(message)
+        except OSError:  # it stopped: say why, if it said
+            self.written(wait=True)
+            raise WriterFailed("the writer process ended unexpectedly") from None
+
+    def written(self, wait: bool) -> list[int]:
+        """Cursors of the batches acknowledged since last asked (all of them: `wait`)."""
+        done: list[int] = []
+        while self.pending and (wait or self._in.poll()):
+            try:
+                kind, value = self._in.recv()
+            except EOFError:
+                raise WriterFailed("the writer process ended unexpectedly") from None
+            if kind == "failed":
+                raise WriterFailed(value)
+            self.pending -= 1
+            if kind == "written":
+                done.append(value)
+        return done
+
+    def close(self) -> None:
+        """Stop the process: it ends the batch it is inserting (whole, with its cursor) and
+        reads no other."""
+        self._out.close()
+        self._in.close()
+        try:
+            self._process.wait(30)
+        except subprocess.TimeoutExpired:
+            self._process.terminate()  # a batch cut short is rolled back, never half kept
+            self._process.wait()
+
+
+if __name__ == "__main__":
+    _serve(
+        Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False)
+    )
