@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,16 @@ import pytest
 from benchmarks.synthetic import ACCOUNTS, world_facts, world_index
 from entitlements.engine import Engine
 from tests.conftest import postgres_url  # noqa: F401 - the PostgreSQL fixture, shared
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist starts its workers
+def pytest_configure(config: pytest.Config) -> None:
+    """Timed benchmarks (`--benchmark-enable`) run in this one process, whatever `-n` the
+    suite's addopts say: pytest-benchmark does not time under xdist, and a second worker
+    would share the cores with what is being timed."""
+    if config.getoption("benchmark_enable", False) and not os.environ.get("PYTEST_XDIST_WORKER"):
+        config.option.numprocesses = 0
+        config.option.dist = "no"
 
 
 @pytest.fixture(scope="session")

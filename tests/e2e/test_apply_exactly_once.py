@@ -125,6 +125,7 @@ def test_a_reader_that_goes_away_ends_the_run_quietly(store_url: str, tmp_path: 
 
 
 @pytest.mark.slow
+@pytest.mark.timing
 def test_killed_at_ten_random_points_then_run_again_every_command_is_in_the_log_once(
     store_url: str, tmp_path: Path
 ) -> None:

@@ -360,6 +360,7 @@ def test_a_store_outage_is_a_503_with_one_line(
 
 
 @pytest.mark.slow
+@pytest.mark.timing
 def test_sigterm_lets_a_request_in_flight_finish(tmp_path: Any) -> None:
     """A waiting /v1/changes request, then SIGTERM: the answer still comes, then the server stops."""
     import threading

@@ -125,6 +125,7 @@ def register_shared_accounts(engine: Engine) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timing
 def test_writer_processes_on_overlapping_accounts_lose_nothing(
     store_url: str, engine: Engine
 ) -> None:
@@ -136,6 +137,7 @@ def test_writer_processes_on_overlapping_accounts_lose_nothing(
 
 
 @pytest.mark.slow
+@pytest.mark.timing
 @pytest.mark.postgres
 def test_a_database_restart_under_write_load_loses_nothing_acknowledged(
     throwaway_postgres: ThrowawayPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -190,6 +192,7 @@ def big_store(engine: Engine, accounts: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timing
 def test_a_follower_killed_mid_catch_up_ends_with_what_a_rebuild_gives(
     store_url: str, engine: Engine
 ) -> None:
