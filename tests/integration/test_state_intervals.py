@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import Engine as SqlEngine
 from sqlalchemy import and_, or_, select
 
 from entitlements import open_engine
@@ -41,9 +42,11 @@ JUST_BEFORE = timedelta(seconds=1)
 
 
 def view_at(
-    url: str, at: datetime, known: datetime | None
+    sql: SqlEngine, at: datetime, known: datetime | None
 ) -> dict[tuple[str, str], list[tuple[bool, Any, str]]]:
-    """(account, capability) -> the view's rows holding at (at, known)."""
+    """(account, capability) -> the view's rows holding at (at, known). One SQLAlchemy
+    engine per store, not per query: a new engine first asks the server about itself,
+    and on PostgreSQL that cost more than the query."""
     i = capability_intervals
     query = select(i.c.account_id, i.c.capability, i.c.allowed, i.c.value, i.c.reason).where(
         i.c.effective_from <= at, or_(i.c.effective_to.is_(None), i.c.effective_to > at)
@@ -56,12 +59,8 @@ def view_at(
                 i.c.recorded_from <= known, or_(i.c.recorded_to.is_(None), i.c.recorded_to > known)
             )
         )
-    sql = sql_engine(url)
-    try:
-        with sql.connect() as conn:
-            rows = conn.execute(query).all()
-    finally:
-        sql.dispose()
+    with sql.connect() as conn:
+        rows = conn.execute(query).all()
     found: dict[tuple[str, str], list[tuple[bool, Any, str]]] = {}
     for account_id, capability, allowed, value, reason in rows:
         found.setdefault((account_id, capability), []).append((bool(allowed), value, reason))
@@ -108,6 +107,7 @@ def test_the_view_answers_as_the_engine_and_incremental_equals_rebuild(
     stores: FreshStores, commands: list[dict[str, Any]], data: st.DataObject
 ) -> None:
     url = stores.new()
+    sql = sql_engine(url)
     try:
         with open_engine(url) as engine:
             incremental = SqlProjection.current(engine.app, url)  # kept: reads only what is new
@@ -148,7 +148,7 @@ def test_the_view_answers_as_the_engine_and_incremental_equals_rebuild(
                 label="(T, K) points",
             )
             for at, known in points:
-                found = view_at(url, at, known)
+                found = view_at(sql, at, known)
                 for account_id, _ in accounts:
                     for capability in CAPABILITIES:
                         d = engine.check(account_id, capability, at=at, as_known_at=known)
@@ -161,6 +161,7 @@ def test_the_view_answers_as_the_engine_and_incremental_equals_rebuild(
                             assert not d.allowed and d.value in (None, 0), where
                             assert is_rule_7(d.reason), f"{where}: no row, but {d.reason}"
     finally:
+        sql.dispose()
         stores.done()
 
 
@@ -168,6 +169,7 @@ def test_the_story_in_the_view(stores: FreshStores) -> None:
     """The hand-written story of test_equivalence (every rule, backdating, ties), at every
     effective and recorded time: the view answers as the engine, incremental == rebuild."""
     url = stores.new()
+    sql = sql_engine(url)
     try:
         with open_engine(url) as engine:
             for cmd in STORY:
@@ -184,7 +186,7 @@ def test_the_story_in_the_view(stores: FreshStores) -> None:
             compared = 0
             for known in knowns:
                 for at in times:
-                    found = view_at(url, at, known)
+                    found = view_at(sql, at, known)
                     for account_id in accounts:
                         for capability in CAPABILITIES:
                             d = engine.check(account_id, capability, at=at, as_known_at=known)
@@ -197,6 +199,7 @@ def test_the_story_in_the_view(stores: FreshStores) -> None:
                                 assert is_rule_7(d.reason), where
             assert compared > 1000
     finally:
+        sql.dispose()
         stores.done()
 
 
