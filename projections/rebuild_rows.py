@@ -18,13 +18,14 @@ worked out account by account.
 
 from __future__ import annotations
 
+import marshal
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 from entitlements.rules import Fact
-from projections.check_index import CheckIndex, to_us
+from projections.check_index import EPOCH, CheckIndex, to_us
 from projections.state_intervals import ACCOUNT_COLUMNS, account_rows
 
 #: How a time is written into a row (SQLite keeps text); None stays None.
@@ -32,7 +33,9 @@ When = Callable[[datetime | None], Any]
 #: A row with its times as ranks, and where the times are.
 Recipe = tuple[tuple[Any, ...], tuple[int, ...]]
 _REASON = ACCOUNT_COLUMNS.index("not_registered_reason")  # a text that can name times
-_WHO = object()  # stands for any command_id in a kind's key (one per command: never shared)
+_US = timedelta(microseconds=1)
+_ANY_COMMAND = "\x00command_id"  # a command_id in a kind's key (one per command: never shared)
+_UNSEEN = object()  # a kind not met yet
 
 
 class _Kind:
@@ -64,6 +67,7 @@ class Kinds:
         self._kinds: dict[tuple[Any, ...], _Kind | None] = {}
         self._contents: dict[Any, int] = {}  # a data or cause dict's content -> a small int
         self.codes: dict[str, int] = {}  # account -> its code in the index's store
+        self._add = index.store.add
 
     def __len__(self) -> int:
         return len(self._kinds)
@@ -73,7 +77,11 @@ class Kinds:
     ) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
         """The account's `accounts` row and state rows (as `account_rows` gives them, times
         written by `when`); its code in the index goes into `codes`."""
-        times = sorted({f.effective_at for f in facts} | {f.recorded_at for f in facts})
+        seen = set()
+        for f in facts:
+            seen.add(f.effective_at)
+            seen.add(f.recorded_at)
+        times = sorted(seen)
         rank = {t: i for i, t in enumerate(times)}
         content = self._content
         key = (
@@ -91,22 +99,21 @@ class Kinds:
                 for f in facts
             ],
         )
-        kind = self._kinds.get(key, _WHO)
-        if kind is _WHO:
+        kind = self._kinds.get(key, _UNSEEN)
+        if kind is _UNSEEN:
             kind = self._kinds[key] = self._new_kind(account_id, region, facts, times)
         if kind is None:  # its rows quote a time: worked out for itself
             return self._one_by_one(account_id, region, facts)
         assert isinstance(kind, _Kind)
-        store = self.index.store
-        us = [to_us(t) for t in times]
         who: tuple[str | None, ...] = ()
-        if any(f.data.get("command_id") is not None for f in facts):
-            who = tuple(f.data.get("command_id") for f in sorted(facts, key=lambda f: f.version))
-        self.codes[account_id] = store.add(
+        commands = [f.data.get("command_id") for f in facts]
+        if commands.count(None) != len(commands):  # by version, as the index keeps them
+            who = tuple(f.data.get("command_id") for f in sorted(facts, key=_version))
+        us = [(t - EPOCH) // _US for t in times]
+        self.codes[account_id] = self._add(
             account_id, kind.template_id, [us[r] for r in kind.slot_ranks], who
         )
-        when = self.when
-        written = [when(t) for t in times]
+        written = list(map(self.when, times))
         return _fill(kind.account_row, account_id, written), [
             _fill(recipe, account_id, written) for recipe in kind.state_rows
         ]
@@ -138,17 +145,19 @@ class Kinds:
 
     def _content(self, value: Mapping[str, Any] | None) -> int:
         """A small int per distinct content (keys in order, values and their types; a
-        command_id stands for any): equal ints, equal data for rows and template."""
+        command_id stands for any): equal ints, equal data for rows and template. The
+        content is named by its marshal bytes (version 2: no back-references, so equal
+        content, equal bytes; 1 and True differ), or its repr for values marshal refuses."""
         if value is None:
             return -1
         if "command_id" in value:
-            value = {**value, "command_id": _WHO}
-        key: Any = (tuple(value.items()), tuple(map(type, value.values())))
+            value = {**value, "command_id": _ANY_COMMAND}
+        key: Any
         try:
-            found = self._contents.get(key)
-        except TypeError:  # a nested value (a cause's rule_event): its repr names it
+            key = marshal.dumps(cast(Any, value), 2)
+        except ValueError:  # a datetime, a UUID, a Decimal...: their reprs name them
             key = repr(value)
-            found = self._contents.get(key)
+        found = self._contents.get(key)
         if found is None:
             found = self._contents[key] = len(self._contents)
         return found
@@ -156,6 +165,10 @@ class Kinds:
 
 def _same(t: datetime | None) -> Any:
     return t
+
+
+def _version(f: Fact) -> int:
+    return f.version
 
 
 def _recipe(row: tuple[Any, ...], rank: dict[datetime, int]) -> Recipe:

@@ -204,3 +204,16 @@ def test_rows_that_quote_their_times_are_worked_out_account_by_account() -> None
         assert rows == account_rows(account_id, "US", facts, now)
         assert any(registered.date().isoformat() in str(row[2]) for row in rows[1])
         assert kinds.index.store.facts(account_id, kinds.codes[account_id]) == facts
+
+
+def test_a_kind_names_the_content_of_data_exactly() -> None:
+    """Equal content, one kind (any command_id alike); 1 is not True, key order counts,
+    values marshal refuses (times) are named too."""
+    content = Kinds(CheckIndex(), datetime(2030, 1, 1, tzinfo=UTC))._content
+    at = datetime(2021, 1, 1, tzinfo=UTC)
+    assert content({"a": 1, "command_id": "x"}) == content({"a": 1, "command_id": "y"})
+    assert content({"a": 1}) != content({"a": True}) != content({"a": 1.0})
+    assert content({"a": 1, "b": 2}) != content({"b": 2, "a": 1})
+    assert content({"a": {"b": [1]}}) == content({"a": {"b": [1]}}) != content({"a": {"b": [2]}})
+    assert content({"at": at}) == content({"at": at}) != content({"at": at + timedelta(1)})
+    assert content(None) == -1
