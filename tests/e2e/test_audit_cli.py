@@ -15,7 +15,7 @@ import pytest
 from entitlements import open_engine
 from entitlements.account import Account
 from entitlements.rules import Fact
-from tests.conftest import scenario_file
+from tests.conftest import StoreCopies, scenario_file
 from tests.e2e.test_cli import run
 
 GOV = {
@@ -31,11 +31,16 @@ GOV = {
 
 
 @pytest.fixture
-def china(store_url: str, tmp_path: Path) -> str:
-    """The china-2020 store, plus a CN request on a CN account (applied) and one on an HK
-    account (rejected: outside CN's jurisdiction)."""
+def china(store_url: str, store_copies: StoreCopies) -> str:
+    """A copy of the china-2020 store, plus a CN request on a CN account (applied) and one
+    on an HK account (rejected: outside CN's jurisdiction). Built once per module and store
+    kind, through the console script; each test may change its own copy."""
+    return store_copies.copy(store_url, build_china)
+
+
+def build_china(store_url: str, folder: Path) -> None:
     assert run(store_url, "apply", str(scenario_file("china-2020.jsonl"))).returncode == 1
-    extra = tmp_path / "gov.jsonl"
+    extra = folder / "gov.jsonl"
     lines = [GOV, {**GOV, "account_id": "hk-free-01", "command_id": "cn-gov-hk"}]
     extra.write_text("".join(json.dumps(x) + "\n" for x in lines))
     result = run(store_url, "apply", str(extra))
@@ -43,7 +48,6 @@ def china(store_url: str, tmp_path: Path) -> str:
         "applied",
         "rejected",
     ]
-    return store_url
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,15 +16,20 @@ from entitlements import open_engine
 from entitlements.account import account_uuid
 from entitlements.http import create_app
 from entitlements.tokens import TokenStore
-from tests.conftest import scenario_file
+from tests.conftest import StoreCopies, scenario_file
 from tests.e2e.test_cli import run
 from tests.integration.tamper import Tamper
 
 
 @pytest.fixture
-def china(store_url: str) -> str:
+def china(store_url: str, store_copies: StoreCopies) -> str:
+    """A copy of the china-2020 store (applied once per module and store kind, through the
+    console script); each test may edit its own copy."""
+    return store_copies.copy(store_url, build_china)
+
+
+def build_china(store_url: str, _: Path) -> None:
     assert run(store_url, "apply", str(scenario_file("china-2020.jsonl"))).returncode == 1
-    return store_url
 
 
 def edit_the_revocation(store_url: str) -> int:
