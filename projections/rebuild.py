@@ -24,7 +24,7 @@ from projections.log_reader import read_log
 from projections.projector import Projector
 from projections.rebuild_read import read_facts
 from projections.rebuild_rows import Kinds
-from projections.rebuild_writer import IN_PROCESS_BELOW, Writer
+from projections.rebuild_writer import IN_PROCESS_BELOW, OWN_SHARE, Writer
 from projections.sql_views import SqlReadModel, sql_engine
 from projections.state_intervals import region_rows
 from projections.timeline import region_timeline
@@ -139,17 +139,19 @@ def rebuild(app: Application[Any], url: str, progress: Progress | None = None) -
 def _rebuild(app: Application[Any], url: str, progress: Progress | None) -> int:
     model = SqlReadModel(sql_engine(url), name="rebuild", suffix="__rebuild")
     target = _rebuild_target(app, model)
-    facts = read_facts(app, target, progress)
-    accounts = sorted(facts.accounts)
-    index = CheckIndex()
-    kinds = Kinds(index, datetime.now(UTC), model.when)
-    done = model.counter("rebuild:accounts") or 0
-    every, region_of = facts.accounts, facts.region_of
-    for account_id in accounts[:done]:  # written before a kill: only their index codes
-        kinds.rows(account_id, region_of[account_id], every[account_id])
-    total = target + len(accounts)
-    writer = Writer(url, model) if len(accounts) - done >= IN_PROCESS_BELOW else None
+    split = int(target * OWN_SHARE)  # a second process reads the rest of the log meanwhile
+    writer = Writer(url, model, (app, split, target)) if target >= IN_PROCESS_BELOW else None
     try:
+        rest = (split, writer.pages()) if writer is not None else None
+        facts = read_facts(app, target, progress, rest)
+        accounts = sorted(facts.accounts)
+        index = CheckIndex()
+        kinds = Kinds(index, datetime.now(UTC), model.when)
+        done = model.counter("rebuild:accounts") or 0
+        every, region_of = facts.accounts, facts.region_of
+        for account_id in accounts[:done]:  # written before a kill: only their index codes
+            kinds.rows(account_id, region_of[account_id], every[account_id])
+        total = target + len(accounts)
         for start in range(done, len(accounts), ACCOUNTS_PER_TRANSACTION):
             chunk = accounts[start : start + ACCOUNTS_PER_TRANSACTION]
             accounts_rows, state_rows = [], []

@@ -12,7 +12,9 @@ stream is sorted once at the end. The result equals `LogFacts.add` over the same
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from itertools import chain
 from typing import Any, cast
 from uuid import UUID
 
@@ -57,63 +59,97 @@ def state_decoder(app: Application[Any]) -> Callable[[Any], tuple[type, dict[str
     return decode_state
 
 
-def read_facts(app: Application[Any], target: int, progress: Progress | None = None) -> LogFacts:
-    """The log up to position `target` as LogFacts (what `LogFacts.add` of every event up to
-    `target` gives), pages of `log_reader.PAGE` rows."""
-    facts = LogFacts()
-    accounts, regions, stream_of = facts.accounts, facts.regions, facts.stream_of
-    region_of, members = facts.region_of, facts.members
+#: What a page of the log gives a rebuild: (last position, one record per event of an
+#: account or region, the newest recorded_at met, command records included). A record is
+#: (aggregate id as an int, its account_id, its region, then the Fact's type, version,
+#: effective_at, recorded_at, data and cause): plain values, so another process can send it.
+Page = tuple[int, list[tuple[Any, ...]], datetime | None]
+
+
+def read_pages(app: Application[Any], after: int, stop: int, page: int) -> Iterator[Page]:
+    """The log past `after` up to `stop`, decoded, as pages of records."""
     decode_state = state_decoder(app)
     select = app.recorder.select_notifications
-    newest = None
-    position, page = 0, log_reader.PAGE  # read when called: a test may lower it
-    while position < target:
-        rows = select(start=position + 1, limit=page, stop=target)
+    position = after
+    while position < stop:
+        rows = select(start=position + 1, limit=page, stop=stop)
+        records: list[tuple[Any, ...]] = []
+        newest = None
         for row in rows:
             cls, state = decode_state(row)
             recorded = state.get("recorded_at")
             if recorded is not None and (newest is None or recorded > newest):
                 newest = recorded
-            name = cls.__name__
-            if name in COMMAND_RECORDS:
+            if cls.__name__ in COMMAND_RECORDS:
                 continue
-            key = cast(UUID, row.originator_id).int  # as LogFacts keys its streams
-            stream = stream_of.get(key)
-            if stream is None:
-                stream = _new_stream(name, state, row)
-                stream_of[key] = stream
-                if stream[0] == "account":
-                    region_of[stream[1]] = state["region"]
-                    members.setdefault(state["region"], []).append(stream[1])
             event: Any = object.__new__(cls)  # as the mapper makes it: the state is its __dict__
             object.__setattr__(event, "__dict__", state)
-            kind, stream_name = stream
-            fact = fact_from_event(f"{kind}:{stream_name}", event)
+            f = fact_from_event("", event)
+            records.append(
+                (
+                    cast(UUID, row.originator_id).int,  # as LogFacts keys its streams
+                    state.get("account_id"),
+                    state.get("region"),
+                    f.type,
+                    f.version,
+                    f.effective_at,
+                    f.recorded_at,
+                    f.data,
+                    f.cause,
+                )
+            )
+        last = rows[-1].id if rows else position
+        yield last, records, newest
+        if len(rows) < page:
+            return
+        position = last
+
+
+def read_facts(
+    app: Application[Any],
+    target: int,
+    progress: Progress | None = None,
+    rest: tuple[int, Iterable[Page]] | None = None,
+) -> LogFacts:
+    """The log up to position `target` as LogFacts (what `LogFacts.add` of every event up to
+    `target` gives), pages of `log_reader.PAGE` rows. With `rest` = (split, pages), only
+    the log up to `split` is read here: the pages of the rest come read already (by
+    another process)."""
+    facts = LogFacts()
+    accounts, regions, stream_of = facts.accounts, facts.regions, facts.stream_of
+    region_of, members = facts.region_of, facts.members
+    split, theirs = rest if rest is not None else (target, ())
+    pages = chain(read_pages(app, 0, split, log_reader.PAGE), theirs)  # PAGE: a test may lower it
+    for last, records, newest in pages:
+        if newest is not None and (
+            facts.newest_recorded_at is None or newest > facts.newest_recorded_at
+        ):
+            facts.newest_recorded_at = newest
+        for key, account_id, region, type_, version, *fields in records:
+            stream = stream_of.get(key)
+            if stream is None:
+                if type_ == "AccountRegistered":
+                    stream = ("account", account_id)
+                    region_of[account_id] = region
+                    members.setdefault(region, []).append(account_id)
+                elif type_ == "RegionOpened":
+                    stream = ("region", region)
+                else:
+                    raise ValueError(f"event {type_} v{version} of an unknown stream")
+                stream_of[key] = stream
+            kind, name = stream
+            fact = Fact(f"{kind}:{name}", type_, version, *fields)
             if kind == "account":
-                accounts.setdefault(stream_name, []).append(fact)
+                accounts.setdefault(name, []).append(fact)
             else:
-                regions.setdefault(stream_name, []).append(fact)
-        if rows:
-            facts.position = rows[-1].id
+                regions.setdefault(name, []).append(fact)
+        facts.position = max(facts.position, last)
         if progress is not None:
             progress(facts.position, target)
-        if len(rows) < page:
-            break
-        position = rows[-1].id
-    facts.newest_recorded_at = newest
     for streams in (accounts, regions):
         for stream_facts in streams.values():
             _sort(stream_facts)
     return facts
-
-
-def _new_stream(name: str, state: dict[str, Any], row: Any) -> tuple[str, str]:
-    """The stream an aggregate's first event met opens, as `LogFacts` names it."""
-    if name == "AccountRegistered":
-        return ("account", state["account_id"])
-    if name == "RegionOpened":
-        return ("region", state["region"])
-    raise ValueError(f"event {name} v{row.originator_version} of an unknown stream")
 
 
 def _sort(facts: list[Fact]) -> None:

@@ -1,4 +1,5 @@
-"""A rebuild's second process: it inserts the rows while the first works out the next ones.
+"""A rebuild's second process: it reads part of the log while the first reads the rest,
+then inserts the rows while the first works out the next ones.
 
 Inserting is mostly the database's time, but in the same process it holds the GIL between
 rows (a thread beside the work was measured slower), so a rebuild of many accounts hands
@@ -6,7 +7,10 @@ its rows to a process of its own, through a pipe, as plain tuples (str, bool, No
 PostgreSQL, datetimes: nothing of ours, nothing read from disk). Each batch goes in with the
 rebuild's cursor in one transaction, as in-process, so a kill anywhere (of either process)
 leaves whole batches and a cursor that says which; the first process reports progress as
-the batches are acknowledged. The process is a fresh interpreter running this module (no
+the batches are acknowledged. While the first process reads the start of the log, the
+second reads the end through an application of the same class and settings (the store's
+own transcoder and upcasters), as the same plain records (`rebuild_read.read_pages`), and
+sends them once read; the first takes them after its own, in log order. The process is a fresh interpreter running this module (no
 fork of a process holding connections; unlike multiprocessing's spawn it never imports the
 caller's main module); the store's URL goes down the pipe, not on its command line. It ends
 when told, when the pipe closes, or on the first error, which it sends back as one line.
@@ -15,16 +19,27 @@ when told, when the pipe closes, or on the first error, which it sends back as o
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
+import pickle
 import subprocess
 import sys
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
+from eventsourcing.application import Application
+from eventsourcing.utils import get_topic, resolve_topic
+
+from projections import log_reader
+from projections.rebuild_read import Page, read_pages
 from projections.sql_views import SqlReadModel, sql_engine
 
-#: Accounts below which the rows are inserted in-process (a process costs about 0.3 s).
-IN_PROCESS_BELOW = 20_000
+#: Events below which a rebuild reads and writes alone (a process costs about 0.3 s).
+IN_PROCESS_BELOW = 40_000
+#: The share of the log the first process reads itself: the second also pickles its part,
+#: and the first unpickles it once done with its own (measured at 200,000 accounts).
+OWN_SHARE = 0.55
 
 
 class WriterFailed(RuntimeError):
@@ -32,11 +47,16 @@ class WriterFailed(RuntimeError):
 
 
 def _serve(inbox: Connection, outbox: Connection) -> None:
-    """The second process: insert each batch with its cursor, acknowledge it; at the end,
-    the regions' rows, the indexes and the target, then say so. The first process gone
-    (its pipe closed), it stops: every batch in is whole, with its cursor."""
+    """The second process: first read its part of the log, if asked, and send it as pages;
+    then insert each batch with its cursor, acknowledge it; at the end, the regions' rows,
+    the indexes and the target, then say so. The first process gone (its pipe closed), it
+    stops: every batch in is whole, with its cursor."""
+    reading = True
     try:
-        url, name, suffix = inbox.recv()
+        url, name, suffix, part = inbox.recv()
+        if part is not None:
+            _read(part, outbox)
+        reading = False
         model = SqlReadModel(sql_engine(url), name=name, suffix=suffix)
         while True:
             message = inbox.recv()
@@ -58,14 +78,39 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
         return
     except Exception as e:  # noqa: BLE001 - sent back as one line, raised there
         lines = str(e).strip().splitlines() or [""]
+        said = f"{type(e).__name__}: {lines[0]}"
         with contextlib.suppress(OSError):
-            outbox.send(("failed", f"{type(e).__name__}: {lines[0]}"))
+            if reading:
+                outbox.send_bytes(b"F" + said.encode())
+            else:
+                outbox.send(("failed", said))
+
+
+def _read(part: tuple[str, dict[str, str], int, int, int], outbox: Connection) -> None:
+    """Read the log past `after` up to `stop` through an application of the caller's class
+    and settings, keep the pages (pickled: builtins and datetimes only) until read whole,
+    then send them: the first process takes them once it has read its own part."""
+    topic, env, after, stop, page = part
+    app = resolve_topic(topic)(env=env)
+    try:
+        pages = [
+            pickle.dumps(p, pickle.HIGHEST_PROTOCOL) for p in read_pages(app, after, stop, page)
+        ]
+    finally:
+        app.close()
+    for data in pages:
+        outbox.send_bytes(b"P" + data)
+    outbox.send_bytes(b"E")
 
 
 class Writer:
     """The first process's end: send batches, read acknowledgements."""
 
-    def __init__(self, url: str, model: SqlReadModel) -> None:
+    def __init__(
+        self, url: str, model: SqlReadModel, part: tuple[Application[Any], int, int] | None = None
+    ) -> None:
+        """Start the process; with `part` = (app, after, stop) it first reads that part of the
+        log (`pages`) through an application of the same class and settings."""
         down_read, down_write = os.pipe()
         up_read, up_write = os.pipe()
         self._process = subprocess.Popen(
@@ -77,7 +122,11 @@ class Writer:
         self._out = Connection(down_write, readable=False)
         self._in = Connection(up_read, writable=False)
         self.pending = 0  # batches sent, not yet acknowledged
-        self._send((url, model.name, model.tables.suffix))
+        reading = None
+        if part is not None:
+            app, after, stop = part
+            reading = (get_topic(type(app)), dict(app.env), after, stop, log_reader.PAGE)
+        self._send((url, model.name, model.tables.suffix, reading))
 
     def rows(
         self, cursor: int, accounts_rows: list[tuple[Any, ...]], state_rows: list[tuple[Any, ...]]
@@ -97,6 +146,19 @@ class Writer:
         except OSError:  # it stopped: say why, if it said
             self.written(wait=True)
             raise WriterFailed("the writer process ended unexpectedly") from None
+
+    def pages(self) -> Iterator[Page]:
+        """The pages of its part of the log, in log order, once it has read them all."""
+        while True:
+            try:
+                data = self._in.recv_bytes()
+            except EOFError:
+                raise WriterFailed("the writer process ended unexpectedly") from None
+            if data[:1] == b"E":
+                return
+            if data[:1] != b"P":
+                raise WriterFailed(data[1:].decode())
+            yield pickle.loads(memoryview(data)[1:])
 
     def written(self, wait: bool) -> list[int]:
         """Cursors of the batches acknowledged since last asked (all of them: `wait`)."""
@@ -126,6 +188,7 @@ class Writer:
 
 
 if __name__ == "__main__":
+    gc.disable()  # as in the first process: its records are long-lived, none in a cycle
     _serve(
         Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False)
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from eventsourcing.domain import Aggregate, event
@@ -91,12 +92,15 @@ def test_read_facts_equals_log_facts_add(
 
 def test_an_unknown_stream_is_refused_as_log_facts_refuses_it(engine: Engine) -> None:
     the_scenario_and_alike_accounts(engine)
-    gadget = Gadget()
-    gadget.rename(name="x", effective_at=datetime(2020, 1, 1, tzinfo=UTC))
-    (_, renamed) = (engine.app.mapper.to_stored_event(e) for e in gadget.collect_events())
-    engine.app.recorder.insert_events([renamed])  # its stream never opened
-    with pytest.raises(ValueError, match="Renamed v2 of an unknown stream"):
-        read_facts(engine.app, engine.app.recorder.max_notification_id() or 0)
+    stored = engine.app.recorder.select_notifications(start=1, limit=10**6)
+    revoked = [n for n in stored if n.topic.endswith("HostingRevoked")][-1]  # the newest
+    stray = StoredEvent(uuid4(), revoked.originator_version, revoked.topic, revoked.state)
+    engine.app.recorder.insert_events([stray])  # its stream never opened
+    head = engine.app.recorder.max_notification_id() or 0
+    with pytest.raises(ValueError, match="HostingRevoked v2 of an unknown stream"):
+        logfacts(engine, head)
+    with pytest.raises(ValueError, match="HostingRevoked v2 of an unknown stream"):
+        read_facts(engine.app, head)
 
 
 class Gadget(Aggregate):
