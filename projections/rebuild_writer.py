@@ -35,12 +35,6 @@ from projections import log_reader
 from projections.rebuild_read import Page, read_pages
 from projections.sql_views import SqlReadModel, sql_engine
 
-#: Events below which a rebuild reads and writes alone (a process costs about 0.3 s).
-IN_PROCESS_BELOW = 40_000
-#: The share of the log the first process reads itself: the second also pickles its part,
-#: and the first unpickles it once done with its own (measured at 200,000 accounts).
-OWN_SHARE = 0.55
-
 
 class WriterFailed(RuntimeError):
     """The writer process stopped on an error (its one line says which)."""
