@@ -26,6 +26,7 @@ from projections.facts import COMMAND_RECORDS, Changed, LogFacts, TakesEvents
 
 COMPACT_EVERY = 10_000  # accounts left as Fact lists in the index before they are encoded
 ASKED_AT_MOST = 1_000  # streams asked of the store one by one, before every account is named
+READ_KEPT = 20_000  # accounts whose facts a writer read, kept for the events it then saves
 
 #: Asks the store which stream an aggregate id is (its first event names it); None: unknown.
 Resolve = Callable[[Any], tuple[str, str] | None]
@@ -58,6 +59,10 @@ class LightLog(TakesEvents):
         self._resolve = resolve
         self._asked = 0  # streams asked of the store so far
         self._loose: set[str] = set()  # accounts the index holds as Fact lists
+        # account -> (its index entry, the facts read from it) as a writer read them: the
+        # next `add` starts from these instead of reading them again, while the entry is
+        # still the very one they were read from (any change to the account replaces it).
+        self._read: dict[str, tuple[Any, list[Fact]]] = {}
 
     # -- taking events in ----------------------------------------------------------------
 
@@ -65,12 +70,20 @@ class LightLog(TakesEvents):
         """Take (position, decoded event) pairs in log order, as `LogFacts.add` does; the
         accounts this batch changed are kept whole in `accounts` (the index takes them)."""
         self.accounts = {}
-        return super().add(events, changed)
+        try:
+            return super().add(events, changed)
+        finally:
+            self._read.clear()
 
     def _account_facts(self, account_id: str) -> list[Fact]:
         facts = self.accounts.get(account_id)
         if facts is None:
-            facts = self.accounts[account_id] = self.account_facts(account_id)
+            read = self._read.pop(account_id, None)
+            if read is not None and read[0] is self.index.accounts.get(account_id):
+                facts = list(read[1])
+            else:
+                facts = self._facts_in_index(account_id)
+            self.accounts[account_id] = facts
         return facts
 
     def _stream(self, event: Any) -> tuple[str, str]:
@@ -133,7 +146,15 @@ class LightLog(TakesEvents):
         return account_id in self.index.accounts
 
     def account_facts(self, account_id: str) -> list[Fact]:
-        """The account's facts, built from the index (a new list each time)."""
+        """The account's facts, built from the index (a new list each time); kept until the
+        next `add`, which then need not build them again for the account's new events."""
+        entry = self.index.accounts.get(account_id)
+        facts = self._facts_in_index(account_id)
+        if entry is not None and len(self._read) < READ_KEPT:
+            self._read[account_id] = (entry, facts)
+        return facts
+
+    def _facts_in_index(self, account_id: str) -> list[Fact]:
         if account_id not in self.index.accounts:
             return []
         return self.index.facts(account_id)
