@@ -5,7 +5,7 @@ that reads back as its facts, whether its kind was seen before or not."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from uuid import uuid4
 
@@ -16,7 +16,7 @@ from eventsourcing.persistence import StoredEvent
 from entitlements.commands import parse_command_file
 from entitlements.engine import Engine
 from entitlements.rules import Fact
-from projections import log_reader
+from projections import log_reader, sql_views
 from projections.check_index import MASK, CheckIndex
 from projections.facts import LogFacts
 from projections.log_reader import read_log
@@ -221,3 +221,19 @@ def test_a_kind_names_the_content_of_data_exactly() -> None:
     assert content({"a": {"b": [1]}}) == content({"a": {"b": [1]}}) != content({"a": {"b": [2]}})
     assert content({"at": at}) == content({"at": at}) != content({"at": at + timedelta(1)})
     assert content(None) == -1
+
+
+@pytest.mark.parametrize(
+    "t",
+    [
+        datetime(2020, 1, 1, 0, 0, 5, tzinfo=UTC),
+        datetime(2020, 1, 1, 0, 0, 5, 123456, tzinfo=timezone(timedelta(hours=2))),
+        datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-5))),
+        datetime(999, 1, 1, tzinfo=UTC),
+        None,
+    ],
+)
+def test_sqlite_times_are_written_as_before(t: datetime | None) -> None:
+    """The fast text of a time is the strftime text the SQLite rows always had."""
+    expected = None if t is None else t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    assert sql_views._sqlite_time(t) == expected
