@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ from entitlements import open_engine
 from entitlements.decisions import CommandResult, UnknownAccount
 from entitlements.engine import Engine
 from projections import light_log
-from projections.facts import LogFacts
+from projections.facts import Changed, LogFacts
 from projections.light_log import LightLog
 from projections.projector import snapshot_path
 from tests.conftest import fresh_postgres_schema
@@ -219,3 +220,42 @@ def test_a_writer_from_a_snapshot_fans_out_without_asking_the_store(store_url: s
         for a in accounts:
             assert [h["type"] for h in writer.history(a)] == ["AccountRegistered", "HostingRevoked"]
             assert writer.check(a, "host", at="2020-05-20").allowed is False
+
+
+def test_facts_a_writer_read_are_taken_back_only_while_the_account_is_unchanged(
+    store_url: str,
+) -> None:
+    with open_engine(store_url) as writer, open_engine(store_url) as other:
+        writer.apply([_register("us-1", "US", "pro"), _register("us-2", "US", "pro")])
+        other.catch_up()
+        log = writer.projector.log
+        assert isinstance(log, LightLog)
+        revoke = {"command": "revoke_hosting", "reason": "audit", "effective_at": "2020-03-01"}
+        restore = {**revoke, "command": "restore_hosting", "effective_at": "2020-04-01"}
+        # read; then the account's entry is replaced before the next add (as a follow
+        # thread's add racing the read would): the facts read are stale, not taken back
+        read = log.account_facts("us-1")
+        assert [f.type for f in read] == ["AccountRegistered"]
+        other.apply([{**revoke, "account_id": "us-1"}])
+        (revoked,) = [f for f in other.log.account_facts("us-1") if f.version == 2]
+        racing = SimpleNamespace(
+            accounts={"us-1": [*read, revoked]}, regions={}, position=other.log.position
+        )
+        log.index.update(racing, Changed(accounts={"us-1"}))
+        log.position = other.log.position  # as if the racing add had taken the revocation
+        other.apply([{**restore, "account_id": "us-1"}])
+        writer.catch_up()
+        # read, nothing changes meanwhile: taken back as read, the new event added to them
+        log.account_facts("us-2")
+        writer.apply([{**revoke, "account_id": "us-2"}])
+        for account_id in ("us-1", "us-2"):
+            facts = sorted(log.account_facts(account_id), key=lambda f: f.version)
+            assert [f.as_dict() for f in facts] == writer.history(account_id)
+        assert [h["type"] for h in writer.history("us-1")] == [
+            "AccountRegistered",
+            "HostingRevoked",
+            "HostingRestored",
+        ]
+        assert writer.check("us-1", "host", at="2020-03-15").allowed is False
+        assert writer.check("us-1", "host").allowed is True
+        assert writer.check("us-2", "host").allowed is False
