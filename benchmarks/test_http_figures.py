@@ -11,6 +11,7 @@ from benchmarks import http_figures
 
 
 @pytest.mark.slow
+@pytest.mark.timing  # a real server under load for a second, no errors allowed
 def test_http_figures_come_out_for_a_tiny_world(tmp_path: Path) -> None:
     figures = http_figures.main(
         [

@@ -20,6 +20,7 @@ def test_whole_process_figures_come_out_for_a_tiny_world(tmp_path: Path) -> None
 
 
 @pytest.mark.postgres
+@pytest.mark.timing  # a watcher process must see each flip within 30 s
 def test_postgres_figures_come_out(postgres_url: str) -> None:
     figures = postgres_figures.main(["--apply-accounts", "20", "--flips", "4"])
     assert figures["postgres_apply"]["applied"] == figures["postgres_apply"]["commands"]
