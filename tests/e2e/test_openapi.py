@@ -5,6 +5,7 @@ declared (random valid commands land on the store: that is fine, it is thrown aw
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ CHECKS = [not_a_server_error, response_schema_conformance, status_code_conforman
 # then; its store is only opened by the lifespan, in the fixture below. (Not
 # schemathesis.pytest.from_fixture: its lazy loading breaks on pytest 9.)
 STORE = Path(tempfile.mkdtemp(prefix="entitlements-openapi-"))
+atexit.register(shutil.rmtree, STORE, ignore_errors=True)  # also where no test here ran (xdist)
 APP = create_app(f"sqlite:///{STORE / 'entitlements.db'}", follow=False)
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
