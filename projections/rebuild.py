@@ -26,7 +26,7 @@ from projections.rebuild_read import read_facts
 from projections.rebuild_rows import Kinds
 from projections.rebuild_writer import Writer
 from projections.sql_views import SqlReadModel, sql_engine
-from projections.state_intervals import region_rows
+from projections.state_intervals import account_rows, region_rows
 from projections.timeline import region_timeline
 
 BATCH = int(
@@ -151,30 +151,44 @@ def _rebuild(app: Application[Any], url: str, progress: Progress | None) -> int:
         facts = read_facts(app, target, progress, rest)
         accounts = sorted(facts.accounts)
         index = CheckIndex()
-        kinds = Kinds(index, datetime.now(UTC), model.when)
+        now, when = datetime.now(UTC), model.when
+        kinds = Kinds(index, now, when)
+        sent: set[int] = set()  # kinds whose recipes the other process has
         done = model.counter("rebuild:accounts") or 0
         every, region_of = facts.accounts, facts.region_of
         for account_id in accounts[:done]:  # written before a kill: only their index codes
-            kinds.rows(account_id, region_of[account_id], every[account_id])
+            kinds.place(account_id, region_of[account_id], every[account_id])
         total = target + len(accounts)
         for start in range(done, len(accounts), ACCOUNTS_PER_TRANSACTION):
             chunk = accounts[start : start + ACCOUNTS_PER_TRANSACTION]
             accounts_rows, state_rows = [], []
+            if writer is not None:  # the other process makes the rows of the alike, inserts
+                alike, new_kinds = [], {}
+                for account_id in chunk:
+                    region, facts_of = region_of[account_id], every[account_id]
+                    kind, us = kinds.place(account_id, region, facts_of)
+                    if kind is None:
+                        row, states = account_rows(account_id, region, facts_of, now, when)
+                        accounts_rows.append(row)
+                        state_rows.extend(states)
+                        continue
+                    if kind.number not in sent:
+                        sent.add(kind.number)
+                        new_kinds[kind.number] = kind.recipes
+                    alike.append((kind.number, account_id, us))
+                writer.rows(start + len(chunk), accounts_rows, state_rows, alike, new_kinds)
+                for cursor in writer.written(wait=False):
+                    _report(progress, target + cursor, total)
+                continue
             for account_id in chunk:
                 row, states = kinds.rows(account_id, region_of[account_id], every[account_id])
                 accounts_rows.append(row)
                 state_rows.extend(states)
-            if writer is not None:  # the other process inserts them meanwhile
-                writer.rows(start + len(chunk), accounts_rows, state_rows)
-                for cursor in writer.written(wait=False):
-                    _report(progress, target + cursor, total)
-                continue
             with model.engine.begin() as conn:  # fresh tables, past the cursor: no deletes
                 model.insert_prepared(conn, accounts_rows, state_rows)
                 model.track(conn, start + len(chunk), "rebuild:accounts")
             _report(progress, target + start + len(chunk), total)
         if model.position() < target:  # every account written: regions, the target reached
-            when = model.when
             regions_rows = [
                 row
                 for code in sorted(facts.regions)

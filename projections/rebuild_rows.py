@@ -42,19 +42,26 @@ class _Kind:
     """What every account of one kind gets: rows as recipes, an index template and which
     of the account's times fill its slots."""
 
-    __slots__ = ("account_row", "state_rows", "template_id", "slot_ranks")
+    __slots__ = ("number", "account_row", "state_rows", "template_id", "slot_ranks")
 
     def __init__(
         self,
+        number: int,
         account_row: Recipe,
         state_rows: tuple[Recipe, ...],
         template_id: int,
         slot_ranks: tuple[int, ...],
     ) -> None:
+        self.number = number  # the order it was met in: how another process names it
         self.account_row = account_row
         self.state_rows = state_rows
         self.template_id = template_id
         self.slot_ranks = slot_ranks
+
+    @property
+    def recipes(self) -> tuple[Recipe, tuple[Recipe, ...]]:
+        """Its rows, times as ranks (plain values: what another process fills in)."""
+        return self.account_row, self.state_rows
 
 
 class Kinds:
@@ -77,6 +84,22 @@ class Kinds:
     ) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
         """The account's `accounts` row and state rows (as `account_rows` gives them, times
         written by `when`); its code in the index goes into `codes`."""
+        kind, times, _ = self._place(account_id, region, facts)
+        if kind is None:  # its rows quote a time: worked out for itself
+            return account_rows(account_id, region, facts, self.now, self.when)
+        return rows_of_kind(kind.recipes, account_id, list(map(self.when, times)))
+
+    def place(
+        self, account_id: str, region: str, facts: Sequence[Fact]
+    ) -> tuple[_Kind | None, list[int]]:
+        """The account's kind (None: its rows are its own, `account_rows`) and its times in
+        microseconds, in order; its code in the index goes into `codes`."""
+        kind, _, us = self._place(account_id, region, facts)
+        return kind, us
+
+    def _place(
+        self, account_id: str, region: str, facts: Sequence[Fact]
+    ) -> tuple[_Kind | None, list[datetime], list[int]]:
         seen = set()
         for f in facts:
             seen.add(f.effective_at)
@@ -102,8 +125,10 @@ class Kinds:
         kind = self._kinds.get(key, _UNSEEN)
         if kind is _UNSEEN:
             kind = self._kinds[key] = self._new_kind(account_id, region, facts, times)
-        if kind is None:  # its rows quote a time: worked out for itself
-            return self._one_by_one(account_id, region, facts)
+        if kind is None:
+            template_id, slots, own = self.index.interner.encode(facts)
+            self.codes[account_id] = self._add(account_id, template_id, slots, own)
+            return None, times, []
         assert isinstance(kind, _Kind)
         who: tuple[str | None, ...] = ()
         commands = [f.data.get("command_id") for f in facts]
@@ -113,17 +138,7 @@ class Kinds:
         self.codes[account_id] = self._add(
             account_id, kind.template_id, [us[r] for r in kind.slot_ranks], who
         )
-        written = list(map(self.when, times))
-        return _fill(kind.account_row, account_id, written), [
-            _fill(recipe, account_id, written) for recipe in kind.state_rows
-        ]
-
-    def _one_by_one(
-        self, account_id: str, region: str, facts: Sequence[Fact]
-    ) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
-        template_id, times, who = self.index.interner.encode(facts)
-        self.codes[account_id] = self.index.store.add(account_id, template_id, times, who)
-        return account_rows(account_id, region, facts, self.now, self.when)
+        return kind, times, us
 
     def _new_kind(
         self, account_id: str, region: str, facts: Sequence[Fact], times: list[datetime]
@@ -137,6 +152,7 @@ class Kinds:
         template_id, slot_times, _ = self.index.interner.encode(facts)
         rank_of_us = {to_us(t): i for i, t in enumerate(times)}
         return _Kind(
+            sum(k is not None for k in self._kinds.values()),
             recipes[0],
             tuple(recipes[1:]),
             template_id,
@@ -179,6 +195,16 @@ def _recipe(row: tuple[Any, ...], rank: dict[datetime, int]) -> Recipe:
             values[i] = rank[v]
             where.append(i)
     return tuple(values), tuple(where)
+
+
+def rows_of_kind(
+    recipes: tuple[Recipe, tuple[Recipe, ...]], account_id: str, written: list[Any]
+) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
+    """An account's rows from its kind's recipes and its own times, written, in order."""
+    account_row, state_rows = recipes
+    return _fill(account_row, account_id, written), [
+        _fill(recipe, account_id, written) for recipe in state_rows
+    ]
 
 
 def _fill(recipe: Recipe, account_id: str, written: list[Any]) -> tuple[Any, ...]:

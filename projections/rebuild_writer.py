@@ -4,7 +4,9 @@ then inserts the rows while the first works out the next ones.
 Inserting is mostly the database's time, but in the same process it holds the GIL between
 rows (a thread beside the work was measured slower), so a rebuild of many accounts hands
 its rows to a process of its own, through a pipe, as plain tuples (str, bool, None and, on
-PostgreSQL, datetimes: nothing of ours, nothing read from disk). Each batch goes in with the
+PostgreSQL, datetimes: nothing of ours, nothing read from disk); an account of a kind met
+before (rebuild_rows.py) goes as its kind's number and its times, the process filling in
+the kind's rows, sent once. Each batch goes in with the
 rebuild's cursor in one transaction, as in-process, so a kill anywhere (of either process)
 leaves whole batches and a cursor that says which; the first process reports progress as
 the batches are acknowledged. While the first process reads the start of the log, the
@@ -32,8 +34,14 @@ from eventsourcing.application import Application
 from eventsourcing.utils import get_topic, resolve_topic
 
 from projections import log_reader
+from projections.check_index import from_us
 from projections.rebuild_read import Page, read_pages
+from projections.rebuild_rows import rows_of_kind
 from projections.sql_views import SqlReadModel, sql_engine
+
+
+def _same(t: Any) -> Any:
+    return t
 
 
 class WriterFailed(RuntimeError):
@@ -52,10 +60,19 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
             _read(part, outbox)
         reading = False
         model = SqlReadModel(sql_engine(url), name=name, suffix=suffix)
+        kinds: dict[int, Any] = {}  # kind number -> its rows' recipes (rebuild_rows)
         while True:
             message = inbox.recv()
             if message[0] == "rows":
-                _, cursor, accounts_rows, state_rows = message
+                _, cursor, accounts_rows, state_rows, alike, new_kinds = message
+                kinds.update(new_kinds)
+                when = model.when or _same
+                for number, account_id, us in alike:
+                    row, states = rows_of_kind(
+                        kinds[number], account_id, [when(from_us(u)) for u in us]
+                    )
+                    accounts_rows.append(row)
+                    state_rows.extend(states)
                 with model.engine.begin() as conn:
                     model.insert_prepared(conn, accounts_rows, state_rows)
                     model.track(conn, cursor, "rebuild:accounts")
@@ -123,10 +140,17 @@ class Writer:
         self._send((url, model.name, model.tables.suffix, reading))
 
     def rows(
-        self, cursor: int, accounts_rows: list[tuple[Any, ...]], state_rows: list[tuple[Any, ...]]
+        self,
+        cursor: int,
+        accounts_rows: list[tuple[Any, ...]],
+        state_rows: list[tuple[Any, ...]],
+        alike: list[tuple[int, str, list[int]]],
+        new_kinds: dict[int, Any],
     ) -> None:
-        """Insert these rows and move the cursor to `cursor`, in one transaction."""
-        self._send(("rows", cursor, accounts_rows, state_rows))
+        """Insert these rows, and those of the `alike` accounts (kind number, account id,
+        its times in microseconds: rows from the kind's recipes, sent once in `new_kinds`),
+        and move the cursor to `cursor`, in one transaction."""
+        self._send(("rows", cursor, accounts_rows, state_rows, alike, new_kinds))
         self.pending += 1
 
     def end(self, regions_rows: list[tuple[Any, ...]], target: int) -> None:

@@ -23,6 +23,7 @@ from tests.integration.test_read_models import (
     incremental_rows,
     view_rows,
 )
+from tests.integration.test_rebuild_parts import the_scenario_and_alike_accounts
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def another_process(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_rows_written_by_another_process_are_the_in_process_ones(
     store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    apply_scenario(engine)
+    the_scenario_and_alike_accounts(engine)  # alike accounts: rows from their kind's recipes
     rebuild(engine.app, store_url)
     in_process, capabilities = all_rows(store_url), view_rows(store_url)
     snapshot = read_index(snapshot_path(store_url))[0]
@@ -84,7 +85,7 @@ def test_the_other_process_says_why_it_stopped(store_url: str, tmp_path: Path) -
     model.recreate({"rebuild:target": 1})
     writer = Writer(store_url, model)
     try:
-        writer.rows(1, [("too", "few")], [])
+        writer.rows(1, [("too", "few")], [], [], {})
         with pytest.raises(WriterFailed, match=r"^\w+: \S") as failed:
             writer.written(wait=True)
         assert "\n" not in str(failed.value).strip()
