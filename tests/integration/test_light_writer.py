@@ -29,6 +29,7 @@ from entitlements import open_engine
 from entitlements.decisions import CommandResult, UnknownAccount
 from entitlements.engine import Engine
 from projections import light_log
+from projections.check_index import code_of
 from projections.facts import Changed, LogFacts
 from projections.light_log import LightLog
 from projections.projector import snapshot_path
@@ -259,3 +260,29 @@ def test_facts_a_writer_read_are_taken_back_only_while_the_account_is_unchanged(
         assert writer.check("us-1", "host", at="2020-03-15").allowed is False
         assert writer.check("us-1", "host").allowed is True
         assert writer.check("us-2", "host").allowed is False
+
+
+def test_no_fact_list_outlives_a_catch_up_or_a_batch_of_changed_accounts(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(light_log, "COMPACT_EVERY", 4)
+    accounts = [f"cn-{i}" for i in range(10)]
+    with open_engine(store_url) as writer:
+        writer.apply([_register(a, "CN", "free") for a in accounts])
+        loose = [a for a, entry in writer.index.accounts.items() if code_of(entry) is None]
+        assert len(loose) < 4  # encoded in batches of 4 as the writer took its own events in
+        with open_engine(store_url) as reader:  # from the log: encoded at the catch-up's end
+            assert all(code_of(entry) is not None for entry in reader.index.accounts.values())
+            assert isinstance(reader.projector.log, LightLog)
+            rule = {
+                "command": "apply_region_rule",
+                "region": "CN",
+                "rule": "free_hosting_suspended",
+                "effective_at": "2020-05-19",
+            }
+            writer.apply([rule])
+            reader.catch_up()
+            assert all(code_of(entry) is not None for entry in reader.index.accounts.values())
+            for a in accounts:
+                facts = sorted(reader.log.account_facts(a), key=lambda f: f.version)
+                assert [f.as_dict() for f in facts] == writer.history(a)
