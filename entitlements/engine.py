@@ -57,7 +57,7 @@ from projections.check_index import CheckIndex
 from projections.facts import COMMAND_RECORDS, COMMAND_TOPICS, LogFacts, TakesEvents
 from projections.light_log import LightLog
 from projections.log_reader import read_log
-from projections.projector import SNAPSHOT_EVERY, Projector
+from projections.projector import SNAPSHOT_EVERY, Projector, gc_paused
 
 FAN_OUT_BATCH = (
     10_000  # events per transaction when a region rule fans out (fewer, larger commits: the
@@ -616,6 +616,16 @@ class Engine:
 
         Most accounts have one fact, their registration: their corrections follow from the
         rule's switches directly (`registration_only_corrections`), without folding."""
+        with gc_paused():
+            return self._fan_out(region, recorded_at, who, then)
+
+    def _fan_out(
+        self,
+        region: Region | RegionRules,
+        recorded_at: datetime,
+        who: Who,
+        then: DomainEventProtocol[UUID] | None,
+    ) -> int | None:
         position = None
         log = self.log
         members = list(log.members.get(region.code, ()))

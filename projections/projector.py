@@ -10,11 +10,12 @@ subscribe with `also`, so the log is read and decoded once per process.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,32 @@ from projections.log_reader import Positioned, read_log
 from projections.timeline import region_timeline
 
 SNAPSHOT_EVERY = 10_000  # events caught up before a process saves a new snapshot
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0  # pauses under way in this process (threads, nested calls)
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused meanwhile, for the whole process (pauses of
+    several threads or nested calls count: the last one out restores it). A long read of
+    the log, or a fan-out, makes millions of objects, none in a cycle, and the collector
+    would walk the long-lived ones again and again (measured: a catch-up of a 100,000-account
+    fan-out 4.4 s against 3.5 s paused)."""
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 def snapshot_path(url: str) -> Path:
@@ -185,7 +212,7 @@ class Projector:
     def catch_up(self) -> int:
         """Read the log past our position into facts and timelines; returns events read."""
         read = 0
-        with self._lock:
+        with self._lock, gc_paused():
             for page in read_log(self.app, self.log.position):
                 self._take(page)
                 read += len(page)
