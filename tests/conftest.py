@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -185,6 +186,18 @@ def postgres_or_skip() -> str:
             pytest.fail(f"PostgreSQL is required under CI=true: {why_not}")
         pytest.skip(why_not)
     return fresh_postgres_schema()
+
+
+@contextmanager
+def china_store(kind: str, folder: Path) -> Iterator[str]:
+    """A china-2020 store of `kind` ("sqlite" or "postgres") with its cache in `folder`, for
+    the tests of one module that only read it (module-scoped fixtures); yields its URL."""
+    url = f"sqlite:///{folder / 'store.db'}" if kind == "sqlite" else postgres_or_skip()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ENTITLEMENTS_CACHE", str(folder / "cache"))
+        with open_engine(url) as engine:
+            engine.apply(read_jsonl(scenario_file("china-2020.jsonl")))
+        yield url
 
 
 @pytest.fixture

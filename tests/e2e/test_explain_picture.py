@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from entitlements import cli, open_engine, pictures
-from tests.conftest import postgres_or_skip, read_jsonl, scenario_file
+from tests.conftest import china_store, read_jsonl, scenario_file
 from tests.e2e.test_cli import run as run_script
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -32,11 +32,7 @@ def china(
 ) -> Iterator[str]:
     """One china-2020 store of each kind for the module (explain only reads); its URL."""
     folder = tmp_path_factory.mktemp("picture")
-    url = f"sqlite:///{folder / 'store.db'}" if request.param == "sqlite" else postgres_or_skip()
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("ENTITLEMENTS_CACHE", str(folder / "cache"))
-        with open_engine(url) as engine:
-            engine.apply(read_jsonl(scenario_file("china-2020.jsonl")))
+    with china_store(request.param, folder) as url:
         yield url
 
 

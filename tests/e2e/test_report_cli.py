@@ -21,7 +21,7 @@ import pytest
 from matplotlib.image import imread
 
 from entitlements import cli, open_engine
-from tests.conftest import CLI, postgres_or_skip, read_jsonl, scenario_file
+from tests.conftest import CLI, china_store
 from tests.e2e.test_cli import run as run_script
 from tests.e2e.test_cli_errors import one_line_error
 
@@ -38,11 +38,7 @@ def china(
     """One china-2020 store of each kind for the module; its URL (never rebuilt: the
     first report brings the read models level itself)."""
     folder = tmp_path_factory.mktemp("report")
-    url = f"sqlite:///{folder / 'store.db'}" if request.param == "sqlite" else postgres_or_skip()
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("ENTITLEMENTS_CACHE", str(folder / "cache"))
-        with open_engine(url) as engine:
-            engine.apply(read_jsonl(scenario_file("china-2020.jsonl")))
+    with china_store(request.param, folder) as url:
         yield url
 
 

@@ -17,7 +17,7 @@ from entitlements.bitemporal import Rectangle, find
 from entitlements.decisions import UnknownAccount
 from entitlements.engine import Engine
 from entitlements.rules import CAPABILITIES, UnknownCapability
-from tests.conftest import postgres_or_skip, read_jsonl, scenario_file
+from tests.conftest import china_store
 
 ACCOUNTS = (
     "cn-ent-02",
@@ -51,13 +51,9 @@ def china(
 ) -> Iterator[Engine]:
     """One china-2020 store of each kind for the whole module: these tests only read."""
     folder = tmp_path_factory.mktemp("rectangles")
-    url = f"sqlite:///{folder / 'store.db'}" if request.param == "sqlite" else postgres_or_skip()
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("ENTITLEMENTS_CACHE", str(folder / "cache"))
-        with open_engine(url) as engine:
-            engine.apply(read_jsonl(scenario_file("china-2020.jsonl")))
-            assert {r.status for r in engine.apply(TIGHT)} == {"applied"}
-            yield engine
+    with china_store(request.param, folder) as url, open_engine(url) as engine:
+        assert {r.status for r in engine.apply(TIGHT)} == {"applied"}
+        yield engine
 
 
 def points_inside(r: Rectangle) -> list[tuple[datetime, datetime]]:
