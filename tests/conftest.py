@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -367,7 +368,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
       one worker in file order, so the store is built once and used as the module expects.
 
     A fixture group that holds a `timing` test joins the timing group whole; an
-    `xdist_group` mark of a test's own is kept."""
+    `xdist_group` mark of a test's own is kept. Two tests with one id are refused: xdist
+    would run only one of them, silently."""
+    twice = [nodeid for nodeid, n in Counter(item.nodeid for item in items).items() if n > 1]
+    if twice:
+        raise pytest.UsageError(f"tests with the same id (give each its own): {sorted(twice)}")
     if not (_grouping(config) and hasattr(config, "workerinput")):
         return
     timing = {item for item in items if item.get_closest_marker("timing")}

@@ -6,6 +6,7 @@ declared (random valid commands land on the store: that is fine, it is thrown aw
 from __future__ import annotations
 
 import atexit
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +18,9 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.errors import InvalidSchema
+from schemathesis.core.result import Err, Ok
+from schemathesis.schemas import APIOperation
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
 from entitlements import open_engine
@@ -52,15 +56,39 @@ def admin_headers() -> Iterator[dict[str, str]]:
         shutil.rmtree(STORE, ignore_errors=True)
 
 
-@schema.parametrize()
-@settings(
-    max_examples=20,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
-def test_no_5xx_and_answers_as_declared(
-    case: schemathesis.Case[Any], admin_headers: dict[str, str]
-) -> None:
-    if case.query and "wait" in case.query:  # long polling: up to 30 s an example is too slow here
-        case.query["wait"] = 0
-    case.call_and_validate(headers=admin_headers, checks=CHECKS)
+def _test_of(method: str, path: str) -> Any:
+    """The fuzz test of one operation, under a name of its own. `schema.parametrize()` over
+    the whole schema gives every operation the same test id, and pytest-xdist runs only one
+    test of an id: so one test per operation, each parametrized by schemathesis alone."""
+
+    def test(case: schemathesis.Case[Any], admin_headers: dict[str, str]) -> None:
+        if case.query and "wait" in case.query:  # long polling: up to 30 s an example is too slow
+            case.query["wait"] = 0
+        case.call_and_validate(headers=admin_headers, checks=CHECKS)
+
+    fuzzed = settings(
+        max_examples=20,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )(test)
+    return schema.include(method=method, path=path).parametrize()(fuzzed)
+
+
+def _operation(
+    result: Ok[APIOperation[Any, Any, Any, Any]] | Err[InvalidSchema],
+) -> APIOperation[Any, Any, Any, Any]:
+    if isinstance(result, Err):  # a schema we cannot fuzz must fail the run, not shrink it
+        raise result.err()
+    return result.ok()
+
+
+OPERATIONS = [_operation(result) for result in schema.get_all_operations()]
+for _op in OPERATIONS:
+    _name = "test_no_5xx_and_answers_as_declared_" + re.sub(r"\W+", "_", _op.label).strip("_")
+    globals()[_name.lower()] = _test_of(_op.method.upper(), _op.path)
+
+
+def test_every_operation_is_fuzzed() -> None:
+    """The schema's operations, each with a fuzz test of its own (none lost to a shared id)."""
+    names = {n for n in globals() if n.startswith("test_no_5xx_and_answers_as_declared_")}
+    assert len(names) == len(OPERATIONS) >= 10
