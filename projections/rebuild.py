@@ -23,7 +23,7 @@ from projections.facts import Changed
 from projections.log_reader import read_log
 from projections.projector import Projector
 from projections.rebuild_read import read_facts
-from projections.rebuild_rows import Kinds
+from projections.rebuild_rows import Kinds, Written
 from projections.rebuild_writer import Writer
 from projections.sql_views import SqlReadModel, sql_engine
 from projections.state_intervals import account_rows, region_rows
@@ -154,6 +154,8 @@ def _rebuild(app: Application[Any], url: str, progress: Progress | None) -> int:
         now, when = datetime.now(UTC), model.when
         kinds = Kinds(index, now, when)
         sent: set[int] = set()  # kinds whose recipes the other process has
+        written = Written(when)  # times as the rows hold them, written here: the other
+        # process, inserting, is the slower of the two while the rows are made
         done = model.counter("rebuild:accounts") or 0
         every, region_of = facts.accounts, facts.region_of
         for account_id in accounts[:done]:  # written before a kill: only their index codes
@@ -175,7 +177,7 @@ def _rebuild(app: Application[Any], url: str, progress: Progress | None) -> int:
                     if kind.number not in sent:
                         sent.add(kind.number)
                         new_kinds[kind.number] = kind.recipes
-                    alike.append((kind.number, account_id, us))
+                    alike.append((kind.number, account_id, written(us)))
                 writer.rows(start + len(chunk), accounts_rows, state_rows, alike, new_kinds)
                 for cursor in writer.written(wait=False):
                     _report(progress, target + cursor, total)

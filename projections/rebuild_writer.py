@@ -34,14 +34,9 @@ from eventsourcing.application import Application
 from eventsourcing.utils import get_topic, resolve_topic
 
 from projections import log_reader
-from projections.check_index import from_us
 from projections.rebuild_read import Page, read_pages
 from projections.rebuild_rows import rows_of_kind
 from projections.sql_views import SqlReadModel, sql_engine
-
-
-def _same(t: Any) -> Any:
-    return t
 
 
 class WriterFailed(RuntimeError):
@@ -66,11 +61,8 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
             if message[0] == "rows":
                 _, cursor, accounts_rows, state_rows, alike, new_kinds = message
                 kinds.update(new_kinds)
-                when = model.when or _same
-                for number, account_id, us in alike:
-                    row, states = rows_of_kind(
-                        kinds[number], account_id, [when(from_us(u)) for u in us]
-                    )
+                for number, account_id, times in alike:
+                    row, states = rows_of_kind(kinds[number], account_id, times)
                     accounts_rows.append(row)
                     state_rows.extend(states)
                 with model.engine.begin() as conn:
@@ -144,11 +136,11 @@ class Writer:
         cursor: int,
         accounts_rows: list[tuple[Any, ...]],
         state_rows: list[tuple[Any, ...]],
-        alike: list[tuple[int, str, list[int]]],
+        alike: list[tuple[int, str, list[Any]]],
         new_kinds: dict[int, Any],
     ) -> None:
         """Insert these rows, and those of the `alike` accounts (kind number, account id,
-        its times in microseconds: rows from the kind's recipes, sent once in `new_kinds`),
+        its times as the rows hold them: rows from the kind's recipes, sent once in `new_kinds`),
         and move the cursor to `cursor`, in one transaction."""
         self._send(("rows", cursor, accounts_rows, state_rows, alike, new_kinds))
         self.pending += 1

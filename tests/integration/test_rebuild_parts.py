@@ -17,11 +17,11 @@ from entitlements.commands import parse_command_file
 from entitlements.engine import Engine
 from entitlements.rules import Fact
 from projections import log_reader, sql_views
-from projections.check_index import MASK, CheckIndex
+from projections.check_index import MASK, CheckIndex, from_us, to_us
 from projections.facts import LogFacts
 from projections.log_reader import read_log
 from projections.rebuild_read import read_facts, state_decoder
-from projections.rebuild_rows import Kinds
+from projections.rebuild_rows import Kinds, Written
 from projections.sql_views import SqlReadModel, sql_engine
 from projections.state_intervals import account_rows
 from tests.conftest import scenario_file
@@ -237,3 +237,24 @@ def test_sqlite_times_are_written_as_before(t: datetime | None) -> None:
     """The fast text of a time is the strftime text the SQLite rows always had."""
     expected = None if t is None else t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     assert sql_views._sqlite_time(t) == expected
+
+
+def test_written_times_are_those_when_writes_remembered_or_not(monkeypatch: Any) -> None:
+    """Shared times are written once while remembered, and every time is written as `when`
+    writes it, before and after the remembered ones are dropped."""
+    calls: list[datetime] = []
+
+    def when(t: datetime | None) -> Any:
+        assert t is not None
+        calls.append(t)
+        return sql_views._sqlite_time(t)
+
+    monkeypatch.setattr(Written, "KEEP", 5)
+    written = Written(when)
+    shared = to_us(datetime(2020, 6, 1, 12, 0, 0, 250, tzinfo=UTC))
+    for i in range(20):
+        own = to_us(datetime(2021, 1, 1, tzinfo=UTC) + timedelta(seconds=i))
+        us = [own, shared, own + 1]
+        assert written(us) == [sql_views._sqlite_time(from_us(u)) for u in us]
+    assert 40 < len(calls) < 60  # the shared time written again only after a drop
+    assert Written()([shared]) == [from_us(shared)]  # no `when`: the datetime itself
