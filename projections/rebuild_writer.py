@@ -27,6 +27,7 @@ import pickle
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -96,14 +97,59 @@ def _read(part: tuple[str, dict[str, str], int, int, int], outbox: Connection) -
     topic, env, after, stop, page = part
     app = resolve_topic(topic)(env=env)
     try:
+        shared = Shared()
         pages = [
-            pickle.dumps(p, pickle.HIGHEST_PROTOCOL) for p in read_pages(app, after, stop, page)
+            pickle.dumps(
+                (last, [shared.record(r) for r in records], newest), pickle.HIGHEST_PROTOCOL
+            )
+            for last, records, newest in read_pages(app, after, stop, page)
         ]
     finally:
         app.close()
     for data in pages:
         outbox.send_bytes(b"P" + data)
     outbox.send_bytes(b"E")
+
+
+class Shared:
+    """Equal texts and times of a page made one object each, so pickle writes them once and
+    the first process, unpickling, makes them once: a fan-out's records repeat the rule's
+    reason, cause and times in every account's. A time is shared only with one of the same
+    offset and fold (equal instants in other zones stay apart); numbers are left alone (1,
+    1.0 and True are equal); dicts stay one per record."""
+
+    KEEP = 100_000  # values remembered before starting afresh
+
+    def __init__(self) -> None:
+        self._seen: dict[Any, Any] = {}
+
+    def record(self, record: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A record of `rebuild_read.read_pages`: its id and account id are its own."""
+        seen, value = self._seen, self.value
+        if len(seen) > self.KEEP:
+            seen.clear()
+        key, account_id, region, type_, version, effective, recorded, data, cause = record
+        return (
+            key,
+            account_id,
+            seen.setdefault(region, region),
+            seen.setdefault(type_, type_),
+            version,
+            value(effective),
+            value(recorded),
+            value(data),
+            value(cause),
+        )
+
+    def value(self, v: Any) -> Any:
+        kind = type(v)
+        if kind is str:
+            return self._seen.setdefault(v, v)
+        if kind is datetime:
+            return self._seen.setdefault((v, v.tzinfo, v.fold), v)
+        if kind is dict:
+            return {self.value(k): self.value(x) for k, x in v.items()}
+        return v
 
 
 class Writer:

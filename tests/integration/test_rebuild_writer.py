@@ -5,7 +5,10 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import pickle
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +16,7 @@ from entitlements.engine import Engine
 from projections import rebuild as rebuild_module
 from projections.projector import snapshot_path
 from projections.rebuild import rebuild
-from projections.rebuild_writer import Writer, WriterFailed
+from projections.rebuild_writer import Shared, Writer, WriterFailed
 from projections.snapshot import read_index
 from projections.sql_views import SqlReadModel, sql_engine
 from tests.integration.test_read_models import (
@@ -92,3 +95,29 @@ def test_the_other_process_says_why_it_stopped(store_url: str, tmp_path: Path) -
     finally:
         writer.close()
     assert model.counter("rebuild:accounts") is None  # the failed batch left nothing
+
+
+def test_shared_values_are_the_same_values_one_object_each() -> None:
+    """The pages the other process sends: equal texts and times become one object (pickled
+    once), equal instants at other offsets, numbers of other types and dicts stay apart."""
+    utc = datetime(2021, 3, 1, 12, tzinfo=UTC)
+    plus_one = utc.astimezone(timezone(timedelta(hours=1)))
+    assert plus_one == utc
+
+    def record(n: int, at: datetime, data: dict[str, Any]) -> tuple[Any, ...]:
+        reason = "".join(["free hosting ", "suspended"])  # a new str object each time
+        return (n, f"acc-{n}", "CN", "HostingRevoked", 2, at, at, data, {"why": reason})
+
+    shared = Shared()
+    records = [
+        record(1, utc, {"n": 1}),
+        record(2, datetime(2021, 3, 1, 12, tzinfo=UTC), {"n": True}),
+        record(3, plus_one, {"n": 1.0}),
+    ]
+    got = [shared.record(r) for r in records]
+    assert got == records
+    assert [type(r[7]["n"]) for r in got] == [int, bool, float]
+    assert got[0][5] is got[1][5] is got[1][6] and got[2][5] is plus_one
+    assert str(got[2][5]) == str(plus_one)
+    assert got[0][8]["why"] is got[2][8]["why"] and got[0][8] is not got[2][8]
+    assert len(pickle.dumps(got)) < len(pickle.dumps(records))
