@@ -10,7 +10,6 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import StoredEvent
 
 from entitlements.commands import parse_command_file
@@ -25,6 +24,7 @@ from projections.rebuild_rows import Kinds, Written
 from projections.sql_views import SqlReadModel, sql_engine
 from projections.state_intervals import account_rows
 from tests.conftest import scenario_file
+from tests.integration.test_event_versions import Gadget  # Renamed v2, with an upcaster
 
 FACTS_FIELDS = ("accounts", "regions", "region_of", "members", "stream_of", "position")
 
@@ -101,27 +101,6 @@ def test_an_unknown_stream_is_refused_as_log_facts_refuses_it(engine: Engine) ->
         logfacts(engine, head)
     with pytest.raises(ValueError, match="HostingRevoked v2 of an unknown stream"):
         read_facts(engine.app, head)
-
-
-class Gadget(Aggregate):
-    """A test-only aggregate whose Renamed event gained `effective_at` in version 2."""
-
-    class Renamed(Aggregate.Event):
-        class_version = 2
-        name: str
-        effective_at: datetime
-
-        @staticmethod
-        def upcast_v1_v2(state: dict[str, Any]) -> None:
-            state["effective_at"] = datetime(1970, 1, 1, tzinfo=UTC)
-
-    @event("Created")
-    def __init__(self) -> None:
-        self.name = ""
-
-    @event(Renamed)
-    def rename(self, name: str, effective_at: datetime) -> None:
-        self.name, self.effective_at = name, effective_at
 
 
 def test_the_state_decoder_decodes_as_the_mapper_and_upcasts_older_versions(
