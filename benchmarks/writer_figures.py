@@ -23,6 +23,7 @@ import resource
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,15 +75,22 @@ def _open_and_apply_one(url: str, out: Any) -> None:
     engine.close()
 
 
+def in_fresh_process(target: Callable[[str, Any], None], url: str) -> dict[str, Any]:
+    """Run `target(url, queue)` in a fresh interpreter (spawn: nothing of this process's
+    memory comes along, so its RSS is the writer's alone) and return what it put."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    p = ctx.Process(target=target, args=(url, out))
+    p.start()
+    m: dict[str, Any] = out.get(timeout=1800)
+    p.join(60)
+    return m
+
+
 def memory(n: int, folder: Path) -> dict[str, Any]:
     url = f"sqlite:///{folder / 'memory.db'}"
     make_store(url, n)
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    p = ctx.Process(target=_open_and_apply_one, args=(url, out))
-    p.start()
-    m = out.get(timeout=1800)
-    p.join(60)
+    m = in_fresh_process(_open_and_apply_one, url)
     return {
         "accounts": n,
         "rss_before_open_mb": round(m["before"] / 2**20, 1),
@@ -137,12 +145,7 @@ def snapshot_start(n: int, folder: Path) -> dict[str, Any]:
     make_store(url, n)
     with Engine(url) as engine:
         engine.projector.save_snapshot()
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    p = ctx.Process(target=_start_from_snapshot, args=(url, out))
-    p.start()
-    m = out.get(timeout=1800)
-    p.join(60)
+    m = in_fresh_process(_start_from_snapshot, url)
     return {
         "accounts": n,
         "open_to_first_answer_s": round(m["first_answer"], 3),

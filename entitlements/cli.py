@@ -957,8 +957,9 @@ def build_parser() -> argparse.ArgumentParser:
         "events, and lists: the applied commands under REGION's jurisdiction with the "
         "accounts they changed and their regions (all must be REGION), REGION's own rule "
         "commands with the accounts they reached, and every rejected attempt under REGION's "
-        "jurisdiction with its reason. Applied-command records keep no jurisdiction: each "
-        "one's is proved from its SHA-256 fingerprint (see README, For auditors). "
+        "jurisdiction with its reason. An applied command's record keeps its jurisdiction; "
+        "for records older than that field, it is proved from the command's SHA-256 "
+        "fingerprint (see README, For auditors). "
         "Exit 0 when the promise holds, 6 when a violation is found (printed).",
         epilog="example:\n  entitlements audit jurisdiction CN\n"
         "  entitlements audit jurisdiction CN --json | jq .violations",
