@@ -123,11 +123,13 @@ def rebuild(app: Application[Any], url: str, progress: Progress | None = None) -
     Three phases: read the log up to a target position into memory (facts only: rows come
     straight from them, no timeline is built); write each account's narrow rows exactly
     once, in account order, many accounts per transaction, with a cursor in the same
-    transaction, then the regions' with the target; then bring the fresh
-    tables incrementally to the log's head (what was recorded meanwhile), so the swap never
-    moves the tables backwards. Killed halfway, it resumes: same target, re-read the log,
-    skip the accounts the cursor has passed. Also saves a new check-index snapshot.
-    Returns the position reached.
+    transaction, then the regions' with the target; then swap them in (indexed only
+    now, under the current names) and bring them to the log's head (what was recorded
+    meanwhile) as any catch-up does. The swap never moves the tables backwards: if the
+    current ones went past the target meanwhile, the fresh ones are caught up to the head
+    first. Killed halfway, it resumes: same target, re-read the log, skip the accounts the
+    cursor has passed. Also saves a new check-index snapshot (of the target, while the
+    other process swaps). Returns the position reached.
 
     The cyclic garbage collector is paused meanwhile: the facts are millions of long-lived
     objects, none in a cycle, and it would walk them again and again as they pile up
@@ -185,28 +187,29 @@ def _rebuild(app: Application[Any], url: str, progress: Progress | None) -> int:
                 model.insert_prepared(conn, accounts_rows, state_rows)
                 model.track(conn, start + len(chunk), "rebuild:accounts")
             _report(progress, target + start + len(chunk), total)
+        swapped = False
         if model.position() < target:  # every account written: regions, the target reached
             regions_rows = [
                 row
                 for code in sorted(facts.regions)
                 for row in region_rows(code, facts.regions[code], when)
             ]
-            if writer is not None:
+            if writer is not None:  # it swaps the tables in too, while the snapshot is saved
                 writer.end(regions_rows, target)
             else:
                 with model.engine.begin() as conn:
                     model.insert_prepared(conn, [], [], regions_rows)
-                    model.index(conn)
                     model.track(conn, target)
+                swapped = model.swap_into_place(target, unless_behind=True)
         regions = {code: region_timeline(code, fs) for code, fs in facts.regions.items()}
         index.replace(kinds.codes, regions, facts.position)  # every account encoded already
         projector = Projector(app, url, index)
         projector.facts = facts
-        # The snapshot of the target, while the other process ends its inserts.
-        projector.save_snapshot()
+        projector.save_snapshot()  # of the target
         if writer is not None:
             for cursor in writer.written(wait=True):
                 _report(progress, target + cursor, total)
+            swapped = writer.swapped
     finally:
         if writer is not None:
             writer.close()
@@ -215,8 +218,12 @@ def _rebuild(app: Application[Any], url: str, progress: Progress | None) -> int:
         if progress is not None:
             progress(done + len(accounts), head + len(accounts))
 
-    position = SqlProjection(app, model, projector).run(then)
-    model.swap_into_place(position)
+    if swapped:  # in place at the target: catch the current tables up, as any process does
+        position = SqlProjection(app, SqlReadModel(model.engine), projector).run(then)
+    else:  # resumed past the target, or the current tables went past it meanwhile
+        model.repair()  # the indexes, for the catch-up
+        position = SqlProjection(app, model, projector).run(then)
+        model.swap_into_place(position)
     if position > facts.position:  # the log moved on meanwhile: the snapshot too
         projector.save_snapshot()
     return position

@@ -1,35 +1,47 @@
 """A rebuild's second process: it reads part of the log while the first reads the rest,
-then inserts the rows while the first works out the next ones.
+then inserts the rows while the first works out the next ones, then swaps the new tables in
+while the first saves its snapshot.
 
 Inserting is mostly the database's time, but in the same process it holds the GIL between
 rows (a thread beside the work was measured slower), so a rebuild of many accounts hands
 its rows to a process of its own, through a pipe, as plain tuples (str, bool, None and, on
-PostgreSQL, datetimes: nothing of ours, nothing read from disk); an account of a kind met
-before (rebuild_rows.py) goes as its kind's number and its times, the process filling in
-the kind's rows, sent once. Each batch goes in with the
-rebuild's cursor in one transaction, as in-process, so a kill anywhere (of either process)
-leaves whole batches and a cursor that says which; the first process reports progress as
-the batches are acknowledged. While the first process reads the start of the log, the
-second reads the end through an application of the same class and settings (the store's
-own transcoder and upcasters), as the same plain records (`rebuild_read.read_pages`), and
-sends them once read; the first takes them after its own, in log order. The process is a fresh interpreter running this module (no
-fork of a process holding connections; unlike multiprocessing's spawn it never imports the
-caller's main module); the store's URL goes down the pipe, not on its command line. It ends
-when told, when the pipe closes, or on the first error, which it sends back as one line.
+PostgreSQL, datetimes); an account of a kind met before (rebuild_rows.py) goes as its
+kind's number and its times, the process filling in the kind's rows, sent once. Each batch
+goes in with the rebuild's cursor in one transaction, as in-process, so a kill anywhere (of
+either process) leaves whole batches and a cursor that says which; the first process
+reports progress as the batches are acknowledged.
+
+While the first process reads the start of the log, the second reads the end through an
+application of the same class and settings (the store's own transcoder and upcasters), as
+the same plain records (`rebuild_read.read_pages`), and sends them once read; the first
+takes them after its own, in log order. At the end it inserts the regions' rows, records
+the target and swaps the tables in (`SqlReadModel.swap_into_place`, unless the current
+tables went past the target meanwhile), the longest part of which, dropping the old tables
+and indexing the new, is then off the first process's path.
+
+Messages both ways are pickles of plain values only, read by an unpickler that makes
+nothing else (`PLAIN`): nothing of ours crosses, and a forged message could not run code.
+The process is a fresh interpreter running this module (no fork of a process holding
+connections; unlike multiprocessing's spawn it never imports the caller's main module); the
+store's URL goes down the pipe, not on its command line. It ends when told, when the pipe
+closes, or on the first error, which it sends back as one line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import io
 import os
 import pickle
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from multiprocessing.connection import Connection
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.application import Application
 from eventsourcing.utils import get_topic, resolve_topic
@@ -44,21 +56,56 @@ class WriterFailed(RuntimeError):
     """The writer process stopped on an error (its one line says which)."""
 
 
+#: What a message may hold besides builtins (str, int, float, bool, None, bytes, tuple,
+#: list, dict: no class needed): the times and values the store's transcoder decodes.
+PLAIN = {
+    ("datetime", "datetime"): datetime,
+    ("datetime", "timezone"): timezone,
+    ("datetime", "timedelta"): timedelta,
+    ("datetime", "date"): date,
+    ("uuid", "UUID"): UUID,
+    ("decimal", "Decimal"): Decimal,
+}
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Makes only plain values: any other class or function named in a message (what a
+    forged one would call) is refused, so reading a message never runs code of its choice."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = PLAIN.get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(f"a message names {module}.{name}: not a plain value")
+        return found
+
+
+def _loads(data: bytes | memoryview) -> Any:
+    return _PlainUnpickler(io.BytesIO(data)).load()
+
+
+def _send_plain(conn: Connection, message: Any) -> None:
+    conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+
+def _recv_plain(conn: Connection) -> Any:
+    return _loads(conn.recv_bytes())
+
+
 def _serve(inbox: Connection, outbox: Connection) -> None:
     """The second process: first read its part of the log, if asked, and send it as pages;
-    then insert each batch with its cursor, acknowledge it; at the end, the regions' rows,
-    the indexes and the target, then say so. The first process gone (its pipe closed), it
-    stops: every batch in is whole, with its cursor."""
+    then insert each batch with its cursor, acknowledge it; at the end, the regions' rows
+    and the target, then the swap (or, behind, the indexes), then say so. The first process
+    gone (its pipe closed), it stops: every batch in is whole, with its cursor."""
     reading = True
     try:
-        url, name, suffix, part = inbox.recv()
+        url, name, suffix, part = _recv_plain(inbox)
         if part is not None:
             _read(part, outbox)
         reading = False
         model = SqlReadModel(sql_engine(url), name=name, suffix=suffix)
         kinds: dict[int, Any] = {}  # kind number -> its rows' recipes (rebuild_rows)
         while True:
-            message = inbox.recv()
+            message = _recv_plain(inbox)
             if message[0] == "rows":
                 _, cursor, accounts_rows, state_rows, alike, new_kinds = message
                 kinds.update(new_kinds)
@@ -69,14 +116,20 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
                 with model.engine.begin() as conn:
                     model.insert_prepared(conn, accounts_rows, state_rows)
                     model.track(conn, cursor, "rebuild:accounts")
-                outbox.send(("written", cursor))
+                _send_plain(outbox, ("written", cursor))
             else:
                 _, regions_rows, target = message
                 with model.engine.begin() as conn:
                     model.insert_prepared(conn, [], [], regions_rows)
-                    model.index(conn)
                     model.track(conn, target)
-                outbox.send(("ended", target))
+                # The swap here, while the first process saves its snapshot: not if the
+                # current tables went past the target meanwhile (the first then catches the
+                # new ones up and swaps them in itself).
+                swapped = model.swap_into_place(target, unless_behind=True)
+                if not swapped:
+                    with model.engine.begin() as conn:
+                        model.index(conn)
+                _send_plain(outbox, ("ended", swapped))
                 return
     except (EOFError, BrokenPipeError):
         return
@@ -87,7 +140,7 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
             if reading:
                 outbox.send_bytes(b"F" + said.encode())
             else:
-                outbox.send(("failed", said))
+                _send_plain(outbox, ("failed", said))
 
 
 def _read(part: tuple[str, dict[str, str], int, int, int], outbox: Connection) -> None:
@@ -171,6 +224,7 @@ class Writer:
         self._out = Connection(down_write, readable=False)
         self._in = Connection(up_read, writable=False)
         self.pending = 0  # batches sent, not yet acknowledged
+        self.swapped = False  # whether it swapped the new tables in (`end`)
         reading = None
         if part is not None:
             app, after, stop = part
@@ -192,13 +246,15 @@ class Writer:
         self.pending += 1
 
     def end(self, regions_rows: list[tuple[Any, ...]], target: int) -> None:
-        """Insert the regions' rows, create the indexes and record the target reached."""
+        """Insert the regions' rows, record the target reached, and swap the tables in,
+        unless the current ones went past it meanwhile (`swapped` says, once `written`);
+        if not, create the indexes."""
         self._send(("end", regions_rows, target))
         self.pending += 1
 
     def _send(self, message: Any) -> None:
         try:
-            self._out.send(message)
+            _send_plain(self._out, message)
         except OSError:  # it stopped: say why, if it said
             self.written(wait=True)
             raise WriterFailed("the writer process ended unexpectedly") from None
@@ -214,14 +270,14 @@ class Writer:
                 return
             if data[:1] != b"P":
                 raise WriterFailed(data[1:].decode())
-            yield pickle.loads(memoryview(data)[1:])
+            yield _loads(memoryview(data)[1:])
 
     def written(self, wait: bool) -> list[int]:
         """Cursors of the batches acknowledged since last asked (all of them: `wait`)."""
         done: list[int] = []
         while self.pending and (wait or self._in.poll()):
             try:
-                kind, value = self._in.recv()
+                kind, value = _recv_plain(self._in)
             except EOFError:
                 raise WriterFailed("the writer process ended unexpectedly") from None
             if kind == "failed":
@@ -229,6 +285,8 @@ class Writer:
             self.pending -= 1
             if kind == "written":
                 done.append(value)
+            elif kind == "ended":
+                self.swapped = value
         return done
 
     def close(self) -> None:

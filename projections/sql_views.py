@@ -232,8 +232,9 @@ class SqlReadModel:
     def recreate(self, counters: dict[str, int]) -> None:
         """Start this generation afresh, in one transaction: drop whatever an earlier attempt
         left (tables, tracking rows), free the names it needs if the current tables still
-        carry them, create it empty (the state rows' index comes with `index`, after the
-        bulk load) and record `counters` beside it."""
+        carry them, create it empty and without indexes (they come after the bulk load:
+        `index`, or the swap, which makes them under the current names at once) and record
+        `counters` beside it."""
         with self.engine.begin() as conn:
             _ddl_in_transaction(conn)
             for table in self.tables.all:
@@ -242,8 +243,9 @@ class SqlReadModel:
             conn.execute(delete(tracking).where(tracking.c.name.startswith(self.name)))
             adopt_names(conn, CURRENT, formerly=self.tables)
             self.tables.metadata.create_all(conn)
-            for index in self.tables.account_states.indexes:  # made once the bulk is in
-                conn.exec_driver_sql(f"DROP INDEX {_quote(conn, str(index.name))}")
+            for table in self.tables.all:  # made once the bulk is in (`index`, or the swap)
+                for index in table.indexes:
+                    conn.exec_driver_sql(f"DROP INDEX {_quote(conn, str(index.name))}")
             for name, value in counters.items():
                 self.track(conn, value, name)
 
@@ -258,20 +260,29 @@ class SqlReadModel:
         with self.engine.begin() as conn:
             adopt_names(conn, self.tables, formerly=self.tables)
 
-    def swap_into_place(self, position: int) -> None:
+    def swap_into_place(self, position: int, unless_behind: bool = False) -> bool:
         """Make this generation the current tables (drop the views and the old tables,
-        rename the new, give their indexes, keys and sequences the current names, so the
-        next rebuild finds its own names free, create the views), with the current tracking
-        at `position`, in one transaction."""
+        rename the new, give their indexes, keys and sequences the current names, creating
+        the indexes a bulk load left out, so the next rebuild finds its own names free,
+        create the views), with the current tracking at `position`, in one transaction.
+
+        `unless_behind`: not if the current tables have meanwhile gone past `position`
+        (another process catching them up): then nothing changes and it returns False. On
+        SQLite the transaction takes the write lock first; on PostgreSQL the position is
+        read once the old tables are dropped, i.e. once no transaction writes them."""
         old, new = CURRENT, self.tables
-        with self.engine.begin() as conn:
-            _ddl_in_transaction(conn)
+        with self.engine.connect() as conn, conn.begin() as transaction:
+            _ddl_in_transaction(conn, immediate=True)
             for view in VIEWS:
                 conn.exec_driver_sql(f"DROP VIEW IF EXISTS {view}")
             existing = set(inspect(conn).get_table_names())
             for name in (*(t.name for t in old.all), LEGACY_INTERVALS):
                 if name in existing:
                     conn.exec_driver_sql(f"DROP TABLE {_quote(conn, name)}")
+            current = SqlReadModel(self.engine)
+            if unless_behind and tracking.name in existing and current.position(conn) > position:
+                transaction.rollback()
+                return False
             for table, target in zip(new.all, old.all, strict=True):
                 conn.exec_driver_sql(
                     f"ALTER TABLE {_quote(conn, table.name)} RENAME TO {_quote(conn, target.name)}"
@@ -279,7 +290,8 @@ class SqlReadModel:
             adopt_names(conn, old, formerly=new)
             _create_views(conn, self.engine)
             conn.execute(delete(tracking).where(tracking.c.name.startswith(self.name)))
-            SqlReadModel(self.engine).track(conn, position)
+            current.track(conn, position)
+        return True
 
 
 def _create_views(conn: Connection, engine: SqlEngine) -> None:
@@ -358,11 +370,12 @@ def _adopt_sequence_name(conn: Connection, table: Table) -> None:
         conn.exec_driver_sql(f"ALTER SEQUENCE {sequence} RENAME TO {_quote(conn, wanted)}")
 
 
-def _ddl_in_transaction(conn: Connection) -> None:
+def _ddl_in_transaction(conn: Connection, immediate: bool = False) -> None:
     """pysqlite runs DDL outside any transaction unless one is begun explicitly: begin one,
-    so a swap or a fresh start killed halfway leaves nothing half done."""
+    so a swap or a fresh start killed halfway leaves nothing half done; `immediate` takes
+    the write lock at once (what it reads then cannot change before it writes)."""
     if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def _quote(conn: Connection, name: str) -> str:

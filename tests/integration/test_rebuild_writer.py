@@ -5,18 +5,23 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import os
 import pickle
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
+from sqlalchemy import inspect
 
 from entitlements.engine import Engine
 from projections import rebuild as rebuild_module
+from projections import rebuild_read
 from projections.projector import snapshot_path
-from projections.rebuild import rebuild
-from projections.rebuild_writer import Shared, Writer, WriterFailed
+from projections.rebuild import project, rebuild
+from projections.rebuild_writer import Shared, Writer, WriterFailed, _loads
 from projections.snapshot import read_index
 from projections.sql_views import SqlReadModel, sql_engine
 from tests.integration.test_read_models import (
@@ -27,6 +32,22 @@ from tests.integration.test_read_models import (
     view_rows,
 )
 from tests.integration.test_rebuild_parts import the_scenario_and_alike_accounts
+
+
+def register_late(engine: Engine) -> None:
+    (result,) = engine.apply(
+        [
+            {
+                "command": "register_account",
+                "account_id": "late-01",
+                "region": "US",
+                "plan": "pro",
+                "channel": "online",
+                "effective_at": "2021-01-01",
+            }
+        ]
+    )
+    assert result.status == "applied"
 
 
 @pytest.fixture
@@ -60,17 +81,17 @@ def test_rows_written_by_another_process_are_the_in_process_ones(
 
 @pytest.mark.usefixtures("another_process")
 def test_a_rebuild_killed_while_another_process_inserts_resumes_exact(
-    store_url: str, engine: Engine
+    store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     apply_scenario(engine)
-    target = engine.position()
 
-    def killed_after_the_first_batch(done: int, total: int) -> None:
-        if done > target and total > target:
-            raise KeyboardInterrupt
+    def killed_before_the_end(*_: Any) -> None:  # every batch sent, some maybe not inserted
+        raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        rebuild(engine.app, store_url, killed_after_the_first_batch)
+    with monkeypatch.context() as m:
+        m.setattr(Writer, "end", killed_before_the_end)
+        with pytest.raises(KeyboardInterrupt):
+            rebuild(engine.app, store_url)
     half = SqlReadModel(sql_engine(store_url), name="rebuild", suffix="__rebuild")
     written = half.counter("rebuild:accounts")
     accounts = len(engine.facts.accounts)
@@ -81,6 +102,122 @@ def test_a_rebuild_killed_while_another_process_inserts_resumes_exact(
     assert rebuild(engine.app, store_url) == engine.position()
     assert all_rows(store_url) == incremental_rows(engine, store_url)
     assert half.counter("rebuild:accounts") is None
+
+
+@pytest.mark.usefixtures("another_process")
+def test_the_tables_the_other_process_swapped_in_stand_if_the_first_dies_then(
+    store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The swap is the other process's: the first killed right after it (before catching
+    the tables up), the tables are in place whole, at the target, the rebuild's own gone,
+    and the snapshot of the target saved."""
+    apply_scenario(engine)
+    rebuild(engine.app, store_url)
+    expected = incremental_rows(engine, store_url)
+    register_late(engine)
+    expected_later = incremental_rows(engine, store_url)
+
+    def killed(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(rebuild_module.SqlProjection, "run", killed)
+        with pytest.raises(KeyboardInterrupt):
+            rebuild(engine.app, store_url)
+    assert all_rows(store_url) == expected_later != expected
+    assert SqlReadModel(sql_engine(store_url)).position() == engine.position()
+    names = set(inspect(sql_engine(store_url)).get_table_names())
+    assert not {n for n in names if n.endswith("__rebuild")}
+    assert_plain_names(store_url)
+    assert read_index(snapshot_path(store_url))[0].position == engine.position()
+    assert rebuild(engine.app, store_url) == engine.position()
+    assert all_rows(store_url) == expected_later
+
+
+@pytest.mark.parametrize("processes", ["one", "two"])
+def test_a_rebuild_never_swaps_behind_tables_caught_up_meanwhile(
+    store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch, processes: str
+) -> None:
+    """A catch-up of the current tables past the rebuild's target while it runs: the swap
+    at the target declines; the fresh tables are caught up to the head, then swapped in."""
+    if processes == "two":
+        monkeypatch.setattr(rebuild_module, "IN_PROCESS_BELOW", 0)
+    apply_scenario(engine)
+    project(engine.app, store_url)
+    read_facts = rebuild_read.read_facts
+    target: list[int] = []
+
+    def meanwhile(app: Any, stop: int, *args: Any) -> Any:
+        target.append(stop)
+        facts = read_facts(app, stop, *args)
+        register_late(engine)
+        project(engine.app, store_url)  # another process following the log
+        return facts
+
+    swaps: list[tuple[int, bool, bool]] = []
+    swap = SqlReadModel.swap_into_place
+
+    def spied(model: SqlReadModel, position: int, unless_behind: bool = False) -> bool:
+        done = swap(model, position, unless_behind)
+        swaps.append((position, unless_behind, done))
+        return done
+
+    behind: list[bool] = []
+    close = Writer.close
+
+    def closed(writer: Writer) -> None:
+        behind.append(not writer.swapped)
+        close(writer)
+
+    monkeypatch.setattr(rebuild_module, "read_facts", meanwhile)
+    monkeypatch.setattr(SqlReadModel, "swap_into_place", spied)
+    monkeypatch.setattr(Writer, "close", closed)
+    head = rebuild(engine.app, store_url)
+    assert head == engine.position() > target[0]
+    assert all_rows(store_url) == incremental_rows(engine, store_url)
+    assert SqlReadModel(sql_engine(store_url)).position() == head
+    assert_plain_names(store_url)
+    if processes == "one":
+        assert swaps == [(target[0], True, False), (head, False, True)]
+    else:  # the other process declined its swap (in its own process: seen by its flag)
+        assert behind == [True] and swaps == [(head, False, True)]
+
+
+def test_a_swap_unless_behind_changes_nothing_when_behind(store_url: str, engine: Engine) -> None:
+    apply_scenario(engine)
+    head = project(engine.app, store_url)
+    before = all_rows(store_url)
+    fresh = SqlReadModel(sql_engine(store_url), name="rebuild", suffix="__rebuild")
+    fresh.recreate({"rebuild:target": head - 1})
+    assert fresh.swap_into_place(head - 1, unless_behind=True) is False
+    assert all_rows(store_url) == before and fresh.exists()
+    assert fresh.counter("rebuild:target") == head - 1
+    assert fresh.swap_into_place(head, unless_behind=True) is True  # level: swapped
+    assert not fresh.exists() and SqlReadModel(sql_engine(store_url)).position() == head
+
+
+def test_messages_make_plain_values_only() -> None:
+    """What crosses the pipe is read by an unpickler that makes plain values and refuses
+    anything else a forged message could name (a function to call, a class of ours)."""
+    plain = (
+        1,
+        True,
+        1.5,
+        None,
+        "x",
+        b"y",
+        [datetime(2020, 9, 15, tzinfo=timezone(timedelta(hours=8))), timedelta(days=1)],
+        {"when": date(2020, 1, 1), "id": UUID(int=5), "n": Decimal("1.10")},
+    )
+    assert _loads(pickle.dumps(plain, pickle.HIGHEST_PROTOCOL)) == plain
+
+    class Evil:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (os.system, ("echo forged",))
+
+    for forged in (Evil(), Shared(), {"a": os.getcwd}):
+        with pytest.raises(pickle.UnpicklingError, match="not a plain value"):
+            _loads(pickle.dumps(forged))
 
 
 def test_the_other_process_says_why_it_stopped(store_url: str, tmp_path: Path) -> None:
