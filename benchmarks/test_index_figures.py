@@ -12,3 +12,4 @@ def test_index_figures_come_out_for_a_tiny_world(tmp_path: Path) -> None:
     assert figures["from_snapshot"]
     assert figures["cold_start_seconds"] > 0
     assert figures["resident_floor_dict_of_ids_bytes_per_account"] >= 0
+    assert figures["first_command_seconds"] > 0
