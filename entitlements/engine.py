@@ -834,8 +834,9 @@ class Engine:
         self.catch_up()
 
         def read(after: int) -> tuple[list[dict[str, Any]], int]:
-            # From the feed kept in memory; the full log only for positions before it.
-            return feed.read(after, limit) or changes_after(self.app, after, limit)
+            # From the feed kept in memory; from the store for positions before it (the
+            # events after `after`, each account's own stream, the region events kept).
+            return feed.read(after, limit) or changes_after(self.app, after, limit, feed.regions)
 
         items, next_position = read(after)
         deadline = time.monotonic() + wait

@@ -37,16 +37,26 @@ go past `limit`, unless the page is still empty; then that position's items are 
 whole (at most len(CAPABILITIES) items), so a page may exceed a `limit` smaller than that.
 With nothing new, the answer is `([], after)`.
 
-Cost: the log is read from position 1 (knowing "before" needs every earlier event of the
-stream and its region; facts carry no positions), command records are skipped without
-being decoded, and each event after `after` costs two folds of its own stream and one of
-its region: O(events read), never a pass over a region's accounts.
+Cost: no Fact per account kept, no event decoded but those asked about and the regions'. A process keeping the feed
+(`ChangeFeed`, started by the first /v1/changes) works on the log as it holds it, the light
+log (light_log.py) or LogFacts: "before" an account event is the account's facts read back
+from the check index, so the feed adds no memory per account. `changes_after`, for positions
+older than the kept feed, reads only the notifications after `after` (command records are
+skipped without being decoded), the region events at positions up to `after` (one read of
+the log filtered by the region topics: the store scans those positions, no index on
+topics; an engine keeps them across requests, `RegionLog`, so a later request reads only
+the new part) and, for each account met, its own stream's
+earlier events, once a request: O(events read after `after` + region events). Each event
+costs two folds of its own stream and one of its region, never a pass over a region's
+accounts.
 """
 
 from __future__ import annotations
 
 import bisect
+import threading
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 from entitlements.rules import (
@@ -59,49 +69,152 @@ from entitlements.rules import (
     fold_region,
     iso,
 )
-from projections.facts import COMMAND_RECORDS, COMMAND_TOPICS, Changed, LogFacts
+from projections.facts import COMMAND_RECORDS, COMMAND_TOPICS, Changed, LogFacts, fact_from_event
+from projections.light_log import LightLog
+from projections.log_reader import read_log
 
 PAGE = 1000  # notifications per select
 REGION_CAPABILITIES = ("subscribe_online", "purchase_direct", "purchase_via_partner")
+#: The region stream's topics (entitlements.region.Region's events): few, read with positions.
+REGION_TOPICS = frozenset(
+    f"entitlements:{name}"
+    for name in ("RegionOpened", "RegionRuleApplied", "RegionRuleLifted", "PartnerAuthorized")
+)
 
 
-def changes_after(app: Any, after: int, limit: int = 100) -> tuple[list[dict[str, Any]], int]:
+class RegionLog:
+    """Every region event as far as `position`, with its log position: what "a region's
+    events at positions < p" needs (Facts carry no positions). Region events are few; an
+    engine keeps one across requests (threads: `upto` holds a lock), so each request reads
+    only the log's new part for them."""
+
+    def __init__(self) -> None:
+        self.position = 0
+        self.code_of: dict[int, str] = {}  # region aggregate id (int) -> its code
+        self.events: dict[str, list[tuple[int, Fact]]] = {}  # code -> (position, fact)
+        self._sorted: dict[tuple[str, int], list[Fact]] = {}
+        self._lock = threading.Lock()
+
+    def upto(self, app: Any, position: int) -> RegionLog:
+        """A copy holding exactly the region events at positions up to `position`, this
+        one read on (one read of the log filtered by the region topics) if behind it."""
+        with self._lock:
+            if position > self.position:
+                for page in read_log(app, self.position, stop=position, topics=REGION_TOPICS):
+                    for at, event in page:
+                        self.take(at, event)
+                self.position = position
+            copy = RegionLog()
+            copy.position = position
+            copy.code_of = dict(self.code_of)
+            for code, events in self.events.items():
+                copy.events[code] = [e for e in events if e[0] <= position]
+            return copy
+
+    def take(self, position: int, event: Any) -> tuple[str, Fact]:
+        """One region event, the next of its stream; its region's code and Fact."""
+        key = event.originator_id.int
+        if type(event).__name__ == "RegionOpened":
+            self.code_of[key] = event.region
+        code = self.code_of[key]
+        fact = fact_from_event(f"region:{code}", event)
+        self.events.setdefault(code, []).append((position, fact))
+        self.position = max(self.position, position)
+        return code, fact
+
+    def facts(self, code: str) -> list[Fact]:
+        """The region's facts taken so far, in effective order (a request takes them in
+        log order: at an event's position, exactly those of lower positions)."""
+        events = self.events.get(code, [])
+        found = self._sorted.get((code, len(events)))
+        if found is None:
+            found = self._sorted[code, len(events)] = sorted((f for _, f in events), key=_order)
+        return found
+
+
+def changes_after(
+    app: Any, after: int, limit: int = 100, regions: RegionLog | None = None
+) -> tuple[list[dict[str, Any]], int]:
     """Capability changes recorded after log position `after` (at most `limit` items, see
-    the module docstring for a position with more), and the position to ask from next."""
+    the module docstring for a position with more), and the position to ask from next.
+    `regions`: the region events read so far with their positions, kept by the caller
+    across requests (read on here as far as `after` when behind it, never changed else)."""
     if limit < 1:
         raise ValueError(f"limit must be at least 1, not {limit}")
     after = max(after, 0)
-    facts = LogFacts()
+    regions = (RegionLog() if regions is None else regions).upto(app, after)
+    accounts: dict[int, list[Fact]] = {}  # this request's accounts, as far as it read them
     items: list[dict[str, Any]] = []
     next_position = after
-    start = 1
+    for n in _notifications(app, after):
+        if n.topic in COMMAND_TOPICS:
+            next_position = max(next_position, n.id)
+            continue
+        event = app.mapper.to_domain_event(n)
+        if n.topic in REGION_TOPICS:
+            before = regions.facts(regions.code_of.get(event.originator_id.int, ""))
+            code, fact = regions.take(n.id, event)
+            found = _region_items(code, before, fact, n.id)
+        else:
+            found = _account_event_items(app, accounts, regions, n.id, event)
+        if found and items and len(items) + len(found) > limit:
+            return items, next_position
+        items.extend(found)
+        next_position = n.id
+        if len(items) >= limit:
+            return items, next_position
+    return items, next_position
+
+
+def _notifications(app: Any, after: int) -> Iterator[Any]:
+    """The log's notifications after `after`, page by page, not decoded."""
+    start = after + 1
     while True:
         page = app.recorder.select_notifications(start=start, limit=PAGE)
-        for n in page:
-            if n.topic in COMMAND_TOPICS:
-                next_position = max(next_position, n.id)
-                continue
-            event = app.mapper.to_domain_event(n)
-            if n.id <= after:
-                facts.add([(n.id, event)])
-                continue
-            found = _changes_at(facts, n.id, event)
-            if found and items and len(items) + len(found) > limit:
-                return items, next_position
-            items.extend(found)
-            next_position = n.id
-            if len(items) >= limit:
-                return items, next_position
+        yield from page
         if len(page) < PAGE:
-            return items, next_position
+            return
         start = page[-1].id + 1
+
+
+def _account_event_items(
+    app: Any, accounts: dict[int, list[Fact]], regions: RegionLog, position: int, event: Any
+) -> list[dict[str, Any]]:
+    """An account event's items: "before" is its stream's events of lower versions (read
+    from the store once a request, then kept), its region's those taken so far."""
+    key = event.originator_id.int
+    version = event.originator_version
+    before = accounts.get(key)
+    if before is None:
+        stored = (
+            app.recorder.select_events(event.originator_id, lte=version - 1) if version > 1 else []
+        )
+        earlier = [app.mapper.to_domain_event(s) for s in stored]
+        account_id = (earlier[0] if earlier else event).account_id
+        before = sorted((fact_from_event(f"account:{account_id}", e) for e in earlier), key=_order)
+    stream = before[0].stream if before else f"account:{event.account_id}"
+    fact = fact_from_event(stream, event)
+    after = sorted([*before, fact], key=_order)
+    accounts[key] = after
+    code = _registered_region(after)
+    account_id = stream.removeprefix("account:")
+    return _account_items(account_id, code, regions.facts(code), before, after, fact, position)
+
+
+def _order(fact: Fact) -> tuple[Any, int]:
+    return fact.order
+
+
+def _registered_region(stream: list[Fact]) -> str:
+    return str(next(f.data["region"] for f in stream if f.type == "AccountRegistered"))
 
 
 class ChangeFeed:
     """The change feed kept as the log is taken in, in log order (see Projector.feed): when
-    the event at position p arrives, the facts hold exactly the positions before p, which
-    is the "before" an item needs. Items of the newest positions are kept (at most `keep`
-    positions with items); a question about older positions is for `changes_after`."""
+    the event at position p arrives, the log (a LightLog, no Fact per account, or LogFacts)
+    holds exactly the positions before p, which is the "before" an item needs. Items of
+    the newest positions are kept (at most `keep` positions with items); a question about
+    older positions is for `changes_after`."""
 
     def __init__(self, position: int, keep: int = 100_000) -> None:
         self.since = position  # answers exactly for any `after` >= since
@@ -109,14 +222,15 @@ class ChangeFeed:
         self._positions: deque[int] = deque()
         self._items: deque[list[dict[str, Any]]] = deque()
         self.keep = keep
+        self.regions = RegionLog()  # for `changes_after`, kept across requests
 
-    def take(self, facts: LogFacts, position: int, event: Any) -> Changed:
-        """Add one event (the next in log order) to `facts`, keeping the answers it changed."""
-        if type(event).__name__ in COMMAND_RECORDS:
-            changed = facts.add([(position, event)])
-        else:
-            changed = Changed()
-            found = _changes_at(facts, position, event, changed)
+    def take(self, log: LogFacts | LightLog, position: int, event: Any) -> Changed:
+        """Add one event (the next in log order) to `log`, keeping the answers it changed.
+        (A LightLog keeps only this event's account in `accounts`: level the index with
+        each event's Changed before the next.)"""
+        changed = log.add([(position, event)])
+        if type(event).__name__ not in COMMAND_RECORDS:
+            found = _changes_at(log, position, event, changed)
             if found:
                 self._positions.append(position)
                 self._items.append(found)
@@ -145,31 +259,53 @@ class ChangeFeed:
 
 
 def _changes_at(
-    facts: LogFacts, position: int, event: Any, changed: Changed | None = None
+    log: LogFacts | LightLog, position: int, event: Any, changed: Changed
 ) -> list[dict[str, Any]]:
-    """Add the event to `facts` and say which answers it changed at its effective time."""
-    changed = facts.add([(position, event)], changed)
+    """Which answers the event, just taken into `log`, changed at its effective time."""
     version = event.originator_version
     if changed.accounts:
         (account_id,) = changed.accounts
-        stream = facts.accounts[account_id]
+        stream = log.accounts[account_id]  # a LightLog: this add's accounts, whole
         fact = next(f for f in stream if f.version == version)
         before = [f for f in stream if f is not fact]
-        code = facts.region_of[account_id]
-        region = fold_region(code, facts.region_facts(code), at=fact.effective_at)
-        old = fold_account(before, at=fact.effective_at)
-        new = fold_account(stream, at=fact.effective_at)
-        return [
-            _item({"account_id": account_id}, cap, was, now, fact, position)
-            for cap in CAPABILITIES
-            if _differ(was := decide(cap, old, region), now := decide(cap, new, region))
-        ]
+        code = _registered_region(stream)
+        region = log.regions.get(code, [])
+        return _account_items(account_id, code, region, before, stream, fact, position)
     (code,) = changed.regions
-    stream = facts.regions[code]
+    stream = log.regions[code]
     fact = next(f for f in stream if f.version == version)
+    return _region_items(code, [f for f in stream if f is not fact], fact, position)
+
+
+def _account_items(
+    account_id: str,
+    code: str,
+    region_facts: list[Fact],
+    before: list[Fact],
+    after: list[Fact],
+    fact: Fact,
+    position: int,
+) -> list[dict[str, Any]]:
+    """One item per capability whose answer at the fact's effective time the account's
+    stream `before` and `after` it give differently (its region's facts as of the same
+    position)."""
+    region = fold_region(code, region_facts, at=fact.effective_at)
+    old = fold_account(before, at=fact.effective_at)
+    new = fold_account(after, at=fact.effective_at)
+    return [
+        _item({"account_id": account_id}, cap, was, now, fact, position)
+        for cap in CAPABILITIES
+        if _differ(was := decide(cap, old, region), now := decide(cap, new, region))
+    ]
+
+
+def _region_items(code: str, before: list[Fact], fact: Fact, position: int) -> list[dict[str, Any]]:
+    """One item per region capability whose answer for an ordinary account there the
+    region's facts `before` and with `fact` give differently at its effective time."""
     ordinary = _ordinary_account(code, fact)
-    old_region = fold_region(code, [f for f in stream if f is not fact], at=fact.effective_at)
-    new_region = fold_region(code, stream, at=fact.effective_at)
+    after = sorted([*before, fact], key=_order)
+    old_region = fold_region(code, before, at=fact.effective_at)
+    new_region = fold_region(code, after, at=fact.effective_at)
     return [
         _item({"region": code}, cap, was, now, fact, position)
         for cap in REGION_CAPABILITIES
@@ -207,4 +343,4 @@ def _item(
     }
 
 
-__all__ = ["ChangeFeed", "changes_after"]
+__all__ = ["ChangeFeed", "RegionLog", "changes_after"]

@@ -7,8 +7,9 @@ index holds, from which an account's facts are read back when a command, a fan-o
 new event of it needs them (`CheckIndex.facts`). That is a `LightLog`, whether the process
 started from a snapshot or read the whole log. It takes new events like `LogFacts.add`;
 accounts it changed sit in the index as Fact lists until `compact` encodes them (or a check
-does), so the Facts of a long read never pile up. `materialize()` builds the full `LogFacts`
-for what really wants every Fact in memory (a rebuild, the change feed).
+does), so the Facts of a long read never pile up. The change feed works on it too (an
+event's "before" is its account's facts read back, see changes.py). `materialize()` builds
+the full `LogFacts` for what really wants every Fact in memory (a rebuild).
 """
 
 from __future__ import annotations

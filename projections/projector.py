@@ -78,7 +78,7 @@ class Projector:
         self.app = app
         # The log as the check index holds it (LightLog: no Fact per account), whether read
         # from a snapshot or from the log, until something needs every Fact in memory (a
-        # rebuild, the change feed: `facts`); from then on as LogFacts.
+        # rebuild: `facts`); from then on as LogFacts.
         self.index = index or CheckIndex()
         self._facts: LogFacts | None = None
         self._light: LightLog | None = LightLog(self.index, 0, None, {}, {}, self._stream_of)
@@ -96,9 +96,9 @@ class Projector:
     @property
     def facts(self) -> LogFacts:
         """Every account's and region's facts. A process keeps only the light log and the
-        check index until something asks for them (the change feed, a rebuild; never a
-        command): they are built from the index then, once (about 20 s a million accounts),
-        and kept from then on."""
+        check index until something asks for them (a rebuild; never a command, nor the
+        change feed, which works on the light log): they are built from the index then,
+        once (about 20 s a million accounts), and kept from then on."""
         if self._facts is None:
             with self._lock:
                 if self._facts is None:
@@ -235,30 +235,31 @@ class Projector:
     def _take(self, events: Iterable[Positioned]) -> None:
         """(position, decoded event) pairs in log order -> facts, then the index."""
         with self._lock:
-            if self.feed is None:
-                changed = self.log.add(events)
-            else:  # one by one, so the feed sees each event's "before"
-                changed = Changed()
-                for position, event in events:
-                    if position > self.facts.position:
-                        taken = self.feed.take(self.facts, position, event)
-                        changed.accounts |= taken.accounts
-                        changed.regions |= taken.regions
-                        changed.records += taken.records
             log = self.log
-            for consumer in self.on_records:
-                consumer(changed.records, log.position)
-            # Always: a batch of command records alone changes no answer, but the index
-            # has reached its position (read-your-writes waits for exactly that).
-            self.index.update(log, changed)
-            if isinstance(log, LightLog):
-                log.compact(changed.accounts)
+            if self.feed is None:
+                self._level(log, log.add(events))
+                return
+            for position, event in events:  # one by one, so the feed sees each "before"
+                if position > log.position:
+                    # A LightLog keeps only the last add's accounts: the index takes each.
+                    self._level(log, self.feed.take(log, position, event))
+
+    def _level(self, log: LogFacts | LightLog, changed: Changed) -> None:
+        """The command records to whoever keeps them, then the index, level with `log`."""
+        for consumer in self.on_records:
+            consumer(changed.records, log.position)
+        # Always: a batch of command records alone changes no answer, but the index
+        # has reached its position (read-your-writes waits for exactly that).
+        self.index.update(log, changed)
+        if isinstance(log, LightLog):
+            log.compact(changed.accounts)
 
     def start_feed(self) -> ChangeFeed:
-        """Keep the change feed from now on (an HTTP worker's /v1/changes)."""
+        """Keep the change feed from now on (an HTTP worker's /v1/changes). It works on the
+        log as this process keeps it, LightLog or LogFacts: no Fact per account is built."""
         with self._lock:
             if self.feed is None:
-                self.feed = ChangeFeed(self.facts.position)
+                self.feed = ChangeFeed(self.log.position)
             return self.feed
 
     def follow(self, interval: float = 0.05) -> None:
