@@ -12,7 +12,7 @@ and how many of its times are past. The one text of a row that quotes times (rul
 reason names the registration's) makes its account's kind one to work out account by
 account, as before; every other text comes from the events' data and causes.
 
-tests/integration/test_rebuild_rows.py holds the rows and the index codes equal to those
+tests/integration/test_rebuild_parts.py holds the rows and the index codes equal to those
 worked out account by account.
 """
 
@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from entitlements.rules import Fact
-from projections.check_index import EPOCH, CheckIndex, from_us, to_us
+from projections.check_index import EPOCH, CheckIndex, to_us
 from projections.state_intervals import ACCOUNT_COLUMNS, account_rows
 
 #: How a time is written into a row (SQLite keeps text); None stays None.
@@ -197,14 +197,14 @@ class Written:
         self._known: dict[int, Any] = {}
 
     def __call__(self, us: list[int]) -> list[Any]:
-        known = self._known
+        known, when = self._known, self.when
         if len(known) > self.KEEP:
             known.clear()
         written = []
         for u in us:
             w = known.get(u, _UNSEEN)
-            if w is _UNSEEN:
-                w = known[u] = self.when(from_us(u))
+            if w is _UNSEEN:  # `from_us(u)`, in a third of its time (exact: whole numbers)
+                w = known[u] = when(EPOCH + _US * u)
             written.append(w)
         return written
 
