@@ -292,11 +292,8 @@ def _account_items(
     region = fold_region(code, region_facts, at=fact.effective_at)
     old = fold_account(before, at=fact.effective_at)
     new = fold_account(after, at=fact.effective_at)
-    return [
-        _item({"account_id": account_id}, cap, was, now, fact, position)
-        for cap in CAPABILITIES
-        if _differ(was := decide(cap, old, region), now := decide(cap, new, region))
-    ]
+    verdicts = [(cap, decide(cap, old, region), decide(cap, new, region)) for cap in CAPABILITIES]
+    return _items({"account_id": account_id}, verdicts, fact, position)
 
 
 def _region_items(code: str, before: list[Fact], fact: Fact, position: int) -> list[dict[str, Any]]:
@@ -306,13 +303,11 @@ def _region_items(code: str, before: list[Fact], fact: Fact, position: int) -> l
     after = sorted([*before, fact], key=_order)
     old_region = fold_region(code, before, at=fact.effective_at)
     new_region = fold_region(code, after, at=fact.effective_at)
-    return [
-        _item({"region": code}, cap, was, now, fact, position)
+    verdicts = [
+        (cap, decide(cap, ordinary, old_region), decide(cap, ordinary, new_region))
         for cap in REGION_CAPABILITIES
-        if _differ(
-            was := decide(cap, ordinary, old_region), now := decide(cap, ordinary, new_region)
-        )
     ]
+    return _items({"region": code}, verdicts, fact, position)
 
 
 def _ordinary_account(code: str, fact: Fact) -> AccountState:
@@ -328,19 +323,33 @@ def _differ(old: Verdict, new: Verdict) -> bool:
     return (old.allowed, old.value) != (new.allowed, new.value)
 
 
-def _item(
-    subject: dict[str, str], capability: str, old: Verdict, new: Verdict, fact: Fact, position: int
-) -> dict[str, Any]:
-    return {
-        **subject,
-        "capability": capability,
-        "old": {"allowed": old.allowed, "value": old.value},
-        "new": {"allowed": new.allowed, "value": new.value},
+def _items(
+    subject: dict[str, str],
+    verdicts: list[tuple[str, Verdict, Verdict]],
+    fact: Fact,
+    position: int,
+) -> list[dict[str, Any]]:
+    """One item per capability whose answer differs; the event's own fields are made once
+    per event (its items share one `cause` dict: read, never changed)."""
+    changed = [(cap, old, new) for cap, old, new in verdicts if _differ(old, new)]
+    if not changed:
+        return []
+    event = {
         "effective_at": iso(fact.effective_at),
         "recorded_at": iso(fact.recorded_at),
         "position": position,
         "cause": fact.as_dict(),
     }
+    return [
+        {
+            **subject,
+            "capability": cap,
+            "old": {"allowed": old.allowed, "value": old.value},
+            "new": {"allowed": new.allowed, "value": new.value},
+            **event,
+        }
+        for cap, old, new in changed
+    ]
 
 
 __all__ = ["ChangeFeed", "RegionLog", "changes_after"]
