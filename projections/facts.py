@@ -131,8 +131,9 @@ class TakesEvents:
 
 class LogFacts(TakesEvents):
     """Facts of every account and region, as far as `position` in the log (about 700 B an
-    account): what a rebuild writes rows from and what the change feed compares against.
-    A writer or a checking process keeps a `LightLog` instead (light_log.py). Command
+    account): what a rebuild writes rows from. A writer or a checking process keeps a
+    `LightLog` instead (light_log.py), and so does the change feed, which reads an
+    account's facts back from the check index when an event of it comes in. Command
     records only move the position and the clock on: what a writer remembers of them is its
     own business (entitlements.command_book)."""
 
