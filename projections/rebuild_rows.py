@@ -70,8 +70,9 @@ class Kinds:
     def __init__(self, index: CheckIndex, now: datetime, when: When | None = None) -> None:
         self.index = index
         self.now = now
+        self._now_us = to_us(now)
         self.when: When = when or _same
-        self._kinds: dict[tuple[Any, ...], _Kind | None] = {}
+        self._kinds: dict[Any, _Kind | None] = {}  # by `_key`
         self._contents: dict[Any, int] = {}  # a data or cause dict's content -> a small int
         self.codes: dict[str, int] = {}  # account -> its code in the index's store
         self._add = index.store.add
@@ -84,61 +85,63 @@ class Kinds:
     ) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
         """The account's `accounts` row and state rows (as `account_rows` gives them, times
         written by `when`); its code in the index goes into `codes`."""
-        kind, times, _ = self._place(account_id, region, facts)
+        kind, _ = self.place(account_id, region, facts)
         if kind is None:  # its rows quote a time: worked out for itself
             return account_rows(account_id, region, facts, self.now, self.when)
-        return rows_of_kind(kind.recipes, account_id, list(map(self.when, times)))
+        return rows_of_kind(kind.recipes, account_id, list(map(self.when, _times(facts))))
 
     def place(
         self, account_id: str, region: str, facts: Sequence[Fact]
     ) -> tuple[_Kind | None, list[int]]:
         """The account's kind (None: its rows are its own, `account_rows`) and its times in
-        microseconds, in order; its code in the index goes into `codes`."""
-        kind, _, us = self._place(account_id, region, facts)
-        return kind, us
-
-    def _place(
-        self, account_id: str, region: str, facts: Sequence[Fact]
-    ) -> tuple[_Kind | None, list[datetime], list[int]]:
-        seen = set()
-        for f in facts:
-            seen.add(f.effective_at)
-            seen.add(f.recorded_at)
-        times = sorted(seen)
-        rank = {t: i for i, t in enumerate(times)}
-        content = self._content
-        key = (
+        microseconds, in order; its code in the index goes into `codes`. Times are ranked
+        as integers (exact): a fresh datetime's hash costs more than making it one."""
+        effective = [(f.effective_at - EPOCH) // _US for f in facts]
+        recorded = [(f.recorded_at - EPOCH) // _US for f in facts]
+        us = sorted({*effective, *recorded})
+        rank = {u: i for i, u in enumerate(us)}
+        key = self._key(
             region,
-            bisect_right(times, self.now),
-            *[
-                (
-                    f.type,
-                    f.version,
-                    rank[f.effective_at],
-                    rank[f.recorded_at],
-                    content(f.data),
-                    content(f.cause),
-                )
-                for f in facts
-            ],
+            bisect_right(us, self._now_us),
+            [(f, rank[e], rank[r]) for f, e, r in zip(facts, effective, recorded, strict=True)],
         )
         kind = self._kinds.get(key, _UNSEEN)
         if kind is _UNSEEN:
-            kind = self._kinds[key] = self._new_kind(account_id, region, facts, times)
+            kind = self._kinds[key] = self._new_kind(account_id, region, facts, _times(facts))
         if kind is None:
             template_id, slots, own = self.index.interner.encode(facts)
             self.codes[account_id] = self._add(account_id, template_id, slots, own)
-            return None, times, []
+            return None, []
         assert isinstance(kind, _Kind)
-        who: tuple[str | None, ...] = ()
-        commands = [f.data.get("command_id") for f in facts]
-        if commands.count(None) != len(commands):  # by version, as the index keeps them
-            who = tuple(f.data.get("command_id") for f in sorted(facts, key=_version))
-        us = [(t - EPOCH) // _US for t in times]
         self.codes[account_id] = self._add(
-            account_id, kind.template_id, [us[r] for r in kind.slot_ranks], who
+            account_id, kind.template_id, [us[r] for r in kind.slot_ranks], _who(facts)
         )
-        return kind, times, us
+        return kind, us
+
+    def _key(self, region: str, past: int, ranked: list[tuple[Fact, int, int]]) -> Any:
+        """The account's kind (see the module's doc) as the marshal bytes of all it is made
+        of (version 2: no back-references, so equal bytes, equal content; 1, True and 1.0
+        differ, key order counts), each command_id made one stand-in: one call where a
+        content per data and cause took four. Values marshal refuses (a datetime, a
+        UUID...) make it a tuple, each data and cause named by `_content`."""
+        parts: list[Any] = [region, past]
+        for f, e, r in ranked:
+            data = f.data
+            if "command_id" in data:
+                data = {**data, "command_id": _ANY_COMMAND}
+            parts += (f.type, f.version, e, r, data, f.cause)
+        try:
+            return marshal.dumps(parts, 2)
+        except ValueError:
+            content = self._content
+            return (
+                region,
+                past,
+                *[
+                    (f.type, f.version, e, r, content(f.data), content(f.cause))
+                    for f, e, r in ranked
+                ],
+            )
 
     def _new_kind(
         self, account_id: str, region: str, facts: Sequence[Fact], times: list[datetime]
@@ -207,6 +210,24 @@ class Written:
                 w = known[u] = when(EPOCH + _US * u)
             written.append(w)
         return written
+
+
+def _times(facts: Sequence[Fact]) -> list[datetime]:
+    """The account's distinct times, in order."""
+    return sorted({f.effective_at for f in facts} | {f.recorded_at for f in facts})
+
+
+def _who(facts: Sequence[Fact]) -> tuple[str | None, ...]:
+    """The command_id of each event by version, as the index keeps them (() if none has
+    one). Facts in version order already (most: no event effective before an earlier
+    one) are taken as they are, which a stable sort by version would leave them."""
+    commands = [f.data.get("command_id") for f in facts]
+    if commands.count(None) == len(commands):
+        return ()
+    versions = [f.version for f in facts]
+    if versions == sorted(versions):
+        return tuple(commands)
+    return tuple(f.data.get("command_id") for f in sorted(facts, key=_version))
 
 
 def _version(f: Fact) -> int:

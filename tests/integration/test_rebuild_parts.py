@@ -237,3 +237,81 @@ def test_written_times_are_those_when_writes_remembered_or_not(monkeypatch: Any)
         assert written(us) == [sql_views._sqlite_time(from_us(u)) for u in us]
     assert 40 < len(calls) < 60  # the shared time written again only after a drop
     assert Written()([shared]) == [from_us(shared)]  # no `when`: the datetime itself
+
+
+def registered(account_id: str, at: datetime, **data: Any) -> Fact:
+    """An account's registration (with `data` for its data), effective when recorded."""
+    return Fact(f"account:{account_id}", "AccountRegistered", 1, at, at, data)
+
+
+def test_a_kind_is_the_content_of_its_data_and_causes_exactly() -> None:
+    """Accounts of one kind have equal data and causes, value for value and type for type
+    (1, True, 1.0 and "1" are four kinds), in the same key order; any command_id alike;
+    values marshal refuses (times) named too. Each reads back as its own facts."""
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    kinds = Kinds(CheckIndex(), now)
+    at = datetime(2021, 1, 1, tzinfo=UTC)
+    base = {"region": "US", "plan": "free", "channel": "online"}
+    cause = {"rule": "r", "rule_event": {"stream": "region:US", "version": 2}}
+    revoked = {"reason": "audit"}
+    variants: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]] = [
+        ({**base, "partner": 1}, revoked, None),
+        ({**base, "partner": True}, revoked, None),
+        ({**base, "partner": 1.0}, revoked, None),
+        ({**base, "partner": "1"}, revoked, None),
+        ({"plan": "free", **base, "partner": 1}, revoked, None),  # another key order
+        ({**base, "partner": 1}, revoked, cause),
+        ({**base, "partner": 1}, revoked, {**cause, "rule_event": {"stream": "region:US"}}),
+        ({**base, "partner": 1, "command_id": "x"}, revoked, None),
+        ({**base, "partner": 1}, {**revoked, "seen": at}, None),  # marshal refuses a time
+        ({**base, "partner": 1}, {**revoked, "seen": at + timedelta(1)}, None),
+    ]
+    met = []
+    for n, (data, revocation, why) in enumerate(variants):
+        for copy in range(2):  # the second of each like the first: one kind
+            account_id = f"a{n}-{copy}"
+            them = {**data, "command_id": f"c{copy}"} if "command_id" in data else data
+            facts = [
+                registered(account_id, at + timedelta(hours=copy), **them),
+                Fact(
+                    f"account:{account_id}",
+                    "HostingRevoked",
+                    2,
+                    at + timedelta(days=30),
+                    at + timedelta(days=30),
+                    revocation,
+                    why,
+                ),
+            ]
+            kind, _ = kinds.place(account_id, "US", facts)
+            assert kind is not None
+            met.append(kind.number)
+            back = kinds.index.store.facts(account_id, kinds.codes[account_id])
+            assert back == facts
+            assert [type(v) for v in back[0].data.values()] == [type(v) for v in them.values()]
+    assert met == [n for n in range(len(variants)) for _ in range(2)]
+
+
+def test_facts_out_of_version_order_keep_each_command_id_to_its_version() -> None:
+    """A later-recorded event effective before an earlier one: the facts (in effective
+    order) are not in version order, and the index keeps command_ids by version."""
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    kinds = Kinds(CheckIndex(), now)
+    numbers = []
+    for n in range(3):
+        account_id = f"late-{n}"
+        at = datetime(2021, 1, 1, tzinfo=UTC) + timedelta(days=n)
+        stream = f"account:{account_id}"
+        facts = [
+            registered(account_id, at, region="US", plan="free", channel="online"),
+            Fact(stream, "HostingRestored", 3, at + timedelta(5), at + timedelta(20),
+                 {"reason": "back", "command_id": f"restore-{n}"}),
+            Fact(stream, "HostingRevoked", 2, at + timedelta(10), at + timedelta(10),
+                 {"reason": "audit", "command_id": f"revoke-{n}"}),
+        ]  # fmt: skip
+        kind, _ = kinds.place(account_id, "US", facts)
+        assert kind is not None
+        numbers.append(kind.number)
+        assert kinds.index.store.facts(account_id, kinds.codes[account_id]) == facts
+        assert kinds.rows(account_id, "US", facts) == account_rows(account_id, "US", facts, now)
+    assert numbers == [0, 0, 0]
