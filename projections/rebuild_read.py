@@ -59,24 +59,6 @@ def state_decoder(app: Application[Any]) -> Callable[[Any], tuple[type, dict[str
     return decode_state
 
 
-def fact_fields(event: Any) -> tuple[str, int, datetime, datetime, dict[str, Any], Any]:
-    """What `fact_from_event` makes a Fact of, but its stream (a Fact made here only to be
-    taken apart costs as much again as the rest)."""
-    state = vars(event)
-    return (
-        type(event).__name__,
-        event.originator_version,
-        event.effective_at,
-        event.recorded_at,
-        {
-            k: v
-            for k, v in state.items()
-            if k not in _ENVELOPE and not (k in WHO_FIELDS and v is None)
-        },
-        state.get("cause"),
-    )
-
-
 #: What a page of the log gives a rebuild: (last position, one record per event of an
 #: account or region, the newest recorded_at met, command records included). A record is
 #: (aggregate id as an int, its account_id, its region, then the Fact's type, version,
@@ -100,21 +82,34 @@ def read_pages(app: Application[Any], after: int, stop: int, page: int) -> Itera
                 newest = recorded
             if cls.__name__ in COMMAND_RECORDS:
                 continue
-            event: Any = object.__new__(cls)  # as the mapper makes it: the state is its __dict__
-            object.__setattr__(event, "__dict__", state)
-            records.append(
-                (
-                    cast(UUID, row.originator_id).int,  # as LogFacts keys its streams
-                    state.get("account_id"),
-                    state.get("region"),
-                    *fact_fields(event),
-                )
-            )
+            records.append(_record(row, cls, state))
         last = rows[-1].id if rows else position
         yield last, records, newest
         if len(rows) < page:
             return
         position = last
+
+
+def _record(row: Any, cls: type, state: dict[str, Any]) -> tuple[Any, ...]:
+    """A stored event's record (see `Page`): its fields as `fact_from_event` makes a Fact
+    of them (a Fact made only to be taken apart cost as much again as the rest)."""
+    event: Any = object.__new__(cls)  # as the mapper makes it: the state is its __dict__
+    object.__setattr__(event, "__dict__", state)
+    return (
+        cast(UUID, row.originator_id).int,  # as LogFacts keys its streams
+        state.get("account_id"),
+        state.get("region"),
+        cls.__name__,
+        event.originator_version,
+        event.effective_at,
+        event.recorded_at,
+        {
+            k: v
+            for k, v in state.items()
+            if k not in _ENVELOPE and not (k in WHO_FIELDS and v is None)
+        },
+        state.get("cause"),
+    )
 
 
 def read_facts(
@@ -136,12 +131,12 @@ def read_facts(
             facts.newest_recorded_at is None or newest > facts.newest_recorded_at
         ):
             facts.newest_recorded_at = newest
-        for key, account_id, region, type_, version, *fields in records:
-            found = into.get(key)
+        for key, account_id, region, type_, version, effective, recorded, data, cause in records:
+            found = into.get(key)  # (no *fields: a list per record and a call taking it apart)
             if found is None:
                 found = into[key] = _open(facts, key, account_id, region, type_, version)
             name, stream_facts = found
-            stream_facts.append(Fact(name, type_, version, *fields))
+            stream_facts.append(Fact(name, type_, version, effective, recorded, data, cause))
         facts.position = max(facts.position, last)
         if progress is not None:
             progress(facts.position, target)
