@@ -19,6 +19,7 @@ from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.application import Application
+from eventsourcing.persistence import JSONTranscoder, Transcoder
 from eventsourcing.utils import resolve_topic
 
 from entitlements.rules import WHO_FIELDS, Fact
@@ -33,7 +34,7 @@ def state_decoder(app: Application[Any]) -> Callable[[Any], tuple[type, dict[str
     """(event class, state) of a stored event, as `Mapper.to_domain_event` decodes it:
     decrypted, decompressed, transcoded, then upcast to the class's current version."""
     mapper = app.mapper
-    cipher, compressor, decode = mapper.cipher, mapper.compressor, mapper.transcoder.decode
+    cipher, compressor, decode = mapper.cipher, mapper.compressor, json_decoder(mapper.transcoder)
     classes: dict[str, tuple[type, int]] = {}
 
     def decode_state(stored: Any) -> tuple[type, dict[str, Any]]:
@@ -57,6 +58,27 @@ def state_decoder(app: Application[Any]) -> Callable[[Any], tuple[type, dict[str
         return cls, state
 
     return decode_state
+
+
+def json_decoder(transcoder: Transcoder) -> Callable[[bytes], Any]:
+    """`transcoder.decode`; for eventsourcing's own JSONTranscoder, its decoder's scanner
+    called straight (what `JSONDecoder.decode` does but its two whitespace matches, a
+    fifth of a stored state's decode): a state with whitespace around it or anything
+    after it (none stored has) goes through `transcoder.decode`, which decodes or refuses
+    it as ever."""
+    if type(transcoder) is not JSONTranscoder:
+        return transcoder.decode
+    scan, whole = cast(Any, transcoder.decoder).scan_once, transcoder.decode  # (untyped)
+
+    def decode(data: bytes) -> Any:
+        text = data.decode("utf8")
+        try:
+            value, end = scan(text, 0)
+        except StopIteration:
+            return whole(data)
+        return value if end == len(text) else whole(data)
+
+    return decode
 
 
 #: What a page of the log gives a rebuild: (last position, one record per event of an
