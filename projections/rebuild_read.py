@@ -187,7 +187,10 @@ def _open(
 def _sort(facts: list[Fact]) -> None:
     """In effective order, as `LogFacts` keeps them (stable: ties keep log order, as
     `bisect.insort` puts an equal key after those already there)."""
-    for before, after in zip(facts, facts[1:], strict=False):
-        if after.order < before.order:
+    for before, after in zip(facts, facts[1:], strict=False):  # `order` compared, unmade
+        at = after.effective_at
+        if at < before.effective_at or (
+            at == before.effective_at and after.version < before.version
+        ):
             facts.sort(key=lambda f: f.order)
             return

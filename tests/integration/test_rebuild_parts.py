@@ -32,7 +32,8 @@ FACTS_FIELDS = ("accounts", "regions", "region_of", "members", "stream_of", "pos
 def the_scenario_and_alike_accounts(engine: Engine) -> None:
     """The china-2020 story (some of its accounts' rows quote their registration's times:
     rule 7), then accounts alike but for their times (a fan-out revokes the free ones,
-    each under the fan-out's command_id)."""
+    each under the fan-out's command_id), one of them with an event recorded after one
+    it is effective before."""
     engine.apply_parsed(parse_command_file(scenario_file("china-2020.jsonl")))
     start = datetime(2021, 3, 1, tzinfo=UTC)
     commands: list[dict[str, Any]] = []
@@ -48,6 +49,15 @@ def the_scenario_and_alike_accounts(engine: Engine) -> None:
                 "channel": "online",
                 "effective_at": at,
                 "command_id": f"reg-{i}",
+            }
+        )
+    for at in ("2021-06-01", "2021-05-01"):  # recorded in this order, effective out of it
+        commands.append(
+            {
+                "command": "revoke_hosting",
+                "account_id": "alike-01",
+                "reason": "audit",
+                "effective_at": f"{at}T00:00:00+00:00",
             }
         )
     commands.append(
