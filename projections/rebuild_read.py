@@ -66,9 +66,10 @@ def json_decoder(transcoder: Transcoder) -> Callable[[bytes], Any]:
     fifth of a stored state's decode): a state with whitespace around it or anything
     after it (none stored has) goes through `transcoder.decode`, which decodes or refuses
     it as ever."""
-    if type(transcoder) is not JSONTranscoder:
+    scan = getattr(getattr(transcoder, "decoder", None), "scan_once", None)  # (untyped)
+    if type(transcoder) is not JSONTranscoder or scan is None:  # another library version
         return transcoder.decode
-    scan, whole = cast(Any, transcoder.decoder).scan_once, transcoder.decode  # (untyped)
+    whole = transcoder.decode
 
     def decode(data: bytes) -> Any:
         text = data.decode("utf8")
