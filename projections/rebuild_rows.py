@@ -196,7 +196,9 @@ class Written:
     KEEP = 10_000  # times remembered before starting afresh (a few hundred kB)
 
     def __init__(self, when: When | None = None) -> None:
-        self.when: When = when or _same
+        # Its own memo stands for `when`'s (sql_views._sqlite_time's lru_cache): a time
+        # met again is found here, one not met costs the cache's upkeep for nothing.
+        self.when: When = getattr(when, "__wrapped__", when) or _same
         self._known: dict[int, Any] = {}
 
     def __call__(self, us: list[int]) -> list[Any]:
