@@ -17,7 +17,9 @@ the same plain records (`rebuild_read.read_pages`), and sends them once read; th
 takes them after its own, in log order. At the end it inserts the regions' rows, records
 the target and swaps the tables in (`SqlReadModel.swap_into_place`, unless the current
 tables went past the target meanwhile), the longest part of which, dropping the old tables
-and indexing the new, is then off the first process's path.
+and indexing the new, is then off the first process's path. On SQLite it lets the WAL grow
+to about 40 MB between checkpoints while it inserts (`sql_engine(url, bulk_load=True)`)
+and checkpoints it once at the end: 0.2-0.5 s less at 200,000 accounts, alternating.
 
 Messages both ways are pickles of plain values only, read by an unpickler that makes
 nothing else (`PLAIN`): nothing of ours crosses, and a forged message could not run code.
@@ -49,7 +51,7 @@ from eventsourcing.utils import get_topic, resolve_topic
 from projections import log_reader
 from projections.rebuild_read import Page, read_pages
 from projections.rebuild_rows import rows_of_kind
-from projections.sql_views import SqlReadModel, sql_engine
+from projections.sql_views import SqlReadModel, checkpoint, sql_engine
 
 
 class WriterFailed(RuntimeError):
@@ -102,7 +104,7 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
         if part is not None:
             _read(part, outbox)
         reading = False
-        model = SqlReadModel(sql_engine(url), name=name, suffix=suffix)
+        model = SqlReadModel(sql_engine(url, bulk_load=True), name=name, suffix=suffix)
         kinds: dict[int, Any] = {}  # kind number -> its rows' recipes (rebuild_rows)
         while True:
             message = _recv_plain(inbox)
@@ -129,6 +131,7 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
                 if not swapped:
                     with model.engine.begin() as conn:
                         model.index(conn)
+                checkpoint(model.engine)  # its WAL, checkpointed seldom while it inserted
                 _send_plain(outbox, ("ended", swapped))
                 return
     except (EOFError, BrokenPipeError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sqlite3
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, make_url
 
 from entitlements.engine import Engine
 from projections import rebuild as rebuild_module
@@ -23,7 +24,7 @@ from projections.projector import snapshot_path
 from projections.rebuild import project, rebuild
 from projections.rebuild_writer import Shared, Writer, WriterFailed, _loads
 from projections.snapshot import read_index
-from projections.sql_views import SqlReadModel, sql_engine
+from projections.sql_views import BULK_CHECKPOINT_PAGES, SqlReadModel, checkpoint, sql_engine
 from tests.integration.test_read_models import (
     all_rows,
     apply_scenario,
@@ -258,3 +259,34 @@ def test_shared_values_are_the_same_values_one_object_each() -> None:
     assert str(got[2][5]) == str(plus_one)
     assert got[0][8]["why"] is got[2][8]["why"] and got[0][8] is not got[2][8]
     assert len(pickle.dumps(got)) < len(pickle.dumps(records))
+
+
+def test_a_bulk_load_checkpoints_seldom_then_at_once(store_url: str) -> None:
+    """The inserting process's engine lets SQLite's WAL grow between checkpoints, and its
+    `checkpoint` leaves nothing in the WAL to copy; other engines keep SQLite's default."""
+    bulk, plain = sql_engine(store_url, bulk_load=True), sql_engine(store_url)
+    if bulk.dialect.name != "sqlite":
+        checkpoint(bulk)  # nothing to do, no error
+        return
+    with plain.connect() as p:  # as the store's application leaves it
+        assert p.exec_driver_sql("PRAGMA journal_mode=WAL").scalar() == "wal"
+    with bulk.connect() as b, plain.connect() as p:
+        assert b.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == BULK_CHECKPOINT_PAGES
+        assert p.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+    with bulk.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS bulk_probe (n INTEGER)")
+        conn.exec_driver_sql("INSERT INTO bulk_probe VALUES (1)")
+
+    def in_the_database_file() -> bool:  # read past the WAL: what was checkpointed
+        path = make_url(store_url).database
+        found = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+        try:
+            return bool(
+                found.execute("SELECT 1 FROM sqlite_master WHERE name = 'bulk_probe'").fetchall()
+            )
+        finally:
+            found.close()
+
+    assert not in_the_database_file()  # in the WAL only, as yet
+    checkpoint(bulk)
+    assert in_the_database_file()
