@@ -41,13 +41,17 @@ def fact_from_event(stream: str, event: Any) -> Fact:
         event.originator_version,
         event.effective_at,
         event.recorded_at,
-        {
-            k: v
-            for k, v in state.items()
-            if k not in _ENVELOPE and not (k in WHO_FIELDS and v is None)
-        },
+        fact_data(state),
         state.get("cause"),
     )
+
+
+def fact_data(state: dict[str, Any]) -> dict[str, Any]:
+    """A Fact's data: the event's own fields, without its envelope and without a who-asked
+    field that is empty."""
+    return {
+        k: v for k, v in state.items() if k not in _ENVELOPE and not (k in WHO_FIELDS and v is None)
+    }
 
 
 #: Command records (entitlements.command_log): who asked for what, and how it ended.

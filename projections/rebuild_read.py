@@ -22,9 +22,9 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, Transcoder
 from eventsourcing.utils import resolve_topic
 
-from entitlements.rules import WHO_FIELDS, Fact
+from entitlements.rules import Fact
 from projections import log_reader
-from projections.facts import _ENVELOPE, COMMAND_RECORDS, LogFacts
+from projections.facts import COMMAND_RECORDS, LogFacts, fact_data
 
 #: (done, total) after each page read.
 Progress = Callable[[int, int], None]
@@ -126,11 +126,7 @@ def _record(row: Any, cls: type, state: dict[str, Any]) -> tuple[Any, ...]:
         event.originator_version,
         event.effective_at,
         event.recorded_at,
-        {
-            k: v
-            for k, v in state.items()
-            if k not in _ENVELOPE and not (k in WHO_FIELDS and v is None)
-        },
+        fact_data(state),
         state.get("cause"),
     )
 
