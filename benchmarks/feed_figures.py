@@ -25,14 +25,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.index_figures import make_store, rss
+from benchmarks.index_figures import make_store, rss, run_child
 from benchmarks.synthetic import account_ids
 
 COMMANDS = 100  # hosting revocations applied by every child, the same ones
@@ -130,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         figures["setup"] = setup
         for kind in KINDS:
             command = [sys.executable, "-m", "benchmarks.feed_figures", "--child", kind, url]
-            figures.update(_run(command + ["--accounts", str(args.accounts)]))
+            figures.update(run_child(command + ["--accounts", str(args.accounts)]))
         figures["whole_log_read_seconds"] = round(whole_log_seconds(url), 2)
     feed, none = figures["feed"], figures["no_feed"]
     figures["feed_minus_no_feed_bytes_per_account"] = (
@@ -141,13 +140,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json:
         args.json.write_text(text)
     return figures
-
-
-def _run(command: list[str]) -> dict[str, Any]:
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"{' '.join(command[3:5])} failed: {done.stderr.strip()[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 if __name__ == "__main__":

@@ -169,13 +169,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         url, setup = make_store(args.accounts, Path(tmp))
         command = [sys.executable, "-m", "benchmarks.index_figures", "--child", url]
         command += ["--accounts", str(args.accounts)] + (["--traced"] if args.traced else [])
-        figures = {"index": {**_run(command), **setup}}
+        figures = {"index": {**run_child(command), **setup}}
         start = figures["index"]
         start["cold_start_ratio_to_start_from_log"] = round(
             start["cold_start_seconds"] / setup["setup_start_from_log_seconds"], 3
         )
         command[command.index(url)] = "floor"
-        figures["index"].update(_run(command))
+        figures["index"].update(run_child(command))
     text = json.dumps(figures, indent=2)
     print(text)
     if args.json:
@@ -183,9 +183,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return figures
 
 
-def _run(command: list[str]) -> dict[str, Any]:
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+def run_child(command: list[str]) -> dict[str, Any]:
+    """Run a fresh interpreter and take the JSON of its last line (its figures); a failure
+    ends the script with the end of the child's stderr."""
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command[3:5])} failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 if __name__ == "__main__":
