@@ -27,6 +27,7 @@ generation counter keeps a check that raced an update from caching a stale answe
 from __future__ import annotations
 
 import json
+import marshal
 import math
 import threading
 from array import array
@@ -173,15 +174,22 @@ class Interner:
         return list(self._by_signature.values())
 
     def value(self, v: dict[str, Any] | None) -> Any:
-        """The one dict equal to `v` (keys in the same order, values of the same types)."""
+        """The one dict equal to `v` (keys in the same order, values of the same types),
+        named by its marshal bytes (version 2: no back-references, so equal content, equal
+        bytes; 1, True and 1.0 differ; nested dicts too, such as a cause's rule_event), or,
+        for a value marshal refuses (a datetime, a UUID, a str subclass), by its items and
+        their types, or its JSON."""
         if v is None:
             return None
         key: Any
         try:
-            key = tuple([(k, x.__class__, x) for k, x in v.items()])
-            hash(key)
-        except TypeError:  # nested (a cause's rule_event): its JSON names it
-            key = json.dumps(v)
+            key = marshal.dumps(v, 2)
+        except ValueError:
+            try:
+                key = tuple([(k, x.__class__, x) for k, x in v.items()])
+                hash(key)
+            except TypeError:  # nested and not marshalled: its JSON names it
+                key = json.dumps(v)
         return self._values.setdefault(key, v)
 
     def standin(

@@ -258,3 +258,36 @@ def test_random_histories_decide_as_the_rules_do(tmp_path: Path) -> None:
                 assert got == expected(facts, got.position, a, cap, datetime.now(UTC), None)
 
     check()
+
+
+def test_the_interner_keeps_one_dict_per_content_and_no_fewer() -> None:
+    """Equal content (keys in the same order, values of the same types, nested included)
+    is one dict; 1, True, 1.0 and "1", another key order, another nested value, a datetime
+    inside, each stay their own, and read back with the types they had."""
+    from uuid import UUID
+
+    from projections.check_index import Interner
+
+    interner = Interner()
+    when = datetime(2020, 5, 19, tzinfo=UTC)
+    distinct: list[dict[str, Any]] = [
+        {"n": 1},
+        {"n": True},
+        {"n": 1.0},
+        {"n": "1"},
+        {"a": 1, "b": 2},
+        {"b": 2, "a": 1},
+        {"rule": "r", "rule_event": {"type": "RegionRuleApplied", "version": 2}},
+        {"rule": "r", "rule_event": {"type": "RegionRuleApplied", "version": 3}},
+        {"at": when},
+        {"at": when + TICK},
+        {"id": UUID(int=1)},
+    ]
+    kept = [interner.value(d) for d in distinct]
+    assert len({id(d) for d in kept}) == len(distinct)
+    for d, k in zip(distinct, kept, strict=True):
+        assert k is d and list(k.items()) == list(d.items())
+        assert [type(v) for v in k.values()] == [type(v) for v in d.values()]
+    again = [interner.value({k: v for k, v in d.items()}) for d in distinct]  # equal copies
+    assert all(a is k for a, k in zip(again, kept, strict=True))
+    assert interner.value(None) is None
