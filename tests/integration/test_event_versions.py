@@ -62,11 +62,12 @@ class Gadget(Aggregate):
         self.name, self.effective_at = name, effective_at
 
 
-def test_an_event_stored_in_an_older_version_is_upcast_when_read(engine: Engine) -> None:
+def store_a_gadget_renamed_in_version_1(engine: Engine) -> Gadget:
+    """A Gadget created, then renamed, its Renamed event stored as a version-1 release of
+    the code stored it (no effective_at)."""
     gadget = Gadget()
     gadget.rename(name="old", effective_at=datetime(2020, 1, 1, tzinfo=UTC))
     created, renamed = (engine.app.mapper.to_stored_event(e) for e in gadget.collect_events())
-    # The Renamed event as a version-1 release of the code stored it: no effective_at.
     state = engine.app.mapper.transcoder.decode(renamed.state)
     assert state.pop("class_version") == 2
     del state["effective_at"]
@@ -77,5 +78,10 @@ def test_an_event_stored_in_an_older_version_is_upcast_when_read(engine: Engine)
         engine.app.mapper.transcoder.encode(state),
     )
     engine.app.recorder.insert_events([created, v1])
+    return gadget
+
+
+def test_an_event_stored_in_an_older_version_is_upcast_when_read(engine: Engine) -> None:
+    gadget = store_a_gadget_renamed_in_version_1(engine)
     restored: Any = engine.app.repository.get(gadget.id)
     assert (restored.name, restored.effective_at) == ("old", datetime(1970, 1, 1, tzinfo=UTC))

@@ -24,7 +24,10 @@ from projections.rebuild_rows import Kinds, Written
 from projections.sql_views import SqlReadModel, sql_engine
 from projections.state_intervals import account_rows
 from tests.conftest import scenario_file
-from tests.integration.test_event_versions import Gadget  # Renamed v2, with an upcaster
+from tests.integration.test_event_versions import (  # Renamed v2, with an upcaster
+    Gadget,
+    store_a_gadget_renamed_in_version_1,
+)
 
 FACTS_FIELDS = ("accounts", "regions", "region_of", "members", "stream_of", "position")
 
@@ -117,19 +120,7 @@ def test_the_state_decoder_decodes_as_the_mapper_and_upcasts_older_versions(
     engine: Engine,
 ) -> None:
     the_scenario_and_alike_accounts(engine)
-    gadget = Gadget()
-    gadget.rename(name="old", effective_at=datetime(2020, 1, 1, tzinfo=UTC))
-    created, renamed = (engine.app.mapper.to_stored_event(e) for e in gadget.collect_events())
-    state = engine.app.mapper.transcoder.decode(renamed.state)
-    assert state.pop("class_version") == 2
-    del state["effective_at"]  # as a version-1 release of the code stored it
-    v1 = StoredEvent(
-        renamed.originator_id,
-        renamed.originator_version,
-        renamed.topic,
-        engine.app.mapper.transcoder.encode(state),
-    )
-    engine.app.recorder.insert_events([created, v1])
+    store_a_gadget_renamed_in_version_1(engine)
     decode = state_decoder(engine.app)
     stored = engine.app.recorder.select_notifications(start=1, limit=10**6)
     for n in stored:
