@@ -266,6 +266,10 @@ class ThrowawayPostgres:
             "--locale=C",
             "--no-sync",
         )
+        self.start_again()
+
+    def start_again(self) -> None:
+        """Start the existing cluster (after `stop`: an outage), on the same port; no initdb."""
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
 
