@@ -2,9 +2,10 @@
 
 The `Projector` starts from a snapshot (a local JSON file, checked against the log: see
 snapshot.py) plus a catch-up from the snapshot's position, follows the log while the process
-runs (LISTEN/NOTIFY on PostgreSQL, polling on SQLite), and saves a new snapshot now and then.
-Other consumers of the same events (the writer's own copy of the log, on the engine's side)
-subscribe with `also`, so the log is read and decoded once per process.
+runs (LISTEN/NOTIFY on PostgreSQL, polling on SQLite; through store errors: see follower.py),
+and saves a new snapshot now and then. Other consumers of the same events (the writer's own
+copy of the log, on the engine's side) subscribe with `also`, so the log is read and decoded
+once per process.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from projections import snapshot
 from projections.changes import ChangeFeed
 from projections.check_index import CheckIndex
 from projections.facts import Changed, LogFacts
+from projections.follower import Follower, FollowStatus
 from projections.light_log import LightLog
 from projections.log_reader import Positioned, read_log
 from projections.timeline import region_timeline
@@ -85,13 +87,19 @@ class Projector:
         self.snapshot_file = snapshot_path(url) if url else None
         self._snapshot_position = 0
         self._lock = threading.RLock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._subscription: Any = None  # the store's LISTEN/NOTIFY subscription, when following
         self.feed: ChangeFeed | None = None  # capability changes, once asked for (start_feed)
         # Who else takes the command records read (the writer's command book), with the
         # position reached: called under `lock`, in log order, after the facts took them.
         self.on_records: list[Callable[[list[Positioned], int], None]] = []
+        # Who wants to know, once `follow` runs, that the index moved on (called with its
+        # position) or that following changed state (called with the status): called from
+        # the follow threads, outside the lock, after the index took the events; keep them
+        # quick (an event loop's call_soon_threadsafe). See follower.py.
+        self.on_advance: list[Callable[[int], None]] = []
+        self.on_status: list[Callable[[FollowStatus], None]] = []
+        self._follower = Follower(
+            app, self.catch_up, self._take, self._index_position, self.on_advance, self.on_status
+        )
 
     @property
     def facts(self) -> LogFacts:
@@ -264,26 +272,17 @@ class Projector:
 
     def follow(self, interval: float = 0.05) -> None:
         """Keep level with the log in a background thread: through the store's LISTEN/NOTIFY
-        subscription where it has one (PostgreSQL), else by polling every `interval` s."""
-        if self._thread is not None:
-            return
-        self.catch_up()
-        with contextlib.suppress(NotImplementedError, AttributeError):  # SQLite: poll instead
-            self._subscription = self.app.recorder.subscribe(gt=self.log.position)
+        subscription where it has one (PostgreSQL), else by polling every `interval` s. A
+        store error never ends it: it reconnects (see follower.py and `status`)."""
+        self._follower.start(interval)
 
-        def poll() -> None:
-            while not self._stop.wait(interval):
-                self.catch_up()
+    @property
+    def status(self) -> FollowStatus:
+        """How following goes: state, position, since when the index may be stale."""
+        return self._follower.status
 
-        def listen() -> None:
-            for n in self._subscription:
-                self._take([(n.id, self.app.mapper.to_domain_event(n))])
-                if self._stop.is_set():
-                    return
-
-        target = listen if self._subscription is not None else poll
-        self._thread = threading.Thread(target=target, name="entitlements-follow", daemon=True)
-        self._thread.start()
+    def _index_position(self) -> int:
+        return self.index.position
 
     def wait_for(self, position: int, timeout: float) -> bool:
         """Catch up until the index has reached `position`, for at most `timeout` seconds
@@ -302,10 +301,6 @@ class Projector:
 
     def stop(self) -> None:
         """Stop following; save a snapshot if the log moved on a good deal since the last."""
-        self._stop.set()
-        if self._subscription is not None:
-            self._subscription.stop()
-        if self._thread is not None:
-            self._thread.join(5)
+        self._follower.stop()
         if self.log.position - self._snapshot_position >= SNAPSHOT_EVERY:
             self.save_snapshot()
