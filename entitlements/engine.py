@@ -55,6 +55,7 @@ from entitlements.store import (
 from projections.changes import changes_after
 from projections.check_index import CheckIndex
 from projections.facts import COMMAND_RECORDS, COMMAND_TOPICS, LogFacts, TakesEvents
+from projections.follower import FollowStatus
 from projections.light_log import LightLog
 from projections.log_reader import read_log
 from projections.projector import SNAPSHOT_EVERY, Projector, gc_paused
@@ -236,8 +237,12 @@ class Engine:
 
     def follow(self, interval: float = 0.05) -> None:
         """Keep the index level with the log in a background thread (LISTEN/NOTIFY on
-        PostgreSQL, polling every `interval` s on SQLite)."""
+        PostgreSQL, polling every `interval` s on SQLite) that outlives store errors."""
         self.projector.follow(interval)
+
+    def follower_status(self) -> FollowStatus:
+        """How following the log goes (state, position, stale_since, ...): cheap, any thread."""
+        return self.projector.status
 
     def wait_for(self, position: int, timeout: float | None = None) -> None:
         """Read your writes: return once the index has reached `position`."""
