@@ -197,7 +197,7 @@ def test_a_subscription_that_stops_delivering_does_not_leave_the_index_behind(
         follower.follow()
         position = apply_when_up(writer, revoke("acc-2"), 0)
         # Found within two heartbeats (1 s each), caught up, subscribed again.
-        assert wait_until(lambda: follower.index.position >= position, 5)
+        assert wait_until(lambda: follower.index.position >= position, 10)
         assert not follower.check("acc-2", "host").allowed
         assert SilentSubscription.made >= 2
         assert wait_until(lambda: follower.follower_status().state == "following", 5)
