@@ -373,22 +373,24 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def _load_line(n: int, raw: bytes) -> Any:
-    """One line's JSON value; every way it can fail is a MalformedCommand naming the line."""
+def load_json(n: int, raw: bytes, label: str = "line") -> Any:
+    """One JSON value (a command file's line, an HTTP body); every way it can fail is a
+    MalformedCommand naming the line (or item) and, for a key given twice, the key. The
+    one parser of what users send: a file and a request are refused alike."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise MalformedCommand(n, None, f"not UTF-8 (byte {e.start + 1})") from None
+        raise MalformedCommand(n, None, f"not UTF-8 (byte {e.start + 1})", label) from None
     try:
         return json.loads(text, object_pairs_hook=_unique_keys)
     except _KeyGivenTwice as e:
-        raise MalformedCommand(n, _field_name(e.key), "key given twice") from None
+        raise MalformedCommand(n, _field_name(e.key), "key given twice", label) from None
     except json.JSONDecodeError as e:
-        raise MalformedCommand(n, None, f"bad JSON: {e.msg} at column {e.colno}") from None
+        raise MalformedCommand(n, None, f"bad JSON: {e.msg} at column {e.colno}", label) from None
     except RecursionError:
-        raise MalformedCommand(n, None, "bad JSON: nested too deeply") from None
+        raise MalformedCommand(n, None, "bad JSON: nested too deeply", label) from None
     except ValueError as e:  # e.g. an integer of more digits than Python converts
-        raise MalformedCommand(n, None, f"bad JSON: {str(e).split(':')[0]}") from None
+        raise MalformedCommand(n, None, f"bad JSON: {str(e).split(':')[0]}", label) from None
 
 
 def read_command_file(path: str | Path) -> list[tuple[int, Any]]:
@@ -402,7 +404,7 @@ def read_command_file(path: str | Path) -> list[tuple[int, Any]]:
             f"cannot read {_short(str(path), 200)}: {e.strerror or e}"
         ) from None
     return [
-        (n, _load_line(n, raw))
+        (n, load_json(n, raw))
         for n, raw in enumerate(data.split(b"\n"), start=1)
         if raw.strip(b" \t\r")
     ]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from entitlements.tokens import ROLES, Principal, TokenError, TokenStore, api_tokens
+from entitlements.tokens import ROLES, Principal, TokenCache, TokenError, TokenStore, api_tokens
 
 
 @pytest.fixture
@@ -111,3 +111,24 @@ def test_a_token_of_another_store_is_unknown(tokens: TokenStore, tmp_path: Path)
         other.create("svc", "checker")  # same name, another store: another token
         assert other.authenticate(secret) is None
     assert tokens.authenticate(secret) == Principal("svc", "admin")
+
+
+def test_a_token_cache_answers_as_the_store_did_when_last_read(tokens: TokenStore) -> None:
+    """What an HTTP worker holds: the valid tokens as of its last read, no store read per
+    request; a revocation counts from the next read, a failed read keeps what it holds."""
+    kept, gone = tokens.create("kept", "admin"), tokens.create("gone", "checker")
+    cache = TokenCache(tokens)
+    assert cache.authenticate(kept) is None and cache.refreshed_at is None  # nothing read yet
+    cache.refresh()
+    assert cache.authenticate(kept) == Principal("kept", "admin")
+    assert cache.authenticate(gone) == Principal("gone", "checker")
+    tokens.revoke("gone")
+    assert cache.authenticate(gone) == Principal("gone", "checker")  # until the next read
+    cache.refresh()
+    assert cache.authenticate(gone) is None and cache.authenticate(kept) is not None
+    for wrong in ("", kept[:-1], kept + "x", "x" * 10_000):
+        assert cache.authenticate(wrong) is None
+    with tokens.engine.begin() as conn:  # a role edited by hand into nonsense
+        conn.execute(api_tokens.update().values(role="root"))
+    cache.refresh()
+    assert cache.authenticate(kept) is None
