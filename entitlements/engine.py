@@ -13,7 +13,7 @@ import random
 import time
 from bisect import bisect_right
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -235,9 +235,14 @@ class Engine:
         """Bring this process's index level with the log; returns events read."""
         return self.projector.catch_up()
 
-    def follow(self, interval: float = 0.05) -> None:
+    def follow(
+        self, interval: float = 0.05, on_advance: Callable[[int], None] | None = None
+    ) -> None:
         """Keep the index level with the log in a background thread (LISTEN/NOTIFY on
-        PostgreSQL, polling every `interval` s on SQLite) that outlives store errors."""
+        PostgreSQL, polling every `interval` s on SQLite) that outlives store errors;
+        `on_advance(position)` is told, from that thread, each time the index moved on."""
+        if on_advance is not None:
+            self.projector.on_advance.append(on_advance)
         self.projector.follow(interval)
 
     def follower_status(self) -> FollowStatus:
@@ -830,13 +835,15 @@ class Engine:
     # -- the change feed -----------------------------------------------------------------
 
     def changes(
-        self, after: int = 0, limit: int = 100, wait: float = 0.0
+        self, after: int = 0, limit: int = 100, wait: float = 0.0, *, catch_up: bool = True
     ) -> tuple[list[dict[str, Any]], int]:
         """Capability changes recorded after log position `after`, in log order, and the
         position to ask from next (see projections/changes.py). With nothing new, wait up
-        to `wait` seconds for the log to move on (long polling)."""
+        to `wait` seconds for the log to move on (long polling). `catch_up=False` answers
+        from the index as it stands (a process that follows the log is level with it)."""
         feed = self.projector.start_feed()
-        self.catch_up()
+        if catch_up:
+            self.catch_up()
 
         def read(after: int) -> tuple[list[dict[str, Any]], int]:
             # From the feed kept in memory; from the store for positions before it (the
