@@ -30,8 +30,16 @@ from entitlements import audit, report
 from entitlements.commands import MalformedCommand, parse_command_file, parse_time
 from entitlements.decisions import Decision, PositionNotReached, UnknownAccount
 from entitlements.engine import Engine, open_engine
+from entitlements.http.settings import HEADER_TIMEOUT, MAX_STALENESS
 from entitlements.rules import CAPABILITIES, LIMIT_CAPABILITIES
-from entitlements.store import DEFAULT_URL, ENV_VAR, StoreError, check_store, store_url
+from entitlements.store import (
+    DEFAULT_URL,
+    ENV_VAR,
+    StoreError,
+    StoreUnavailable,
+    check_store,
+    store_url,
+)
 from entitlements.tokens import ROLES, TokenStore
 from projections.rebuild import SqlProjection, rebuild
 
@@ -646,27 +654,31 @@ def parse_time_option(value: str | None, option: str) -> datetime | None:
 
 
 def cmd_serve(_: Engine | None, args: argparse.Namespace) -> int:
-    """Serve the HTTP API with uvicorn; every worker opens its own engine (own index,
-    warm-started from the snapshot, following the log). SIGTERM drains in-flight requests."""
-    import uvicorn
+    """Serve the HTTP API (entitlements/http/server.py: granian, worker processes); every worker
+    opens its own engine (own index, warm-started from the snapshot, following the log).
+    SIGTERM lets requests in flight finish."""
+    from entitlements.http import server as serving
 
     url = store_url(args.db)
-    check_store(url, must_exist=False)  # a wrong URL says so now, not in every worker
-    os.environ[ENV_VAR] = url  # the workers read the store from the environment
+    try:
+        check_store(url, must_exist=False)  # a wrong URL says so now, not in every worker
+    except StoreUnavailable as e:  # down for now: the workers start and keep trying
+        err.print(f"warning: {escape(str(e))}; the workers will keep trying (see /healthz)")
+    try:
+        serving.check_address(args.host, args.port)
+    except serving.AddressInUse as e:
+        raise ValueError(f"--port {args.port}: {e}") from None
     err.print(
         f"serving {escape(url)} on http://{args.host}:{args.port} with {args.workers} worker(s)"
     )
-    from entitlements.serving import NoDelayH11Protocol
-
-    uvicorn.run(
-        "entitlements.http:app_from_env",
-        factory=True,
+    serving.run(
+        url,
         host=args.host,
         port=args.port,
         workers=args.workers,
+        max_staleness=args.max_staleness,
+        header_timeout=args.header_timeout,
         log_level=args.log_level,
-        timeout_graceful_shutdown=10,
-        http=NoDelayH11Protocol,
     )
     return EXIT_OK
 
@@ -849,6 +861,36 @@ def _time_options(p: argparse.ArgumentParser) -> None:
         help="answer only from an index that reached log position N (read your writes: "
         "`apply` prints the position reached); waits up to 2 s, else exit 5",
     )
+
+
+def positive_int(text: str) -> int:
+    """An option's whole number of 1 or more (argparse names the option on error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 1-65535."""
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An option's number of seconds, above 0 and finite."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0 and finite, not {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1149,8 +1191,30 @@ def build_parser() -> argparse.ArgumentParser:
         "(`entitlements token create`). Each worker holds its own index and follows the log.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+    p.add_argument("--port", type=port_number, default=8080, help="port (default: 8080)")
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="worker processes, about one a core (default: 1)",
+    )
+    p.add_argument(
+        "--max-staleness",
+        type=positive_float,
+        default=MAX_STALENESS,
+        metavar="SECONDS",
+        help="while a worker cannot read the store it answers from memory and /healthz says "
+        "degraded (200); past this many seconds /healthz answers 503, so a load balancer "
+        "takes the worker out (default: %(default)g)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=positive_float,
+        default=HEADER_TIMEOUT,
+        metavar="SECONDS",
+        help="a connection that takes longer to send a request's headers, or stays idle "
+        "between requests this long, is closed (default: %(default)g)",
+    )
     p.add_argument(
         "--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug")
     )

@@ -21,26 +21,32 @@ def free_port() -> int:
 
 
 def start_server(
-    url: str, workers: int = 1, cache: Path | None = None
+    url: str,
+    workers: int = 1,
+    cache: Path | None = None,
+    options: tuple[str, ...] = (),
+    ready: bool = True,
 ) -> tuple[subprocess.Popen[str], str]:
-    """Start the server on the store at `url`; return the process and its base URL once
-    /healthz answers 200 (a minute at most)."""
+    """Start the server on the store at `url` (with more `serve` options); return the
+    process and its base URL once /healthz answers 200 (a minute at most); when not
+    `ready` (a store that is down: the server starts anyway), once it answers at all."""
     env = {**os.environ, "ENTITLEMENTS_DB": url}
     if cache is not None:
         env["ENTITLEMENTS_CACHE"] = str(cache)
     port = free_port()
     server = subprocess.Popen(
-        [CLI, "serve", "--port", str(port), "--workers", str(workers)],
+        [CLI, "serve", "--port", str(port), "--workers", str(workers), *options],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
+    answers = (200,) if ready else (200, 503)
     deadline = time.monotonic() + 60
     while True:
         try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code in answers:
                 return server, base
         except httpx.TransportError:
             pass

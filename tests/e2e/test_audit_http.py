@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from entitlements import open_engine
-from entitlements.http import create_app
+from entitlements.http.app import create_app
 from entitlements.tokens import TokenStore
 from tests.conftest import read_jsonl, scenario_file
 

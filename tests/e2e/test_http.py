@@ -12,7 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from entitlements import open_engine
-from entitlements.http import MAX_BODY, create_app
+from entitlements.http.app import create_app
+from entitlements.http.schemas import MAX_BODY
 from entitlements.tokens import TokenStore
 from tests.conftest import read_jsonl, scenario_file
 from tests.e2e.servers import start_server
@@ -102,19 +103,21 @@ def test_every_role_against_every_endpoint(
         assert r.status_code == (200 if allowed else 403), (role, path, r.text)
 
 
-def test_a_revoked_token_is_refused_at_once(
+def test_a_revoked_token_is_refused_within_a_second(
     served: tuple[TestClient, dict[str, dict[str, str]]], store_url: str
 ) -> None:
+    """The worker authenticates from its own table of tokens, read again twice a second:
+    a token revoked elsewhere (the CLI, say) stops working within a second, on every route."""
     client, headers = served
-    assert (
-        client.get("/v1/accounts/cn-free-01/can/host", headers=headers["checker"]).status_code
-        == 200
-    )
-    TokenStore(store_url).revoke("checker-1")  # another process: the CLI, say
-    assert (
-        client.get("/v1/accounts/cn-free-01/can/host", headers=headers["checker"]).status_code
-        == 401
-    )
+    url, checker = "/v1/accounts/cn-free-01/can/host", headers["checker"]
+    assert client.get(url, headers=checker).status_code == 200
+    TokenStore(store_url).revoke("checker-1")
+    revoked = time.monotonic()
+    while client.get(url, headers=checker).status_code == 200:
+        assert time.monotonic() - revoked < 1.0, "still accepted a second after its revocation"
+        time.sleep(0.02)
+    assert client.get(url, headers=checker).status_code == 401
+    assert client.get(url + "?at=2020-06-01", headers=checker).status_code == 401
 
 
 @pytest.mark.parametrize(
@@ -133,7 +136,7 @@ def test_statuses_for_bad_questions(
     served: tuple[TestClient, dict[str, dict[str, str]]], path: str, status: int, field: str | None
 ) -> None:
     client, headers = served
-    client.app.state.engine.wait_timeout = 0.2  # type: ignore[attr-defined]
+    client.app.state.worker.engine.wait_timeout = 0.2  # type: ignore[attr-defined]
     r = client.get(path, headers=headers["checker"])
     assert r.status_code == status, r.text
     detail = r.json()
@@ -141,7 +144,7 @@ def test_statuses_for_bad_questions(
     if field:
         assert detail["field"] == field
     if status == 409:
-        assert detail["position"] == client.app.state.engine.index.position  # type: ignore[attr-defined]
+        assert detail["position"] == client.app.state.worker.engine.index.position  # type: ignore[attr-defined]
 
 
 def test_a_batch_answers_in_order_with_an_unknown_account_as_an_error_item(
@@ -183,10 +186,10 @@ def test_commands_over_http_validate_whole_then_apply_once_per_idempotency_key(
             },
         ]
     }
-    position = client.app.state.engine.position()  # type: ignore[attr-defined]
+    position = client.app.state.worker.engine.position()  # type: ignore[attr-defined]
     r = client.post("/v1/commands", json=bad, headers=admin)
     assert r.status_code == 422 and r.json()["item"] == 2 and r.json()["field"] == "region"
-    assert client.app.state.engine.position() == position  # type: ignore[attr-defined]
+    assert client.app.state.worker.engine.position() == position  # type: ignore[attr-defined]
     revoke = {
         "command": "revoke_hosting",
         "account_id": "us-pro-01",
@@ -235,13 +238,132 @@ def test_a_body_over_the_limit_is_413_and_a_bad_body_422(
     assert r.status_code == 422 and "capability" in r.json()["field"]
 
 
+def test_a_chunked_body_is_limited_as_it_arrives(
+    served: tuple[TestClient, dict[str, dict[str, str]]],
+) -> None:
+    """No Content-Length to refuse up front: the body is counted as it comes, and the
+    request is refused with 413 once past the limit."""
+    client, headers = served
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"checks": ['
+        for _ in range(64):  # 4 MiB, in 64 KiB pieces
+            yield b" " * 65536
+        yield b"]}"
+
+    r = client.post(
+        "/v1/checks",
+        content=chunks(),
+        headers={**headers["checker"], "Content-Type": "application/json"},
+    )
+    assert r.request.headers.get("transfer-encoding") == "chunked"
+    assert r.status_code == 413  # (that the rest is never read: test_http_server.py)
+
+
+@pytest.mark.parametrize(
+    ("path", "role", "body", "field"),
+    [
+        (
+            "/v1/commands",
+            "admin",
+            b'{"command": "register_account", "account_id": "dup-1", "region": "CN",'
+            b' "jurisdiction": "CN", "jurisdiction": "platform", "plan": "free",'
+            b' "channel": "online", "effective_at": "2020-01-01"}',
+            "jurisdiction",
+        ),
+        (
+            "/v1/commands",
+            "admin",
+            b'{"command": "revoke_hosting", "account_id": "cn-free-01",'
+            b' "account_id": "cn-pro-01", "reason": "x", "effective_at": "2020-01-01"}',
+            "account_id",
+        ),
+        (
+            "/v1/checks",
+            "checker",
+            b'{"checks": [{"account_id": "cn-free-01", "capability": "host",'
+            b' "capability": "join"}]}',
+            "capability",
+        ),
+    ],
+)
+def test_a_key_given_twice_is_422_naming_it_and_changes_nothing(
+    served: tuple[TestClient, dict[str, dict[str, str]]],
+    path: str,
+    role: str,
+    body: bytes,
+    field: str,
+) -> None:
+    """The command file's own rule, over HTTP: the last key does not silently win."""
+    client, headers = served
+    engine = client.app.state.worker.engine  # type: ignore[attr-defined]
+    before = engine.position()
+    pro = "/v1/accounts/cn-pro-01/capabilities?at=2020-06-01"
+    answers = client.get(pro, headers=headers["checker"]).json()
+    r = client.post(
+        path, content=body, headers={**headers[role], "Content-Type": "application/json"}
+    )
+    assert r.status_code == 422, r.text
+    assert r.json() == {"detail": "body: key given twice", "field": field}
+    assert engine.position() == before
+    assert client.get(pro, headers=headers["checker"]).json() == answers  # nothing revoked
+
+
+def test_a_body_that_is_not_json_is_415_naming_the_content_type(
+    served: tuple[TestClient, dict[str, dict[str, str]]],
+) -> None:
+    client, headers = served
+    form = {**headers["checker"], "Content-Type": "application/x-www-form-urlencoded"}
+    r = client.post("/v1/checks", content=b'{"checks": []}', headers=form)
+    assert r.status_code == 415 and r.json()["field"] == "Content-Type"
+    bare = client.post("/v1/checks", content=b'{"checks": []}', headers=headers["checker"])
+    assert bare.status_code == 200  # no Content-Type at all is read as JSON
+
+
+def test_the_plain_check_is_answered_before_routing_with_the_routes_own_bytes(
+    served: tuple[TestClient, dict[str, dict[str, str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fastpath.py answers `can` without a query; with one, the FastAPI route answers. The
+    two give the same body, and every failure of the plain check is the route's answer."""
+    client, headers = served
+    app = client.app
+    answered: list[str] = []
+    real = app.fast.answer  # type: ignore[attr-defined]
+
+    async def spy(send: Any, decision: Any) -> None:
+        answered.append(decision.account_id)
+        await real(send, decision)
+
+    monkeypatch.setattr(app.fast, "answer", spy)  # type: ignore[attr-defined]
+    checker = headers["checker"]
+    for account in ("cn-free-01", "cn-pro-01", "hk-free-01"):
+        fast = client.get(f"/v1/accounts/{account}/can/host", headers=checker)
+        routed = client.get(f"/v1/accounts/{account}/can/host?min_position=0", headers=checker)
+        assert fast.status_code == routed.status_code == 200
+        assert fast.content == routed.content
+        assert fast.headers["content-type"] == routed.headers["content-type"]
+    assert answered == ["cn-free-01", "cn-pro-01", "hk-free-01"]
+    answered.clear()
+    assert client.get("/v1/accounts/nobody/can/host", headers=checker).status_code == 404
+    assert client.get("/v1/accounts/cn-free-01/can/fly", headers=checker).status_code == 422
+    assert client.get("/v1/accounts/cn-free-01/can/host").status_code == 401
+    bad = {"Authorization": "Bearer ent_not-a-token"}
+    assert client.get("/v1/accounts/cn-free-01/can/host", headers=bad).status_code == 401
+    assert answered == []
+
+
 def test_health_metrics_and_openapi_need_no_token(
     served: tuple[TestClient, dict[str, dict[str, str]]],
 ) -> None:
     client, headers = served
     client.get("/v1/accounts/cn-free-01/can/host", headers=headers["checker"])
     health = client.get("/healthz")
-    assert health.status_code == 200 and health.json()["status"] == "ready"
+    assert health.status_code == 200
+    assert health.json() == {
+        "status": "ready",
+        "position": client.app.state.worker.engine.index.position,  # type: ignore[attr-defined]
+        "stale_since": None,
+    }
     metrics = client.get("/metrics").text
     assert 'entitlements_checks_total{capability="host",outcome="denied"} 1.0' in metrics
     assert (
@@ -252,7 +374,7 @@ def test_health_metrics_and_openapi_need_no_token(
 
 
 @pytest.mark.slow
-def test_a_real_server_with_two_workers_reads_its_writes_and_refuses_a_revoked_token(
+def test_a_real_server_with_two_workers_reads_its_writes_and_refuses_a_revoked_token_within_a_second(
     store_url: str,
 ) -> None:
     with open_engine(store_url) as engine:
@@ -288,7 +410,8 @@ def test_a_real_server_with_two_workers_reads_its_writes_and_refuses_a_revoked_t
             assert "allowed" in d, (result, d)
             assert d["allowed"] is (i % 2 == 1) and d["position"] >= result["position"], d
         tokens.revoke("ops")
-        for _ in range(4):
+        time.sleep(1.0)  # every worker reads its tokens again within a second
+        for _ in range(10):  # new connections land on either worker
             with httpx.Client(base_url=base, headers=admin, timeout=10) as c:
                 assert c.get("/v1/accounts/u-1/can/host").status_code == 401
     finally:
@@ -311,7 +434,7 @@ def test_the_change_feed_lists_what_changed_and_waits_for_news(
         for i in items
     )
     assert any(i.get("region") == "CN" and i["capability"] == "subscribe_online" for i in items)
-    engine = client.app.state.engine  # type: ignore[attr-defined]
+    engine = client.app.state.worker.engine  # type: ignore[attr-defined]
     assert head == engine.position()
     started = time.monotonic()
     empty = client.get("/v1/changes", params={"after": head, "wait": 0.3}, headers=checker).json()
@@ -343,20 +466,28 @@ def test_the_change_feed_lists_what_changed_and_waits_for_news(
     assert client.get("/v1/changes").status_code == 401
 
 
-def test_a_store_outage_is_a_503_with_one_line(
+def test_a_store_outage_is_a_503_with_one_line_where_the_store_is_read(
     served: tuple[TestClient, dict[str, dict[str, str]]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Checks answer from the worker's memory (tokens and index) with the store gone; a
+    route that must read the store says so in one line, 503."""
     client, headers = served
     from sqlalchemy.exc import OperationalError
 
-    def down(*_: Any) -> None:
+    def down(*_: Any, **__: Any) -> None:
         raise OperationalError(
             "SELECT ...", {}, Exception("connection refused\nDETAIL: the server is gone")
         )
 
-    monkeypatch.setattr(client.app.state.tokens, "authenticate", down)  # type: ignore[attr-defined]
+    worker = client.app.state.worker  # type: ignore[attr-defined]
+    monkeypatch.setattr(worker.tokens.store, "valid", down)
+    monkeypatch.setattr(worker.engine, "history", down)
+    time.sleep(0.6)  # a refresh of the tokens fails meanwhile: the table held stays
     r = client.get("/v1/accounts/cn-free-01/can/host", headers=headers["checker"])
+    assert r.status_code == 200 and r.json()["allowed"] is False
+    r = client.get("/v1/accounts/cn-free-01/history", headers=headers["auditor"])
     assert r.status_code == 503 and r.json()["detail"] == "connection refused"
+    assert worker.tokens.error == "connection refused"
 
 
 @pytest.mark.slow

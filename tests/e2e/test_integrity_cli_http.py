@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from entitlements import open_engine
 from entitlements.account import account_uuid
-from entitlements.http import create_app
+from entitlements.http.app import create_app
 from entitlements.tokens import TokenStore
 from tests.conftest import StoreCopies, scenario_file
 from tests.e2e.test_cli import run

@@ -24,7 +24,7 @@ from schemathesis.schemas import APIOperation
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
 from entitlements import open_engine
-from entitlements.http import create_app
+from entitlements.http.app import create_app
 from entitlements.tokens import TokenStore
 from tests.conftest import read_jsonl, scenario_file
 
@@ -50,7 +50,9 @@ def admin_headers() -> Iterator[dict[str, str]]:
                 engine.apply(read_jsonl(scenario_file("china-2020.jsonl")))
             secret = TokenStore(url).create("fuzzer", "admin")
             with TestClient(APP):  # runs the lifespan: the engine is on app.state for every call
-                APP.state.engine.wait_timeout = 0.05  # an unreachable min_position: a quick 409
+                APP.state.worker.engine.wait_timeout = (
+                    0.05  # an unreachable min_position: a quick 409
+                )
                 yield {"Authorization": f"Bearer {secret}"}
     finally:
         shutil.rmtree(STORE, ignore_errors=True)

@@ -28,7 +28,6 @@ ENGINE_SIDE = {
     "entitlements.tokens",
     "entitlements.cli",
     "entitlements.http",
-    "entitlements.serving",
 }
 
 

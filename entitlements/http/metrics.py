@@ -1,0 +1,118 @@
+"""Prometheus metrics of the whole server, whichever worker answers the scrape.
+
+Under `entitlements serve`, every worker writes its metrics to files in one folder
+(prometheus-client's multiprocess mode: `serve` sets PROMETHEUS_MULTIPROC_DIR to a fresh
+folder before the workers start) and a scrape sums them all: counters never seem to reset
+as the load balancer moves from worker to worker. Gauges are per worker (`pid` label) or
+the worst of the live ones; a dead worker's gauges are dropped at the next scrape, its
+counts stay. Without that folder (one process, the tests), the app keeps a registry of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from entitlements.http.settings import MULTIPROCESS_DIR
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+STATES = ("starting", "following", "reconnecting")
+_LIVE_FILE = re.compile(r"gauge_live\w+?_(\d+)\.db")
+
+
+class Metrics:
+    """This worker's metrics: checks by capability and outcome, check latency, the index's
+    position and lag, and the follower's state and staleness."""
+
+    def __init__(self) -> None:
+        self.folder = os.environ.get(MULTIPROCESS_DIR) or None
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.checks = Counter(
+            "entitlements_checks", "Checks answered", ["capability", "outcome"], registry=r
+        )
+        self.latency = Histogram(
+            "entitlements_check_seconds",
+            "Time to decide a check",
+            buckets=(1e-6, 5e-6, 2e-5, 1e-4, 5e-4, 2e-3, 1e-2, 0.1),
+            registry=r,
+        )
+        self.position = Gauge(
+            "entitlements_index_position",
+            "Log position a worker's index reached",
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.lag = Gauge(
+            "entitlements_index_lag_events",
+            "Events in the log not yet in a worker's index (the worst live worker)",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.stale = Gauge(
+            "entitlements_stale_seconds",
+            "Seconds since a worker last read the store while it cannot (0: following)",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.workers = Gauge(
+            "entitlements_workers",
+            "Live workers by state",
+            ["state"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.reconnects = Counter(
+            "entitlements_follower_reconnects",
+            "Times a worker's follower lost the store",
+            registry=r,
+        )
+        self._outcomes: dict[tuple[str, bool], Counter] = {}  # bound once each
+
+    def observe(self, capability: str, allowed: bool, seconds: float) -> None:
+        """One check answered (on the hot path: a bound counter, found in a dict)."""
+        counter = self._outcomes.get((capability, allowed))
+        if counter is None:
+            counter = self.checks.labels(capability, "allowed" if allowed else "denied")
+            self._outcomes[(capability, allowed)] = counter
+        counter.inc()
+        self.latency.observe(seconds)
+
+    def worker_state(self, state: str, position: int, lag: int | None, stale: float) -> None:
+        """This worker's gauges (set every half second by the worker's housekeeping)."""
+        for s in STATES:
+            self.workers.labels(s).set(1 if s == state else 0)
+        self.position.set(position)
+        if lag is not None:
+            self.lag.set(lag)
+        self.stale.set(stale)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of the whole server (every worker's files), or this app's."""
+        if self.folder is None:
+            return generate_latest(self.registry)
+        _forget_dead_workers(Path(self.folder))
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.folder)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+
+def _forget_dead_workers(folder: Path) -> None:
+    """Drop the live gauges of workers that are gone (uvicorn restarted them, or they
+    ended): what the library's `mark_process_dead` is for, done at scrape time since the
+    server has no hook for a worker's exit."""
+    for path in folder.glob("gauge_live*.db"):
+        found = _LIVE_FILE.fullmatch(path.name)
+        if found is None:
+            continue
+        pid = int(found.group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]
+        except PermissionError:  # alive, someone else's
+            pass

@@ -1,0 +1,107 @@
+"""The meeting service's questions: one decision, a batch, every capability. Answered on
+the event loop from the worker's in-memory index (no thread, no store read); the plain
+"now" check usually never gets here (fastpath.py answers it first, with the same bytes)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+
+from entitlements.decisions import UnknownAccount
+from entitlements.http.body import JsonBodyRoute
+from entitlements.http.dependencies import Checker, WorkerDep
+from entitlements.http.errors import errors
+from entitlements.http.schemas import (
+    CapabilitiesOut,
+    ChecksIn,
+    ChecksOut,
+    DecisionOut,
+    decision_dict,
+    decision_json,
+)
+
+router = APIRouter(tags=["checks"], route_class=JsonBodyRoute)
+Time = Annotated[str | None, Query(max_length=64)]
+MinPosition = Annotated[int | None, Query(ge=0)]
+
+
+@router.get(
+    "/v1/accounts/{account_id}/can/{capability}",
+    response_model=DecisionOut,
+    responses=errors(401, 403, 404, 409, 422, 503),
+)
+async def can(
+    account_id: str,
+    capability: str,
+    worker: WorkerDep,
+    _: Checker,
+    at: Time = None,
+    as_known_at: Time = None,
+    min_position: MinPosition = None,
+) -> Response:
+    """One decision, from this worker's index (never the store). While the worker cannot
+    follow the log, the answer carries `Entitlements-Stale-Since`."""
+    await worker.reached(min_position)
+    started = time.perf_counter()
+    d = await worker.check(account_id, capability, at, as_known_at)
+    worker.metrics.observe(capability, d.allowed, time.perf_counter() - started)
+    return Response(
+        decision_json(d, at, as_known_at),
+        media_type="application/json",
+        headers=worker.stale_headers(),
+    )
+
+
+@router.post("/v1/checks", response_model=ChecksOut, responses=errors(401, 403, 409, 413, 422, 503))
+async def checks(body: ChecksIn, worker: WorkerDep, _: Checker) -> JSONResponse:
+    """Many decisions in one call, in order; an item that cannot be decided (an unknown
+    account, a bad capability or time) is an error item in its place."""
+    await worker.reached(body.min_position)
+    results: list[dict[str, Any]] = []
+    for c in body.checks:
+        try:
+            started = time.perf_counter()
+            d = await worker.check(c.account_id, c.capability, c.at, c.as_known_at)
+            worker.metrics.observe(c.capability, d.allowed, time.perf_counter() - started)
+            results.append(decision_dict(d, c.at, c.as_known_at))
+        except UnknownAccount as e:
+            results.append(_error_item(c.account_id, c.capability, str(e), 404))
+        except ValueError as e:
+            results.append(_error_item(c.account_id, c.capability, str(e), 422))
+    position = worker.ready_engine().index.position
+    return JSONResponse({"results": results, "position": position}, headers=worker.stale_headers())
+
+
+def _error_item(account_id: str, capability: str, error: str, status: int) -> dict[str, Any]:
+    return {"account_id": account_id, "capability": capability, "error": error, "status": status}
+
+
+@router.get(
+    "/v1/accounts/{account_id}/capabilities",
+    response_model=CapabilitiesOut,
+    responses=errors(401, 403, 404, 409, 422, 503),
+)
+async def capabilities(
+    account_id: str,
+    worker: WorkerDep,
+    _: Checker,
+    at: Time = None,
+    as_known_at: Time = None,
+    min_position: MinPosition = None,
+) -> JSONResponse:
+    """Every capability of the account at once."""
+    await worker.reached(min_position)
+    await worker.check(account_id, "join", at, as_known_at)  # UnknownAccount, bad times
+    decisions = worker.ready_engine().index.capabilities(account_id, at, as_known_at)
+    return JSONResponse(
+        {
+            "account_id": account_id,
+            "at": at,
+            "as_known_at": as_known_at,
+            "capabilities": [decision_dict(d, at, as_known_at) for d in decisions],
+        },
+        headers=worker.stale_headers(),
+    )
