@@ -1,0 +1,200 @@
+"""`entitlements serve` through what a PostgreSQL server does to it, on a throwaway cluster of
+the test's own (never the machine's server): a restart, an outage, a start while the store
+is down. Checks answer throughout from each worker's memory; /healthz degrades and recovers;
+a command made afterwards reaches the HTTP answer within 10 s; the server never exits."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from entitlements import open_engine
+from entitlements.tokens import TokenStore
+from tests.conftest import ThrowawayPostgres
+from tests.e2e.servers import start_server
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timing, pytest.mark.slow]
+
+ACCOUNTS = [f"u-{i}" for i in range(10)]
+
+
+@dataclass
+class Served:
+    base: str
+    checker: dict[str, str]
+    admin: dict[str, str]
+    process: Any
+
+    def check(self, account: str = "u-1", **params: str) -> httpx.Response:
+        return httpx.get(
+            f"{self.base}/v1/accounts/{account}/can/host",
+            params=params,
+            headers=self.checker,
+            timeout=10,
+        )
+
+    def health(self) -> httpx.Response:
+        return httpx.get(f"{self.base}/healthz", timeout=10)
+
+
+def prepare(url: str) -> tuple[dict[str, str], dict[str, str]]:
+    with open_engine(url) as engine:
+        engine.apply(
+            [
+                {
+                    "command": "register_account",
+                    "account_id": a,
+                    "region": "US",
+                    "plan": "pro",
+                    "channel": "online",
+                    "effective_at": "2020-01-01",
+                }
+                for a in ACCOUNTS
+            ]
+        )
+    with TokenStore(url) as tokens:
+        return (
+            {"Authorization": f"Bearer {tokens.create('meetings', 'checker')}"},
+            {"Authorization": f"Bearer {tokens.create('ops', 'admin')}"},
+        )
+
+
+@pytest.fixture
+def served(
+    throwaway_postgres: ThrowawayPostgres, tmp_path: Path
+) -> Iterator[tuple[Served, ThrowawayPostgres]]:
+    checker, admin = prepare(throwaway_postgres.url)
+    process, base = start_server(
+        throwaway_postgres.url, workers=2, cache=tmp_path, options=("--max-staleness", "3")
+    )
+    try:
+        yield Served(base, checker, admin, process), throwaway_postgres
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+@dataclass
+class Hammer:
+    """Checks on fresh connections (either worker) until stopped: every status seen."""
+
+    served: Served
+    statuses: list[int] = field(default_factory=list)
+    stale: int = 0  # answers that said since when they may be stale
+    errors: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> Hammer:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                r = self.served.check(ACCOUNTS[len(self.statuses) % len(ACCOUNTS)])
+                self.statuses.append(r.status_code)
+                self.stale += "entitlements-stale-since" in r.headers
+            except httpx.HTTPError as e:
+                self.errors.append(repr(e))
+            time.sleep(0.02)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+def command_reaches_http(served: Served, account: str, seconds: float = 10.0) -> float:
+    """POST a revocation (retried while the writer reconnects), then wait for the HTTP answer
+    to show it; the seconds from the first POST to the answer."""
+    started = time.monotonic()
+    command = {
+        "command": "revoke_hosting",
+        "account_id": account,
+        "reason": "after the store came back",
+        "effective_at": "2020-06-01",
+    }
+    while True:
+        r = httpx.post(f"{served.base}/v1/commands", json=command, headers=served.admin, timeout=15)
+        if r.status_code == 200:
+            break
+        assert r.status_code == 503 and "\n" not in r.json()["detail"], r.text
+        assert time.monotonic() - started < seconds, f"commands still refused: {r.text}"
+        time.sleep(0.2)
+    while served.check(account, at="2020-07-01").json()["allowed"]:
+        assert time.monotonic() - started < seconds, "the command did not reach the answer"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def test_a_restart_under_serve_checks_answer_throughout_and_a_command_after_it_arrives(
+    served: tuple[Served, ThrowawayPostgres],
+) -> None:
+    server, cluster = served
+    with Hammer(server) as hammer:
+        time.sleep(0.5)
+        cluster.restart()
+        command_reaches_http(server, "u-3")
+        time.sleep(0.5)
+    assert hammer.errors == [] and set(hammer.statuses) == {200}, (hammer.errors, hammer.statuses)
+    assert server.health().json()["status"] == "ready"
+    assert server.process.poll() is None, "the server exited"
+
+
+def test_an_outage_under_serve_degrades_then_recovers_and_never_ends_the_server(
+    served: tuple[Served, ThrowawayPostgres],
+) -> None:
+    server, cluster = served
+    with Hammer(server) as hammer:
+        time.sleep(0.5)
+        cluster.stop()
+        down = time.monotonic()
+        seen: set[tuple[int, str]] = set()
+        while time.monotonic() - down < 8:
+            r = server.health()
+            seen.add((r.status_code, r.json()["status"]))
+            time.sleep(0.2)
+        assert (200, "degraded") in seen and (503, "degraded") in seen, seen  # past 3 s: 503
+        stale = server.check("u-2")
+        assert stale.status_code == 200 and stale.headers["entitlements-stale-since"].endswith("Z")
+        cluster.start_again()
+        deadline = time.monotonic() + 30
+        while server.health().json()["status"] != "ready":
+            assert time.monotonic() < deadline, server.health().text
+            time.sleep(0.2)
+        command_reaches_http(server, "u-4")
+    assert hammer.errors == [] and set(hammer.statuses) == {200}, (hammer.errors, hammer.statuses)
+    assert hammer.stale > 0
+    assert "entitlements-stale-since" not in server.check("u-2").headers
+    assert server.process.poll() is None, "the server exited"
+
+
+def test_a_server_started_while_the_store_is_down_comes_up_with_it(
+    throwaway_postgres: ThrowawayPostgres, tmp_path: Path
+) -> None:
+    checker, _ = prepare(throwaway_postgres.url)
+    throwaway_postgres.stop()
+    process, base = start_server(throwaway_postgres.url, workers=2, cache=tmp_path, ready=False)
+    try:
+        health = httpx.get(f"{base}/healthz", timeout=10)
+        assert health.status_code == 503 and health.json()["status"] == "starting", health.text
+        time.sleep(6)  # longer than the pool waits for a connection: no worker gives up
+        assert process.poll() is None, "the server exited"
+        throwaway_postgres.start_again()
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{base}/healthz", timeout=10).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        for a in ACCOUNTS:  # new connections: both workers
+            r = httpx.get(f"{base}/v1/accounts/{a}/can/host", headers=checker, timeout=10)
+            assert r.status_code == 200 and r.json()["allowed"] is True, r.text
+    finally:
+        process.terminate()
+        process.wait(30)
