@@ -4,7 +4,7 @@
 FastAPI's routing, dependency injection and validation cost several times what the index
 takes to decide (a check is under a microsecond; a FastAPI route adds about 60 us). The app
 (app.py) hands every request here first: the plain "now" check is answered straight from the worker's token table and
-index, with the same bytes the route gives (`schemas.decision_json`). Anything else, and
+index, with the same bytes the route gives (`schemas.decision_json`, kept by rendered.py). Anything else, and
 every way the plain check can fail (no or unknown token, unknown account, bad capability,
 no index yet), goes on to the FastAPI route, which answers it as documented: so there is
 one definition of every error, and the OpenAPI still describes the route.
@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 from starlette.types import Scope, Send
 
 from entitlements.decisions import Decision
-from entitlements.http.schemas import decision_json
 
 if TYPE_CHECKING:
     from entitlements.http.worker import Worker
@@ -76,7 +75,7 @@ class FastChecks:
         return decision
 
     async def answer(self, send: Send, decision: Decision) -> None:
-        body = decision_json(decision)
+        body = self.worker.rendered.json(decision)
         headers = [_JSON, (b"content-length", str(len(body)).encode())]
         headers += [(k.encode(), v.encode()) for k, v in self.worker.stale_headers().items()]
         await send({"type": "http.response.start", "status": 200, "headers": headers})

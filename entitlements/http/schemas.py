@@ -15,16 +15,25 @@ MAX_BATCH = 1000  # checks or commands in one request
 MAX_WAIT = 30.0  # seconds a /v1/changes request may wait for something new
 
 
-def decision_json(d: Decision, at: str | None = None, as_known_at: str | None = None) -> bytes:
-    """A decision as the JSON of `entitlements check --json`, plus the times asked about:
-    serialized once, as Starlette's JSONResponse does, never validated again on the way out."""
-    content = decision_dict(d, at, as_known_at)
+def dumps(content: Any) -> bytes:
+    """JSON as every answer of ours is written (Starlette's JSONResponse writes the same)."""
     return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def decision_json(d: Decision, at: str | None = None, as_known_at: str | None = None) -> bytes:
+    """A decision as the JSON of `entitlements check --json`, plus the times asked about:
+    serialized once, never validated again on the way out."""
+    return dumps(decision_dict(d, at, as_known_at))
+
+
 def decision_dict(d: Decision, at: str | None, as_known_at: str | None) -> dict[str, Any]:
-    """The same, as a dict (an item of a batch or of every capability)."""
+    """The same, as a dict."""
     return {**d.as_dict(), "at": at, "as_known_at": as_known_at}
+
+
+def checks_json(results: list[bytes], position: int) -> bytes:
+    """A batch's answer (ChecksOut) from its items' JSON, each made once (rendered.py)."""
+    return b'{"results":[' + b",".join(results) + b'],"position":%d}' % position
 
 
 class DecisionOut(BaseModel):

@@ -23,6 +23,8 @@ from entitlements.decisions import Decision, PositionNotReached, UnknownAccount
 from entitlements.engine import Engine
 from entitlements.http.errors import Refused, one_line
 from entitlements.http.metrics import Metrics
+from entitlements.http.rendered import Rendered
+from entitlements.http.schemas import decision_json
 from entitlements.http.settings import MAX_STALENESS, POLL
 from entitlements.rules import iso
 from entitlements.store import store_url
@@ -85,6 +87,7 @@ class Worker:
         self.tokens = TokenCache(TokenStore(self.url))
         self.metrics = Metrics()
         self.watch = PositionWatch()
+        self.rendered = Rendered()
         self._reconnects = 0  # the follower's reconnects counted in the metrics so far
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -210,6 +213,12 @@ class Worker:
             if self.following:
                 raise
         return await run_in_threadpool(engine.check, account_id, capability, at, as_known_at)
+
+    def json(self, d: Decision, at: str | None = None, as_known_at: str | None = None) -> bytes:
+        """A decision's JSON: a "now" one's made once (rendered.py), any other each time."""
+        if at is None and as_known_at is None:
+            return self.rendered.json(d)
+        return decision_json(d, at, as_known_at)
 
     async def reached(self, position: int | None) -> None:
         """Read your writes: return once the index has reached `position`, else raise

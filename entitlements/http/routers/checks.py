@@ -19,8 +19,9 @@ from entitlements.http.schemas import (
     ChecksIn,
     ChecksOut,
     DecisionOut,
+    checks_json,
     decision_dict,
-    decision_json,
+    dumps,
 )
 
 router = APIRouter(tags=["checks"], route_class=JsonBodyRoute)
@@ -49,30 +50,34 @@ async def can(
     d = await worker.check(account_id, capability, at, as_known_at)
     worker.metrics.observe(capability, d.allowed, time.perf_counter() - started)
     return Response(
-        decision_json(d, at, as_known_at),
+        worker.json(d, at, as_known_at),
         media_type="application/json",
         headers=worker.stale_headers(),
     )
 
 
 @router.post("/v1/checks", response_model=ChecksOut, responses=errors(401, 403, 409, 413, 422, 503))
-async def checks(body: ChecksIn, worker: WorkerDep, _: Checker) -> JSONResponse:
+async def checks(body: ChecksIn, worker: WorkerDep, _: Checker) -> Response:
     """Many decisions in one call, in order; an item that cannot be decided (an unknown
     account, a bad capability or time) is an error item in its place."""
     await worker.reached(body.min_position)
-    results: list[dict[str, Any]] = []
+    results: list[bytes] = []
     for c in body.checks:
         try:
             started = time.perf_counter()
             d = await worker.check(c.account_id, c.capability, c.at, c.as_known_at)
             worker.metrics.observe(c.capability, d.allowed, time.perf_counter() - started)
-            results.append(decision_dict(d, c.at, c.as_known_at))
+            results.append(worker.json(d, c.at, c.as_known_at))
         except UnknownAccount as e:
-            results.append(_error_item(c.account_id, c.capability, str(e), 404))
+            results.append(dumps(_error_item(c.account_id, c.capability, str(e), 404)))
         except ValueError as e:
-            results.append(_error_item(c.account_id, c.capability, str(e), 422))
+            results.append(dumps(_error_item(c.account_id, c.capability, str(e), 422)))
     position = worker.ready_engine().index.position
-    return JSONResponse({"results": results, "position": position}, headers=worker.stale_headers())
+    return Response(
+        checks_json(results, position),
+        media_type="application/json",
+        headers=worker.stale_headers(),
+    )
 
 
 def _error_item(account_id: str, capability: str, error: str, status: int) -> dict[str, Any]:
