@@ -55,7 +55,7 @@ from entitlements.store import (
 from projections.changes import changes_after
 from projections.check_index import CheckIndex
 from projections.facts import COMMAND_RECORDS, COMMAND_TOPICS, LogFacts, TakesEvents
-from projections.follower import FollowStatus
+from projections.follower import FollowStatus as FollowStatus  # re-exported: the doors read it
 from projections.light_log import LightLog
 from projections.log_reader import read_log
 from projections.projector import SNAPSHOT_EVERY, Projector, gc_paused
@@ -236,13 +236,19 @@ class Engine:
         return self.projector.catch_up()
 
     def follow(
-        self, interval: float = 0.05, on_advance: Callable[[int], None] | None = None
+        self,
+        interval: float = 0.05,
+        on_advance: Callable[[int], None] | None = None,
+        on_status: Callable[[FollowStatus], None] | None = None,
     ) -> None:
         """Keep the index level with the log in a background thread (LISTEN/NOTIFY on
         PostgreSQL, polling every `interval` s on SQLite) that outlives store errors;
-        `on_advance(position)` is told, from that thread, each time the index moved on."""
+        `on_advance(position)` is told, from that thread, each time the index moved on,
+        and `on_status(status)` each time following changed state (lost the store, back)."""
         if on_advance is not None:
             self.projector.on_advance.append(on_advance)
+        if on_status is not None:
+            self.projector.on_status.append(on_status)
         self.projector.follow(interval)
 
     def follower_status(self) -> FollowStatus:

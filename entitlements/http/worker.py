@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from starlette.concurrency import run_in_threadpool
 
 from entitlements.decisions import Decision, PositionNotReached, UnknownAccount
-from entitlements.engine import Engine
+from entitlements.engine import Engine, FollowStatus
 from entitlements.http.errors import Refused, one_line
 from entitlements.http.metrics import Metrics
 from entitlements.http.rendered import Rendered
@@ -84,6 +84,7 @@ class Worker:
         self.following, self.max_staleness, self.poll = follow, max_staleness, poll
         self.engine: Engine | None = None
         self.detail: str | None = None  # why there is no engine yet
+        self.stale_since: float | None = None  # the follower's, kept by its on_status
         self.tokens = TokenCache(TokenStore(self.url))
         self.metrics = Metrics()
         self.watch = PositionWatch()
@@ -122,9 +123,14 @@ class Worker:
             self.detail = one_line(e)
             return False
         if self.following:
-            engine.follow(self.poll, on_advance=self.watch.advanced)
+            engine.follow(self.poll, on_advance=self.watch.advanced, on_status=self._followed)
+            self._followed(engine.follower_status())
         self.engine, self.detail = engine, None
         return True
+
+    def _followed(self, status: FollowStatus) -> None:
+        """The follower's state changed (its thread): what every answer reads from now."""
+        self.stale_since = status.stale_since
 
     def _keep_opening(self) -> None:
         delay = 0.1
@@ -167,9 +173,7 @@ class Worker:
         engine = self.engine
         if engine is None:
             return "starting", None
-        if not self.following:
-            return "ready", None
-        since = engine.follower_status().stale_since
+        since = self.stale_since
         return ("ready", None) if since is None else ("degraded", since)
 
     def health(self) -> tuple[int, dict[str, object]]:
