@@ -12,6 +12,8 @@ reads the tokens again and sets this worker's gauges twice a second.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +31,8 @@ from entitlements.http.settings import MAX_STALENESS, POLL
 from entitlements.rules import iso
 from entitlements.store import store_url
 from entitlements.tokens import REFRESH_EVERY, TokenCache, TokenStore
+
+logger = logging.getLogger(__name__)
 
 
 class PositionWatch:
@@ -104,11 +108,16 @@ class Worker:
         self._spawn(self._housekeeping, "entitlements-housekeeping")
 
     def close(self) -> None:
+        """Stop, whatever the store does: a worker shut down during an outage cannot save
+        its snapshot (the next start reads the log instead), and says so in one line."""
         self._stop.set()
         for thread in self._threads:
             thread.join(10)
-        if self.engine is not None:
-            self.engine.close()
+        try:
+            if self.engine is not None:
+                self.engine.close()
+        except Exception as e:  # the store away at shutdown
+            logger.warning("worker %d closed without its snapshot: %s", os.getpid(), one_line(e))
         self.tokens.close()
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:

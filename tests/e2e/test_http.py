@@ -537,3 +537,22 @@ def test_sigterm_lets_a_request_in_flight_finish(tmp_path: Any) -> None:
     assert answer.status_code == 200 and answer.json() == {"changes": [], "next": head}
     # One worker: uvicorn drains, then ends by the signal it was sent (as a shell expects).
     assert server.returncode in (0, -15), server.stderr.read() if server.stderr else ""
+
+
+def test_a_worker_stopped_while_the_store_is_away_stops_cleanly(
+    store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    with open_engine(store_url) as engine:
+        engine.apply(read_jsonl(scenario_file("china-2020.jsonl")))
+    with TestClient(create_app(store_url, follow=False)) as client:
+        worker = client.app.state.worker  # type: ignore[attr-defined]
+        real_close = worker.engine.close
+
+        def down() -> None:
+            real_close()
+            raise OperationalError("SELECT ...", {}, Exception("connection refused"))
+
+        worker.engine.close = down
+    assert "closed without its snapshot: connection refused" in caplog.text
