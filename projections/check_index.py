@@ -129,7 +129,7 @@ class Template:
         masks: tuple[int, ...],
     ) -> Template:
         """The template with its holes worked out from its masks."""
-        holes, keys = _holes(masks)
+        masks, holes, keys = _holes(masks)
         return cls(region, klo, m, beliefs, events, slots, first_registration, masks, holes, keys)
 
     @property
@@ -139,15 +139,18 @@ class Template:
 
 
 @lru_cache(maxsize=4096)
-def _holes(masks: tuple[int, ...]) -> tuple[tuple[Hole | None, ...], tuple[str, ...]]:
-    """Each event's hole and the keys of a record, for these masks (shared by templates)."""
+def _holes(
+    masks: tuple[int, ...],
+) -> tuple[tuple[int, ...], tuple[Hole | None, ...], tuple[str, ...]]:
+    """The masks, each event's hole and the keys of a record, one of each for all the
+    templates with these masks."""
     holes: list[Hole | None] = []
     keys: list[str] = []
     for mask in masks:
         mine = WHO_FIELDS if mask & WHO_HOLES else ()
         holes.append((len(keys), mine, bool(mask & OWN_HOLE)) if mask else None)
         keys += mine
-    return tuple(holes), tuple(keys)
+    return masks, tuple(holes), tuple(keys)
 
 
 @dataclass(slots=True, eq=False)
@@ -206,9 +209,10 @@ class Interner:
     def __init__(self) -> None:
         self.templates: list[Template] = []
         self._template_ids: dict[int, Any] = {}  # hash of a template's content -> id(s)
+        self._named = 0  # templates named in _template_ids (those adopted after: not yet)
         self._values: dict[Any, Any] = {}  # a data/cause dict's items (or JSON) -> the one dict
         self._standins: dict[tuple[Any, ...], Fact] = {}
-        self._shapes: dict[tuple[Any, ...], AccountState] = {}
+        self._shapes: dict[int, Any] = {}  # hash of a shape's content -> shape(s)
         self._rows: dict[Any, Any] = {}  # a template's beliefs, rows and events, shared
         # hash of events without times (as ranks of their times) -> (template id, rank of
         # each slot), or a list of them: an account like one met needs no fold
@@ -251,44 +255,58 @@ class Interner:
         return f
 
     def shape(self, state: AccountState) -> AccountState:
-        key = tuple(
-            id(v) if isinstance(v, Fact) else v for v in (getattr(state, n) for n in STATE_FIELDS)
-        )
-        return self._shapes.setdefault(key, state)
+        """The one shape equal to `state` (its facts by identity: stand-ins)."""
+        key = _shape_key(state)
+        h = hash(key)
+        found: AccountState
+        for found in _ids(self._shapes.get(h)):
+            if _shape_key(found) == key:
+                return found
+        self._shapes[h] = _with(self._shapes.get(h), state)
+        return state
 
     def template(self, t: Template) -> int:
         """The id of the template equal to `t` (`t` taken in, its rows shared, if none)."""
+        ids, templates = self._template_ids, self.templates
+        for i in range(self._named, len(templates)):  # adopted from a snapshot: named now
+            h = hash(_template_key(templates[i]))
+            ids[h] = _with(ids.get(h), i)
+        self._named = len(templates)
         key = _template_key(t)
         h = hash(key)
         found: int
-        for found in _ids(self._template_ids.get(h)):
-            if _template_key(self.templates[found]) == key:
+        for found in _ids(ids.get(h)):
+            if _template_key(templates[found]) == key:
                 return found
-        i = len(self.templates)
-        self.templates.append(self._shared(t))
-        self._template_ids[h] = _with(self._template_ids.get(h), i)
+        i = self.adopt(t)
+        ids[h] = _with(ids.get(h), i)
+        self._named = len(templates)
         return i
 
-    def _shared(self, t: Template) -> Template:
-        """`t` with rows equal to another template's made that one's."""
+    def adopt(self, t: Template) -> int:
+        """Take `t` in as it is, a snapshot's (its templates are distinct: named only when
+        another template is looked up), its rows shared; its id."""
         rows = self._rows
-        beliefs = tuple(rows.setdefault(b, b) for b in t.beliefs)  # shapes hash by identity
         events = tuple(
             rows.setdefault((ty, v, e, r, id(d), id(c)), (ty, v, e, r, d, c))
             for ty, v, e, r, d, c in t.events
         )
-        return Template(
-            t.region,
-            t.klo,
-            t.m,
-            rows.setdefault(beliefs, beliefs),
-            rows.setdefault(tuple(map(id, events)), events),
-            t.slots,
-            t.first_registration,
-            t.masks,
-            t.holes,
-            t.who_keys,
+        beliefs = tuple(rows.setdefault(b, b) for b in t.beliefs)  # shapes hash by identity
+        self.templates.append(
+            Template(
+                t.region,
+                t.klo,
+                t.m,
+                rows.setdefault(beliefs, beliefs),
+                events,
+                t.slots,
+                t.first_registration,
+                t.masks,
+                t.holes,
+                t.who_keys,
+            )
         )
+        return len(self.templates) - 1
 
     # -- encoding an account's facts ------------------------------------------------------
 
@@ -382,6 +400,12 @@ class Interner:
             masks=masks,
         )
         return self.template(template), tuple(slot_ranks)
+
+
+def _shape_key(state: AccountState) -> tuple[Any, ...]:
+    return tuple(
+        id(v) if isinstance(v, Fact) else v for v in (getattr(state, n) for n in STATE_FIELDS)
+    )
 
 
 def _template_key(t: Template) -> tuple[Any, ...]:
@@ -559,8 +583,10 @@ class Store:
 #: What the index keeps per account: its code, or its facts until first asked about.
 Entry = int | list[Fact]
 #: The "now" answers of a template's settled accounts: (the slot of an account's last
-#: effective time, the region's next change point (us) or None, capability -> verdict).
-NowCells = tuple[int, int | None, dict[str, tuple[Any, ...]]]
+#: effective time, the region's next change point (us) or None, then a verdict or None per
+#: capability, in SLOTS' order: a tuple, which costs less than a dict).
+NowCells = tuple[Any, ...]
+_NOW_AT = {cap: i + 2 for cap, i in SLOTS.items()}  # where a capability's verdict is in one
 
 
 def code_of(entry: Any) -> int | None:
@@ -677,7 +703,8 @@ class CheckIndex:
                 now = self._now.get(entry & MASK)
                 if (
                     now is not None
-                    and (cell := now[2].get(capability)) is not None
+                    and (i := _NOW_AT.get(capability)) is not None
+                    and (cell := now[i]) is not None
                     and self._array[(entry >> SHIFT) + now[0]] <= self._seen
                     and (now[1] is None or now[1] > time() * 1e6)  # rule 9
                 ):
@@ -813,8 +840,9 @@ class CheckIndex:
                 if generation == self._generation:
                     kept = self._now.get(code & MASK)
                     if kept is None or kept[0] != settled or kept[1] != until:
-                        kept = self._now[code & MASK] = (settled, until, {})
-                    kept[2][capability] = decision[1]
+                        kept = (settled, until) + (None,) * len(SLOTS)
+                    at = _NOW_AT[capability]
+                    self._now[code & MASK] = (*kept[:at], decision[1], *kept[at + 1 :])
         return decision
 
     def _us(self, field: str, value: datetime | str) -> int:

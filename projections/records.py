@@ -14,7 +14,9 @@ leaves its old record behind, as it leaves its old times (a snapshot writes the 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from itertools import accumulate, chain, repeat
+from operator import add, eq
 
 FIELD, END = "\x1f", "\x1e"
 BLOCK = 1024  # bytes of records in a block before it is compressed
@@ -68,33 +70,33 @@ class Records:
         return self.raw(pointer)[:-1].decode()
 
     @classmethod
-    def checked(cls, blocks: list[bytes], pointers: Iterable[int]) -> Records:
+    def checked(cls, blocks: list[bytes], pointers: Iterator[int], count: int) -> Records:
         """A snapshot's blocks, each decompressed once to check it: whole records of UTF-8,
-        and `pointers` (every record's, in order) exactly where each record starts."""
-        expected = _starts(blocks)
-        for pointer in pointers:
-            if pointer != next(expected, None):
-                raise ValueError("a record's start")
-        if next(expected, None) is not None:
-            raise ValueError("a record no account has")
+        `count` of them, and `pointers` (every record's, in order) exactly where each
+        record starts."""
+        starts = [_starts(number, block) for number, block in enumerate(blocks)]
+        if sum(map(len, starts)) != count:
+            raise ValueError("records not one an account")
+        if not all(map(eq, pointers, chain.from_iterable(starts))):
+            raise ValueError("a record's start")
         return cls(blocks)
 
 
-def _starts(blocks: list[bytes]) -> Iterator[int]:
-    """Where each record of each block starts, as pointers."""
-    for number, block in enumerate(blocks):
-        d = zlib.decompressobj()
-        try:
-            data = d.decompress(block, BLOCK_MAX)
-        except zlib.error as e:
-            raise ValueError(f"a block that does not decompress: {e}") from None
-        if not d.eof or d.unconsumed_tail or d.unused_data or not data.endswith(_END):
-            raise ValueError("a block that is not whole records")
-        if not data.isascii():
-            data.decode("utf-8")
-        start = 0
-        while start < len(data):
-            if start >> OFFSET_BITS:
-                raise ValueError("a record too far into its block")
-            yield number << OFFSET_BITS | start
-            start = data.index(_END, start) + 1
+def _starts(number: int, block: bytes) -> list[int]:
+    """Where each record of a block starts, as pointers."""
+    d = zlib.decompressobj()
+    try:
+        data = d.decompress(block, BLOCK_MAX)
+    except zlib.error as e:
+        raise ValueError(f"a block that does not decompress: {e}") from None
+    if not d.eof or d.unconsumed_tail or d.unused_data or not data.endswith(_END):
+        raise ValueError("a block that is not whole records")
+    if not data.isascii():
+        data.decode("utf-8")
+    lengths = map(len, data.split(_END)[:-1])  # the last: what follows the last END
+    starts = list(accumulate(map(add, lengths, repeat(1)), initial=number << OFFSET_BITS))
+    if starts.pop() - (number << OFFSET_BITS) != len(data) or len(data) > BLOCK_MAX:
+        raise ValueError("a block's records")
+    if starts[-1] - (number << OFFSET_BITS) >= 1 << OFFSET_BITS:
+        raise ValueError("a record too far into its block")
+    return starts

@@ -122,7 +122,11 @@ def write_index(
         raise ValueError("an account id with a line break cannot be written")
     where = {a: i for i, a in enumerate(ids)}
     ordinals = array("I", [where[a] for accounts in members.values() for a in accounts])
-    shared, numbers = tables(index.interner)
+    # the templates some account has (not those of accounts encoded again), renumbered
+    used = sorted(set(template_of))
+    number = {tid: i for i, tid in enumerate(used)}
+    template_of = array("I", map(number.__getitem__, template_of))
+    shared, numbers = tables([index.interner.templates[tid] for tid in used])
     sections = {
         "tables": numbers.tobytes(),
         "ids": "\n".join(ids).encode(),
@@ -342,7 +346,8 @@ def _records(
     where = compress(
         map(add, offsets, map(slots.__getitem__, template_of)), map(has.__getitem__, template_of)
     )
-    return Records.checked(blocks, map(times.__getitem__, where))
+    count = sum(map(has.__getitem__, template_of))
+    return Records.checked(blocks, map(times.__getitem__, where), count)
 
 
 def _members(counts: Any, ordinals: array[int], ids: list[str]) -> dict[str, list[str]]:

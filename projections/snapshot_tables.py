@@ -13,6 +13,7 @@ JSON. Every number is checked against what it indexes; nothing read can run.
 from __future__ import annotations
 
 from array import array
+from collections.abc import Sequence
 from typing import Any
 
 from entitlements.rules import AccountState, Fact
@@ -83,40 +84,43 @@ class _Writer:
             ints.extend((self.string(ty), v, e, r, self.value(d), self.value(c), mask))
 
 
-def tables(interner: Interner) -> tuple[dict[str, Any], array[int]]:
+def tables(templates: list[Template]) -> tuple[dict[str, Any], array[int]]:
     """(The JSON part: values, stand-ins, strings; the numbers: shapes, then templates)."""
     w = _Writer()
-    for t in interner.templates:
+    for t in templates:
         w.template(t)
     shapes = w.shape_ints()  # after the templates: they name the shapes; it names stand-ins
-    ints = array("q", [len(w._shapes), len(interner.templates)])
+    ints = array("q", [len(w._shapes), len(templates)])
     ints += shapes
     ints += w.ints
     return {"values": w.values, "standins": w.standins, "strings": w.strings}, ints
 
 
 class _Walk:
-    """The numbers, one after another, each checked to be in its range."""
+    """The numbers, run after run, each run checked to be in its range (C-level min and
+    max of a slice: no call per number)."""
 
     def __init__(self, ints: array[int]) -> None:
         self.ints, self.at = ints, 0
 
-    def int(self, low: int, high: int) -> int:
-        v = self.ints[self.at]  # IndexError past the end: the file is refused
-        self.at += 1
-        if not low <= v < high:
-            raise TypeError("a number out of range")
-        return v
+    def take(self, k: int) -> array[int]:
+        run = self.ints[self.at : self.at + k]
+        if len(run) != k:
+            raise ValueError("numbers cut short")
+        self.at += k
+        return run
 
-    def of(self, table: list[Any], none: bool = False) -> Any:
-        """The entry of `table` the next number names (-1: None, where allowed)."""
-        i = self.int(-1 if none else 0, len(table))
-        return None if i == -1 else table[i]
+
+def _within(run: Sequence[int], low: int, high: int) -> Sequence[int]:
+    """`run`, when every number of it is in [low, high); TypeError if not."""
+    if run and (min(run) < low or max(run) >= high):
+        raise TypeError("a number out of range")
+    return run
 
 
 def read_tables(d: dict[str, Any], ints: array[int], interner: Interner) -> list[int]:
-    """The file's templates, in its order, as interner ids (equal content, one template);
-    TypeError, ValueError, IndexError, KeyError for anything not as written."""
+    """The file's templates, in its order, as interner ids; TypeError, ValueError,
+    IndexError, KeyError for anything not as written."""
     values = d["values"]
     if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
         raise TypeError("values")
@@ -126,9 +130,11 @@ def read_tables(d: dict[str, Any], ints: array[int], interner: Interner) -> list
         raise TypeError("strings")
     standins = [_standin(row, values, interner) for row in d["standins"]]
     walk = _Walk(ints)
-    n_shapes, n_templates = walk.int(0, _LIMIT), walk.int(0, _LIMIT)
-    shapes = [_shape(walk, standins, strings, interner) for _ in range(n_shapes)]
-    ids = [_template(walk, shapes, values, strings, interner) for _ in range(n_templates)]
+    n_shapes, n_templates = _within(walk.take(2), 0, _LIMIT)
+    shapes = _shapes(walk.take(n_shapes * len(STATE_FIELDS)), standins, strings, interner)
+    # an index of -1 names the None at the end of these
+    tables = (strings, [*values, None], shapes)
+    ids = [_template(walk, tables, interner) for _ in range(n_templates)]
     if walk.at != len(ints):
         raise ValueError("numbers after the last template")
     return ids
@@ -143,49 +149,66 @@ def _standin(row: Any, values: list[Any], interner: Interner) -> Fact:
     return interner.standin(index, type_, values[data], None if cause == -1 else values[cause])
 
 
-def _shape(
-    walk: _Walk, standins: list[Fact], strings: list[str], interner: Interner
-) -> AccountState:
-    fields_ = {
-        n: walk.of(standins, none=True) if n in FACT_FIELDS else walk.of(strings, n == "partner")
-        for n in STATE_FIELDS
-    }
-    return interner.shape(AccountState(**fields_))
+def _shapes(
+    run: array[int], standins: list[Fact], strings: list[str], interner: Interner
+) -> list[AccountState]:
+    """Shapes, a field after another (STATE_FIELDS), each field's column checked at once."""
+    width = len(STATE_FIELDS)
+    columns = []
+    for i, n in enumerate(STATE_FIELDS):
+        column = run[i::width]
+        if n in FACT_FIELDS:
+            table: list[Any] = [*standins, None]
+            _within(column, -1, len(standins))
+        else:
+            table = [*strings, None]
+            _within(column, -1 if n == "partner" else 0, len(strings))
+        columns.append(map(table.__getitem__, column))
+    return [interner.shape(AccountState(*fields_)) for fields_ in zip(*columns, strict=True)]
+
+
+_EVENT = 7  # numbers an event takes: type, version, effective, recorded, data, cause, mask
 
 
 def _template(
-    walk: _Walk,
-    shapes: list[AccountState],
-    values: list[Any],
-    strings: list[str],
-    interner: Interner,
+    walk: _Walk, tables: tuple[list[str], list[Any], list[AccountState]], interner: Interner
 ) -> int:
     """One template, every number checked; its id in the interner."""
-    region = walk.of(strings)
-    klo, m = walk.int(0, 1 << 16), walk.int(0, 1 << 16)
-    slots = walk.int(klo + m, 1 << 16)
-    first, n = walk.int(-1, 1 << 16), walk.int(0, 1 << 16)
+    strings, values, shapes = tables
+    region, klo, m, slots, first, n = walk.take(6)
+    _within((region, klo, m, n), 0, 1 << 16)
+    if not (klo + m <= slots < 1 << 16 and -1 <= first < n and region < len(strings)):
+        raise TypeError("a template's numbers")
     beliefs = []
     for _ in range(m):
-        lo = walk.int(0, slots + 1)
-        hi = walk.int(lo, slots + 1)
-        beliefs.append((lo, hi, tuple(walk.of(shapes) for _ in range(hi - lo))))
-    events, masks = [], []
-    for _ in range(n):
-        ty, version = walk.of(strings), walk.int(1, _LIMIT)
-        e, r = walk.int(0, slots), walk.int(0, slots)
-        events.append((ty, version, e, r, walk.of(values), walk.of(values, none=True)))
-        masks.append(walk.int(0, (WHO_HOLES | OWN_HOLE) + 1))
-    if first >= n:
-        raise TypeError("the first registration")
+        lo, hi = walk.take(2)
+        if not 0 <= lo <= hi <= slots:
+            raise TypeError("a belief's slots")
+        ids = _within(walk.take(hi - lo), 0, len(shapes))
+        beliefs.append((lo, hi, tuple(map(shapes.__getitem__, ids))))
+    run = walk.take(n * _EVENT)
+    types = _within(run[0::_EVENT], 0, len(strings))
+    _within(run[1::_EVENT], 1, _LIMIT)
+    times = _within(run[2::_EVENT], 0, slots), _within(run[3::_EVENT], 0, slots)
+    data = _within(run[4::_EVENT], 0, len(values) - 1)
+    causes = _within(run[5::_EVENT], -1, len(values) - 1)
+    masks = tuple(_within(run[6::_EVENT], 0, (WHO_HOLES | OWN_HOLE) + 1))
+    events = zip(
+        map(strings.__getitem__, types),
+        run[1::_EVENT],
+        *times,
+        map(values.__getitem__, data),
+        map(values.__getitem__, causes),
+        strict=True,
+    )
     template = Template.of(
-        region,
+        strings[region],
         klo,
         m,
         tuple(beliefs),
         tuple(events),
         slots,
         None if first == -1 else first,
-        tuple(masks),
+        masks,
     )
-    return interner.template(template)
+    return interner.adopt(template)

@@ -31,14 +31,16 @@ def test_a_snapshots_blocks_are_taken_when_whole_and_where_the_pointers_say() ->
     kept = Records()
     pointers = [kept.add(_record(i)) for i in range(300)]
     kept.close()
-    again = Records.checked(list(kept.blocks), iter(pointers))
+    again = Records.checked(list(kept.blocks), iter(pointers), 300)
     assert [again.raw(p) for p in pointers] == [_record(i) for i in range(300)]
     with pytest.raises(ValueError):
-        Records.checked(list(kept.blocks), iter(pointers[:-1]))  # a record no account has
+        Records.checked(list(kept.blocks), iter(pointers[:-1]), 299)  # a record no account has
     with pytest.raises(ValueError):
-        Records.checked(list(kept.blocks), iter([*pointers, pointers[-1]]))
+        Records.checked(list(kept.blocks), iter([*pointers, pointers[-1]]), 301)
     with pytest.raises(ValueError):
-        Records.checked(list(kept.blocks), iter([pointers[0] + 1, *pointers[1:]]))
+        Records.checked(list(kept.blocks), iter([pointers[0] + 1, *pointers[1:]]), 300)
+    with pytest.raises(ValueError):
+        Records.checked(list(kept.blocks), iter([*pointers[1:], pointers[0]]), 300)
 
 
 @pytest.mark.parametrize(
@@ -57,4 +59,4 @@ def test_a_block_that_is_not_whole_records_is_refused(
 ) -> None:
     monkeypatch.setattr(records, "BLOCK_MAX", 4096)
     with pytest.raises(ValueError):
-        Records.checked([block], iter([0]))
+        Records.checked([block], iter([0]), 1)
