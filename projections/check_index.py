@@ -40,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from itertools import islice
 from time import time
 from typing import Any
 
@@ -65,6 +66,7 @@ from projections.timeline import (
 )
 
 CACHE_SIZE = 1 << 21  # memoised cells kept (oldest evicted first)
+HOT_SIZE = 1 << 14  # "now" decisions of the accounts checked last, kept (oldest evicted first)
 SLOTS = {cap: i for i, cap in enumerate(CAPABILITIES)}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -87,6 +89,12 @@ def to_us(t: datetime) -> int:
 
 def from_us(us: int) -> datetime:
     return EPOCH + timedelta(microseconds=us)
+
+
+class _Now(Decision):
+    """A "now" decision that holds until `self[5]` (epoch seconds), the next change point."""
+
+    __slots__ = ()
 
 
 _new = tuple.__new__  # a Decision without the keyword handling of Decision.__new__
@@ -609,6 +617,9 @@ class CheckIndex:
         self._cells: dict[tuple[AccountState, RegionState, str], tuple[Any, ...]] = {}
         self._times: dict[Any, int] = {}  # `at` / `as_known_at` as given -> microseconds
         self._now: dict[int, NowCells] = {}  # template id -> its settled accounts' answers
+        # The "now" decisions of the accounts checked last: one lookup in a small dict that
+        # stays in the CPU's caches, and no Decision made (a bounded few, not one an account)
+        self._hot: dict[str, Decision] = {}
         self._seen = 0  # a time (us) already past: an account whose times are all before it
         self._generation = 0
         self._lock = threading.Lock()
@@ -631,9 +642,12 @@ class CheckIndex:
             self._generation += 1
             self.regions.update(regions)
             self.accounts.update(accounts)
+            for a in accounts:
+                self._hot.pop(a, None)
             self.position = facts.position
-            if regions:
-                self._now.clear()  # a region changed: its answers now may have
+            if regions:  # a region changed: its answers now may have
+                self._now.clear()
+                self._hot.clear()
 
     def replace(
         self,
@@ -652,6 +666,7 @@ class CheckIndex:
                 self._adopt(store)
             self.accounts, self.regions, self.position = accounts, lines, position
             self._now.clear()
+            self._hot.clear()
             self._cells.clear()
 
     def encode_all(self) -> None:
@@ -697,20 +712,17 @@ class CheckIndex:
         at: datetime | str | None = None,
         as_known_at: datetime | str | None = None,
     ) -> Decision:
-        entry: Any = self.accounts.get(account_id)
         if at is None and as_known_at is None:
-            if entry.__class__ is int:  # settled (every time past) and its template's answer
-                now = self._now.get(entry & MASK)
-                if (
-                    now is not None
-                    and (i := _NOW_AT.get(capability)) is not None
-                    and (cell := now[i]) is not None
-                    and self._array[(entry >> SHIFT) + now[0]] <= self._seen
-                    and (now[1] is None or now[1] > time() * 1e6)  # rule 9
-                ):
-                    return _new(Decision, (account_id, cell, self.position, self._cite, entry))
-            return self._check_now(account_id, capability)
+            hot = self._hot.get(account_id)
+            if (
+                hot is not None
+                and hot[1][0] == capability
+                and (hot.__class__ is Decision or hot[5] > time())  # rule 9
+            ):
+                return hot
+            return self._now_check(account_id, capability)
         # `at` / `as_known_at`, inlined: this runs on every historical check
+        entry: Any = self.accounts.get(account_id)
         cls = entry.__class__
         times = self._times
         t = times.get(at) if at is not None else int(time() * 1e6)
@@ -812,6 +824,26 @@ class CheckIndex:
         v = decide(capability, AccountState(not_yet=pending), region)
         return Decision.of(account_id, capability, v, self.position)
 
+    def _now_check(self, account_id: str, capability: str) -> Decision:
+        """Now, for an account not among the last checked: its template's answer when its
+        every effective time is past, else decided from the array."""
+        generation = self._generation
+        code: Any = self.accounts.get(account_id)
+        if code.__class__ is int:
+            now = self._now.get(code & MASK)
+            if (
+                now is not None
+                and (i := _NOW_AT.get(capability)) is not None
+                and (cell := now[i]) is not None
+                and self._array[(code >> SHIFT) + now[0]] <= self._seen
+                and (now[1] is None or now[1] > time() * 1e6)  # rule 9
+            ):
+                decision = (account_id, cell, self.position, self._cite, code)
+                if now[1] is None:
+                    return self._keep_hot(generation, _new(Decision, decision))
+                return self._keep_hot(generation, _new(_Now, (*decision, now[1] / 1e6)))
+        return self._check_now(account_id, capability)
+
     def _check_now(self, account_id: str, capability: str) -> Decision:
         """Decide for now; an account whose every effective time is past gives its
         template's answer, kept for the others until the region's next change point."""
@@ -824,18 +856,19 @@ class CheckIndex:
         offset = code >> SHIFT
         t = int(time() * 1e6)
         self._seen = max(self._seen, t)
-        shape, settled = None, -1
+        shape, change, settled = None, None, -1
         if template.beliefs:
             lo, hi, shapes = template.beliefs[-1]
             j = bisect_right(store.times, t, offset + lo, offset + hi) - offset - lo
             shape = shapes[j - 1] if j > 0 else None
-            settled = hi - 1 if lo + j == hi else -1
+            change = store.times[offset + lo + j] if lo + j < hi else None
+            settled = hi - 1 if change is None else -1
         line = self.regions.get(template.region, EMPTY_LINE)
         decision = self._decide(
             account_id, capability, code, template, shape, line.state_at(t, None)
         )
+        until = line.next_change(t)
         if settled >= 0 and shape is not None and shape.registration is not None:
-            until = line.next_change(t)
             with self._lock:  # kept only if nothing changed meanwhile
                 if generation == self._generation:
                     kept = self._now.get(code & MASK)
@@ -843,6 +876,20 @@ class CheckIndex:
                         kept = (settled, until) + (None,) * len(SLOTS)
                     at = _NOW_AT[capability]
                     self._now[code & MASK] = (*kept[:at], decision[1], *kept[at + 1 :])
+        changes = [c for c in (change, until) if c is not None]
+        if changes:
+            decision = _new(_Now, (*decision, min(changes) / 1e6))
+        return self._keep_hot(generation, decision)
+
+    def _keep_hot(self, generation: int, decision: Decision) -> Decision:
+        """The decision, also kept among the last checked, if nothing changed meanwhile."""
+        with self._lock:
+            if generation == self._generation:
+                hot = self._hot
+                if len(hot) >= HOT_SIZE:  # keep the newer half (a dict whose oldest are
+                    # deleted one at a time scans the deleted again at each deletion)
+                    hot = self._hot = dict(islice(hot.items(), HOT_SIZE // 2, None))
+                hot[decision[0]] = decision
         return decision
 
     def _us(self, field: str, value: datetime | str) -> int:

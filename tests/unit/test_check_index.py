@@ -343,3 +343,34 @@ def test_the_interner_keeps_one_dict_per_content_and_no_fewer() -> None:
     again = [interner.value({k: v for k, v in d.items()}) for d in distinct]  # equal copies
     assert all(a is k for a, k in zip(again, kept, strict=True))
     assert interner.value(None) is None
+
+
+def test_now_takes_an_accounts_own_future_event_on_time_beside_one_of_its_template() -> None:
+    """Rule 9 for an account's own event: its template's "now" answer (another account's,
+    every time past) is not its answer while one of its times is ahead, nor its own kept
+    answer once that time has come."""
+    import time
+
+    from entitlements.rules import Fact
+    from projections.check_index import MASK
+
+    now = datetime.now(UTC)
+    facts = LogFacts()
+    for a, revoked in (("past", now - timedelta(days=30)), ("ahead", now + timedelta(seconds=1.5))):
+        registered = revoked - timedelta(days=10)
+        data = {"region": "US", "plan": "pro", "channel": "online", "partner": None}
+        facts.accounts[a] = [
+            Fact(f"account:{a}", "AccountRegistered", 1, registered, registered, data),
+            Fact(f"account:{a}", "HostingRevoked", 2, revoked, registered, {"reason": "audit"}),
+        ]
+        facts.region_of[a] = "US"
+    index = CheckIndex()
+    index.update(facts, _all(facts))
+    assert not index.check("past", "host").allowed  # its template's answer, kept
+    assert index.code("past") & MASK == index.code("ahead") & MASK
+    for _ in range(2):  # decided, then kept among the last checked
+        assert index.check("ahead", "host").allowed
+    time.sleep(max(0.0, (now + timedelta(seconds=1.6) - datetime.now(UTC)).total_seconds()))
+    decision = index.check("ahead", "host")
+    assert not decision.allowed and decision.because[0].type == "HostingRevoked"
+    assert decision == expected(facts, decision.position, "ahead", "host", datetime.now(UTC), None)
