@@ -6,10 +6,10 @@ account's timeline but its times and who asked: the structure of its beliefs (kn
 effective starts, as slots into the account's times), the *shape* of each state, and its
 events without their times, with holes where an event names who asked (`command_id`,
 `actor`) or the account's own stream (a rule-caused event's trigger). Those values are the
-account's own, one per command, so they sit in one shared byte string, a record per
-account, whose start is one more slot after its times. Accounts that differ only in their
-times and who asked (most of them) share one template, so the per-account cost is one dict
-entry, one int, a few 8-byte times and its record. No `Fact` is kept per account.
+account's own, one per command, so they are a record per account in compressed blocks
+(records.py), whose pointer is one more slot after its times. Accounts that differ only in
+their times and who asked (most of them) share one template, so the per-account cost is
+one dict entry, one int, a few 8-byte times and its record. No `Fact` is kept per account.
 
 A shape is an `AccountState` whose facts are stand-ins (`stream == ""`, `version` = the
 event's index in the account's events) carrying the data `decide` reads, so equal states
@@ -22,6 +22,7 @@ Facts (times from the array) only when read.
   the accounts of the template whose every effective time is past (one comparison in the
   array), until the region's next change point (rule 9: a future-effective event takes
   effect on time with no new event recorded); other accounts are decided from the array.
+  The decisions of the accounts checked last are kept too, in a small dict (one lookup).
 - `at` / `as_known_at`: two bisects in the shared array, then the memoised verdict.
 
 Updates come from `update(facts, changed)` (catch-up, follow, rebuild); an account is
@@ -36,13 +37,13 @@ import marshal
 import threading
 from array import array
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from itertools import islice
 from time import time
-from typing import Any
+from typing import Any, cast
 
 from entitlements.commands import parse_time
 from entitlements.decisions import Decision, UnknownAccount
@@ -222,17 +223,9 @@ class Interner:
         self._standins: dict[tuple[Any, ...], Fact] = {}
         self._shapes: dict[int, Any] = {}  # hash of a shape's content -> shape(s)
         self._rows: dict[Any, Any] = {}  # a template's beliefs, rows and events, shared
-        # hash of events without times (as ranks of their times) -> (template id, rank of
-        # each slot), or a list of them: an account like one met needs no fold
-        self._by_signature: dict[int, Any] = {}
-
-    def signature(self, template_id: int, ranks: tuple[int, ...]) -> tuple[Any, ...]:
-        """The signature an account of this template with these slot ranks has."""
-        t = self.templates[template_id]
-        return tuple(
-            (ty, v, ranks[e], ranks[r], id(d), id(c), mask)
-            for (ty, v, e, r, d, c), mask in zip(t.events, t.masks, strict=True)
-        )
+        # events without times (times as ranks; marshal bytes) -> (template id, rank of
+        # each slot): an account like one met needs no fold
+        self._by_signature: dict[bytes, tuple[int, tuple[int, ...]]] = {}
 
     def value(self, v: dict[str, Any] | None) -> Any:
         """The one dict equal to `v` (keys in the same order, values of the same types),
@@ -323,17 +316,12 @@ class Interner:
         times = sorted({f.effective_at for f in facts} | {f.recorded_at for f in facts})
         rank = {t: i for i, t in enumerate(times)}
         skeleton, masks, values = self._skeleton(facts, rank)
-        signature = tuple(
-            (ty, v, e, r, id(d), id(c), mask)
-            for (ty, v, e, r, d, c), mask in zip(skeleton, masks, strict=True)
+        signature = marshal.dumps(
+            [(ty, v, e, r, id(d), id(c)) for ty, v, e, r, d, c in skeleton] + [masks], 2
         )
-        h = hash(signature)
-        found = next(
-            (x for x in _ids(self._by_signature.get(h)) if self.signature(*x) == signature), None
-        )
+        found = self._by_signature.get(signature)
         if found is None:
-            found = self._new_template(facts, skeleton, masks, rank)
-            self._by_signature[h] = _with(self._by_signature.get(h), found)
+            found = self._by_signature[signature] = self._new_template(facts, skeleton, masks, rank)
         template_id, slot_ranks = found
         return template_id, [to_us(times[r]) for r in slot_ranks], values
 
@@ -451,17 +439,25 @@ def hoisted(value: Any) -> bool:
     )
 
 
+_ACTOR, _COMMAND = WHO_FIELDS  # in the order `with_who` appends them
+_NONE = object()
+
+
 def who_of(data: Mapping[str, Any]) -> list[str] | None:
     """The values of an event's who-asked holes (ABSENT for a key it does not have), when
     its who-asked keys are texts that come last, in the usual order (`with_who`: every
     command's events); None when it has none, or other ones (its template keeps them)."""
-    present = [k for k in WHO_FIELDS if k in data]
-    if not present or not all(hoisted(data[k]) for k in present):
+    actor, command = data.get(_ACTOR, _NONE), data.get(_COMMAND, _NONE)
+    if (actor is _NONE and command is _NONE) or data.__class__ is not dict:
         return None
-    keys = list(data)
-    if keys[len(keys) - len(present) :] != present:
-        return None
-    return [data.get(k, ABSENT) for k in WHO_FIELDS]
+    back: Iterator[str] = reversed(cast(dict[str, Any], data))  # its keys, the last first
+    if command is not _NONE:
+        if not hoisted(command) or next(back) != _COMMAND:
+            return None
+        if actor is _NONE:
+            return [ABSENT, command]
+        return [actor, command] if hoisted(actor) and next(back) == _ACTOR else None
+    return [actor, ABSENT] if hoisted(actor) and next(back) == _ACTOR else None
 
 
 def split_data(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str] | None]:
@@ -469,10 +465,11 @@ def split_data(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str] | Non
     own (one per command: seldom shared), so a template keeps None for each who-asked key,
     absent ones too, in their place; data without such holes is kept whole."""
     values = who_of(data)
-    if values is None:
-        return dict(data), None
-    kept = {k: v for k, v in data.items() if k not in WHO_FIELDS}
-    kept.update(dict.fromkeys(WHO_FIELDS))
+    kept = dict(data)
+    if values is not None:
+        kept.pop(_ACTOR, None)
+        kept.pop(_COMMAND, None)
+        kept[_ACTOR] = kept[_COMMAND] = None
     return kept, values
 
 
@@ -497,27 +494,24 @@ def _filled_cause(cause: Mapping[str, Any], stream: str) -> dict[str, Any]:
     return {k: ({**v, "stream": stream} if _names(v, OWN) else v) for k, v in cause.items()}
 
 
-def record(keys: Sequence[str], values: Sequence[str]) -> bytes:
-    """An account's values as one record; a value its key had just before is left empty
-    (a rule-caused event repeats its command's who)."""
-    last: dict[str, str] = {}
-    fields_ = []
-    for k, v in zip(keys, values, strict=True):
-        fields_.append("" if last.get(k) == v else v)
-        last[k] = v
-    return (FIELD.join(fields_) + END).encode()
+_W = len(WHO_FIELDS)  # a record's values: WHO_FIELDS' of each event with holes, in turn
 
 
-def unrecord(text: str, keys: Sequence[str]) -> list[str]:
-    """The values of a record, one per key (a record too short reads as empty values)."""
+def record(values: Sequence[str]) -> bytes:
+    """An account's values as one record; a value its key had just before (an event
+    earlier) is left empty: a rule-caused event repeats its command's who."""
+    if len(values) > _W:
+        values = [v if i < _W or v != values[i - _W] else "" for i, v in enumerate(values)]
+    return (FIELD.join(values) + END).encode()
+
+
+def unrecord(text: str, n: int) -> list[str]:
+    """The n values of a record (a record too short reads as empty values)."""
     parts = text.split(FIELD)
-    last: dict[str, str] = {}
-    values = []
-    for i, k in enumerate(keys):
-        v = (parts[i] if i < len(parts) else "") or last.get(k, "")
-        last[k] = v
-        values.append(v)
-    return values
+    parts += [""] * (n - len(parts))
+    for i in range(_W, n):
+        parts[i] = parts[i] or parts[i - _W]
+    return parts[:n]
 
 
 def _replace(state: AccountState, changes: dict[str, Any]) -> AccountState:
@@ -537,14 +531,14 @@ class Store:
         """An account's times and hole values in; its code out."""
         offset = len(self.times)
         self.times.extend(times)
-        keys = self.interner.templates[template_id].who_keys
-        if keys:
-            self.times.append(self.who.add(record(keys, who)))
+        if self.interner.templates[template_id].who_keys:
+            self.times.append(self.who.add(record(who)))
         return offset << SHIFT | template_id
 
     def values(self, template: Template, offset: int) -> list[str]:
         """The values of an account's holes, from its record."""
-        return unrecord(self.who.read(self.times[offset + template.slots]), template.who_keys)
+        pointer = self.times[offset + template.slots]
+        return unrecord(self.who.read(pointer), len(template.who_keys))
 
     def event(
         self, account_id: str, code: int, index: int, values: list[str] | None = None

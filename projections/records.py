@@ -23,6 +23,7 @@ BLOCK = 1024  # bytes of records in a block before it is compressed
 LEVEL = 6
 OFFSET_BITS = 20  # a record starts within its block's first BLOCK bytes: fits
 BLOCK_MAX = 1 << 24  # bytes a block may decompress to (a snapshot's, when checked)
+CACHED = 1024  # blocks a caller's cache keeps (1 MB)
 _END = END.encode()
 
 
@@ -49,21 +50,28 @@ class Records:
             self.blocks.append(zlib.compress(self.open, LEVEL))
             self.open = bytearray()
 
-    def raw(self, pointer: int) -> bytes:
-        """The record's bytes, its END included."""
+    def raw(self, pointer: int, cache: dict[int, bytes] | None = None) -> bytes:
+        """The record's bytes, its END included. `cache`: blocks decompressed, kept by the
+        caller (a snapshot reads every record, not always in block order)."""
         opened = self.open
         block, start = pointer >> OFFSET_BITS, pointer & ((1 << OFFSET_BITS) - 1)
         data: bytes | bytearray
-        if block < len(self.blocks):
-            last = self._last
-            if last[0] == block:
-                data = last[1]
-            else:
-                data = zlib.decompress(self.blocks[block])
-                self._last = (block, data)
-        else:
+        if block >= len(self.blocks):
             data = opened
+        elif cache is not None:
+            data = cache.get(block) or self._decompressed(block, cache)
+        elif (last := self._last)[0] == block:
+            data = last[1]
+        else:
+            data = zlib.decompress(self.blocks[block])
+            self._last = (block, data)
         return bytes(data[start : data.index(_END, start) + 1])
+
+    def _decompressed(self, block: int, cache: dict[int, bytes]) -> bytes:
+        if len(cache) >= CACHED:
+            cache.clear()
+        data = cache[block] = zlib.decompress(self.blocks[block])
+        return data
 
     def read(self, pointer: int) -> str:
         """The record's text, without its END."""

@@ -1,20 +1,21 @@
 """The index snapshot: the check index itself, in bulk, so a process starts without reading
 the whole log and without building a Python object per account (but its id and its code).
 
-What it holds: a header line of JSON (the templates, shapes and stand-in facts as tables,
-few and shared by all accounts; the regions' facts; the position and what the event there
-is), then sections of raw bytes read straight into the structures a process keeps: the
-account ids (UTF-8, one a line), each account's template id (`array('I')`), the accounts'
-times and record pointers (`array('q')`, as `check_index.Store.times`), their records of
-who asked (the compressed blocks of `records.Records`), the accounts of each region in registration order (indices). No
+What it holds: a header line of JSON (the data and cause dicts, stand-in facts and strings
+the shared tables name; the regions' facts; the position and what the event there is),
+then sections of raw bytes read in place into the structures a process keeps: the shapes
+and templates as one array of numbers (snapshot_tables.py), the account ids (UTF-8, one a
+line), each account's template id (`array('I')`), the accounts' times and record pointers
+(`array('q')`, as `check_index.Store.times`), the sizes of the records' blocks and the
+blocks (records.py), the accounts of each region in registration order (indices). No
 section is parsed account by account in Python: ids are one split, codes one pass of
-`accumulate`, so nothing per account but its id and its code is made, and nothing of the
-file is held twice. It carries no code (no pickle: loading it can only ever build data,
-each field and section checked: a record start must be where that record starts), names
-the schema of the code that wrote it, and names the event at its position (id, version,
-topic and a hash of the stored bytes), which the loader checks against the log. A file
-that fails any check, or that is not what it claims, is ignored: the process reads the log
-instead.
+`accumulate`, so nothing per account but its id and its code is made, and no section is
+held twice. It carries no code (no pickle: loading it can only ever build data, each
+field and section checked: lengths, ranges, every record's start where a pointer says),
+names the schema of the code that wrote it, and names the event at its position (id,
+version, topic and a hash of the stored bytes), which the loader checks against the log. A
+file that fails any check, or that is not what it claims, is ignored: the process reads
+the log instead.
 """
 
 from __future__ import annotations
@@ -163,6 +164,7 @@ def _packed(index: CheckIndex) -> tuple[list[str], array[int], array[int], Recor
     templates, store = index.interner.templates, index.store
     ids = list(index.accounts)
     template_of, times, who = array("I"), array("q"), Records()
+    blocks: dict[int, bytes] = {}  # decompressed, as records are read
     for a in ids:
         code = code_of(index.accounts[a])
         assert code is not None  # encode_all: every account has its code
@@ -171,7 +173,7 @@ def _packed(index: CheckIndex) -> tuple[list[str], array[int], array[int], Recor
         template_of.append(tid)
         times.extend(store.times[offset : offset + template.slots])
         if template.who_keys:
-            times.append(who.add(store.who.raw(store.times[offset + template.slots])))
+            times.append(who.add(store.who.raw(store.times[offset + template.slots], blocks)))
     who.close()
     return ids, template_of, times, who
 
