@@ -28,7 +28,7 @@ from array import array
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import accumulate, compress, repeat
-from operator import add, lshift, or_
+from operator import lshift, or_, sub
 from pathlib import Path
 from typing import Any
 
@@ -343,11 +343,8 @@ def _records(
     blocks = [whole[a : a + n] for a, n in zip(starts, lengths, strict=False)]
     del whole
     has = [bool(t.who_keys) for t in templates]
-    widths, slots = [t.width for t in templates], [t.slots for t in templates]
-    offsets = accumulate(map(widths.__getitem__, template_of), initial=0)
-    where = compress(
-        map(add, offsets, map(slots.__getitem__, template_of)), map(has.__getitem__, template_of)
-    )
+    ends = accumulate(map([t.width for t in templates].__getitem__, template_of))
+    where = compress(map(sub, ends, repeat(1)), map(has.__getitem__, template_of))  # last slots
     count = sum(map(has.__getitem__, template_of))
     return Records.checked(blocks, map(times.__getitem__, where), count)
 
