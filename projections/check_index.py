@@ -279,26 +279,13 @@ class Interner:
         for found in _ids(ids.get(h)):
             if _template_key(templates[found]) == key:
                 return found
-        i = self.adopt(t)
-        ids[h] = _with(ids.get(h), i)
-        self._named = len(templates)
-        return i
-
-    def adopt(self, t: Template) -> int:
-        """Take `t` in as it is, a snapshot's (its templates are distinct: named only when
-        another template is looked up), its rows shared; its id."""
-        rows = self._rows
-        events = tuple(
-            rows.setdefault((ty, v, e, r, id(d), id(c)), (ty, v, e, r, d, c))
-            for ty, v, e, r, d, c in t.events
-        )
-        beliefs = tuple(rows.setdefault(b, b) for b in t.beliefs)  # shapes hash by identity
-        self.templates.append(
+        beliefs, events = self.shared(t.beliefs, t.events)
+        i = self.adopt(
             Template(
                 t.region,
                 t.klo,
                 t.m,
-                rows.setdefault(beliefs, beliefs),
+                beliefs,
                 events,
                 t.slots,
                 t.first_registration,
@@ -307,6 +294,26 @@ class Interner:
                 t.who_keys,
             )
         )
+        ids[h] = _with(ids.get(h), i)
+        self._named = len(templates)
+        return i
+
+    def shared(
+        self, beliefs: tuple[Any, ...], events: Sequence[Event]
+    ) -> tuple[tuple[Any, ...], tuple[Event, ...]]:
+        """A template's beliefs and events, each row one equal to another template's."""
+        rows = self._rows
+        kept = tuple(
+            rows.setdefault((ty, v, e, r, id(d), id(c)), (ty, v, e, r, d, c))
+            for ty, v, e, r, d, c in events
+        )
+        shared = tuple(rows.setdefault(b, b) for b in beliefs)  # shapes hash by identity
+        return rows.setdefault(shared, shared), kept
+
+    def adopt(self, t: Template) -> int:
+        """Take `t` in as it is (a snapshot's templates are distinct: they are named in the
+        lookup only when another template is looked up); its id."""
+        self.templates.append(t)
         return len(self.templates) - 1
 
     # -- encoding an account's facts ------------------------------------------------------
@@ -863,17 +870,29 @@ class CheckIndex:
         )
         until = line.next_change(t)
         if settled >= 0 and shape is not None and shape.registration is not None:
-            with self._lock:  # kept only if nothing changed meanwhile
-                if generation == self._generation:
-                    kept = self._now.get(code & MASK)
-                    if kept is None or kept[0] != settled or kept[1] != until:
-                        kept = (settled, until) + (None,) * len(SLOTS)
-                    at = _NOW_AT[capability]
-                    self._now[code & MASK] = (*kept[:at], decision[1], *kept[at + 1 :])
+            self._keep_now(generation, code & MASK, (settled, until), capability, decision[1])
         changes = [c for c in (change, until) if c is not None]
         if changes:
             decision = _new(_Now, (*decision, min(changes) / 1e6))
         return self._keep_hot(generation, decision)
+
+    def _keep_now(
+        self,
+        generation: int,
+        template_id: int,
+        when: tuple[int, int | None],
+        capability: str,
+        verdict: tuple[Any, ...],
+    ) -> None:
+        """The template's "now" verdict for a capability, kept if nothing changed meanwhile
+        (`when`: the slot of its accounts' last effective time, the region's next change)."""
+        with self._lock:
+            if generation == self._generation:
+                kept = self._now.get(template_id)
+                if kept is None or kept[:2] != when:
+                    kept = when + (None,) * len(SLOTS)
+                at = _NOW_AT[capability]
+                self._now[template_id] = (*kept[:at], verdict, *kept[at + 1 :])
 
     def _keep_hot(self, generation: int, decision: Decision) -> Decision:
         """The decision, also kept among the last checked, if nothing changed meanwhile."""

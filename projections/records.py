@@ -3,9 +3,9 @@
 An account's own values (each event's `command_id` and `actor`, one per command, seldom
 shared with another account) are one record: the values, FIELD between them, END after.
 Records are appended to an open block; once it holds BLOCK bytes it is compressed (zlib)
-and closed, so a record costs about 45% of its text (1 KB blocks of a store built by
-`apply`: 29 B an account against 67 B as text). A record is read back (a Decision's
-`because`, an account's facts) by decompressing its block, about 5 us; the last block read
+and closed, so a record costs about 40% of its text (2 KB blocks of a store built by
+`apply`: 26 B an account against 67 B as text). A record is read back (a Decision's
+`because`, an account's facts) by decompressing its block, about 10 us; the last block read
 is kept. A pointer (`block << OFFSET_BITS | offset`) names a record; it is one 8-byte slot
 of the account's in the index's array. Nothing is ever removed: an account encoded again
 leaves its old record behind, as it leaves its old times (a snapshot writes the live ones).
@@ -19,7 +19,7 @@ from itertools import accumulate, chain, repeat
 from operator import add, eq
 
 FIELD, END = "\x1f", "\x1e"
-BLOCK = 1024  # bytes of records in a block before it is compressed
+BLOCK = 2048  # bytes of records in a block before it is compressed
 LEVEL = 6
 OFFSET_BITS = 20  # a record starts within its block's first BLOCK bytes: fits
 BLOCK_MAX = 1 << 24  # bytes a block may decompress to (a snapshot's, when checked)

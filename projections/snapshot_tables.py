@@ -5,15 +5,20 @@ shapes (states made of stand-ins) and templates (check_index.Interner). A store 
 real commands has tens of thousands of templates (every mix of plans, reasons, partners and
 time orders an account can have), so they are not JSON rows, which decode into a list and
 an int object per number and leave the process's memory fragmented once freed: shapes and
-templates are one `array('q')` of numbers, strings an index into a short list, walked once
-by the loader, which makes only what it keeps. Dicts and stand-ins (a few hundred) stay
-JSON. Every number is checked against what it indexes; nothing read can run.
+templates are one `array('q')` of numbers in columns (every template's region, then every
+one's first known slot, ...; every belief's slots; every event's type, ...), strings an
+index into a short list. The loader checks each column at once (C-level min, max and
+comparisons of whole columns: no call per number) and then makes only what it keeps.
+Dicts and stand-ins (a few hundred) stay JSON. Every number is checked against what it
+indexes; nothing read can run.
 """
 
 from __future__ import annotations
 
 from array import array
 from collections.abc import Sequence
+from itertools import chain, repeat
+from operator import add, le, lt, sub
 from typing import Any
 
 from entitlements.rules import AccountState, Fact
@@ -27,13 +32,21 @@ from projections.check_index import (
 )
 
 _LIMIT = 1 << 62
+_SMALL = 1 << 16  # slots, beliefs and events a template may have
+#: The columns, in the file's order: per template, per belief, per start, per event.
+_TEMPLATE = ("region", "klo", "m", "slots", "first", "n")
+_BELIEF = ("lo", "hi")
+_START = ("shape",)
+_EVENT = ("type", "version", "effective", "recorded", "data", "cause", "mask")
 
 
 class _Writer:
     """Numbers out, each table's entries named by their index, met in order."""
 
     def __init__(self) -> None:
-        self.ints = array("q")
+        self.columns: dict[str, list[int]] = {
+            n: [] for n in (*_TEMPLATE, *_BELIEF, *_START, *_EVENT)
+        }
         self.values: list[Any] = []
         self.standins: list[list[Any]] = []
         self.strings: list[str] = []
@@ -74,41 +87,34 @@ class _Writer:
         return out
 
     def template(self, t: Template) -> None:
-        ints = self.ints
-        ints.extend((self.string(t.region), t.klo, t.m, t.slots))
-        ints.extend((-1 if t.first_registration is None else t.first_registration, len(t.events)))
+        first = -1 if t.first_registration is None else t.first_registration
+        row = (self.string(t.region), t.klo, t.m, t.slots, first, len(t.events))
+        for name, v in zip(_TEMPLATE, row, strict=True):
+            self.columns[name].append(v)
         for lo, hi, shapes in t.beliefs:
-            ints.extend((lo, hi))
-            ints.extend(self.shape(s) for s in shapes)
+            self.columns["lo"].append(lo)
+            self.columns["hi"].append(hi)
+            self.columns["shape"] += map(self.shape, shapes)
         for (ty, v, e, r, d, c), mask in zip(t.events, t.masks, strict=True):
-            ints.extend((self.string(ty), v, e, r, self.value(d), self.value(c), mask))
+            event = (self.string(ty), v, e, r, self.value(d), self.value(c), mask)
+            for name, x in zip(_EVENT, event, strict=True):
+                self.columns[name].append(x)
 
 
 def tables(templates: list[Template]) -> tuple[dict[str, Any], array[int]]:
-    """(The JSON part: values, stand-ins, strings; the numbers: shapes, then templates)."""
+    """(The JSON part: values, stand-ins, strings; the numbers: how many shapes, templates,
+    beliefs, starts and events, then the shapes, then the columns)."""
     w = _Writer()
     for t in templates:
         w.template(t)
     shapes = w.shape_ints()  # after the templates: they name the shapes; it names stand-ins
-    ints = array("q", [len(w._shapes), len(templates)])
+    c = w.columns
+    ints = array("q", [len(w._shapes), len(templates), len(c["lo"]), len(c["shape"])])
+    ints.append(len(c["type"]))
     ints += shapes
-    ints += w.ints
+    for name in (*_TEMPLATE, *_BELIEF, *_START, *_EVENT):
+        ints.extend(c[name])
     return {"values": w.values, "standins": w.standins, "strings": w.strings}, ints
-
-
-class _Walk:
-    """The numbers, run after run, each run checked to be in its range (C-level min and
-    max of a slice: no call per number)."""
-
-    def __init__(self, ints: array[int]) -> None:
-        self.ints, self.at = ints, 0
-
-    def take(self, k: int) -> array[int]:
-        run = self.ints[self.at : self.at + k]
-        if len(run) != k:
-            raise ValueError("numbers cut short")
-        self.at += k
-        return run
 
 
 def _within(run: Sequence[int], low: int, high: int) -> Sequence[int]:
@@ -129,14 +135,100 @@ def read_tables(d: dict[str, Any], ints: array[int], interner: Interner) -> list
     if not isinstance(strings, list) or not all(isinstance(s, str) for s in strings):
         raise TypeError("strings")
     standins = [_standin(row, values, interner) for row in d["standins"]]
-    walk = _Walk(ints)
-    n_shapes, n_templates = _within(walk.take(2), 0, _LIMIT)
-    shapes = _shapes(walk.take(n_shapes * len(STATE_FIELDS)), standins, strings, interner)
-    # an index of -1 names the None at the end of these
-    tables = (strings, [*values, None], shapes)
-    ids = [_template(walk, tables, interner) for _ in range(n_templates)]
-    if walk.at != len(ints):
-        raise ValueError("numbers after the last template")
+    n_shapes, n_templates, n_beliefs, n_starts, n_events = _within(ints[:5], 0, _LIMIT)
+    at = 5 + n_shapes * len(STATE_FIELDS)
+    shapes = _shapes(ints[5:at], standins, strings, interner)
+    columns: dict[str, array[int]] = {}
+    for names, count in (
+        (_TEMPLATE, n_templates),
+        (_BELIEF, n_beliefs),
+        (_START, n_starts),
+        (_EVENT, n_events),
+    ):
+        for name in names:
+            columns[name], at = ints[at : at + count], at + count
+    if at != len(ints) or len(columns["type"]) != n_events:
+        raise ValueError("numbers cut short, or after the last column")
+    _check_templates(columns, len(strings))
+    _check_events(columns, len(strings), len(values), len(shapes))
+    return _templates(columns, (strings, values, shapes), interner)
+
+
+def _check_templates(c: dict[str, array[int]], strings: int) -> None:
+    """Each template's numbers in range, and its beliefs' slots within its slots."""
+    _within(c["region"], 0, strings)
+    for name in ("klo", "m", "slots", "n"):
+        _within(c[name], 0, _SMALL)
+    if not all(map(le, map(add, c["klo"], c["m"]), c["slots"])):
+        raise TypeError("a template's known slots past its slots")
+    _within(c["first"], -1, _SMALL)
+    if not all(map(lt, c["first"], c["n"])):
+        raise TypeError("the first registration")
+    if sum(c["m"]) != len(c["lo"]) or sum(c["n"]) != len(c["type"]):
+        raise TypeError("beliefs or events not the templates'")
+    slots = list(chain.from_iterable(map(repeat, c["slots"], c["m"])))  # each belief's
+    _within(c["lo"], 0, _SMALL)
+    if not (all(map(le, c["lo"], c["hi"])) and all(map(le, c["hi"], slots))):
+        raise TypeError("a belief's slots")
+    if sum(map(sub, c["hi"], c["lo"])) != len(c["shape"]):
+        raise TypeError("starts not the beliefs'")
+
+
+def _check_events(c: dict[str, array[int]], strings: int, values: int, shapes: int) -> None:
+    """Each event's numbers in range, its times within its template's slots."""
+    _within(c["shape"], 0, shapes)
+    _within(c["type"], 0, strings)
+    _within(c["version"], 1, _LIMIT)
+    _within(c["data"], 0, values)
+    _within(c["cause"], -1, values)
+    _within(c["mask"], 0, (WHO_HOLES | OWN_HOLE) + 1)
+    for name in ("effective", "recorded"):
+        slots = chain.from_iterable(map(repeat, c["slots"], c["n"]))  # each event's
+        _within(c[name], 0, _SMALL)
+        if not all(map(lt, c[name], slots)):
+            raise TypeError("an event's time past its template's slots")
+
+
+def _templates(
+    c: dict[str, array[int]],
+    tables: tuple[list[str], list[Any], list[AccountState]],
+    interner: Interner,
+) -> list[int]:
+    """The templates the checked columns say, each taken in by the interner: its id."""
+    strings, values, shapes = tables
+    at_start = list(map(shapes.__getitem__, c["shape"]))
+    causes = [*values, None]  # -1: no cause
+    events = list(
+        zip(
+            map(strings.__getitem__, c["type"]),
+            c["version"],
+            c["effective"],
+            c["recorded"],
+            map(values.__getitem__, c["data"]),
+            map(causes.__getitem__, c["cause"]),
+            strict=True,
+        )
+    )
+    lo, hi, masks = c["lo"], c["hi"], c["mask"]
+    ids, b, s, e = [], 0, 0, 0
+    for region, klo, m, slots, first, n in zip(*(c[name] for name in _TEMPLATE), strict=True):
+        rows = []
+        for i in range(b, b + m):
+            rows.append((lo[i], hi[i], tuple(at_start[s : s + hi[i] - lo[i]])))
+            s += hi[i] - lo[i]
+        beliefs, kept = interner.shared(tuple(rows), events[e : e + n])
+        template = Template.of(
+            strings[region],
+            klo,
+            m,
+            beliefs,
+            kept,
+            slots,
+            None if first == -1 else first,
+            tuple(masks[e : e + n]),
+        )
+        ids.append(interner.adopt(template))
+        b, e = b + m, e + n
     return ids
 
 
@@ -154,6 +246,8 @@ def _shapes(
 ) -> list[AccountState]:
     """Shapes, a field after another (STATE_FIELDS), each field's column checked at once."""
     width = len(STATE_FIELDS)
+    if len(run) % width:
+        raise ValueError("a shape cut short")
     columns = []
     for i, n in enumerate(STATE_FIELDS):
         column = run[i::width]
@@ -165,50 +259,3 @@ def _shapes(
             _within(column, -1 if n == "partner" else 0, len(strings))
         columns.append(map(table.__getitem__, column))
     return [interner.shape(AccountState(*fields_)) for fields_ in zip(*columns, strict=True)]
-
-
-_EVENT = 7  # numbers an event takes: type, version, effective, recorded, data, cause, mask
-
-
-def _template(
-    walk: _Walk, tables: tuple[list[str], list[Any], list[AccountState]], interner: Interner
-) -> int:
-    """One template, every number checked; its id in the interner."""
-    strings, values, shapes = tables
-    region, klo, m, slots, first, n = walk.take(6)
-    _within((region, klo, m, n), 0, 1 << 16)
-    if not (klo + m <= slots < 1 << 16 and -1 <= first < n and region < len(strings)):
-        raise TypeError("a template's numbers")
-    beliefs = []
-    for _ in range(m):
-        lo, hi = walk.take(2)
-        if not 0 <= lo <= hi <= slots:
-            raise TypeError("a belief's slots")
-        ids = _within(walk.take(hi - lo), 0, len(shapes))
-        beliefs.append((lo, hi, tuple(map(shapes.__getitem__, ids))))
-    run = walk.take(n * _EVENT)
-    types = _within(run[0::_EVENT], 0, len(strings))
-    _within(run[1::_EVENT], 1, _LIMIT)
-    times = _within(run[2::_EVENT], 0, slots), _within(run[3::_EVENT], 0, slots)
-    data = _within(run[4::_EVENT], 0, len(values) - 1)
-    causes = _within(run[5::_EVENT], -1, len(values) - 1)
-    masks = tuple(_within(run[6::_EVENT], 0, (WHO_HOLES | OWN_HOLE) + 1))
-    events = zip(
-        map(strings.__getitem__, types),
-        run[1::_EVENT],
-        *times,
-        map(values.__getitem__, data),
-        map(values.__getitem__, causes),
-        strict=True,
-    )
-    template = Template.of(
-        strings[region],
-        klo,
-        m,
-        tuple(beliefs),
-        tuple(events),
-        slots,
-        None if first == -1 else first,
-        masks,
-    )
-    return interner.adopt(template)

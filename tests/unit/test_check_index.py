@@ -374,3 +374,13 @@ def test_now_takes_an_accounts_own_future_event_on_time_beside_one_of_its_templa
     decision = index.check("ahead", "host")
     assert not decision.allowed and decision.because[0].type == "HostingRevoked"
     assert decision == expected(facts, decision.position, "ahead", "host", datetime.now(UTC), None)
+
+
+def test_an_empty_index_writes_and_reads_back(tmp_path: Path) -> None:
+    from projections import snapshot
+
+    facts = LogFacts()
+    path = tmp_path / "empty.index"
+    snapshot.write_index(path, CheckIndex(), facts, {}, None, ".tmp")
+    loaded, head = snapshot.read_index(path)
+    assert (loaded.accounts, loaded.members, loaded.regions, head) == ({}, {}, {}, None)
