@@ -2,11 +2,14 @@
 
 Per account the index keeps one int: which *template* its timeline follows and where its
 times start in one shared `array('q')` of microseconds. A template is everything about an
-account's timeline but its times: the structure of its beliefs (known times, effective
-starts, as slots into the account's times), the *shape* of each state, and its events
-without their times. Accounts that differ only in their times (most of them: a
-registration, maybe a rule-caused revocation) share one template, so the per-account cost
-is one dict entry, one int and a few 8-byte times. No `Fact` is kept per account.
+account's timeline but its times and who asked: the structure of its beliefs (known times,
+effective starts, as slots into the account's times), the *shape* of each state, and its
+events without their times, with holes where an event names who asked (`command_id`,
+`actor`) or the account's own stream (a rule-caused event's trigger). Those values are the
+account's own, one per command, so they are a record per account in compressed blocks
+(records.py), whose pointer is one more slot after its times. Accounts that differ only in
+their times and who asked (most of them) share one template, so the per-account cost is
+one dict entry, one int, a few 8-byte times and its record. No `Fact` is kept per account.
 
 A shape is an `AccountState` whose facts are stand-ins (`stream == ""`, `version` = the
 event's index in the account's events) carrying the data `decide` reads, so equal states
@@ -14,9 +17,12 @@ of different accounts are ONE object, and decisions are memoised per (shape, reg
 capability). A Decision cites stand-ins as indices; its `because` builds the account's real
 Facts (times from the array) only when read.
 
-- "now" (no `at`, no `as_known_at`): one dict lookup returns a ready Decision; an entry with
-  a future change point carries its expiry and is checked against the clock, so a
-  future-effective event takes effect on time with no new event recorded (rule 9).
+- "now" (no `at`, no `as_known_at`): the answer is kept per template and capability (not
+  per account: a Decision per account would cost more than the account's whole entry), for
+  the accounts of the template whose every effective time is past (one comparison in the
+  array), until the region's next change point (rule 9: a future-effective event takes
+  effect on time with no new event recorded); other accounts are decided from the array.
+  The decisions of the accounts checked last are kept too, in a small dict (one lookup).
 - `at` / `as_known_at`: two bisects in the shared array, then the memoised verdict.
 
 Updates come from `update(facts, changed)` (catch-up, follow, rebuild); an account is
@@ -28,20 +34,22 @@ from __future__ import annotations
 
 import json
 import marshal
-import math
 import threading
 from array import array
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from itertools import islice
 from time import time
-from typing import Any
+from typing import Any, cast
 
 from entitlements.commands import parse_time
 from entitlements.decisions import Decision, UnknownAccount
 from entitlements.rules import (
     CAPABILITIES,
+    WHO_FIELDS,
     AccountState,
     Fact,
     RegionState,
@@ -50,6 +58,7 @@ from entitlements.rules import (
     fold_account,
 )
 from projections.facts import Changed
+from projections.records import END, FIELD, Records
 from projections.timeline import (
     EMPTY_REGION,
     Timeline,
@@ -58,13 +67,18 @@ from projections.timeline import (
 )
 
 CACHE_SIZE = 1 << 21  # memoised cells kept (oldest evicted first)
-HOT_SIZE = 1 << 16  # "now" entries also kept in a small dict (oldest evicted first)
+HOT_SIZE = 1 << 14  # "now" decisions of the accounts checked last, kept (oldest evicted first)
 SLOTS = {cap: i for i, cap in enumerate(CAPABILITIES)}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 SHIFT = 32  # code = offset << SHIFT | template id
 MASK = (1 << SHIFT) - 1
-_WHO = "\x00command_id"  # where a stand-in's data holds the account's own command_id
+#: In an account's record (projections.records), ABSENT for a who-asked key its event does
+#: not have. OWN stands for the account's own stream in a template's cause.
+ABSENT, OWN = "\x00", "\x00own"
+#: An event's holes (its template's mask): who asked (every key of WHO_FIELDS, absent ones
+#: too), and the account's own stream in its cause.
+WHO_HOLES, OWN_HOLE = 1, 2
 STATE_FIELDS = tuple(f.name for f in fields(AccountState))
 FACT_FIELDS = tuple(n for n in STATE_FIELDS if n not in ("region", "plan", "channel", "partner"))
 
@@ -87,18 +101,65 @@ class _Now(Decision):
 _new = tuple.__new__  # a Decision without the keyword handling of Decision.__new__
 
 
+#: Where event i of a template takes values from the account's record: (the first value's
+#: place in the record, the data keys that take them, whether its cause names the account).
+Hole = tuple[int, tuple[str, ...], bool]
+Event = tuple[str, int, int, int, dict[str, Any], dict[str, Any] | None]
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Template:
     """An account timeline without its times. Slots index the account's run of times in
-    the shared array: known[i] = slot klo + i; belief i's starts are slots lo..hi."""
+    the shared array: known[i] = slot klo + i; belief i's starts are slots lo..hi. An
+    account whose events have holes keeps one more slot after its times: where its record
+    starts. `holes` and `who_keys` follow from `masks` (see `Template.of`)."""
 
     region: str
     klo: int
     m: int  # number of known (recorded) times = beliefs
     beliefs: tuple[tuple[int, int, tuple[AccountState, ...]], ...]
-    events: tuple[tuple[str, int, int, int, dict[str, Any], dict[str, Any] | None], ...]
+    events: tuple[Event, ...]
     slots: int  # how many times an account of this template keeps
     first_registration: int | None  # event index of rule 7's "not yet" registration
+    masks: tuple[int, ...]  # per event: WHO_HOLES | OWN_HOLE
+    holes: tuple[Hole | None, ...]  # per event
+    who_keys: tuple[str, ...]  # the key of each value of an account's record
+
+    @classmethod
+    def of(
+        cls,
+        region: str,
+        klo: int,
+        m: int,
+        beliefs: tuple[tuple[int, int, tuple[AccountState, ...]], ...],
+        events: tuple[Event, ...],
+        slots: int,
+        first_registration: int | None,
+        masks: tuple[int, ...],
+    ) -> Template:
+        """The template with its holes worked out from its masks."""
+        masks, holes, keys = _holes(masks)
+        return cls(region, klo, m, beliefs, events, slots, first_registration, masks, holes, keys)
+
+    @property
+    def width(self) -> int:
+        """Slots an account of this template takes in the array: its times, its record's."""
+        return self.slots + 1 if self.who_keys else self.slots
+
+
+@lru_cache(maxsize=4096)
+def _holes(
+    masks: tuple[int, ...],
+) -> tuple[tuple[int, ...], tuple[Hole | None, ...], tuple[str, ...]]:
+    """The masks, each event's hole and the keys of a record, one of each for all the
+    templates with these masks."""
+    holes: list[Hole | None] = []
+    keys: list[str] = []
+    for mask in masks:
+        mine = WHO_FIELDS if mask & WHO_HOLES else ()
+        holes.append((len(keys), mine, bool(mask & OWN_HOLE)) if mask else None)
+        keys += mine
+    return masks, tuple(holes), tuple(keys)
 
 
 @dataclass(slots=True, eq=False)
@@ -150,28 +211,21 @@ EMPTY_LINE = RegionLine.of(EMPTY_REGION)
 
 class Interner:
     """Templates and what they are made of, one object per distinct value, for every
-    account of the process (and of the snapshots it loads)."""
+    account of the process (and of the snapshots it loads). Its lookups are keyed by the
+    hash of what they look up and checked on a hit, so they cost an int per template, not
+    a copy of it; templates share their rows."""
 
     def __init__(self) -> None:
         self.templates: list[Template] = []
-        self._template_ids: dict[Any, int] = {}
+        self._template_ids: dict[int, Any] = {}  # hash of a template's content -> id(s)
+        self._named = 0  # templates named in _template_ids (those adopted after: not yet)
         self._values: dict[Any, Any] = {}  # a data/cause dict's items (or JSON) -> the one dict
         self._standins: dict[tuple[Any, ...], Fact] = {}
-        self._shapes: dict[tuple[Any, ...], AccountState] = {}
-        # events without times (as ranks of their times) -> (template id, rank of each slot)
-        self._by_signature: dict[tuple[Any, ...], tuple[int, tuple[int, ...]]] = {}
-
-    def signature(self, template_id: int, ranks: tuple[int, ...]) -> tuple[Any, ...]:
-        """The signature an account of this template with these slot ranks has."""
-        events = self.templates[template_id].events
-        return tuple((ty, v, ranks[e], ranks[r], id(d), id(c)) for ty, v, e, r, d, c in events)
-
-    def remember(self, template_id: int, ranks: tuple[int, ...]) -> None:
-        """Take a (template, ranks) pair of a snapshot: accounts like it need no fold."""
-        self._by_signature[self.signature(template_id, ranks)] = (template_id, ranks)
-
-    def signatures(self) -> list[tuple[int, tuple[int, ...]]]:
-        return list(self._by_signature.values())
+        self._shapes: dict[int, Any] = {}  # hash of a shape's content -> shape(s)
+        self._rows: dict[Any, Any] = {}  # a template's beliefs, rows and events, shared
+        # events without times (times as ranks; marshal bytes) -> (template id, rank of
+        # each slot): an account like one met needs no fold
+        self._by_signature: dict[bytes, tuple[int, tuple[int, ...]]] = {}
 
     def value(self, v: dict[str, Any] | None) -> Any:
         """The one dict equal to `v` (keys in the same order, values of the same types),
@@ -202,56 +256,105 @@ class Interner:
         return f
 
     def shape(self, state: AccountState) -> AccountState:
-        key = tuple(
-            id(v) if isinstance(v, Fact) else v for v in (getattr(state, n) for n in STATE_FIELDS)
-        )
-        return self._shapes.setdefault(key, state)
+        """The one shape equal to `state` (its facts by identity: stand-ins)."""
+        key = _shape_key(state)
+        h = hash(key)
+        found: AccountState
+        for found in _ids(self._shapes.get(h)):
+            if _shape_key(found) == key:
+                return found
+        self._shapes[h] = _with(self._shapes.get(h), state)
+        return state
 
     def template(self, t: Template) -> int:
-        key = (
-            t.region,
-            t.klo,
-            t.m,
-            tuple((lo, hi, tuple(map(id, shapes))) for lo, hi, shapes in t.beliefs),
-            tuple((ty, v, e, r, id(d), id(c)) for ty, v, e, r, d, c in t.events),
-            t.slots,
-            t.first_registration,
+        """The id of the template equal to `t` (`t` taken in, its rows shared, if none)."""
+        ids, templates = self._template_ids, self.templates
+        for i in range(self._named, len(templates)):  # adopted from a snapshot: named now
+            h = hash(_template_key(templates[i]))
+            ids[h] = _with(ids.get(h), i)
+        self._named = len(templates)
+        key = _template_key(t)
+        h = hash(key)
+        found: int
+        for found in _ids(ids.get(h)):
+            if _template_key(templates[found]) == key:
+                return found
+        beliefs, events = self.shared(t.beliefs, t.events)
+        i = self.adopt(
+            Template(
+                t.region,
+                t.klo,
+                t.m,
+                beliefs,
+                events,
+                t.slots,
+                t.first_registration,
+                t.masks,
+                t.holes,
+                t.who_keys,
+            )
         )
-        i = self._template_ids.get(key)
-        if i is None:
-            i = self._template_ids[key] = len(self.templates)
-            self.templates.append(t)
+        ids[h] = _with(ids.get(h), i)
+        self._named = len(templates)
         return i
+
+    def shared(
+        self, beliefs: tuple[Any, ...], events: Sequence[Event]
+    ) -> tuple[tuple[Any, ...], tuple[Event, ...]]:
+        """A template's beliefs and events, each row one equal to another template's."""
+        rows = self._rows
+        kept = tuple(
+            rows.setdefault((ty, v, e, r, id(d), id(c)), (ty, v, e, r, d, c))
+            for ty, v, e, r, d, c in events
+        )
+        shared = tuple(rows.setdefault(b, b) for b in beliefs)  # shapes hash by identity
+        return rows.setdefault(shared, shared), kept
+
+    def adopt(self, t: Template) -> int:
+        """Take `t` in as it is (a snapshot's templates are distinct: they are named in the
+        lookup only when another template is looked up); its id."""
+        self.templates.append(t)
+        return len(self.templates) - 1
 
     # -- encoding an account's facts ------------------------------------------------------
 
-    def encode(self, facts: Sequence[Fact]) -> tuple[int, list[int], tuple[str | None, ...]]:
-        """(template id, the account's times for its slots, command_id per version)."""
+    def encode(self, facts: Sequence[Fact]) -> tuple[int, list[int], list[str]]:
+        """(template id, the account's times for its slots, the values of its holes)."""
         times = sorted({f.effective_at for f in facts} | {f.recorded_at for f in facts})
         rank = {t: i for i, t in enumerate(times)}
-        who: tuple[str | None, ...] = ()
-        if any(f.data.get("command_id") is not None for f in facts):
-            who = tuple(f.data.get("command_id") for f in sorted(facts, key=lambda f: f.version))
-        skeleton = [
-            (
-                f.type,
-                f.version,
-                rank[f.effective_at],
-                rank[f.recorded_at],
-                self.value(_without_who(f.data)),
-                self.value(f.cause),  # type: ignore[arg-type]
-            )
-            for f in facts
-        ]
-        signature = tuple((ty, v, e, r, id(d), id(c)) for ty, v, e, r, d, c in skeleton)
+        skeleton, masks, values = self._skeleton(facts, rank)
+        signature = marshal.dumps(
+            [(ty, v, e, r, id(d), id(c)) for ty, v, e, r, d, c in skeleton] + [masks], 2
+        )
         found = self._by_signature.get(signature)
         if found is None:
-            found = self._by_signature[signature] = self._new_template(facts, skeleton, rank)
+            found = self._by_signature[signature] = self._new_template(facts, skeleton, masks, rank)
         template_id, slot_ranks = found
-        return template_id, [to_us(times[r]) for r in slot_ranks], who
+        return template_id, [to_us(times[r]) for r in slot_ranks], values
+
+    def _skeleton(
+        self, facts: Sequence[Fact], rank: dict[datetime, int]
+    ) -> tuple[list[tuple[Any, ...]], tuple[int, ...], list[str]]:
+        """The events without times (times as ranks, data and causes with their holes,
+        interned), each one's mask, and the values of the holes."""
+        skeleton: list[tuple[Any, ...]] = []
+        masks: list[int] = []
+        values: list[str] = []
+        for f in facts:
+            data, who = split_data(f.data)
+            cause, own = split_cause(f.cause, f.stream)
+            d, c = self.value(data), self.value(cause)
+            skeleton.append((f.type, f.version, rank[f.effective_at], rank[f.recorded_at], d, c))
+            masks.append((WHO_HOLES if who is not None else 0) | (OWN_HOLE if own else 0))
+            values += who or ()
+        return skeleton, tuple(masks), values
 
     def _new_template(
-        self, facts: Sequence[Fact], skeleton: list[tuple[Any, ...]], rank: dict[datetime, int]
+        self,
+        facts: Sequence[Fact],
+        skeleton: list[tuple[Any, ...]],
+        masks: tuple[int, ...],
+        rank: dict[datetime, int],
     ) -> tuple[int, tuple[int, ...]]:
         standins = [
             self.standin(i, ty, data, cause)
@@ -289,7 +392,7 @@ class Interner:
             events.append((ty, v, run([e]), run([r]), data, cause))
         # rule 7's "not yet" registration, as fold_account names it: the first of them all
         registration = next((f for f in facts if f.type == "AccountRegistered"), None)
-        template = Template(
+        template = Template.of(
             region=next((f.data["region"] for f in facts if f.type == "AccountRegistered"), ""),
             klo=klo,
             m=len(timeline.known),
@@ -297,15 +400,125 @@ class Interner:
             events=tuple(events),
             slots=len(slot_ranks),
             first_registration=index_of[id(registration)] if registration is not None else None,
+            masks=masks,
         )
         return self.template(template), tuple(slot_ranks)
 
 
-def _without_who(data: Any) -> dict[str, Any]:
-    """An event's data with its command_id (one per command: never shared) left out."""
-    if data.get("command_id") is None:
-        return dict(data)
-    return {k: (_WHO if k == "command_id" else v) for k, v in data.items()}
+def _shape_key(state: AccountState) -> tuple[Any, ...]:
+    return tuple(
+        id(v) if isinstance(v, Fact) else v for v in (getattr(state, n) for n in STATE_FIELDS)
+    )
+
+
+def _template_key(t: Template) -> tuple[Any, ...]:
+    """What makes a template the one it is (shapes and data by identity: interned)."""
+    return (
+        t.region,
+        t.klo,
+        t.m,
+        tuple((lo, hi, tuple(map(id, shapes))) for lo, hi, shapes in t.beliefs),
+        tuple((ty, v, e, r, id(d), id(c)) for ty, v, e, r, d, c in t.events),
+        t.slots,
+        t.first_registration,
+        t.masks,
+    )
+
+
+def _ids(found: Any) -> Any:
+    """The entries under a hash: none, one, or a list of them (hashes that collide)."""
+    return () if found is None else found if found.__class__ is list else (found,)
+
+
+def _with(found: Any, entry: Any) -> Any:
+    return entry if found is None else [*_ids(found), entry]
+
+
+def hoisted(value: Any) -> bool:
+    """A who-asked value the account's record holds: a text, neither empty (an empty field
+    repeats the key's value before it) nor ABSENT, without separators."""
+    return (
+        value.__class__ is str
+        and value != ""
+        and value != ABSENT
+        and FIELD not in value
+        and END not in value
+    )
+
+
+_ACTOR, _COMMAND = WHO_FIELDS  # in the order `with_who` appends them
+_NONE = object()
+
+
+def who_of(data: Mapping[str, Any]) -> list[str] | None:
+    """The values of an event's who-asked holes (ABSENT for a key it does not have), when
+    its who-asked keys are texts that come last, in the usual order (`with_who`: every
+    command's events); None when it has none, or other ones (its template keeps them)."""
+    actor, command = data.get(_ACTOR, _NONE), data.get(_COMMAND, _NONE)
+    if (actor is _NONE and command is _NONE) or data.__class__ is not dict:
+        return None
+    back: Iterator[str] = reversed(cast(dict[str, Any], data))  # its keys, the last first
+    if command is not _NONE:
+        if not hoisted(command) or next(back) != _COMMAND:
+            return None
+        if actor is _NONE:
+            return [ABSENT, command]
+        return [actor, command] if hoisted(actor) and next(back) == _ACTOR else None
+    return [actor, ABSENT] if hoisted(actor) and next(back) == _ACTOR else None
+
+
+def split_data(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str] | None]:
+    """(The data a template keeps, the values of its holes): who asked is the account's
+    own (one per command: seldom shared), so a template keeps None for each who-asked key,
+    absent ones too, in their place; data without such holes is kept whole."""
+    values = who_of(data)
+    kept = dict(data)
+    if values is not None:
+        kept.pop(_ACTOR, None)
+        kept.pop(_COMMAND, None)
+        kept[_ACTOR] = kept[_COMMAND] = None
+    return kept, values
+
+
+def who_values(facts: Sequence[Fact]) -> list[str]:
+    """The account's own who-asked values, in the order its template's holes take them."""
+    return [v for f in facts for v in who_of(f.data) or ()]
+
+
+def split_cause(cause: Mapping[str, Any] | None, stream: str) -> tuple[Any, bool]:
+    """(The cause a template keeps, whether it names the event's own stream): a rule-caused
+    event's trigger is the account's own event, its stream made OWN."""
+    if cause is None or not any(_names(v, stream) for v in cause.values()):
+        return cause, False
+    return {k: ({**v, "stream": OWN} if _names(v, stream) else v) for k, v in cause.items()}, True
+
+
+def _names(value: Any, stream: str) -> bool:
+    return value.__class__ is dict and value.get("stream") == stream
+
+
+def _filled_cause(cause: Mapping[str, Any], stream: str) -> dict[str, Any]:
+    return {k: ({**v, "stream": stream} if _names(v, OWN) else v) for k, v in cause.items()}
+
+
+_W = len(WHO_FIELDS)  # a record's values: WHO_FIELDS' of each event with holes, in turn
+
+
+def record(values: Sequence[str]) -> bytes:
+    """An account's values as one record; a value its key had just before (an event
+    earlier) is left empty: a rule-caused event repeats its command's who."""
+    if len(values) > _W:
+        values = [v if i < _W or v != values[i - _W] else "" for i, v in enumerate(values)]
+    return (FIELD.join(values) + END).encode()
+
+
+def unrecord(text: str, n: int) -> list[str]:
+    """The n values of a record (a record too short reads as empty values)."""
+    parts = text.split(FIELD)
+    parts += [""] * (n - len(parts))
+    for i in range(_W, n):
+        parts[i] = parts[i] or parts[i - _W]
+    return parts[:n]
 
 
 def _replace(state: AccountState, changes: dict[str, Any]) -> AccountState:
@@ -313,34 +526,51 @@ def _replace(state: AccountState, changes: dict[str, Any]) -> AccountState:
 
 
 class Store:
-    """The times of every encoded account (append-only: a code stays valid for as long as
-    a Decision holds the store) and the command_ids its events carry."""
+    """The times of every encoded account and the records of who asked (append-only: a
+    code stays valid for as long as a Decision holds the store)."""
 
     def __init__(self, interner: Interner) -> None:
         self.interner = interner
         self.times = array("q")
-        self.who: dict[str, tuple[str | None, ...]] = {}  # only accounts that have any
+        self.who = Records()  # every account's record, where its last slot says
 
-    def add(self, account_id: str, template_id: int, times: list[int], who: tuple[Any, ...]) -> int:
+    def add(self, template_id: int, times: list[int], who: Sequence[str]) -> int:
+        """An account's times and hole values in; its code out."""
         offset = len(self.times)
         self.times.extend(times)
-        if any(c is not None for c in who):
-            self.who[account_id] = who
-        else:
-            self.who.pop(account_id, None)
+        if self.interner.templates[template_id].who_keys:
+            self.times.append(self.who.add(record(who)))
         return offset << SHIFT | template_id
 
-    def event(self, account_id: str, code: int, index: int) -> Fact:
+    def values(self, template: Template, offset: int) -> list[str]:
+        """The values of an account's holes, from its record."""
+        pointer = self.times[offset + template.slots]
+        return unrecord(self.who.read(pointer), len(template.who_keys))
+
+    def event(
+        self, account_id: str, code: int, index: int, values: list[str] | None = None
+    ) -> Fact:
         """The account's event `index` (in effective order) as the Fact it was recorded as."""
         template = self.interner.templates[code & MASK]
         offset = code >> SHIFT
         ty, version, eff, rec, data, cause = template.events[index]
-        if data.get("command_id") == _WHO:
-            who = self.who.get(account_id, ())
-            command_id = who[version - 1] if version <= len(who) else None
-            data = {k: (command_id if v == _WHO else v) for k, v in data.items()}
+        hole = template.holes[index]
+        stream = f"account:{account_id}"
+        if hole is not None:
+            first, keys, own = hole
+            if keys:
+                if values is None:
+                    values = self.values(template, offset)
+                data = dict(data)
+                for i, k in enumerate(keys, first):
+                    if values[i] == ABSENT:
+                        data.pop(k, None)
+                    else:
+                        data[k] = values[i]
+            if own:
+                cause = _filled_cause(cause, stream)  # type: ignore[arg-type]
         return Fact(
-            f"account:{account_id}",
+            stream,
             ty,
             version,
             from_us(self.times[offset + eff]),
@@ -351,34 +581,26 @@ class Store:
 
     def facts(self, account_id: str, code: int) -> list[Fact]:
         template = self.interner.templates[code & MASK]
-        return [self.event(account_id, code, i) for i in range(len(template.events))]
+        values = self.values(template, code >> SHIFT) if template.who_keys else None
+        return [self.event(account_id, code, i, values) for i in range(len(template.events))]
 
     def cite(self, refs: tuple[Any, ...], code: int, account_id: str) -> tuple[Fact, ...]:
         """A Decision's `because`: stand-ins (ints) become the account's real events."""
         return tuple(self.event(account_id, code, r) if r.__class__ is int else r for r in refs)
 
 
-class _Caps(list):  # type: ignore[type-arg]
-    """A "now" entry for several capabilities: [until (epoch s), code, one slot each]."""
-
-    __slots__ = ()
-
-
-#: What the index keeps per account: its code; its facts until first asked about; or, once
-#: checked "now", the cached decision (holding the code), or a _Caps of several.
-Entry = int | list[Fact] | Decision | _Caps
+#: What the index keeps per account: its code, or its facts until first asked about.
+Entry = int | list[Fact]
+#: The "now" answers of a template's settled accounts: (the slot of an account's last
+#: effective time, the region's next change point (us) or None, then a verdict or None per
+#: capability, in SLOTS' order: a tuple, which costs less than a dict).
+NowCells = tuple[Any, ...]
+_NOW_AT = {cap: i + 2 for cap, i in SLOTS.items()}  # where a capability's verdict is in one
 
 
 def code_of(entry: Any) -> int | None:
     """The code an entry holds (None: facts not yet encoded)."""
-    cls = entry.__class__
-    if cls is int:
-        return entry  # type: ignore[no-any-return]
-    if cls is Decision or cls is _Now:
-        return entry[4]  # type: ignore[no-any-return]
-    if cls is _Caps:
-        return entry[1]  # type: ignore[no-any-return]
-    return None
+    return entry if entry.__class__ is int else None
 
 
 class CheckIndex:
@@ -389,16 +611,17 @@ class CheckIndex:
         self.interner = Interner()
         self.store = Store(self.interner)
         # account -> Entry. An account is encoded on first use, so a fan-out or a catch-up
-        # does not encode a million accounts at once. Its "now" decision lives in the same
-        # slot (no second dict): an update of the account replaces it.
+        # does not encode a million accounts at once.
         self.accounts: dict[str, Entry] = {}
         self.regions: dict[str, RegionLine] = {}
         self.cache_size = cache_size  # memoised cells kept (oldest evicted first)
         self._cells: dict[tuple[AccountState, RegionState, str], tuple[Any, ...]] = {}
         self._times: dict[Any, int] = {}  # `at` / `as_known_at` as given -> microseconds
-        # The "now" entries of the accounts checked last, again: a lookup in a small dict
-        # stays in the CPU's caches, one in a dict of a million accounts does not.
-        self._hot: dict[str, Any] = {}
+        self._now: dict[int, NowCells] = {}  # template id -> its settled accounts' answers
+        # The "now" decisions of the accounts checked last: one lookup in a small dict that
+        # stays in the CPU's caches, and no Decision made (a bounded few, not one an account)
+        self._hot: dict[str, Decision] = {}
+        self._seen = 0  # a time (us) already past: an account whose times are all before it
         self._generation = 0
         self._lock = threading.Lock()
         self._adopt(self.store)
@@ -423,17 +646,9 @@ class CheckIndex:
             for a in accounts:
                 self._hot.pop(a, None)
             self.position = facts.position
-            if regions:
-                self._forget_now()
-
-    def _forget_now(self) -> None:
-        """Every cached "now" decision back to its code (a region changed: O(accounts))."""
-        self._hot.clear()
-        accounts = self.accounts
-        for a, entry in accounts.items():
-            cls = entry.__class__
-            if cls is not int and cls is not list:
-                accounts[a] = code_of(entry)  # type: ignore[assignment]
+            if regions:  # a region changed: its answers now may have
+                self._now.clear()
+                self._hot.clear()
 
     def replace(
         self,
@@ -451,7 +666,8 @@ class CheckIndex:
             if store is not None:
                 self._adopt(store)
             self.accounts, self.regions, self.position = accounts, lines, position
-            self._forget_now()
+            self._now.clear()
+            self._hot.clear()
             self._cells.clear()
 
     def encode_all(self) -> None:
@@ -463,7 +679,7 @@ class CheckIndex:
     def _encode(self, account_id: str, facts: list[Fact]) -> int:
         template_id, times, who = self.interner.encode(facts)
         with self._lock:  # keep it only if no update came in meanwhile
-            code = self.store.add(account_id, template_id, times, who)
+            code = self.store.add(template_id, times, who)
             if self.accounts.get(account_id) is facts:
                 self.accounts[account_id] = code
         return code
@@ -498,23 +714,16 @@ class CheckIndex:
         as_known_at: datetime | str | None = None,
     ) -> Decision:
         if at is None and as_known_at is None:
-            entry: Any = self._hot.get(account_id)
-            if entry is None:
-                entry = self.accounts.get(account_id)
-            cls = entry.__class__
-            if cls is Decision:  # nothing changes after now: valid until an update
-                if entry[1][0] == capability:
-                    return entry  # type: ignore[no-any-return]
-            elif cls is _Now:
-                if entry[1][0] == capability and entry[5] > time():  # rule 9
-                    return entry  # type: ignore[no-any-return]
-            elif cls is _Caps and entry[0] > time():
-                i = SLOTS.get(capability)
-                if i is not None and (decision := entry[i + 2]) is not None:
-                    return decision  # type: ignore[no-any-return]
-            return self._check_now(account_id, capability)
+            hot = self._hot.get(account_id)
+            if (
+                hot is not None
+                and hot[1][0] == capability
+                and (hot.__class__ is Decision or hot[5] > time())  # rule 9
+            ):
+                return hot
+            return self._now_check(account_id, capability)
         # `at` / `as_known_at`, inlined: this runs on every historical check
-        entry = self.accounts.get(account_id)
+        entry: Any = self.accounts.get(account_id)
         cls = entry.__class__
         times = self._times
         t = times.get(at) if at is not None else int(time() * 1e6)
@@ -562,7 +771,7 @@ class CheckIndex:
                 if cell is not None:
                     return _new(Decision, (account_id, cell, self.position, self._cite, code))
         region = self.regions.get(template.region, EMPTY_LINE).state_at(t, k)
-        return self._decide(account_id, capability, code, template, shape, region, None)
+        return self._decide(account_id, capability, code, template, shape, region)
 
     def capabilities(
         self,
@@ -580,7 +789,6 @@ class CheckIndex:
         template: Template,
         shape: AccountState | None,
         region: RegionState,
-        until: float | None,
     ) -> Decision:
         """The memoised verdict for (shape, region state, capability), as this account's."""
         if shape is None or shape.registration is None:
@@ -596,9 +804,7 @@ class CheckIndex:
             with self._lock:
                 self._evict(self._cells)
                 self._cells[key] = cell
-        if until is None or until == math.inf:
-            return _new(Decision, (account_id, cell, self.position, self._cite, code))
-        return _new(_Now, (account_id, cell, self.position, self._cite, code, until))
+        return _new(Decision, (account_id, cell, self.position, self._cite, code))
 
     def _not_registered(
         self,
@@ -619,54 +825,85 @@ class CheckIndex:
         v = decide(capability, AccountState(not_yet=pending), region)
         return Decision.of(account_id, capability, v, self.position)
 
+    def _now_check(self, account_id: str, capability: str) -> Decision:
+        """Now, for an account not among the last checked: its template's answer when its
+        every effective time is past, else decided from the array."""
+        generation = self._generation
+        code: Any = self.accounts.get(account_id)
+        if code.__class__ is int:
+            now = self._now.get(code & MASK)
+            if (
+                now is not None
+                and (i := _NOW_AT.get(capability)) is not None
+                and (cell := now[i]) is not None
+                and self._array[(code >> SHIFT) + now[0]] <= self._seen
+                and (now[1] is None or now[1] > time() * 1e6)  # rule 9
+            ):
+                decision = (account_id, cell, self.position, self._cite, code)
+                if now[1] is None:
+                    return self._keep_hot(generation, _new(Decision, decision))
+                return self._keep_hot(generation, _new(_Now, (*decision, now[1] / 1e6)))
+        return self._check_now(account_id, capability)
+
     def _check_now(self, account_id: str, capability: str) -> Decision:
-        """Decide for now, and keep it until the account's or region's next change point."""
+        """Decide for now; an account whose every effective time is past gives its
+        template's answer, kept for the others until the region's next change point."""
         if capability not in SLOTS:
             raise UnknownCapability(capability)
         generation = self._generation
-        entry = self.accounts.get(account_id)
         code = self.code(account_id)
         store = self.store
         template = store.interner.templates[code & MASK]
         offset = code >> SHIFT
         t = int(time() * 1e6)
-        shape, change = None, None
+        self._seen = max(self._seen, t)
+        shape, change, settled = None, None, -1
         if template.beliefs:
             lo, hi, shapes = template.beliefs[-1]
             j = bisect_right(store.times, t, offset + lo, offset + hi) - offset - lo
             shape = shapes[j - 1] if j > 0 else None
             change = store.times[offset + lo + j] if lo + j < hi else None
+            settled = hi - 1 if change is None else -1
         line = self.regions.get(template.region, EMPTY_LINE)
-        changes = [c for c in (change, line.next_change(t)) if c is not None]
-        until = min(changes) / 1e6 if changes else math.inf
         decision = self._decide(
-            account_id, capability, code, template, shape, line.state_at(t, None), until
+            account_id, capability, code, template, shape, line.state_at(t, None)
         )
-        with self._lock:  # keep it only if nothing changed meanwhile
-            if generation != self._generation:
-                return decision
-            current: Any = self.accounts.get(account_id)
-            if current is not entry and code_of(current) != code:
-                return decision
-            cls = current.__class__
-            if cls is _Caps and current[0] == until:
-                current[SLOTS[capability] + 2] = decision
-            elif (cls is Decision or cls is _Now) and _until(current) == until:
-                caps = _Caps([until, code] + [None] * len(SLOTS))  # a second capability
-                caps[SLOTS[current[1][0]] + 2] = current
-                caps[SLOTS[capability] + 2] = decision
-                self.accounts[account_id] = self._keep_hot(account_id, caps)
-            else:
-                self.accounts[account_id] = self._keep_hot(account_id, decision)
-        return decision
+        until = line.next_change(t)
+        if settled >= 0 and shape is not None and shape.registration is not None:
+            self._keep_now(generation, code & MASK, (settled, until), capability, decision[1])
+        changes = [c for c in (change, until) if c is not None]
+        if changes:
+            decision = _new(_Now, (*decision, min(changes) / 1e6))
+        return self._keep_hot(generation, decision)
 
-    def _keep_hot(self, account_id: str, entry: Any) -> Any:
-        """Also in the small dict of the accounts checked last (under the lock)."""
-        hot = self._hot
-        if len(hot) >= HOT_SIZE:
-            del hot[next(iter(hot))]
-        hot[account_id] = entry
-        return entry
+    def _keep_now(
+        self,
+        generation: int,
+        template_id: int,
+        when: tuple[int, int | None],
+        capability: str,
+        verdict: tuple[Any, ...],
+    ) -> None:
+        """The template's "now" verdict for a capability, kept if nothing changed meanwhile
+        (`when`: the slot of its accounts' last effective time, the region's next change)."""
+        with self._lock:
+            if generation == self._generation:
+                kept = self._now.get(template_id)
+                if kept is None or kept[:2] != when:
+                    kept = when + (None,) * len(SLOTS)
+                at = _NOW_AT[capability]
+                self._now[template_id] = (*kept[:at], verdict, *kept[at + 1 :])
+
+    def _keep_hot(self, generation: int, decision: Decision) -> Decision:
+        """The decision, also kept among the last checked, if nothing changed meanwhile."""
+        with self._lock:
+            if generation == self._generation:
+                hot = self._hot
+                if len(hot) >= HOT_SIZE:  # keep the newer half (a dict whose oldest are
+                    # deleted one at a time scans the deleted again at each deletion)
+                    hot = self._hot = dict(islice(hot.items(), HOT_SIZE // 2, None))
+                hot[decision[0]] = decision
+        return decision
 
     def _us(self, field: str, value: datetime | str) -> int:
         us = to_us(_utc(field, value))
@@ -679,10 +916,6 @@ class CheckIndex:
     def _evict(self, cache: dict[Any, Any]) -> None:
         while len(cache) >= self.cache_size:
             del cache[next(iter(cache))]
-
-
-def _until(entry: Any) -> float:
-    return entry[5] if entry.__class__ is _Now else math.inf
 
 
 def _utc(field: str, value: datetime | str) -> datetime:

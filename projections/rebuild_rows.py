@@ -25,7 +25,14 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from entitlements.rules import Fact
-from projections.check_index import EPOCH, CheckIndex, to_us
+from projections.check_index import (
+    EPOCH,
+    CheckIndex,
+    split_cause,
+    split_data,
+    to_us,
+    who_values,
+)
 from projections.state_intervals import ACCOUNT_COLUMNS, account_rows
 
 #: How a time is written into a row (SQLite keeps text); None stays None.
@@ -34,7 +41,6 @@ When = Callable[[datetime | None], Any]
 Recipe = tuple[tuple[Any, ...], tuple[int, ...]]
 _REASON = ACCOUNT_COLUMNS.index("not_registered_reason")  # a text that can name times
 _US = timedelta(microseconds=1)
-_ANY_COMMAND = "\x00command_id"  # a command_id in a kind's key (one per command: never shared)
 _UNSEEN = object()  # a kind not met yet
 
 
@@ -110,26 +116,26 @@ class Kinds:
             kind = self._kinds[key] = self._new_kind(account_id, region, facts, _times(facts))
         if kind is None:
             template_id, slots, own = self.index.interner.encode(facts)
-            self.codes[account_id] = self._add(account_id, template_id, slots, own)
+            self.codes[account_id] = self._add(template_id, slots, own)
             return None, []
         assert isinstance(kind, _Kind)
         self.codes[account_id] = self._add(
-            account_id, kind.template_id, [us[r] for r in kind.slot_ranks], _who(facts)
+            kind.template_id, [us[r] for r in kind.slot_ranks], who_values(facts)
         )
         return kind, us
 
     def _key(self, region: str, past: int, ranked: list[tuple[Fact, int, int]]) -> Any:
         """The account's kind (see the module's doc) as the marshal bytes of all it is made
         of (version 2: no back-references, so equal bytes, equal content; 1, True and 1.0
-        differ, key order counts), each command_id made one stand-in: one call where a
-        content per data and cause took four. Values marshal refuses (a datetime, a
-        UUID...) make it a tuple, each data and cause named by `_content`."""
+        differ, key order counts), with the holes the index's template has (who asked, the
+        account's own stream in a cause: no row quotes them): one call where a content per
+        data and cause took four. Values marshal refuses (a datetime, a UUID...) make it a
+        tuple, each data and cause named by `_content`."""
         parts: list[Any] = [region, past]
         for f, e, r in ranked:
-            data = f.data
-            if "command_id" in data:
-                data = {**data, "command_id": _ANY_COMMAND}
-            parts += (f.type, f.version, e, r, data, f.cause)
+            data, who = split_data(f.data)
+            cause, own = split_cause(f.cause, f.stream)
+            parts += (f.type, f.version, e, r, data, cause, who is None, own)
         try:
             return marshal.dumps(parts, 2)
         except ValueError:
@@ -138,8 +144,13 @@ class Kinds:
                 region,
                 past,
                 *[
-                    (f.type, f.version, e, r, content(f.data), content(f.cause))
-                    for f, e, r in ranked
+                    (
+                        *parts[i : i + 4],
+                        content(parts[i + 4]),
+                        content(parts[i + 5]),
+                        *parts[i + 6 : i + 8],
+                    )
+                    for i in range(2, len(parts), 8)
                 ],
             )
 
@@ -163,14 +174,13 @@ class Kinds:
         )
 
     def _content(self, value: Mapping[str, Any] | None) -> int:
-        """A small int per distinct content (keys in order, values and their types; a
-        command_id stands for any): equal ints, equal data for rows and template. The
+        """A small int per distinct content (keys in order, values and their types; who
+        asked stands for anyone): equal ints, equal data for rows and template. The
         content is named by its marshal bytes (version 2: no back-references, so equal
         content, equal bytes; 1 and True differ), or its repr for values marshal refuses."""
         if value is None:
             return -1
-        if "command_id" in value:
-            value = {**value, "command_id": _ANY_COMMAND}
+        value = split_data(value)[0]
         key: Any
         try:
             key = marshal.dumps(cast(Any, value), 2)
@@ -217,23 +227,6 @@ class Written:
 def _times(facts: Sequence[Fact]) -> list[datetime]:
     """The account's distinct times, in order."""
     return sorted({f.effective_at for f in facts} | {f.recorded_at for f in facts})
-
-
-def _who(facts: Sequence[Fact]) -> tuple[str | None, ...]:
-    """The command_id of each event by version, as the index keeps them (() if none has
-    one). Facts in version order already (most: no event effective before an earlier
-    one) are taken as they are, which a stable sort by version would leave them."""
-    commands = [f.data.get("command_id") for f in facts]
-    if commands.count(None) == len(commands):
-        return ()
-    versions = [f.version for f in facts]
-    if versions == sorted(versions):
-        return tuple(commands)
-    return tuple(f.data.get("command_id") for f in sorted(facts, key=_version))
-
-
-def _version(f: Fact) -> int:
-    return f.version
 
 
 def _recipe(row: tuple[Any, ...], rank: dict[datetime, int]) -> Recipe:

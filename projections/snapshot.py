@@ -1,20 +1,25 @@
 """The index snapshot: the check index itself, in bulk, so a process starts without reading
-the whole log and without building a Fact per account (about 1 s a million accounts).
+the whole log and without building a Python object per account (but its id and its code).
 
-What it holds: the templates, shapes and stand-in facts as JSON tables (few, shared by all
-accounts); per account its id (a JSON list), its template id and its times as base64 arrays
-(read with `array.frombytes`, no per-account parsing); the regions' facts; the accounts of
-each region in registration order, as indices. It carries no code (no pickle: loading it
-can only ever build data, each field checked), names the schema of the code that wrote it,
-and names the event at its position (id, version, topic and a hash of the stored bytes),
-which the loader checks against the log. A file that fails any check, or that is not what
-it claims, is ignored: the process reads the log instead.
+What it holds: a header line of JSON (the data and cause dicts, stand-in facts and strings
+the shared tables name; the regions' facts; the position and what the event there is),
+then sections of raw bytes read in place into the structures a process keeps: the shapes
+and templates as one array of numbers (snapshot_tables.py), the account ids (UTF-8, one a
+line), each account's template id (`array('I')`), the accounts' times and record pointers
+(`array('q')`, as `check_index.Store.times`), the sizes of the records' blocks and the
+blocks (records.py), the accounts of each region in registration order (indices). No
+section is parsed account by account in Python: ids are one split, codes one pass of
+`accumulate`, so nothing per account but its id and its code is made, and no section is
+held twice. It carries no code (no pickle: loading it can only ever build data, each
+field and section checked: lengths, ranges, every record's start where a pointer says),
+names the schema of the code that wrote it, and names the event at its position (id,
+version, topic and a hash of the stored bytes), which the loader checks against the log. A
+file that fails any check, or that is not what it claims, is ignored: the process reads
+the log instead.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import gzip
 import hashlib
 import json
@@ -22,21 +27,23 @@ import sys
 from array import array
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import accumulate, compress, repeat
+from operator import lshift, or_, sub
 from pathlib import Path
 from typing import Any
 
-from entitlements.rules import AccountState, Fact
+from entitlements.rules import Fact
 from projections.check_index import (
-    FACT_FIELDS,
     MASK,
     SHIFT,
-    STATE_FIELDS,
     CheckIndex,
     Interner,
     Store,
     Template,
     code_of,
 )
+from projections.records import Records
+from projections.snapshot_tables import read_tables, tables
 
 
 class SnapshotRefused(ValueError):
@@ -83,7 +90,8 @@ def _fact(row: list[Any]) -> Fact:
 
 
 FORMAT = "entitlements-index-snapshot"
-SCHEMA = 5  # raise whenever the index's layout changes: an older file is then ignored
+SCHEMA = 6  # raise whenever the index's layout changes: an older file is then ignored
+HEADER_MAX = 1 << 28  # bytes of the header line read at most
 
 
 @dataclass
@@ -109,18 +117,27 @@ def write_index(
     """Write the check index (every account encoded) and the regions' facts, atomically.
     `log` gives position, newest_recorded_at and regions (LogFacts or LightLog)."""
     index.encode_all()
-    interner, store = index.interner, index.store
-    ids = list(index.accounts)
+    ids, template_of, times, who = _packed(index)
+    blocks = array("I", map(len, who.blocks))
+    if any("\n" in a for a in ids):
+        raise ValueError("an account id with a line break cannot be written")
     where = {a: i for i, a in enumerate(ids)}
-    templates = interner.templates
-    times, tids = array("q"), array("I")
-    for a in ids:
-        code = code_of(index.accounts[a])
-        assert code is not None  # encode_all: every account has its code
-        tid, offset = code & MASK, code >> SHIFT
-        tids.append(tid)
-        times.extend(store.times[offset : offset + templates[tid].slots])
-    document = {
+    ordinals = array("I", [where[a] for accounts in members.values() for a in accounts])
+    # the templates some account has (not those of accounts encoded again), renumbered
+    used = sorted(set(template_of))
+    number = {tid: i for i, tid in enumerate(used)}
+    template_of = array("I", map(number.__getitem__, template_of))
+    shared, numbers = tables([index.interner.templates[tid] for tid in used])
+    sections = {
+        "tables": numbers.tobytes(),
+        "ids": "\n".join(ids).encode(),
+        "template_of": template_of.tobytes(),
+        "times": times.tobytes(),
+        "who_blocks": blocks.tobytes(),
+        "who": b"".join(who.blocks),
+        "members": ordinals.tobytes(),
+    }
+    header = {
         "format": FORMAT,
         "schema": SCHEMA,
         "byteorder": sys.byteorder,
@@ -128,39 +145,50 @@ def write_index(
         "head": head,
         "newest_recorded_at": log.newest_recorded_at and log.newest_recorded_at.isoformat(),
         "regions": {r: [_fact_row(f) for f in fs] for r, fs in log.regions.items()},
-        **_interned(interner),
-        "accounts": ids,
-        "template_of": _b64(tids),
-        "times": _b64(times),
-        "who": {a: list(w) for a, w in store.who.items() if a in where},
-        "members": {r: _b64(array("I", [where[a] for a in accts])) for r, accts in members.items()},
+        **shared,
+        "members": [[r, len(accounts)] for r, accounts in members.items()],
+        "sections": [[name, len(data)] for name, data in sections.items()],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(tmp_suffix)
-    # json.dumps, not json.dump: dump streams through the pure-Python encoder (iterencode),
-    # dumps encodes in C in one go (measured: most of a rebuild's snapshot time at 200k).
-    encoded = json.dumps(document, separators=(",", ":")).encode()
     with gzip.open(tmp, "wb", compresslevel=1) as f:
-        f.write(encoded)
+        f.write(json.dumps(header, separators=(",", ":")).encode() + b"\n")
+        for data in sections.values():
+            f.write(data)
     tmp.replace(path)
+
+
+def _packed(index: CheckIndex) -> tuple[list[str], array[int], array[int], Records]:
+    """Every account's id, template id, times and record, in the index's order (an
+    account encoded again left its old times and record behind: not written)."""
+    templates, store = index.interner.templates, index.store
+    ids = list(index.accounts)
+    template_of, times, who = array("I"), array("q"), Records()
+    blocks: dict[int, bytes] = {}  # decompressed, as records are read
+    for a in ids:
+        code = code_of(index.accounts[a])
+        assert code is not None  # encode_all: every account has its code
+        tid, offset = code & MASK, code >> SHIFT
+        template = templates[tid]
+        template_of.append(tid)
+        times.extend(store.times[offset : offset + template.slots])
+        if template.who_keys:
+            times.append(who.add(store.who.raw(store.times[offset + template.slots], blocks)))
+    who.close()
+    return ids, template_of, times, who
 
 
 def read_index(path: Path) -> tuple[Loaded, dict[str, Any] | None]:
     """The index in the file and the fingerprint of its head event; SnapshotRefused when the
     file is not a well-formed index snapshot of this schema (nothing in it can run: JSON
-    and base64 numbers, each checked before use)."""
+    and arrays of numbers, each checked before use)."""
     try:
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            document = json.load(f)
-        if (
-            not isinstance(document, dict)
-            or document.get("format") != FORMAT
-            or document.get("schema") != SCHEMA
-        ):
-            raise SnapshotRefused(f"not a schema-{SCHEMA} index snapshot")
-        if document["byteorder"] != sys.byteorder:
-            raise SnapshotRefused("written on a machine of the other byte order")
-        return _loaded(document), document["head"]
+        with gzip.open(path, "rb") as f:
+            header = _header(f)
+            sections = _Sections(f, header["sections"])
+            loaded = _loaded(header, sections)
+            sections.end()
+        return loaded, header["head"]
     except SnapshotRefused:
         raise
     except (
@@ -173,78 +201,71 @@ def read_index(path: Path) -> tuple[Loaded, dict[str, Any] | None]:
         IndexError,
         RecursionError,
         OverflowError,
-        binascii.Error,
+        MemoryError,
     ) as e:
         raise SnapshotRefused(f"unreadable snapshot: {type(e).__name__}") from None
 
 
-def _b64(a: array[int]) -> str:
-    return base64.b64encode(a.tobytes()).decode("ascii")
+def _header(f: Any) -> dict[str, Any]:
+    """The first line: JSON of this format and schema, from a machine of our byte order."""
+    document = json.loads(f.readline(HEADER_MAX))
+    if (
+        not isinstance(document, dict)
+        or document.get("format") != FORMAT
+        or document.get("schema") != SCHEMA
+    ):
+        raise SnapshotRefused(f"not a schema-{SCHEMA} index snapshot")
+    if document["byteorder"] != sys.byteorder:
+        raise SnapshotRefused("written on a machine of the other byte order")
+    return document
 
 
-def _unb64(typecode: str, text: Any) -> array[int]:
-    if not isinstance(text, str):
-        raise TypeError("not base64 text")
-    a = array(typecode)
-    a.frombytes(base64.b64decode(text, validate=True))
-    return a
+class _Sections:
+    """The file's sections, read one after another in the header's order, each exactly as
+    long as the header says, and nothing after them; each read into what keeps it (no
+    copy of a section is held while the next is read)."""
 
+    def __init__(self, f: Any, lengths: Any) -> None:
+        if not isinstance(lengths, list):
+            raise TypeError("sections")
+        self._f = f
+        self._left = [(_str(name), _int(n, 0, 1 << 40)) for name, n in lengths]
 
-def _interned(interner: Interner) -> dict[str, Any]:
-    """Templates and their parts as JSON rows; every reference is an index into a table."""
-    values: list[Any] = []
-    value_ids: dict[int, int] = {}
-    standins: list[list[Any]] = []
-    standin_ids: dict[int, int] = {}
-    shapes: list[list[Any]] = []
-    shape_ids: dict[int, int] = {}
+    def _length(self, name: str) -> int:
+        if not self._left or self._left[0][0] != name:
+            raise TypeError(f"no section {name} here")
+        return self._left.pop(0)[1]
 
-    def value(v: Any) -> int:
-        if v is None:
-            return -1
-        if id(v) not in value_ids:
-            value_ids[id(v)] = len(values)
-            values.append(v)
-        return value_ids[id(v)]
+    def bytes(self, name: str) -> bytes:
+        n = self._length(name)
+        data: bytes = self._f.read(n)
+        if len(data) != n:
+            raise ValueError("a section cut short")
+        return data
 
-    def standin(f: Fact | None) -> int | None:
-        if f is None:
-            return None
-        if id(f) not in standin_ids:
-            standin_ids[id(f)] = len(standins)
-            standins.append([f.version, f.type, value(f.data), value(f.cause)])
-        return standin_ids[id(f)]
+    def into(self, name: str, typecode: str) -> Any:
+        """The section as an array of `typecode` ("B": a bytearray), read in place."""
+        n = self._length(name)
+        kept: Any
+        if typecode == "B":
+            kept = bytearray(n)
+        else:
+            size = array(typecode).itemsize
+            if n % size:
+                raise ValueError("a section of part items")
+            kept = array(typecode, [0]) * (n // size)
+        with memoryview(kept) as whole, whole.cast("B") as view:
+            got = 0
+            while got < n:
+                read = self._f.readinto(view[got:])
+                if not read:
+                    raise ValueError("a section cut short")
+                got += read
+        return kept
 
-    def shape(s: AccountState) -> int:
-        if id(s) not in shape_ids:
-            shape_ids[id(s)] = len(shapes)
-            shapes.append(
-                [
-                    standin(getattr(s, n)) if n in FACT_FIELDS else getattr(s, n)
-                    for n in STATE_FIELDS
-                ]
-            )
-        return shape_ids[id(s)]
-
-    templates = [
-        [
-            t.region,
-            t.klo,
-            t.m,
-            [[lo, hi, [shape(s) for s in states]] for lo, hi, states in t.beliefs],
-            [[ty, v, e, r, value(d), value(c)] for ty, v, e, r, d, c in t.events],
-            t.slots,
-            t.first_registration,
-        ]
-        for t in interner.templates
-    ]
-    return {
-        "values": values,
-        "standins": standins,
-        "shapes": shapes,
-        "templates": templates,
-        "signatures": [[tid, list(ranks)] for tid, ranks in interner.signatures()],
-    }
+    def end(self) -> None:
+        if self._left or self._f.read(1):
+            raise ValueError("more after the last section, or fewer")
 
 
 def _int(v: Any, low: int, high: int) -> int:
@@ -260,89 +281,12 @@ def _str(v: Any, none: bool = False) -> Any:
     return v
 
 
-def _loaded(d: dict[str, Any]) -> Loaded:
+def _loaded(d: dict[str, Any], sections: _Sections) -> Loaded:
     interner = Interner()
-    values = d["values"]
-    if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
-        raise TypeError("values")
-    values = [interner.value(v) for v in values]
-
-    def value(i: Any, none: bool = True) -> Any:
-        return None if none and i == -1 else values[_int(i, 0, len(values))]
-
-    standins = [
-        interner.standin(_int(i, 0, 1 << 20), _str(ty), value(dv, none=False), value(cv))
-        for i, ty, dv, cv in d["standins"]
-    ]
-    shapes = []
-    for row in d["shapes"]:
-        if not isinstance(row, list) or len(row) != len(STATE_FIELDS):
-            raise TypeError("a shape")
-        fields_: dict[str, Any] = {
-            n: (None if v is None else standins[_int(v, 0, len(standins))])
-            if n in FACT_FIELDS
-            else _str(v, none=n == "partner")
-            for n, v in zip(STATE_FIELDS, row, strict=True)
-        }
-        shapes.append(interner.shape(AccountState(**fields_)))
-    ids = []
-    for region, klo, m, beliefs, events, slots, first in d["templates"]:
-        _int(slots, 0, 1 << 16)
-        _int(klo, 0, slots + 1)
-        _int(m, 0, slots - klo + 1)
-        if not isinstance(beliefs, list) or len(beliefs) != m:
-            raise TypeError("beliefs")
-        rows = []
-        for lo, hi, states in beliefs:
-            _int(lo, 0, slots + 1)
-            _int(hi, lo, slots + 1)
-            if not isinstance(states, list) or len(states) != hi - lo:
-                raise TypeError("states")
-            rows.append((lo, hi, tuple(shapes[_int(s, 0, len(shapes))] for s in states)))
-        evs = tuple(
-            (
-                _str(ty),
-                _int(v, 1, 1 << 62),
-                _int(e, 0, slots),
-                _int(r, 0, slots),
-                value(dv, False),
-                value(cv),
-            )
-            for ty, v, e, r, dv, cv in events
-        )
-        if first is not None:
-            _int(first, 0, len(evs))
-        template = Template(_str(region), klo, m, tuple(rows), evs, slots, first)
-        ids.append(interner.template(template))
-    for tid, ranks in d["signatures"]:
-        t = interner.templates[ids[_int(tid, 0, len(ids))]]
-        if not isinstance(ranks, list) or len(ranks) != t.slots:
-            raise TypeError("ranks")
-        interner.remember(ids[tid], tuple(_int(r, 0, 1 << 16) for r in ranks))
     store = Store(interner)
-    store.times = _unb64("q", d["times"])
-    tids = _unb64("I", d["template_of"])
-    accounts = d["accounts"]
-    if not isinstance(accounts, list) or len(tids) != len(accounts):
-        raise TypeError("accounts")
-    slots_of = [interner.templates[i].slots for i in ids]
-    codes = []
-    offset = 0
-    for tid in tids:
-        codes.append(offset << SHIFT | ids[tid])
-        offset += slots_of[tid]
-    if offset != len(store.times):
-        raise TypeError("times")
-    index = dict(zip(accounts, codes, strict=True))
-    if len(index) != len(accounts) or not all(isinstance(a, str) for a in index):
-        raise TypeError("account ids")
-    for a, who in d["who"].items():
-        if a not in index or not isinstance(who, list):
-            raise TypeError("who")
-        store.who[a] = tuple(_str(c, none=True) for c in who)
-    members = {}
-    for region, where in d["members"].items():
-        members[_str(region)] = [accounts[i] for i in _unb64("I", where)]
+    template_ids = read_tables(d, sections.into("tables", "q"), interner)
+    ids, accounts = _accounts(sections, template_ids, store)
+    members = _members(d["members"], sections.into("members", "I"), ids)
     regions = {_str(code): [_fact(r) for r in rows] for code, rows in d["regions"].items()}
     position = d["position"]
     if type(position) is not int or position < 0:
@@ -353,6 +297,65 @@ def _loaded(d: dict[str, Any]) -> Loaded:
         datetime.fromisoformat(newest) if newest is not None else None,
         regions,
         members,
-        index,
+        accounts,
         store,
     )
+
+
+def _accounts(
+    sections: _Sections, template_ids: list[int], store: Store
+) -> tuple[list[str], dict[str, int]]:
+    """Every account's id and code, the store's times and records adopted whole: each
+    account takes its template's width of times, and its record's start is checked."""
+    ids = sections.bytes("ids").decode("utf-8").split("\n")
+    template_of: array[int] = sections.into("template_of", "I")
+    n = len(template_of)
+    if ids == [""] and n == 0:
+        ids = []
+    if len(ids) != n or "" in ids:
+        raise TypeError("account ids")
+    templates = [store.interner.templates[i] for i in template_ids]
+    widths = [t.width for t in templates]
+    store.times = times = sections.into("times", "q")
+    if sum(map(widths.__getitem__, template_of)) != len(times):
+        raise TypeError("times")
+    store.who = _records(sections, template_of, templates, times)
+    offsets = accumulate(map(widths.__getitem__, template_of), initial=0)
+    codes = map(
+        or_, map(lshift, offsets, repeat(SHIFT)), map(template_ids.__getitem__, template_of)
+    )
+    accounts = dict(zip(ids, codes, strict=True))
+    if len(accounts) != n:
+        raise TypeError("an account id twice")
+    return ids, accounts
+
+
+def _records(
+    sections: _Sections, template_of: array[int], templates: list[Template], times: array[int]
+) -> Records:
+    """The records, each block checked (see Records.checked) against the pointers in the
+    accounts' last slots, in account order."""
+    lengths = sections.into("who_blocks", "I")
+    whole = sections.bytes("who")
+    if sum(lengths) != len(whole):
+        raise ValueError("blocks")
+    starts = accumulate(lengths, initial=0)
+    blocks = [whole[a : a + n] for a, n in zip(starts, lengths, strict=False)]
+    del whole
+    has = [bool(t.who_keys) for t in templates]
+    ends = accumulate(map([t.width for t in templates].__getitem__, template_of))
+    where = compress(map(sub, ends, repeat(1)), map(has.__getitem__, template_of))  # last slots
+    count = sum(map(has.__getitem__, template_of))
+    return Records.checked(blocks, map(times.__getitem__, where), count)
+
+
+def _members(counts: Any, ordinals: array[int], ids: list[str]) -> dict[str, list[str]]:
+    """Each region's accounts, in registration order, from their indices."""
+    accounts = list(map(ids.__getitem__, ordinals))
+    members, at = {}, 0
+    for region, count in counts:
+        members[_str(region)] = accounts[at : at + _int(count, 0, len(accounts) - at + 1)]
+        at += count
+    if at != len(accounts):
+        raise TypeError("members")
+    return members

@@ -14,7 +14,10 @@ known times K that covers every point where an answer can change, these agree on
                     entitlements.rules and projections. For `host` it ignores the
                     rule-caused HostingRevoked / HostingRestored events and computes rule 3
                     from the plan and the region's own rule switches, so agreement proves
-                    the fan-out events say what rule 3 says, at every (T, K).
+                    the fan-out events say what rule 3 says, at every (T, K);
+  (e) SNAPSHOT      a brand-new engine opened from the index snapshot (b) wrote, which
+                    answers exactly as (b) does: every Decision whole (reason, `because`,
+                    position), the facts read back from the index, `explain`.
 
 It also checks that every account's versions are 1..n and that the hosting fan-out is
 idempotent (running it again would record nothing).
@@ -38,6 +41,7 @@ from hypothesis import strategies as st
 
 from entitlements import open_engine
 from entitlements.account import account_uuid
+from entitlements.audit import explain
 from entitlements.decisions import UnknownAccount
 from entitlements.engine import Engine
 from entitlements.region import region_id
@@ -207,6 +211,9 @@ def scenarios(draw: Any) -> list[dict[str, Any]]:
             applied[cmd["region"], cmd["rule"]] = eff
         cmd["effective_at"] = day(eff).date().isoformat()
         cmd["recorded_at"] = day(rec).date().isoformat()
+        actor = draw(st.sampled_from((None, "ops@example", f"user:{account}")))
+        if actor is not None:  # who asked: kept per account beside the index's templates
+            cmd["actor"] = actor
         commands.append(cmd)
     return commands
 
@@ -550,6 +557,7 @@ def test_incremental_rebuild_replay_and_reference_agree(
     url = f"sqlite:///{Path(tmp) / 'entitlements.db'}"
     engine = open_engine(url)
     rebuilt: Engine | None = None
+    from_snapshot: Engine | None = None
     try:
         # -- apply one command per call, checking a few answers in between ------------------
         applied = attempted = 0
@@ -576,8 +584,11 @@ def test_incremental_rebuild_replay_and_reference_agree(
 
         assert attempted == len(commands)  # every command went in, whatever the probes
 
-        # -- the four answerers -------------------------------------------------------------
+        # -- the five answerers -------------------------------------------------------------
         rebuilt = open_engine(url)
+        rebuilt.projector.save_snapshot()
+        from_snapshot = open_engine(url)
+        assert from_snapshot.projector._snapshot_position == rebuilt.position()
         streams = raw_log_streams(engine)
         existing = []
         for account_id in ACCOUNT_POOL:
@@ -658,6 +669,8 @@ def test_incremental_rebuild_replay_and_reference_agree(
                     for cap in CAPABILITIES:
                         a = engine.check(account_id, cap, at=t, as_known_at=k)
                         b = rebuilt.check(account_id, cap, at=t, as_known_at=k)
+                        e = from_snapshot.check(account_id, cap, at=t, as_known_at=k)
+                        assert e == b and e.as_dict() == b.as_dict(), (account_id, cap, t, k)
                         c = decide(cap, acc, reg)
                         answers = {
                             "a incremental": (a.allowed, a.value),
@@ -674,11 +687,18 @@ def test_incremental_rebuild_replay_and_reference_agree(
                             + "\n  ".join(_show(e) for e in ref_region)
                         )
                         compared += 1
+            # the snapshot's index holds the account's facts, and explains as the log's does
+            assert from_snapshot.index.facts(account_id) == rebuilt.index.facts(account_id)
+            for t in (now, day(180)):
+                assert explain(from_snapshot, account_id, "host", t) == explain(
+                    rebuilt, account_id, "host", t
+                )
             # the hot "now" path (no at, no as_known_at) agrees with the reference at now
             ref = reference(ref_account, ref_region, now, None)
             for cap in CAPABILITIES:
                 a = engine.check(account_id, cap)
                 b = rebuilt.check(account_id, cap)
+                assert from_snapshot.check(account_id, cap).as_dict() == b.as_dict()
                 assert (a.allowed, a.value) == (b.allowed, b.value) == ref[cap], (
                     account_id,
                     cap,
@@ -689,6 +709,8 @@ def test_incremental_rebuild_replay_and_reference_agree(
                 )
         assert compared == len(existing) * (len(times) + 1) * len(knowns) * len(CAPABILITIES)
     finally:
+        if from_snapshot is not None:
+            from_snapshot.close()
         if rebuilt is not None:
             rebuilt.close()
         engine.close()
