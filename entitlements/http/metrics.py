@@ -37,7 +37,7 @@ class Metrics:
         )
         self.latency = Histogram(
             "entitlements_check_seconds",
-            "Time to decide a check",
+            "Time to decide a check request (one check, or a batch's every check)",
             buckets=(1e-6, 5e-6, 2e-5, 1e-4, 5e-4, 2e-3, 1e-2, 0.1),
             registry=r,
         )
@@ -75,12 +75,17 @@ class Metrics:
 
     def observe(self, capability: str, allowed: bool, seconds: float) -> None:
         """One check answered (on the hot path: a bound counter, found in a dict)."""
+        self.count(capability, allowed)
+        self.latency.observe(seconds)
+
+    def count(self, capability: str, allowed: bool, n: int = 1) -> None:
+        """`n` checks of `capability` answered `allowed`. In multiprocess mode every write
+        is a write to the worker's file: a batch counts once per kind of answer."""
         counter = self._outcomes.get((capability, allowed))
         if counter is None:
             counter = self.checks.labels(capability, "allowed" if allowed else "denied")
             self._outcomes[(capability, allowed)] = counter
-        counter.inc()
-        self.latency.observe(seconds)
+        counter.inc(n)
 
     def worker_state(self, state: str, position: int, lag: int | None, stale: float) -> None:
         """This worker's gauges (set every half second by the worker's housekeeping)."""

@@ -10,10 +10,12 @@ stale hit. Used on the event loop only (one thread: no lock).
 
 from __future__ import annotations
 
+from itertools import islice
+
 from entitlements.decisions import Decision
 from entitlements.http.schemas import decision_json
 
-SIZE = 1 << 14  # decisions whose JSON is kept (the oldest made goes first): a few MB
+SIZE = 1 << 14  # decisions whose JSON is kept at most (the older half goes when full)
 
 
 class Rendered:
@@ -28,7 +30,8 @@ class Rendered:
         if kept is not None and kept[0] is decision:
             return kept[1]
         body = decision_json(decision)
-        if len(self._kept) >= self.size:
-            del self._kept[next(iter(self._kept))]
+        if len(self._kept) >= self.size:  # keep the newer half (deleting the oldest one at
+            # a time leaves a dict whose first key is found past every deleted slot)
+            self._kept = dict(islice(self._kept.items(), self.size // 2, None))
         self._kept[id(decision)] = (decision, body)  # holding it: its id is not reused
         return body

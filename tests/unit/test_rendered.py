@@ -23,10 +23,10 @@ def test_the_same_decision_is_rendered_once_and_a_new_one_again() -> None:
     assert rendered.json(equal) == body and rendered.json(equal) is not body
 
 
-def test_only_the_last_size_decisions_are_kept() -> None:
-    rendered = Rendered(size=3)
+def test_when_full_the_older_half_goes() -> None:
+    rendered = Rendered(size=4)
     kept = [decision(f"a-{i}", True) for i in range(5)]
-    bodies = [rendered.json(d) for d in kept]
-    assert rendered.json(kept[4]) is bodies[4]
-    assert rendered.json(kept[0]) is not bodies[0]  # evicted, made again
+    bodies = [rendered.json(d) for d in kept]  # the fifth makes room: a-0 and a-1 go
     assert len(rendered._kept) == 3
+    assert all(rendered.json(kept[i]) is bodies[i] for i in (2, 3, 4))
+    assert rendered.json(kept[0]) is not bodies[0]  # made again

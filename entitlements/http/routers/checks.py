@@ -5,6 +5,7 @@ the event loop from the worker's in-memory index (no thread, no store read); the
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -62,16 +63,20 @@ async def checks(body: ChecksIn, worker: WorkerDep, _: Checker) -> Response:
     account, a bad capability or time) is an error item in its place."""
     await worker.reached(body.min_position)
     results: list[bytes] = []
+    answered: Counter[tuple[str, bool]] = Counter()
+    started = time.perf_counter()
     for c in body.checks:
         try:
-            started = time.perf_counter()
             d = await worker.check(c.account_id, c.capability, c.at, c.as_known_at)
-            worker.metrics.observe(c.capability, d.allowed, time.perf_counter() - started)
+            answered[c.capability, d.allowed] += 1
             results.append(worker.json(d, c.at, c.as_known_at))
         except UnknownAccount as e:
             results.append(dumps(_error_item(c.account_id, c.capability, str(e), 404)))
         except ValueError as e:
             results.append(dumps(_error_item(c.account_id, c.capability, str(e), 422)))
+    worker.metrics.latency.observe(time.perf_counter() - started)
+    for (capability, allowed), n in answered.items():
+        worker.metrics.count(capability, allowed, n)
     position = worker.ready_engine().index.position
     return Response(
         checks_json(results, position),
