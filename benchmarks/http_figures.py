@@ -23,13 +23,18 @@ request), else a Python client (asyncio + httpx); `--client python` forces the l
   commit is just before it) and from the POST being sent, beside the command's round trip.
 - granian_vs_uvicorn (--compare-servers): the same rounds on uvicorn (httptools, uvloop),
   each server against its own floor.
-- worker_memory: measured by benchmarks/worker_figures.py (named here, not measured).
+- worker_memory (--worker-accounts N): `serve --workers 1` on the store built by applying a
+  day's commands for N accounts (benchmarks/worker_figures.py's, built once and kept): from
+  spawn to ready, and the worker's resident bytes per account after the open and after
+  checking host and join of every account over HTTP, beside the same worker on an empty
+  store and a dict of the ids (worker_figures.py measures the engine alone, in-process).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import os
 import queue
@@ -62,6 +67,7 @@ from entitlements.tokens import TokenStore
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 100  # checks per POST /v1/checks
 APPLY_BATCH = 2000  # registrations per Engine.apply call when the store is built
+MAX_CHECKS = 1000  # a batch's most
 PG_ACCOUNTS = 10_000
 POLL_WAIT = 30  # seconds a long-poll of the long-poll phase asks to wait
 GOALS = {"ratio": 0.5, "p99_ms": 5.0, "decisions_per_s": 50_000, "poll_p99_ms": 10.0}
@@ -742,12 +748,92 @@ def postgres_changes(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         drop_databases(made)
 
 
-def worker_memory() -> dict[str, Any]:
-    """Issue 16's last figure, a worker's memory and open time on an applied 300k store, is
-    measured by benchmarks/worker_figures.py (a run of its own: building that store takes
-    minutes). Named here so that this output lists every figure of the issue."""
+def worker_pid(server_pid: int) -> int:
+    """The one worker process under a `serve --workers 1` (granian's child)."""
+    deadline = time.monotonic() + 30
+    while True:
+        children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+        if children:
+            return int(children[0])
+        assert time.monotonic() < deadline, "no worker process"
+        time.sleep(0.05)
+
+
+def resident(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def serving_worker(url: str, ids: list[str], folder: Path) -> dict[str, Any]:
+    """`serve --workers 1` on the store: seconds from spawn to /healthz 200, the worker's
+    resident bytes then, and after checking host and join of every id over HTTP."""
+    token = TokenStore(url).create(f"bench-{os.getpid()}-{time.time_ns()}", "checker")
+    port = free_port()
+    argv = [*cli(), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    env = {**os.environ, "ENTITLEMENTS_DB": url, "ENTITLEMENTS_CACHE": str(folder)}
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
+                    break
+            assert proc.poll() is None and time.perf_counter() - started < 300
+            time.sleep(0.02)
+        up = time.perf_counter() - started
+        pid = worker_pid(proc.pid)
+        opened = resident(pid)
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as c:
+            for i in range(0, len(ids), MAX_CHECKS // 2):  # two capabilities an account
+                checks = [
+                    {"account_id": a, "capability": cap}
+                    for a in ids[i : i + MAX_CHECKS // 2]
+                    for cap in ("host", "join")
+                ]
+                assert c.post("/v1/checks", json={"checks": checks}, timeout=60).is_success
+        return {
+            "spawn_to_ready_seconds": round(up, 2),
+            "after_open": opened,
+            "after_checks": resident(pid),
+        }
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def worker_memory(n: int, folder: Path, store: Path | None = None) -> dict[str, Any]:
+    """A serving worker on the store built by applying a day's commands for n accounts
+    (benchmarks/worker_figures.py builds it once and keeps it), against the same worker on
+    an empty store (the app, the server and the interpreter by themselves) and a dict of the
+    n ids in a fresh process: resident bytes per account after the open and after every
+    account is checked (host and join), and the time from spawning `serve` to ready."""
+    from benchmarks import worker_figures
+    from benchmarks.index_figures import run_child
+
+    url, built = worker_figures.applied_store(n, store)
+    snapshot = worker_figures.write_snapshot(url)
+    empty_url = f"sqlite:///{folder / 'empty.db'}"
+    Engine(empty_url).close()
+    empty = serving_worker(empty_url, [], folder)
+    full = serving_worker(url, account_ids(n), folder)
+    command = [sys.executable, "-m", "benchmarks.worker_figures", "--child", "floor"]
+    floor = run_child([*command, "--accounts", str(n)])
     return {
-        "measured_by": "python -m benchmarks.worker_figures",
+        "store": {**built, "snapshot_bytes": snapshot["snapshot_bytes"]},
+        "accounts": n,
+        "spawn_to_ready_seconds": full["spawn_to_ready_seconds"],
+        "baseline_empty_store_spawn_to_ready_seconds": empty["spawn_to_ready_seconds"],
+        "resident_after_open_bytes_per_account": round(
+            (full["after_open"] - empty["after_open"]) / n
+        ),
+        "resident_after_checks_bytes_per_account": round(
+            (full["after_checks"] - empty["after_checks"]) / n
+        ),
+        "baseline_empty_store_resident_mb": round(empty["after_open"] / 1e6, 1),
+        "floor_dict_of_ids_bytes_per_account": floor["floor_dict_of_ids_bytes_per_account"],
         "goal": "<= 300 B/account after every account is checked, <= 1 s open at 300k",
     }
 
@@ -811,6 +897,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--commands", type=int, default=60, help="for commit -> long-poll")
     parser.add_argument("--postgres", action="store_true", help="commit -> long-poll there too")
     parser.add_argument("--compare-servers", action="store_true", help="granian vs uvicorn")
+    parser.add_argument(
+        "--worker-accounts",
+        type=int,
+        default=0,
+        help="a serving worker's memory and start on an applied store of N accounts (0: skip)",
+    )
+    parser.add_argument(
+        "--worker-store", type=Path, help="its folder (default: kept in the temp folder, by N)"
+    )
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -849,7 +944,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         if args.postgres:
             figures["commit_to_long_poll_postgres"] = postgres_changes(args, folder)
-        figures["worker_memory"] = worker_memory()
+        if args.worker_accounts:
+            figures["worker_memory"] = worker_memory(
+                args.worker_accounts, folder, args.worker_store
+            )
     return emit(figures, args.json)
 
 

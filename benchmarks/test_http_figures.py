@@ -17,6 +17,7 @@ from benchmarks import http_figures
 def test_http_figures_come_out_for_a_tiny_world(tmp_path: Path) -> None:
     argv = ["--accounts", "200", "--seconds", "0.5", "--rounds", "1", "--workers", "1"]
     argv += ["--client", "python", "--long-polls", "10", "--commands", "4"]
+    argv += ["--worker-accounts", "300", "--worker-store", str(tmp_path / "applied")]
     figures = http_figures.main([*argv, "--json", str(tmp_path / "http.json")])
     assert figures["setup"]["load_tool"].startswith("python")
     assert figures["setup"]["store"].startswith("applied")
@@ -33,5 +34,7 @@ def test_http_figures_come_out_for_a_tiny_world(tmp_path: Path) -> None:
     changes = figures["commit_to_long_poll_sqlite"]
     assert changes["commands"] == 4 and changes["from_post_p50_ms"] > 0
     assert figures["granian_vs_uvicorn"]["note"].startswith("skipped")
-    assert "worker_memory" in figures
+    worker = figures["worker_memory"]
+    assert worker["accounts"] == 300 and worker["spawn_to_ready_seconds"] > 0
+    assert worker["floor_dict_of_ids_bytes_per_account"] >= 0  # a few ids: pages already there
     assert json.loads((tmp_path / "http.json").read_text())["setup"]["accounts"] == 200
