@@ -368,13 +368,10 @@ def child(url: str, n: int, traced: bool) -> dict[str, Any]:
 
 def floor(n: int) -> dict[str, Any]:
     """Run in a fresh process: the RSS growth of a dict of the n account ids alone."""
-    ids = account_ids(n)
-    gc.collect()
-    before = rss()
-    table = {a.encode().decode(): True for a in ids}  # fresh strings, as a loader makes them
-    grown = rss() - before
-    assert len(table) == n
-    return {"floor_dict_of_ids_bytes_per_account": round(grown / n)}
+    from benchmarks.index_figures import floor as dict_of_ids
+
+    grown = dict_of_ids(n)["resident_floor_dict_of_ids_bytes_per_account"]
+    return {"floor_dict_of_ids_bytes_per_account": grown}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

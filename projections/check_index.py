@@ -802,7 +802,7 @@ class CheckIndex:
             refs = tuple(f.version if f.stream == "" else f for f in v.because)
             cell = (capability, v.allowed, v.value, v.reason, refs)  # a Decision's verdict
             with self._lock:
-                self._evict(self._cells)
+                _evict(self._cells, self.cache_size)
                 self._cells[key] = cell
         return _new(Decision, (account_id, cell, self.position, self._cite, code))
 
@@ -870,29 +870,13 @@ class CheckIndex:
         )
         until = line.next_change(t)
         if settled >= 0 and shape is not None and shape.registration is not None:
-            self._keep_now(generation, code & MASK, (settled, until), capability, decision[1])
+            with self._lock:  # kept if nothing changed meanwhile
+                if generation == self._generation:
+                    _keep_now(self._now, code & MASK, (settled, until), capability, decision[1])
         changes = [c for c in (change, until) if c is not None]
         if changes:
             decision = _new(_Now, (*decision, min(changes) / 1e6))
         return self._keep_hot(generation, decision)
-
-    def _keep_now(
-        self,
-        generation: int,
-        template_id: int,
-        when: tuple[int, int | None],
-        capability: str,
-        verdict: tuple[Any, ...],
-    ) -> None:
-        """The template's "now" verdict for a capability, kept if nothing changed meanwhile
-        (`when`: the slot of its accounts' last effective time, the region's next change)."""
-        with self._lock:
-            if generation == self._generation:
-                kept = self._now.get(template_id)
-                if kept is None or kept[:2] != when:
-                    kept = when + (None,) * len(SLOTS)
-                at = _NOW_AT[capability]
-                self._now[template_id] = (*kept[:at], verdict, *kept[at + 1 :])
 
     def _keep_hot(self, generation: int, decision: Decision) -> Decision:
         """The decision, also kept among the last checked, if nothing changed meanwhile."""
@@ -913,10 +897,6 @@ class CheckIndex:
             self._times[value] = us
         return us
 
-    def _evict(self, cache: dict[Any, Any]) -> None:
-        while len(cache) >= self.cache_size:
-            del cache[next(iter(cache))]
-
 
 def _utc(field: str, value: datetime | str) -> datetime:
     """Aware datetimes pass as they are; strings and naive datetimes are read as UTC."""
@@ -926,3 +906,24 @@ def _utc(field: str, value: datetime | str) -> datetime:
         return parse_time(value)
     except ValueError as e:
         raise ValueError(f"{field}: {e}") from None
+
+
+def _evict(cache: dict[Any, Any], size: int) -> None:
+    while len(cache) >= size:
+        del cache[next(iter(cache))]
+
+
+def _keep_now(
+    now: dict[int, tuple[Any, ...]],
+    template_id: int,
+    when: tuple[int, int | None],
+    capability: str,
+    verdict: tuple[Any, ...],
+) -> None:
+    """A template's "now" verdict for a capability, into `now` (`when`: the slot of its
+    accounts' last effective time, the region's next change). Under the index's lock."""
+    kept = now.get(template_id)
+    if kept is None or kept[:2] != when:
+        kept = when + (None,) * len(SLOTS)
+    at = _NOW_AT[capability]
+    now[template_id] = (*kept[:at], verdict, *kept[at + 1 :])

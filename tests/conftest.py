@@ -40,6 +40,21 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def registrations(accounts: list[str]) -> list[dict[str, Any]]:
+    """Sign-ups of `accounts` (US, pro, online, from 2020-01-01: each may host)."""
+    return [
+        {
+            "command": "register_account",
+            "account_id": a,
+            "region": "US",
+            "plan": "pro",
+            "channel": "online",
+            "effective_at": "2020-01-01",
+        }
+        for a in accounts
+    ]
+
+
 PG_SERVER = os.environ.get("ENTITLEMENTS_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 #: Each pytest process gets its own database (each xdist worker is one: its id is in the
 #: name), so two runs, or two workers of one run, never share a schema.

@@ -11,14 +11,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from entitlements import open_engine
 from entitlements.tokens import TokenStore
-from tests.conftest import CLI
+from tests.conftest import CLI, registrations
 from tests.e2e.servers import start_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timing]
@@ -26,25 +25,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timing]
 ACCOUNTS = [f"u-{i}" for i in range(20)]
 
 
-def registrations() -> list[dict[str, Any]]:
-    return [
-        {
-            "command": "register_account",
-            "account_id": a,
-            "region": "US",
-            "plan": "pro",
-            "channel": "online",
-            "effective_at": "2020-01-01",
-        }
-        for a in ACCOUNTS
-    ]
-
-
 def a_store(folder: Path) -> tuple[str, int, dict[str, str]]:
     """A store of 20 accounts; its URL, head position and a bearer token per role."""
     url = f"sqlite:///{folder / 'store.db'}"
     with open_engine(url) as engine:
-        engine.apply(registrations())
+        engine.apply(registrations(ACCOUNTS))
         head = engine.position()
     with TokenStore(url) as tokens:
         bearer = {r: f"Bearer {tokens.create(f'{r}-1', r)}" for r in ("checker", "admin")}

@@ -17,7 +17,7 @@ import pytest
 
 from entitlements import open_engine
 from entitlements.tokens import TokenStore
-from tests.conftest import ThrowawayPostgres
+from tests.conftest import ThrowawayPostgres, registrations
 from tests.e2e.servers import start_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timing, pytest.mark.slow]
@@ -46,19 +46,7 @@ class Served:
 
 def prepare(url: str) -> tuple[dict[str, str], dict[str, str]]:
     with open_engine(url) as engine:
-        engine.apply(
-            [
-                {
-                    "command": "register_account",
-                    "account_id": a,
-                    "region": "US",
-                    "plan": "pro",
-                    "channel": "online",
-                    "effective_at": "2020-01-01",
-                }
-                for a in ACCOUNTS
-            ]
-        )
+        engine.apply(registrations(ACCOUNTS))
     with TokenStore(url) as tokens:
         return (
             {"Authorization": f"Bearer {tokens.create('meetings', 'checker')}"},

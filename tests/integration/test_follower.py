@@ -20,25 +20,13 @@ from entitlements import open_engine
 from entitlements.engine import Engine
 from entitlements.store import StoreUnavailable
 from projections.follower import FollowStatus
-from tests.conftest import ThrowawayPostgres
+from tests.conftest import ThrowawayPostgres, registrations
 
 ACCOUNTS = ["acc-0", "acc-1", "acc-2"]
 
 
 def register(engine: Engine) -> None:
-    engine.apply(
-        [
-            {
-                "command": "register_account",
-                "account_id": a,
-                "region": "US",
-                "plan": "pro",
-                "channel": "online",
-                "effective_at": "2020-01-01",
-            }
-            for a in ACCOUNTS
-        ]
-    )
+    engine.apply(registrations(ACCOUNTS))
 
 
 def revoke(account_id: str) -> dict[str, Any]:

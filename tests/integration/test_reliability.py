@@ -23,7 +23,7 @@ from entitlements.engine import Engine
 from entitlements.rules import hosting_corrections
 from projections.rebuild import rebuild
 from projections.sql_views import SqlReadModel, sql_engine
-from tests.conftest import CLI, ThrowawayPostgres
+from tests.conftest import CLI, ThrowawayPostgres, registrations
 from tests.integration.test_read_models import all_rows
 
 ACCOUNTS = [f"acc-{i}" for i in range(3)]
@@ -109,19 +109,7 @@ def assert_every_acknowledged_event_exactly_once(engine: Engine, acks: list[Any]
 
 
 def register_shared_accounts(engine: Engine) -> None:
-    engine.apply(
-        [
-            {
-                "command": "register_account",
-                "account_id": a,
-                "region": "US",
-                "plan": "pro",
-                "channel": "online",
-                "effective_at": "2020-01-01",
-            }
-            for a in ACCOUNTS
-        ]
-    )
+    engine.apply(registrations(ACCOUNTS))
 
 
 @pytest.mark.slow
