@@ -19,7 +19,6 @@ from entitlements.rules import UnknownCapability
 from entitlements.store import StoreError, StoreUnavailable
 
 _WHY = {
-    400: "A body that cannot be parsed (not UTF-8 JSON)",
     401: "No or unknown bearer token",
     403: "The token's role is too low",
     404: "Unknown account",

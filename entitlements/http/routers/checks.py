@@ -57,7 +57,9 @@ async def can(
     )
 
 
-@router.post("/v1/checks", response_model=ChecksOut, responses=errors(401, 403, 409, 413, 422, 503))
+@router.post(
+    "/v1/checks", response_model=ChecksOut, responses=errors(401, 403, 409, 413, 415, 422, 503)
+)
 async def checks(body: ChecksIn, worker: WorkerDep, _: Checker) -> Response:
     """Many decisions in one call, in order; an item that cannot be decided (an unknown
     account, a bad capability or time) is an error item in its place."""

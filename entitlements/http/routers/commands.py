@@ -18,7 +18,7 @@ router = APIRouter(tags=["commands"], route_class=JsonBodyRoute)
 @router.post(
     "/v1/commands",
     response_model=CommandsOut,
-    responses=errors(400, 401, 403, 413, 415, 422, 503),
+    responses=errors(401, 403, 413, 415, 422, 503),
 )
 def commands(
     body: dict[str, Any],
