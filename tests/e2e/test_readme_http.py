@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.readme import matches
 from tests.e2e.servers import start_server
 
 pytestmark = pytest.mark.slow
@@ -33,18 +34,6 @@ def readme_blocks() -> tuple[list[str], list[tuple[str, str]]]:
     pairs = [(lines[i][2:], lines[i + 1]) for i in range(0, len(lines), 2)]
     assert all(c.startswith("curl ") for c, _ in pairs) and pairs, lines
     return setup.group(1).splitlines(), pairs
-
-
-def matches(shown: str, answer: str) -> bool:
-    """Whether `answer` reads as `shown`, each `...` standing for any text."""
-    pattern = ".*".join(re.escape(part) for part in shown.split("..."))
-    return re.fullmatch(pattern, answer, re.S) is not None
-
-
-def test_matches_reads_an_ellipsis_as_any_text_and_nothing_else() -> None:
-    assert matches('{"a": 1, ...}', '{"a": 1, "b": [2]}')
-    assert not matches('{"a": 1, ...}', '{"a": 2, "b": [2]}')
-    assert not matches('{"a": 1}', '{"a": 1, "b": 2}')
 
 
 def test_every_curl_in_the_readme_answers_as_shown(tmp_path: Path) -> None:
