@@ -20,6 +20,7 @@ from projections import log_reader, sql_views
 from projections import rebuild as rebuild_module
 from projections.projector import Projector, snapshot_path
 from projections.rebuild import project, rebuild
+from projections.snapshot import read_index
 from projections.sql_views import SqlReadModel, sql_engine
 from projections.tables import CURRENT, ReadModelTables, capability_intervals, tracking
 from tests.conftest import read_jsonl, scenario_file
@@ -207,11 +208,11 @@ def test_a_rebuild_killed_halfway_resumes_and_ends_exact(
     monkeypatch.setattr(log_reader, "PAGE", 3)
 
     def die_after_two_transactions(done: int, total: int) -> None:
-        if done >= target + 4:
+        if done >= 4:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        rebuild(engine.app, store_url, die_after_two_transactions)
+        rebuild(engine.app, store_url, accounts=die_after_two_transactions)
     half = SqlReadModel(sql_engine(store_url), name="rebuild", suffix="__rebuild")
     assert half.counter("rebuild:target") == target
     assert half.counter("rebuild:accounts") == 4  # of 8: two transactions of two accounts
@@ -242,11 +243,11 @@ def test_a_resumed_rebuild_ends_at_the_head_of_the_log(
     monkeypatch.setattr(rebuild_module, "ACCOUNTS_PER_TRANSACTION", 2)
 
     def die_after_one_transaction(done: int, total: int) -> None:
-        if done >= target + 2:
+        if done >= 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        rebuild(engine.app, store_url, die_after_one_transaction)
+        rebuild(engine.app, store_url, accounts=die_after_one_transaction)
     results = engine.apply(
         [
             {
@@ -280,6 +281,8 @@ def test_a_resumed_rebuild_ends_at_the_head_of_the_log(
     assert {"late-cn", "late-us"} <= accounts
     assert SqlReadModel(sql_engine(store_url)).position() == engine.position()
     assert all_rows(store_url) == incremental_rows(engine, store_url)
+    # The log moved on past the target: the snapshot was saved again, at the head.
+    assert read_index(snapshot_path(store_url))[0].position == engine.position() > target
 
 
 def test_a_second_run_reads_only_the_log_past_its_own_position(
