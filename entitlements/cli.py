@@ -22,7 +22,14 @@ from typing import Any
 from eventsourcing.persistence import PersistenceError
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -41,7 +48,7 @@ from entitlements.store import (
     store_url,
 )
 from entitlements.tokens import ROLES, TokenStore
-from projections.rebuild import SqlProjection, rebuild
+from projections.rebuild import Resumed, SqlProjection, rebuild
 
 EXIT_OK, EXIT_REJECTED, EXIT_MALFORMED, EXIT_UNKNOWN_ACCOUNT, EXIT_STORE, EXIT_NOT_REACHED = (
     0,
@@ -547,37 +554,89 @@ def cmd_rejections(engine: Engine, args: argparse.Namespace) -> int:
 # -- read models -------------------------------------------------------------------------
 
 
-def _progress_bar(label: str) -> tuple[Progress, Callable[[int, int], None]]:
-    bar = Progress(
-        TextColumn(f"[bold]{label}[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("events"),
-        TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=False,
-    )
-    task = bar.add_task(label, total=None, rate="")
+class _Bars:
+    """Progress bars on stderr, one line each, all labelled `label`: a bar appears at its
+    first update, so a run with nothing to count shows none."""
 
-    def update(done: int, total: int) -> None:
-        elapsed = bar.tasks[0].elapsed or 0
-        rate = f"{done / elapsed:,.0f}/s" if elapsed > 0.1 else ""
-        bar.update(task, completed=done, total=total, rate=rate)
+    def __init__(self, label: str) -> None:
+        self.progress = Progress(
+            TextColumn(f"[bold]{label}[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[unit]}"),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        )
+        self.started = False
 
-    return bar, update
+    def bar(
+        self, unit: Callable[[], str], offset: Callable[[], int] = lambda: 0
+    ) -> Callable[[int, int], None]:
+        """An update(done, total) for one bar, counting from `offset` (read at the first
+        update); its `unit` is read then too."""
+        shown: list[TaskID] = []
+        base: list[int] = []
+
+        def update(done: int, total: int) -> None:
+            if not shown:
+                if not self.started:
+                    self.progress.start()
+                    self.started = True
+                base.append(offset())
+                shown.append(self.progress.add_task("", total=None, unit=unit(), rate=""))
+            task = self.progress.tasks[shown[0]]
+            elapsed = task.elapsed or 0
+            counted = done - base[0]
+            rate = f"{counted / elapsed:,.0f}/s" if elapsed > 0.1 else ""
+            self.progress.update(shown[0], completed=counted, total=total - base[0], rate=rate)
+
+        return update
+
+    def stop(self) -> None:
+        if self.started:
+            self.progress.stop()
 
 
 def cmd_rebuild(engine: Engine, args: argparse.Namespace) -> int:
+    """The bars count the log's events exactly (read to the target, then caught up to the
+    head) and the accounts whose rows are written; a resumed rebuild says so first."""
     started = time.perf_counter()
-    bar, update = _progress_bar("rebuild")
-    with bar:
-        position = rebuild(engine.app, engine.url, update)
+    bars = _Bars("rebuild")
+    resumed: list[Resumed] = []
+
+    def say_resumed(r: Resumed) -> None:
+        resumed.append(r)
+        done = (
+            "every row is written already; the tables are caught up from there"
+            if r.rows_done
+            else f"the rows of {r.accounts:,} accounts are written already, not again"
+        )
+        err.print(
+            f"rebuild resumes an interrupted rebuild to log position {r.target:,}: {done} "
+            "(the log is read again)",
+            soft_wrap=True,
+        )
+
+    try:
+        position = rebuild(
+            engine.app,
+            engine.url,
+            bars.bar(lambda: "events"),
+            accounts=bars.bar(lambda: "accounts' rows"),
+            resumed=say_resumed,
+        )
+    finally:
+        bars.stop()
     seconds = time.perf_counter() - started
     summary = {
         "position": position,
         "seconds": round(seconds, 2),
         "events_per_second": round(position / seconds) if seconds else None,
+        "resumed": {"target": resumed[0].target, "accounts": resumed[0].accounts}
+        if resumed
+        else None,
     }
     if args.json:
         print(json.dumps(summary))
@@ -599,14 +658,22 @@ def cmd_reconcile(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_catch_up(engine: Engine, args: argparse.Namespace) -> int:
+    """The bar counts the events read, past the position the tables were at (none: no bar)."""
+    projection = SqlProjection.current(engine.app, engine.url)  # kept: polls read what is new
+    bars = _Bars("catch-up")
 
-    projection = SqlProjection.current(
-        engine.app, engine.url
-    )  # kept: each poll reads only what is new
-    bar, update = _progress_bar("catch-up")
-    with bar:
-        position = projection.run(update)
-    out.print(f"SQL read models at log position {position}")
+    def unit() -> str:
+        return f"events past log position {projection.read_from:,}"
+
+    try:
+        position = projection.run(bars.bar(unit, lambda: projection.read_from))
+    finally:
+        bars.stop()
+    read = position - projection.read_from
+    out.print(
+        f"SQL read models at log position {position}"
+        + (f" ({read:,} events read past {projection.read_from})" if read else ": nothing new")
+    )
     while args.follow:  # pragma: no cover - interactive
         time.sleep(args.interval)
         position = projection.run()

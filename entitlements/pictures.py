@@ -18,7 +18,7 @@ import os
 import tempfile
 import textwrap
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -89,21 +89,37 @@ def _parse(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
+#: Where a margin is cut: the store takes times up to the last microsecond of 9999, past
+#: which `datetime` overflows, and matplotlib's date axis refuses a limit it rounds to the
+#: year 10000 (the last microsecond does), so the last second is the edge.
+FIRST = datetime.min.replace(tzinfo=UTC)
+LAST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+def _shift(t: datetime, by: timedelta) -> datetime:
+    """`t + by`, kept within [FIRST, LAST] instead of overflowing."""
+    try:
+        return min(max(t + by, FIRST), LAST)
+    except OverflowError:
+        return LAST if by > timedelta(0) else FIRST
+
+
 def _extent(
     rects: Sequence[Rectangle], events: Sequence[Fact], asked: Sequence[datetime | None]
 ) -> tuple[datetime, datetime, datetime, datetime]:
     """One range for both axes (every finite edge and deciding event, and the asked times
     unless they lie far off, with a margin), and the last effective and recorded edges:
-    past each, nothing changes along its axis, so the margins show the open ends going on."""
+    past each, nothing changes along its axis, so the margins show the open ends going on.
+    A margin past the year 9999 is cut at its end: the times on file are all drawn."""
     across = [t for r in rects for t in (r.effective_from, r.effective_to) if t is not None]
     up = [t for r in rects for t in (r.recorded_from, r.recorded_to) if t is not None]
     across += [f.effective_at for f in events]
     up += [f.recorded_at for f in events]
     lo, hi = min(across + up), max(across + up)
-    near = [t for t in asked if t is not None and lo - (hi - lo) <= t <= hi + (hi - lo)]
+    near = [t for t in asked if t is not None and _shift(lo, lo - hi) <= t <= _shift(hi, hi - lo)]
     lo, hi = min([lo, *near]), max([hi, *near])
     pad = max((hi - lo) * 0.2, timedelta(days=10))
-    return lo - pad, hi + pad, max(across, default=hi), max(up, default=hi)
+    return _shift(lo, -pad), _shift(hi, pad), max(across, default=hi), max(up, default=hi)
 
 
 #: Deciding events at one point (effective, recorded) share a number on the picture.

@@ -91,8 +91,8 @@ def check_capabilities(capabilities: Sequence[str]) -> None:
 
 
 def read_models_level(app: Application[Any], url: str) -> int:
-    """Bring the SQL read models level with the log (only when behind: a catch-up first
-    reads the whole log); returns how many log positions they were behind."""
+    """Bring the SQL read models level with the log (a catch-up reads what is past their
+    position and the streams it touches); returns how many log positions they were behind."""
     model = SqlReadModel(sql_engine(url))
     model.create()
     head = app.recorder.max_notification_id() or 0

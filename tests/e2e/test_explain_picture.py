@@ -123,3 +123,26 @@ def test_the_console_script_says_it_in_one_line(
     assert done.stderr.strip() == (
         f"error: --png: cannot write {str(target)!r}: no folder {str(target.parent)!r}"
     )
+
+
+def test_an_account_whose_events_reach_the_year_9999_is_drawn(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Times up to the last microsecond of 9999 are on file; the picture's margin past them
+    used to overflow (exit 4, OverflowError). It is drawn, the margin cut at 9999's end."""
+    monkeypatch.setenv("ENTITLEMENTS_CACHE", str(tmp_path / "cache"))
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    registered = read_jsonl(scenario_file("china-2020.jsonl"))[1]  # cn-pro-01
+    closed = {
+        "command": "close_subscription",
+        "account_id": registered["account_id"],
+        "effective_at": "9999-12-31T23:59:59.999999",
+    }
+    with open_engine(url) as engine:
+        assert [r.status for r in engine.apply([registered, closed])] == ["applied"] * 2
+    png = tmp_path / "far.png"
+    code = cli.run(["--db", url, "explain", registered["account_id"], "host", "--png", str(png)])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_OK, err
+    assert err.strip().splitlines() == [f"picture written to {png}"]
+    assert imread(png).shape[:2] == tuple(round(s * pictures.DPI) for s in reversed(pictures.SIZE))

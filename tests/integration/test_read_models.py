@@ -6,18 +6,21 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
-from eventsourcing.persistence import Notification
+from eventsourcing.persistence import Notification, StoredEvent
 from sqlalchemy import Table, and_, inspect, or_, select
 
 from entitlements import open_engine
+from entitlements.account import account_uuid
 from entitlements.commands import parse_command_file, parse_time
 from entitlements.engine import Engine
 from projections import log_reader, sql_views
 from projections import rebuild as rebuild_module
 from projections.projector import Projector, snapshot_path
 from projections.rebuild import project, rebuild
+from projections.snapshot import read_index
 from projections.sql_views import SqlReadModel, sql_engine
 from projections.tables import CURRENT, ReadModelTables, capability_intervals, tracking
 from tests.conftest import read_jsonl, scenario_file
@@ -205,11 +208,11 @@ def test_a_rebuild_killed_halfway_resumes_and_ends_exact(
     monkeypatch.setattr(log_reader, "PAGE", 3)
 
     def die_after_two_transactions(done: int, total: int) -> None:
-        if done >= target + 4:
+        if done >= 4:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        rebuild(engine.app, store_url, die_after_two_transactions)
+        rebuild(engine.app, store_url, accounts=die_after_two_transactions)
     half = SqlReadModel(sql_engine(store_url), name="rebuild", suffix="__rebuild")
     assert half.counter("rebuild:target") == target
     assert half.counter("rebuild:accounts") == 4  # of 8: two transactions of two accounts
@@ -240,11 +243,11 @@ def test_a_resumed_rebuild_ends_at_the_head_of_the_log(
     monkeypatch.setattr(rebuild_module, "ACCOUNTS_PER_TRANSACTION", 2)
 
     def die_after_one_transaction(done: int, total: int) -> None:
-        if done >= target + 2:
+        if done >= 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        rebuild(engine.app, store_url, die_after_one_transaction)
+        rebuild(engine.app, store_url, accounts=die_after_one_transaction)
     results = engine.apply(
         [
             {
@@ -278,6 +281,8 @@ def test_a_resumed_rebuild_ends_at_the_head_of_the_log(
     assert {"late-cn", "late-us"} <= accounts
     assert SqlReadModel(sql_engine(store_url)).position() == engine.position()
     assert all_rows(store_url) == incremental_rows(engine, store_url)
+    # The log moved on past the target: the snapshot was saved again, at the head.
+    assert read_index(snapshot_path(store_url))[0].position == engine.position() > target
 
 
 def test_a_second_run_reads_only_the_log_past_its_own_position(
@@ -318,7 +323,27 @@ def test_a_second_run_reads_only_the_log_past_its_own_position(
     assert all_rows(store_url) == incremental
 
 
-def test_a_projection_whose_tables_went_back_starts_over(
+def spy_reads(m: pytest.MonkeyPatch, engine: Engine) -> tuple[list[int], list[UUID]]:
+    """Where each read of the log starts, and which streams are read by id, from now on."""
+    starts: list[int] = []
+    streams: list[UUID] = []
+    recorder = engine.app.recorder
+    select_notifications, select_events = recorder.select_notifications, recorder.select_events
+
+    def notifications(start: int, *args: Any, **kwargs: Any) -> Sequence[Notification]:
+        starts.append(start)
+        return select_notifications(start, *args, **kwargs)
+
+    def events(originator_id: UUID, *args: Any, **kwargs: Any) -> Sequence[StoredEvent]:
+        streams.append(originator_id)
+        return select_events(originator_id, *args, **kwargs)
+
+    m.setattr(recorder, "select_notifications", notifications)
+    m.setattr(recorder, "select_events", events)
+    return starts, streams
+
+
+def test_a_projection_whose_tables_went_back_reads_from_their_position(
     store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     apply_scenario(engine)
@@ -327,17 +352,65 @@ def test_a_projection_whose_tables_went_back_starts_over(
     expected = all_rows(store_url)
     with projection.model.engine.begin() as conn:  # as when a rebuild swaps in behind it
         projection.model.track(conn, head - 3)
-    starts: list[int] = []
-    select_notifications = engine.app.recorder.select_notifications
-
-    def spy(start: int, *args: Any, **kwargs: Any) -> Sequence[Notification]:
-        starts.append(start)
-        return select_notifications(start, *args, **kwargs)
-
-    monkeypatch.setattr(engine.app.recorder, "select_notifications", spy)
+    starts, _ = spy_reads(monkeypatch, engine)
     assert projection.run() == head
-    assert min(starts) == 1 and projection.model.position() == head
+    assert min(starts) == head - 2 and projection.model.position() == head
     assert all_rows(store_url) == expected
+
+
+def test_a_new_process_reads_only_the_log_past_the_tables_and_the_streams_it_touches(
+    store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`catch-up` and `report` make a new projection each time: with nothing new it reads
+    nothing; with a few new events, those and, by id, the earlier events of the streams
+    they touch, never the log before the tables' position (issue 17: 5.3 s on 170,000
+    events with nothing new)."""
+    apply_scenario(engine)
+    head = project(engine.app, store_url)
+    with monkeypatch.context() as m:
+        starts, streams = spy_reads(m, engine)
+        assert project(engine.app, store_url) == head
+    assert starts == [] and streams == []
+    revoke = {
+        "command": "revoke_hosting",
+        "account_id": "us-pro-01",
+        "reason": "abuse",
+        "effective_at": "2020-12-01",
+    }
+    late = {
+        "command": "register_account",
+        "account_id": "late",
+        "region": "US",
+        "plan": "pro",
+        "channel": "online",
+        "effective_at": "2020-12-01",
+    }
+    assert [r.status for r in engine.apply([revoke, late])] == ["applied"] * 2
+    with monkeypatch.context() as m:
+        starts, streams = spy_reads(m, engine)
+        assert project(engine.app, store_url) == engine.position()
+    assert min(starts) == head + 1
+    assert streams == [account_uuid("us-pro-01")]  # the one stream begun before
+    incremental = all_rows(store_url)
+    assert ("accounts", "late", "US", "pro") in {r[:4] for r in incremental}
+    rebuild(engine.app, store_url)
+    assert all_rows(store_url) == incremental
+
+
+def test_a_long_tail_reads_the_whole_log_once(
+    store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past STREAM_READ_COST events of tail per event before it, reading each stream the
+    tail touches by id would cost more than the whole log in pages: the log is read."""
+    apply_scenario(engine)
+    head = project(engine.app, store_url)
+    with SqlReadModel(sql_engine(store_url)).engine.begin() as conn:
+        SqlReadModel(sql_engine(store_url)).track(conn, head // 2)
+    monkeypatch.setattr(rebuild_module, "STREAM_READ_COST", 1)
+    with monkeypatch.context() as m:
+        starts, streams = spy_reads(m, engine)
+        assert project(engine.app, store_url) == head
+    assert min(starts) == 1 and streams == []
 
 
 def test_capabilities_now_is_what_holds_now_as_known_now(store_url: str, engine: Engine) -> None:

@@ -30,7 +30,9 @@ from sqlalchemy import and_, or_, select
 
 from entitlements import open_engine
 from entitlements.decisions import UnknownAccount
+from entitlements.engine import Engine
 from entitlements.rules import CAPABILITIES
+from projections import rebuild as rebuild_module
 from projections.rebuild import SqlProjection, rebuild
 from projections.sql_views import SqlReadModel, sql_engine
 from projections.tables import capability_intervals
@@ -114,11 +116,16 @@ def test_the_view_answers_as_the_engine_and_incremental_equals_rebuild(
             catch_up_after = data.draw(
                 st.sets(st.integers(0, len(commands) - 1), max_size=5), label="catch up after"
             )
+            # Or a new process each time, reading the tail and the streams it touches by id
+            # (cost 0: never the whole log but at the start), or the whole log when long.
+            fresh = data.draw(
+                st.sampled_from([None, 0, rebuild_module.STREAM_READ_COST]), label="fresh"
+            )
             for n, cmd in enumerate(commands):
                 engine.apply([cmd])
                 if n in catch_up_after:
-                    incremental.run()
-            assert incremental.run() == engine.position()
+                    _catch_up(engine, url, incremental, fresh)
+            assert _catch_up(engine, url, incremental, fresh) == engine.position()
             caught_up = all_rows(url)
             assert rebuild(engine.app, url) == engine.position()
             assert all_rows(url) == caught_up
@@ -163,6 +170,19 @@ def test_the_view_answers_as_the_engine_and_incremental_equals_rebuild(
     finally:
         sql.dispose()
         stores.done()
+
+
+def _catch_up(engine: Engine, url: str, kept: SqlProjection, fresh: int | None) -> int:
+    """Run the kept projection (`fresh` None), or a new one with STREAM_READ_COST `fresh`."""
+    if fresh is None:
+        return kept.run()
+    saved, rebuild_module.STREAM_READ_COST = rebuild_module.STREAM_READ_COST, fresh
+    projection = SqlProjection.current(engine.app, url)
+    try:
+        return projection.run()
+    finally:
+        rebuild_module.STREAM_READ_COST = saved
+        projection.model.engine.dispose()
 
 
 def test_the_story_in_the_view(stores: FreshStores) -> None:

@@ -5,6 +5,7 @@ then does not stretch the axes."""
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
 from typing import Any
 
@@ -116,3 +117,27 @@ def test_a_limit_is_painted_by_its_value() -> None:
     text = words(fig)
     assert "limit 500" in text and "0: no hosting, so no limit" in text
     assert "max_participants at 2020-10-01, as known now: 0" in text
+
+
+def test_an_account_whose_times_reach_the_year_9999_is_drawn_to_the_calendars_end() -> None:
+    """The store takes times up to 9999-12-31T23:59:59.999999Z; the margin past them used to
+    overflow `datetime` (explain --png exit 4). The picture is drawn, rendered whole, with
+    the far event inside it and the right edge cut at the last second of 9999."""
+    far = day("9999-12-31T23:59:59.999999")
+    closed = Fact(STREAM, "SubscriptionClosed", 2, far, day("2020-06-01"), {})
+    explained = {
+        "account_id": "cn-ent-02",
+        "capability": "host",
+        "at": far.isoformat(),
+        "as_known_at": None,
+        "allowed": True,
+        "value": None,
+        "reason": "may host on the free plan",
+    }
+    fig = bitemporal_figure(rectangles("host", [FACTS[0], closed], "CN", []), explained)
+    fig.savefig(io.BytesIO(), format="png")  # ticks are placed, and dates converted, here
+    left, right = fig.axes[0].get_xlim()
+    assert left < num("2020-05-26") and num("9999-12-31") < right <= num("9999-12-31T23:59:59")
+    assert "SubscriptionClosed v2 of account:cn-ent-02" in words(fig)
+    x, _ = star(fig)
+    assert num("9000-01-01") < x < right  # the asked time, moved in from the far edge
