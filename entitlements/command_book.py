@@ -6,7 +6,8 @@ side, fed by the projector's read of the log (`Projector.on_records`). It is com
 command one 64-bit hash of its id and its position (about 100 bytes), not the command. A
 hit is confirmed in the store, where the record itself says what the command was, so a
 hash collision can never pass for a duplicate. It is kept in a file of its own beside the
-index snapshot (JSON, no code), checked against the log like the snapshot.
+index snapshot (JSON, no code), checked against the log and bound to the store like the
+snapshot (its SHA-256 on record in the store: projections/snapshot_digests.py).
 """
 
 from __future__ import annotations
@@ -14,15 +15,17 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import io
 import json
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from eventsourcing.application import Application
 
 from entitlements.command_log import command_uuid
+from projections.snapshot_digests import Hashed
 
 FORMAT = "entitlements-command-book"
 SCHEMA = 1
@@ -119,8 +122,15 @@ class CommandBook:
 
     # -- the file ------------------------------------------------------------------------
 
-    def save(self, path: Path, head: dict[str, Any] | None, tmp_suffix: str) -> None:
-        """Write the book to a new file and move it into place (atomic)."""
+    def save(
+        self,
+        path: Path,
+        head: dict[str, Any] | None,
+        tmp_suffix: str,
+        bind: Callable[[int, str], None] | None = None,
+    ) -> None:
+        """Write the book to a new file and move it into place (atomic); `bind(position,
+        digest)` is told the file's SHA-256 before it moves (the store records it)."""
         keys = array("Q", self._positions.keys())
         values = array("q", self._positions.values())
         document = {
@@ -137,17 +147,29 @@ class CommandBook:
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(tmp_suffix)
-        with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=1) as f:
-            json.dump(document, f, separators=(",", ":"))
-        tmp.replace(path)
+        with open(tmp, "wb") as raw:
+            hashed = Hashed(raw)
+            with gzip.GzipFile(fileobj=hashed, mode="wb", compresslevel=1) as f:
+                f.write(json.dumps(document, separators=(",", ":")).encode())
+        try:
+            if bind is not None:
+                bind(self.position, hashed.hexdigest())
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
-    def load(cls, path: Path) -> tuple[CommandBook, dict[str, Any] | None] | None:
-        """The book in the file and the fingerprint of its head event, or None when the file
-        is missing or not a book of this schema (checking it against the log is the caller's)."""
+    def load(cls, path: Path) -> tuple[CommandBook, dict[str, Any] | None, str] | None:
+        """The book in the file, the fingerprint of its head event and the file's SHA-256,
+        or None when the file is missing or not a book of this schema (checking it against
+        the log and the store's record is the caller's)."""
         try:
-            with gzip.open(path, "rt", encoding="utf-8") as f:
-                document = json.load(f)
+            with open(path, "rb") as raw:
+                hashed = Hashed(raw)
+                with gzip.GzipFile(fileobj=hashed, mode="rb") as f:
+                    document = json.load(io.TextIOWrapper(f, encoding="utf-8"))
+                hashed.drain()
             if document.get("format") != FORMAT or document.get("schema") != SCHEMA:
                 return None
             book = cls()
@@ -167,6 +189,14 @@ class CommandBook:
                     return None
                 book._fan_out_ids[uuid_int] = command_id
                 book.pending_fan_outs[command_id] = (region, actor)
-            return book, document["head"]
-        except (OSError, EOFError, ValueError, TypeError, KeyError, RecursionError):
+            return book, document["head"], hashed.hexdigest()
+        except (
+            OSError,
+            EOFError,
+            ValueError,
+            TypeError,
+            KeyError,
+            AttributeError,
+            RecursionError,
+        ):
             return None

@@ -52,6 +52,7 @@ from entitlements.store import (
     install_clock_guard,
     store_url,
 )
+from projections import snapshot_digests
 from projections.changes import changes_after
 from projections.check_index import CheckIndex
 from projections.facts import COMMAND_RECORDS, COMMAND_TOPICS, LogFacts, TakesEvents
@@ -206,15 +207,23 @@ class Engine:
         return index.with_suffix(".commands") if index is not None else None
 
     def _load_book(self) -> CommandBook | None:
+        """The book in its file, if the file is of this very log and on record in the store
+        (see snapshot_digests.py); anything else is ignored (said on stderr, counted)."""
         path = self._book_file()
-        loaded = CommandBook.load(path) if path is not None and path.exists() else None
-        if loaded is None or loaded[0].position > self.log.position:
+        if path is None or not path.exists():
             return None
-        book, head = loaded
-        try:
-            if self.projector.fingerprint(book.position) != head:
-                return None
-        except ValueError:
+        loaded = CommandBook.load(path)
+        if loaded is None:
+            snapshot_digests.refuse("commands", path, "not a command book of this schema")
+            return None
+        book, head, digest = loaded
+        why = (
+            f"past the log's position {self.log.position}"
+            if book.position > self.log.position
+            else self.projector.unbound("commands", book.position, digest, head)
+        )
+        if why is not None:
+            snapshot_digests.refuse("commands", path, why)
             return None
         return book
 
@@ -223,7 +232,9 @@ class Engine:
         if path is None or book is None or book.position - self._book_saved < SNAPSHOT_EVERY:
             return
         with self.projector.lock:
-            book.save(path, self.projector.fingerprint(book.position), f".tmp{os.getpid()}")
+            head = self.projector.fingerprint(book.position)
+            bind = self.projector.bind("commands", head)
+            book.save(path, head, f".tmp{os.getpid()}", bind)
 
     def close(self) -> None:
         self.projector.stop()

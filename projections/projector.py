@@ -23,7 +23,7 @@ from typing import Any
 from eventsourcing.application import Application
 from sqlalchemy.engine import make_url
 
-from projections import snapshot
+from projections import snapshot, snapshot_digests
 from projections.changes import ChangeFeed
 from projections.check_index import CheckIndex
 from projections.facts import Changed, LogFacts
@@ -85,6 +85,8 @@ class Projector:
         self._facts: LogFacts | None = None
         self._light: LightLog | None = LightLog(self.index, 0, None, {}, {}, self._stream_of)
         self.snapshot_file = snapshot_path(url) if url else None
+        # The store's record of the snapshot files written of it (snapshot_digests.py)
+        self.digests = snapshot_digests.Digests(url) if url else None
         self._snapshot_position = 0
         self._lock = threading.RLock()
         self.feed: ChangeFeed | None = None  # capability changes, once asked for (start_feed)
@@ -140,16 +142,21 @@ class Projector:
         self.catch_up()
 
     def load_snapshot(self) -> bool:
-        """Adopt the saved check index if the file is a snapshot of this very log (the event
-        at its position is the one it names); anything else is ignored: the log is read.
+        """Adopt the saved check index if the file is on record in the store (its digest,
+        for its position) and of this very log (the event at its position is the one it
+        names); anything else is ignored, said on stderr and counted: the log is read.
         No Fact per account is built: the process keeps a LightLog until facts are asked."""
-        if self.snapshot_file is None or not self.snapshot_file.exists():
+        path = self.snapshot_file
+        if path is None or self.digests is None or not path.exists():
             return False
         try:
-            loaded, head = snapshot.read_index(self.snapshot_file)
-        except snapshot.SnapshotRefused:
+            loaded, head = snapshot.read_index(path)
+        except snapshot.SnapshotRefused as e:
+            snapshot_digests.refuse("index", path, str(e))
             return False
-        if not self._same_log(loaded.position, head):
+        why = self.unbound("index", loaded.position, loaded.digest, head)
+        if why is not None:
+            snapshot_digests.refuse("index", path, why)
             return False
         regions = {c: region_timeline(c, fs) for c, fs in loaded.regions.items()}
         with self._lock:
@@ -165,6 +172,29 @@ class Projector:
             self._facts = None
             self._snapshot_position = loaded.position
         return True
+
+    def unbound(
+        self, kind: str, position: int, digest: str, head: dict[str, Any] | None
+    ) -> str | None:
+        """Why a snapshot file of `kind` (its position, digest and head as read) may not be
+        used with this store; None when it may: the event at its position is the one it
+        names, and the store has its digest on record for that position and event."""
+        if not self._same_log(position, head):
+            return f"not of this log at position {position}"
+        assert self.digests is not None
+        if not self.digests.on_record(kind, position, digest, snapshot_digests.head_of(head)):
+            return f"its digest is not on record in the store for position {position}"
+        return None
+
+    def bind(self, kind: str, head: dict[str, Any] | None) -> Callable[[int, str], None]:
+        """What records a snapshot file of `kind` in the store as it is written."""
+        digests = self.digests
+        assert digests is not None
+
+        def record(position: int, digest: str) -> None:
+            digests.record(kind, position, digest, snapshot_digests.head_of(head))
+
+        return record
 
     def _stream_of(self, originator_id: Any) -> tuple[str, str] | None:
         """Which stream an aggregate is, from its first event in the store (a LightLog asks
@@ -191,13 +221,15 @@ class Projector:
             ):  # facts read without the index (a rebuild): the index takes them all
                 changed = Changed(accounts=set(log.accounts), regions=set(log.regions))
                 self.index.update(log, changed)
+            head = self.fingerprint(position)
             snapshot.write_index(
                 self.snapshot_file,
                 self.index,
                 log,
                 log.members,
-                self.fingerprint(position),
+                head,
                 f".tmp{os.getpid()}",
+                self.bind("index", head),
             )
             self._snapshot_position = position
 

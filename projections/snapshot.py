@@ -25,6 +25,7 @@ import hashlib
 import json
 import sys
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import accumulate, compress, repeat
@@ -43,6 +44,7 @@ from projections.check_index import (
     code_of,
 )
 from projections.records import Records
+from projections.snapshot_digests import Hashed
 from projections.snapshot_tables import read_tables, tables
 
 
@@ -104,6 +106,7 @@ class Loaded:
     members: dict[str, list[str]]  # region -> its accounts, in registration order
     accounts: dict[str, int]  # account -> its code in `store`
     store: Store
+    digest: str = ""  # SHA-256 of the file's bytes (what the store has on record, if ours)
 
 
 def write_index(
@@ -113,9 +116,12 @@ def write_index(
     members: dict[str, list[str]],
     head: dict[str, Any] | None,
     tmp_suffix: str,
-) -> None:
-    """Write the check index (every account encoded) and the regions' facts, atomically.
-    `log` gives position, newest_recorded_at and regions (LogFacts or LightLog)."""
+    bind: Callable[[int, str], None] | None = None,
+) -> str:
+    """Write the check index (every account encoded) and the regions' facts, atomically;
+    the file's SHA-256, computed as it is written. `log` gives position, newest_recorded_at
+    and regions (LogFacts or LightLog). `bind(position, digest)` is called before the file
+    is moved into place (the store records it: see snapshot_digests.py)."""
     index.encode_all()
     ids, template_of, times, who = _packed(index)
     blocks = array("I", map(len, who.blocks))
@@ -151,11 +157,21 @@ def write_index(
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(tmp_suffix)
-    with gzip.open(tmp, "wb", compresslevel=1) as f:
-        f.write(json.dumps(header, separators=(",", ":")).encode() + b"\n")
-        for data in sections.values():
-            f.write(data)
-    tmp.replace(path)
+    with open(tmp, "wb") as raw:
+        hashed = Hashed(raw)
+        with gzip.GzipFile(fileobj=hashed, mode="wb", compresslevel=1) as f:
+            f.write(json.dumps(header, separators=(",", ":")).encode() + b"\n")
+            for data in sections.values():
+                f.write(data)
+    digest = hashed.hexdigest()
+    try:
+        if bind is not None:
+            bind(log.position, digest)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return digest
 
 
 def _packed(index: CheckIndex) -> tuple[list[str], array[int], array[int], Records]:
@@ -179,15 +195,20 @@ def _packed(index: CheckIndex) -> tuple[list[str], array[int], array[int], Recor
 
 
 def read_index(path: Path) -> tuple[Loaded, dict[str, Any] | None]:
-    """The index in the file and the fingerprint of its head event; SnapshotRefused when the
-    file is not a well-formed index snapshot of this schema (nothing in it can run: JSON
-    and arrays of numbers, each checked before use)."""
+    """The index in the file (its `digest`: the file's SHA-256, computed as it is read) and
+    the fingerprint of its head event; SnapshotRefused when the file is not a well-formed
+    index snapshot of this schema (nothing in it can run: JSON and arrays of numbers, each
+    checked before use). Whether the store has the digest on record is the caller's check."""
     try:
-        with gzip.open(path, "rb") as f:
-            header = _header(f)
-            sections = _Sections(f, header["sections"])
-            loaded = _loaded(header, sections)
-            sections.end()
+        with open(path, "rb") as raw:
+            hashed = Hashed(raw)
+            with gzip.GzipFile(fileobj=hashed, mode="rb") as f:
+                header = _header(f)
+                sections = _Sections(f, header["sections"])
+                loaded = _loaded(header, sections)
+                sections.end()
+            hashed.drain()
+        loaded.digest = hashed.hexdigest()
         return loaded, header["head"]
     except SnapshotRefused:
         raise

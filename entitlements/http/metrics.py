@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from entitlements.http.settings import MULTIPROCESS_DIR
+from projections import snapshot_digests
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STATES = ("starting", "following", "reconnecting")
@@ -71,6 +72,15 @@ class Metrics:
             "Times a worker's follower lost the store",
             registry=r,
         )
+        self.refused = Counter(
+            "entitlements_snapshots_refused",
+            "Snapshot files (index, commands) a worker ignored and read the log instead: "
+            "not on record in the store, not of this log, or not readable",
+            ["kind"],
+            registry=r,
+        )
+        # this process's refusals counted so far, by kind (those before this worker: not its)
+        self._refused: dict[str, int] = dict(snapshot_digests.refused)
         self._outcomes: dict[tuple[str, bool], Counter] = {}  # bound once each
 
     def observe(self, capability: str, allowed: bool, seconds: float) -> None:
@@ -91,13 +101,24 @@ class Metrics:
         """This worker's gauges (set every half second by the worker's housekeeping)."""
         for s in STATES:
             self.workers.labels(s).set(1 if s == state else 0)
+        self.count_refused()
         self.position.set(position)
         if lag is not None:
             self.lag.set(lag)
         self.stale.set(stale)
 
+    def count_refused(self) -> None:
+        """Bring the refused snapshots' counter level with this process's refusals (they
+        happen where files are loaded, which knows nothing of metrics)."""
+        for kind, n in list(snapshot_digests.refused.items()):
+            new = n - self._refused.get(kind, 0)
+            if new > 0:
+                self.refused.labels(kind).inc(new)
+                self._refused[kind] = n
+
     def exposition(self) -> bytes:
         """The Prometheus text of the whole server (every worker's files), or this app's."""
+        self.count_refused()
         if self.folder is None:
             return generate_latest(self.registry)
         _forget_dead_workers(Path(self.folder))
