@@ -160,6 +160,7 @@ class Engine:
         self.index: CheckIndex = self.projector.index
         self._book: CommandBook | None = None  # built by the first command (see `book`)
         self._book_saved = 0  # the position of the book's file
+        self._book_refused = False  # its file was refused: replace it at `close`
         self._account_cache: OrderedDict[str, Account] = OrderedDict()
         self._region_cache: OrderedDict[str, Region] = OrderedDict()
         # The integrity chain's head as this writer last saved it: (position, hash). Read
@@ -215,6 +216,7 @@ class Engine:
         loaded = CommandBook.load(path)
         if loaded is None:
             snapshot_digests.refuse("commands", path, "not a command book of this schema")
+            self._book_refused = True
             return None
         book, head, digest = loaded
         why = (
@@ -224,17 +226,21 @@ class Engine:
         )
         if why is not None:
             snapshot_digests.refuse("commands", path, why)
+            self._book_refused = True
             return None
         return book
 
     def _save_book(self) -> None:
         path, book = self._book_file(), self._book
-        if path is None or book is None or book.position - self._book_saved < SNAPSHOT_EVERY:
+        if path is None or book is None:
+            return
+        if not self._book_refused and book.position - self._book_saved < SNAPSHOT_EVERY:
             return
         with self.projector.lock:
             head = self.projector.fingerprint(book.position)
             bind = self.projector.bind("commands", head)
             book.save(path, head, f".tmp{os.getpid()}", bind)
+            self._book_refused = False
 
     def close(self) -> None:
         self.projector.stop()

@@ -88,6 +88,7 @@ class Projector:
         # The store's record of the snapshot files written of it (snapshot_digests.py)
         self.digests = snapshot_digests.Digests(url) if url else None
         self._snapshot_position = 0
+        self._refused = False  # the file was refused: replace it at `stop` (one notice, once)
         self._lock = threading.RLock()
         self.feed: ChangeFeed | None = None  # capability changes, once asked for (start_feed)
         # Who else takes the command records read (the writer's command book), with the
@@ -153,10 +154,12 @@ class Projector:
             loaded, head = snapshot.read_index(path)
         except snapshot.SnapshotRefused as e:
             snapshot_digests.refuse("index", path, str(e))
+            self._refused = True
             return False
         why = self.unbound("index", loaded.position, loaded.digest, head)
         if why is not None:
             snapshot_digests.refuse("index", path, why)
+            self._refused = True
             return False
         regions = {c: region_timeline(c, fs) for c, fs in loaded.regions.items()}
         with self._lock:
@@ -232,6 +235,7 @@ class Projector:
                 self.bind("index", head),
             )
             self._snapshot_position = position
+            self._refused = False
 
     def fingerprint(self, position: int) -> dict[str, Any] | None:
         """What identifies the log's event at `position` (see snapshot.fingerprint); None
@@ -332,7 +336,8 @@ class Projector:
             delay = min(delay * 2, 0.01)
 
     def stop(self) -> None:
-        """Stop following; save a snapshot if the log moved on a good deal since the last."""
+        """Stop following; save a snapshot if the log moved on a good deal since the last, or
+        if the file was refused (the next process starts from one on record, silently)."""
         self._follower.stop()
-        if self.log.position - self._snapshot_position >= SNAPSHOT_EVERY:
+        if self._refused or self.log.position - self._snapshot_position >= SNAPSHOT_EVERY:
             self.save_snapshot()

@@ -81,8 +81,13 @@ def test_a_snapshot_with_two_accounts_swapped_is_ignored_and_said_once(
         assert fresh.check("cn-free-02", "host").allowed is True
         assert fresh.check("cn-free-01", "host").as_dict() == truth.as_dict()
         assert fresh.projector._snapshot_position == 0  # not used: the log was read
+        position = fresh.position()
     (line,) = notices(capsys.readouterr().err)
     assert "index snapshot" in line and "not on record in the store" in line
+    with open_engine(store_url) as again:  # the refused file was replaced by one on record
+        assert again.projector._snapshot_position == position
+        assert again.check("cn-free-01", "host").as_dict() == truth.as_dict()
+    assert notices(capsys.readouterr().err) == []
 
 
 def test_a_stale_snapshot_relabelled_with_the_head_cannot_hide_a_revocation(
@@ -165,6 +170,9 @@ def test_a_command_book_with_an_entry_dropped_is_ignored(
         assert result.duplicate  # the book was read from the log: still exactly once
     (line,) = notices(capsys.readouterr().err)
     assert "commands snapshot" in line
+    with Engine(store_url) as again:  # the refused book was replaced by one on record
+        assert again._load_book() is not None
+    assert notices(capsys.readouterr().err) == []
 
 
 def test_http_answers_the_truth_and_counts_the_refused_snapshot(store_url: str) -> None:
