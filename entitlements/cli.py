@@ -1108,8 +1108,9 @@ def build_parser() -> argparse.ArgumentParser:
         "HASH@POSITION, also proves the log up to POSITION is unchanged since the receipt "
         "was written (this catches a chain recomputed after an edit). Exit 0 when all "
         "holds, 6 otherwise.",
-        epilog="examples:\n  entitlements audit verify\n"
-        "  entitlements audit verify --receipt 0b8b2158...5112@56 --json",
+        epilog="examples (the receipt is the demo store's head):\n  entitlements audit verify\n"
+        "  entitlements audit verify --json --receipt \\\n"
+        "    108835fac523e7ed9cee4750eb5a7ceb8a5e3403281f547b0bcfdcfb4827ae9a@56",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a.add_argument("--receipt", metavar="HASH@POSITION", help="a head written down earlier")

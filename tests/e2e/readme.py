@@ -101,7 +101,8 @@ def python_checked(source: str) -> str:
         code, hashed, comment = line.partition("  #")
         claim = _literal(comment.strip()) if hashed else _NO_CLAIM
         if claim is not _NO_CLAIM and _is_expression(code):
-            out.append(f"__shown(({code.strip()}), ({comment.strip()}), {code.strip()!r})")
+            indent = code[: len(code) - len(code.lstrip())]
+            out.append(f"{indent}__shown(({code.strip()}), ({comment.strip()}), {code.strip()!r})")
         else:
             out.append(line)
     prelude = (
