@@ -1,0 +1,44 @@
+"""The command line on a store rewritten behind the engine's back (SQLite and PostgreSQL):
+`audit verify` names the row, exit 6, never a traceback (issue 17, item 5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from entitlements import open_engine
+from tests.conftest import StoreCopies, scenario_file
+from tests.e2e.test_cli import run
+from tests.integration.tamper import Tamper
+
+
+@pytest.fixture
+def china(store_url: str, store_copies: StoreCopies) -> str:
+    """A copy of the china-2020 store; each test may edit its own copy."""
+    return store_copies.copy(store_url, build_china)
+
+
+def build_china(store_url: str, _: Path) -> None:
+    assert run(store_url, "apply", str(scenario_file("china-2020.jsonl"))).returncode == 1
+
+
+def replace_in_state(store_url: str, position: int, old: str, new: str) -> None:
+    """`UPDATE stored_events SET state = replace(state, old, new)` at an SQL prompt (in
+    SQLite the state becomes TEXT; PostgreSQL's goes through text and back to bytea)."""
+    with open_engine(store_url) as engine:
+        t = Tamper(engine)
+        state = (
+            "replace(state, ?, ?)"
+            if t.sqlite
+            else "convert_to(replace(convert_from(state, 'UTF8'), ?, ?), 'UTF8')"
+        )
+        t.execute(f"UPDATE {{table}} SET state = {state} WHERE {{id}} = ?", old, new, position)
+
+
+def test_verify_names_a_row_rewritten_with_sql_replace(china: str) -> None:
+    replace_in_state(china, 16, "free accounts", "FREE accounts")
+    result = run(china, "audit", "verify")
+    assert result.returncode == 6, result.stderr
+    assert result.stdout.startswith("BROKEN at position 16: edited: position 16 ")
+    assert len(result.stdout.splitlines()) == 1 and "Traceback" not in result.stderr
