@@ -358,6 +358,8 @@ def _diagnose(
     if over_p:
         return "inserted", p, f"position {p} is not in the chain (the next links to {prev_pos})"
     back = seen.get(row.prev)
+    if back is not None and _foreign_tail(row, ahead, seen, prev_pos - back):
+        return "inserted", p, _tail_reason(row, ahead, seen, back)
     if back is not None:  # it links past the rows before it: those are foreign
         first = next((q for q in seen.values() if q > back), p)
         span = f"position {first} is" if first == prev_pos else f"positions {first}..{prev_pos} are"
@@ -370,3 +372,35 @@ def _diagnose(
         why = f"a record between positions {prev_pos} and {p} was deleted"
         return "deleted", p, f"position {p} links to a record no longer in the log: {why}"
     return "edited", p, f"position {p} matches neither its hash nor its link"
+
+
+def _run_from(row: Row, ahead: list[Row]) -> list[Row]:
+    """`row` and the rows after it that chain on from it, each self-consistent."""
+    run = [row]
+    for r in ahead:
+        if r.prev != run[-1].hash or r.hash != r.computed:
+            break
+        run.append(r)
+    return run
+
+
+def _foreign_tail(row: Row, ahead: list[Row], seen: OrderedDict[str, int], span: int) -> bool:
+    """Is `row` (which links back past `span` good rows) the foreign one rather than those
+    rows? Yes when it carries the chain of a record already in it (a copy), or when it starts a
+    self-consistent run of rows that ends the log and is shorter than the span: the fewer
+    rows blamed, the likelier the story (a copy of row 16 appended at 57 is not 16..56)."""
+    if row.hash is not None and row.hash in seen:
+        return True
+    run = _run_from(row, ahead)
+    return len(ahead) < LOOKAHEAD and len(run) == len(ahead) + 1 and len(run) < span
+
+
+def _tail_reason(row: Row, ahead: list[Row], seen: OrderedDict[str, int], back: int) -> str:
+    p = row.position
+    copy = seen.get(row.hash) if row.hash is not None else None
+    if copy is not None:
+        why = f"it carries the chain of the record at position {copy} (a copy)"
+        return f"position {p} is not in the chain: {why}"
+    last = _run_from(row, ahead)[-1].position
+    span = f"position {p} is" if last == p else f"positions {p}..{last} are"
+    return f"{span} not in the chain: added after the head, position {p} links to {back}"

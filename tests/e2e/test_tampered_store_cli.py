@@ -1,5 +1,5 @@
 """The command line on a store rewritten behind the engine's back (SQLite and PostgreSQL):
-`audit verify` names the row, exit 6, never a traceback (issue 17, item 5)."""
+`audit verify` names the row, exit 6, never a traceback (issue 17, items 5 and 6)."""
 
 from __future__ import annotations
 
@@ -42,3 +42,16 @@ def test_verify_names_a_row_rewritten_with_sql_replace(china: str) -> None:
     assert result.returncode == 6, result.stderr
     assert result.stdout.startswith("BROKEN at position 16: edited: position 16 ")
     assert len(result.stdout.splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_verify_blames_a_copy_appended_at_the_end_not_the_rows_it_copies(china: str) -> None:
+    """The issue's report: "BROKEN at position 16: inserted: positions 16..56 are not in the
+    chain" for a copy of row 16 appended at 57 (issue 17, item 6)."""
+    with open_engine(china) as engine:
+        t = Tamper(engine)
+        _, stream, version, topic, state = t.row(16)
+        t.insert(57, stream, version + 1000, topic, state)
+    result = run(china, "audit", "verify")
+    assert result.returncode == 6, result.stderr
+    assert result.stdout.startswith("BROKEN at position 57: inserted: position 57 is not in")
+    assert "record at position 16" in result.stdout

@@ -1,6 +1,7 @@
 """Rows rewritten with SQL, any way at all (a column's type changed, NULLs, random bytes,
 text for bytes, another topic, another version, a field of the state changed): `verify`
-reports each as a break at the row's position, one line, never a crash (issue 17, item 5)."""
+reports each as a break at the row's position, one line, never a crash (issue 17, item 5);
+and a copy of a real row appended at the end is blamed on the copy (issue 17, item 6)."""
 
 from __future__ import annotations
 
@@ -154,3 +155,32 @@ def test_any_edit_of_any_row_is_a_finding_at_its_position(
     assert v.position in ({position, 2} if position == 1 else {position}), v.reason
     assert v.reason and "\n" not in v.reason
     assert integrity.verify(engine.app).ok  # restored: the next example starts from a good log
+
+
+def test_a_copy_of_a_real_row_appended_at_the_end_is_the_row_blamed(engine: Engine) -> None:
+    china(engine)
+    t = Tamper(engine)
+    _, stream, version, topic, state = t.row(16)
+    t.insert(ROWS + 1, stream, version + 1000, topic, state)  # the key must differ: a copy
+    v = integrity.verify(engine.app)
+    assert (v.ok, v.kind, v.position) == (False, "inserted", ROWS + 1)
+    assert f"position {ROWS + 1} is not in the chain" in (v.reason or "")
+    assert "record at position 16" in (v.reason or "")
+
+
+def test_forged_rows_appended_at_the_end_are_the_rows_blamed(engine: Engine) -> None:
+    """Two rows that chain on from record 15, appended: they, not 16..56, are foreign."""
+    china(engine)
+    t = Tamper(engine)
+    prev = t.row(15)[4]["chain"]["hash"]
+    for i, position in enumerate((ROWS + 1, ROWS + 2)):
+        _, stream, version, topic, state = t.row(16 + i)
+        forged = {k: v for k, v in state.items() if k != "chain"} | {"reason": "forged"}
+        h = integrity.link(prev, integrity.content(stream, version + 1000, topic, forged))
+        t.insert(
+            position, stream, version + 1000, topic, forged | {"chain": {"prev": prev, "hash": h}}
+        )
+        prev = h
+    v = integrity.verify(engine.app)
+    assert (v.ok, v.kind, v.position) == (False, "inserted", ROWS + 1)
+    assert f"positions {ROWS + 1}..{ROWS + 2} are not in the chain" in (v.reason or "")
