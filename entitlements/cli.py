@@ -1,7 +1,7 @@
 """The `entitlements` command line: apply command files, check, audit, rebuild, demo.
 
 Exit codes: 0 ok; 1 a command was rejected by a domain rule; 2 malformed input (nothing
-applied); 3 unknown account; 4 the store failed; 5 --min-position not reached in time;
+applied); 3 unknown account; 4 the store failed (or holds a damaged record); 5 --min-position not reached in time;
 6 an audit found a violation; 141 `apply`'s reader went away (what it printed was applied).
 """
 
@@ -35,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from entitlements import audit, report
 from entitlements.commands import MalformedCommand, parse_command_file, parse_time
+from entitlements.damaged import DamagedRecord
 from entitlements.decisions import Decision, PositionNotReached, UnknownAccount
 from entitlements.engine import Engine, open_engine
 from entitlements.http.settings import HEADER_TIMEOUT, MAX_STALENESS
@@ -1327,6 +1328,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         return _fail("", e, EXIT_UNKNOWN_ACCOUNT)
     except PositionNotReached as e:
         return _fail("not reached", e, EXIT_NOT_REACHED)
+    except DamagedRecord as e:  # before ValueError: the library's error was one
+        return _fail("damaged record", e, EXIT_STORE)
     except (ValueError, StoreError, FileNotFoundError, IsADirectoryError) as e:
         return _fail("error", e, EXIT_MALFORMED)
     except (PersistenceError, SQLAlchemyError) as e:

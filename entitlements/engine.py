@@ -22,7 +22,12 @@ from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, DomainEventProtocol
-from eventsourcing.persistence import IntegrityError, PersistenceError
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    IntegrityError,
+    Mapper,
+    PersistenceError,
+)
 
 from entitlements import commands as c
 from entitlements import integrity
@@ -30,6 +35,7 @@ from entitlements.account import Account, account_uuid
 from entitlements.command_book import CommandBook
 from entitlements.command_log import AppliedCommand, applied_record, command_uuid, rejected_record
 from entitlements.commands import Command, command_fingerprint, now, parse_commands
+from entitlements.damaged import CheckedMapper
 from entitlements.decisions import CommandResult, Decision, PositionNotReached, UnknownAccount
 from entitlements.region import Region, RegionRules, region_id
 from entitlements.rules import (
@@ -80,6 +86,16 @@ class EntitlementsApplication(Application[UUID]):
     """The event store of account and region aggregates."""
 
     name = "Entitlements"
+
+    def construct_recorder(self) -> ApplicationRecorder:
+        """The library's recorder; the mapper (a CheckedMapper: a stored event that cannot
+        be read is a DamagedRecord naming its position) is given it to find positions."""
+        recorder = super().construct_recorder()
+        self.mapper.recorder = recorder  # type: ignore[attr-defined]
+        return recorder
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return self.factory.mapper(self.construct_transcoder(), CheckedMapper)
 
 
 _A = TypeVar("_A", Account, Region)

@@ -91,21 +91,25 @@ def seal(events: Iterable[Any], prev: str) -> str:
 
 
 def _state(app: Application[Any], n: Any) -> dict[str, Any]:
-    """A stored event's state as stored (no upcasting: the hash covers what was written).
-    ValueError when it is not one: a row rewritten behind the engine's back (text for bytes,
+    """A stored event's state as stored (no upcasting: the hash covers what was written)."""
+    return read_state(app.mapper, n.state)
+
+
+def read_state(mapper: Any, raw: Any) -> dict[str, Any]:
+    """A stored state decoded by `mapper`'s cipher, compressor and transcoder. ValueError
+    saying why when it is not one: a row rewritten behind the engine's back (text for bytes,
     NULL, bytes that are not a record) is a finding, never a crash."""
-    raw = n.state
     if isinstance(raw, memoryview):
         raw = bytes(raw)
     if not isinstance(raw, bytes):
         what = "missing (NULL)" if raw is None else f"{type(raw).__name__}, not bytes"
         raise ValueError(f"its state is {what}")
     try:
-        if app.mapper.cipher:
-            raw = app.mapper.cipher.decrypt(raw)
-        if app.mapper.compressor:
-            raw = app.mapper.compressor.decompress(raw)
-        state: Any = app.mapper.transcoder.decode(raw)
+        if mapper.cipher:
+            raw = mapper.cipher.decrypt(raw)
+        if mapper.compressor:
+            raw = mapper.compressor.decompress(raw)
+        state: Any = mapper.transcoder.decode(raw)
     except Exception as e:  # noqa: BLE001 - any bytes may be there: each decoder fails its way
         raise ValueError(f"its state does not decode ({one_line(e)})") from None
     if not isinstance(state, dict):
