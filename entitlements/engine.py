@@ -33,7 +33,13 @@ from entitlements import commands as c
 from entitlements import integrity
 from entitlements.account import Account, account_uuid
 from entitlements.command_book import CommandBook
-from entitlements.command_log import AppliedCommand, applied_record, command_uuid, rejected_record
+from entitlements.command_log import (
+    AppliedCommand,
+    applied_record,
+    command_uuid,
+    conflict_key,
+    rejected_record,
+)
 from entitlements.commands import Command, command_fingerprint, now, parse_commands
 from entitlements.damaged import CheckedMapper
 from entitlements.decisions import CommandResult, Decision, PositionNotReached, UnknownAccount
@@ -399,8 +405,7 @@ class Engine:
         known = None if earlier is not None else self.book.outcome(self.app, command_id)
         first = earlier.fingerprint if earlier else known.fingerprint if known else None
         if first is not None and first != fingerprint:
-            reason = f"command_id {command_id} was used for a different command"
-            self._reject(n, cmd, command_id, fingerprint, reason, group, conflict=True)
+            self._conflict(n, cmd, command_id, fingerprint, group)
             return
         if earlier is not None:  # decided earlier in this group: its result, once committed
             group.outcomes.append(earlier._replace(n=n, command=cmd.command, duplicate=True))
@@ -441,6 +446,36 @@ class Engine:
         )
         group.outcomes.append(outcome)
         group.decided[command_id] = outcome
+
+    def _conflict(
+        self, n: int, cmd: Command, command_id: str, fingerprint: str, group: _Group
+    ) -> None:
+        """`command_id` was used for another command: rejected, and recorded once per
+        attempt (this fingerprint); a repeat of a recorded attempt is its duplicate."""
+        key = conflict_key(command_id, fingerprint)
+        earlier = group.decided.get(key)
+        if earlier is not None:  # the same attempt earlier in this group
+            group.outcomes.append(earlier._replace(n=n, command=cmd.command, duplicate=True))
+            return
+        known = self.book.conflict_outcome(self.app, command_id, fingerprint)
+        if known is not None:
+            group.outcomes.append(
+                _Outcome(
+                    n,
+                    cmd.command,
+                    "rejected",
+                    known.reason,
+                    command_id,
+                    True,
+                    None,
+                    known.position,
+                    fingerprint,
+                )
+            )
+            return
+        reason = f"command_id {command_id} was used for a different command"
+        self._reject(n, cmd, command_id, fingerprint, reason, group, conflict=True)
+        group.decided[key] = group.outcomes[-1]
 
     def _reject(
         self,
