@@ -452,30 +452,13 @@ class Engine:
     ) -> None:
         """`command_id` was used for another command: rejected, and recorded once per
         attempt (this fingerprint); a repeat of a recorded attempt is its duplicate."""
-        key = conflict_key(command_id, fingerprint)
-        earlier = group.decided.get(key)
-        if earlier is not None:  # the same attempt earlier in this group
-            group.outcomes.append(earlier._replace(n=n, command=cmd.command, duplicate=True))
-            return
-        known = self.book.conflict_outcome(self.app, command_id, fingerprint)
-        if known is not None:
-            group.outcomes.append(
-                _Outcome(
-                    n,
-                    cmd.command,
-                    "rejected",
-                    known.reason,
-                    command_id,
-                    True,
-                    None,
-                    known.position,
-                    fingerprint,
-                )
-            )
+        repeat = _repeated_conflict(self.book, self.app, n, cmd, fingerprint, group)
+        if repeat is not None:
+            group.outcomes.append(repeat)
             return
         reason = f"command_id {command_id} was used for a different command"
         self._reject(n, cmd, command_id, fingerprint, reason, group, conflict=True)
-        group.decided[key] = group.outcomes[-1]
+        group.decided[conflict_key(command_id, fingerprint)] = group.outcomes[-1]
 
     def _reject(
         self,
@@ -978,6 +961,37 @@ class Engine:
         except AggregateNotFoundError:
             raise UnknownAccount(account_id) from None
         return [f.as_dict() for f in sorted(account.facts, key=lambda f: f.version)]
+
+
+def _repeated_conflict(
+    book: CommandBook,
+    app: Application[UUID],
+    n: int,
+    cmd: Command,
+    fingerprint: str,
+    group: _Group,
+) -> _Outcome | None:
+    """The result of an attempt to reuse a command_id already rejected as this very
+    attempt, earlier in the group or on file (a duplicate), else None."""
+    command_id = cmd.command_id
+    assert command_id is not None
+    earlier = group.decided.get(conflict_key(command_id, fingerprint))
+    if earlier is not None:
+        return earlier._replace(n=n, command=cmd.command, duplicate=True)
+    known = book.conflict_outcome(app, command_id, fingerprint)
+    if known is None:
+        return None
+    return _Outcome(
+        n,
+        cmd.command,
+        "rejected",
+        known.reason,
+        command_id,
+        True,
+        None,
+        known.position,
+        fingerprint,
+    )
 
 
 def _rejection(position: int, e: Any) -> dict[str, Any]:
