@@ -1,13 +1,15 @@
 """The `entitlements` command line: apply command files, check, audit, rebuild, demo.
 
 Exit codes: 0 ok; 1 a command was rejected by a domain rule; 2 malformed input (nothing
-applied); 3 unknown account; 4 the store failed; 5 --min-position not reached in time;
-6 an audit found a violation; 141 `apply`'s reader went away (what it printed was applied).
+applied); 3 unknown account; 4 the store failed (or holds a damaged record); 5
+--min-position not reached in time; 6 an audit found a violation; 141 stdout's reader went
+away, any command (`| head`; what `apply` printed was applied).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -35,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from entitlements import audit, report
 from entitlements.commands import MalformedCommand, parse_command_file, parse_time
+from entitlements.damaged import DamagedRecord
 from entitlements.decisions import Decision, PositionNotReached, UnknownAccount
 from entitlements.engine import Engine, open_engine
 from entitlements.http.settings import HEADER_TIMEOUT, MAX_STALENESS
@@ -61,9 +64,19 @@ EXIT_OK, EXIT_REJECTED, EXIT_MALFORMED, EXIT_UNKNOWN_ACCOUNT, EXIT_STORE, EXIT_N
 EXIT_VIOLATION = 6  # an audit found the log breaking a promise
 EXIT_BROKEN_PIPE = 141  # as a shell reports a process its reader left (128 + SIGPIPE)
 
+
+class _Out(Console):
+    """stdout's console: a reader gone away raises BrokenPipeError for main() to end with
+    141, as for every command (rich's default exits 1, silently)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "stdout's reader went away")
+
+
 # Data is printed through escape() (or as plain JSON): an account, partner or reason may
 # contain "[/]" or ":smile:", which rich would otherwise read as markup or emoji codes.
-out = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 160)
+out = _Out(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, emoji=False)
 
 DESCRIPTION = """\
@@ -452,7 +465,8 @@ def cmd_audit_export(engine: Engine, args: argparse.Namespace) -> int:
                 f"case file written to {args.output}: {len(case['events'])} events, "
                 f"{len(case['rejections'])} rejections, {len(case['decisions'])} decisions, "
                 f"head position {case['head']['position']}"
-            )
+            ),
+            soft_wrap=True,  # one line whatever the terminal's width: scripts grep it
         )
     else:
         sys.stdout.write(text)
@@ -1108,8 +1122,9 @@ def build_parser() -> argparse.ArgumentParser:
         "HASH@POSITION, also proves the log up to POSITION is unchanged since the receipt "
         "was written (this catches a chain recomputed after an edit). Exit 0 when all "
         "holds, 6 otherwise.",
-        epilog="examples:\n  entitlements audit verify\n"
-        "  entitlements audit verify --receipt 0b8b2158...5112@56 --json",
+        epilog="examples (the receipt is the demo store's head):\n  entitlements audit verify\n"
+        "  entitlements audit verify --json --receipt \\\n"
+        "    108835fac523e7ed9cee4750eb5a7ceb8a5e3403281f547b0bcfdcfb4827ae9a@56",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a.add_argument("--receipt", metavar="HASH@POSITION", help="a head written down earlier")
@@ -1327,6 +1342,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         return _fail("", e, EXIT_UNKNOWN_ACCOUNT)
     except PositionNotReached as e:
         return _fail("not reached", e, EXIT_NOT_REACHED)
+    except DamagedRecord as e:  # before ValueError: the library's error was one
+        return _fail("damaged record", e, EXIT_STORE)
     except (ValueError, StoreError, FileNotFoundError, IsADirectoryError) as e:
         return _fail("error", e, EXIT_MALFORMED)
     except (PersistenceError, SQLAlchemyError) as e:
@@ -1334,6 +1351,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
+    except BrokenPipeError:  # stdout's reader went away: main() ends quietly, 141
+        raise
     except Exception as e:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("ENTITLEMENTS_DEBUG"):
             raise
@@ -1346,7 +1365,19 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def main() -> None:
-    sys.exit(run())
+    """The console script. Whichever command was printing when stdout's reader went away
+    (`entitlements ... | head -1`) exits 141 (128 + SIGPIPE, as a shell reports it),
+    quietly: no traceback, no error at the interpreter's last flush."""
+    try:
+        try:
+            code = run()
+        finally:  # also after argparse's own exit (--help)
+            sys.stdout.flush()
+    except BrokenPipeError:
+        code = EXIT_BROKEN_PIPE
+    if code == EXIT_BROKEN_PIPE:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from eventsourcing.application import Application
 
-from entitlements.command_log import command_uuid
+from entitlements.command_log import command_uuid, conflict_key, conflict_uuid
 from projections.snapshot_digests import Hashed
 
 FORMAT = "entitlements-command-book"
@@ -79,6 +79,8 @@ class CommandBook:
                     self._fan_out_ids[event.originator_id.int] = event.command_id
             elif not event.conflict:  # a conflicting id stays with the command that used it first
                 self._positions[_key(event.command_id)] = -at
+            else:  # the attempt itself is on file: its repeat is a duplicate
+                self._positions[_key(conflict_key(event.command_id, event.fingerprint))] = -at
         self.position = max(self.position, position)
 
     # -- questions -----------------------------------------------------------------------
@@ -104,6 +106,21 @@ class CommandBook:
             abs(position),
         )
 
+    def conflict_outcome(
+        self, app: Application[Any], command_id: str, fingerprint: str
+    ) -> CommandOutcome | None:
+        """The recorded rejection of this very attempt to reuse `command_id` for another
+        command (that fingerprint), if on file: the hash says whether to look, the store
+        confirms."""
+        position = self._positions.get(_key(conflict_key(command_id, fingerprint)))
+        if position is None:
+            return None
+        stored = app.recorder.select_events(conflict_uuid(command_id, fingerprint), lte=1)
+        if not stored:
+            return None
+        record: Any = app.mapper.to_domain_event(stored[0])
+        return CommandOutcome(record.command, fingerprint, "rejected", record.reason, -position)
+
     def position_of(self, command_id: str) -> int | None:
         """The position the command's result reported, if its id is on file (a hash: only
         for a command known to be ours, e.g. a commit whose acknowledgement was lost)."""
@@ -117,6 +134,8 @@ class CommandBook:
             return event.originator_id.int not in self._fan_out_ids and any(
                 True for _ in app.recorder.select_events(event.originator_id, gt=1, lte=2)
             )
+        if getattr(event, "conflict", False):  # an id reused: its own record, by its own id
+            return self.conflict_outcome(app, event.command_id, event.fingerprint) is not None
         known = self.outcome(app, event.command_id)
         return known is not None and known.fingerprint == event.fingerprint
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, DomainEventProtocol, event
 
@@ -20,6 +20,17 @@ from eventsourcing.domain import Aggregate, DomainEventProtocol, event
 def command_uuid(command_id: str) -> UUID:
     """A command record's aggregate id: derived from its command_id, so it is unique."""
     return uuid5(NAMESPACE_URL, f"entitlements:command:{command_id}")
+
+
+def conflict_key(command_id: str, fingerprint: str) -> str:
+    """What identifies an attempt to reuse `command_id` for another command (that
+    fingerprint): the same attempt again is a duplicate of its rejection."""
+    return f"{command_id}\n{fingerprint}"  # a command_id has no newline
+
+
+def conflict_uuid(command_id: str, fingerprint: str) -> UUID:
+    """The record id of that attempt's rejection: the same attempt, the same record."""
+    return uuid5(NAMESPACE_URL, f"entitlements:conflict:{conflict_key(command_id, fingerprint)}")
 
 
 class AppliedCommand(Aggregate):
@@ -72,10 +83,10 @@ class RejectedCommand(Aggregate):
         TOPIC = "entitlements:RejectedCommand.Created"
 
     @staticmethod
-    def create_id(command_id: str, conflict: bool = False) -> UUID:
+    def create_id(command_id: str, fingerprint: str, conflict: bool = False) -> UUID:
         # A command_id already used for another command is rejected too, and recorded as an
-        # attempt of its own (the id stays with the command that first used it).
-        return uuid4() if conflict else command_uuid(command_id)
+        # attempt of its own (the id stays with the command that first used it), once.
+        return conflict_uuid(command_id, fingerprint) if conflict else command_uuid(command_id)
 
     @event("CommandRejected", topic="entitlements:CommandRejected")
     def __init__(
@@ -146,10 +157,12 @@ def rejected_record(
     conflict: bool = False,
 ) -> DomainEventProtocol[UUID]:
     """The CommandRejected event a `RejectedCommand(...)` would record, made directly (see
-    RejectedCommand.create_id: a conflicting id is an attempt of its own)."""
+    RejectedCommand.create_id: a conflicting id is an attempt of its own, recorded once)."""
     cls: Any = RejectedCommand.CommandRejected  # type: ignore[attr-defined]
     made: DomainEventProtocol[UUID] = cls(
-        originator_id=uuid4() if conflict else command_uuid(command_id),
+        originator_id=(
+            conflict_uuid(command_id, fingerprint) if conflict else command_uuid(command_id)
+        ),
         originator_version=1,
         timestamp=cls.create_timestamp(),
         originator_topic=RejectedCommand.TOPIC,

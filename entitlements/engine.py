@@ -22,14 +22,26 @@ from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, DomainEventProtocol
-from eventsourcing.persistence import IntegrityError, PersistenceError
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    IntegrityError,
+    Mapper,
+    PersistenceError,
+)
 
 from entitlements import commands as c
 from entitlements import integrity
 from entitlements.account import Account, account_uuid
 from entitlements.command_book import CommandBook
-from entitlements.command_log import AppliedCommand, applied_record, command_uuid, rejected_record
+from entitlements.command_log import (
+    AppliedCommand,
+    applied_record,
+    command_uuid,
+    conflict_key,
+    rejected_record,
+)
 from entitlements.commands import Command, command_fingerprint, now, parse_commands
+from entitlements.damaged import CheckedMapper
 from entitlements.decisions import CommandResult, Decision, PositionNotReached, UnknownAccount
 from entitlements.region import Region, RegionRules, region_id
 from entitlements.rules import (
@@ -81,6 +93,16 @@ class EntitlementsApplication(Application[UUID]):
     """The event store of account and region aggregates."""
 
     name = "Entitlements"
+
+    def construct_recorder(self) -> ApplicationRecorder:
+        """The library's recorder; the mapper (a CheckedMapper: a stored event that cannot
+        be read is a DamagedRecord naming its position) is given it to find positions."""
+        recorder = super().construct_recorder()
+        self.mapper.recorder = recorder  # type: ignore[attr-defined]
+        return recorder
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return self.factory.mapper(self.construct_transcoder(), CheckedMapper)
 
 
 _A = TypeVar("_A", Account, Region)
@@ -400,8 +422,7 @@ class Engine:
         known = None if earlier is not None else self.book.outcome(self.app, command_id)
         first = earlier.fingerprint if earlier else known.fingerprint if known else None
         if first is not None and first != fingerprint:
-            reason = f"command_id {command_id} was used for a different command"
-            self._reject(n, cmd, command_id, fingerprint, reason, group, conflict=True)
+            self._conflict(n, cmd, command_id, fingerprint, group)
             return
         if earlier is not None:  # decided earlier in this group: its result, once committed
             group.outcomes.append(earlier._replace(n=n, command=cmd.command, duplicate=True))
@@ -442,6 +463,19 @@ class Engine:
         )
         group.outcomes.append(outcome)
         group.decided[command_id] = outcome
+
+    def _conflict(
+        self, n: int, cmd: Command, command_id: str, fingerprint: str, group: _Group
+    ) -> None:
+        """`command_id` was used for another command: rejected, and recorded once per
+        attempt (this fingerprint); a repeat of a recorded attempt is its duplicate."""
+        repeat = _repeated_conflict(self.book, self.app, n, cmd, fingerprint, group)
+        if repeat is not None:
+            group.outcomes.append(repeat)
+            return
+        reason = f"command_id {command_id} was used for a different command"
+        self._reject(n, cmd, command_id, fingerprint, reason, group, conflict=True)
+        group.decided[conflict_key(command_id, fingerprint)] = group.outcomes[-1]
 
     def _reject(
         self,
@@ -944,6 +978,37 @@ class Engine:
         except AggregateNotFoundError:
             raise UnknownAccount(account_id) from None
         return [f.as_dict() for f in sorted(account.facts, key=lambda f: f.version)]
+
+
+def _repeated_conflict(
+    book: CommandBook,
+    app: Application[UUID],
+    n: int,
+    cmd: Command,
+    fingerprint: str,
+    group: _Group,
+) -> _Outcome | None:
+    """The result of an attempt to reuse a command_id already rejected as this very
+    attempt, earlier in the group or on file (a duplicate), else None."""
+    command_id = cmd.command_id
+    assert command_id is not None
+    earlier = group.decided.get(conflict_key(command_id, fingerprint))
+    if earlier is not None:
+        return earlier._replace(n=n, command=cmd.command, duplicate=True)
+    known = book.conflict_outcome(app, command_id, fingerprint)
+    if known is None:
+        return None
+    return _Outcome(
+        n,
+        cmd.command,
+        "rejected",
+        known.reason,
+        command_id,
+        True,
+        None,
+        known.position,
+        fingerprint,
+    )
 
 
 def _rejection(position: int, e: Any) -> dict[str, Any]:

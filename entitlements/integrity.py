@@ -31,6 +31,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application
+from eventsourcing.persistence import PersistenceError
 from eventsourcing.utils import get_topic
 
 CHAIN = "chain"
@@ -91,13 +92,36 @@ def seal(events: Iterable[Any], prev: str) -> str:
 
 def _state(app: Application[Any], n: Any) -> dict[str, Any]:
     """A stored event's state as stored (no upcasting: the hash covers what was written)."""
-    raw = n.state
-    if app.mapper.cipher:
-        raw = app.mapper.cipher.decrypt(raw)
-    if app.mapper.compressor:
-        raw = app.mapper.compressor.decompress(raw)
-    state: dict[str, Any] = app.mapper.transcoder.decode(raw)
+    return read_state(app.mapper, n.state)
+
+
+def read_state(mapper: Any, raw: Any) -> dict[str, Any]:
+    """A stored state decoded by `mapper`'s cipher, compressor and transcoder. ValueError
+    saying why when it is not one: a row rewritten behind the engine's back (text for bytes,
+    NULL, bytes that are not a record) is a finding, never a crash."""
+    if isinstance(raw, memoryview):
+        raw = bytes(raw)
+    if not isinstance(raw, bytes):
+        what = "missing (NULL)" if raw is None else f"{type(raw).__name__}, not bytes"
+        raise ValueError(f"its state is {what}")
+    try:
+        if mapper.cipher:
+            raw = mapper.cipher.decrypt(raw)
+        if mapper.compressor:
+            raw = mapper.compressor.decompress(raw)
+        state: Any = mapper.transcoder.decode(raw)
+    except Exception as e:  # noqa: BLE001 - any bytes may be there: each decoder fails its way
+        raise ValueError(f"its state does not decode ({one_line(e)})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"its state is a {type(state).__name__}, not an object")
     return state
+
+
+def one_line(e: BaseException) -> str:
+    """An exception's message as one short line (its type when it has none)."""
+    lines = str(e).strip().splitlines()
+    text = lines[0].strip() if lines else type(e).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def stored_hash(app: Application[Any], position: int) -> str | None:
@@ -108,7 +132,10 @@ def stored_hash(app: Application[Any], position: int) -> str | None:
     found = app.recorder.select_notifications(start=position, limit=1)
     if not found or found[0].id != position:
         return None
-    chain = _state(app, found[0]).get(CHAIN)
+    try:
+        chain = _state(app, found[0]).get(CHAIN)
+    except ValueError:  # a damaged row carries nothing to trust (`verify` says so)
+        return None
     h = chain.get("hash") if isinstance(chain, dict) else None
     return h if isinstance(h, str) else None
 
@@ -138,6 +165,7 @@ class Row:
     prev: str | None  # None: it carries no chain
     hash: str | None
     computed: str | None = None  # sha256(its own prev + its content): is it self-consistent?
+    damage: str | None = None  # why it cannot be read as a record at all (then no chain)
 
 
 @dataclass
@@ -170,24 +198,77 @@ class Verification:
         return out
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A row the store's library cannot even list (say, an originator id that is not a
+    UUID): only its position and why."""
+
+    id: int
+    why: str
+
+
 def _notifications(app: Application[Any], after: int) -> Iterator[Any]:
+    """The log's rows in order from `after + 1`; a row that cannot be listed is yielded as
+    Unreadable at its position, and the walk goes on past it."""
     start = after + 1
     while True:
-        page = app.recorder.select_notifications(start=start, limit=PAGE)
+        try:
+            page = app.recorder.select_notifications(start=start, limit=PAGE)
+        except PersistenceError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a row's content broke the library's reading
+            bad = _first_unreadable(app, start, e)
+            if bad > start:
+                yield from app.recorder.select_notifications(start=start, limit=PAGE, stop=bad - 1)
+            yield Unreadable(bad, f"cannot be read ({one_line(e)})")
+            start = bad + 1
+            continue
         yield from page
         if len(page) < PAGE:
             return
         start = page[-1].id + 1
 
 
+def _first_unreadable(app: Application[Any], start: int, error: Exception) -> int:
+    """The position of the first row from `start` that the library fails to read (a
+    bisection over `stop`); re-raises `error` when no row fails (then it was not a row's)."""
+    recorder = app.recorder
+
+    def fails(stop: int) -> bool:
+        try:
+            recorder.select_notifications(start=start, limit=PAGE, stop=stop)
+        except PersistenceError:
+            raise
+        except Exception:  # noqa: BLE001 - as in _notifications
+            return True
+        return False
+
+    lo, hi = start, recorder.max_notification_id() or start
+    if not fails(hi):
+        raise error
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fails(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 def _row(app: Application[Any], n: Any) -> Row:
-    state = _state(app, n)
-    chain = state.get(CHAIN)
-    if not (isinstance(chain, dict) and isinstance(chain.get("prev"), str)):
-        return Row(n.id, None, None)
-    prev, h = chain["prev"], chain.get("hash")
-    computed = link(prev, content(n.originator_id, n.originator_version, n.topic, state))
-    return Row(n.id, prev, h if isinstance(h, str) else None, computed)
+    """A row as the chain sees it; a row that is not a record is a Row with its damage."""
+    if isinstance(n, Unreadable):
+        return Row(n.id, None, None, damage=n.why)
+    try:
+        state = _state(app, n)
+        chain = state.get(CHAIN)
+        if not (isinstance(chain, dict) and isinstance(chain.get("prev"), str)):
+            return Row(n.id, None, None)
+        prev, h = chain["prev"], chain.get("hash")
+        body = content(n.originator_id, n.originator_version, n.topic, state)
+    except (ValueError, TypeError) as e:  # TypeError: a value JSON cannot hold (bytes, ...)
+        return Row(n.id, None, None, damage=f"cannot be read as a record: {one_line(e)}")
+    return Row(n.id, prev, h if isinstance(h, str) else None, link(prev, body))
 
 
 def verify(app: Application[Any], receipt: tuple[str, int] | None = None) -> Verification:
@@ -204,7 +285,7 @@ def verify(app: Application[Any], receipt: tuple[str, int] | None = None) -> Ver
         if receipt is not None and receipt_holds is None and n.id > receipt[1]:
             receipt_holds, receipt_note = False, f"the log has no record at position {receipt[1]}"
         row = _row(app, n)
-        if row.prev is None and starts_at is None:
+        if row.prev is None and row.damage is None and starts_at is None:
             legacy += 1
             prev, prev_pos = genesis(n.id), n.id
             continue
@@ -260,6 +341,8 @@ def _diagnose(
     """How the chain breaks at `row` (prev, prev_pos: the last good link), told from the
     links around it: (kind, position, one-line reason)."""
     p = row.position
+    if row.damage is not None:  # not a record at all: whatever was there, this row changed
+        return "edited", p, f"position {p} {row.damage}"
     nxt = next((r for r in ahead if r.prev is not None), None)
     over_p = nxt is not None and nxt.prev == prev  # the chain goes on as if p were not there
     if row.prev is None:
@@ -279,6 +362,8 @@ def _diagnose(
     if over_p:
         return "inserted", p, f"position {p} is not in the chain (the next links to {prev_pos})"
     back = seen.get(row.prev)
+    if back is not None and _foreign_tail(row, ahead, seen, prev_pos - back):
+        return "inserted", p, _tail_reason(row, ahead, seen, back)
     if back is not None:  # it links past the rows before it: those are foreign
         first = next((q for q in seen.values() if q > back), p)
         span = f"position {first} is" if first == prev_pos else f"positions {first}..{prev_pos} are"
@@ -291,3 +376,35 @@ def _diagnose(
         why = f"a record between positions {prev_pos} and {p} was deleted"
         return "deleted", p, f"position {p} links to a record no longer in the log: {why}"
     return "edited", p, f"position {p} matches neither its hash nor its link"
+
+
+def _run_from(row: Row, ahead: list[Row]) -> list[Row]:
+    """`row` and the rows after it that chain on from it, each self-consistent."""
+    run = [row]
+    for r in ahead:
+        if r.prev != run[-1].hash or r.hash != r.computed:
+            break
+        run.append(r)
+    return run
+
+
+def _foreign_tail(row: Row, ahead: list[Row], seen: OrderedDict[str, int], span: int) -> bool:
+    """Is `row` (which links back past `span` good rows) the foreign one rather than those
+    rows? Yes when it carries the chain of a record already in it (a copy), or when it starts a
+    self-consistent run of rows that ends the log and is shorter than the span: the fewer
+    rows blamed, the likelier the story (a copy of row 16 appended at 57 is not 16..56)."""
+    if row.hash is not None and row.hash in seen:
+        return True
+    run = _run_from(row, ahead)
+    return len(ahead) < LOOKAHEAD and len(run) == len(ahead) + 1 and len(run) < span
+
+
+def _tail_reason(row: Row, ahead: list[Row], seen: OrderedDict[str, int], back: int) -> str:
+    p = row.position
+    copy = seen.get(row.hash) if row.hash is not None else None
+    if copy is not None:
+        why = f"it carries the chain of the record at position {copy} (a copy)"
+        return f"position {p} is not in the chain: {why}"
+    last = _run_from(row, ahead)[-1].position
+    span = f"position {p} is" if last == p else f"positions {p}..{last} are"
+    return f"{span} not in the chain: added after the head, position {p} links to {back}"

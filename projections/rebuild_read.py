@@ -99,7 +99,11 @@ def read_pages(app: Application[Any], after: int, stop: int, page: int) -> Itera
         records: list[tuple[Any, ...]] = []
         newest = None
         for row in rows:
-            cls, state = decode_state(row)
+            try:
+                cls, state = decode_state(row)
+            except Exception:
+                app.mapper.to_domain_event(row)  # the application's own error, if it has one
+                raise
             recorded = state.get("recorded_at")
             if recorded is not None and (newest is None or recorded > newest):
                 newest = recorded

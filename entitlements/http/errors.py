@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from entitlements.commands import MalformedCommand
+from entitlements.damaged import DamagedRecord
 from entitlements.decisions import PositionNotReached, UnknownAccount
 from entitlements.http.schemas import ErrorOut
 from entitlements.rules import UnknownCapability
@@ -100,5 +101,7 @@ def install_error_handlers(app: FastAPI) -> None:
     # The store failing under us (a command, an audit): one line, the driver's own.
     app.add_exception_handler(PersistenceError, _status(503))
     app.add_exception_handler(SQLAlchemyError, _status(503))
+    # A row rewritten behind the engine's back (not the caller's input, not an outage).
+    app.add_exception_handler(DamagedRecord, _status(500, lambda e: {"position": e.position}))
     app.add_exception_handler(ValueError, _bad_value)
     app.add_exception_handler(RequestValidationError, _bad_request)

@@ -97,11 +97,13 @@ def python_checked(source: str) -> str:
     value` whose comment reads as a Python literal asserts that the expression equals it;
     other comments are prose."""
     out = []
-    for line in source.splitlines():
+    inside = _continued_lines(source)
+    for number, line in enumerate(source.splitlines(), start=1):
         code, hashed, comment = line.partition("  #")
         claim = _literal(comment.strip()) if hashed else _NO_CLAIM
-        if claim is not _NO_CLAIM and _is_expression(code):
-            out.append(f"__shown(({code.strip()}), ({comment.strip()}), {code.strip()!r})")
+        if claim is not _NO_CLAIM and number not in inside and _is_expression(code):
+            indent = code[: len(code) - len(code.lstrip())]
+            out.append(f"{indent}__shown(({code.strip()}), ({comment.strip()}), {code.strip()!r})")
         else:
             out.append(line)
     prelude = (
@@ -130,4 +132,21 @@ def _is_expression(code: str) -> bool:
         ast.parse(code.strip(), mode="eval")
     except SyntaxError:
         return False
-    return bool(code.strip()) and not code.startswith((" ", "\t"))
+    return bool(code.strip())
+
+
+def _continued_lines(source: str) -> set[int]:
+    """The lines that begin inside an open bracket: part of a longer expression, never
+    a statement of their own (an indented line in a block is one)."""
+    import io
+    import tokenize
+
+    depth, inside = 0, set()
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.OP and token.string in "([{":
+            depth += 1
+        elif token.type == tokenize.OP and token.string in ")]}":
+            depth -= 1
+        elif token.type == tokenize.NL and depth:
+            inside.add(token.start[0] + 1)
+    return inside

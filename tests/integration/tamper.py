@@ -109,3 +109,42 @@ class Tamper:
             h = integrity.link(prev, integrity.content(stream, version, topic, state))
             self.set_state(p, {**state, "chain": {"prev": prev, "hash": h}})
             prev = h
+
+    COLUMNS = ("originator_id", "originator_version", "topic", "state")
+
+    def raw(self, position: int) -> tuple[Any, ...]:
+        """A row's columns as the database holds them (SQLite: each with its storage class,
+        which an edit may change: `replace()` on a BLOB gives TEXT)."""
+        kinds = ", ".join(f"typeof({c})" for c in self.COLUMNS) if self.sqlite else "NULL"
+        with self._db() as db:
+            found = db.execute(
+                self._q(
+                    f"SELECT {', '.join(self.COLUMNS)}, {kinds} FROM {self.table} "
+                    f"WHERE {self.id} = ?"
+                ),
+                (position,),
+            ).fetchone()
+        return tuple(bytes(v) if isinstance(v, memoryview) else v for v in found)
+
+    def set_column(self, position: int, column: str, value: Any) -> None:
+        """One column of one row set to `value`, whatever its type (as SQL would)."""
+        assert column in self.COLUMNS
+        with self._db() as db:
+            db.execute(
+                self._q(f"UPDATE {self.table} SET {column} = ? WHERE {self.id} = ?"),
+                (value, position),
+            )
+
+    def execute(self, sql: str, *params: Any) -> None:
+        """Any statement (`{table}` and `{id}` filled in), as someone at an SQL prompt."""
+        with self._db() as db:
+            db.execute(self._q(sql.format(table=self.table, id=self.id)), params)
+
+    def restore(self, position: int, raw: tuple[Any, ...]) -> None:
+        """Put back the columns `raw()` read (their values and storage classes)."""
+        with self._db() as db:
+            sets = ", ".join(f"{c} = ?" for c in self.COLUMNS)
+            db.execute(
+                self._q(f"UPDATE {self.table} SET {sets} WHERE {self.id} = ?"),
+                (*raw[: len(self.COLUMNS)], position),
+            )

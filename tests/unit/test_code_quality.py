@@ -49,6 +49,16 @@ def test_ruff_finds_no_lint() -> None:
     run("ruff", "check", ".")
 
 
+def test_imports_keep_to_the_layers_import_linter_is_given() -> None:
+    """pyproject.toml's [tool.importlinter] contracts: the domain, projections, the
+    application and the doors, each importing only downward."""
+    lint_imports = Path(sys.executable).parent / "lint-imports"
+    done = subprocess.run(
+        [str(lint_imports), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
 def test_the_listed_modules_pass_mypy_strict() -> None:
     missing = [m for m in MYPY_STRICT if not (ROOT / m).exists()]
     assert not missing, f"MYPY_STRICT names modules that do not exist: {missing}"
