@@ -114,6 +114,8 @@ def cmd_apply(engine: Engine, args: argparse.Namespace) -> int:
         console=err,
         transient=True,
         disable=not show_bar,
+        redirect_stdout=False,  # the results are stdout's, whatever stderr is (`> file`)
+        redirect_stderr=False,
     )
     any_rejected = False
     with bar:
@@ -568,6 +570,8 @@ class _Bars:
             TimeRemainingColumn(),
             console=err,
             transient=False,
+            redirect_stdout=False,  # stdout stays the data's, even when stderr is a terminal
+            redirect_stderr=False,
         )
         self.started = False
 

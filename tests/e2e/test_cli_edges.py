@@ -1,0 +1,84 @@
+"""The edges users hit at the command line (issue 17): output redirected while stderr is a
+terminal, the store a failed or demo run leaves behind, `--db` in any position, and error
+lines that stay short and say what is wrong. Through the installed console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import CLI, registrations
+
+
+def environ(**extra: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("ENTITLEMENTS_DB", "ENTITLEMENTS_DEBUG")
+    }
+    return {**env, **extra}
+
+
+def run(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, *args], capture_output=True, text=True, env=environ(**env), cwd=cwd, timeout=300
+    )
+
+
+def write_lines(path: Path, lines: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The error, asserting it is exactly one line on stderr and no traceback."""
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.endswith("\n") and result.stderr.count("\n") == 1, repr(result.stderr)
+    return result.stderr.strip()
+
+
+# -- item 1: stdout redirected, stderr a terminal -----------------------------------------
+
+
+def test_apply_results_go_to_stdout_when_stderr_is_a_terminal(tmp_path: Path) -> None:
+    """`entitlements apply FILE > results.jsonl` on a terminal: the progress bar is drawn on
+    stderr (a real pty), and every result lands in the file, none on the terminal."""
+    commands = write_lines(
+        tmp_path / "300.jsonl", registrations([f"acct-{i:03d}" for i in range(300)])
+    )
+    master, slave = os.openpty()
+    terminal = bytearray()
+
+    def drain() -> None:  # the terminal's reader: a full pty would block the writer
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the slave side closed (EIO on Linux)
+                return
+            if not chunk:
+                return
+            terminal.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    results = tmp_path / "results.jsonl"
+    with results.open("wb") as stdout:
+        done = subprocess.run(
+            [CLI, "--db", str(tmp_path / "e.db"), "apply", str(commands)],
+            stdout=stdout,
+            stderr=slave,
+            env=environ(TERM="xterm-256color", COLUMNS="100"),
+            timeout=300,
+        )
+    os.close(slave)
+    reader.join(timeout=10)
+    os.close(master)
+    assert done.returncode == 0, terminal.decode(errors="replace")
+    lines = results.read_text().splitlines()
+    assert len(lines) == 300, terminal.decode(errors="replace")[-2000:]
+    assert [json.loads(line)["line"] for line in lines] == list(range(1, 301))
+    shown = terminal.decode(errors="replace")
+    assert '"command_id"' not in shown  # no result on the terminal
+    assert "apply" in shown  # the bar was drawn there
