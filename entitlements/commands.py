@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -74,7 +75,6 @@ Time = Annotated[datetime, BeforeValidator(parse_time)]
 AccountId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
 RegionCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
 PartnerName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Reason = Annotated[str, StringConstraints(max_length=2000)]
 Plan = Literal["free", "pro", "business", "enterprise"]
 PaidPlan = Literal["pro", "business", "enterprise"]
 Channel = Literal["online", "direct", "partner"]
@@ -90,16 +90,34 @@ Jurisdiction = Annotated[str, StringConstraints(pattern=r"^([A-Z]{2}|platform)$"
 CommandId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
 
 
-def _printable(value: str) -> str:
-    """Who asked is shown to auditors as it is: printable characters only (no line or
-    paragraph separators, no zero-width or other format characters)."""
-    if not value.isprintable():
-        bad = next(ch for ch in value if not ch.isprintable())
-        raise ValueError(f"must be printable characters (found U+{ord(bad):04X})")
+#: Unicode categories refused in free text: controls, format characters (bidi overrides
+#: such as U+202E, zero-width characters), surrogates, private use, unassigned, and line or
+#: paragraph separators. They are invisible, or reorder what an auditor reads.
+_INVISIBLE = {
+    "Cc": "control",
+    "Cf": "format",
+    "Cs": "surrogate",
+    "Co": "private use",
+    "Cn": "unassigned",
+    "Zl": "line separator",
+    "Zp": "paragraph separator",
+}
+
+
+def visible_text(value: str) -> str:
+    """Text shown to auditors as it is (`actor`, `reason`): one rule for every free-text
+    field, so nothing in it hides or reorders what is read (spaces of any kind are fine)."""
+    for ch in value:
+        kind = _INVISIBLE.get(unicodedata.category(ch))
+        if kind is not None:
+            raise ValueError(f"must be visible text (found U+{ord(ch):04X}, a {kind} character)")
     return value
 
 
-Actor = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_printable)]
+Actor = Annotated[
+    str, StringConstraints(min_length=1, max_length=200), AfterValidator(visible_text)
+]
+Reason = Annotated[str, StringConstraints(max_length=2000), AfterValidator(visible_text)]
 
 
 class _Command(BaseModel):
