@@ -964,18 +964,32 @@ def positive_float(text: str) -> float:
     return value
 
 
+DB_HELP = (
+    f"store URL: sqlite:///path or postgresql://user@host/db (default: ${ENV_VAR}, else "
+    f"{DEFAULT_URL}); before or after the command, anywhere among its arguments"
+)
+
+
+class _Subcommand(argparse.ArgumentParser):
+    """A subcommand's parser: it takes `--db` too, so the option goes anywhere on the line
+    (`entitlements check A host --db X`). Its default is SUPPRESS, so a subcommand without
+    it keeps what the main parser read; nested subcommands are of this class as well."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help=DB_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="entitlements",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--db",
-        metavar="URL",
-        help=f"store URL: sqlite:///path or postgresql://user@host/db (default: ${ENV_VAR}, else {DEFAULT_URL})",
+    parser.add_argument("--db", metavar="URL", help=DB_HELP)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Subcommand
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
         "apply",

@@ -82,3 +82,42 @@ def test_apply_results_go_to_stdout_when_stderr_is_a_terminal(tmp_path: Path) ->
     shown = terminal.decode(errors="replace")
     assert '"command_id"' not in shown  # no result on the terminal
     assert "apply" in shown  # the bar was drawn there
+
+
+# -- item 11: --db in any position --------------------------------------------------------
+
+
+def test_db_is_taken_before_or_after_the_command_in_any_position(tmp_path: Path) -> None:
+    db = str(tmp_path / "s.db")
+    commands = write_lines(tmp_path / "c.jsonl", registrations(["acct-1"]))
+    assert run("apply", str(commands), "--db", db).returncode == 0
+    for args in (
+        ("--db", db, "check", "acct-1", "host"),
+        ("check", "acct-1", "host", "--db", db),
+        ("check", "--db", db, "acct-1", "host"),
+        ("check", "acct-1", "--db", db, "host", "--json"),
+    ):
+        result = run(*args, cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "acct-1 host" in result.stdout or '"allowed": true' in result.stdout, args
+    for args in (
+        ("audit", "verify", "--db", db),
+        ("audit", "--db", db, "verify"),
+        ("token", "list", "--db", db),
+        ("history", "--db", db, "acct-1", "--json"),
+    ):
+        result = run(*args, cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+    assert not (tmp_path / "entitlements.db").exists()  # no command fell back to the default
+
+
+def test_the_environment_names_the_store_when_no_db_is_given(tmp_path: Path) -> None:
+    db = str(tmp_path / "env.db")
+    commands = write_lines(tmp_path / "c.jsonl", registrations(["acct-1"]))
+    assert run("apply", str(commands), ENTITLEMENTS_DB=db).returncode == 0
+    result = run("check", "acct-1", "host", "--json", cwd=tmp_path, ENTITLEMENTS_DB=db)
+    assert result.returncode == 0 and json.loads(result.stdout)["allowed"] is True
+    # --db wins over the environment, wherever it stands
+    other = str(tmp_path / "nope.db")
+    result = run("check", "acct-1", "host", "--db", other, cwd=tmp_path, ENTITLEMENTS_DB=db)
+    assert result.returncode == 4 and "nope.db" in one_line_error(result)
