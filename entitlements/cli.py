@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -34,7 +34,14 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from entitlements import audit, report
-from entitlements.commands import MalformedCommand, parse_command_file, parse_time
+from entitlements.commands import (
+    Command,
+    MalformedCommand,
+    check_command_file,
+    parse_command_file,
+    parse_time,
+    stream_command_file,
+)
 from entitlements.decisions import Decision, PositionNotReached, UnknownAccount
 from entitlements.engine import Engine, open_engine
 from entitlements.http.settings import HEADER_TIMEOUT, MAX_STALENESS
@@ -99,12 +106,36 @@ def scenario_path(name: str = "china-2020") -> Path:
 PROGRESS_FROM = 200  # lines: a longer file shows a progress bar on stderr (a terminal)
 
 
-def cmd_apply(engine: Engine, args: argparse.Namespace) -> int:
-    """Each line's result is printed (and flushed) as soon as it is committed: every line
-    printed was applied, and running the file again reports the rest (earlier lines as
-    duplicates, by their command_id)."""
-    commands = parse_command_file(args.file)
-    show_bar = err.is_terminal and len(commands) >= PROGRESS_FROM
+class FileChanged(ValueError):
+    """The command file changed between `apply`'s two passes (validate, then apply)."""
+
+
+def _second_pass(path: str, total: int) -> Iterator[tuple[int, Command]]:
+    """The file read again, as it is applied: a line that no longer validates, or more
+    lines than the first pass counted, means it changed in between (the results printed
+    before the error were applied)."""
+    count = 0
+    try:
+        for numbered in stream_command_file(path):
+            count += 1
+            if count > total:
+                raise FileChanged(f"{path} grew after it was validated: line {numbered[0]}")
+            yield numbered
+    except MalformedCommand as e:
+        raise FileChanged(f"{path} changed after it was validated: {e}") from None
+
+
+def cmd_apply(_: Engine | None, args: argparse.Namespace) -> int:
+    """Two passes over the file, one line at a time, so memory does not grow with its
+    length: the first validates every line (a bad one refuses the file before a store is
+    opened or created); the second applies them, each line's result printed (and flushed)
+    as soon as it is committed: every line printed was applied, and running the file again
+    reports the rest (earlier lines as duplicates, by their command_id)."""
+    store_url(args.db)  # a URL the engine cannot use says so first, creating nothing
+    total = check_command_file(args.file)
+    if total == 0:
+        return EXIT_OK  # nothing to apply: no store is created for it
+    show_bar = err.is_terminal and total >= PROGRESS_FROM
     bar = Progress(
         TextColumn("[bold]apply[/]"),
         BarColumn(),
@@ -118,9 +149,9 @@ def cmd_apply(engine: Engine, args: argparse.Namespace) -> int:
         redirect_stderr=False,
     )
     any_rejected = False
-    with bar:
-        task = bar.add_task("apply", total=len(commands))
-        for r in engine.apply_iter(commands):
+    with Engine(args.db) as engine, bar:
+        task = bar.add_task("apply", total=total)
+        for r in engine.apply_iter(_second_pass(args.file, total)):
             try:
                 print(json.dumps(r.as_dict()), flush=True)
             except BrokenPipeError:  # the reader went away (`apply FILE | head -1`): stop here
@@ -994,15 +1025,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "apply",
         help="apply a JSON Lines command file (validated whole first)",
-        description="Validate the whole file (a malformed line refuses it: exit 2, nothing "
-        "applied), then apply each line in order and print its JSON result as soon as it "
+        description="Validate the whole file, one line at a time (a malformed line refuses "
+        "it: exit 2, nothing applied, no store created), then read it again and apply each "
+        "line in order and print its JSON result as soon as it "
         "is committed. Each line is a command with a command_id (given, or derived from "
         "the line's content): run the file again after a crash, or twice, and lines "
         "already on file are reported as duplicates, nothing is recorded twice. "
         "Exit 0 if all applied, 1 if any was rejected by a domain rule.",
     )
     p.add_argument("file", help="the command file, one JSON command per line")
-    p.set_defaults(run=cmd_apply)
+    p.set_defaults(run=cmd_apply, no_engine=True)  # it opens the store once the file is valid
 
     p = sub.add_parser(
         "check",
@@ -1333,10 +1365,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "no_engine", False):
             return handler(None, args)
-        lazy, must_exist = getattr(args, "lazy_index", False), args.command != "apply"
-        must_exist = getattr(
-            args, "store_must_exist", must_exist
-        )  # `token create` may start a store
+        lazy = getattr(args, "lazy_index", False)
+        must_exist = getattr(args, "store_must_exist", True)  # `token create` may start one
         with Engine(args.db, start=not lazy, must_exist=must_exist) as engine:
             return handler(engine, args)
     except MalformedCommand as e:
