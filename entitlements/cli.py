@@ -52,6 +52,7 @@ from entitlements.store import (
     StoreError,
     StoreUnavailable,
     check_store,
+    sqlite_path,
     store_url,
 )
 from entitlements.tokens import ROLES, TokenStore
@@ -799,9 +800,36 @@ DEMO_CAPS = (
 
 
 def cmd_demo(_: Engine | None, args: argparse.Namespace) -> int:
-    path = Path(tempfile.mkdtemp(prefix="entitlements-demo-")) / "china-2020.db"
+    """The story in a store of its own: at `--db X` (a new SQLite file, kept to explore),
+    else in a temporary folder removed when the demo ends (nothing is left behind)."""
+    if args.db is None:  # never $ENTITLEMENTS_DB: that names a store of real data
+        with tempfile.TemporaryDirectory(prefix="entitlements-demo-") as folder:
+            _demo(Path(folder) / "china-2020.db", None)
+        return EXIT_OK
+    path = _demo_target(args.db)
+    _demo(path, args.db)
+    return EXIT_OK
+
+
+def _demo_target(db: str) -> Path:
+    """The SQLite file `--db` names for the demo: new (or empty), never a store of data."""
+    path = sqlite_path(db)
+    if path is None:
+        raise ValueError(f"--db: the demo builds an SQLite file; give a file path, not {db!r}")
+    if path.is_dir() or (path.exists() and path.stat().st_size > 0):
+        raise ValueError(
+            f"--db: {path} exists already; the demo builds a new store "
+            "(remove it, or give another path)"
+        )
+    return path
+
+
+def _demo(path: Path, kept: str | None) -> None:
+    """Apply the story to a new store at `path` and show what it answers; `kept` is the
+    --db it was given (the store stays), or None (it goes with the demo)."""
     url = f"sqlite:///{path}"
-    out.print(f"[bold]china-2020[/] on a fresh SQLite store: {escape(str(path))}\n")
+    where = escape(str(path)) if kept else "a temporary file, removed at the end"
+    out.print(f"[bold]china-2020[/] on a fresh SQLite store: {where}\n")
     commands = parse_command_file(scenario_path())
     with open_engine(url) as engine:
         results = engine.apply_parsed(commands)
@@ -848,22 +876,36 @@ def cmd_demo(_: Engine | None, args: argparse.Namespace) -> int:
             label = f"as known at {known}" if known else "as known now"
             out.print(f"  host at 2020-10-01 {label}: {_yes_no(d)} — {escape(d.reason)}")
 
-        report.read_models_level(engine.app, engine.url)
-        picture = path.with_name("cn-2020-host.png")
-        first, last = datetime(2020, 1, 1).date(), datetime(2020, 12, 31).date()
-        year = report.daily_report(url, "CN", first, last)
-        report.plot(year, picture)
+        if kept:
+            _demo_picture(engine, path)
+    if kept is None:
         out.print(
-            "\n[bold]4. How many CN accounts could host, day by day in 2020[/] (per plan, "
-            f"as known now): {escape(str(picture))}",
+            "\nTo keep the store (and the picture of CN's hosting in 2020) and explore it: "
+            "[bold]entitlements demo --db demo.db[/]",
             soft_wrap=True,
         )
+        return
+    db = escape(kept)
     out.print(
-        f"\nExplore it: [bold]entitlements --db {escape(url)} history cn-free-02[/]\n"
-        f"            [bold]entitlements --db {escape(url)} check cn-pro-01 host --at 2020-10-01 --json[/]\n"
-        f"            [bold]entitlements --db {escape(url)} report CN --from 2020-09-01 --to 2020-10-31 --as-known-at 2020-10-20[/]"
+        f"\nExplore it: [bold]entitlements history cn-free-02 --db {db}[/]\n"
+        f"            [bold]entitlements check cn-pro-01 host --at 2020-10-01 --json --db {db}[/]\n"
+        f"            [bold]entitlements report CN --from 2020-09-01 --to 2020-10-31 --as-known-at 2020-10-20 --db {db}[/]",
+        soft_wrap=True,
     )
-    return EXIT_OK
+
+
+def _demo_picture(engine: Engine, path: Path) -> None:
+    """Section 4: CN's daily hosting counts of 2020, drawn next to the demo's store."""
+    report.read_models_level(engine.app, engine.url)
+    picture = path.with_name("cn-2020-host.png")
+    first, last = datetime(2020, 1, 1).date(), datetime(2020, 12, 31).date()
+    year = report.daily_report(engine.url, "CN", first, last)
+    report.plot(year, picture)
+    out.print(
+        "\n[bold]4. How many CN accounts could host, day by day in 2020[/] (per plan, "
+        f"as known now): {escape(str(picture))}",
+        soft_wrap=True,
+    )
 
 
 # -- API tokens --------------------------------------------------------------------------
@@ -1338,7 +1380,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_serve, no_engine=True)
 
     p = sub.add_parser(
-        "demo", help="run the china-2020 story on a fresh SQLite store and show the answers"
+        "demo",
+        help="run the china-2020 story on a fresh SQLite store and show the answers",
+        description="Applies the china-2020 command file to a new SQLite store and shows "
+        "what it answers. With --db FILE the store is built there (FILE must not exist, "
+        "or be empty) and kept, with its picture cn-2020-host.png beside it, to explore "
+        "with the other commands; without --db it lives in a temporary folder removed "
+        "when the demo ends. $ENTITLEMENTS_DB is never used: it names a store of data.",
     )
     p.set_defaults(run=cmd_demo, no_engine=True)
     return parser

@@ -164,3 +164,50 @@ def test_validating_a_long_file_holds_none_of_its_lines(tmp_path: Path) -> None:
     assert done.stderr.startswith("malformed: line 200001, field 'effective_at'"), done.stderr
     assert peak_kb < APPLY_PEAK_MB * 1024, f"apply peaked at {peak_kb // 1024} MB"
     assert "(nothing applied)" in done.stderr and not db.exists()
+
+
+# -- item 3: no store is left where nothing was applied ----------------------------------
+
+
+def test_a_malformed_or_empty_file_creates_no_store(tmp_path: Path) -> None:
+    db = tmp_path / "new.db"
+    bad = write_lines(tmp_path / "bad.jsonl", [*registrations(["a-1"]), {"command": "nope"}])
+    result = run("apply", str(bad), "--db", str(db))
+    assert result.returncode == 2 and "(nothing applied)" in one_line_error(result)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    assert run("apply", str(empty), "--db", str(db)).returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "empty.jsonl"]
+
+
+def test_demo_builds_its_store_at_db_to_explore_after(tmp_path: Path) -> None:
+    result = run("demo", "--db", "demo.db", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "--db demo.db" in result.stdout and (tmp_path / "cn-2020-host.png").exists()
+    check = run(
+        "check",
+        "cn-ent-02",
+        "host",
+        "--at",
+        "2020-10-01",
+        "--json",
+        "--db",
+        "demo.db",
+        cwd=tmp_path,
+    )
+    assert check.returncode == 0 and json.loads(check.stdout)["allowed"] is False
+    again = run("demo", "--db", "demo.db", cwd=tmp_path)  # a store of data is never reused
+    assert again.returncode == 2 and "exists already" in one_line_error(again)
+    pg = run("demo", "--db", "postgresql://nobody@127.0.0.1:1/x", cwd=tmp_path)
+    assert pg.returncode == 2 and "SQLite file" in one_line_error(pg)
+
+
+def test_demo_without_db_leaves_nothing_behind(tmp_path: Path) -> None:
+    temp, work = tmp_path / "tmp", tmp_path / "work"
+    temp.mkdir()
+    work.mkdir()
+    result = run("demo", cwd=work, TMPDIR=str(temp), ENTITLEMENTS_DB=str(tmp_path / "real.db"))
+    assert result.returncode == 0, result.stderr
+    assert "as known at 2020-10-20: yes" in result.stdout
+    assert list(temp.iterdir()) == [] and list(work.iterdir()) == []
+    assert not (tmp_path / "real.db").exists()  # $ENTITLEMENTS_DB is not the demo's
