@@ -1420,7 +1420,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except MalformedCommand as e:
         return _fail("malformed", e, EXIT_MALFORMED, " (nothing applied)")
     except UnknownAccount as e:
-        return _fail("", e, EXIT_UNKNOWN_ACCOUNT)
+        return _fail("error", e, EXIT_UNKNOWN_ACCOUNT)
     except PositionNotReached as e:
         return _fail("not reached", e, EXIT_NOT_REACHED)
     except (ValueError, StoreError, FileNotFoundError, IsADirectoryError) as e:

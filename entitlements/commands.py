@@ -408,8 +408,10 @@ def load_json(n: int, raw: bytes, label: str = "line") -> Any:
         return json.loads(text, object_pairs_hook=_unique_keys)
     except _KeyGivenTwice as e:
         raise MalformedCommand(n, _field_name(e.key), "key given twice", label) from None
-    except json.JSONDecodeError as e:
-        raise MalformedCommand(n, None, f"bad JSON: {e.msg} at column {e.colno}", label) from None
+    except json.JSONDecodeError as e:  # where, then what (its msg may end in " at")
+        where = f"column {e.colno}" if label == "line" else f"line {e.lineno}, column {e.colno}"
+        what = e.msg.removesuffix(" at")
+        raise MalformedCommand(n, None, f"bad JSON at {where}: {what}", label) from None
     except RecursionError:
         raise MalformedCommand(n, None, "bad JSON: nested too deeply", label) from None
     except ValueError as e:  # e.g. an integer of more digits than Python converts

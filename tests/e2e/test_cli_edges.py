@@ -211,3 +211,45 @@ def test_demo_without_db_leaves_nothing_behind(tmp_path: Path) -> None:
     assert "as known at 2020-10-20: yes" in result.stdout
     assert list(temp.iterdir()) == [] and list(work.iterdir()) == []
     assert not (tmp_path / "real.db").exists()  # $ENTITLEMENTS_DB is not the demo's
+
+
+# -- item 13: error lines that say what is wrong, briefly ---------------------------------
+
+
+def test_an_unknown_account_is_an_error_line_cut_short(tmp_path: Path) -> None:
+    db = str(tmp_path / "s.db")
+    assert (
+        run(
+            "apply", str(write_lines(tmp_path / "c.jsonl", registrations(["a-1"]))), "--db", db
+        ).returncode
+        == 0
+    )
+    result = run("check", "nobody", "host", "--db", db)
+    assert result.returncode == 3
+    assert one_line_error(result) == "error: unknown account 'nobody'"
+    huge = "x" * 60_000
+    result = run("check", huge, "host", "--db", db)
+    error = one_line_error(result)
+    assert result.returncode == 3 and error.startswith("error: unknown account 'xxx")
+    assert len(error) <= 110 and error.endswith("...'")
+
+
+def test_a_store_url_with_a_bad_port_is_one_line_naming_db(tmp_path: Path) -> None:
+    for url, what in (
+        ("postgresql://::::/", "not a number"),
+        ("postgresql://h:99999/d", "1-65535"),
+    ):
+        result = run("check", "a", "host", "--db", url, cwd=tmp_path)
+        error = one_line_error(result)
+        assert result.returncode == 2 and error.startswith("error: --db: "), error
+        assert what in error and "int()" not in error
+        result = run("check", "a", "host", cwd=tmp_path, ENTITLEMENTS_DB=url)
+        assert one_line_error(result).startswith("error: $ENTITLEMENTS_DB: ")
+
+
+def test_bad_json_says_where_once(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"command": "x", "reason": "a\x01b"}\n')
+    error = one_line_error(run("apply", str(bad), "--db", str(tmp_path / "s.db")))
+    assert error.startswith("malformed: line 1: bad JSON at column 30: Invalid control character")
+    assert "at at" not in error
