@@ -112,9 +112,9 @@ class FileChanged(ValueError):
 
 
 def _second_pass(path: str, total: int) -> Iterator[tuple[int, Command]]:
-    """The file read again, as it is applied: a line that no longer validates, or more
-    lines than the first pass counted, means it changed in between (the results printed
-    before the error were applied)."""
+    """The file read again, as it is applied: a line that no longer validates, or more or
+    fewer lines than the first pass counted, means it changed in between (the results
+    printed before the error were applied)."""
     count = 0
     try:
         for numbered in stream_command_file(path):
@@ -124,6 +124,8 @@ def _second_pass(path: str, total: int) -> Iterator[tuple[int, Command]]:
             yield numbered
     except MalformedCommand as e:
         raise FileChanged(f"{path} changed after it was validated: {e}") from None
+    if count < total:
+        raise FileChanged(f"{path} shrank after it was validated: {count} of {total} commands")
 
 
 def cmd_apply(_: Engine | None, args: argparse.Namespace) -> int:

@@ -166,6 +166,21 @@ def test_validating_a_long_file_holds_none_of_its_lines(tmp_path: Path) -> None:
     assert "(nothing applied)" in done.stderr and not db.exists()
 
 
+def test_a_file_that_changes_between_the_passes_is_one_line_saying_so(tmp_path: Path) -> None:
+    """What the first pass counted is what the second must read: more, fewer or a line that
+    no longer validates stop `apply` (what it printed before was applied)."""
+    from entitlements.cli import FileChanged, _second_pass
+
+    path = write_lines(tmp_path / "c.jsonl", registrations(["a-1", "a-2"]))
+    assert [n for n, _ in _second_pass(str(path), 2)] == [1, 2]
+    for total, said in ((1, "grew after it was validated: line 2"), (3, "shrank")):
+        with pytest.raises(FileChanged, match=said):
+            list(_second_pass(str(path), total))
+    path.write_text(path.read_text() + '{"command": "nope"}\n')
+    with pytest.raises(FileChanged, match="changed after it was validated: line 3"):
+        list(_second_pass(str(path), 3))
+
+
 # -- item 3: no store is left where nothing was applied ----------------------------------
 
 
