@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -887,7 +888,7 @@ def _demo(path: Path, kept: str | None) -> None:
             soft_wrap=True,
         )
         return
-    db = escape(kept)
+    db = escape(shlex.quote(kept))  # to paste as it is, spaces and all
     out.print(
         f"\nExplore it: [bold]entitlements history cn-free-02 --db {db}[/]\n"
         f"            [bold]entitlements check cn-pro-01 host --at 2020-10-01 --json --db {db}[/]\n"
