@@ -57,13 +57,16 @@ def write_file(path: Path, lines: int, bad_last: bool = False) -> Path:
     return path
 
 
-def measure(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """Peak RSS (MB) and seconds of argv, run by a fresh parent that has no other child."""
+def measure(argv: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
+    """Peak RSS (MB) and seconds of argv, run by a fresh parent that has no other child,
+    in `cwd` (not the checkout: `python -m`/`-c` put the working directory first on
+    sys.path, which would shadow --source)."""
     done = subprocess.run(
         [sys.executable, "-c", MEASURE, *argv],
         capture_output=True,
         text=True,
         env=env,
+        cwd=cwd,
         check=True,
     )
     result: dict[str, Any] = json.loads(done.stdout)
@@ -88,7 +91,7 @@ def figures_for(lines: int, folder: Path, source: Path) -> dict[str, Any]:
     }
     out: dict[str, Any] = {"lines": lines, "file_mb": round(good.stat().st_size / 2**20, 1)}
     for name, argv in runs.items():
-        out[name] = measure(argv, env)
+        out[name] = measure(argv, env, folder)
         print(
             f"{lines:>9,} lines  {name:<30} {out[name]['peak_mb']:>8.1f} MB  "
             f"{out[name]['seconds']:>8.2f} s  exit {out[name]['code']}",
