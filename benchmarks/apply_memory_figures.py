@@ -11,7 +11,9 @@ read by its parent (`resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`):
 - floor `python -c pass`, and a Python process that reads the file line by line;
 - floor: a process that imports the command line (`entitlements.cli`) and exits;
 - validate: `apply` of the malformed copy (refused at its last line: the first pass only);
-- apply: `apply` of the file into a fresh SQLite store (stdout to /dev/null).
+- apply: `apply` of the file into a fresh SQLite store (stdout to /dev/null);
+- floor: `apply` of one more line to the store just built: what any writer of that store
+  holds (its check index and command book, which grow with the log, not with a file).
 
 `--source DIR` runs the code in DIR (e.g. `git archive COMMIT | tar -x -C DIR`) instead of
 this checkout's, with the same interpreter, so a baseline is measured in the same run.
@@ -43,12 +45,12 @@ print(json.dumps({"code": done.returncode, "peak_kb": resource.getrusage(
 READ_LINES = "import sys\nfor line in open(sys.argv[1], 'rb'):\n    pass\n"
 
 
-def write_file(path: Path, lines: int, bad_last: bool = False) -> Path:
+def write_file(path: Path, lines: int, bad_last: bool = False, name: str = "acct") -> Path:
     """N registrations of distinct accounts (and a malformed last line, if asked)."""
     with path.open("w") as f:
         for i in range(lines):
             f.write(
-                f'{{"command": "register_account", "account_id": "acct-{i:08d}", '
+                f'{{"command": "register_account", "account_id": "{name}-{i:08d}", '
                 '"region": "US", "plan": "pro", "channel": "online", '
                 '"effective_at": "2020-01-01"}\n'
             )
@@ -88,6 +90,14 @@ def figures_for(lines: int, folder: Path, source: Path) -> dict[str, Any]:
         "floor_import_cli": [sys.executable, "-c", "import entitlements.cli"],
         "validate_refused_at_last_line": [*cli, "--db", str(folder / "v.db"), "apply", str(bad)],
         "apply": [*cli, "--db", str(folder / f"{lines}.db"), "apply", str(good)],
+        # what any writer of the store apply built holds, whatever its file: one more line
+        "floor_writer_one_more_line": [
+            *cli,
+            "--db",
+            str(folder / f"{lines}.db"),
+            "apply",
+            str(write_file(folder / "1.jsonl", 1, name="one-more")),
+        ],
     }
     out: dict[str, Any] = {"lines": lines, "file_mb": round(good.stat().st_size / 2**20, 1)}
     for name, argv in runs.items():
