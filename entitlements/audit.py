@@ -75,6 +75,13 @@ def check_region_code(code: str) -> str:
     return code
 
 
+def log_head(engine: Engine) -> tuple[int, str | None]:
+    """The log's head: its position and the integrity chain's hash there, as stored (one
+    row read; `verify` is what checks it)."""
+    position = engine.position()
+    return position, integrity.stored_hash(engine.app, position)
+
+
 def _decode(engine: Engine, notification: Any) -> Any:
     """A stored event as its domain event (fields read by name: the log's own shape)."""
     event: Any = engine.app.mapper.to_domain_event(notification)

@@ -12,10 +12,13 @@ import argparse
 import errno
 import json
 import os
+import shlex
+import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -36,7 +39,14 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from entitlements import audit, report
-from entitlements.commands import MalformedCommand, parse_command_file, parse_time
+from entitlements.commands import (
+    Command,
+    MalformedCommand,
+    check_command_file,
+    parse_command_file,
+    parse_time,
+    stream_command_file,
+)
 from entitlements.damaged import DamagedRecord
 from entitlements.decisions import Decision, PositionNotReached, UnknownAccount
 from entitlements.engine import Engine, open_engine
@@ -48,6 +58,7 @@ from entitlements.store import (
     StoreError,
     StoreUnavailable,
     check_store,
+    sqlite_path,
     store_url,
 )
 from entitlements.tokens import ROLES, TokenStore
@@ -112,12 +123,38 @@ def scenario_path(name: str = "china-2020") -> Path:
 PROGRESS_FROM = 200  # lines: a longer file shows a progress bar on stderr (a terminal)
 
 
-def cmd_apply(engine: Engine, args: argparse.Namespace) -> int:
-    """Each line's result is printed (and flushed) as soon as it is committed: every line
-    printed was applied, and running the file again reports the rest (earlier lines as
-    duplicates, by their command_id)."""
-    commands = parse_command_file(args.file)
-    show_bar = err.is_terminal and len(commands) >= PROGRESS_FROM
+class FileChanged(ValueError):
+    """The command file changed between `apply`'s two passes (validate, then apply)."""
+
+
+def _second_pass(path: str, total: int) -> Iterator[tuple[int, Command]]:
+    """The file read again, as it is applied: a line that no longer validates, or more or
+    fewer lines than the first pass counted, means it changed in between (the results
+    printed before the error were applied)."""
+    count = 0
+    try:
+        for numbered in stream_command_file(path):
+            count += 1
+            if count > total:
+                raise FileChanged(f"{path} grew after it was validated: line {numbered[0]}")
+            yield numbered
+    except MalformedCommand as e:
+        raise FileChanged(f"{path} changed after it was validated: {e}") from None
+    if count < total:
+        raise FileChanged(f"{path} shrank after it was validated: {count} of {total} commands")
+
+
+def cmd_apply(_: Engine | None, args: argparse.Namespace) -> int:
+    """Two passes over the file, one line at a time, so memory does not grow with its
+    length: the first validates every line (a bad one refuses the file before a store is
+    opened or created); the second applies them, each line's result printed (and flushed)
+    as soon as it is committed: every line printed was applied, and running the file again
+    reports the rest (earlier lines as duplicates, by their command_id)."""
+    store_url(args.db)  # a URL the engine cannot use says so first, creating nothing
+    total = check_command_file(args.file)
+    if total == 0:
+        return EXIT_OK  # nothing to apply: no store is created for it
+    show_bar = err.is_terminal and total >= PROGRESS_FROM
     bar = Progress(
         TextColumn("[bold]apply[/]"),
         BarColumn(),
@@ -127,11 +164,13 @@ def cmd_apply(engine: Engine, args: argparse.Namespace) -> int:
         console=err,
         transient=True,
         disable=not show_bar,
+        redirect_stdout=False,  # the results are stdout's, whatever stderr is (`> file`)
+        redirect_stderr=False,
     )
     any_rejected = False
-    with bar:
-        task = bar.add_task("apply", total=len(commands))
-        for r in engine.apply_iter(commands):
+    with Engine(args.db) as engine, bar:
+        task = bar.add_task("apply", total=total)
+        for r in engine.apply_iter(_second_pass(args.file, total)):
             try:
                 print(json.dumps(r.as_dict()), flush=True)
             except BrokenPipeError:  # the reader went away (`apply FILE | head -1`): stop here
@@ -582,6 +621,8 @@ class _Bars:
             TimeRemainingColumn(),
             console=err,
             transient=False,
+            redirect_stdout=False,  # stdout stays the data's, even when stderr is a terminal
+            redirect_stderr=False,
         )
         self.started = False
 
@@ -778,9 +819,58 @@ DEMO_CAPS = (
 
 
 def cmd_demo(_: Engine | None, args: argparse.Namespace) -> int:
-    path = Path(tempfile.mkdtemp(prefix="entitlements-demo-")) / "china-2020.db"
+    """The story in a store of its own: at `--db X` (a new SQLite file, kept to explore),
+    else in a temporary folder removed when the demo ends (nothing is left behind)."""
+    if args.db is None:  # never $ENTITLEMENTS_DB: that names a store of real data
+        with tempfile.TemporaryDirectory(prefix="entitlements-demo-") as folder:
+            _demo(Path(folder) / "china-2020.db", None)
+        return EXIT_OK
+    path = _demo_target(args.db)
+    _demo(path, args.db)
+    return EXIT_OK
+
+
+def _demo_target(db: str) -> Path:
+    """The SQLite file `--db` names for the demo: new (or empty), or the demo's own store
+    from an earlier run (run again, it records nothing twice); never a store of data."""
+    path = sqlite_path(db)
+    if path is None:
+        raise ValueError(f"--db: the demo builds an SQLite file; give a file path, not {db!r}")
+    if path.is_dir() or (path.exists() and path.stat().st_size > 0 and not _is_demo(path)):
+        raise ValueError(
+            f"--db: {path} exists already and is not the demo's store; the demo builds a new "
+            "store (remove it, or give another path)"
+        )
+    return path
+
+
+def _is_demo(path: Path) -> bool:
+    """Whether the file is an entitlements store whose log is exactly the demo's: its head
+    (position and integrity hash) that of the story applied to a new store. Read-only until
+    then, so a file of anything else is never opened as a store (nor written)."""
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error:
+        return False
+    if "stored_events" not in tables:
+        return False
+    with (
+        tempfile.TemporaryDirectory(prefix="entitlements-demo-") as folder,
+        open_engine(f"sqlite:///{Path(folder) / 'demo.db'}") as fresh,
+    ):
+        fresh.apply_parsed(parse_command_file(scenario_path()))
+        story = audit.log_head(fresh)
+    with open_engine(f"sqlite:///{path}") as theirs:
+        return audit.log_head(theirs) == story
+
+
+def _demo(path: Path, kept: str | None) -> None:
+    """Apply the story to a new store at `path` and show what it answers; `kept` is the
+    --db it was given (the store stays), or None (it goes with the demo)."""
     url = f"sqlite:///{path}"
-    out.print(f"[bold]china-2020[/] on a fresh SQLite store: {escape(str(path))}\n")
+    where = escape(str(path)) if kept else "a temporary file, removed at the end"
+    out.print(f"[bold]china-2020[/] on a fresh SQLite store: {where}\n")
     commands = parse_command_file(scenario_path())
     with open_engine(url) as engine:
         results = engine.apply_parsed(commands)
@@ -827,22 +917,36 @@ def cmd_demo(_: Engine | None, args: argparse.Namespace) -> int:
             label = f"as known at {known}" if known else "as known now"
             out.print(f"  host at 2020-10-01 {label}: {_yes_no(d)} — {escape(d.reason)}")
 
-        report.read_models_level(engine.app, engine.url)
-        picture = path.with_name("cn-2020-host.png")
-        first, last = datetime(2020, 1, 1).date(), datetime(2020, 12, 31).date()
-        year = report.daily_report(url, "CN", first, last)
-        report.plot(year, picture)
+        if kept:
+            _demo_picture(engine, path)
+    if kept is None:
         out.print(
-            "\n[bold]4. How many CN accounts could host, day by day in 2020[/] (per plan, "
-            f"as known now): {escape(str(picture))}",
+            "\nTo keep the store (and the picture of CN's hosting in 2020) and explore it: "
+            "[bold]entitlements demo --db demo.db[/]",
             soft_wrap=True,
         )
+        return
+    db = escape(shlex.quote(kept))  # to paste as it is, spaces and all
     out.print(
-        f"\nExplore it: [bold]entitlements --db {escape(url)} history cn-free-02[/]\n"
-        f"            [bold]entitlements --db {escape(url)} check cn-pro-01 host --at 2020-10-01 --json[/]\n"
-        f"            [bold]entitlements --db {escape(url)} report CN --from 2020-09-01 --to 2020-10-31 --as-known-at 2020-10-20[/]"
+        f"\nExplore it: [bold]entitlements history cn-free-02 --db {db}[/]\n"
+        f"            [bold]entitlements check cn-pro-01 host --at 2020-10-01 --json --db {db}[/]\n"
+        f"            [bold]entitlements report CN --from 2020-09-01 --to 2020-10-31 --as-known-at 2020-10-20 --db {db}[/]",
+        soft_wrap=True,
     )
-    return EXIT_OK
+
+
+def _demo_picture(engine: Engine, path: Path) -> None:
+    """Section 4: CN's daily hosting counts of 2020, drawn next to the demo's store."""
+    report.read_models_level(engine.app, engine.url)
+    picture = path.with_name("cn-2020-host.png")
+    first, last = datetime(2020, 1, 1).date(), datetime(2020, 12, 31).date()
+    year = report.daily_report(engine.url, "CN", first, last)
+    report.plot(year, picture)
+    out.print(
+        "\n[bold]4. How many CN accounts could host, day by day in 2020[/] (per plan, "
+        f"as known now): {escape(str(picture))}",
+        soft_wrap=True,
+    )
 
 
 # -- API tokens --------------------------------------------------------------------------
@@ -974,31 +1078,46 @@ def positive_float(text: str) -> float:
     return value
 
 
+DB_HELP = (
+    f"store URL: sqlite:///path or postgresql://user@host/db (default: ${ENV_VAR}, else "
+    f"{DEFAULT_URL}); before or after the command, anywhere among its arguments"
+)
+
+
+class _Subcommand(argparse.ArgumentParser):
+    """A subcommand's parser: it takes `--db` too, so the option goes anywhere on the line
+    (`entitlements check A host --db X`). Its default is SUPPRESS, so a subcommand without
+    it keeps what the main parser read; nested subcommands are of this class as well."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help=DB_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="entitlements",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--db",
-        metavar="URL",
-        help=f"store URL: sqlite:///path or postgresql://user@host/db (default: ${ENV_VAR}, else {DEFAULT_URL})",
+    parser.add_argument("--db", metavar="URL", help=DB_HELP)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Subcommand
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
         "apply",
         help="apply a JSON Lines command file (validated whole first)",
-        description="Validate the whole file (a malformed line refuses it: exit 2, nothing "
-        "applied), then apply each line in order and print its JSON result as soon as it "
+        description="Validate the whole file, one line at a time (a malformed line refuses "
+        "it: exit 2, nothing applied, no store created), then read it again and apply each "
+        "line in order and print its JSON result as soon as it "
         "is committed. Each line is a command with a command_id (given, or derived from "
         "the line's content): run the file again after a crash, or twice, and lines "
         "already on file are reported as duplicates, nothing is recorded twice. "
         "Exit 0 if all applied, 1 if any was rejected by a domain rule.",
     )
     p.add_argument("file", help="the command file, one JSON command per line")
-    p.set_defaults(run=cmd_apply)
+    p.set_defaults(run=cmd_apply, no_engine=True)  # it opens the store once the file is valid
 
     p = sub.add_parser(
         "check",
@@ -1303,7 +1422,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_serve, no_engine=True)
 
     p = sub.add_parser(
-        "demo", help="run the china-2020 story on a fresh SQLite store and show the answers"
+        "demo",
+        help="run the china-2020 story on a fresh SQLite store and show the answers",
+        description="Applies the china-2020 command file to a new SQLite store and shows "
+        "what it answers. With --db FILE the store is built there (FILE must not exist, "
+        "or be empty) and kept, with its picture cn-2020-host.png beside it, to explore "
+        "with the other commands; without --db it lives in a temporary folder removed "
+        "when the demo ends. $ENTITLEMENTS_DB is never used: it names a store of data.",
     )
     p.set_defaults(run=cmd_demo, no_engine=True)
     return parser
@@ -1330,16 +1455,14 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "no_engine", False):
             return handler(None, args)
-        lazy, must_exist = getattr(args, "lazy_index", False), args.command != "apply"
-        must_exist = getattr(
-            args, "store_must_exist", must_exist
-        )  # `token create` may start a store
+        lazy = getattr(args, "lazy_index", False)
+        must_exist = getattr(args, "store_must_exist", True)  # `token create` may start one
         with Engine(args.db, start=not lazy, must_exist=must_exist) as engine:
             return handler(engine, args)
     except MalformedCommand as e:
         return _fail("malformed", e, EXIT_MALFORMED, " (nothing applied)")
     except UnknownAccount as e:
-        return _fail("", e, EXIT_UNKNOWN_ACCOUNT)
+        return _fail("error", e, EXIT_UNKNOWN_ACCOUNT)
     except PositionNotReached as e:
         return _fail("not reached", e, EXIT_NOT_REACHED)
     except DamagedRecord as e:  # before ValueError: the library's error was one

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias, TypeVar, get_args
@@ -74,7 +75,6 @@ Time = Annotated[datetime, BeforeValidator(parse_time)]
 AccountId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
 RegionCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
 PartnerName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Reason = Annotated[str, StringConstraints(max_length=2000)]
 Plan = Literal["free", "pro", "business", "enterprise"]
 PaidPlan = Literal["pro", "business", "enterprise"]
 Channel = Literal["online", "direct", "partner"]
@@ -90,16 +90,34 @@ Jurisdiction = Annotated[str, StringConstraints(pattern=r"^([A-Z]{2}|platform)$"
 CommandId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
 
 
-def _printable(value: str) -> str:
-    """Who asked is shown to auditors as it is: printable characters only (no line or
-    paragraph separators, no zero-width or other format characters)."""
-    if not value.isprintable():
-        bad = next(ch for ch in value if not ch.isprintable())
-        raise ValueError(f"must be printable characters (found U+{ord(bad):04X})")
+#: Unicode categories refused in free text: controls, format characters (bidi overrides
+#: such as U+202E, zero-width characters), surrogates, private use, unassigned, and line or
+#: paragraph separators. They are invisible, or reorder what an auditor reads.
+_INVISIBLE = {
+    "Cc": "control",
+    "Cf": "format",
+    "Cs": "surrogate",
+    "Co": "private use",
+    "Cn": "unassigned",
+    "Zl": "line separator",
+    "Zp": "paragraph separator",
+}
+
+
+def visible_text(value: str) -> str:
+    """Text shown to auditors as it is (`actor`, `reason`): one rule for every free-text
+    field, so nothing in it hides or reorders what is read (spaces of any kind are fine)."""
+    for ch in value:
+        kind = _INVISIBLE.get(unicodedata.category(ch))
+        if kind is not None:
+            raise ValueError(f"must be visible text (found U+{ord(ch):04X}, a {kind} character)")
     return value
 
 
-Actor = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_printable)]
+Actor = Annotated[
+    str, StringConstraints(min_length=1, max_length=200), AfterValidator(visible_text)
+]
+Reason = Annotated[str, StringConstraints(max_length=2000), AfterValidator(visible_text)]
 
 
 class _Command(BaseModel):
@@ -327,10 +345,10 @@ def _unstorable_text(item: Mapping[Any, Any]) -> tuple[str, str] | None:
     return None
 
 
-def parse_commands(numbered: Iterable[tuple[int, Any]], label: str = "line") -> list[Command]:
-    """Validate a whole batch of (number, item); raise MalformedCommand for the first bad
-    item. `recorded_at` may not go backwards within a batch (among items that give one)."""
-    commands: list[Command] = []
+def validated(numbered: Iterable[tuple[int, Any]], label: str = "line") -> Iterator[Command]:
+    """Validate (number, item) pairs one at a time, as they come: holds none of them, so a
+    file of any length streams through. Raises MalformedCommand for the first bad item;
+    `recorded_at` may not go backwards (among items that give one)."""
     newest: datetime | None = None
     for n, item in numbered:
         if not isinstance(item, Mapping):
@@ -349,8 +367,13 @@ def parse_commands(numbered: Iterable[tuple[int, Any]], label: str = "line") -> 
                     n, "recorded_at", f"earlier than the recorded_at of an earlier {label}", label
                 )
             newest = cmd.recorded_at
-        commands.append(cmd)
-    return commands
+        yield cmd
+
+
+def parse_commands(numbered: Iterable[tuple[int, Any]], label: str = "line") -> list[Command]:
+    """Validate a whole batch of (number, item); raise MalformedCommand for the first bad
+    item. `recorded_at` may not go backwards within a batch (among items that give one)."""
+    return list(validated(numbered, label))
 
 
 class UnreadableCommandFile(ValueError):
@@ -385,33 +408,59 @@ def load_json(n: int, raw: bytes, label: str = "line") -> Any:
         return json.loads(text, object_pairs_hook=_unique_keys)
     except _KeyGivenTwice as e:
         raise MalformedCommand(n, _field_name(e.key), "key given twice", label) from None
-    except json.JSONDecodeError as e:
-        raise MalformedCommand(n, None, f"bad JSON: {e.msg} at column {e.colno}", label) from None
+    except json.JSONDecodeError as e:  # where, then what (its msg may end in " at")
+        where = f"column {e.colno}" if label == "line" else f"line {e.lineno}, column {e.colno}"
+        what = e.msg.removesuffix(" at")
+        raise MalformedCommand(n, None, f"bad JSON at {where}: {what}", label) from None
     except RecursionError:
         raise MalformedCommand(n, None, "bad JSON: nested too deeply", label) from None
     except ValueError as e:  # e.g. an integer of more digits than Python converts
         raise MalformedCommand(n, None, f"bad JSON: {str(e).split(':')[0]}", label) from None
 
 
-def read_command_file(path: str | Path) -> list[tuple[int, Any]]:
-    """Read a JSON Lines command file as (line number, object); blank lines are skipped.
-    Read as bytes, so a line that is not UTF-8 is refused by its number."""
+def iter_command_file(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """Read a JSON Lines command file as (line number, object), one line at a time; blank
+    lines are skipped. Read as bytes, so a line that is not UTF-8 is refused by its number."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        f = open(path, "rb")  # noqa: SIM115 - closed below, after the last line
     except OSError as e:
         raise UnreadableCommandFile(
             f"cannot read {_short(str(path), 200)}: {e.strerror or e}"
         ) from None
-    return [
-        (n, load_json(n, raw))
-        for n, raw in enumerate(data.split(b"\n"), start=1)
-        if raw.strip(b" \t\r")
-    ]
+    with f:
+        for n, line in enumerate(f, start=1):
+            raw = line[:-1] if line.endswith(b"\n") else line
+            if raw.strip(b" \t\r"):
+                yield n, load_json(n, raw)
+
+
+def read_command_file(path: str | Path) -> list[tuple[int, Any]]:
+    """A whole command file as (line number, object): for small files and tests."""
+    return list(iter_command_file(path))
+
+
+def check_command_file(path: str | Path) -> int:
+    """`apply`'s first pass: validate every line, holding none (memory does not grow with
+    the file), and return how many commands it holds. MalformedCommand names the first bad
+    line and field; nothing has been applied, nor a store opened."""
+    return sum(1 for _ in validated(iter_command_file(path)))
+
+
+def stream_command_file(path: str | Path) -> Iterator[tuple[int, Command]]:
+    """`apply`'s second pass: (line number, command) pairs, validated again as they are
+    read, each with its command_id (given, or derived from its content)."""
+    items = iter_command_file(path)
+    numbers: list[int] = []
+
+    def numbered() -> Iterator[tuple[int, Any]]:
+        for n, item in items:
+            numbers.append(n)
+            yield n, item
+
+    for cmd in validated(numbered()):
+        yield numbers.pop(), with_derived_id(cmd)
 
 
 def parse_command_file(path: str | Path) -> list[tuple[int, Command]]:
     """Read and validate a whole command file: (line number, command) pairs."""
-    items = read_command_file(path)
-    commands = parse_commands(items)
-    return [(n, with_derived_id(cmd)) for (n, _), cmd in zip(items, commands, strict=True)]
+    return list(stream_command_file(path))

@@ -13,8 +13,15 @@ class UnknownAccount(LookupError):
     """No event of this account was ever recorded."""
 
     def __init__(self, account_id: str) -> None:
-        super().__init__(f"unknown account {account_id!r}")
+        super().__init__(f"unknown account {shown_id(account_id)}")
         self.account_id = account_id
+
+
+def shown_id(account_id: str, limit: int = 80) -> str:
+    """An id as an error shows it: quoted, escaped, and cut with an ellipsis past `limit`
+    characters (an id of 60 KB is not echoed whole into a log line or a 404)."""
+    text = repr(account_id)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
 
 
 class PositionNotReached(TimeoutError):

@@ -12,7 +12,7 @@ import os
 import random
 import time
 from bisect import bisect_right
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -325,20 +325,23 @@ class Engine:
         command per transaction, so one bad command loses no other. Runs under the
         store's writer lock, in spans of at most LOCK_SPAN seconds with a catch-up (and
         any unfinished fan-out finished) at the start of each span, so other writers get
-        their turn. The index has caught up when the iteration ends."""
-        pending = deque(numbered)
+        their turn. The index has caught up when the iteration ends. `numbered` is read
+        as it is needed (a file streams through: only a group is held at a time)."""
+        source = iter(numbered)
+        pending = next(source, None)
         try:
-            while pending:
+            while pending is not None:
                 with self.writer:
                     self.catch_up()
                     self._finish_fan_outs()
                     span_ends = time.monotonic() + LOCK_SPAN
-                    while pending and time.monotonic() < span_ends:
+                    while pending is not None and time.monotonic() < span_ends:
                         taken: list[tuple[int, Command]] = []
                         group = _Group()
-                        while pending and len(taken) < GROUP_MAX:
-                            taken.append(pending.popleft())
-                            self._decide(*taken[-1], group)
+                        while pending is not None and len(taken) < GROUP_MAX:
+                            taken.append(pending)
+                            self._decide(*pending, group)
+                            pending = next(source, None)
                             if group.fan_out is not None or time.monotonic() >= span_ends:
                                 break  # a fan-out ends its group: it needs the rule on file
                         yield from self._commit(taken, group)

@@ -50,6 +50,14 @@ def store_url(url: str | None = None) -> str:
     Accepts a plain path (an SQLite file), `sqlite:///rel/path`, `postgres://` and
     `postgresql+driver://`; one form per store, so every consumer reaches the same one."""
     raw = url or os.environ.get(ENV_VAR) or DEFAULT_URL
+    source = "--db" if url else f"${ENV_VAR}" if os.environ.get(ENV_VAR) else "store"
+    try:
+        return _canonical(raw)
+    except StoreError as e:  # one line naming where the URL came from and what is wrong
+        raise StoreError(f"{source}: {e}") from None
+
+
+def _canonical(raw: str) -> str:
     if "://" not in raw:  # a plain path: that SQLite file
         if raw == ":memory:":
             raise StoreError("an SQLite store needs a file path, not ':memory:'")
@@ -62,6 +70,10 @@ def store_url(url: str | None = None) -> str:
         raise StoreError(
             f"not a store URL: {raw!r} (expected a path, sqlite:///path or postgresql://...)"
         ) from None
+    except ValueError:  # SQLAlchemy's int() of the port: "invalid literal for int()"
+        raise StoreError(f"not a store URL: {raw!r} (its port is not a number)") from None
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise StoreError(f"not a store URL: {raw!r} (its port is not 1-65535)")
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         path = parsed.database

@@ -556,3 +556,22 @@ def test_a_worker_stopped_while_the_store_is_away_stops_cleanly(
 
         worker.engine.close = down
     assert "closed without its snapshot: connection refused" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b'{\n "checks":\n  [\n', "body: bad JSON at line 4, column 1: Expecting value"),
+        (b'{"checks": "a\x01b"}', "body: bad JSON at line 1, column 14: Invalid control character"),
+    ],
+)
+def test_a_malformed_body_names_line_and_column_as_its_position_not_a_field(
+    served: tuple[TestClient, dict[str, dict[str, str]]], body: bytes, detail: str
+) -> None:
+    client, headers = served
+    r = client.post(
+        "/v1/checks",
+        content=body,
+        headers={**headers["checker"], "Content-Type": "application/json"},
+    )
+    assert r.status_code == 422 and r.json() == {"detail": detail}, r.text

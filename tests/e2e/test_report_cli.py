@@ -172,13 +172,13 @@ def test_the_demo_writes_the_cn_2020_picture_the_report_would(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     result = subprocess.run(
-        [CLI, "demo"], capture_output=True, text=True, cwd=tmp_path, timeout=120
+        [CLI, "demo", "--db", "demo.db"], capture_output=True, text=True, cwd=tmp_path, timeout=120
     )
     assert result.returncode == 0, result.stderr
     found = re.search(r"^4\. How many CN accounts could host.*: (\S+\.png)$", result.stdout, re.M)
     assert found, result.stdout
     picture = Path(found[1])
-    store = picture.with_name("china-2020.db")
+    store = picture.with_name("demo.db")
     assert picture.read_bytes().startswith(PNG_SIGNATURE)
     again = tmp_path / "again.png"
     code, _, err = report(capsys, f"sqlite:///{store}", *YEAR, "--png", str(again), "--csv")

@@ -385,3 +385,23 @@ def test_command_id_actor_and_jurisdiction_are_checked_like_every_field() -> Non
     )
     assert not isinstance(ok, AuthorizePartner | ApplyRegionRule | LiftRegionRule)
     assert (ok.command_id, ok.actor, ok.jurisdiction) == ("crm-7731", "ops@example", "platform")
+
+
+INVISIBLE = ["\u202e", "\u202d", "\u2066", "\u200b", "\u200e", "\ufeff", "\u2028", "\ue000"]
+
+
+@pytest.mark.parametrize("char", INVISIBLE)
+@pytest.mark.parametrize("field", ["reason", "actor"])
+def test_free_text_refuses_invisible_and_bidi_characters_by_one_rule(char: str, field: str) -> None:
+    """A bidi override (U+202E) in a reason reorders what an auditor reads, as in an actor:
+    one rule for both fields, the error naming the field and the character."""
+    with pytest.raises(MalformedCommand) as e:
+        parse_commands([(3, {**REASONED, field: f"paid\u00a0{char}refund"})], "item")
+    assert (e.value.item, e.value.field) == (3, field)
+    assert f"U+{ord(char):04X}" in e.value.message and "visible text" in e.value.message
+
+
+@pytest.mark.parametrize("text", ["court order 2020-17", "政府要求 テスト", "a\u00a0b\u3000c"])
+def test_free_text_keeps_every_visible_character_and_space(text: str) -> None:
+    (cmd,) = parse_commands([(1, {**REASONED, "reason": text, "actor": text})], "item")
+    assert (getattr(cmd, "reason", None), cmd.actor) == (text, text)
