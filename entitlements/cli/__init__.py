@@ -1501,7 +1501,3 @@ def main() -> None:
     if code == EXIT_BROKEN_PIPE:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(code)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,5 @@
+"""`python -m entitlements.cli`: the console script, for a checkout without it installed."""
+
+from entitlements.cli import main
+
+main()
