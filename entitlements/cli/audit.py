@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,37 +30,61 @@ def cmd_audit_jurisdiction(engine: Engine, args: argparse.Namespace) -> int:
     out.print(
         escape(f"Jurisdiction {r}, from the log up to position {report['head']['position']}:")
     )
-    table = Table(
-        title=escape(f"commands under {r}'s jurisdiction (applied)"), title_justify="left"
+    for table in _jurisdiction_tables(report):
+        out.print(table)
+    _print_verdict(report)
+    return code
+
+
+def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> Table:
+    """A table whose title and cells are data from the log, so escaped for rich."""
+    table = Table(title=escape(title), title_justify="left")
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(escape(x) for x in row))
+    return table
+
+
+def _accounts(c: dict[str, Any]) -> str:
+    return ", ".join(f"{a['account_id']} ({a['region']})" for a in c["accounts"])
+
+
+def _jurisdiction_tables(report: dict[str, Any]) -> list[Table]:
+    """The applied commands, the region's rules and the rejected attempts, one table each."""
+    r = report["region"]
+    applied = _table(
+        f"commands under {r}'s jurisdiction (applied)",
+        ("position", "command", "asked by", "effective_at", "accounts changed", "proof"),
+        (
+            (str(c["position"]), c["command"], asked_by(c), c["effective_at"], _accounts(c))
+            + (c["proof"],)
+            for c in report["commands"]
+        ),
     )
-    for col in ("position", "command", "asked by", "effective_at", "accounts changed", "proof"):
-        table.add_column(col)
-    for c in report["commands"]:
-        accounts = ", ".join(f"{a['account_id']} ({a['region']})" for a in c["accounts"])
-        who = asked_by(c)
-        cells = (str(c["position"]), c["command"], who, c["effective_at"], accounts, c["proof"])
-        table.add_row(*(escape(x) for x in cells))
-    out.print(table)
-    table = Table(
-        title=escape(f"{r}'s region rules and the accounts they reached"), title_justify="left"
+    rules = _table(
+        f"{r}'s region rules and the accounts they reached",
+        ("position", "command", "effective_at", "accounts changed"),
+        (
+            (str(c["position"]), c["command"], c["effective_at"], _accounts(c) or "-")
+            for c in report["rule_commands"]
+        ),
     )
-    for col in ("position", "command", "effective_at", "accounts changed"):
-        table.add_column(col)
-    for c in report["rule_commands"]:
-        accounts = ", ".join(f"{a['account_id']} ({a['region']})" for a in c["accounts"]) or "-"
-        table.add_row(
-            *(escape(x) for x in (str(c["position"]), c["command"], c["effective_at"], accounts))
-        )
-    out.print(table)
-    table = Table(title=escape(f"rejected attempts under {r}'s jurisdiction"), title_justify="left")
-    for col in ("position", "command", "account", "asked by", "effective_at", "reason"):
-        table.add_column(col)
-    for c in report["rejected"]:
-        who = asked_by(c)
-        account = f"{c['account_id']} ({c['account_region']})"
-        cells = (str(c["position"]), c["command"], account, who, c["effective_at"], c["reason"])
-        table.add_row(*(escape(x) for x in cells))
-    out.print(table)
+    rejected = _table(
+        f"rejected attempts under {r}'s jurisdiction",
+        ("position", "command", "account", "asked by", "effective_at", "reason"),
+        (
+            (str(c["position"]), c["command"], f"{c['account_id']} ({c['account_region']})")
+            + (asked_by(c), c["effective_at"], c["reason"])
+            for c in report["rejected"]
+        ),
+    )
+    return [applied, rules, rejected]
+
+
+def _print_verdict(report: dict[str, Any]) -> None:
+    """Ids no command record explains, then whether the promise holds (or each violation)."""
+    r = report["region"]
     if report["unattributed_command_ids"]:
         out.print(
             escape(
@@ -72,7 +97,7 @@ def cmd_audit_jurisdiction(engine: Engine, args: argparse.Namespace) -> int:
             "[green]holds:[/] "
             + escape(f"no command under {r}'s jurisdiction changed an account outside {r}.")
         )
-        return code
+        return
     for v in report["violations"]:
         out.print(
             "[red]VIOLATION[/] "
@@ -81,7 +106,6 @@ def cmd_audit_jurisdiction(engine: Engine, args: argparse.Namespace) -> int:
                 + (f" (command {v['command_id']})" if v.get("command_id") else "")
             )
         )
-    return code
 
 
 def cmd_audit_export(engine: Engine, args: argparse.Namespace) -> int:
@@ -164,6 +188,13 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         description="Read-only questions answered from the log itself.",
     )
     audit_sub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    _add_jurisdiction(audit_sub)
+    _add_export(audit_sub)
+    _add_verify(audit_sub)
+
+
+def _add_jurisdiction(audit_sub: argparse._SubParsersAction[Any]) -> None:
+    """`audit jurisdiction REGION`."""
     a = audit_sub.add_parser(
         "jurisdiction",
         help="show that no command under REGION's jurisdiction changed an account outside it",
@@ -182,6 +213,10 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     a.add_argument("region", metavar="REGION", help="a region code, e.g. CN")
     a.add_argument("--json", action="store_true", help="print JSON for machines")
     a.set_defaults(run=cmd_audit_jurisdiction)
+
+
+def _add_export(audit_sub: argparse._SubParsersAction[Any]) -> None:
+    """`audit export`."""
     a = audit_sub.add_parser(
         "export",
         help="a case file of one account or region: events, rejections, decisions, head",
@@ -203,6 +238,10 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     a.add_argument("--format", required=True, choices=("json", "csv"), help="json or csv")
     a.add_argument("--output", metavar="FILE", help="write here instead of stdout")
     a.set_defaults(run=cmd_audit_export)
+
+
+def _add_verify(audit_sub: argparse._SubParsersAction[Any]) -> None:
+    """`audit verify`: the log alone, no index."""
     a = audit_sub.add_parser(
         "verify",
         help="recompute the log's integrity chain: the head hash, or where it breaks",

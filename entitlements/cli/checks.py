@@ -195,31 +195,32 @@ def cmd_explain(engine: Engine, args: argparse.Namespace) -> int:
     )
     say(escape(f"This holds in effective time {since}, {until}{known}."))
     for link in x["because"]:
-        say("  because " + escape(_event_line(link)))
-        rule = link.get("rule")
-        if rule:
-            text = f"    caused by rule {rule['rule']} in {rule['region']}"
-            if rule.get("event"):
-                text += ", switched on by " + _event_line(rule["event"])
-            say(escape(text))
-            if isinstance(rule.get("trigger"), dict) and "stream" in rule["trigger"]:
-                trig = rule["trigger"]
-                say(
-                    escape(
-                        "    made necessary by "
-                        + (
-                            _event_line(trig)
-                            if "effective_at" in trig
-                            else f"{trig['type']} v{trig['version']}"
-                        )
-                    )
-                )
+        for line in _link_lines(link):
+            say(escape(line))
     if not x["because"]:
         say("  no event decided it (nothing on file says otherwise)")
     if not x["check_agrees"]:
         say("[red]warning:[/] the domain fold disagrees with the check index here")
     say(f"  [dim]log position {x['position']}[/]")
     return EXIT_OK
+
+
+def _link_lines(link: dict[str, Any]) -> list[str]:
+    """One deciding event of `explain`: the event, and for one a region rule caused, the
+    rule and the event that switched it on, then what made it necessary (unescaped)."""
+    lines = ["  because " + _event_line(link)]
+    rule = link.get("rule")
+    if not rule:
+        return lines
+    text = f"    caused by rule {rule['rule']} in {rule['region']}"
+    if rule.get("event"):
+        text += ", switched on by " + _event_line(rule["event"])
+    lines.append(text)
+    trig = rule.get("trigger")
+    if isinstance(trig, dict) and "stream" in trig:
+        made = _event_line(trig) if "effective_at" in trig else f"{trig['type']} v{trig['version']}"
+        lines.append("    made necessary by " + made)
+    return lines
 
 
 def _explain_picture(engine: Engine, x: dict[str, Any], path: str) -> str:
@@ -254,6 +255,14 @@ def _time_options(p: argparse.ArgumentParser) -> None:
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     """check, capabilities, history and explain, in the order `--help` lists them."""
+    _add_check(sub)
+    _add_capabilities(sub)
+    _add_history(sub)
+    _add_explain(sub)
+
+
+def _add_check(sub: argparse._SubParsersAction[Any]) -> None:
+    """`check ACCOUNT CAPABILITY`."""
     p = sub.add_parser(
         "check",
         help="may ACCOUNT do CAPABILITY?",
@@ -265,11 +274,17 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     _time_options(p)
     p.set_defaults(run=cmd_check)
 
+
+def _add_capabilities(sub: argparse._SubParsersAction[Any]) -> None:
+    """`capabilities ACCOUNT`."""
     p = sub.add_parser("capabilities", help="every capability of ACCOUNT at once")
     p.add_argument("account")
     _time_options(p)
     p.set_defaults(run=cmd_capabilities)
 
+
+def _add_history(sub: argparse._SubParsersAction[Any]) -> None:
+    """`history ACCOUNT`."""
     p = sub.add_parser(
         "history",
         help="the account's events, both clocks and causes, in log order",
@@ -291,6 +306,9 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     p.set_defaults(run=cmd_history)
 
+
+def _add_explain(sub: argparse._SubParsersAction[Any]) -> None:
+    """`explain ACCOUNT CAPABILITY`."""
     p = sub.add_parser(
         "explain",
         help="why ACCOUNT may (not) do CAPABILITY, since and until when, and the events behind it",

@@ -18,7 +18,8 @@ from rich.table import Table
 from entitlements import audit, report
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import out, yes_no
-from entitlements.commands import parse_command_file
+from entitlements.commands import Command, parse_command_file
+from entitlements.decisions import CommandResult
 from entitlements.engine import Engine, open_engine
 from entitlements.store import sqlite_path
 
@@ -95,51 +96,70 @@ def _demo(path: Path, kept: str | None) -> None:
     commands = parse_command_file(scenario_path())
     with open_engine(url) as engine:
         results = engine.apply_parsed(commands)
-        table = Table(title="1. The command file, applied in order", title_justify="left")
-        for col in ("line", "command", "subject", "effective", "result"):
-            table.add_column(col)
-        for (n, cmd), r in zip(commands, results, strict=True):
-            subject = getattr(cmd, "account_id", None) or getattr(cmd, "region", "")
-            result = (
-                "[green]applied[/]"
-                if r.status == "applied"
-                else f"[red]rejected[/]: {escape(str(r.reason))}"
-            )
-            table.add_row(
-                str(n),
-                escape(cmd.command),
-                escape(str(subject)),
-                cmd.effective_at.date().isoformat(),
-                result,
-            )
-        out.print(table)
-
-        registered = {
-            c.account_id: c.effective_at.date().isoformat()
-            for (_, c), r in zip(commands, results, strict=True)
-            if c.command == "register_account" and r.status == "applied"
-        }
-        for date in DEMO_DATES:
-            accounts = sorted(a for a, since in registered.items() if since <= date)
-            table = Table(title=f"\n2. What each account could do on {date}", title_justify="left")
-            table.add_column("account")
-            for cap in DEMO_CAPS:
-                table.add_column(cap.replace("_", " "), justify="center")
-            for account in accounts:
-                decisions = {d.capability: d for d in engine.capabilities(account, at=date)}
-                table.add_row(escape(account), *(yes_no(decisions[c]) for c in DEMO_CAPS))
-            out.print(table)
-
-        out.print(
-            "\n[bold]3. What did we believe?[/] cn-ent-02's hosting was revoked on 2020-11-01, backdated to 2020-09-15:"
-        )
-        for known in ("2020-10-20", None):
-            d = engine.check("cn-ent-02", "host", at="2020-10-01", as_known_at=known)
-            label = f"as known at {known}" if known else "as known now"
-            out.print(f"  host at 2020-10-01 {label}: {yes_no(d)} — {escape(d.reason)}")
-
+        out.print(_applied_table(commands, results))
+        _print_capabilities(engine, commands, results)
+        _print_beliefs(engine)
         if kept:
             _demo_picture(engine, path)
+    _print_next_steps(kept)
+
+
+def _applied_table(commands: list[tuple[int, Command]], results: list[CommandResult]) -> Table:
+    """Section 1: each line of the story and what became of it."""
+    table = Table(title="1. The command file, applied in order", title_justify="left")
+    for col in ("line", "command", "subject", "effective", "result"):
+        table.add_column(col)
+    for (n, cmd), r in zip(commands, results, strict=True):
+        subject = getattr(cmd, "account_id", None) or getattr(cmd, "region", "")
+        result = (
+            "[green]applied[/]"
+            if r.status == "applied"
+            else f"[red]rejected[/]: {escape(str(r.reason))}"
+        )
+        table.add_row(
+            str(n),
+            escape(cmd.command),
+            escape(str(subject)),
+            cmd.effective_at.date().isoformat(),
+            result,
+        )
+    return table
+
+
+def _print_capabilities(
+    engine: Engine, commands: list[tuple[int, Command]], results: list[CommandResult]
+) -> None:
+    """Section 2: what each account registered by then could do, on each of the story's days."""
+    registered = {
+        c.account_id: c.effective_at.date().isoformat()
+        for (_, c), r in zip(commands, results, strict=True)
+        if c.command == "register_account" and r.status == "applied"
+    }
+    for date in DEMO_DATES:
+        accounts = sorted(a for a, since in registered.items() if since <= date)
+        table = Table(title=f"\n2. What each account could do on {date}", title_justify="left")
+        table.add_column("account")
+        for cap in DEMO_CAPS:
+            table.add_column(cap.replace("_", " "), justify="center")
+        for account in accounts:
+            decisions = {d.capability: d for d in engine.capabilities(account, at=date)}
+            table.add_row(escape(account), *(yes_no(decisions[c]) for c in DEMO_CAPS))
+        out.print(table)
+
+
+def _print_beliefs(engine: Engine) -> None:
+    """Section 3: one answer as known before and after a backdated revocation."""
+    out.print(
+        "\n[bold]3. What did we believe?[/] cn-ent-02's hosting was revoked on 2020-11-01, backdated to 2020-09-15:"
+    )
+    for known in ("2020-10-20", None):
+        d = engine.check("cn-ent-02", "host", at="2020-10-01", as_known_at=known)
+        label = f"as known at {known}" if known else "as known now"
+        out.print(f"  host at 2020-10-01 {label}: {yes_no(d)} — {escape(d.reason)}")
+
+
+def _print_next_steps(kept: str | None) -> None:
+    """How to keep the store (it was temporary), or commands to explore the one kept."""
     if kept is None:
         out.print(
             "\nTo keep the store (and the picture of CN's hosting in 2020) and explore it: "

@@ -29,17 +29,7 @@ def cmd_rejections(engine: Engine, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(entries))
         return EXIT_OK
-    scope = (
-        " ".join(
-            x
-            for x in (
-                args.account and f"account {args.account}",
-                args.region and f"region {args.region}",
-            )
-            if x
-        )
-        or "every command"
-    )
+    scope = _scope(args)
     table = Table(title=escape(f"rejected commands ({scope}, log order)"), title_justify="left")
     for col in ("position", "command", "subject", "actor", "effective_at", "recorded_at", "reason"):
         table.add_column(col)
@@ -59,6 +49,15 @@ def cmd_rejections(engine: Engine, args: argparse.Namespace) -> int:
     if not entries:
         out.print("no rejected command on file")
     return EXIT_OK
+
+
+def _scope(args: argparse.Namespace) -> str:
+    """Which rejections were asked for, for the table's title."""
+    asked = (
+        args.account and f"account {args.account}",
+        args.region and f"region {args.region}",
+    )
+    return " ".join(x for x in asked if x) or "every command"
 
 
 def cmd_rebuild(engine: Engine, args: argparse.Namespace) -> int:
@@ -181,6 +180,14 @@ def parse_time_option(value: str | None, option: str) -> datetime | None:
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     """rejections, rebuild, catch-up and report, in the order `--help` lists them."""
+    _add_rejections(sub)
+    _add_rebuild(sub)
+    _add_catch_up(sub)
+    _add_report(sub)
+
+
+def _add_rejections(sub: argparse._SubParsersAction[Any]) -> None:
+    """`rejections`."""
     p = sub.add_parser(
         "rejections",
         help="the rejection log: every rejected command, who asked and why",
@@ -194,6 +201,9 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     p.set_defaults(run=cmd_rejections)
 
+
+def _add_rebuild(sub: argparse._SubParsersAction[Any]) -> None:
+    """`rebuild`: the index is not needed, so not loaded."""
     p = sub.add_parser(
         "rebuild",
         help="rebuild every read model from the log, with progress",
@@ -207,6 +217,9 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(run=cmd_rebuild, lazy_index=True)
 
+
+def _add_catch_up(sub: argparse._SubParsersAction[Any]) -> None:
+    """`catch-up`: the index is not needed, so not loaded."""
     p = sub.add_parser(
         "catch-up",
         help="bring the SQL read models up to the log (incremental)",
@@ -219,6 +232,9 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.set_defaults(run=cmd_catch_up, lazy_index=True)
 
+
+def _add_report(sub: argparse._SubParsersAction[Any]) -> None:
+    """`report REGION`: the index is not needed, so not loaded."""
     p = sub.add_parser(
         "report",
         help="analysts: how many of REGION's accounts had a capability each day, per plan",
