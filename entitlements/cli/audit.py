@@ -1,0 +1,262 @@
+"""`entitlements audit`: the auditors' proofs from the log (jurisdiction, export, verify)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from entitlements import audit
+from entitlements.cli.exits import EXIT_OK, EXIT_VIOLATION
+from entitlements.cli.output import asked_by, err, out
+from entitlements.engine import Engine
+
+
+def cmd_audit_jurisdiction(engine: Engine, args: argparse.Namespace) -> int:
+    """Exit 0 when no command under REGION's jurisdiction changed an account outside it, 6
+    when the log shows one did (each violation printed)."""
+    report = audit.jurisdiction(engine, args.region)
+    code = EXIT_OK if report["holds"] else EXIT_VIOLATION
+    if args.json:
+        print(json.dumps(report))
+        return code
+    r = report["region"]
+    out.print(
+        escape(f"Jurisdiction {r}, from the log up to position {report['head']['position']}:")
+    )
+    for table in _jurisdiction_tables(report):
+        out.print(table)
+    _print_verdict(report)
+    return code
+
+
+def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> Table:
+    """A table whose title and cells are data from the log, so escaped for rich."""
+    table = Table(title=escape(title), title_justify="left")
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(escape(x) for x in row))
+    return table
+
+
+def _accounts(c: dict[str, Any]) -> str:
+    return ", ".join(f"{a['account_id']} ({a['region']})" for a in c["accounts"])
+
+
+def _jurisdiction_tables(report: dict[str, Any]) -> list[Table]:
+    """The applied commands, the region's rules and the rejected attempts, one table each."""
+    r = report["region"]
+    applied = _table(
+        f"commands under {r}'s jurisdiction (applied)",
+        ("position", "command", "asked by", "effective_at", "accounts changed", "proof"),
+        (
+            (str(c["position"]), c["command"], asked_by(c), c["effective_at"], _accounts(c))
+            + (c["proof"],)
+            for c in report["commands"]
+        ),
+    )
+    rules = _table(
+        f"{r}'s region rules and the accounts they reached",
+        ("position", "command", "effective_at", "accounts changed"),
+        (
+            (str(c["position"]), c["command"], c["effective_at"], _accounts(c) or "-")
+            for c in report["rule_commands"]
+        ),
+    )
+    rejected = _table(
+        f"rejected attempts under {r}'s jurisdiction",
+        ("position", "command", "account", "asked by", "effective_at", "reason"),
+        (
+            (str(c["position"]), c["command"], f"{c['account_id']} ({c['account_region']})")
+            + (asked_by(c), c["effective_at"], c["reason"])
+            for c in report["rejected"]
+        ),
+    )
+    return [applied, rules, rejected]
+
+
+def _print_verdict(report: dict[str, Any]) -> None:
+    """Ids no command record explains, then whether the promise holds (or each violation)."""
+    r = report["region"]
+    if report["unattributed_command_ids"]:
+        out.print(
+            escape(
+                "account events name command ids with no command record: "
+                + ", ".join(report["unattributed_command_ids"])
+            )
+        )
+    if report["holds"]:
+        out.print(
+            "[green]holds:[/] "
+            + escape(f"no command under {r}'s jurisdiction changed an account outside {r}.")
+        )
+        return
+    for v in report["violations"]:
+        out.print(
+            "[red]VIOLATION[/] "
+            + escape(
+                f"at position {v['position']}: {v['violation']}"
+                + (f" (command {v['command_id']})" if v.get("command_id") else "")
+            )
+        )
+
+
+def cmd_audit_export(engine: Engine, args: argparse.Namespace) -> int:
+    """A case file, as JSON or CSV, to a file or stdout."""
+    if (args.account is None) == (args.region is None):
+        raise ValueError("scope: give ACCOUNT or --region R (one of them)")
+    case = audit.export_case(engine, args.account, args.region, args.from_, args.to)
+    text = json.dumps(case, indent=1) + "\n" if args.format == "json" else audit.case_csv(case)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        err.print(
+            escape(
+                f"case file written to {args.output}: {len(case['events'])} events, "
+                f"{len(case['rejections'])} rejections, {len(case['decisions'])} decisions, "
+                f"head position {case['head']['position']}"
+            ),
+            soft_wrap=True,  # one line whatever the terminal's width: scripts grep it
+        )
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_audit_verify(engine: Engine, args: argparse.Namespace) -> int:
+    """Exit 0 when the integrity chain holds over the whole log (and the receipt, if given);
+    6 with the first break (position, kind, one line) or a receipt that does not hold."""
+    report = audit.verify(engine, args.receipt)
+    code = EXIT_OK if report["ok"] else EXIT_VIOLATION
+    if args.json:
+        print(json.dumps(report))
+        return code
+    head = report["head"]
+    broken = report.get("break")
+    receipt = report.get("receipt")
+    if broken is not None:
+        out.print(
+            "[red]BROKEN[/] "
+            + escape(f"at position {broken['position']}: {broken['kind']}: {broken['reason']}"),
+            soft_wrap=True,
+        )
+        return code
+    if receipt is not None and not receipt["holds"]:
+        out.print(
+            "[red]RECEIPT FAILS[/] "
+            + escape(f"at position {receipt['position']}: {receipt['reason']}"),
+            soft_wrap=True,
+        )
+        return code
+    if head["hash"] is None:
+        out.print(
+            escape(
+                f"no record is chained yet: {report['legacy']} records, up to "
+                f"position {head['position']}, are from before the chain"
+            )
+        )
+    else:
+        legacy = report["legacy"]
+        before = f"; {legacy} earlier records from before the chain" if legacy else ""
+        out.print(
+            "[green]intact:[/] "
+            + escape(
+                f"{report['chained']} records chained from position "
+                f"{report['chain_starts_at']}{before}"
+            )
+        )
+        out.print(escape(f"head {head['hash']}@{head['position']}"))
+    if receipt is not None:
+        out.print(
+            "[green]receipt holds:[/] "
+            + escape(f"the log up to position {receipt['position']} is unchanged since it")
+        )
+    return code
+
+
+def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+    """`audit` and its actions."""
+    p = sub.add_parser(
+        "audit",
+        help="auditors' proofs from the log: jurisdiction, export, verify",
+        description="Read-only questions answered from the log itself.",
+    )
+    audit_sub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    _add_jurisdiction(audit_sub)
+    _add_export(audit_sub)
+    _add_verify(audit_sub)
+
+
+def _add_jurisdiction(audit_sub: argparse._SubParsersAction[Any]) -> None:
+    """`audit jurisdiction REGION`."""
+    a = audit_sub.add_parser(
+        "jurisdiction",
+        help="show that no command under REGION's jurisdiction changed an account outside it",
+        description="Walks the command records (applied and rejected) and the account "
+        "events, and lists: the applied commands under REGION's jurisdiction with the "
+        "accounts they changed and their regions (all must be REGION), REGION's own rule "
+        "commands with the accounts they reached, and every rejected attempt under REGION's "
+        "jurisdiction with its reason. An applied command's record keeps its jurisdiction; "
+        "for records older than that field, it is proved from the command's SHA-256 "
+        "fingerprint (see README, For auditors). "
+        "Exit 0 when the promise holds, 6 when a violation is found (printed).",
+        epilog="example:\n  entitlements audit jurisdiction CN\n"
+        "  entitlements audit jurisdiction CN --json | jq .violations",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    a.add_argument("region", metavar="REGION", help="a region code, e.g. CN")
+    a.add_argument("--json", action="store_true", help="print JSON for machines")
+    a.set_defaults(run=cmd_audit_jurisdiction)
+
+
+def _add_export(audit_sub: argparse._SubParsersAction[Any]) -> None:
+    """`audit export`."""
+    a = audit_sub.add_parser(
+        "export",
+        help="a case file of one account or region: events, rejections, decisions, head",
+        description="Writes a case file: the events (both clocks, actor, command_id, cause, "
+        "log position) taking effect in [--from, --to], the rejections, the decision of "
+        "every capability at --from and at each change point (an effective time where an "
+        "event takes effect) in the window, and the log's head position (`head.hash` is "
+        "kept for the integrity chain). CSV is one flat file whose `kind` column says what "
+        "a row is: head, event, rejection or decision.",
+        epilog="examples:\n  entitlements audit export cn-free-01 --format json\n"
+        "  entitlements audit export --region CN --from 2020-05-01 --to 2020-09-01 "
+        "--format csv --output cn-2020.csv",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    a.add_argument("account", nargs="?", metavar="ACCOUNT", help="the account (or --region)")
+    a.add_argument("--region", metavar="R", help="every account of region R, and its rules")
+    a.add_argument("--from", dest="from_", metavar="T", help="window start (effective time)")
+    a.add_argument("--to", metavar="T", help="window end (effective time, inclusive)")
+    a.add_argument("--format", required=True, choices=("json", "csv"), help="json or csv")
+    a.add_argument("--output", metavar="FILE", help="write here instead of stdout")
+    a.set_defaults(run=cmd_audit_export)
+
+
+def _add_verify(audit_sub: argparse._SubParsersAction[Any]) -> None:
+    """`audit verify`: the log alone, no index."""
+    a = audit_sub.add_parser(
+        "verify",
+        help="recompute the log's integrity chain: the head hash, or where it breaks",
+        description="Walks the whole log recomputing the SHA-256 chain that links every "
+        "record (events and command records) to the one before it. Prints the head's "
+        "hash and position (write it down: it is a receipt), or the first position where "
+        "the chain breaks and how (edited, deleted, inserted or reordered). With --receipt "
+        "HASH@POSITION, also proves the log up to POSITION is unchanged since the receipt "
+        "was written (this catches a chain recomputed after an edit). Exit 0 when all "
+        "holds, 6 otherwise.",
+        epilog="examples (the receipt is the demo store's head):\n  entitlements audit verify\n"
+        "  entitlements audit verify --json --receipt \\\n"
+        "    108835fac523e7ed9cee4750eb5a7ceb8a5e3403281f547b0bcfdcfb4827ae9a@56",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    a.add_argument("--receipt", metavar="HASH@POSITION", help="a head written down earlier")
+    a.add_argument("--json", action="store_true", help="print JSON for machines")
+    a.set_defaults(run=cmd_audit_verify, lazy_index=True)
