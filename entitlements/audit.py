@@ -448,36 +448,68 @@ class _Unproven:
 UNPROVEN: Any = _Unproven()
 
 
-def jurisdiction(engine: Engine, region: str) -> dict[str, Any]:
-    """Shown from the log: no command requested under `region`'s jurisdiction changed an
-    account outside `region`. Lists those commands with the accounts they changed (and
-    their regions), the region's own rule commands with the accounts they reached, every
-    rejected attempt under the jurisdiction, and each violation found (`holds` is False
-    then). The applied-command record does not keep the jurisdiction: it is proved per
-    command by its fingerprint (see `prove_jurisdiction`); one that cannot be proved and
-    changed an account outside the region counts as a violation (the promise is not shown)."""
-    region = check_region_code(region)
-    w = _walk_commands(engine)
-    region_of = {a: r for a, r in w.accounts.values()}
-    by_command: dict[str, list[_Change]] = {}
-    for c in w.changes:
-        if c.command_id is not None:
-            by_command.setdefault(c.command_id, []).append(c)
-    codes = sorted({r for _, r in w.accounts.values()} | {region})
-    commands, rule_commands, violations, unproven = [], [], [], []
+def _touched(changes: list[_Change], region_of: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The accounts a command's events changed, each with its region and those events."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in changes:
+        a = out.setdefault(
+            c.account_id,
+            {"account_id": c.account_id, "region": region_of[c.account_id], "events": []},
+        )
+        a["events"].append({"type": c.type, "version": c.version, "position": c.position})
+    return list(out.values())
 
-    def touched(changes: list[_Change]) -> list[dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for c in changes:
-            a = out.setdefault(
-                c.account_id,
-                {"account_id": c.account_id, "region": region_of[c.account_id], "events": []},
-            )
-            a["events"].append({"type": c.type, "version": c.version, "position": c.position})
-        return list(out.values())
 
-    for command_id, (position, rec) in w.applied.items():
-        changes = by_command.get(command_id, [])
+def _own_change(rec: Any, changes: list[_Change]) -> _Change | None:
+    """The event an applied account command recorded itself (not one a rule caused): the
+    fingerprint proof rebuilds the command from it."""
+    spec = _OWN_EVENT.get(rec.command)
+    return next(
+        (
+            c
+            for c in changes
+            if c.account_id == rec.account_id and spec and c.type == spec[0] and not c.cause
+        ),
+        None,
+    )
+
+
+def _proof_of(rec: Any) -> str:
+    """How a proved jurisdiction was found, in the auditors' words."""
+    if "jurisdiction" in vars(rec):
+        return "kept on the command's record"
+    if rec.command == "suspend_account":
+        return "recorded on AccountSuspended, and the fingerprint matches"
+    return "fingerprint of the command as given"
+
+
+@dataclass
+class _Findings:
+    """The jurisdiction audit of one region over one walk of the log: one method per kind
+    of finding, so each rule of the promise reads on its own."""
+
+    region: str
+    w: _Walked
+    region_of: dict[str, str] = field(default_factory=dict)
+    by_command: dict[str, list[_Change]] = field(default_factory=dict)
+    codes: list[str] = field(default_factory=list)
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    rule_commands: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    violations: list[dict[str, Any]] = field(default_factory=list)
+    unproven: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.region_of = {a: r for a, r in self.w.accounts.values()}
+        for c in self.w.changes:
+            if c.command_id is not None:
+                self.by_command.setdefault(c.command_id, []).append(c)
+        self.codes = sorted({r for _, r in self.w.accounts.values()} | {self.region})
+
+    def applied(self, command_id: str, position: int, rec: Any) -> None:
+        """An applied command: a region command's rule, or an account command whose
+        jurisdiction is proved; either way, the accounts it changed outside the region."""
+        changes = self.by_command.get(command_id, [])
         item = {
             "position": position,
             "command_id": command_id,
@@ -485,79 +517,82 @@ def jurisdiction(engine: Engine, region: str) -> dict[str, Any]:
             "actor": rec.actor,
             "effective_at": iso(rec.effective_at),
             "recorded_at": iso(rec.recorded_at),
-            "accounts": touched(changes),
+            "accounts": _touched(changes, self.region_of),
         }
-        outside = [a for a in item["accounts"] if a["region"] != region]
+        outside = [a for a in item["accounts"] if a["region"] != self.region]
         if rec.account_id is None:  # a region command: its rule reaches its own region only
-            if rec.region == region:
-                rule_commands.append(item)
-                for a in outside:
-                    violations.append(
-                        {
-                            **item,
-                            "violation": f"a rule of {region} reached {a['account_id']} "
-                            f"in {a['region']}",
-                        }
-                    )
-            continue
-        spec = _OWN_EVENT.get(rec.command)
-        own = next(
-            (
-                c
-                for c in changes
-                if c.account_id == rec.account_id and spec and c.type == spec[0] and not c.cause
-            ),
-            None,
-        )
-        j = prove_jurisdiction(rec, own, codes)
+            if rec.region == self.region:
+                self._rule_command(item, outside)
+            return
+        j = prove_jurisdiction(rec, _own_change(rec, changes), self.codes)
         if j is UNPROVEN:
-            item["jurisdiction"], item["proof"] = None, "unproven: no candidate matches"
-            if outside:
-                unproven.append(item)
-                violations.append(
-                    {
-                        **item,
-                        "violation": "jurisdiction unproven, and it changed an account "
-                        f"outside {region}: " + ", ".join(a["account_id"] for a in outside),
-                    }
-                )
-            continue
-        if j != region:
-            continue
-        item["jurisdiction"] = j
-        item["proof"] = (
-            "kept on the command's record"
-            if "jurisdiction" in vars(rec)
-            else "recorded on AccountSuspended, and the fingerprint matches"
-            if rec.command == "suspend_account"
-            else "fingerprint of the command as given"
-        )
-        commands.append(item)
+            self._unproven(item, outside)
+        elif j == self.region:
+            item["jurisdiction"], item["proof"] = j, _proof_of(rec)
+            self._under_region(item, outside)
+
+    def _rule_command(self, item: dict[str, Any], outside: list[dict[str, Any]]) -> None:
+        self.rule_commands.append(item)
         for a in outside:
-            violations.append(
+            self.violations.append(
                 {
                     **item,
-                    "violation": f"under {region}'s jurisdiction it changed "
+                    "violation": f"a rule of {self.region} reached {a['account_id']} "
+                    f"in {a['region']}",
+                }
+            )
+
+    def _unproven(self, item: dict[str, Any], outside: list[dict[str, Any]]) -> None:
+        """No candidate matches the fingerprint: harmless inside the region, a violation
+        once it changed an account outside it (the promise is not shown)."""
+        item["jurisdiction"], item["proof"] = None, "unproven: no candidate matches"
+        if outside:
+            self.unproven.append(item)
+            self.violations.append(
+                {
+                    **item,
+                    "violation": "jurisdiction unproven, and it changed an account "
+                    f"outside {self.region}: " + ", ".join(a["account_id"] for a in outside),
+                }
+            )
+
+    def _under_region(self, item: dict[str, Any], outside: list[dict[str, Any]]) -> None:
+        self.commands.append(item)
+        for a in outside:
+            self.violations.append(
+                {
+                    **item,
+                    "violation": f"under {self.region}'s jurisdiction it changed "
                     f"{a['account_id']} in {a['region']}",
                 }
             )
-    # Rule-caused events of the region's rules, however recorded (a reconcile has no command).
-    for c in w.changes:
-        if c.cause and c.cause.get("region") == region and region_of[c.account_id] != region:
-            violations.append(
-                {
-                    "position": c.position,
-                    "command_id": c.command_id,
-                    "violation": f"{c.type} v{c.version} on {c.account_id} in "
-                    f"{region_of[c.account_id]} names a rule of {region} as its cause",
-                }
-            )
-    rejected = []
-    for position, rec in w.rejected:
+
+    def rule_causes(self) -> None:
+        """Rule-caused events of the region's rules, however recorded (a reconcile has no
+        command), on accounts outside the region."""
+        for c in self.w.changes:
+            if (
+                c.cause
+                and c.cause.get("region") == self.region
+                and self.region_of[c.account_id] != self.region
+            ):
+                self.violations.append(
+                    {
+                        "position": c.position,
+                        "command_id": c.command_id,
+                        "violation": f"{c.type} v{c.version} on {c.account_id} in "
+                        f"{self.region_of[c.account_id]} names a rule of {self.region} "
+                        "as its cause",
+                    }
+                )
+
+    def rejected_attempt(self, position: int, rec: Any) -> None:
+        """A rejected command asked under the region's jurisdiction; if events name it
+        (and it was not applied after all), it changed accounts anyway: a violation."""
         request = getattr(rec, "request", None) or {}  # records older than `request`
-        if request.get("jurisdiction") != region:
-            continue
-        rejected.append(
+        if request.get("jurisdiction") != self.region:
+            return
+        self.rejected.append(
             {
                 "position": position,
                 "command_id": rec.command_id,
@@ -571,39 +606,64 @@ def jurisdiction(engine: Engine, region: str) -> dict[str, Any]:
             }
         )
         stray = [
-            c for c in by_command.get(rec.command_id, []) if not getattr(rec, "conflict", False)
+            c
+            for c in self.by_command.get(rec.command_id, [])
+            if not getattr(rec, "conflict", False)
         ]
-        if stray and rec.command_id not in w.applied:
-            violations.append(
+        if stray and rec.command_id not in self.w.applied:
+            self.violations.append(
                 {
                     "position": position,
                     "command_id": rec.command_id,
                     "violation": "a rejected command under "
-                    f"{region}'s jurisdiction changed "
+                    f"{self.region}'s jurisdiction changed "
                     + ", ".join(sorted({c.account_id for c in stray})),
                 }
             )
-    known = {*w.applied, *(r.command_id for _, r in w.rejected)}
-    unattributed = sorted(
-        {c.command_id for c in w.changes if c.command_id and c.command_id not in known}
-    )
-    return {
-        "region": region,
-        "holds": not violations,
-        "head": {"position": w.head},
-        "commands": commands,
-        "rule_commands": rule_commands,
-        "rejected": rejected,
-        "violations": violations,
-        "unproven": unproven,
-        "unattributed_command_ids": unattributed,
-        "method": (
-            "CommandApplied records keep no jurisdiction; each applied account command's "
-            "jurisdiction is proved by rebuilding the command from its record and the event "
-            "it recorded and matching the record's SHA-256 fingerprint over every possible "
-            "jurisdiction. Accounts changed: every account event carrying the command_id."
-        ),
-    }
+
+    def unattributed(self) -> list[str]:
+        """Command ids on account events that no applied or rejected record names."""
+        known = {*self.w.applied, *(r.command_id for _, r in self.w.rejected)}
+        return sorted(
+            {c.command_id for c in self.w.changes if c.command_id and c.command_id not in known}
+        )
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "region": self.region,
+            "holds": not self.violations,
+            "head": {"position": self.w.head},
+            "commands": self.commands,
+            "rule_commands": self.rule_commands,
+            "rejected": self.rejected,
+            "violations": self.violations,
+            "unproven": self.unproven,
+            "unattributed_command_ids": self.unattributed(),
+            "method": (
+                "CommandApplied records keep no jurisdiction; each applied account command's "
+                "jurisdiction is proved by rebuilding the command from its record and the "
+                "event it recorded and matching the record's SHA-256 fingerprint over every "
+                "possible jurisdiction. Accounts changed: every account event carrying the "
+                "command_id."
+            ),
+        }
+
+
+def jurisdiction(engine: Engine, region: str) -> dict[str, Any]:
+    """Shown from the log: no command requested under `region`'s jurisdiction changed an
+    account outside `region`. Lists those commands with the accounts they changed (and
+    their regions), the region's own rule commands with the accounts they reached, every
+    rejected attempt under the jurisdiction, and each violation found (`holds` is False
+    then). The applied-command record does not keep the jurisdiction: it is proved per
+    command by its fingerprint (see `prove_jurisdiction`); one that cannot be proved and
+    changed an account outside the region counts as a violation (the promise is not shown)."""
+    found = _Findings(check_region_code(region), _walk_commands(engine))
+    for command_id, (position, rec) in found.w.applied.items():
+        found.applied(command_id, position, rec)
+    found.rule_causes()
+    for position, rec in found.w.rejected:
+        found.rejected_attempt(position, rec)
+    return found.report()
 
 
 # -- the case file --------------------------------------------------------------------------
