@@ -669,6 +669,99 @@ def jurisdiction(engine: Engine, region: str) -> dict[str, Any]:
 # -- the case file --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Window:
+    """A case file's [from, to], either end open."""
+
+    start: datetime | None
+    end: datetime | None
+
+    @classmethod
+    def given(cls, from_: datetime | str | None, to: datetime | str | None) -> _Window:
+        """The window the caller gave; a bad time or an empty window is a ValueError."""
+        start, end = parse_when("from", from_), parse_when("to", to)
+        if start and end and end < start:
+            raise ValueError("to: earlier than from")
+        return cls(start, end)
+
+    def __contains__(self, t: datetime) -> bool:
+        return (self.start is None or t >= self.start) and (self.end is None or t <= self.end)
+
+
+def _case_accounts(
+    engine: Engine, account_id: str | None, region: str | None, head: int
+) -> tuple[str, dict[UUID, str]]:
+    """The case's region and its accounts (aggregate id -> account id): the one account,
+    or every account registered in the region up to `head`."""
+    if account_id is not None:
+        return _load_account(engine, account_id).region, {account_uuid(account_id): account_id}
+    code = check_region_code(region or "")
+    accounts: dict[UUID, str] = {}
+    for n in _walk(engine, head):
+        if _type_of(n.topic) == "AccountRegistered":
+            e = _decode(engine, n)
+            if e.region == code:
+                accounts[n.originator_id] = e.account_id
+    if not accounts and not _region_facts(engine, code):
+        raise ValueError(f"region: no account and no event of region {code} on file")
+    return code, accounts
+
+
+def _decisions_at(engine: Engine, name: str, points: set[datetime]) -> list[dict[str, Any]]:
+    """Every capability's decision for `name` at each point, as `check` answers."""
+    decisions: list[dict[str, Any]] = []
+    for t in sorted(points):
+        for cap in CAPABILITIES:
+            d = engine.check(name, cap, t)
+            decisions.append(
+                {
+                    "account_id": name,
+                    "at": iso(t),
+                    "capability": cap,
+                    "allowed": d.allowed,
+                    "value": d.value,
+                    "reason": d.reason,
+                    "because": [f.ref() for f in d.because],
+                    "position": d.position,
+                }
+            )
+    return decisions
+
+
+def _case_events_and_decisions(
+    engine: Engine, code: str, accounts: Mapping[UUID, str], window: _Window, head: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The case's events in the window (the region's and its accounts', as of `head`, in log
+    order) and each account's decisions at the window's start and at every change point."""
+    rid = region_id(code)
+    positions = _positions(engine, set(accounts) | {rid}, head)
+    newest: dict[UUID, int] = {}
+    for uid, version in positions:
+        newest[uid] = max(newest.get(uid, 0), version)
+    region_facts = _region_facts(engine, code, newest[rid]) if rid in newest else []
+    events = [
+        event_view(f, positions.get((rid, f.version)))
+        for f in region_facts
+        if f.effective_at in window
+    ]
+    decisions: list[dict[str, Any]] = []
+    for uid, name in sorted(accounts.items(), key=lambda kv: kv[1]):
+        if uid not in newest:
+            continue
+        facts = _load_account(engine, name, newest[uid]).facts
+        events.extend(
+            event_view(f, positions.get((uid, f.version)))
+            for f in facts
+            if f.effective_at in window
+        )
+        points = {f.effective_at for f in (*facts, *region_facts) if f.effective_at in window}
+        if window.start is not None:
+            points.add(window.start)
+        decisions.extend(_decisions_at(engine, name, points))
+    events.sort(key=lambda e: e.get("position") or 0)
+    return events, decisions
+
+
 def export_case(
     engine: Engine,
     account_id: str | None = None,
@@ -684,76 +777,19 @@ def export_case(
     a record from before the chain)."""
     if (account_id is None) == (region is None):
         raise ValueError("scope: give an account or a region, not both")
-    start, end = parse_when("from", from_), parse_when("to", to)
-    if start and end and end < start:
-        raise ValueError("to: earlier than from")
+    window = _Window.given(from_, to)
     head = engine.position()
-    accounts: dict[UUID, str] = {}
-    region_facts: dict[str, list[Fact]] = {}
-    if account_id is not None:
-        code = _load_account(engine, account_id).region
-        accounts[account_uuid(account_id)] = account_id
-    else:
-        code = check_region_code(region or "")
-        for n in _walk(engine, head):
-            if _type_of(n.topic) == "AccountRegistered":
-                e = _decode(engine, n)
-                if e.region == code:
-                    accounts[n.originator_id] = e.account_id
-        if not accounts and not _region_facts(engine, code):
-            raise ValueError(f"region: no account and no event of region {code} on file")
-    uids = set(accounts) | {region_id(code)}
-    positions = _positions(engine, uids, head)
-    newest: dict[UUID, int] = {}
-    for uid, version in positions:
-        newest[uid] = max(newest.get(uid, 0), version)
-    region_facts[code] = (
-        _region_facts(engine, code, newest[region_id(code)]) if region_id(code) in newest else []
-    )
-
-    def within(t: datetime) -> bool:
-        return (start is None or t >= start) and (end is None or t <= end)
-
-    events: list[dict[str, Any]] = []
-    decisions: list[dict[str, Any]] = []
-    rid = region_id(code)
-    for f in region_facts[code]:
-        if within(f.effective_at):
-            events.append(event_view(f, positions.get((rid, f.version))))
-    for uid, name in sorted(accounts.items(), key=lambda kv: kv[1]):
-        if uid not in newest:
-            continue
-        facts = _load_account(engine, name, newest[uid]).facts
-        events.extend(
-            event_view(f, positions.get((uid, f.version))) for f in facts if within(f.effective_at)
-        )
-        points = {f.effective_at for f in (*facts, *region_facts[code]) if within(f.effective_at)}
-        if start is not None:
-            points.add(start)
-        for t in sorted(points):
-            for cap in CAPABILITIES:
-                d = engine.check(name, cap, t)
-                decisions.append(
-                    {
-                        "account_id": name,
-                        "at": iso(t),
-                        "capability": cap,
-                        "allowed": d.allowed,
-                        "value": d.value,
-                        "reason": d.reason,
-                        "because": [f.ref() for f in d.because],
-                        "position": d.position,
-                    }
-                )
-    events.sort(key=lambda e: e.get("position") or 0)
+    code, accounts = _case_accounts(engine, account_id, region, head)
+    events, decisions = _case_events_and_decisions(engine, code, accounts, window, head)
     scoped = (
         engine.rejections(account_id=account_id)
         if account_id is not None
         else engine.rejections(region=code)
     )
     rejections = [
-        r for r in scoped if r["position"] <= head and within(parse_time(r["effective_at"]))
+        r for r in scoped if r["position"] <= head and parse_time(r["effective_at"]) in window
     ]
+    start, end = window.start, window.end
     return {
         "scope": {"account_id": account_id} if account_id else {"region": code},
         "from": iso(start) if start else None,
