@@ -12,30 +12,40 @@ notifications (`engine.app.recorder`, `engine.app.mapper`: the event-sourcing li
 for positions and command records. The rules are the domain's (`rules.fold_account`,
 `fold_region`, `decide`); no projection is consulted, so an audit does not trust the very
 read models it may be checking. Each question walks the log once: fine for an auditor, not
-for the hot path.
+for the hot path. The questions live in sibling modules by kind (the log helpers in
+`audit_log`, the jurisdiction promise in `audit_jurisdiction`, the case file in
+`audit_export`); this module answers the rest and is the one door to them all.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, get_args
-from uuid import UUID
-
-from eventsourcing.application import AggregateNotFoundError
-from pydantic import BaseModel, ValidationError
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
 from entitlements import integrity
-from entitlements.account import Account, account_uuid
+from entitlements.account import account_uuid
+from entitlements.audit_export import CSV_COLUMNS, case_csv, export_case
+from entitlements.audit_jurisdiction import (
+    _OWN_EVENT,
+    UNPROVEN,
+    _walk_commands,
+    jurisdiction,
+    prove_jurisdiction,
+)
+from entitlements.audit_log import (
+    _TINY,
+    _load_account,
+    _positions,
+    _region_facts,
+    check_region_code,
+    event_view,
+    log_head,
+    parse_when,
+)
 from entitlements.bitemporal import Rectangle, rectangles
-from entitlements.commands import Command, command_fingerprint, now, parse_time
-from entitlements.decisions import UnknownAccount
+from entitlements.commands import now, parse_time
 from entitlements.engine import Engine
-from entitlements.region import Region, region_id
 from entitlements.rules import (
     CAPABILITIES,
     Fact,
@@ -47,98 +57,25 @@ from entitlements.rules import (
     iso,
 )
 
-PAGE = 1000  # notifications per select while walking the log
-TOPIC = "entitlements:"
-APPLIED, REJECTED = "CommandApplied", "CommandRejected"
-RULE_SWITCHES = ("RegionRuleApplied", "RegionRuleLifted")
-_TINY = timedelta(microseconds=1)
-_DATA_SKIP = {"originator_id", "originator_version", "originator_topic", "timestamp", "chain"}
-
-
-# -- small helpers --------------------------------------------------------------------------
-
-
-def parse_when(field_name: str, value: datetime | str | None) -> datetime | None:
-    """A time the caller gave, as aware UTC; a bad one is a ValueError naming the field."""
-    if value is None:
-        return None
-    try:
-        return parse_time(value)
-    except ValueError as e:
-        raise ValueError(f"{field_name}: {e}") from None
-
-
-def check_region_code(code: str) -> str:
-    """A region code as DOMAIN.md has them (two upper-case letters), else a ValueError."""
-    if len(code) != 2 or not code.isascii() or not code.isalpha() or not code.isupper():
-        raise ValueError(f"region: {code[:40]!r} is not a region code (two upper-case letters)")
-    return code
-
-
-def log_head(engine: Engine) -> tuple[int, str | None]:
-    """The log's head: its position and the integrity chain's hash there, as stored (one
-    row read; `verify` is what checks it)."""
-    position = engine.position()
-    return position, integrity.stored_hash(engine.app, position)
-
-
-def _decode(engine: Engine, notification: Any) -> Any:
-    """A stored event as its domain event (fields read by name: the log's own shape)."""
-    event: Any = engine.app.mapper.to_domain_event(notification)
-    return event
-
-
-def _type_of(topic: str) -> str:
-    return topic.removeprefix(TOPIC).rsplit(".", 1)[-1]
-
-
-def _walk(engine: Engine, stop: int | None = None) -> Iterator[Any]:
-    """The log's notifications in order (position = `n.id`), up to `stop`."""
-    start = 1
-    while stop is None or start <= stop:
-        page = engine.app.recorder.select_notifications(start=start, limit=PAGE, stop=stop)
-        yield from page
-        if len(page) < PAGE:
-            return
-        start = page[-1].id + 1
-
-
-def _load_account(engine: Engine, account_id: str, version: int | None = None) -> Account:
-    try:
-        account: Account = engine.app.repository.get(account_uuid(account_id), version=version)
-    except AggregateNotFoundError:
-        raise UnknownAccount(account_id) from None
-    return account
-
-
-def _region_facts(engine: Engine, code: str, version: int | None = None) -> list[Fact]:
-    """A region's facts in effective order; none when the region has no event."""
-    try:
-        region: Region = engine.app.repository.get(region_id(code), version=version)
-    except AggregateNotFoundError:
-        return []
-    return list(region.facts)
-
-
-def event_view(f: Fact, position: int | None = None) -> dict[str, Any]:
-    """An event as auditors read it: both clocks, who asked (always present, maybe null),
-    the cause, and the event's own fields."""
-    d = f.as_dict()
-    out: dict[str, Any] = {"position": position} if position is not None else {}
-    out.update(
-        {
-            "stream": d.pop("stream"),
-            "type": d.pop("type"),
-            "version": d.pop("version"),
-            "effective_at": d.pop("effective_at"),
-            "recorded_at": d.pop("recorded_at"),
-            "actor": d.pop("actor", None),
-            "command_id": d.pop("command_id", None),
-            "cause": d.pop("cause"),
-        }
-    )
-    out["data"] = d
-    return out
+__all__ = [
+    "CSV_COLUMNS",
+    "UNPROVEN",
+    "_OWN_EVENT",
+    "_walk_commands",
+    "bitemporal",
+    "case_csv",
+    "check_region_code",
+    "event_view",
+    "explain",
+    "export_case",
+    "history",
+    "holds",
+    "jurisdiction",
+    "log_head",
+    "parse_when",
+    "prove_jurisdiction",
+    "verify",
+]
 
 
 # -- explain: the decision, how long it holds, and the chain behind it ----------------------
@@ -295,15 +232,6 @@ def bitemporal(engine: Engine, account_id: str, capability: str) -> list[Rectang
 # -- history as known at K, with the rejections beside the events ---------------------------
 
 
-def _positions(engine: Engine, uuids: set[UUID], stop: int | None = None) -> dict[Any, int]:
-    """(aggregate id, version) -> log position, for the given aggregates' events."""
-    found: dict[Any, int] = {}
-    for n in _walk(engine, stop):
-        if n.originator_id in uuids:
-            found[(n.originator_id, n.originator_version)] = n.id
-    return found
-
-
 def history(
     engine: Engine,
     account_id: str,
@@ -327,463 +255,6 @@ def history(
                 entries.append({"kind": "rejection", **r})
     entries.sort(key=lambda e: (e.get("position") or 0, e.get("version") or 0))
     return entries
-
-
-# -- the jurisdiction promise ---------------------------------------------------------------
-
-#: The account event each applied account command records itself (not caused by a rule),
-#: and the fields of the command it carries.
-_OWN_EVENT: Mapping[str, tuple[str, tuple[str, ...]]] = {
-    "register_account": ("AccountRegistered", ("region", "plan", "channel", "partner")),
-    "approve_registration": ("RegistrationApproved", ("plan", "channel", "partner")),
-    "open_subscription": ("SubscriptionOpened", ("plan", "channel", "partner")),
-    "close_subscription": ("SubscriptionClosed", ("reason",)),
-    "revoke_hosting": ("HostingRevoked", ("reason",)),
-    "restore_hosting": ("HostingRestored", ("reason",)),
-    "move_to_partner": ("MovedToPartner", ("partner",)),
-    "suspend_account": ("AccountSuspended", ("jurisdiction", "reason")),
-    "reinstate_account": ("AccountReinstated", ("reason",)),
-}
-_MODELS: Mapping[str, type[BaseModel]] = {
-    get_args(m.model_fields["command"].annotation)[0]: m for m in get_args(Command)
-}
-_ALL_CODES = tuple(chr(a) + chr(b) for a in range(65, 91) for b in range(65, 91))
-
-
-@dataclass
-class _Change:
-    """An account event in the log: where, on which account, what, and which command."""
-
-    position: int
-    account_id: str
-    version: int
-    type: str
-    command_id: str | None
-    cause: Mapping[str, Any] | None
-    data: dict[str, Any]
-
-
-@dataclass
-class _Walked:
-    """What the jurisdiction audit needs from one walk of the log."""
-
-    accounts: dict[UUID, tuple[str, str]] = field(default_factory=dict)  # id -> (account, region)
-    applied: dict[str, tuple[int, Any]] = field(default_factory=dict)  # command_id -> record
-    rejected: list[tuple[int, Any]] = field(default_factory=list)
-    changes: list[_Change] = field(default_factory=list)
-    head: int = 0
-
-
-def _walk_commands(engine: Engine) -> _Walked:
-    w = _Walked()
-    w.head = engine.position()
-    for n in _walk(engine, w.head):
-        kind = _type_of(n.topic)
-        if kind == APPLIED:
-            e = _decode(engine, n)
-            w.applied.setdefault(e.command_id, (n.id, e))
-        elif kind == REJECTED:
-            w.rejected.append((n.id, _decode(engine, n)))
-        elif n.originator_id in w.accounts or kind == "AccountRegistered":
-            e = _decode(engine, n)
-            if kind == "AccountRegistered":
-                w.accounts[n.originator_id] = (e.account_id, e.region)
-            data = {k: v for k, v in vars(e).items() if k not in _DATA_SKIP}
-            w.changes.append(
-                _Change(
-                    n.id,
-                    w.accounts[n.originator_id][0],
-                    n.originator_version,
-                    kind,
-                    data.pop("command_id", None),
-                    data.pop("cause", None),
-                    data,
-                )
-            )
-    return w
-
-
-def prove_jurisdiction(record: Any, own: _Change | None, extra: Sequence[str] = ()) -> Any:
-    """The jurisdiction an applied account command was given, proved from the log: the
-    record keeps the SHA-256 fingerprint of the command as given, and the event the command
-    recorded keeps every other field; rebuilding the command with each possible jurisdiction
-    (none, `platform`, every two-letter code) finds the one whose fingerprint matches.
-    Returns the jurisdiction (None: none given), or `UNPROVEN` when no candidate matches.
-    A record made since the jurisdiction is kept on it names it, and no search is needed."""
-    if "jurisdiction" in vars(record):
-        return record.jurisdiction
-    model = _MODELS.get(record.command)
-    spec = _OWN_EVENT.get(record.command)
-    if model is None or spec is None or own is None:
-        return UNPROVEN
-    fields = {name: own.data.get(name) for name in spec[1] if own.data.get(name) is not None}
-    base = {
-        "command": record.command,
-        "account_id": record.account_id,
-        "effective_at": record.effective_at,
-        **({"actor": record.actor} if record.actor is not None else {}),
-        **fields,
-    }
-    if "jurisdiction" not in base:
-        base["jurisdiction"] = "platform"  # a placeholder the candidates replace
-    try:
-        cmd = model.model_validate(base)
-    except ValidationError:
-        return UNPROVEN
-    first = [None, "platform", own.data.get("jurisdiction"), *extra]
-    candidates = dict.fromkeys([*first, *_ALL_CODES])
-    for recorded_at in (None, record.recorded_at):
-        for j in candidates:
-            update = {"jurisdiction": j, "recorded_at": recorded_at}
-            if command_fingerprint(cmd.model_copy(update=update)) == record.fingerprint:
-                return j
-    return UNPROVEN
-
-
-class _Unproven:
-    def __repr__(self) -> str:
-        return "UNPROVEN"
-
-
-UNPROVEN: Any = _Unproven()
-
-
-def jurisdiction(engine: Engine, region: str) -> dict[str, Any]:
-    """Shown from the log: no command requested under `region`'s jurisdiction changed an
-    account outside `region`. Lists those commands with the accounts they changed (and
-    their regions), the region's own rule commands with the accounts they reached, every
-    rejected attempt under the jurisdiction, and each violation found (`holds` is False
-    then). The applied-command record does not keep the jurisdiction: it is proved per
-    command by its fingerprint (see `prove_jurisdiction`); one that cannot be proved and
-    changed an account outside the region counts as a violation (the promise is not shown)."""
-    region = check_region_code(region)
-    w = _walk_commands(engine)
-    region_of = {a: r for a, r in w.accounts.values()}
-    by_command: dict[str, list[_Change]] = {}
-    for c in w.changes:
-        if c.command_id is not None:
-            by_command.setdefault(c.command_id, []).append(c)
-    codes = sorted({r for _, r in w.accounts.values()} | {region})
-    commands, rule_commands, violations, unproven = [], [], [], []
-
-    def touched(changes: list[_Change]) -> list[dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for c in changes:
-            a = out.setdefault(
-                c.account_id,
-                {"account_id": c.account_id, "region": region_of[c.account_id], "events": []},
-            )
-            a["events"].append({"type": c.type, "version": c.version, "position": c.position})
-        return list(out.values())
-
-    for command_id, (position, rec) in w.applied.items():
-        changes = by_command.get(command_id, [])
-        item = {
-            "position": position,
-            "command_id": command_id,
-            "command": rec.command,
-            "actor": rec.actor,
-            "effective_at": iso(rec.effective_at),
-            "recorded_at": iso(rec.recorded_at),
-            "accounts": touched(changes),
-        }
-        outside = [a for a in item["accounts"] if a["region"] != region]
-        if rec.account_id is None:  # a region command: its rule reaches its own region only
-            if rec.region == region:
-                rule_commands.append(item)
-                for a in outside:
-                    violations.append(
-                        {
-                            **item,
-                            "violation": f"a rule of {region} reached {a['account_id']} "
-                            f"in {a['region']}",
-                        }
-                    )
-            continue
-        spec = _OWN_EVENT.get(rec.command)
-        own = next(
-            (
-                c
-                for c in changes
-                if c.account_id == rec.account_id and spec and c.type == spec[0] and not c.cause
-            ),
-            None,
-        )
-        j = prove_jurisdiction(rec, own, codes)
-        if j is UNPROVEN:
-            item["jurisdiction"], item["proof"] = None, "unproven: no candidate matches"
-            if outside:
-                unproven.append(item)
-                violations.append(
-                    {
-                        **item,
-                        "violation": "jurisdiction unproven, and it changed an account "
-                        f"outside {region}: " + ", ".join(a["account_id"] for a in outside),
-                    }
-                )
-            continue
-        if j != region:
-            continue
-        item["jurisdiction"] = j
-        item["proof"] = (
-            "kept on the command's record"
-            if "jurisdiction" in vars(rec)
-            else "recorded on AccountSuspended, and the fingerprint matches"
-            if rec.command == "suspend_account"
-            else "fingerprint of the command as given"
-        )
-        commands.append(item)
-        for a in outside:
-            violations.append(
-                {
-                    **item,
-                    "violation": f"under {region}'s jurisdiction it changed "
-                    f"{a['account_id']} in {a['region']}",
-                }
-            )
-    # Rule-caused events of the region's rules, however recorded (a reconcile has no command).
-    for c in w.changes:
-        if c.cause and c.cause.get("region") == region and region_of[c.account_id] != region:
-            violations.append(
-                {
-                    "position": c.position,
-                    "command_id": c.command_id,
-                    "violation": f"{c.type} v{c.version} on {c.account_id} in "
-                    f"{region_of[c.account_id]} names a rule of {region} as its cause",
-                }
-            )
-    rejected = []
-    for position, rec in w.rejected:
-        request = getattr(rec, "request", None) or {}  # records older than `request`
-        if request.get("jurisdiction") != region:
-            continue
-        rejected.append(
-            {
-                "position": position,
-                "command_id": rec.command_id,
-                "command": rec.command,
-                "actor": rec.actor,
-                "account_id": rec.account_id,
-                "account_region": rec.region,
-                "effective_at": iso(rec.effective_at),
-                "recorded_at": iso(rec.recorded_at),
-                "reason": rec.reason,
-            }
-        )
-        stray = [
-            c for c in by_command.get(rec.command_id, []) if not getattr(rec, "conflict", False)
-        ]
-        if stray and rec.command_id not in w.applied:
-            violations.append(
-                {
-                    "position": position,
-                    "command_id": rec.command_id,
-                    "violation": "a rejected command under "
-                    f"{region}'s jurisdiction changed "
-                    + ", ".join(sorted({c.account_id for c in stray})),
-                }
-            )
-    known = {*w.applied, *(r.command_id for _, r in w.rejected)}
-    unattributed = sorted(
-        {c.command_id for c in w.changes if c.command_id and c.command_id not in known}
-    )
-    return {
-        "region": region,
-        "holds": not violations,
-        "head": {"position": w.head},
-        "commands": commands,
-        "rule_commands": rule_commands,
-        "rejected": rejected,
-        "violations": violations,
-        "unproven": unproven,
-        "unattributed_command_ids": unattributed,
-        "method": (
-            "CommandApplied records keep no jurisdiction; each applied account command's "
-            "jurisdiction is proved by rebuilding the command from its record and the event "
-            "it recorded and matching the record's SHA-256 fingerprint over every possible "
-            "jurisdiction. Accounts changed: every account event carrying the command_id."
-        ),
-    }
-
-
-# -- the case file --------------------------------------------------------------------------
-
-
-def export_case(
-    engine: Engine,
-    account_id: str | None = None,
-    region: str | None = None,
-    from_: datetime | str | None = None,
-    to: datetime | str | None = None,
-) -> dict[str, Any]:
-    """A case file for one account or one region: its events (both clocks, actor,
-    command_id, cause, position) taking effect in [from, to], its rejections, the decision
-    of every capability at `from` and at each change point in [from, to] (as `check`
-    answers, everything recorded), and the log's head: its position and the integrity
-    chain's hash there, as stored (`audit verify --receipt HASH@POSITION` checks it; null for
-    a record from before the chain)."""
-    if (account_id is None) == (region is None):
-        raise ValueError("scope: give an account or a region, not both")
-    start, end = parse_when("from", from_), parse_when("to", to)
-    if start and end and end < start:
-        raise ValueError("to: earlier than from")
-    head = engine.position()
-    accounts: dict[UUID, str] = {}
-    region_facts: dict[str, list[Fact]] = {}
-    if account_id is not None:
-        code = _load_account(engine, account_id).region
-        accounts[account_uuid(account_id)] = account_id
-    else:
-        code = check_region_code(region or "")
-        for n in _walk(engine, head):
-            if _type_of(n.topic) == "AccountRegistered":
-                e = _decode(engine, n)
-                if e.region == code:
-                    accounts[n.originator_id] = e.account_id
-        if not accounts and not _region_facts(engine, code):
-            raise ValueError(f"region: no account and no event of region {code} on file")
-    uids = set(accounts) | {region_id(code)}
-    positions = _positions(engine, uids, head)
-    newest: dict[UUID, int] = {}
-    for uid, version in positions:
-        newest[uid] = max(newest.get(uid, 0), version)
-    region_facts[code] = (
-        _region_facts(engine, code, newest[region_id(code)]) if region_id(code) in newest else []
-    )
-
-    def within(t: datetime) -> bool:
-        return (start is None or t >= start) and (end is None or t <= end)
-
-    events: list[dict[str, Any]] = []
-    decisions: list[dict[str, Any]] = []
-    rid = region_id(code)
-    for f in region_facts[code]:
-        if within(f.effective_at):
-            events.append(event_view(f, positions.get((rid, f.version))))
-    for uid, name in sorted(accounts.items(), key=lambda kv: kv[1]):
-        if uid not in newest:
-            continue
-        facts = _load_account(engine, name, newest[uid]).facts
-        events.extend(
-            event_view(f, positions.get((uid, f.version))) for f in facts if within(f.effective_at)
-        )
-        points = {f.effective_at for f in (*facts, *region_facts[code]) if within(f.effective_at)}
-        if start is not None:
-            points.add(start)
-        for t in sorted(points):
-            for cap in CAPABILITIES:
-                d = engine.check(name, cap, t)
-                decisions.append(
-                    {
-                        "account_id": name,
-                        "at": iso(t),
-                        "capability": cap,
-                        "allowed": d.allowed,
-                        "value": d.value,
-                        "reason": d.reason,
-                        "because": [f.ref() for f in d.because],
-                        "position": d.position,
-                    }
-                )
-    events.sort(key=lambda e: e.get("position") or 0)
-    scoped = (
-        engine.rejections(account_id=account_id)
-        if account_id is not None
-        else engine.rejections(region=code)
-    )
-    rejections = [
-        r for r in scoped if r["position"] <= head and within(parse_time(r["effective_at"]))
-    ]
-    return {
-        "scope": {"account_id": account_id} if account_id else {"region": code},
-        "from": iso(start) if start else None,
-        "to": iso(end) if end else None,
-        "head": {"position": head, "hash": integrity.stored_hash(engine.app, head)},
-        "events": events,
-        "rejections": rejections,
-        "decisions": decisions,
-    }
-
-
-CSV_COLUMNS = (
-    "kind",
-    "position",
-    "subject",
-    "type",
-    "version",
-    "effective_at",
-    "recorded_at",
-    "actor",
-    "command_id",
-    "cause",
-    "capability",
-    "allowed",
-    "value",
-    "reason",
-    "details",
-)
-
-
-def case_csv(case: Mapping[str, Any]) -> str:
-    """The case file as one flat CSV: a `kind` column says what each row is (`head`,
-    `event`, `rejection`, `decision`); nested values (cause, details) are JSON."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, CSV_COLUMNS, lineterminator="\n")
-    w.writeheader()
-
-    def js(value: Any) -> str:
-        return json.dumps(value, ensure_ascii=False, sort_keys=True) if value else ""
-
-    head = case["head"]
-    details = js({**case["scope"], "hash": head.get("hash")})
-    w.writerow({"kind": "head", "position": head["position"], "details": details})
-    for e in case["events"]:
-        w.writerow(
-            {
-                "kind": "event",
-                "position": e.get("position"),
-                "subject": e["stream"],
-                "type": e["type"],
-                "version": e["version"],
-                "effective_at": e["effective_at"],
-                "recorded_at": e["recorded_at"],
-                "actor": e["actor"] or "",
-                "command_id": e["command_id"] or "",
-                "cause": js(e["cause"]),
-                "reason": e["data"].get("reason") or "",
-                "details": js(e["data"]),
-            }
-        )
-    for r in case["rejections"]:
-        w.writerow(
-            {
-                "kind": "rejection",
-                "position": r["position"],
-                "subject": r["account_id"] or r["region"] or "",
-                "type": r["command"],
-                "effective_at": r["effective_at"],
-                "recorded_at": r["recorded_at"],
-                "actor": r["actor"] or "",
-                "command_id": r["command_id"],
-                "reason": r["reason"],
-                "details": js(r["request"]),
-            }
-        )
-    for d in case["decisions"]:
-        w.writerow(
-            {
-                "kind": "decision",
-                "position": d["position"],
-                "subject": d["account_id"],
-                "effective_at": d["at"],
-                "capability": d["capability"],
-                "allowed": "true" if d["allowed"] else "false",
-                "value": "" if d["value"] is None else d["value"],
-                "reason": d["reason"],
-                "details": js(d["because"]),
-            }
-        )
-    return buf.getvalue()
 
 
 def verify(engine: Engine, receipt: str | None = None) -> dict[str, Any]:

@@ -271,55 +271,100 @@ def _row(app: Application[Any], n: Any) -> Row:
     return Row(n.id, prev, h if isinstance(h, str) else None, link(prev, body))
 
 
+@dataclass
+class _ChainWalk:
+    """`verify`'s state along the log: the last good link, the recent hashes (to tell
+    where a stray link points back to), the counts, and what is known of the receipt."""
+
+    receipt: tuple[str, int] | None
+    prev: str = field(default_factory=lambda: genesis(0))
+    prev_pos: int = 0
+    seen: OrderedDict[str, int] = field(default_factory=OrderedDict)  # recent hashes -> pos
+    chained: int = 0
+    legacy: int = 0
+    starts_at: int | None = None
+    receipt_holds: bool | None = None
+    receipt_note: str = ""
+
+    def passed(self, position: int) -> None:
+        """A row past the receipt's position before it was met: the receipt has none."""
+        receipt = self.receipt
+        if receipt is not None and self.receipt_holds is None and position > receipt[1]:
+            self.receipt_holds = False
+            self.receipt_note = f"the log has no record at position {receipt[1]}"
+
+    def step(self, row: Row) -> bool:
+        """Take one row: a record from before the chain, or the next link; False at the
+        first row that breaks the chain."""
+        if row.prev is None and row.damage is None and self.starts_at is None:
+            self.legacy += 1
+            self.prev, self.prev_pos = genesis(row.position), row.position
+            return True
+        if self.starts_at is None:
+            self.starts_at = row.position
+        if row.prev != self.prev or row.hash != row.computed:
+            return False
+        self.chained += 1
+        self.prev, self.prev_pos = row.computed or self.prev, row.position
+        self.seen[self.prev] = row.position
+        if len(self.seen) > SEEN:
+            self.seen.popitem(last=False)
+        self._at_receipt(row.position)
+        return True
+
+    def _at_receipt(self, position: int) -> None:
+        """At the receipt's position the chain must be the receipt's hash."""
+        if self.receipt is None or position != self.receipt[1]:
+            return
+        self.receipt_holds = self.prev == self.receipt[0]
+        if not self.receipt_holds:
+            self.receipt_note = (
+                f"the chain at position {position} is {self.prev}, not the receipt's: the log "
+                f"up to {position} was rewritten since the receipt was written"
+            )
+
+    def head_hash(self) -> str | None:
+        return self.prev if self.starts_at is not None else None
+
+    def broken(self, row: Row, ahead: list[Row]) -> Verification:
+        """The first break, told from the rows around it."""
+        kind, at, reason = _diagnose(row, ahead, self.prev, self.prev_pos, self.seen)
+        out = Verification(False, at, None, self.chained, self.legacy, self.starts_at, kind, reason)
+        out.head = {"position": self.prev_pos, "hash": self.head_hash()}
+        return _with_receipt(out, self.receipt, self.receipt_holds, self.receipt_note)
+
+    def end(self) -> Verification:
+        """The whole log chained: the head, and the receipt's verdict."""
+        receipt = self.receipt
+        if receipt is not None and self.receipt_holds is None:
+            self.receipt_holds = False
+            self.receipt_note = (
+                f"the log ends at position {self.prev_pos}, before the receipt's {receipt[1]}"
+            )
+        head_hash = self.head_hash()
+        out = Verification(
+            True, self.prev_pos, head_hash, self.chained, self.legacy, self.starts_at
+        )
+        out.head = {"position": self.prev_pos, "hash": head_hash}
+        if receipt is not None and not self.receipt_holds:
+            out.ok, out.kind = False, "receipt"
+            out.reason = f"receipt does not hold: {self.receipt_note}"
+            out.position = receipt[1]
+        return _with_receipt(out, receipt, self.receipt_holds, self.receipt_note)
+
+
 def verify(app: Application[Any], receipt: tuple[str, int] | None = None) -> Verification:
     """Walk the whole log recomputing the chain. The first break is reported with its
     position and kind; a receipt (hash, position) must equal the chain recomputed there."""
-    prev, prev_pos = genesis(0), 0
-    seen: OrderedDict[str, int] = OrderedDict()  # recent hashes -> position
-    chained = legacy = 0
-    starts_at: int | None = None
-    receipt_holds: bool | None = None
-    receipt_note = ""
+    walk = _ChainWalk(receipt)
     rows = _notifications(app, 0)
     for n in rows:
-        if receipt is not None and receipt_holds is None and n.id > receipt[1]:
-            receipt_holds, receipt_note = False, f"the log has no record at position {receipt[1]}"
+        walk.passed(n.id)
         row = _row(app, n)
-        if row.prev is None and row.damage is None and starts_at is None:
-            legacy += 1
-            prev, prev_pos = genesis(n.id), n.id
-            continue
-        if starts_at is None:
-            starts_at = n.id
-        if row.prev == prev and row.hash == row.computed:
-            chained += 1
-            prev, prev_pos = row.computed or prev, n.id
-            seen[prev] = n.id
-            if len(seen) > SEEN:
-                seen.popitem(last=False)
-            if receipt is not None and n.id == receipt[1]:
-                receipt_holds = prev == receipt[0]
-                if not receipt_holds:
-                    receipt_note = (
-                        f"the chain at position {n.id} is {prev}, not the receipt's: the log "
-                        f"up to {n.id} was rewritten since the receipt was written"
-                    )
-            continue
-        ahead = [_row(app, m) for _, m in zip(range(LOOKAHEAD), rows, strict=False)]
-        kind, at, reason = _diagnose(row, ahead, prev, prev_pos, seen)
-        out = Verification(False, at, None, chained, legacy, starts_at, kind, reason)
-        out.head = {"position": prev_pos, "hash": prev if starts_at is not None else None}
-        return _with_receipt(out, receipt, receipt_holds, receipt_note)
-    head_hash = prev if starts_at is not None else None
-    if receipt is not None and receipt_holds is None:
-        receipt_holds = False
-        receipt_note = f"the log ends at position {prev_pos}, before the receipt's {receipt[1]}"
-    out = Verification(True, prev_pos, head_hash, chained, legacy, starts_at)
-    out.head = {"position": prev_pos, "hash": head_hash}
-    if receipt is not None and not receipt_holds:
-        out.ok, out.kind, out.reason = False, "receipt", f"receipt does not hold: {receipt_note}"
-        out.position = receipt[1]
-    return _with_receipt(out, receipt, receipt_holds, receipt_note)
+        if not walk.step(row):
+            ahead = [_row(app, m) for _, m in zip(range(LOOKAHEAD), rows, strict=False)]
+            return walk.broken(row, ahead)
+    return walk.end()
 
 
 def _with_receipt(
@@ -346,28 +391,70 @@ def _diagnose(
     nxt = next((r for r in ahead if r.prev is not None), None)
     over_p = nxt is not None and nxt.prev == prev  # the chain goes on as if p were not there
     if row.prev is None:
-        if nxt is None or over_p:
-            why = f"a record without a chain after chained records (the last link is {prev_pos})"
-            return "inserted", p, f"position {p} is not in the chain: {why}"
-        return "edited", p, f"position {p} carries no chain after chained records (removed)"
+        return _unchained(p, nxt is None or over_p, prev_pos)
     if row.prev == prev:  # the link holds: the content (or the hash) was changed
-        if over_p:
-            return "inserted", p, f"position {p} is not in the chain (the next links to {prev_pos})"
-        why = "its content was changed after it was recorded"
-        return "edited", p, f"position {p} does not match its hash: {why}"
+        return _content_changed(p, over_p, prev_pos)
+    return _misplaced(row, ahead, prev, prev_pos, seen, over_p)
+
+
+def _unchained(p: int, foreign: bool, prev_pos: int) -> tuple[str, int, str]:
+    """A row without a chain after chained rows: inserted when the chain goes on over it
+    (or nothing chained follows), else a record whose chain was removed."""
+    if foreign:
+        why = f"a record without a chain after chained records (the last link is {prev_pos})"
+        return "inserted", p, f"position {p} is not in the chain: {why}"
+    return "edited", p, f"position {p} carries no chain after chained records (removed)"
+
+
+def _content_changed(p: int, over_p: bool, prev_pos: int) -> tuple[str, int, str]:
+    """The row links to the last good one but its hash fails: inserted when the next row
+    links over it, else its content was changed."""
+    if over_p:
+        return "inserted", p, f"position {p} is not in the chain (the next links to {prev_pos})"
+    why = "its content was changed after it was recorded"
+    return "edited", p, f"position {p} does not match its hash: {why}"
+
+
+def _misplaced(
+    row: Row,
+    ahead: list[Row],
+    prev: str,
+    prev_pos: int,
+    seen: OrderedDict[str, int],
+    over_p: bool,
+) -> tuple[str, int, str]:
+    """The row links elsewhere than the last good link: forward (reordered), over it
+    (inserted), back past good rows, or to a record that is not there."""
+    p = row.position
     later = next((r for r in ahead if r.hash is not None and r.hash == row.prev), None)
     if later is not None:  # it links to a record further on: rows changed places
         why = f"holds a record that belongs after position {later.position}"
         return "reordered", p, f"position {p} {why} (rows were moved or swapped)"
     if over_p:
         return "inserted", p, f"position {p} is not in the chain (the next links to {prev_pos})"
-    back = seen.get(row.prev)
-    if back is not None and _foreign_tail(row, ahead, seen, prev_pos - back):
+    back = seen.get(row.prev) if row.prev is not None else None
+    if back is not None:
+        return _links_back(row, ahead, prev_pos, seen, back)
+    return _links_nowhere(row, ahead, prev, prev_pos)
+
+
+def _links_back(
+    row: Row, ahead: list[Row], prev_pos: int, seen: OrderedDict[str, int], back: int
+) -> tuple[str, int, str]:
+    """The row links back to the good record at `back`: either it is foreign (a copy, or a
+    short tail added after the head) or the rows between are."""
+    p = row.position
+    if _foreign_tail(row, ahead, seen, prev_pos - back):
         return "inserted", p, _tail_reason(row, ahead, seen, back)
-    if back is not None:  # it links past the rows before it: those are foreign
-        first = next((q for q in seen.values() if q > back), p)
-        span = f"position {first} is" if first == prev_pos else f"positions {first}..{prev_pos} are"
-        return "inserted", first, f"{span} not in the chain: position {p} links to {back}"
+    first = next((q for q in seen.values() if q > back), p)
+    span = f"position {first} is" if first == prev_pos else f"positions {first}..{prev_pos} are"
+    return "inserted", first, f"{span} not in the chain: position {p} links to {back}"
+
+
+def _links_nowhere(row: Row, ahead: list[Row], prev: str, prev_pos: int) -> tuple[str, int, str]:
+    """The row links to no record on file: rows before a later link were inserted, a
+    record was deleted (the row is self-consistent), or the row was edited."""
+    p = row.position
     over = next((r for r in ahead if r.prev == prev), None)
     if over is not None:
         span = f"positions {p}..{over.position - 1}"

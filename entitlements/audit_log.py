@@ -1,0 +1,126 @@
+"""What the auditors' questions share: reading the log itself (its notifications in order,
+decoded by the event-sourcing library's mapper), loading an aggregate as of a version, the
+caller's times and region codes checked, and an event as auditors read it. Apart from the
+questions (entitlements/audit.py and its siblings) so that each question's module reads
+only what it asks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+
+from entitlements import integrity
+from entitlements.account import Account, account_uuid
+from entitlements.commands import parse_time
+from entitlements.decisions import UnknownAccount
+from entitlements.engine import Engine
+from entitlements.region import Region, region_id
+from entitlements.rules import (
+    Fact,
+)
+
+PAGE = 1000  # notifications per select while walking the log
+TOPIC = "entitlements:"
+APPLIED, REJECTED = "CommandApplied", "CommandRejected"
+RULE_SWITCHES = ("RegionRuleApplied", "RegionRuleLifted")
+_TINY = timedelta(microseconds=1)
+_DATA_SKIP = {"originator_id", "originator_version", "originator_topic", "timestamp", "chain"}
+
+
+# -- small helpers --------------------------------------------------------------------------
+
+
+def parse_when(field_name: str, value: datetime | str | None) -> datetime | None:
+    """A time the caller gave, as aware UTC; a bad one is a ValueError naming the field."""
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as e:
+        raise ValueError(f"{field_name}: {e}") from None
+
+
+def check_region_code(code: str) -> str:
+    """A region code as DOMAIN.md has them (two upper-case letters), else a ValueError."""
+    if len(code) != 2 or not code.isascii() or not code.isalpha() or not code.isupper():
+        raise ValueError(f"region: {code[:40]!r} is not a region code (two upper-case letters)")
+    return code
+
+
+def log_head(engine: Engine) -> tuple[int, str | None]:
+    """The log's head: its position and the integrity chain's hash there, as stored (one
+    row read; `verify` is what checks it)."""
+    position = engine.position()
+    return position, integrity.stored_hash(engine.app, position)
+
+
+def _decode(engine: Engine, notification: Any) -> Any:
+    """A stored event as its domain event (fields read by name: the log's own shape)."""
+    event: Any = engine.app.mapper.to_domain_event(notification)
+    return event
+
+
+def _type_of(topic: str) -> str:
+    return topic.removeprefix(TOPIC).rsplit(".", 1)[-1]
+
+
+def _walk(engine: Engine, stop: int | None = None) -> Iterator[Any]:
+    """The log's notifications in order (position = `n.id`), up to `stop`."""
+    start = 1
+    while stop is None or start <= stop:
+        page = engine.app.recorder.select_notifications(start=start, limit=PAGE, stop=stop)
+        yield from page
+        if len(page) < PAGE:
+            return
+        start = page[-1].id + 1
+
+
+def _load_account(engine: Engine, account_id: str, version: int | None = None) -> Account:
+    try:
+        account: Account = engine.app.repository.get(account_uuid(account_id), version=version)
+    except AggregateNotFoundError:
+        raise UnknownAccount(account_id) from None
+    return account
+
+
+def _region_facts(engine: Engine, code: str, version: int | None = None) -> list[Fact]:
+    """A region's facts in effective order; none when the region has no event."""
+    try:
+        region: Region = engine.app.repository.get(region_id(code), version=version)
+    except AggregateNotFoundError:
+        return []
+    return list(region.facts)
+
+
+def event_view(f: Fact, position: int | None = None) -> dict[str, Any]:
+    """An event as auditors read it: both clocks, who asked (always present, maybe null),
+    the cause, and the event's own fields."""
+    d = f.as_dict()
+    out: dict[str, Any] = {"position": position} if position is not None else {}
+    out.update(
+        {
+            "stream": d.pop("stream"),
+            "type": d.pop("type"),
+            "version": d.pop("version"),
+            "effective_at": d.pop("effective_at"),
+            "recorded_at": d.pop("recorded_at"),
+            "actor": d.pop("actor", None),
+            "command_id": d.pop("command_id", None),
+            "cause": d.pop("cause"),
+        }
+    )
+    out["data"] = d
+    return out
+
+
+def _positions(engine: Engine, uuids: set[UUID], stop: int | None = None) -> dict[Any, int]:
+    """(aggregate id, version) -> log position, for the given aggregates' events."""
+    found: dict[Any, int] = {}
+    for n in _walk(engine, stop):
+        if n.originator_id in uuids:
+            found[(n.originator_id, n.originator_version)] = n.id
+    return found
