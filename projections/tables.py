@@ -232,6 +232,51 @@ def _capabilities(tables: ReadModelTables, now: Any = None) -> Any:
     return union_all(*branches)
 
 
+def _blocking_reasons(a: Any, manual_on: Any, rule_on: Any) -> tuple[Any, Any]:
+    """The words of a suspended registration and of a revocation (manual, by a rule, or
+    both), as `decide` says them."""
+    registration = (
+        "registration suspended by "
+        + a.registration_suspended_rule
+        + " in "
+        + a.region
+        + ", pending sales approval"
+    )
+    manual = case(
+        (a.manual_revocation_reason == "", literal("hosting revoked", String)),
+        else_="hosting revoked: " + a.manual_revocation_reason,
+    )
+    by_rule = "hosting revoked by " + a.rule_revocation_rule + " in " + a.region
+    by_rule = by_rule + " while on the free plan"
+    revoked = case(
+        (and_(manual_on, rule_on), manual + "; " + by_rule),
+        (manual_on, manual),
+        else_=by_rule,
+    )
+    return registration, revoked
+
+
+def _sales_branches(capability: str, a: Any, r: Any) -> list[tuple[Any, Any, Any, Any]]:
+    """Rules 4-6 past a suspended registration: partners for a sale through one, else the
+    region's channel rule."""
+    none = cast(null(), Integer)
+    if capability == "purchase_via_partner":  # rule 6
+        return [
+            (
+                r.partners.is_not(None),
+                true(),
+                none,
+                "authorized partners in " + r.region + ": " + r.partners,
+            ),
+            (None, false(), none, "no authorized partner in " + a.region),
+        ]
+    rule = CHANNEL_CLOSED_BY["online" if capability == "subscribe_online" else "direct"]  # 4, 5
+    return [
+        (r[rule].is_(True), false(), none, f"{rule} in " + a.region),
+        (None, true(), none, f"{rule} not in force in " + a.region),
+    ]
+
+
 def _decide(capability: str, a: Any, r: Any) -> tuple[ColumnElement[Any], ...]:
     """(allowed, value, reason) of one capability: rules 1-8 as `decide` applies them, in
     the same order, with the same words."""
@@ -256,24 +301,7 @@ def _decide(capability: str, a: Any, r: Any) -> tuple[ColumnElement[Any], ...]:
             + a.suspension_reason,
         ),
     ]
-    registration = (
-        "registration suspended by "
-        + a.registration_suspended_rule
-        + " in "
-        + a.region
-        + ", pending sales approval"
-    )
-    manual = case(
-        (a.manual_revocation_reason == "", literal("hosting revoked", String)),
-        else_="hosting revoked: " + a.manual_revocation_reason,
-    )
-    by_rule = "hosting revoked by " + a.rule_revocation_rule + " in " + a.region
-    by_rule = by_rule + " while on the free plan"
-    revoked = case(
-        (and_(manual_on, rule_on), manual + "; " + by_rule),
-        (manual_on, manual),
-        else_=by_rule,
-    )
+    registration, revoked = _blocking_reasons(a, manual_on, rule_on)
     if capability == "join":  # rule 2
         branches.append((None, true(), none, literal("may join meetings", String)))
     elif capability == "host":  # rule 3
@@ -298,22 +326,7 @@ def _decide(capability: str, a: Any, r: Any) -> tuple[ColumnElement[Any], ...]:
         ]
     else:
         branches.append((pending, false(), none, registration))  # rules 4-6
-        if capability == "purchase_via_partner":  # rule 6
-            branches += [
-                (
-                    r.partners.is_not(None),
-                    true(),
-                    none,
-                    "authorized partners in " + r.region + ": " + r.partners,
-                ),
-                (None, false(), none, "no authorized partner in " + a.region),
-            ]
-        else:  # rules 4 and 5
-            rule = CHANNEL_CLOSED_BY["online" if capability == "subscribe_online" else "direct"]
-            branches += [
-                (r[rule].is_(True), false(), none, f"{rule} in " + a.region),
-                (None, true(), none, f"{rule} not in force in " + a.region),
-            ]
+        branches += _sales_branches(capability, a, r)
     assert capability in BOOLEAN_CAPABILITIES or limit
     *cases, default = branches
     return tuple(case(*((c[0], c[i]) for c in cases), else_=default[i]) for i in (1, 2, 3))
