@@ -28,7 +28,6 @@ from entitlements.cli.exits import (
     EXIT_VIOLATION,
 )
 from entitlements.cli.output import err, out
-from entitlements.cli.read_models import parse_time_option
 from entitlements.cli.serve import port_number, positive_float, positive_int
 
 __all__ = [
@@ -46,7 +45,6 @@ __all__ = [
     "err",
     "main",
     "out",
-    "parse_time_option",
     "port_number",
     "positive_float",
     "positive_int",

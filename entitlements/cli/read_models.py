@@ -7,17 +7,15 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 
-from entitlements import report
+from entitlements import audit, report
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import Bars, err, out
-from entitlements.commands import parse_time
 from entitlements.engine import Engine
 from entitlements.rules import CAPABILITIES
 from projections.rebuild import Resumed, SqlProjection, rebuild
@@ -147,7 +145,7 @@ def cmd_report(engine: Engine, args: argparse.Namespace) -> int:
     report.check_range(start, end)
     capabilities = args.capability or ["host"]
     report.check_capabilities(capabilities)
-    known = parse_time_option(args.as_known_at, "--as-known-at")
+    known = audit.parse_when("--as-known-at", args.as_known_at)
     behind = report.read_models_level(engine.app, engine.url)
     if behind:
         err.print(f"SQL read models caught up ({behind} log positions behind)")
@@ -166,16 +164,6 @@ def cmd_report(engine: Engine, args: argparse.Namespace) -> int:
         for table in report.as_tables(counts):
             out.print(table)
     return EXIT_OK
-
-
-def parse_time_option(value: str | None, option: str) -> datetime | None:
-    """An ISO 8601 time given to an option, or None; a bad one names the option."""
-    if value is None:
-        return None
-    try:
-        return parse_time(value)
-    except ValueError as e:
-        raise ValueError(f"{option}: {e}") from None
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
