@@ -32,8 +32,8 @@ from uuid import uuid4
 from benchmarks.rebuild_figures import make_store
 from benchmarks.synthetic import account_ids
 from benchmarks.whole_process import emit
-from entitlements.engine import Engine
-from entitlements.report import read_models_level
+from entitlements.application.engine import Engine
+from entitlements.application.report import read_models_level
 from projections.rebuild import project
 
 

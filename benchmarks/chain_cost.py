@@ -20,8 +20,8 @@ from typing import Any
 
 from benchmarks.synthetic import RULE_AT, START, fill_store, region_opened, registration_events
 from benchmarks.whole_process import _commands, timed
-from entitlements import integrity
-from entitlements.engine import Engine
+from entitlements.adapters import integrity
+from entitlements.application.engine import Engine
 
 
 def _url(folder: Path, name: str, postgres: bool) -> str:

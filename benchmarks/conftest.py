@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.synthetic import ACCOUNTS, world_facts, world_index
-from entitlements.engine import Engine
+from entitlements.application.engine import Engine
 from tests.conftest import postgres_url  # noqa: F401 - the PostgreSQL fixture, shared
 
 

@@ -32,8 +32,8 @@ from unittest import mock
 from sqlalchemy import text
 
 from benchmarks.synthetic import fill_store, mixed_registration_events, region_opened
-from entitlements.engine import Engine
-from entitlements.rules import PLANS
+from entitlements.application.engine import Engine
+from entitlements.domain.rules import PLANS
 from projections.daily_counts import counts_per_day, day_changes
 from projections.rebuild import rebuild
 from projections.sql_views import sql_engine

@@ -101,7 +101,7 @@ def child(kind: str, url: str, n: int) -> dict[str, Any]:
 def whole_log_seconds(url: str) -> float:
     """Read and decode the whole log, nothing else: the least the old changes_after did
     for a position older than the feed."""
-    from entitlements.engine import Engine
+    from entitlements.application.engine import Engine
     from projections.log_reader import read_log
 
     with Engine(url, start=False) as engine:

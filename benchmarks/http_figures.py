@@ -61,8 +61,8 @@ import httpx
 
 from benchmarks.synthetic import START, account_ids, fill_store, region_opened, registration_events
 from benchmarks.whole_process import emit
-from entitlements.engine import Engine
-from entitlements.tokens import TokenStore
+from entitlements.application.access import open_tokens
+from entitlements.application.engine import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 100  # checks per POST /v1/checks
@@ -136,7 +136,7 @@ def build(url: str, n: int, applied: bool) -> tuple[int, dict[str, Any]]:
 
 
 def tokens(url: str) -> tuple[str, str]:
-    store = TokenStore(url)
+    store = open_tokens(url)
     return store.create("bench-checker", "checker"), store.create("bench-admin", "admin")
 
 
@@ -769,7 +769,7 @@ def resident(pid: int) -> int:
 def serving_worker(url: str, ids: list[str], folder: Path) -> dict[str, Any]:
     """`serve --workers 1` on the store: seconds from spawn to /healthz 200, the worker's
     resident bytes then, and after checking host and join of every id over HTTP."""
-    token = TokenStore(url).create(f"bench-{os.getpid()}-{time.time_ns()}", "checker")
+    token = open_tokens(url).create(f"bench-{os.getpid()}-{time.time_ns()}", "checker")
     port = free_port()
     argv = [*cli(), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     env = {**os.environ, "ENTITLEMENTS_DB": url, "ENTITLEMENTS_CACHE": str(folder)}

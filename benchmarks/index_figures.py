@@ -52,7 +52,7 @@ def rss() -> int:
 
 def make_store(n: int, folder: Path) -> tuple[str, dict[str, Any]]:
     """A store of n accounts and its index snapshot, as `rebuild` leaves them."""
-    from entitlements.engine import Engine
+    from entitlements.application.engine import Engine
 
     url = f"sqlite:///{folder / 'index.db'}"
     with Engine(url, start=False) as engine:

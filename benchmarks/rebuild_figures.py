@@ -26,7 +26,7 @@ from typing import Any
 
 from benchmarks.synthetic import RULE_AT, START, fill_store, region_opened, registration_events
 from benchmarks.whole_process import emit
-from entitlements.engine import Engine
+from entitlements.application.engine import Engine
 from projections import rebuild as rebuild_module
 
 ALONE = 10**15  # IN_PROCESS_BELOW for a rebuild in one process

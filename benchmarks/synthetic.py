@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from entitlements.account import Account, account_uuid
-from entitlements.engine import EntitlementsApplication
-from entitlements.region import Region, region_id
-from entitlements.rules import Fact, hosting_corrections
+from entitlements.application.engine import EntitlementsApplication
+from entitlements.domain.account import Account, account_uuid
+from entitlements.domain.region import Region, region_id
+from entitlements.domain.rules import Fact, hosting_corrections
 from projections.check_index import CheckIndex
 from projections.facts import Changed, LogFacts
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from benchmarks.synthetic import REGIONS
-from entitlements.engine import Engine
+from entitlements.application.engine import Engine
 
 BATCH = 10_000
 AT = datetime(2020, 6, 1, tzinfo=UTC)

@@ -26,8 +26,8 @@ from eventsourcing.projection import Projection, ProjectionRunner
 from benchmarks.postgres_figures import drop_databases, fresh_database
 from benchmarks.synthetic import START, fill_store, region_opened, registration_events
 from benchmarks.whole_process import emit
-from entitlements.engine import Engine, EntitlementsApplication
-from entitlements.store import eventsourcing_env
+from entitlements.adapters.store import eventsourcing_env
+from entitlements.application.engine import Engine, EntitlementsApplication
 from projections.facts import LogFacts
 from projections.log_reader import read_log
 from projections.sql_views import SqlReadModel, sql_engine

@@ -37,7 +37,7 @@ from benchmarks.synthetic import (
     world_facts,
     world_index,
 )
-from entitlements.engine import Engine
+from entitlements.application.engine import Engine
 from projections.rebuild import rebuild
 
 

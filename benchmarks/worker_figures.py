@@ -267,8 +267,8 @@ def store_folder(n: int) -> Path:
 
 def applied_store(n: int, folder: Path | None = None) -> tuple[str, dict[str, Any]]:
     """The store built by applying the day's command file (built once, then reused)."""
-    from entitlements.commands import parse_command_file
-    from entitlements.engine import Engine
+    from entitlements.application.engine import Engine
+    from entitlements.domain.commands import parse_command_file
 
     folder = folder or store_folder(n)
     built = folder / "built.json"
@@ -299,7 +299,7 @@ def applied_store(n: int, folder: Path | None = None) -> tuple[str, dict[str, An
 def write_snapshot(url: str) -> dict[str, Any]:
     """The index snapshot written by the code under test (from its own snapshot when it
     reads it, else from the log), as a process leaves it."""
-    from entitlements.engine import Engine
+    from entitlements.application.engine import Engine
 
     t = time.perf_counter()
     with Engine(url) as engine:

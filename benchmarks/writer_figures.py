@@ -29,7 +29,7 @@ from typing import Any
 
 from benchmarks.synthetic import RULE_AT, START, fill_store, region_opened, registration_events
 from benchmarks.whole_process import emit
-from entitlements.engine import Engine
+from entitlements.application.engine import Engine
 
 
 def rss_bytes() -> int:

@@ -1,12 +1,13 @@
 """An event-sourced account-entitlement engine: what may this account do at time T,
 as we knew it at time K?
 
-The flow, top to bottom: commands.py (what users ask) -> account.py / region.py
-(aggregates that decide, using rules.py) -> events in the store (store.py) ->
-projections (the `projections` package) -> engine.py (apply, fan-out, check).
+The flow, top to bottom, one folder per layer: `domain/` (commands.py, what users ask
+-> account.py / region.py, aggregates that decide with rules.py -> their events) ->
+`adapters/store.py` (the log) -> the `projections` package (check index, read models)
+-> `application/engine.py` (apply, fan-out, check) -> the doors, `cli/` and `http/`.
 
 The names below are loaded when first used, so that importing a domain module
-(`entitlements.rules`, say) never imports the engine and, through it, the projections,
+(`entitlements.domain.rules`, say) never imports the engine and, through it, the projections,
 which themselves import the domain: every module imports on its own.
 """
 
@@ -16,21 +17,26 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from entitlements.commands import MalformedCommand
-    from entitlements.decisions import CommandResult, Decision, PositionNotReached, UnknownAccount
-    from entitlements.engine import Engine, open_engine
-    from entitlements.rules import CAPABILITIES, UnknownCapability
+    from entitlements.application.engine import Engine, open_engine
+    from entitlements.domain.commands import MalformedCommand
+    from entitlements.domain.decisions import (
+        CommandResult,
+        Decision,
+        PositionNotReached,
+        UnknownAccount,
+    )
+    from entitlements.domain.rules import CAPABILITIES, UnknownCapability
 
 _HOME = {
-    "CAPABILITIES": "entitlements.rules",
-    "CommandResult": "entitlements.decisions",
-    "Decision": "entitlements.decisions",
-    "Engine": "entitlements.engine",
-    "MalformedCommand": "entitlements.commands",
-    "PositionNotReached": "entitlements.decisions",
-    "UnknownAccount": "entitlements.decisions",
-    "UnknownCapability": "entitlements.rules",
-    "open_engine": "entitlements.engine",
+    "CAPABILITIES": "entitlements.domain.rules",
+    "CommandResult": "entitlements.domain.decisions",
+    "Decision": "entitlements.domain.decisions",
+    "Engine": "entitlements.application.engine",
+    "MalformedCommand": "entitlements.domain.commands",
+    "PositionNotReached": "entitlements.domain.decisions",
+    "UnknownAccount": "entitlements.domain.decisions",
+    "UnknownCapability": "entitlements.domain.rules",
+    "open_engine": "entitlements.application.engine",
 }
 __all__ = [
     "CAPABILITIES",

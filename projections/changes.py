@@ -59,7 +59,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from entitlements.rules import (
+from entitlements.domain.rules import (
     CAPABILITIES,
     AccountState,
     Fact,
@@ -75,7 +75,7 @@ from projections.log_reader import read_log
 
 PAGE = 1000  # notifications per select
 REGION_CAPABILITIES = ("subscribe_online", "purchase_direct", "purchase_via_partner")
-#: The region stream's topics (entitlements.region.Region's events): few, read with positions.
+#: The region stream's topics (entitlements.domain.region.Region's events): few, read with positions.
 REGION_TOPICS = frozenset(
     f"entitlements:{name}"
     for name in ("RegionOpened", "RegionRuleApplied", "RegionRuleLifted", "PartnerAuthorized")

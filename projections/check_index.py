@@ -45,9 +45,9 @@ from itertools import islice
 from time import time
 from typing import Any, cast
 
-from entitlements.commands import parse_time
-from entitlements.decisions import Decision, UnknownAccount
-from entitlements.rules import (
+from entitlements.domain.commands import parse_time
+from entitlements.domain.decisions import Decision, UnknownAccount
+from entitlements.domain.rules import (
     CAPABILITIES,
     WHO_FIELDS,
     AccountState,

@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as SqlEngine
 
-from entitlements.rules import REGION_RULES
+from entitlements.domain.rules import REGION_RULES
 from projections.tables import CURRENT
 
 #: The view's columns, so the report can query it in Core (created by `*_sql` below).

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from entitlements.rules import WHO_FIELDS, Fact
+from entitlements.domain.rules import WHO_FIELDS, Fact
 
 #: Event attributes that are not part of a fact's data.
 _ENVELOPE = frozenset(
@@ -27,7 +27,7 @@ _ENVELOPE = frozenset(
         "recorded_at",
         "cause",
         "account_id",
-        "chain",  # the integrity chain's link (entitlements.integrity), not the event's data
+        "chain",  # the integrity chain's link (entitlements.adapters.integrity), not the event's data
     }
 )
 
@@ -54,7 +54,7 @@ def fact_data(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-#: Command records (entitlements.command_log): who asked for what, and how it ended.
+#: Command records (entitlements.domain.command_log): who asked for what, and how it ended.
 COMMAND_RECORDS = frozenset({"CommandApplied", "CommandRejected", "FanOutCompleted"})
 COMMAND_TOPICS = frozenset(f"entitlements:{name}" for name in COMMAND_RECORDS)
 
@@ -111,7 +111,7 @@ class TakesEvents:
     def _stream(self, event: Any) -> tuple[str, str]:
         raise NotImplementedError
 
-    # -- what a writer reads (entitlements.engine decides with these alone) --------------
+    # -- what a writer reads (entitlements.application.engine decides with these alone) --------------
 
     def has_account(self, account_id: str) -> bool:
         raise NotImplementedError
@@ -139,7 +139,7 @@ class LogFacts(TakesEvents):
     `LightLog` instead (light_log.py), and so does the change feed, which reads an
     account's facts back from the check index when an event of it comes in. Command
     records only move the position and the clock on: what a writer remembers of them is its
-    own business (entitlements.command_book)."""
+    own business (entitlements.application.command_book)."""
 
     newest_recorded_at: datetime | None = None  # the store's clock: never decreases
 

@@ -19,9 +19,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from entitlements.account import account_uuid
-from entitlements.region import region_id
-from entitlements.rules import Fact
+from entitlements.domain.account import account_uuid
+from entitlements.domain.region import region_id
+from entitlements.domain.rules import Fact
 from projections.check_index import CheckIndex
 from projections.facts import COMMAND_RECORDS, Changed, LogFacts, TakesEvents
 

@@ -22,7 +22,7 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, Transcoder
 from eventsourcing.utils import resolve_topic
 
-from entitlements.rules import Fact
+from entitlements.domain.rules import Fact
 from projections import log_reader
 from projections.facts import COMMAND_RECORDS, LogFacts, fact_data
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from entitlements.rules import Fact
+from entitlements.domain.rules import Fact
 from projections.check_index import (
     EPOCH,
     CheckIndex,

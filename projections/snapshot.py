@@ -33,7 +33,7 @@ from operator import lshift, or_, sub
 from pathlib import Path
 from typing import Any
 
-from entitlements.rules import Fact
+from entitlements.domain.rules import Fact
 from projections.check_index import (
     MASK,
     SHIFT,

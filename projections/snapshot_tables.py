@@ -21,7 +21,7 @@ from itertools import chain, repeat
 from operator import add, le, lt, sub
 from typing import Any
 
-from entitlements.rules import AccountState, Fact
+from entitlements.domain.rules import AccountState, Fact
 from projections.check_index import (
     FACT_FIELDS,
     OWN_HOLE,

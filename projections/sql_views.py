@@ -50,7 +50,7 @@ BULK_CHECKPOINT_PAGES = 10_000
 
 def sql_engine(url: str, bulk_load: bool = False) -> SqlEngine:
     """SQLAlchemy engine on the same database as the log, from the store's canonical URL
-    (entitlements.store.store_url: `sqlite:////abs` or `postgresql://...`), with psycopg 3
+    (entitlements.adapters.store.store_url: `sqlite:////abs` or `postgresql://...`), with psycopg 3
     for PostgreSQL. Normalising what users type is the doors' work, not a projection's.
     `bulk_load`: checkpoint SQLite's WAL less often (BULK_CHECKPOINT_PAGES); the loader
     checkpoints it once done (`checkpoint`)."""

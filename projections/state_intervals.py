@@ -8,7 +8,7 @@ stay the same (about 1-3 rows an account), never a decision per capability per p
 
 An account's rows come from one sweep per recorded time over its facts (which `LogFacts`
 keeps sorted by `Fact.order`): the state after the facts effective by T and recorded by K
-is exactly what `entitlements.rules.fold_account` folds, and so what the check index's
+is exactly what `entitlements.domain.rules.fold_account` folds, and so what the check index's
 timelines hold at (T, K); tests/integration/test_state_intervals.py holds the view equal to
 `engine.check` at random (T, K). Rows start, in each belief, at the first effective time
 known by then; before that the check answers rule 7, and the view has no row, as before.
@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from entitlements.rules import FREE_HOSTING_RULE, PLAN_SETTERS, REGION_RULES, Fact, iso
+from entitlements.domain.rules import FREE_HOSTING_RULE, PLAN_SETTERS, REGION_RULES, Fact, iso
 
 #: The columns an account row holds, after `account_id` and `region` and before the four
 #: times. NULL: not in force. Texts are as `decide` quotes them (str() of what the event says).

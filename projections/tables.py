@@ -13,7 +13,7 @@ Views (over the current tables):
 
 - `capability_intervals`: what each capability was, over which effective and recorded
   times: an account's rectangles intersected with its region's, for each of the seven
-  capabilities, decided by CASE expressions that reproduce `entitlements.rules.decide`
+  capabilities, decided by CASE expressions that reproduce `entitlements.domain.rules.decide`
   (allowed, value and the very same reason text), with the account's region and plan in that rectangle.
 - `capabilities_now`: what holds now, as known now. Exact at any moment, including when a
   future-effective event's time arrives.
@@ -53,7 +53,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.sql.elements import ColumnElement
 
-from entitlements.rules import (
+from entitlements.domain.rules import (
     BOOLEAN_CAPABILITIES,
     CAPABILITIES,
     CHANNEL_CLOSED_BY,

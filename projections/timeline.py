@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from entitlements.rules import (
+from entitlements.domain.rules import (
     AccountState,
     Fact,
     RegionState,

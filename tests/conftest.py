@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import pytest
 
 from entitlements import open_engine
-from entitlements.engine import Engine
+from entitlements.application.engine import Engine
 
 #: The installed console script, beside this interpreter (CI does not put the venv on PATH).
 CLI = str(Path(sys.executable).with_name("entitlements"))

@@ -13,6 +13,9 @@ from eventsourcing.persistence import PersistenceError
 from rich.markup import escape
 from sqlalchemy.exc import SQLAlchemyError
 
+from entitlements.adapters.damaged import DamagedRecord
+from entitlements.adapters.store import DEFAULT_URL, ENV_VAR, StoreError
+from entitlements.application.engine import Engine
 from entitlements.cli import apply, audit, checks, demo, read_models, serve, tokens
 from entitlements.cli.exits import (
     EXIT_BROKEN_PIPE,
@@ -22,11 +25,8 @@ from entitlements.cli.exits import (
     EXIT_UNKNOWN_ACCOUNT,
 )
 from entitlements.cli.output import err
-from entitlements.commands import MalformedCommand
-from entitlements.damaged import DamagedRecord
-from entitlements.decisions import PositionNotReached, UnknownAccount
-from entitlements.engine import Engine
-from entitlements.store import DEFAULT_URL, ENV_VAR, StoreError
+from entitlements.domain.commands import MalformedCommand
+from entitlements.domain.decisions import PositionNotReached, UnknownAccount
 
 DESCRIPTION = """\
 What may this account do at time T, as we knew it at time K?

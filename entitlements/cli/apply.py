@@ -9,16 +9,16 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from entitlements.adapters.store import store_url
+from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_BROKEN_PIPE, EXIT_OK, EXIT_REJECTED
 from entitlements.cli.output import apply_progress, err
-from entitlements.commands import (
+from entitlements.domain.commands import (
     Command,
     MalformedCommand,
     check_command_file,
     stream_command_file,
 )
-from entitlements.engine import Engine
-from entitlements.store import store_url
 
 PROGRESS_FROM = 200  # lines: a longer file shows a progress bar on stderr (a terminal)
 

@@ -12,10 +12,10 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from entitlements import audit
+from entitlements.application import audit
+from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_OK, EXIT_VIOLATION
 from entitlements.cli.output import asked_by, err, out
-from entitlements.engine import Engine
 
 
 def cmd_audit_jurisdiction(engine: Engine, args: argparse.Namespace) -> int:

@@ -9,12 +9,12 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from entitlements import audit
+from entitlements.application import audit
+from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import asked_by, err, out, yes_no
-from entitlements.decisions import Decision
-from entitlements.engine import Engine
-from entitlements.rules import CAPABILITIES
+from entitlements.domain.decisions import Decision
+from entitlements.domain.rules import CAPABILITIES
 
 
 def _when(args: argparse.Namespace) -> str:
@@ -226,7 +226,7 @@ def _link_lines(link: dict[str, Any]) -> list[str]:
 def _explain_picture(engine: Engine, x: dict[str, Any], path: str) -> str:
     """Draw the bitemporal picture of an explained decision into `path`, whole or not at
     all, and say where on stderr; a path that cannot be written is one line naming --png."""
-    from entitlements import pictures  # matplotlib loads only when a picture is asked for
+    from entitlements.cli import pictures  # matplotlib loads only when a picture is asked for
 
     try:
         target = pictures.writable_target(path)  # before drawing: a bad path fails fast

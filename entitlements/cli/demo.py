@@ -15,13 +15,13 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from entitlements import audit, report
+from entitlements.adapters.store import sqlite_path
+from entitlements.application import audit, report
+from entitlements.application.engine import Engine, open_engine
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import out, yes_no
-from entitlements.commands import Command, parse_command_file
-from entitlements.decisions import CommandResult
-from entitlements.engine import Engine, open_engine
-from entitlements.store import sqlite_path
+from entitlements.domain.commands import Command, parse_command_file
+from entitlements.domain.decisions import CommandResult
 
 
 def scenario_path(name: str = "china-2020") -> Path:

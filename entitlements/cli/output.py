@@ -18,8 +18,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from entitlements.decisions import Decision
-from entitlements.rules import LIMIT_CAPABILITIES
+from entitlements.domain.decisions import Decision
+from entitlements.domain.rules import LIMIT_CAPABILITIES
 
 
 class _Out(Console):

@@ -13,11 +13,11 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from entitlements import audit, report
+from entitlements.application import audit, report
+from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import Bars, err, out
-from entitlements.engine import Engine
-from entitlements.rules import CAPABILITIES
+from entitlements.domain.rules import CAPABILITIES
 from projections.rebuild import Resumed, SqlProjection, rebuild
 
 

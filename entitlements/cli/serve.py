@@ -7,11 +7,11 @@ from typing import Any
 
 from rich.markup import escape
 
+from entitlements.adapters.store import StoreUnavailable, check_store, store_url
+from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import err
-from entitlements.engine import Engine
 from entitlements.http.settings import HEADER_TIMEOUT, MAX_STALENESS
-from entitlements.store import StoreUnavailable, check_store, store_url
 
 
 def cmd_serve(_: Engine | None, args: argparse.Namespace) -> int:

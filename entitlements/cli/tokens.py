@@ -10,10 +10,11 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
+from entitlements.adapters.tokens import ROLES
+from entitlements.application.access import open_tokens
+from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_MALFORMED, EXIT_OK
 from entitlements.cli.output import err, out
-from entitlements.engine import Engine
-from entitlements.tokens import ROLES, TokenStore
 
 TOKEN_HELP = """\
 Bearer tokens for the HTTP API (`entitlements serve`). Each token has a name (who is
@@ -42,7 +43,7 @@ def _iso(t: datetime | None) -> str | None:
 def cmd_token_create(engine: Engine, args: argparse.Namespace) -> int:
     """The secret goes to stdout once, as the last word of the last line (scripts take it
     with `| tail -1 | awk '{print $NF}'`, or use --json); it cannot be shown again."""
-    with TokenStore(engine.url) as tokens:
+    with open_tokens(engine.url) as tokens:
         secret = tokens.create(args.name, args.role)
     if args.json:
         print(json.dumps({"name": args.name, "role": args.role, "token": secret}), flush=True)
@@ -57,7 +58,7 @@ def cmd_token_create(engine: Engine, args: argparse.Namespace) -> int:
 
 def cmd_token_list(engine: Engine, args: argparse.Namespace) -> int:
     """Every token: name, role, when created and revoked (never a secret)."""
-    with TokenStore(engine.url) as tokens:
+    with open_tokens(engine.url) as tokens:
         listed = [
             {**t, "created_at": _iso(t["created_at"]), "revoked_at": _iso(t["revoked_at"])}
             for t in tokens.list()
@@ -81,7 +82,7 @@ def cmd_token_list(engine: Engine, args: argparse.Namespace) -> int:
 
 def cmd_token_revoke(engine: Engine, args: argparse.Namespace) -> int:
     """Revoke NAME's token: every worker refuses it from its next request."""
-    with TokenStore(engine.url) as tokens:
+    with open_tokens(engine.url) as tokens:
         found = tokens.revoke(args.name)
     if not found:
         err.print(

@@ -12,13 +12,13 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
+from entitlements.adapters.store import ENV_VAR
 from entitlements.http.errors import install_error_handlers
 from entitlements.http.fastpath import FastChecks
 from entitlements.http.routers import auditors, changes, checks, commands, operations
 from entitlements.http.schemas import MAX_BODY
 from entitlements.http.settings import MAX_STALENESS, MAX_STALENESS_VAR, POLL
 from entitlements.http.worker import Worker
-from entitlements.store import ENV_VAR
 
 
 class EntitlementsAPI(FastAPI):

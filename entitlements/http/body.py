@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-from entitlements.commands import MalformedCommand, load_json
+from entitlements.domain.commands import MalformedCommand, load_json
 from entitlements.http.errors import Refused
 
 

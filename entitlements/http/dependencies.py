@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from entitlements.engine import Engine
+from entitlements.adapters.tokens import Principal
+from entitlements.application.engine import Engine
 from entitlements.http.errors import Refused
 from entitlements.http.worker import Worker
-from entitlements.tokens import Principal
 
 
 def worker_of(request: Request) -> Worker:

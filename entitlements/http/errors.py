@@ -12,12 +12,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
-from entitlements.commands import MalformedCommand
-from entitlements.damaged import DamagedRecord
-from entitlements.decisions import PositionNotReached, UnknownAccount
+from entitlements.adapters.damaged import DamagedRecord
+from entitlements.adapters.store import StoreError, StoreUnavailable
+from entitlements.domain.commands import MalformedCommand
+from entitlements.domain.decisions import PositionNotReached, UnknownAccount
+from entitlements.domain.rules import UnknownCapability
 from entitlements.http.schemas import ErrorOut
-from entitlements.rules import UnknownCapability
-from entitlements.store import StoreError, StoreUnavailable
 
 _WHY = {
     401: "No or unknown bearer token",

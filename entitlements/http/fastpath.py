@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from starlette.types import Scope, Send
 
-from entitlements.decisions import Decision
+from entitlements.domain.decisions import Decision
 
 if TYPE_CHECKING:
     from entitlements.http.worker import Worker

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from itertools import islice
 
-from entitlements.decisions import Decision
+from entitlements.domain.decisions import Decision
 from entitlements.http.schemas import decision_json
 
 SIZE = 1 << 14  # decisions whose JSON is kept at most (the older half goes when full)

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from entitlements.decisions import Decision
+from entitlements.domain.decisions import Decision
 
 MAX_BODY = 1 << 20  # bytes: a larger request body is refused with 413, as it arrives
 MAX_BATCH = 1000  # checks or commands in one request

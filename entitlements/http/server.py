@@ -19,12 +19,12 @@ import shutil
 import socket
 import tempfile
 
+from entitlements.adapters.store import ENV_VAR
 from entitlements.http.settings import (
     HEADER_TIMEOUT,
     MAX_STALENESS_VAR,
     MULTIPROCESS_DIR,
 )
-from entitlements.store import ENV_VAR
 
 TARGET = "entitlements.http.app:app_from_env"  # loaded by each worker, after the fork
 

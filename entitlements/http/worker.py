@@ -21,16 +21,17 @@ from datetime import UTC, datetime
 
 from starlette.concurrency import run_in_threadpool
 
-from entitlements.decisions import Decision, PositionNotReached, UnknownAccount
-from entitlements.engine import Engine, FollowStatus
+from entitlements.adapters.store import store_url
+from entitlements.adapters.tokens import REFRESH_EVERY, TokenCache
+from entitlements.application.access import open_tokens
+from entitlements.application.engine import Engine, FollowStatus
+from entitlements.domain.decisions import Decision, PositionNotReached, UnknownAccount
+from entitlements.domain.rules import iso
 from entitlements.http.errors import Refused, one_line
 from entitlements.http.metrics import Metrics
 from entitlements.http.rendered import Rendered
 from entitlements.http.schemas import decision_json
 from entitlements.http.settings import MAX_STALENESS, POLL
-from entitlements.rules import iso
-from entitlements.store import store_url
-from entitlements.tokens import REFRESH_EVERY, TokenCache, TokenStore
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class Worker:
         self.engine: Engine | None = None
         self.detail: str | None = None  # why there is no engine yet
         self.stale_since: float | None = None  # the follower's, kept by its on_status
-        self.tokens = TokenCache(TokenStore(self.url))
+        self.tokens = TokenCache(open_tokens(self.url))
         self.metrics = Metrics()
         self.watch = PositionWatch()
         self.rendered = Rendered()

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from entitlements import open_engine
-from entitlements.account import Account
-from entitlements.rules import Fact
+from entitlements.domain.account import Account
+from entitlements.domain.rules import Fact
 from tests.conftest import StoreCopies, scenario_file
 from tests.e2e.test_cli import run
 

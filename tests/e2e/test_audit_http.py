@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from entitlements import open_engine
+from entitlements.application.access import open_tokens
 from entitlements.http.app import create_app
-from entitlements.tokens import TokenStore
 from tests.conftest import read_jsonl, scenario_file
 
 ROLES = ("checker", "auditor", "admin")
@@ -33,7 +33,7 @@ def served(store_url: str) -> Iterator[Served]:
                 }
             ]
         )
-    tokens = TokenStore(store_url)
+    tokens = open_tokens(store_url)
     headers = {
         role: {"Authorization": f"Bearer {tokens.create(f'{role}-1', role)}"} for role in ROLES
     }

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from entitlements.store import StoreError, sqlalchemy_url
-from entitlements.store import store_url as canonical
+from entitlements.adapters.store import StoreError, sqlalchemy_url
+from entitlements.adapters.store import store_url as canonical
 from tests.conftest import CLI, scenario_file
 
 

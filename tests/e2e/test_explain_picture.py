@@ -16,7 +16,8 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from entitlements import cli, open_engine, pictures
+from entitlements import cli, open_engine
+from entitlements.cli import pictures
 from tests.conftest import china_store, read_jsonl, scenario_file
 from tests.e2e.test_cli import run as run_script
 

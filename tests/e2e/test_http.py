@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from entitlements import open_engine
+from entitlements.application.access import open_tokens
 from entitlements.http.app import create_app
 from entitlements.http.schemas import MAX_BODY
-from entitlements.tokens import TokenStore
 from tests.conftest import read_jsonl, scenario_file
 from tests.e2e.servers import start_server
 
@@ -26,7 +26,7 @@ def served(store_url: str) -> Iterator[tuple[TestClient, dict[str, dict[str, str
     """The china-2020 store behind the app, and a bearer header per role."""
     with open_engine(store_url) as engine:
         engine.apply(read_jsonl(scenario_file("china-2020.jsonl")))
-    tokens = TokenStore(store_url)
+    tokens = open_tokens(store_url)
     headers = {
         role: {"Authorization": f"Bearer {tokens.create(f'{role}-1', role)}"} for role in ROLES
     }
@@ -111,7 +111,7 @@ def test_a_revoked_token_is_refused_within_a_second(
     client, headers = served
     url, checker = "/v1/accounts/cn-free-01/can/host", headers["checker"]
     assert client.get(url, headers=checker).status_code == 200
-    TokenStore(store_url).revoke("checker-1")
+    open_tokens(store_url).revoke("checker-1")
     revoked = time.monotonic()
     while client.get(url, headers=checker).status_code == 200:
         assert time.monotonic() - revoked < 1.0, "still accepted a second after its revocation"
@@ -390,7 +390,7 @@ def test_a_real_server_with_two_workers_reads_its_writes_and_refuses_a_revoked_t
                 }
             ]
         )
-    tokens = TokenStore(store_url)
+    tokens = open_tokens(store_url)
     admin = {"Authorization": f"Bearer {tokens.create('ops', 'admin')}"}
     server, base = start_server(store_url, workers=2)
     try:
@@ -511,7 +511,7 @@ def test_sigterm_lets_a_request_in_flight_finish(tmp_path: Any) -> None:
             ]
         )
         head = engine.position()
-    checker = {"Authorization": f"Bearer {TokenStore(url).create('meetings', 'checker')}"}
+    checker = {"Authorization": f"Bearer {open_tokens(url).create('meetings', 'checker')}"}
     server, base = start_server(url, cache=tmp_path)
     try:
         answers: list[httpx.Response] = []

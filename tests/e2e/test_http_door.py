@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from entitlements import open_engine
-from entitlements.tokens import TokenStore
+from entitlements.application.access import open_tokens
 from tests.conftest import CLI, registrations
 from tests.e2e.servers import start_server
 
@@ -31,7 +31,7 @@ def a_store(folder: Path) -> tuple[str, int, dict[str, str]]:
     with open_engine(url) as engine:
         engine.apply(registrations(ACCOUNTS))
         head = engine.position()
-    with TokenStore(url) as tokens:
+    with open_tokens(url) as tokens:
         bearer = {r: f"Bearer {tokens.create(f'{r}-1', r)}" for r in ("checker", "admin")}
     return url, head, bearer
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from entitlements import open_engine
-from entitlements.tokens import TokenStore
+from entitlements.application.access import open_tokens
 from tests.conftest import ThrowawayPostgres, registrations
 from tests.e2e.servers import start_server
 
@@ -47,7 +47,7 @@ class Served:
 def prepare(url: str) -> tuple[dict[str, str], dict[str, str]]:
     with open_engine(url) as engine:
         engine.apply(registrations(ACCOUNTS))
-    with TokenStore(url) as tokens:
+    with open_tokens(url) as tokens:
         return (
             {"Authorization": f"Bearer {tokens.create('meetings', 'checker')}"},
             {"Authorization": f"Bearer {tokens.create('ops', 'admin')}"},

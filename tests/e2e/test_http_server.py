@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from entitlements import open_engine
-from entitlements.tokens import TokenStore
+from entitlements.application.access import open_tokens
 from tests.conftest import postgres_or_skip, read_jsonl, scenario_file
 from tests.e2e.servers import start_server
 
@@ -42,7 +42,7 @@ def server(
     url = f"sqlite:///{folder / 'store.db'}" if request.param == "sqlite" else postgres_or_skip()
     with open_engine(url) as engine:
         engine.apply(read_jsonl(scenario_file("china-2020.jsonl")))
-    with TokenStore(url) as tokens:
+    with open_tokens(url) as tokens:
         bearer = {
             role: {"Authorization": f"Bearer {tokens.create(f'{role}-1', role)}"} for role in ROLES
         }

@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from entitlements import open_engine
-from entitlements.account import account_uuid
+from entitlements.application.access import open_tokens
+from entitlements.domain.account import account_uuid
 from entitlements.http.app import create_app
-from entitlements.tokens import TokenStore
 from tests.conftest import StoreCopies, scenario_file
 from tests.e2e.test_cli import run
 from tests.integration.tamper import Tamper
@@ -74,7 +74,7 @@ def test_a_bad_receipt_is_a_usage_error(china: str) -> None:
 
 @pytest.fixture
 def client(china: str) -> Iterator[tuple[TestClient, dict[str, dict[str, str]]]]:
-    tokens = TokenStore(china)
+    tokens = open_tokens(china)
     headers = {
         role: {"Authorization": f"Bearer {tokens.create(f'{role}-v', role)}"}
         for role in ("checker", "auditor")

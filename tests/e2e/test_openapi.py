@@ -24,8 +24,8 @@ from schemathesis.schemas import APIOperation
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
 from entitlements import open_engine
+from entitlements.application.access import open_tokens
 from entitlements.http.app import create_app
-from entitlements.tokens import TokenStore
 from tests.conftest import read_jsonl, scenario_file
 
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance]
@@ -48,7 +48,7 @@ def admin_headers() -> Iterator[dict[str, str]]:
             mp.setenv("ENTITLEMENTS_CACHE", str(STORE / "cache"))
             with open_engine(url) as engine:
                 engine.apply(read_jsonl(scenario_file("china-2020.jsonl")))
-            secret = TokenStore(url).create("fuzzer", "admin")
+            secret = open_tokens(url).create("fuzzer", "admin")
             with TestClient(APP):  # runs the lifespan: the engine is on app.state for every call
                 APP.state.worker.engine.wait_timeout = (
                     0.05  # an unreachable min_position: a quick 409

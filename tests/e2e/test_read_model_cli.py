@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from entitlements.engine import Engine
+from entitlements.application.engine import Engine
 from projections.sql_views import SqlReadModel
 from tests.e2e.test_cli import run
 from tests.integration.test_read_models import apply_scenario

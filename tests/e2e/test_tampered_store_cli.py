@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from entitlements import open_engine
+from entitlements.application.access import open_tokens
 from tests.conftest import StoreCopies, scenario_file
 from tests.e2e.test_cli import run
 from tests.integration.tamper import Tamper
@@ -101,10 +102,9 @@ def test_a_worker_on_a_damaged_row_answers_one_line_naming_it(china: str) -> Non
     from fastapi.testclient import TestClient
 
     from entitlements.http.app import create_app
-    from entitlements.tokens import TokenStore
 
     undecodable(china, 16)
-    auditor = {"Authorization": f"Bearer {TokenStore(china).create('a-v', 'auditor')}"}
+    auditor = {"Authorization": f"Bearer {open_tokens(china).create('a-v', 'auditor')}"}
     with TestClient(create_app(china, follow=False), raise_server_exceptions=False) as c:
         r = c.get("/v1/accounts/cn-free-01/history", headers=auditor)
     assert r.status_code == 503, r.text

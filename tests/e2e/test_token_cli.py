@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 
 from entitlements import open_engine
-from entitlements.tokens import Principal, TokenStore
+from entitlements.adapters.tokens import Principal
+from entitlements.application.access import open_tokens
 from tests.conftest import CLI
 
 
@@ -24,7 +25,7 @@ def test_create_prints_the_token_once_as_the_last_word_and_it_authenticates(stor
     assert "meetings-svc" in last and "checker" in last
     token = last.split()[-1]
     assert token.startswith("ent_")
-    with TokenStore(store_url) as tokens:
+    with open_tokens(store_url) as tokens:
         assert tokens.authenticate(token) == Principal("meetings-svc", "checker")
     listed = run(store_url, "token", "list")
     assert listed.returncode == 0 and "meetings-svc" in listed.stdout
@@ -52,7 +53,7 @@ def test_create_json_list_json_and_revoke(store_url: str) -> None:
     revoked = run(store_url, "token", "revoke", "ops@example")
     assert revoked.returncode == 0, revoked.stderr
     assert run(store_url, "token", "revoke", "ops@example").returncode == 0  # idempotent
-    with TokenStore(store_url) as tokens:
+    with open_tokens(store_url) as tokens:
         assert tokens.authenticate(body["token"]) is None
     assert json.loads(run(store_url, "token", "list", "--json").stdout)[0]["revoked_at"]
     assert "revoked" in run(store_url, "token", "list").stdout

@@ -10,9 +10,9 @@ from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
-from entitlements import integrity
-from entitlements.engine import Engine
-from entitlements.store import psycopg_dsn, sqlite_path
+from entitlements.adapters import integrity
+from entitlements.adapters.store import psycopg_dsn, sqlite_path
+from entitlements.application.engine import Engine
 
 Row = tuple[int, UUID, int, str, dict[str, Any]]  # position, stream, version, topic, state
 

@@ -1,4 +1,4 @@
-"""The auditors' questions (entitlements/audit.py) on the china-2020 store, SQLite and
+"""The auditors' questions (entitlements/application/audit.py) on the china-2020 store, SQLite and
 PostgreSQL: explain agrees with check, history as known at K, the jurisdiction promise
 (held, and broken by an event written straight into the store), and the case file."""
 
@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from entitlements import audit, integrity
-from entitlements.account import Account
-from entitlements.decisions import UnknownAccount
-from entitlements.engine import Engine
-from entitlements.rules import CAPABILITIES, Fact, UnknownCapability
+from entitlements.adapters import integrity
+from entitlements.application import audit
+from entitlements.application.engine import Engine
+from entitlements.domain.account import Account
+from entitlements.domain.decisions import UnknownAccount
+from entitlements.domain.rules import CAPABILITIES, Fact, UnknownCapability
 from tests.conftest import read_jsonl, scenario_file
 
 

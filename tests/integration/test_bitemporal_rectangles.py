@@ -12,11 +12,12 @@ from itertools import pairwise
 
 import pytest
 
-from entitlements import audit, open_engine
-from entitlements.bitemporal import Rectangle, find
-from entitlements.decisions import UnknownAccount
-from entitlements.engine import Engine
-from entitlements.rules import CAPABILITIES, UnknownCapability
+from entitlements import open_engine
+from entitlements.application import audit
+from entitlements.application.engine import Engine
+from entitlements.domain.bitemporal import Rectangle, find
+from entitlements.domain.decisions import UnknownAccount
+from entitlements.domain.rules import CAPABILITIES, UnknownCapability
 from tests.conftest import china_store
 
 ACCOUNTS = (

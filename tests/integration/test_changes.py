@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from entitlements.engine import Engine
+from entitlements.application.engine import Engine
 from projections.changes import RegionLog, changes_after
 from tests.conftest import read_jsonl, scenario_file
 from tests.integration.test_equivalence import STORY, scenarios
@@ -296,7 +296,7 @@ def whole_log_changes_after(app: Any, after: int, limit: int) -> tuple[list[dict
 
 
 def test_region_topics_are_the_region_aggregates_events() -> None:
-    from entitlements.region import Region
+    from entitlements.domain.region import Region
     from projections.changes import REGION_TOPICS
 
     stored = {

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from entitlements import engine as engine_module
-from entitlements.command_book import _key
-from entitlements.engine import Engine
+from entitlements.application import engine as engine_module
+from entitlements.application.command_book import _key
+from entitlements.application.engine import Engine
 from tests.conftest import read_jsonl, scenario_file
 
 

@@ -6,7 +6,7 @@ import multiprocessing as mp
 from typing import Any
 
 from entitlements import open_engine
-from entitlements.engine import Engine
+from entitlements.application.engine import Engine
 
 RENEWALS = 25
 

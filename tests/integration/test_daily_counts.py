@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from entitlements import open_engine
-from entitlements.commands import parse_time
-from entitlements.engine import Engine
-from entitlements.report import Report, daily_report, read_models_level
-from entitlements.rules import CAPABILITIES, RULE_SWITCHES, fold_account, fold_region
+from entitlements.application.engine import Engine
+from entitlements.application.report import Report, daily_report, read_models_level
+from entitlements.domain.commands import parse_time
+from entitlements.domain.rules import CAPABILITIES, RULE_SWITCHES, fold_account, fold_region
 from projections.daily_counts import Change, counts_per_day
 from projections.rebuild import rebuild
 from tests.conftest import read_jsonl, scenario_file

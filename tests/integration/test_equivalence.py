@@ -9,9 +9,9 @@ known times K that covers every point where an answer can change, these agree on
   (a) INCREMENTAL   the engine that applied the commands, one command per call, with
                     checks in between so its caches are used while the log grows;
   (b) REBUILD       a brand-new engine opened on the same store (index rebuilt from the log);
-  (c) REPLAY        the aggregates loaded from the store, folded with entitlements.rules;
+  (c) REPLAY        the aggregates loaded from the store, folded with entitlements.domain.rules;
   (d) REFERENCE     a small evaluator of DOMAIN.md rules 1-8 written here, independent of
-                    entitlements.rules and projections. For `host` it ignores the
+                    entitlements.domain.rules and projections. For `host` it ignores the
                     rule-caused HostingRevoked / HostingRestored events and computes rule 3
                     from the plan and the region's own rule switches, so agreement proves
                     the fan-out events say what rule 3 says, at every (T, K);
@@ -40,12 +40,18 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from entitlements import open_engine
-from entitlements.account import account_uuid
-from entitlements.audit import explain
-from entitlements.decisions import UnknownAccount
-from entitlements.engine import Engine
-from entitlements.region import region_id
-from entitlements.rules import CAPABILITIES, decide, fold_account, fold_region, hosting_corrections
+from entitlements.application.audit import explain
+from entitlements.application.engine import Engine
+from entitlements.domain.account import account_uuid
+from entitlements.domain.decisions import UnknownAccount
+from entitlements.domain.region import region_id
+from entitlements.domain.rules import (
+    CAPABILITIES,
+    decide,
+    fold_account,
+    fold_region,
+    hosting_corrections,
+)
 
 # Used only by answerer (c) and the idempotence check, never by the reference below.
 from projections.facts import COMMAND_RECORDS

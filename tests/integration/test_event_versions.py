@@ -8,7 +8,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import StoredEvent
 
-from entitlements.engine import Engine
+from entitlements.application.engine import Engine
 
 
 def test_every_stored_event_has_an_explicit_topic(engine: Engine) -> None:

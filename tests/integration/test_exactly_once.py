@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from entitlements import open_engine
-from entitlements.engine import Engine
+from entitlements.application.engine import Engine
 
 
 def cmd(command: str, on: str, **fields: Any) -> dict[str, Any]:

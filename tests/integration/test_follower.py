@@ -17,8 +17,8 @@ import pytest
 from eventsourcing.persistence import OperationalError, PersistenceError
 
 from entitlements import open_engine
-from entitlements.engine import Engine
-from entitlements.store import StoreUnavailable
+from entitlements.adapters.store import StoreUnavailable
+from entitlements.application.engine import Engine
 from projections.follower import FollowStatus
 from tests.conftest import ThrowawayPostgres, registrations
 

@@ -13,9 +13,9 @@ import pytest
 from eventsourcing.persistence import IntegrityError, OperationalError
 
 from entitlements import open_engine
-from entitlements.decisions import CommandResult
-from entitlements.engine import Engine, registration_only_corrections
-from entitlements.rules import Fact, hosting_corrections
+from entitlements.application.engine import Engine, registration_only_corrections
+from entitlements.domain.decisions import CommandResult
+from entitlements.domain.rules import Fact, hosting_corrections
 
 
 def cmd(command: str, on: str, **fields: Any) -> dict[str, Any]:
@@ -199,7 +199,7 @@ def test_a_result_is_yielded_only_once_its_transaction_committed(
 
 
 def engine_parse(batch: list[dict[str, Any]]) -> list[Any]:
-    from entitlements.commands import parse_commands
+    from entitlements.domain.commands import parse_commands
 
     return parse_commands(enumerate(batch, 1), "item")
 

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from entitlements import engine as engine_module
-from entitlements import integrity, open_engine
-from entitlements.engine import Engine
+from entitlements import open_engine
+from entitlements.adapters import integrity
+from entitlements.application import engine as engine_module
+from entitlements.application.engine import Engine
 from tests.conftest import read_jsonl, scenario_file
 from tests.integration.tamper import Tamper
 
@@ -26,7 +27,7 @@ def verify(engine: Engine, receipt: tuple[str, int] | None = None) -> integrity.
 
 def revocation(t: Tamper, account_id: str) -> int:
     """Position of cn-free-01's HostingRevoked (the rule's): its stream is the account's."""
-    from entitlements.account import account_uuid
+    from entitlements.domain.account import account_uuid
 
     uid = account_uuid(account_id)
     return next(p for p, s, _, topic, _ in t.rows() if s == uid and topic.endswith("Revoked"))
@@ -231,7 +232,7 @@ def test_a_record_stripped_of_its_chain_is_caught(engine: Engine) -> None:
 
 
 def test_the_export_names_the_chain_head(engine: Engine) -> None:
-    from entitlements import audit
+    from entitlements.application import audit
 
     china(engine)
     case: dict[str, Any] = audit.export_case(engine, account_id="cn-free-01")

@@ -11,8 +11,8 @@ from typing import Any
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from entitlements import integrity
-from entitlements.engine import Engine
+from entitlements.adapters import integrity
+from entitlements.application.engine import Engine
 from tests.conftest import read_jsonl, scenario_file
 from tests.integration.tamper import Tamper
 

@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from entitlements import open_engine
-from entitlements.decisions import CommandResult, UnknownAccount
-from entitlements.engine import Engine
+from entitlements.application.engine import Engine
+from entitlements.domain.decisions import CommandResult, UnknownAccount
 from projections import light_log
 from projections.check_index import code_of
 from projections.facts import Changed, LogFacts

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy.engine import Connection
 
 from entitlements import open_engine
-from entitlements.commands import parse_time
-from entitlements.engine import Engine
-from entitlements.rules import fold_account
+from entitlements.application.engine import Engine
+from entitlements.domain.commands import parse_time
+from entitlements.domain.rules import fold_account
 from projections.rebuild import rebuild
 from projections.sql_views import sql_engine
 from tests.conftest import read_jsonl, scenario_file

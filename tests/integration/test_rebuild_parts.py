@@ -12,9 +12,9 @@ from uuid import uuid4
 import pytest
 from eventsourcing.persistence import StoredEvent
 
-from entitlements.commands import parse_command_file
-from entitlements.engine import Engine
-from entitlements.rules import Fact
+from entitlements.application.engine import Engine
+from entitlements.domain.commands import parse_command_file
+from entitlements.domain.rules import Fact
 from projections import log_reader, sql_views
 from projections.check_index import MASK, CheckIndex, from_us, to_us
 from projections.facts import LogFacts

@@ -17,7 +17,7 @@ from uuid import UUID
 import pytest
 from sqlalchemy import inspect, make_url
 
-from entitlements.engine import Engine
+from entitlements.application.engine import Engine
 from projections import rebuild as rebuild_module
 from projections import rebuild_read
 from projections.projector import snapshot_path

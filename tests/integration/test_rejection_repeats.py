@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from entitlements import open_engine
-from entitlements.engine import Engine
+from entitlements.application.engine import Engine
 
 REASON = "command_id c-1 was used for a different command"
 

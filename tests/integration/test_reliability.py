@@ -17,10 +17,10 @@ from typing import Any, cast
 import pytest
 
 from benchmarks.synthetic import RULE_AT, START, fill_store, region_opened, registration_events
-from entitlements import engine as engine_module
 from entitlements import open_engine
-from entitlements.engine import Engine
-from entitlements.rules import hosting_corrections
+from entitlements.application import engine as engine_module
+from entitlements.application.engine import Engine
+from entitlements.domain.rules import hosting_corrections
 from projections.rebuild import rebuild
 from projections.sql_views import SqlReadModel, sql_engine
 from tests.conftest import CLI, ThrowawayPostgres, registrations

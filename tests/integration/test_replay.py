@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from entitlements.account import Account
-from entitlements.commands import parse_command_file
-from entitlements.engine import Engine
-from entitlements.region import Region
-from entitlements.rules import CAPABILITIES, decide, fold_account, fold_region
+from entitlements.application.engine import Engine
+from entitlements.domain.account import Account
+from entitlements.domain.commands import parse_command_file
+from entitlements.domain.region import Region
+from entitlements.domain.rules import CAPABILITIES, decide, fold_account, fold_region
 from tests.conftest import scenario_file
 
 

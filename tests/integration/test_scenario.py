@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from entitlements.application.engine import Engine
 from entitlements.cli import scenario_path
-from entitlements.commands import parse_command_file
-from entitlements.engine import Engine
+from entitlements.domain.commands import parse_command_file
 from tests.conftest import read_jsonl, scenario_file
 
 APPLY_ROWS = read_jsonl(scenario_file("china-2020.apply.jsonl"))

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from entitlements import open_engine
-from entitlements.engine import Engine
+from entitlements.application.engine import Engine
 from projections.projector import snapshot_path
 from tests.conftest import read_jsonl, scenario_file
 

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from entitlements import engine as engine_module
 from entitlements import open_engine
-from entitlements.engine import Engine
+from entitlements.application import engine as engine_module
+from entitlements.application.access import open_tokens
+from entitlements.application.engine import Engine
 from entitlements.http.app import create_app
-from entitlements.tokens import TokenStore
 from projections.projector import snapshot_path
 from tests.conftest import read_jsonl, scenario_file
 
@@ -180,7 +180,7 @@ def test_http_answers_the_truth_and_counts_the_refused_snapshot(store_url: str) 
         china(engine)
         engine.projector.save_snapshot()
     swap_accounts(snapshot_path(store_url), "cn-free-01", "cn-free-02")
-    token = TokenStore(store_url).create("auditor-1", "auditor")
+    token = open_tokens(store_url).create("auditor-1", "auditor")
     headers = {"Authorization": f"Bearer {token}"}
     with TestClient(create_app(store_url, follow=False), raise_server_exceptions=False) as client:
         r = client.get("/v1/accounts/cn-free-01/can/host", headers=headers)

@@ -29,9 +29,9 @@ from sqlalchemy import Engine as SqlEngine
 from sqlalchemy import and_, or_, select
 
 from entitlements import open_engine
-from entitlements.decisions import UnknownAccount
-from entitlements.engine import Engine
-from entitlements.rules import CAPABILITIES
+from entitlements.application.engine import Engine
+from entitlements.domain.decisions import UnknownAccount
+from entitlements.domain.rules import CAPABILITIES
 from projections import rebuild as rebuild_module
 from projections.rebuild import SqlProjection, rebuild
 from projections.sql_views import SqlReadModel, sql_engine

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from entitlements.rules import (
+from entitlements.domain.rules import (
     AccountState,
     Fact,
     RegionState,

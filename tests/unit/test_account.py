@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from entitlements.account import Account, account_uuid
-from entitlements.region import RegionRules
-from entitlements.rules import FREE_HOSTING_RULE, Rejected, Who
+from entitlements.domain.account import Account, account_uuid
+from entitlements.domain.region import RegionRules
+from entitlements.domain.rules import FREE_HOSTING_RULE, Rejected, Who
 from tests.unit.domain_facts import History, region, rule_on, t
 
 WHO: Who = {"actor": "ops@example.com", "command_id": "cmd-1"}

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from benchmarks.synthetic import world_facts, world_index
-from entitlements.decisions import Decision
-from entitlements.engine import Engine
-from entitlements.rules import CAPABILITIES, decide, fold_account, fold_region
+from entitlements.application.engine import Engine
+from entitlements.domain.decisions import Decision
+from entitlements.domain.rules import CAPABILITIES, decide, fold_account, fold_region
 from projections.check_index import CheckIndex
 from projections.facts import LogFacts
 from tests.conftest import read_jsonl, scenario_file
@@ -200,7 +200,7 @@ def _cause(cause: dict[str, Any] | None, a: str) -> dict[str, Any] | None:
 
 
 def _world(accounts, rules) -> LogFacts:  # type: ignore[no-untyped-def]
-    from entitlements.rules import Fact
+    from entitlements.domain.rules import Fact
 
     facts = LogFacts()
     region = [Fact("region:CN", "RegionOpened", 1, _DAY0, _DAY0, {"region": "CN"})]
@@ -351,7 +351,7 @@ def test_now_takes_an_accounts_own_future_event_on_time_beside_one_of_its_templa
     answer once that time has come."""
     import time
 
-    from entitlements.rules import Fact
+    from entitlements.domain.rules import Fact
     from projections.check_index import MASK
 
     now = datetime.now(UTC)

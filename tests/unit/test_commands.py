@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from entitlements import MalformedCommand
-from entitlements.commands import (
+from entitlements.application.engine import Engine
+from entitlements.domain.commands import (
     ApplyRegionRule,
     AuthorizePartner,
     LiftRegionRule,
@@ -23,7 +24,6 @@ from entitlements.commands import (
     read_command_file,
     with_derived_id,
 )
-from entitlements.engine import Engine
 
 OK = {
     "command": "register_account",

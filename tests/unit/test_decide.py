@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from entitlements.rules import (
+from entitlements.domain.rules import (
     BOOLEAN_CAPABILITIES,
     CAPABILITIES,
     LIMIT_CAPABILITIES,

@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from entitlements.rules import Fact, fold_account, fold_region, in_force, iso
+from entitlements.domain.rules import Fact, fold_account, fold_region, in_force, iso
 from tests.unit.domain_facts import History, account, region, rule_off, rule_on, t
 
 # -- Fact ------------------------------------------------------------------------------------

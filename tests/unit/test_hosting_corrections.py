@@ -10,7 +10,12 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from entitlements.rules import FREE_HOSTING_RULE, fold_account, fold_region, hosting_corrections
+from entitlements.domain.rules import (
+    FREE_HOSTING_RULE,
+    fold_account,
+    fold_region,
+    hosting_corrections,
+)
 from tests.unit.domain_facts import History, account, region, rule_off, rule_on, t
 
 NOW = t("2020-09-01")

@@ -32,7 +32,7 @@ def test_the_module_imports_on_its_own(module: str) -> None:
 def test_the_package_names_the_public_api() -> None:
     import entitlements
 
-    assert entitlements.open_engine.__module__ == "entitlements.engine"
+    assert entitlements.open_engine.__module__ == "entitlements.application.engine"
     assert {"Engine", "open_engine", "UnknownAccount", "MalformedCommand"} <= set(
         entitlements.__all__
     )

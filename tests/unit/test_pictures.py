@@ -15,9 +15,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.text import Text
 
-from entitlements.bitemporal import rectangles
-from entitlements.pictures import bitemporal_figure
-from entitlements.rules import Fact
+from entitlements.cli.pictures import bitemporal_figure
+from entitlements.domain.bitemporal import rectangles
+from entitlements.domain.rules import Fact
 
 
 def day(text: str) -> datetime:

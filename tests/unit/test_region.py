@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from entitlements.region import Region, RegionRules, region_id
-from entitlements.rules import Rejected, Who
+from entitlements.domain.region import Region, RegionRules, region_id
+from entitlements.domain.rules import Rejected, Who
 from tests.unit.domain_facts import t
 
 WHO: Who = {"actor": "policy", "command_id": "cmd-9"}

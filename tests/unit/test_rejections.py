@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from entitlements import CommandResult, MalformedCommand, UnknownAccount
-from entitlements.engine import Engine
+from entitlements.application.engine import Engine
 
 # -- fixture and helpers -------------------------------------------------------------------
 

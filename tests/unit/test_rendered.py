@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from entitlements.decisions import Decision
+from entitlements.domain.decisions import Decision
 from entitlements.http.rendered import Rendered
 from entitlements.http.schemas import decision_json
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from entitlements.engine import Engine
+from entitlements.application.engine import Engine
 
 BOOLEANS = ("join", "host", "subscribe_online", "purchase_direct", "purchase_via_partner")
 LIMITS = ("max_participants", "max_meeting_minutes")

@@ -1,4 +1,4 @@
-"""API tokens (entitlements.tokens) on the store's own database, SQLite and PostgreSQL."""
+"""API tokens (entitlements.adapters.tokens) on the store's own database, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,12 +9,20 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from entitlements.tokens import ROLES, Principal, TokenCache, TokenError, TokenStore, api_tokens
+from entitlements.adapters.tokens import (
+    ROLES,
+    Principal,
+    TokenCache,
+    TokenError,
+    TokenStore,
+    api_tokens,
+)
+from entitlements.application.access import open_tokens
 
 
 @pytest.fixture
 def tokens(store_url: str) -> Iterator[TokenStore]:
-    with TokenStore(store_url) as t:
+    with open_tokens(store_url) as t:
         yield t
 
 
@@ -65,7 +73,7 @@ def test_revoke_is_immediate_idempotent_and_false_for_an_unknown_name(tokens: To
 
 def test_another_worker_sees_a_revocation_at_once(store_url: str, tokens: TokenStore) -> None:
     secret = tokens.create("svc", "checker")
-    with TokenStore(store_url) as worker:
+    with open_tokens(store_url) as worker:
         assert worker.authenticate(secret) == Principal("svc", "checker")
         tokens.revoke("svc")
         assert worker.authenticate(secret) is None
@@ -107,7 +115,7 @@ def test_a_bad_name_is_refused(tokens: TokenStore, name: str) -> None:
 
 def test_a_token_of_another_store_is_unknown(tokens: TokenStore, tmp_path: Path) -> None:
     secret = tokens.create("svc", "admin")
-    with TokenStore(f"sqlite:///{tmp_path / 'other.db'}") as other:
+    with open_tokens(f"sqlite:///{tmp_path / 'other.db'}") as other:
         other.create("svc", "checker")  # same name, another store: another token
         assert other.authenticate(secret) is None
     assert tokens.authenticate(secret) == Principal("svc", "admin")

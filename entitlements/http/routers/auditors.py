@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from entitlements import audit
+from entitlements.application import audit
 from entitlements.http.body import JsonBodyRoute
 from entitlements.http.dependencies import Auditor, EngineDep
 from entitlements.http.errors import errors

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
-from entitlements.decisions import UnknownAccount
+from entitlements.domain.decisions import UnknownAccount
 from entitlements.http.body import JsonBodyRoute
 from entitlements.http.dependencies import Checker, WorkerDep
 from entitlements.http.errors import errors

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
 
-from entitlements.commands import MalformedCommand
+from entitlements.domain.commands import MalformedCommand
 from entitlements.http.body import JsonBodyRoute
 from entitlements.http.dependencies import Admin, EngineDep
 from entitlements.http.errors import errors

@@ -1,4 +1,4 @@
-"""The case file (`entitlements.audit.export_case`, `case_csv`): one account's or one
+"""The case file (`entitlements.application.audit.export_case`, `case_csv`): one account's or one
 region's events, rejections and decisions over a window, with the log's head as a receipt."""
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from entitlements import integrity
-from entitlements.account import account_uuid
-from entitlements.audit_log import (
+from entitlements.adapters import integrity
+from entitlements.application.audit_log import (
     _decode,
     _load_account,
     _positions,
@@ -25,10 +24,11 @@ from entitlements.audit_log import (
     event_view,
     parse_when,
 )
-from entitlements.commands import parse_time
-from entitlements.engine import Engine
-from entitlements.region import region_id
-from entitlements.rules import (
+from entitlements.application.engine import Engine
+from entitlements.domain.account import account_uuid
+from entitlements.domain.commands import parse_time
+from entitlements.domain.region import region_id
+from entitlements.domain.rules import (
     CAPABILITIES,
     iso,
 )

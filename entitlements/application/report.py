@@ -19,7 +19,7 @@ from typing import Any
 from eventsourcing.application import Application
 from rich.table import Table
 
-from entitlements.rules import CAPABILITIES, LIMIT_CAPABILITIES, PLANS
+from entitlements.domain.rules import CAPABILITIES, LIMIT_CAPABILITIES, PLANS
 from projections.daily_counts import (
     RuleSwitch,
     counts_per_day,

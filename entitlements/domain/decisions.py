@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from entitlements.rules import Fact, Verdict
+from entitlements.domain.rules import Fact, Verdict
 
 
 class UnknownAccount(LookupError):

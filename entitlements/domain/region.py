@@ -11,7 +11,16 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from entitlements.rules import NOBODY, Fact, RegionState, Rejected, Who, fold_region, iso, with_who
+from entitlements.domain.rules import (
+    NOBODY,
+    Fact,
+    RegionState,
+    Rejected,
+    Who,
+    fold_region,
+    iso,
+    with_who,
+)
 
 
 def region_id(code: str) -> UUID:

@@ -25,8 +25,6 @@ from sqlalchemy import Column, DateTime, MetaData, String, Table, inspect, selec
 from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from entitlements.store import store_url
-
 #: Roles, weakest first: each may do everything the ones before it may (admin > auditor > checker).
 ROLES: tuple[str, ...] = ("checker", "auditor", "admin")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._:@-]{1,64}")
@@ -80,11 +78,10 @@ def _utc(value: datetime | None) -> datetime | None:
 class TokenStore:
     """The API tokens of one store (SQLite or PostgreSQL), on the store's own database."""
 
-    def __init__(self, url: str) -> None:
-        from projections.sql_views import sql_engine  # loads the projections: only when used
-
-        self.url = store_url(url)
-        self.engine: SqlEngine = sql_engine(self.url)
+    def __init__(self, engine: SqlEngine) -> None:
+        """`engine`: SQLAlchemy on the store's database (the application opens it:
+        `entitlements.application.access.open_tokens(url)`)."""
+        self.engine = engine
         self._ready = False
 
     def close(self) -> None:

@@ -15,8 +15,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from entitlements.region import Region, RegionRules
-from entitlements.rules import (
+from entitlements.domain.region import Region, RegionRules
+from entitlements.domain.rules import (
     CHANNEL_CLOSED_BY,
     NOBODY,
     PAID_PLANS,

@@ -29,22 +29,35 @@ from eventsourcing.persistence import (
     PersistenceError,
 )
 
-from entitlements import commands as c
-from entitlements import integrity
-from entitlements.account import Account, account_uuid
-from entitlements.command_book import CommandBook
-from entitlements.command_log import (
+from entitlements.adapters import integrity
+from entitlements.adapters.damaged import CheckedMapper
+from entitlements.adapters.store import (
+    StoreUnavailable,
+    WriterLock,
+    check_store,
+    eventsourcing_env,
+    install_clock_guard,
+    store_url,
+)
+from entitlements.application.command_book import CommandBook
+from entitlements.domain import commands as c
+from entitlements.domain.account import Account, account_uuid
+from entitlements.domain.command_log import (
     AppliedCommand,
     applied_record,
     command_uuid,
     conflict_key,
     rejected_record,
 )
-from entitlements.commands import Command, command_fingerprint, now, parse_commands
-from entitlements.damaged import CheckedMapper
-from entitlements.decisions import CommandResult, Decision, PositionNotReached, UnknownAccount
-from entitlements.region import Region, RegionRules, region_id
-from entitlements.rules import (
+from entitlements.domain.commands import Command, command_fingerprint, now, parse_commands
+from entitlements.domain.decisions import (
+    CommandResult,
+    Decision,
+    PositionNotReached,
+    UnknownAccount,
+)
+from entitlements.domain.region import Region, RegionRules, region_id
+from entitlements.domain.rules import (
     FREE_HOSTING_RULE,
     NOBODY,
     RULE_SWITCHES,
@@ -55,14 +68,6 @@ from entitlements.rules import (
     hosting_corrections,
     iso,
     rule_cause,
-)
-from entitlements.store import (
-    StoreUnavailable,
-    WriterLock,
-    check_store,
-    eventsourcing_env,
-    install_clock_guard,
-    store_url,
 )
 from projections import snapshot_digests
 from projections.changes import changes_after

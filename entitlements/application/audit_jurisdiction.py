@@ -1,5 +1,5 @@
 """The jurisdiction promise, shown from the log: no command requested under a region's
-jurisdiction changed an account outside it (`entitlements.audit.jurisdiction`). The
+jurisdiction changed an account outside it (`entitlements.application.audit.jurisdiction`). The
 applied-command records of old lack the jurisdiction; `prove_jurisdiction` finds it by the
 command's fingerprint."""
 
@@ -12,7 +12,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
 
-from entitlements.audit_log import (
+from entitlements.application.audit_log import (
     _DATA_SKIP,
     APPLIED,
     REJECTED,
@@ -21,9 +21,9 @@ from entitlements.audit_log import (
     _walk,
     check_region_code,
 )
-from entitlements.commands import Command, command_fingerprint
-from entitlements.engine import Engine
-from entitlements.rules import (
+from entitlements.application.engine import Engine
+from entitlements.domain.commands import Command, command_fingerprint
+from entitlements.domain.rules import (
     iso,
 )
 

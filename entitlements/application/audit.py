@@ -23,17 +23,16 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from entitlements import integrity
-from entitlements.account import account_uuid
-from entitlements.audit_export import CSV_COLUMNS, case_csv, export_case
-from entitlements.audit_jurisdiction import (
+from entitlements.adapters import integrity
+from entitlements.application.audit_export import CSV_COLUMNS, case_csv, export_case
+from entitlements.application.audit_jurisdiction import (
     _OWN_EVENT,
     UNPROVEN,
     _walk_commands,
     jurisdiction,
     prove_jurisdiction,
 )
-from entitlements.audit_log import (
+from entitlements.application.audit_log import (
     _TINY,
     _load_account,
     _positions,
@@ -43,10 +42,11 @@ from entitlements.audit_log import (
     log_head,
     parse_when,
 )
-from entitlements.bitemporal import Rectangle, rectangles
-from entitlements.commands import now, parse_time
-from entitlements.engine import Engine
-from entitlements.rules import (
+from entitlements.application.engine import Engine
+from entitlements.domain.account import account_uuid
+from entitlements.domain.bitemporal import Rectangle, rectangles
+from entitlements.domain.commands import now, parse_time
+from entitlements.domain.rules import (
     CAPABILITIES,
     Fact,
     UnknownCapability,
@@ -219,7 +219,7 @@ def explain(
 def bitemporal(engine: Engine, account_id: str, capability: str) -> list[Rectangle]:
     """The rectangles of the (effective, recorded) plane over which the account's answer
     for the capability stays the same, from its events and its region's on file (see
-    entitlements/bitemporal.py); `explain --png` draws them."""
+    entitlements/domain/bitemporal.py); `explain --png` draws them."""
     if capability not in CAPABILITIES:
         engine.check(account_id, "join")  # an unknown account first, as `check` does
         raise UnknownCapability(capability)
@@ -259,7 +259,7 @@ def history(
 
 def verify(engine: Engine, receipt: str | None = None) -> dict[str, Any]:
     """`audit verify`: the integrity chain recomputed over the whole log (see
-    entitlements/integrity.py); with a receipt HASH@POSITION, whether the log up to that
+    entitlements/adapters/integrity.py); with a receipt HASH@POSITION, whether the log up to that
     position is unchanged since the receipt was written. A bad receipt is a ValueError."""
     parsed = integrity.parse_receipt(receipt) if receipt is not None else None
     return integrity.verify(engine.app, parsed).as_dict()

@@ -30,7 +30,7 @@ from pydantic import (
     field_validator,
 )
 
-from entitlements.rules import REGION_RULES
+from entitlements.domain.rules import REGION_RULES
 
 
 def _short(value: Any, limit: int = 40) -> str:

@@ -1,7 +1,7 @@
 """What the auditors' questions share: reading the log itself (its notifications in order,
 decoded by the event-sourcing library's mapper), loading an aggregate as of a version, the
 caller's times and region codes checked, and an event as auditors read it. Apart from the
-questions (entitlements/audit.py and its siblings) so that each question's module reads
+questions (entitlements/application/audit.py and its siblings) so that each question's module reads
 only what it asks."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
-from entitlements import integrity
-from entitlements.account import Account, account_uuid
-from entitlements.commands import parse_time
-from entitlements.decisions import UnknownAccount
-from entitlements.engine import Engine
-from entitlements.region import Region, region_id
-from entitlements.rules import (
+from entitlements.adapters import integrity
+from entitlements.application.engine import Engine
+from entitlements.domain.account import Account, account_uuid
+from entitlements.domain.commands import parse_time
+from entitlements.domain.decisions import UnknownAccount
+from entitlements.domain.region import Region, region_id
+from entitlements.domain.rules import (
     Fact,
 )
 

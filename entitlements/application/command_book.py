@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from eventsourcing.application import Application
 
-from entitlements.command_log import command_uuid, conflict_key, conflict_uuid
+from entitlements.domain.command_log import command_uuid, conflict_key, conflict_uuid
 from projections.snapshot_digests import Hashed
 
 FORMAT = "entitlements-command-book"

@@ -4,7 +4,7 @@
                             audit.explain(engine, "cn-ent-02", "host"))
     save_png(fig, "docs/cn-ent-02-host.png")   # a temporary file beside it, then a rename
 
-Effective time runs across, recorded time up; each rectangle of entitlements/bitemporal.py
+Effective time runs across, recorded time up; each rectangle of entitlements/domain/bitemporal.py
 is filled by its answer. A backdated event shows as a corner above the diagonal: the
 answer to its right changes only from the day it was recorded upward. Drawn on a bare
 `Figure` (the Agg canvas, no pyplot): no screen, no global state, the same bytes each time.
@@ -32,8 +32,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.patches import Rectangle as Box
 
-from entitlements.bitemporal import Rectangle, deciding_events
-from entitlements.rules import LIMIT_CAPABILITIES, Fact
+from entitlements.domain.bitemporal import Rectangle, deciding_events
+from entitlements.domain.rules import LIMIT_CAPABILITIES, Fact
 
 DPI = 110
 SIZE = (12.5, 7.5)  # inches: 1375 x 825 pixels at DPI

@@ -11,7 +11,7 @@ from uuid import UUID
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent
 
-from entitlements.integrity import one_line, read_state
+from entitlements.adapters.integrity import one_line, read_state
 
 LOOKUP_PAGE = 1000  # notifications per select while finding a damaged event's position
 
