@@ -34,12 +34,9 @@ BATCH = int(
 )  # events per read-model transaction (catch-up)
 ACCOUNTS_PER_TRANSACTION = 5_000  # accounts whose rows a rebuild writes per transaction
 SNAPSHOT_EVERY = 10_000  # events caught up before a process saves a new snapshot
-#: Events below which a rebuild reads and writes alone (a second process costs about 0.3 s).
+#: Events below which a rebuild writes its rows itself: under it a second process inserting
+#: them wins less than 15% (benchmarks/README.md, the rebuild's figures).
 IN_PROCESS_BELOW = 40_000
-#: The share of the log a rebuild reads itself, the second process reading the rest: that
-#: one also shares its repeated values and pickles its part, and the first unpickles it
-#: once done with its own (0.6 measured against 0.55 with the values shared).
-OWN_SHARE = 0.6
 
 #: (done, total): the log position read to, and the position it reads to (a catch-up's
 #: head; a rebuild's target, then the head); a rebuild's accounts: see `Told`.
@@ -223,11 +220,10 @@ def rebuild(
 def _rebuild(app: Application[Any], url: str, told: Told) -> int:
     model = SqlReadModel(sql_engine(url), name="rebuild", suffix="__rebuild")
     target = _rebuild_target(app, model, told)
-    split = int(target * OWN_SHARE)  # a second process reads the rest of the log meanwhile
-    writer = Writer(url, model, (app, split, target)) if target >= IN_PROCESS_BELOW else None
+    # The inserting process, started first: its interpreter starts while the log is read.
+    writer = Writer(url, model) if target >= IN_PROCESS_BELOW else None
     try:
-        rest = (split, writer.pages()) if writer is not None else None
-        facts = read_facts(app, target, told.events, rest)
+        facts = read_facts(app, target, told.events)
         rows = _Rows(model, facts, writer, told.accounts)
         rows.write_accounts()
         swapped = _write_regions(model, facts, writer, target)

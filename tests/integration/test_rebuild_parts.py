@@ -19,15 +19,11 @@ from projections import log_reader, sql_views
 from projections.check_index import MASK, CheckIndex, from_us, to_us
 from projections.facts import LogFacts
 from projections.log_reader import read_log
-from projections.rebuild_read import json_decoder, read_facts, state_decoder
+from projections.rebuild_read import read_facts
 from projections.rebuild_rows import Kinds, Written
 from projections.sql_views import SqlReadModel, sql_engine
 from projections.state_intervals import account_rows
 from tests.conftest import scenario_file
-from tests.integration.test_event_versions import (  # Renamed v2, with an upcaster
-    Gadget,
-    store_a_gadget_renamed_in_version_1,
-)
 
 FACTS_FIELDS = ("accounts", "regions", "region_of", "members", "stream_of", "position")
 
@@ -114,54 +110,6 @@ def test_an_unknown_stream_is_refused_as_log_facts_refuses_it(engine: Engine) ->
         logfacts(engine, head)
     with pytest.raises(ValueError, match="HostingRevoked v2 of an unknown stream"):
         read_facts(engine.app, head)
-
-
-def test_the_state_decoder_decodes_as_the_mapper_and_upcasts_older_versions(
-    engine: Engine,
-) -> None:
-    the_scenario_and_alike_accounts(engine)
-    store_a_gadget_renamed_in_version_1(engine)
-    decode = state_decoder(engine.app)
-    stored = engine.app.recorder.select_notifications(start=1, limit=10**6)
-    for n in stored:
-        cls, got = decode(n)
-        expected = engine.app.mapper.to_domain_event(n)
-        assert cls is type(expected) and got == vars(expected)
-    cls, upcast = decode(stored[-1])
-    assert cls is Gadget.Renamed
-    assert upcast["effective_at"] == datetime(1970, 1, 1, tzinfo=UTC)
-    assert "class_version" not in upcast
-
-
-def outcome(decode: Any, data: bytes) -> Any:
-    """What `decode` gives, or the error it raises (type and text)."""
-    try:
-        value = decode(data)
-    except Exception as e:  # noqa: BLE001 - the error is the outcome compared
-        return type(e), str(e)
-    return value, [type(v) for v in value.values()] if isinstance(value, dict) else None
-
-
-def test_the_json_decoder_decodes_and_refuses_as_the_transcoder(engine: Engine) -> None:
-    """The scanner called straight gives what the transcoder gives, and where a state has
-    whitespace around it, more after it or is no JSON, the transcoder's own outcome."""
-    the_scenario_and_alike_accounts(engine)
-    transcoder = engine.app.mapper.transcoder
-    decode = json_decoder(transcoder)
-    assert decode != transcoder.decode  # eventsourcing's JSONTranscoder: the fast one
-    state = engine.app.recorder.select_notifications(start=1, limit=10**6)[-1].state
-    for data in (
-        state,
-        b" " + state + b"\n",
-        state + b"{}",
-        state + b" x",
-        b'{"a": 1, "b": true, "c": 1.0}',
-        b"",
-        b"{",
-        b"nul",
-    ):
-        assert outcome(decode, data) == outcome(transcoder.decode, data), data
-    assert isinstance(outcome(decode, state)[0], dict)
 
 
 @pytest.mark.parametrize("now_offset_days", [0, -365 * 3])

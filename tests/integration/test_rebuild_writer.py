@@ -5,10 +5,9 @@ PostgreSQL."""
 
 from __future__ import annotations
 
-import os
-import pickle
+import json
 import sqlite3
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,10 @@ from sqlalchemy import inspect, make_url
 
 from entitlements.application.engine import Engine
 from projections import rebuild as rebuild_module
-from projections import rebuild_read
+from projections import rebuild_read, rebuild_writer
 from projections.projector import snapshot_path
 from projections.rebuild import project, rebuild
-from projections.rebuild_writer import Shared, Writer, WriterFailed, _loads
+from projections.rebuild_writer import Writer, WriterFailed
 from projections.snapshot import read_index
 from projections.sql_views import BULK_CHECKPOINT_PAGES, SqlReadModel, checkpoint, sql_engine
 from tests.integration.test_read_models import (
@@ -199,28 +198,20 @@ def test_a_swap_unless_behind_changes_nothing_when_behind(store_url: str, engine
     assert not fresh.exists() and SqlReadModel(sql_engine(store_url)).position() == head
 
 
-def test_messages_make_plain_values_only() -> None:
-    """What crosses the pipe is read by an unpickler that makes plain values and refuses
-    anything else a forged message could name (a function to call, a class of ours)."""
-    plain = (
-        1,
-        True,
-        1.5,
-        None,
-        "x",
-        b"y",
-        [datetime(2020, 9, 15, tzinfo=timezone(timedelta(hours=8))), timedelta(days=1)],
-        {"when": date(2020, 1, 1), "id": UUID(int=5), "n": Decimal("1.10")},
-    )
-    assert _loads(pickle.dumps(plain, pickle.HIGHEST_PROTOCOL)) == plain
-
-    class Evil:
-        def __reduce__(self) -> tuple[Any, ...]:
-            return (os.system, ("echo forged",))
-
-    for forged in (Evil(), Shared(), {"a": os.getcwd}):
-        with pytest.raises(pickle.UnpicklingError, match="not a plain value"):
-            _loads(pickle.dumps(forged))
+def test_messages_are_json_of_plain_values_only() -> None:
+    """What crosses the pipe is JSON: a row's times go as ISO 8601 text (what COPY reads for
+    a timestamptz column, and SQLite's rows hold text already); a value that is not a row's
+    (an id, a number type of ours) is refused before it is sent, and reading a message
+    makes only texts, numbers, booleans, None, lists and dicts."""
+    at = datetime(2020, 9, 15, tzinfo=timezone(timedelta(hours=8)))
+    row = ("acc-1", True, 1.5, None, "x\x00<b>", at, 7)
+    assert json.loads(rebuild_writer.dumps(["rows", [row]])) == [
+        "rows",
+        [["acc-1", True, 1.5, None, "x\x00<b>", "2020-09-15T00:00:00+08:00", 7]],
+    ]
+    for not_plain in (UUID(int=5), Decimal("1.10"), date(2020, 1, 1), b"y"):
+        with pytest.raises(TypeError, match="not a plain value"):
+            rebuild_writer.dumps([not_plain])
 
 
 def test_the_other_process_says_why_it_stopped(store_url: str, tmp_path: Path) -> None:
@@ -235,32 +226,6 @@ def test_the_other_process_says_why_it_stopped(store_url: str, tmp_path: Path) -
     finally:
         writer.close()
     assert model.counter("rebuild:accounts") is None  # the failed batch left nothing
-
-
-def test_shared_values_are_the_same_values_one_object_each() -> None:
-    """The pages the other process sends: equal texts and times become one object (pickled
-    once), equal instants at other offsets, numbers of other types and dicts stay apart."""
-    utc = datetime(2021, 3, 1, 12, tzinfo=UTC)
-    plus_one = utc.astimezone(timezone(timedelta(hours=1)))
-    assert plus_one == utc
-
-    def record(n: int, at: datetime, data: dict[str, Any]) -> tuple[Any, ...]:
-        reason = "".join(["free hosting ", "suspended"])  # a new str object each time
-        return (n, f"acc-{n}", "CN", "HostingRevoked", 2, at, at, data, {"why": reason})
-
-    shared = Shared()
-    records = [
-        record(1, utc, {"n": 1}),
-        record(2, datetime(2021, 3, 1, 12, tzinfo=UTC), {"n": True}),
-        record(3, plus_one, {"n": 1.0}),
-    ]
-    got = [shared.record(r) for r in records]
-    assert got == records
-    assert [type(r[7]["n"]) for r in got] == [int, bool, float]
-    assert got[0][5] is got[1][5] is got[1][6] and got[2][5] is plus_one
-    assert str(got[2][5]) == str(plus_one)
-    assert got[0][8]["why"] is got[2][8]["why"] and got[0][8] is not got[2][8]
-    assert len(pickle.dumps(got)) < len(pickle.dumps(records))
 
 
 def test_a_bulk_load_checkpoints_seldom_then_at_once(store_url: str) -> None:
