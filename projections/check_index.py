@@ -198,6 +198,19 @@ class RegionLine:
         j = bisect_right(starts, t) - 1
         return states[j] if j >= 0 else self.before
 
+    def remembered_at(self, t: int, k: int | None) -> RegionState:
+        """`state_at`, its one state when the region never changes, else the one last asked
+        when (T, K) is the same (many checks ask at the same (T, K)), else found and kept."""
+        region = self.fixed
+        if region is None:
+            last = self.last
+            if last[0] == t and last[1] == k and last[2] is not None:
+                region = last[2]
+            else:
+                region = self.state_at(t, k)
+                self.last = (t, k, region)
+        return region
+
     def next_change(self, t: int) -> int | None:
         if not self.beliefs:
             return None
@@ -765,25 +778,12 @@ class CheckIndex:
                 j = bisect_right(array, t, offset + lo, offset + hi) - offset - lo - 1
             if j >= 0:
                 shape = shapes[j]
-                cell = self._cells.get((shape, self._region_at(template.region, t, k), capability))
+                region = self.regions.get(template.region, EMPTY_LINE).remembered_at(t, k)
+                cell = self._cells.get((shape, region, capability))
                 if cell is not None:
                     return _new(Decision, (account_id, cell, self.position, self._cite, code))
         region = self.regions.get(template.region, EMPTY_LINE).state_at(t, k)
         return self._decide(account_id, capability, code, template, shape, region)
-
-    def _region_at(self, code: str, t: int, k: int | None) -> RegionState:
-        """The region's state at (T, K): its one state when it never changes, else the one
-        last asked of it when (T, K) is the same, else folded from its line."""
-        line = self.regions.get(code, EMPTY_LINE)
-        region = line.fixed
-        if region is None:
-            last = line.last  # the (T, K) last asked of this region, and its state
-            if last[0] == t and last[1] == k and last[2] is not None:
-                region = last[2]
-            else:
-                region = line.state_at(t, k)
-                line.last = (t, k, region)
-        return region
 
     def capabilities(
         self,
