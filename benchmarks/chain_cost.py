@@ -5,7 +5,7 @@ on fresh stores, so drift hits both sides alike), and how fast `audit verify` wa
 
 - apply: bulk `apply` of benchmarks.whole_process's command day (group commit), commands/s;
 - fan-out: `apply_region_rule free_hosting_suspended` over N free accounts, events/s;
-- verify: `integrity.verify` over the fan-out's store, records/s.
+- verify: `integrity_check.verify` over the fan-out's store, records/s.
 The switch is `Engine.chain` (False: events are saved unsealed, as before the chain).
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 from benchmarks.synthetic import RULE_AT, START, fill_store, region_opened, registration_events
 from benchmarks.whole_process import _commands, timed
-from entitlements.adapters import integrity
+from entitlements.application import integrity_check
 from entitlements.application.engine import Engine
 
 
@@ -58,7 +58,7 @@ def fan_out(n: int, folder: Path, chain: bool, postgres: bool, i: int) -> tuple[
         }
         seconds, (result,) = timed(lambda: engine.apply([rule]))
         assert result.status == "applied", result.reason
-        verify_seconds, v = timed(lambda: integrity.verify(engine.app))
+        verify_seconds, v = timed(lambda: integrity_check.verify(engine.app))
         assert v.ok
         return n / seconds, engine.position() / verify_seconds
 

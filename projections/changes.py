@@ -71,7 +71,7 @@ from entitlements.domain.rules import (
 )
 from projections.facts import COMMAND_RECORDS, COMMAND_TOPICS, Changed, LogFacts, fact_from_event
 from projections.light_log import LightLog
-from projections.log_reader import read_log
+from projections.log_reader import read_log, read_stored
 
 PAGE = 1000  # notifications per select
 REGION_CAPABILITIES = ("subscribe_online", "purchase_direct", "purchase_via_partner")
@@ -168,13 +168,8 @@ def changes_after(
 
 def _notifications(app: Any, after: int) -> Iterator[Any]:
     """The log's notifications after `after`, page by page, not decoded."""
-    start = after + 1
-    while True:
-        page = app.recorder.select_notifications(start=start, limit=PAGE)
+    for page in read_stored(app, after, page=PAGE):
         yield from page
-        if len(page) < PAGE:
-            return
-        start = page[-1].id + 1
 
 
 def _account_event_items(

@@ -198,6 +198,19 @@ class RegionLine:
         j = bisect_right(starts, t) - 1
         return states[j] if j >= 0 else self.before
 
+    def remembered_at(self, t: int, k: int | None) -> RegionState:
+        """`state_at`, its one state when the region never changes, else the one last asked
+        when (T, K) is the same (many checks ask at the same (T, K)), else found and kept."""
+        region = self.fixed
+        if region is None:
+            last = self.last
+            if last[0] == t and last[1] == k and last[2] is not None:
+                region = last[2]
+            else:
+                region = self.state_at(t, k)
+                self.last = (t, k, region)
+        return region
+
     def next_change(self, t: int) -> int | None:
         if not self.beliefs:
             return None
@@ -722,10 +735,20 @@ class CheckIndex:
             ):
                 return hot
             return self._now_check(account_id, capability)
-        # `at` / `as_known_at`, inlined: this runs on every historical check
+        return self._check_at(account_id, capability, at, as_known_at)
+
+    def _check_at(
+        self,
+        account_id: str,
+        capability: str,
+        at: datetime | str | None,
+        as_known_at: datetime | str | None,
+    ) -> Decision:
+        """A check at `at` / `as_known_at`: the account's state found in its template's
+        packed times (inlined: this runs on every historical check), then the memoised
+        cell for it, the region's state and the capability."""
         entry: Any = self.accounts.get(account_id)
-        cls = entry.__class__
-        times = self._times
+        times = self._times  # (T, K) in microseconds, each read once and remembered
         t = times.get(at) if at is not None else int(time() * 1e6)
         if t is None:
             t = self._us("at", at)  # type: ignore[arg-type]
@@ -734,10 +757,7 @@ class CheckIndex:
             k = times.get(as_known_at)
             if k is None:
                 k = self._us("as_known_at", as_known_at)
-        if cls is int:
-            code: int = entry
-        else:
-            code = self.code(account_id)
+        code: int = entry if entry.__class__ is int else self.code(account_id)
         template = self._templates[code & MASK]
         offset = code >> SHIFT
         array = self._array
@@ -758,15 +778,7 @@ class CheckIndex:
                 j = bisect_right(array, t, offset + lo, offset + hi) - offset - lo - 1
             if j >= 0:
                 shape = shapes[j]
-                line = self.regions.get(template.region, EMPTY_LINE)
-                region = line.fixed
-                if region is None:
-                    last = line.last  # the (T, K) last asked of this region, and its state
-                    if last[0] == t and last[1] == k and last[2] is not None:
-                        region = last[2]
-                    else:
-                        region = line.state_at(t, k)
-                        line.last = (t, k, region)
+                region = self.regions.get(template.region, EMPTY_LINE).remembered_at(t, k)
                 cell = self._cells.get((shape, region, capability))
                 if cell is not None:
                     return _new(Decision, (account_id, cell, self.position, self._cite, code))

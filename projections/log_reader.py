@@ -1,12 +1,13 @@
 """The one way projections read the log: pages of (position, decoded event), in log order.
 
-Every reader here (the projector's catch-up, the SQL read models, a rebuild, the change
-feed's history) goes through `read_log`, so paging, stopping and decoding live in one place.
+Every reader of the log in pages (the projector's catch-up, the SQL read models, a rebuild,
+the change feed's history, the auditors' walks, `verify`) goes through `read_stored` (as
+stored) or `read_log` (decoded), so paging, stopping and decoding live in one place.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from eventsourcing.application import Application
@@ -15,6 +16,30 @@ PAGE = 1000  # events per select (raw SQLite reads peak around 1000 rows per sel
 
 #: A decoded event and its position in the log (the store's notification id).
 Positioned = tuple[int, Any]
+
+
+def read_stored(
+    app: Application[Any],
+    after: int,
+    stop: int | None = None,
+    page: int | None = None,
+    topics: frozenset[str] | None = None,
+) -> Iterator[Sequence[Any]]:
+    """Pages of the log's notifications after position `after`, up to `stop` (None: the
+    current end), as stored (not decoded: a reader that skips most of them, or checks the
+    stored bytes, decodes none). With `topics`, only those topics. The one pager."""
+    page = page or PAGE  # read when called: a test may lower it
+    start = after + 1
+    while stop is None or start <= stop:
+        notifications = app.recorder.select_notifications(
+            start=start, limit=page, stop=stop, topics=tuple(topics) if topics else ()
+        )
+        if not notifications:
+            return
+        yield notifications
+        if len(notifications) < page:
+            return
+        start = notifications[-1].id + 1
 
 
 def read_log(
@@ -27,15 +52,5 @@ def read_log(
     """Pages of the log after position `after`, up to `stop` (None: the current end), each
     a list of (position, decoded event). With `topics`, only those topics are decoded and
     kept."""
-    page = page or PAGE  # read when called: a test may lower it
-    start = after + 1
-    while stop is None or start <= stop:
-        notifications = app.recorder.select_notifications(
-            start=start, limit=page, stop=stop, topics=tuple(topics) if topics else ()
-        )
-        if not notifications:
-            return
+    for notifications in read_stored(app, after, stop, page, topics):
         yield [(n.id, app.mapper.to_domain_event(n)) for n in notifications]
-        if len(notifications) < page:
-            return
-        start = notifications[-1].id + 1

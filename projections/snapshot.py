@@ -122,27 +122,7 @@ def write_index(
     the file's SHA-256, computed as it is written. `log` gives position, newest_recorded_at
     and regions (LogFacts or LightLog). `bind(position, digest)` is called before the file
     is moved into place (the store records it: see snapshot_digests.py)."""
-    index.encode_all()
-    ids, template_of, times, who = _packed(index)
-    blocks = array("I", map(len, who.blocks))
-    if any("\n" in a for a in ids):
-        raise ValueError("an account id with a line break cannot be written")
-    where = {a: i for i, a in enumerate(ids)}
-    ordinals = array("I", [where[a] for accounts in members.values() for a in accounts])
-    # the templates some account has (not those of accounts encoded again), renumbered
-    used = sorted(set(template_of))
-    number = {tid: i for i, tid in enumerate(used)}
-    template_of = array("I", map(number.__getitem__, template_of))
-    shared, numbers = tables([index.interner.templates[tid] for tid in used])
-    sections = {
-        "tables": numbers.tobytes(),
-        "ids": "\n".join(ids).encode(),
-        "template_of": template_of.tobytes(),
-        "times": times.tobytes(),
-        "who_blocks": blocks.tobytes(),
-        "who": b"".join(who.blocks),
-        "members": ordinals.tobytes(),
-    }
+    sections, shared = _sections(index, members)
     header = {
         "format": FORMAT,
         "schema": SCHEMA,
@@ -172,6 +152,35 @@ def write_index(
         tmp.unlink(missing_ok=True)
         raise
     return digest
+
+
+def _sections(
+    index: CheckIndex, members: dict[str, list[str]]
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """The file's sections (every account encoded first), in the order they are written,
+    and the shared tables' part of the header."""
+    index.encode_all()
+    ids, template_of, times, who = _packed(index)
+    blocks = array("I", map(len, who.blocks))
+    if any("\n" in a for a in ids):
+        raise ValueError("an account id with a line break cannot be written")
+    where = {a: i for i, a in enumerate(ids)}
+    ordinals = array("I", [where[a] for accounts in members.values() for a in accounts])
+    # the templates some account has (not those of accounts encoded again), renumbered
+    used = sorted(set(template_of))
+    number = {tid: i for i, tid in enumerate(used)}
+    template_of = array("I", map(number.__getitem__, template_of))
+    shared, numbers = tables([index.interner.templates[tid] for tid in used])
+    sections = {
+        "tables": numbers.tobytes(),
+        "ids": "\n".join(ids).encode(),
+        "template_of": template_of.tobytes(),
+        "times": times.tobytes(),
+        "who_blocks": blocks.tobytes(),
+        "who": b"".join(who.blocks),
+        "members": ordinals.tobytes(),
+    }
+    return sections, shared
 
 
 def _packed(index: CheckIndex) -> tuple[list[str], array[int], array[int], Records]:

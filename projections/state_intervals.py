@@ -85,6 +85,20 @@ def not_registered_reason(registration: Fact | None) -> str:
     )
 
 
+#: Where each field sits in an account's belief values (the state table's columns' order).
+(
+    _UNREGISTERED,
+    _PLAN,
+    _CHANNEL,
+    _PARTNER,
+    _JURISDICTION,
+    _SUSPENSION,
+    _REG_RULE,
+    _MANUAL,
+    _BY_RULE,
+) = range(9)
+
+
 def _account_belief(
     facts: Sequence[Fact], known: datetime | None, unregistered: str
 ) -> list[Piece]:
@@ -92,9 +106,7 @@ def _account_belief(
     the first effective time known on, equal neighbours merged. Mirrors `fold_account`: the
     state after every fact effective by T (in `Fact.order`) and recorded by K."""
     pieces: list[Piece] = []
-    not_registered: str | None = unregistered
-    plan, channel, partner = "free", "online", None
-    jurisdiction = suspension = reg_rule = manual = by_rule = None
+    v: list[Any] = [unregistered, "free", "online", None, None, None, None, None, None]
     current: tuple[Any, ...] | None = None
     start: datetime | None = None
     at: datetime | None = None
@@ -103,68 +115,61 @@ def _account_belief(
             continue
         t = f.effective_at
         if t != at and at is not None:  # every fact effective at `at` is in: it holds from `at`
-            values = (
-                not_registered,
-                plan,
-                channel,
-                partner,
-                jurisdiction,
-                suspension,
-                reg_rule,
-                manual,
-                by_rule,
-            )
-            if values != current:
-                if current is not None:
-                    pieces.append((current, start, at))
-                current, start = values, at
+            current, start = _hold(pieces, tuple(v), current, start, at)
         at = t
-        kind, data = f.type, f.data
-        if kind in _PLAN_SETTERS:
-            if kind == "AccountRegistered":
-                not_registered = None
-            plan = data.get("plan", "free")
-            channel = data.get("channel", "online")
-            partner = data.get("partner")
-        if kind == "RegistrationSuspended":
-            reg_rule = str((f.cause or {}).get("rule", "registration_suspended"))
-        elif kind == "RegistrationApproved":
-            reg_rule = None
-        elif kind == "MovedToPartner":
-            channel, partner = "partner", data["partner"]
-        elif kind == "HostingRevoked":
-            if f.cause:
-                by_rule = str(f.cause.get("rule", FREE_HOSTING_RULE))
-            else:
-                manual = str(data.get("reason", ""))
-        elif kind == "HostingRestored":
-            if f.cause:
-                by_rule = None
-            else:
-                manual = None
-        elif kind == "AccountSuspended":
-            jurisdiction, suspension = str(data.get("jurisdiction")), str(data.get("reason"))
-        elif kind == "AccountReinstated":
-            jurisdiction = suspension = None
+        _take(v, f)
     if at is None:
         return pieces
-    values = (
-        not_registered,
-        plan,
-        channel,
-        partner,
-        jurisdiction,
-        suspension,
-        reg_rule,
-        manual,
-        by_rule,
-    )
-    if values != current:
-        if current is not None:
-            pieces.append((current, start, at))
-        current, start = values, at
+    current, start = _hold(pieces, tuple(v), current, start, at)
+    assert current is not None  # values are never None
     pieces.append((current, start, None))
     return pieces
+
+
+def _hold(
+    pieces: list[Piece],
+    values: tuple[Any, ...],
+    current: tuple[Any, ...] | None,
+    start: datetime | None,
+    at: datetime,
+) -> tuple[tuple[Any, ...] | None, datetime | None]:
+    """`values` hold from `at`: when they differ from `current`, the current piece ends at
+    `at` (into `pieces`) and a new one starts; the (current, start) to go on with."""
+    if values == current:
+        return current, start
+    if current is not None:
+        pieces.append((current, start, at))
+    return values, at
+
+
+def _take(v: list[Any], f: Fact) -> None:
+    """One fact's change to an account's belief values `v` (see `_UNREGISTERED`...), as
+    `fold_account` takes it."""
+    kind, data = f.type, f.data
+    if kind in _PLAN_SETTERS:
+        if kind == "AccountRegistered":
+            v[_UNREGISTERED] = None
+        v[_PLAN] = data.get("plan", "free")
+        v[_CHANNEL] = data.get("channel", "online")
+        v[_PARTNER] = data.get("partner")
+    if kind == "RegistrationSuspended":
+        v[_REG_RULE] = str((f.cause or {}).get("rule", "registration_suspended"))
+    elif kind == "RegistrationApproved":
+        v[_REG_RULE] = None
+    elif kind == "MovedToPartner":
+        v[_CHANNEL], v[_PARTNER] = "partner", data["partner"]
+    elif kind == "HostingRevoked":
+        if f.cause:
+            v[_BY_RULE] = str(f.cause.get("rule", FREE_HOSTING_RULE))
+        else:
+            v[_MANUAL] = str(data.get("reason", ""))
+    elif kind == "HostingRestored":
+        v[_BY_RULE if f.cause else _MANUAL] = None
+    elif kind == "AccountSuspended":
+        v[_JURISDICTION] = str(data.get("jurisdiction"))
+        v[_SUSPENSION] = str(data.get("reason"))
+    elif kind == "AccountReinstated":
+        v[_JURISDICTION] = v[_SUSPENSION] = None
 
 
 def account_rows(

@@ -15,7 +15,8 @@ take in the log. Records from before the chain existed carry none: they may only
 first, and the first chained record's P is `genesis(position of the record before it)`
 (0 for a log that starts chained). `verify` walks the log recomputing every link; a head
 hash written down earlier (a receipt, HASH@POSITION) proves the log up to that position
-unchanged, which also catches a chain recomputed from scratch after an edit.
+unchanged, which also catches a chain recomputed from scratch after an edit. The walk
+itself (reading the log in pages) is the application's: entitlements/application/integrity_check.py.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -31,11 +32,9 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import PersistenceError
 from eventsourcing.utils import get_topic
 
 CHAIN = "chain"
-PAGE = 1000  # notifications per select while verifying
 LOOKAHEAD = 2000  # rows read past a break to tell a deletion from an insertion or a move
 SEEN = 50_000  # recent hashes remembered to recognise a row that links back (a move)
 _SKIP = frozenset({CHAIN, "timestamp", "originator_id", "originator_version"})
@@ -207,55 +206,7 @@ class Unreadable:
     why: str
 
 
-def _notifications(app: Application[Any], after: int) -> Iterator[Any]:
-    """The log's rows in order from `after + 1`; a row that cannot be listed is yielded as
-    Unreadable at its position, and the walk goes on past it."""
-    start = after + 1
-    while True:
-        try:
-            page = app.recorder.select_notifications(start=start, limit=PAGE)
-        except PersistenceError:
-            raise
-        except Exception as e:  # noqa: BLE001 - a row's content broke the library's reading
-            bad = _first_unreadable(app, start, e)
-            if bad > start:
-                yield from app.recorder.select_notifications(start=start, limit=PAGE, stop=bad - 1)
-            yield Unreadable(bad, f"cannot be read ({one_line(e)})")
-            start = bad + 1
-            continue
-        yield from page
-        if len(page) < PAGE:
-            return
-        start = page[-1].id + 1
-
-
-def _first_unreadable(app: Application[Any], start: int, error: Exception) -> int:
-    """The position of the first row from `start` that the library fails to read (a
-    bisection over `stop`); re-raises `error` when no row fails (then it was not a row's)."""
-    recorder = app.recorder
-
-    def fails(stop: int) -> bool:
-        try:
-            recorder.select_notifications(start=start, limit=PAGE, stop=stop)
-        except PersistenceError:
-            raise
-        except Exception:  # noqa: BLE001 - as in _notifications
-            return True
-        return False
-
-    lo, hi = start, recorder.max_notification_id() or start
-    if not fails(hi):
-        raise error
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if fails(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
-
-def _row(app: Application[Any], n: Any) -> Row:
+def row_of(app: Application[Any], n: Any) -> Row:
     """A row as the chain sees it; a row that is not a record is a Row with its damage."""
     if isinstance(n, Unreadable):
         return Row(n.id, None, None, damage=n.why)
@@ -272,7 +223,7 @@ def _row(app: Application[Any], n: Any) -> Row:
 
 
 @dataclass
-class _ChainWalk:
+class ChainWalk:
     """`verify`'s state along the log: the last good link, the recent hashes (to tell
     where a stray link points back to), the counts, and what is known of the receipt."""
 
@@ -351,20 +302,6 @@ class _ChainWalk:
             out.reason = f"receipt does not hold: {self.receipt_note}"
             out.position = receipt[1]
         return _with_receipt(out, receipt, self.receipt_holds, self.receipt_note)
-
-
-def verify(app: Application[Any], receipt: tuple[str, int] | None = None) -> Verification:
-    """Walk the whole log recomputing the chain. The first break is reported with its
-    position and kind; a receipt (hash, position) must equal the chain recomputed there."""
-    walk = _ChainWalk(receipt)
-    rows = _notifications(app, 0)
-    for n in rows:
-        walk.passed(n.id)
-        row = _row(app, n)
-        if not walk.step(row):
-            ahead = [_row(app, m) for _, m in zip(range(LOOKAHEAD), rows, strict=False)]
-            return walk.broken(row, ahead)
-    return walk.end()
 
 
 def _with_receipt(

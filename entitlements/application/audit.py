@@ -7,9 +7,9 @@
     bitemporal(engine, "cn-ent-02", "host")                  # its answers over both clocks
 
 Everything here reads what is on file: the engine's public API (check, history, rejections,
-position), the aggregates loaded through `engine.app.repository`, and the log's own
-notifications (`engine.app.recorder`, `engine.app.mapper`: the event-sourcing library's API)
-for positions and command records. The rules are the domain's (`rules.fold_account`,
+position) and the log itself through one port, `audit_log.AuditLog` (the aggregates as of a
+version, the notifications in order, decoded by the event-sourcing library's mapper) for
+positions and command records. The rules are the domain's (`rules.fold_account`,
 `fold_region`, `decide`); no projection is consulted, so an audit does not trust the very
 read models it may be checking. Each question walks the log once: fine for an auditor, not
 for the hot path. The questions live in sibling modules by kind (the log helpers in
@@ -34,9 +34,7 @@ from entitlements.application.audit_jurisdiction import (
 )
 from entitlements.application.audit_log import (
     _TINY,
-    _load_account,
-    _positions,
-    _region_facts,
+    AuditLog,
     check_region_code,
     event_view,
     log_head,
@@ -170,9 +168,10 @@ def explain(
         engine.check(account_id, "join")  # an unknown account first, as `check` does
         raise UnknownCapability(capability)
     d = engine.check(account_id, capability, t, k)
-    account = _load_account(engine, account_id)
+    log = AuditLog(engine)
+    account = log.account(account_id)
     code = account.region
-    region_facts = _region_facts(engine, code)
+    region_facts = log.region_facts(code)
     mine = _verdict(capability, account.facts, code, region_facts, t, k)
     since, until = holds(capability, account.facts, code, region_facts, t, k)
     regions: dict[str, list[Fact]] = {code: region_facts}
@@ -183,7 +182,7 @@ def explain(
         if cause.get("rule"):
             where = str(cause.get("region", code))
             if where not in regions:
-                regions[where] = _region_facts(engine, where)
+                regions[where] = log.region_facts(where)
             rule_event = _find(regions[where], cause.get("rule_event"))
             link["rule"] = {
                 "rule": cause["rule"],
@@ -223,10 +222,9 @@ def bitemporal(engine: Engine, account_id: str, capability: str) -> list[Rectang
     if capability not in CAPABILITIES:
         engine.check(account_id, "join")  # an unknown account first, as `check` does
         raise UnknownCapability(capability)
-    account = _load_account(engine, account_id)
-    return rectangles(
-        capability, account.facts, account.region, _region_facts(engine, account.region)
-    )
+    log = AuditLog(engine)
+    account = log.account(account_id)
+    return rectangles(capability, account.facts, account.region, log.region_facts(account.region))
 
 
 # -- history as known at K, with the rejections beside the events ---------------------------
@@ -241,9 +239,10 @@ def history(
     """The account's events recorded by K (all, without K) and, with `rejections`, its
     rejected commands recorded by K, in log order; `kind` says which is which."""
     k = parse_when("as_known_at", as_known_at)
-    account = _load_account(engine, account_id)
+    log = AuditLog(engine)
+    account = log.account(account_id)
     uid = account_uuid(account_id)
-    positions = _positions(engine, {uid})
+    positions = log.positions({uid})
     entries = [
         {"kind": "event", **event_view(f, positions.get((uid, f.version)))}
         for f in account.facts
@@ -262,4 +261,4 @@ def verify(engine: Engine, receipt: str | None = None) -> dict[str, Any]:
     entitlements/adapters/integrity.py); with a receipt HASH@POSITION, whether the log up to that
     position is unchanged since the receipt was written. A bad receipt is a ValueError."""
     parsed = integrity.parse_receipt(receipt) if receipt is not None else None
-    return integrity.verify(engine.app, parsed).as_dict()
+    return AuditLog(engine).verify(parsed).as_dict()

@@ -12,14 +12,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from entitlements.adapters import integrity
 from entitlements.application.audit_log import (
-    _decode,
-    _load_account,
-    _positions,
-    _region_facts,
+    AuditLog,
     _type_of,
-    _walk,
     check_region_code,
     event_view,
     parse_when,
@@ -56,20 +51,20 @@ class _Window:
 
 
 def _case_accounts(
-    engine: Engine, account_id: str | None, region: str | None, head: int
+    log: AuditLog, account_id: str | None, region: str | None, head: int
 ) -> tuple[str, dict[UUID, str]]:
     """The case's region and its accounts (aggregate id -> account id): the one account,
     or every account registered in the region up to `head`."""
     if account_id is not None:
-        return _load_account(engine, account_id).region, {account_uuid(account_id): account_id}
+        return log.account(account_id).region, {account_uuid(account_id): account_id}
     code = check_region_code(region or "")
     accounts: dict[UUID, str] = {}
-    for n in _walk(engine, head):
+    for n in log.notifications(head):
         if _type_of(n.topic) == "AccountRegistered":
-            e = _decode(engine, n)
+            e = log.decode(n)
             if e.region == code:
                 accounts[n.originator_id] = e.account_id
-    if not accounts and not _region_facts(engine, code):
+    if not accounts and not log.region_facts(code):
         raise ValueError(f"region: no account and no event of region {code} on file")
     return code, accounts
 
@@ -96,16 +91,21 @@ def _decisions_at(engine: Engine, name: str, points: set[datetime]) -> list[dict
 
 
 def _case_events_and_decisions(
-    engine: Engine, code: str, accounts: Mapping[UUID, str], window: _Window, head: int
+    engine: Engine,
+    log: AuditLog,
+    code: str,
+    accounts: Mapping[UUID, str],
+    window: _Window,
+    head: int,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The case's events in the window (the region's and its accounts', as of `head`, in log
     order) and each account's decisions at the window's start and at every change point."""
     rid = region_id(code)
-    positions = _positions(engine, set(accounts) | {rid}, head)
+    positions = log.positions(set(accounts) | {rid}, head)
     newest: dict[UUID, int] = {}
     for uid, version in positions:
         newest[uid] = max(newest.get(uid, 0), version)
-    region_facts = _region_facts(engine, code, newest[rid]) if rid in newest else []
+    region_facts = log.region_facts(code, newest[rid]) if rid in newest else []
     events = [
         event_view(f, positions.get((rid, f.version)))
         for f in region_facts
@@ -115,7 +115,7 @@ def _case_events_and_decisions(
     for uid, name in sorted(accounts.items(), key=lambda kv: kv[1]):
         if uid not in newest:
             continue
-        facts = _load_account(engine, name, newest[uid]).facts
+        facts = log.account(name, newest[uid]).facts
         events.extend(
             event_view(f, positions.get((uid, f.version)))
             for f in facts
@@ -145,9 +145,10 @@ def export_case(
     if (account_id is None) == (region is None):
         raise ValueError("scope: give an account or a region, not both")
     window = _Window.given(from_, to)
+    log = AuditLog(engine)
     head = engine.position()
-    code, accounts = _case_accounts(engine, account_id, region, head)
-    events, decisions = _case_events_and_decisions(engine, code, accounts, window, head)
+    code, accounts = _case_accounts(log, account_id, region, head)
+    events, decisions = _case_events_and_decisions(engine, log, code, accounts, window, head)
     scoped = (
         engine.rejections(account_id=account_id)
         if account_id is not None
@@ -161,7 +162,7 @@ def export_case(
         "scope": {"account_id": account_id} if account_id else {"region": code},
         "from": iso(start) if start else None,
         "to": iso(end) if end else None,
-        "head": {"position": head, "hash": integrity.stored_hash(engine.app, head)},
+        "head": {"position": head, "hash": log.stored_hash(head)},
         "events": events,
         "rejections": rejections,
         "decisions": decisions,

@@ -16,9 +16,8 @@ from entitlements.application.audit_log import (
     _DATA_SKIP,
     APPLIED,
     REJECTED,
-    _decode,
+    AuditLog,
     _type_of,
-    _walk,
     check_region_code,
 )
 from entitlements.application.engine import Engine
@@ -73,17 +72,18 @@ class _Walked:
 
 
 def _walk_commands(engine: Engine) -> _Walked:
+    log = AuditLog(engine)
     w = _Walked()
     w.head = engine.position()
-    for n in _walk(engine, w.head):
+    for n in log.notifications(w.head):
         kind = _type_of(n.topic)
         if kind == APPLIED:
-            e = _decode(engine, n)
+            e = log.decode(n)
             w.applied.setdefault(e.command_id, (n.id, e))
         elif kind == REJECTED:
-            w.rejected.append((n.id, _decode(engine, n)))
+            w.rejected.append((n.id, log.decode(n)))
         elif n.originator_id in w.accounts or kind == "AccountRegistered":
-            e = _decode(engine, n)
+            e = log.decode(n)
             if kind == "AccountRegistered":
                 w.accounts[n.originator_id] = (e.account_id, e.region)
             data = {k: v for k, v in vars(e).items() if k not in _DATA_SKIP}

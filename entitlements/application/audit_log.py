@@ -1,6 +1,7 @@
 """What the auditors' questions share: reading the log itself (its notifications in order,
 decoded by the event-sourcing library's mapper), loading an aggregate as of a version, the
-caller's times and region codes checked, and an event as auditors read it. Apart from the
+caller's times and region codes checked, and an event as auditors read it. The log is
+read through one port, `AuditLog`, never the engine's Application directly. Apart from the
 questions (entitlements/application/audit.py and its siblings) so that each question's module reads
 only what it asks."""
 
@@ -14,14 +15,15 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 
 from entitlements.adapters import integrity
+from entitlements.adapters.integrity import Verification
+from entitlements.application import integrity_check
 from entitlements.application.engine import Engine
 from entitlements.domain.account import Account, account_uuid
 from entitlements.domain.commands import parse_time
 from entitlements.domain.decisions import UnknownAccount
 from entitlements.domain.region import Region, region_id
-from entitlements.domain.rules import (
-    Fact,
-)
+from entitlements.domain.rules import Fact
+from projections.log_reader import read_stored
 
 PAGE = 1000  # notifications per select while walking the log
 TOPIC = "entitlements:"
@@ -51,49 +53,72 @@ def check_region_code(code: str) -> str:
     return code
 
 
+class AuditLog:
+    """The port through which the auditors' questions read the log: its notifications in
+    order (through the one pager), a stored event decoded, an aggregate as of a version, the
+    head and its stored hash, the chain verified. Built from the engine once per question;
+    the only place the questions meet the event-sourcing library's Application."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._app = engine.app
+        self._position = engine.position
+
+    def head(self) -> tuple[int, str | None]:
+        """The log's head: its position and the integrity chain's hash there, as stored (one
+        row read; `verify` is what checks it)."""
+        position = self._position()
+        return position, self.stored_hash(position)
+
+    def stored_hash(self, position: int) -> str | None:
+        """The chain hash the record at `position` carries, as stored."""
+        return integrity.stored_hash(self._app, position)
+
+    def notifications(self, stop: int | None = None) -> Iterator[Any]:
+        """The log's notifications in order (position = `n.id`), up to `stop`, not decoded."""
+        for page in read_stored(self._app, 0, stop, page=PAGE):
+            yield from page
+
+    def decode(self, notification: Any) -> Any:
+        """A stored event as its domain event (fields read by name: the log's own shape)."""
+        event: Any = self._app.mapper.to_domain_event(notification)
+        return event
+
+    def account(self, account_id: str, version: int | None = None) -> Account:
+        """The account as of `version` (None: now); UnknownAccount when it has no event."""
+        try:
+            account: Account = self._app.repository.get(account_uuid(account_id), version=version)
+        except AggregateNotFoundError:
+            raise UnknownAccount(account_id) from None
+        return account
+
+    def region_facts(self, code: str, version: int | None = None) -> list[Fact]:
+        """A region's facts in effective order; none when the region has no event."""
+        try:
+            region: Region = self._app.repository.get(region_id(code), version=version)
+        except AggregateNotFoundError:
+            return []
+        return list(region.facts)
+
+    def positions(self, uuids: set[UUID], stop: int | None = None) -> dict[Any, int]:
+        """(aggregate id, version) -> log position, for the given aggregates' events."""
+        found: dict[Any, int] = {}
+        for n in self.notifications(stop):
+            if n.originator_id in uuids:
+                found[(n.originator_id, n.originator_version)] = n.id
+        return found
+
+    def verify(self, receipt: tuple[str, int] | None = None) -> Verification:
+        """The integrity chain recomputed over the whole log (see integrity_check)."""
+        return integrity_check.verify(self._app, receipt)
+
+
 def log_head(engine: Engine) -> tuple[int, str | None]:
-    """The log's head: its position and the integrity chain's hash there, as stored (one
-    row read; `verify` is what checks it)."""
-    position = engine.position()
-    return position, integrity.stored_hash(engine.app, position)
-
-
-def _decode(engine: Engine, notification: Any) -> Any:
-    """A stored event as its domain event (fields read by name: the log's own shape)."""
-    event: Any = engine.app.mapper.to_domain_event(notification)
-    return event
+    """The log's head: its position and the integrity chain's hash there, as stored."""
+    return AuditLog(engine).head()
 
 
 def _type_of(topic: str) -> str:
     return topic.removeprefix(TOPIC).rsplit(".", 1)[-1]
-
-
-def _walk(engine: Engine, stop: int | None = None) -> Iterator[Any]:
-    """The log's notifications in order (position = `n.id`), up to `stop`."""
-    start = 1
-    while stop is None or start <= stop:
-        page = engine.app.recorder.select_notifications(start=start, limit=PAGE, stop=stop)
-        yield from page
-        if len(page) < PAGE:
-            return
-        start = page[-1].id + 1
-
-
-def _load_account(engine: Engine, account_id: str, version: int | None = None) -> Account:
-    try:
-        account: Account = engine.app.repository.get(account_uuid(account_id), version=version)
-    except AggregateNotFoundError:
-        raise UnknownAccount(account_id) from None
-    return account
-
-
-def _region_facts(engine: Engine, code: str, version: int | None = None) -> list[Fact]:
-    """A region's facts in effective order; none when the region has no event."""
-    try:
-        region: Region = engine.app.repository.get(region_id(code), version=version)
-    except AggregateNotFoundError:
-        return []
-    return list(region.facts)
 
 
 def event_view(f: Fact, position: int | None = None) -> dict[str, Any]:
@@ -115,12 +140,3 @@ def event_view(f: Fact, position: int | None = None) -> dict[str, Any]:
     )
     out["data"] = d
     return out
-
-
-def _positions(engine: Engine, uuids: set[UUID], stop: int | None = None) -> dict[Any, int]:
-    """(aggregate id, version) -> log position, for the given aggregates' events."""
-    found: dict[Any, int] = {}
-    for n in _walk(engine, stop):
-        if n.originator_id in uuids:
-            found[(n.originator_id, n.originator_version)] = n.id
-    return found

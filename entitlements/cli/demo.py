@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from entitlements.adapters.store import sqlite_path
-from entitlements.application import audit, report
+from entitlements.application import audit, read_models, report
 from entitlements.application.engine import Engine, open_engine
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import out, yes_no
@@ -178,7 +178,7 @@ def _print_next_steps(kept: str | None) -> None:
 
 def _demo_picture(engine: Engine, path: Path) -> None:
     """Section 4: CN's daily hosting counts of 2020, drawn next to the demo's store."""
-    report.read_models_level(engine.app, engine.url)
+    read_models.level(engine)
     picture = path.with_name("cn-2020-host.png")
     first, last = datetime(2020, 1, 1).date(), datetime(2020, 12, 31).date()
     year = report.daily_report(engine.url, "CN", first, last)

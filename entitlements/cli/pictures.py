@@ -181,6 +181,11 @@ def _borders(ax: Axes, rects: Sequence[Rectangle], lo: datetime, hi: datetime) -
                     ax.plot([x0, x1], [y, y], color="white", lw=1.2, zorder=2)
 
 
+#: An answer's largest painted rectangle: its area, the rectangle, its colour, and its
+#: clipped (left, right, bottom, top) in the axes' numbers.
+Biggest = tuple[float, Rectangle, str, tuple[float, ...]]
+
+
 def _fill(
     ax: Axes, rects: Sequence[Rectangle], capability: str, lo: datetime, hi: datetime
 ) -> list[Paint]:
@@ -188,7 +193,7 @@ def _fill(
     its largest rectangle, when it fits there; returns the legend's paints in order."""
     limits = sorted({r.value for r in rects if r.registered and r.value})
     legend: dict[str, Paint] = {}
-    biggest: dict[tuple[Any, ...], tuple[float, Rectangle, str, tuple[float, ...]]] = {}
+    biggest: dict[tuple[Any, ...], Biggest] = {}
     for r in rects:
         left = _num(max(r.effective_from or lo, lo))
         right = _num(min(r.effective_to or hi, hi))
@@ -204,28 +209,35 @@ def _fill(
         if area > biggest.get(key, (0.0,))[0]:
             biggest[key] = (area, r, colour, (left, right, bottom, top))
     span = _num(hi) - _num(lo)
+    for found in biggest.values():
+        _write_reason(ax, found, span)
+    return list(legend.values())
+
+
+def _write_reason(ax: Axes, biggest: Biggest, span: float) -> None:
+    """An answer's reason written in its largest rectangle, wrapped to its width; nothing
+    when a word is wider than the rectangle or the lines are taller."""
+    _, r, colour, (left, right, bottom, top) = biggest
     box = ax.get_position()
     fig_w, fig_h = SIZE
-    for _, r, colour, (left, right, bottom, top) in biggest.values():
-        inches_w = (right - left) / span * box.width * fig_w
-        inches_h = (top - bottom) / span * box.height * fig_h
-        lines = textwrap.wrap(r.reason, width=max(int(inches_w / CHAR_INCHES) - 2, 1))
-        if not lines or max(map(len, lines)) * CHAR_INCHES > inches_w - 0.1:
-            continue  # a word longer than the rectangle is wide
-        if (len(lines) + 1) * LINE_INCHES > inches_h:
-            continue
-        ax.text(
-            (left + right) / 2,
-            (bottom + top) / 2,
-            "\n".join(lines),
-            ha="center",
-            va="center",
-            fontsize=FONT,
-            color="#222222",
-            bbox={"fc": colour, "ec": "none", "pad": 1.5},  # over the lines drawn across
-            zorder=3,
-        )
-    return list(legend.values())
+    inches_w = (right - left) / span * box.width * fig_w
+    inches_h = (top - bottom) / span * box.height * fig_h
+    lines = textwrap.wrap(r.reason, width=max(int(inches_w / CHAR_INCHES) - 2, 1))
+    if not lines or max(map(len, lines)) * CHAR_INCHES > inches_w - 0.1:
+        return  # a word longer than the rectangle is wide
+    if (len(lines) + 1) * LINE_INCHES > inches_h:
+        return
+    ax.text(
+        (left + right) / 2,
+        (bottom + top) / 2,
+        "\n".join(lines),
+        ha="center",
+        va="center",
+        fontsize=FONT,
+        color="#222222",
+        bbox={"fc": colour, "ec": "none", "pad": 1.5},  # over the lines drawn across
+        zorder=3,
+    )
 
 
 def _mark_events(ax: Axes, groups: Sequence[Group]) -> None:

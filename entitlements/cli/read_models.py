@@ -13,12 +13,12 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from entitlements.application import audit, report
+from entitlements.application import audit, read_models, report
 from entitlements.application.engine import Engine
+from entitlements.application.read_models import Resumed
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import Bars, err, out
 from entitlements.domain.rules import CAPABILITIES
-from projections.rebuild import Resumed, SqlProjection, rebuild
 
 
 def cmd_rejections(engine: Engine, args: argparse.Namespace) -> int:
@@ -79,9 +79,8 @@ def cmd_rebuild(engine: Engine, args: argparse.Namespace) -> int:
         )
 
     try:
-        position = rebuild(
-            engine.app,
-            engine.url,
+        position = read_models.rebuild(
+            engine,
             bars.bar(lambda: "events"),
             accounts=bars.bar(lambda: "accounts' rows"),
             resumed=say_resumed,
@@ -118,7 +117,7 @@ def cmd_reconcile(engine: Engine, args: argparse.Namespace) -> int:
 
 def cmd_catch_up(engine: Engine, args: argparse.Namespace) -> int:
     """The bar counts the events read, past the position the tables were at (none: no bar)."""
-    projection = SqlProjection.current(engine.app, engine.url)  # kept: polls read what is new
+    projection = read_models.catch_up(engine)  # kept: polls read what is new
     bars = Bars("catch-up")
 
     def unit() -> str:
@@ -146,7 +145,7 @@ def cmd_report(engine: Engine, args: argparse.Namespace) -> int:
     capabilities = args.capability or ["host"]
     report.check_capabilities(capabilities)
     known = audit.parse_when("--as-known-at", args.as_known_at)
-    behind = report.read_models_level(engine.app, engine.url)
+    behind = read_models.level(engine)
     if behind:
         err.print(f"SQL read models caught up ({behind} log positions behind)")
     counts = report.daily_report(engine.url, args.region, start, end, known, capabilities)

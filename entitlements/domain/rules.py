@@ -194,24 +194,31 @@ def fold_account(
                 partner=f.data.get("partner"),
                 plan_set_by=f,
             )
-        if t == "RegistrationSuspended":
-            s["registration_suspended"] = f
-        elif t == "RegistrationApproved":
-            s["registration_suspended"] = None
-        elif t == "MovedToPartner":
-            s.update(channel="partner", partner=f.data["partner"])
-        elif t == "HostingRevoked":
-            s["rule_revocation" if f.cause else "manual_revocation"] = f
-        elif t == "HostingRestored":
-            s["rule_revocation" if f.cause else "manual_revocation"] = None
-            s["last_restore"] = f
-        elif t == "AccountSuspended":
-            s["suspension"] = f
-        elif t == "AccountReinstated":
-            s["suspension"] = None
+        _fold_standing(s, f)
     if "registration" not in s:
         s["not_yet"] = next((f for f in all_facts if f.type == "AccountRegistered"), None)
     return AccountState(**s)
+
+
+def _fold_standing(s: dict[str, Any], f: Fact) -> None:
+    """One fact's part of `fold_account` beyond registration and plan: approval pending,
+    the channel moved to a partner, hosting revoked or restored, the account suspended."""
+    t = f.type
+    if t == "RegistrationSuspended":
+        s["registration_suspended"] = f
+    elif t == "RegistrationApproved":
+        s["registration_suspended"] = None
+    elif t == "MovedToPartner":
+        s.update(channel="partner", partner=f.data["partner"])
+    elif t == "HostingRevoked":
+        s["rule_revocation" if f.cause else "manual_revocation"] = f
+    elif t == "HostingRestored":
+        s["rule_revocation" if f.cause else "manual_revocation"] = None
+        s["last_restore"] = f
+    elif t == "AccountSuspended":
+        s["suspension"] = f
+    elif t == "AccountReinstated":
+        s["suspension"] = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -300,14 +307,7 @@ def decide(capability: str, acc: AccountState, region: RegionState) -> Verdict:
     limit = capability in LIMIT_CAPABILITIES
     zero = 0 if limit else None
     if acc.registration is None:  # rule 7
-        pending = acc.not_yet
-        reason = "not registered at that time"
-        if pending is not None:
-            reason = (
-                f"registration takes effect at {iso(pending.effective_at)}, "
-                f"recorded at {iso(pending.recorded_at)}: not in force or not yet known"
-            )
-        return Verdict(False, zero, reason, (pending,) if pending else ())
+        return _not_registered(acc.not_yet, zero)
     if acc.suspension is not None:  # rule 1
         s = acc.suspension
         return Verdict(
@@ -330,15 +330,37 @@ def decide(capability: str, acc: AccountState, region: RegionState) -> Verdict:
     if blocked:
         return blocked
     if capability == "purchase_via_partner":  # rule 6
-        if region.partners:
-            names = ", ".join(sorted(region.partners))
-            return Verdict(
-                True,
-                None,
-                f"authorized partners in {region.code}: {names}",
-                tuple(region.partners.values()),
-            )
-        return Verdict(False, None, f"no authorized partner in {acc.region}", ())
+        return _decide_partner(acc, region)
+    return _decide_channel(capability, acc, region)
+
+
+def _not_registered(pending: Fact | None, zero: int | None) -> Verdict:
+    """Rule 7: no registration in force at (T, K); when one is on file, when it takes
+    effect and when it was recorded."""
+    reason = "not registered at that time"
+    if pending is not None:
+        reason = (
+            f"registration takes effect at {iso(pending.effective_at)}, "
+            f"recorded at {iso(pending.recorded_at)}: not in force or not yet known"
+        )
+    return Verdict(False, zero, reason, (pending,) if pending else ())
+
+
+def _decide_partner(acc: AccountState, region: RegionState) -> Verdict:
+    """Rule 6: purchase via a partner while the region has an authorized one."""
+    if region.partners:
+        names = ", ".join(sorted(region.partners))
+        return Verdict(
+            True,
+            None,
+            f"authorized partners in {region.code}: {names}",
+            tuple(region.partners.values()),
+        )
+    return Verdict(False, None, f"no authorized partner in {acc.region}", ())
+
+
+def _decide_channel(capability: str, acc: AccountState, region: RegionState) -> Verdict:
+    """Rules 4 and 5: subscribe online / buy direct unless the region closed the channel."""
     rule = CHANNEL_CLOSED_BY["online" if capability == "subscribe_online" else "direct"]
     if rule in region.rules_on:  # rules 4 and 5
         return Verdict(False, None, f"{rule} in {acc.region}", (region.rules_on[rule],))
@@ -372,35 +394,55 @@ def hosting_corrections(
     if not switches and not any(f.type.startswith("Hosting") and f.cause for f in account_facts):
         return []
     work = list(account_facts)
-    stream = work[0].stream
     version = max(f.version for f in work)
     region = fold_account(work).region
     corrections: list[Fact] = []
     for t in sorted({f.effective_at for f in work} | {f.effective_at for f in switches}):
-        rule_event = next((f for f in reversed(switches) if f.effective_at <= t), None)
-        state = fold_account(work, at=t)
-        rule_on = rule_event is not None and rule_event.type == "RegionRuleApplied"
-        truth = state.registration is not None and state.plan == "free" and rule_on
-        if truth == (state.rule_revocation is not None):
+        fact = _correction_at(t, work, switches, region, version + 1, recorded_at)
+        if fact is None:
             continue
-        assert rule_event is not None  # a rule-caused revocation needs a rule switch
-        at_t = [
-            f
-            for f in (*work, *switches)
-            if f.effective_at == t and not f.type.startswith("Hosting")
-        ]
-        cause = rule_cause(rule_event, max(at_t, key=lambda f: f.recorded_at, default=None))
         version += 1
-        if truth:
-            reason = f"{FREE_HOSTING_RULE} in {region}: free accounts may not host"
-            fact = Fact(
-                stream, "HostingRevoked", version, t, recorded_at, {"reason": reason}, cause
-            )
-        else:
-            reason = "the account left the free plan" if rule_on else f"{FREE_HOSTING_RULE} lifted"
-            fact = Fact(
-                stream, "HostingRestored", version, t, recorded_at, {"reason": reason}, cause
-            )
         bisect.insort(work, fact, key=lambda f: f.order)
         corrections.append(fact)
     return corrections
+
+
+def _correction_at(
+    t: datetime,
+    work: list[Fact],
+    switches: list[Fact],
+    region: str,
+    version: int,
+    recorded_at: datetime,
+) -> Fact | None:
+    """The correction (as `version`) an account's history needs at `t`, or None when its
+    rule-caused revocation there already agrees with rule 3 (revoked exactly while
+    registered, free and the rule on)."""
+    rule_event = next((f for f in reversed(switches) if f.effective_at <= t), None)
+    state = fold_account(work, at=t)
+    rule_on = rule_event is not None and rule_event.type == "RegionRuleApplied"
+    truth = state.registration is not None and state.plan == "free" and rule_on
+    if truth == (state.rule_revocation is not None):
+        return None
+    assert rule_event is not None  # a rule-caused revocation needs a rule switch
+    cause = rule_cause(rule_event, _trigger_at(t, work, switches))
+    kind, reason = _correction_words(truth, rule_on, region)
+    return Fact(work[0].stream, kind, version, t, recorded_at, {"reason": reason}, cause)
+
+
+def _trigger_at(t: datetime, work: Iterable[Fact], switches: Iterable[Fact]) -> Fact | None:
+    """What made a correction at `t` necessary: the latest recorded of the account's and
+    the rule's events taking effect at `t` (hosting corrections themselves aside)."""
+    at_t = [
+        f for f in (*work, *switches) if f.effective_at == t and not f.type.startswith("Hosting")
+    ]
+    return max(at_t, key=lambda f: f.recorded_at, default=None)
+
+
+def _correction_words(revoke: bool, rule_on: bool, region: str) -> tuple[str, str]:
+    """A hosting correction's event type and reason: revoked while free under the rule,
+    else restored because the account left the free plan or the rule was lifted."""
+    if revoke:
+        return "HostingRevoked", f"{FREE_HOSTING_RULE} in {region}: free accounts may not host"
+    reason = "the account left the free plan" if rule_on else f"{FREE_HOSTING_RULE} lifted"
+    return "HostingRestored", reason

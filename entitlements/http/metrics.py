@@ -17,8 +17,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from entitlements.application.read_models import snapshots_refused
 from entitlements.http.settings import MULTIPROCESS_DIR
-from projections import snapshot_digests
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STATES = ("starting", "following", "reconnecting")
@@ -80,7 +80,7 @@ class Metrics:
             registry=r,
         )
         # this process's refusals counted so far, by kind (those before this worker: not its)
-        self._refused: dict[str, int] = dict(snapshot_digests.refused)
+        self._refused: dict[str, int] = snapshots_refused()
         self._outcomes: dict[tuple[str, bool], Counter] = {}  # bound once each
 
     def observe(self, capability: str, allowed: bool, seconds: float) -> None:
@@ -110,7 +110,7 @@ class Metrics:
     def count_refused(self) -> None:
         """Bring the refused snapshots' counter level with this process's refusals (they
         happen where files are loaded, which knows nothing of metrics)."""
-        for kind, n in list(snapshot_digests.refused.items()):
+        for kind, n in snapshots_refused().items():
             new = n - self._refused.get(kind, 0)
             if new > 0:
                 self.refused.labels(kind).inc(new)

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from entitlements.adapters import integrity
-from entitlements.application import audit
+from entitlements.application import audit, integrity_check
 from entitlements.application.engine import Engine
 from entitlements.domain.account import Account
 from entitlements.domain.decisions import UnknownAccount
@@ -226,7 +225,7 @@ def test_a_region_without_commands_holds_trivially_and_codes_are_checked(china: 
 
 def test_a_case_file_of_one_account(china: Engine) -> None:
     case = audit.export_case(china, account_id="cn-pro-01")
-    head = integrity.verify(china.app)  # the head's hash is the integrity chain's, verified
+    head = integrity_check.verify(china.app)  # the head's hash is the integrity chain's, verified
     assert case["head"] == {"position": china.position(), "hash": head.hash} and head.ok
     types = [e["type"] for e in case["events"] if e["stream"] == "account:cn-pro-01"]
     assert types == [e["type"] for e in china.history("cn-pro-01")]

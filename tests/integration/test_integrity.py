@@ -12,6 +12,7 @@ import pytest
 from entitlements import open_engine
 from entitlements.adapters import integrity
 from entitlements.application import engine as engine_module
+from entitlements.application import integrity_check
 from entitlements.application.engine import Engine
 from tests.conftest import read_jsonl, scenario_file
 from tests.integration.tamper import Tamper
@@ -22,7 +23,7 @@ def china(engine: Engine) -> None:
 
 
 def verify(engine: Engine, receipt: tuple[str, int] | None = None) -> integrity.Verification:
-    return integrity.verify(engine.app, receipt)
+    return integrity_check.verify(engine.app, receipt)
 
 
 def revocation(t: Tamper, account_id: str) -> int:

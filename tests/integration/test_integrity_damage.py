@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from entitlements.adapters import integrity
+from entitlements.application import integrity_check
 from entitlements.application.engine import Engine
 from tests.conftest import read_jsonl, scenario_file
 from tests.integration.tamper import Tamper
@@ -146,7 +147,7 @@ def test_any_edit_of_any_row_is_a_finding_at_its_position(
             assume(False)
             raise AssertionError from e
         assume(t.raw(position) != before)  # SQLite's affinities may make it no change at all
-        v = integrity.verify(engine.app)
+        v = integrity_check.verify(engine.app)
     finally:
         t.restore(position, before)
     assert not v.ok, f"{edit.__name__} at {position} passed"
@@ -154,7 +155,8 @@ def test_any_edit_of_any_row_is_a_finding_at_its_position(
     # next one's link, to it, is what breaks.
     assert v.position in ({position, 2} if position == 1 else {position}), v.reason
     assert v.reason and "\n" not in v.reason
-    assert integrity.verify(engine.app).ok  # restored: the next example starts from a good log
+    # restored: the next example starts from a good log
+    assert integrity_check.verify(engine.app).ok
 
 
 def test_a_copy_of_a_real_row_appended_at_the_end_is_the_row_blamed(engine: Engine) -> None:
@@ -162,7 +164,7 @@ def test_a_copy_of_a_real_row_appended_at_the_end_is_the_row_blamed(engine: Engi
     t = Tamper(engine)
     _, stream, version, topic, state = t.row(16)
     t.insert(ROWS + 1, stream, version + 1000, topic, state)  # the key must differ: a copy
-    v = integrity.verify(engine.app)
+    v = integrity_check.verify(engine.app)
     assert (v.ok, v.kind, v.position) == (False, "inserted", ROWS + 1)
     assert f"position {ROWS + 1} is not in the chain" in (v.reason or "")
     assert "record at position 16" in (v.reason or "")
@@ -181,6 +183,6 @@ def test_forged_rows_appended_at_the_end_are_the_rows_blamed(engine: Engine) -> 
             position, stream, version + 1000, topic, forged | {"chain": {"prev": prev, "hash": h}}
         )
         prev = h
-    v = integrity.verify(engine.app)
+    v = integrity_check.verify(engine.app)
     assert (v.ok, v.kind, v.position) == (False, "inserted", ROWS + 1)
     assert f"positions {ROWS + 1}..{ROWS + 2} are not in the chain" in (v.reason or "")

@@ -73,3 +73,34 @@ def test_the_domain_imports_no_projection_and_nothing_of_the_engine(path: Path) 
         if m.startswith("projections") or any(m == e or m.startswith(e + ".") for e in ENGINE_SIDE)
     }
     assert not wrong, f"{module_name(path)} imports {sorted(wrong)}"
+
+
+#: The doors: the command line and the HTTP API. They reach the log and the read models
+#: only through the application (its engine's methods and its modules' functions).
+DOORS = sorted(
+    [*(ROOT / "entitlements/cli").rglob("*.py"), *(ROOT / "entitlements/http").rglob("*.py")]
+)
+
+
+def reaches_for_app(path: Path) -> list[int]:
+    """Lines where a file reads `<something>.app` off an engine-like name (the library's
+    Application behind the engine); `request.app` (Starlette's) is not the engine's."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute) and node.attr == "app":
+            owner = node.value
+            if not (isinstance(owner, ast.Name) and owner.id == "request"):
+                lines.append(node.lineno)
+    return lines
+
+
+@pytest.mark.parametrize("path", DOORS, ids=module_name)
+def test_a_door_imports_no_projection(path: Path) -> None:
+    wrong = sorted(m for m in imports_of(path) if m.split(".")[0] == "projections")
+    assert not wrong, f"{module_name(path)} imports {wrong}: ask the application instead"
+
+
+@pytest.mark.parametrize("path", DOORS, ids=module_name)
+def test_a_door_does_not_reach_around_the_application(path: Path) -> None:
+    lines = reaches_for_app(path)
+    assert not lines, f"{module_name(path)} reads the engine's `.app` at lines {lines}"
