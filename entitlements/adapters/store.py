@@ -135,7 +135,7 @@ def lasting_store_url(url: str | None, why: str) -> str:
 
 
 def sqlite_path(url: str) -> Path | None:
-    """The SQLite file of this store, or None for PostgreSQL."""
+    """The SQLite file of this store, or None for PostgreSQL and memory://."""
     parsed = make_url(store_url(url))
     return (
         Path(parsed.database) if parsed.get_backend_name() == "sqlite" and parsed.database else None
