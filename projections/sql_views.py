@@ -48,13 +48,25 @@ LEGACY_INTERVALS = "capability_intervals"
 BULK_CHECKPOINT_PAGES = 10_000
 
 
+class NoSqlDatabase(ValueError):
+    """The store has no SQL database beside its log (`memory://`): nothing kept in SQL (the
+    read models, the report, a rebuild or catch-up, the API tokens) can be asked of it."""
+
+
 def sql_engine(url: str, bulk_load: bool = False) -> SqlEngine:
     """SQLAlchemy engine on the same database as the log, from the store's canonical URL
     (entitlements.adapters.store.store_url: `sqlite:////abs` or `postgresql://...`), with psycopg 3
     for PostgreSQL. Normalising what users type is the doors' work, not a projection's.
     `bulk_load`: checkpoint SQLite's WAL less often (BULK_CHECKPOINT_PAGES); the loader
-    checkpoints it once done (`checkpoint`)."""
+    checkpoints it once done (`checkpoint`). Every SQL read model, the report and the token
+    table come through here, so `memory://` is refused here, in one line (NoSqlDatabase)."""
     parsed = make_url(url)
+    if parsed.get_backend_name() == "memory":
+        raise NoSqlDatabase(
+            f"{url} keeps only the log, in this process's memory: the SQL read models, "
+            "report, rebuild, catch-up and API tokens need a database "
+            "(sqlite:///path or postgresql://...)"
+        )
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     engine = create_engine(parsed)

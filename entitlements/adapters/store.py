@@ -1,8 +1,11 @@
 """Where the log lives: a store URL -> eventsourcing's settings for its built-in recorders.
 
 `sqlite:///path` (the embedded default) uses `eventsourcing.sqlite` on a file;
-`postgresql://user@host:port/db` uses `eventsourcing.postgres`. Anything else is an
-error: the engine never falls back silently to an in-memory store.
+`postgresql://user@host:port/db` uses `eventsourcing.postgres`; `memory://` uses
+`eventsourcing.popo`, a log held by the engine that opened it and gone when it closes (the
+application tests' store: no file, no server, nothing that needs SQL). Anything else is an
+error, and so is SQLite's `:memory:`: the engine never falls back silently to a store that
+dies with the process; `memory://` is asked for by name.
 
 `store_url()` is the one place a URL is normalised; eventsourcing, SQLAlchemy
 (`sqlalchemy_url`) and psycopg (`psycopg_dsn`) all derive their form from its answer.
@@ -24,6 +27,7 @@ from sqlalchemy.exc import ArgumentError
 
 DEFAULT_URL = "sqlite:///entitlements.db"
 ENV_VAR = "ENTITLEMENTS_DB"
+MEMORY_URL = "memory://"  # the in-memory store's one spelling
 
 
 class StoreError(ValueError):
@@ -46,9 +50,9 @@ class StoreMissing(StoreUnavailable):
 
 def store_url(url: str | None = None) -> str:
     """The canonical URL of the store given, else $ENTITLEMENTS_DB, else `entitlements.db`
-    in the working directory: `sqlite:////abs/path` or `postgresql://user@host:port/db`.
-    Accepts a plain path (an SQLite file), `sqlite:///rel/path`, `postgres://` and
-    `postgresql+driver://`; one form per store, so every consumer reaches the same one."""
+    in the working directory: `sqlite:////abs/path`, `postgresql://user@host:port/db` or
+    `memory://`. Accepts a plain path (an SQLite file), `sqlite:///rel/path`, `postgres://`
+    and `postgresql+driver://`; one form per store, so every consumer reaches the same one."""
     raw = url or os.environ.get(ENV_VAR) or DEFAULT_URL
     source = "--db" if url else f"${ENV_VAR}" if os.environ.get(ENV_VAR) else "store"
     try:
@@ -75,6 +79,12 @@ def _canonical(raw: str) -> str:
     if parsed.port is not None and not 0 < parsed.port < 65536:
         raise StoreError(f"not a store URL: {raw!r} (its port is not 1-65535)")
     backend = parsed.get_backend_name()
+    if backend == "memory":
+        if parsed.render_as_string() != MEMORY_URL:
+            raise StoreError(
+                f"the in-memory store is {MEMORY_URL!r}, with nothing after it: {raw!r}"
+            )
+        return MEMORY_URL
     if backend == "sqlite":
         path = parsed.database
         if (
@@ -102,8 +112,30 @@ def _canonical(raw: str) -> str:
     )
 
 
+def is_memory(url: str) -> bool:
+    """Whether the store at `url` is the in-memory one (`memory://`)."""
+    return store_url(url) == MEMORY_URL
+
+
+class LostWithTheProcess(StoreError):
+    """`memory://` where the store must outlive the process asking: a command-line run, a
+    server's worker processes."""
+
+
+def lasting_store_url(url: str | None, why: str) -> str:
+    """`store_url(url)`, refusing `memory://` in one line: the store would end with the
+    process (`why` says which), so nothing asked of it would be kept or shared."""
+    canonical = store_url(url)
+    if canonical == MEMORY_URL:
+        raise LostWithTheProcess(
+            f"{MEMORY_URL} keeps the log in the memory of one process, and {why}: "
+            "use a path, sqlite:///path or postgresql://..."
+        )
+    return canonical
+
+
 def sqlite_path(url: str) -> Path | None:
-    """The SQLite file of this store, or None for PostgreSQL."""
+    """The SQLite file of this store, or None for PostgreSQL and memory://."""
     parsed = make_url(store_url(url))
     return (
         Path(parsed.database) if parsed.get_backend_name() == "sqlite" and parsed.database else None
@@ -131,7 +163,9 @@ def check_store(url: str, must_exist: bool) -> None:
     that does not exist (a typo would otherwise create an empty store and answer "unknown
     account"), a missing directory, or a PostgreSQL server that refuses us (the pool would
     only say, after 5 s of retries, that it got no connection). Cheap: a stat, or one
-    connection."""
+    connection. Nothing to check for memory://."""
+    if is_memory(url):
+        return
     path = sqlite_path(url)
     if path is not None:
         if path.is_dir():
@@ -168,6 +202,8 @@ def server_reason(error: BaseException) -> str:
 
 def eventsourcing_env(url: str) -> dict[str, str]:
     """The environment eventsourcing's infrastructure factory reads for this store."""
+    if is_memory(url):
+        return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
     parsed = make_url(store_url(url))
     if parsed.get_backend_name() == "sqlite":
         return {
@@ -189,6 +225,15 @@ def eventsourcing_env(url: str) -> dict[str, str]:
     }
 
 
+def create_tables(url: str, recorder: Any) -> None:
+    """The store's table of events and its clock guard, where missing (called under the
+    writer lock); the in-memory store has neither table nor server to guard."""
+    if is_memory(url):
+        return
+    recorder.create_table()
+    install_clock_guard(url, recorder.events_table_name)
+
+
 def install_clock_guard(url: str, table: str) -> None:
     """PostgreSQL: refuse, in the inserting transaction itself, an event whose recorded_at
     is earlier than the newest in the store. The writer lock keeps writers in clock order,
@@ -196,7 +241,7 @@ def install_clock_guard(url: str, table: str) -> None:
     retried by the driver layer; this keeps the store's clock from going back even then.
     (eventsourcing's recorder locks the table for each insert, so 'newest' is exact.)
     SQLite needs no guard: its writer lock is a file lock that no restart can drop."""
-    if sqlite_path(url) is not None:
+    if sqlite_path(url) is not None or is_memory(url):
         return
     import psycopg
 
@@ -235,7 +280,8 @@ class WriterLock:
     session advisory lock on a connection of its own (reconnects after a server restart).
     Optimistic concurrency on aggregate versions stays underneath as the safety net.
     Threads of one process (HTTP workers' request threads) take turns first: the file
-    descriptor and the session lock belong to the process, not to a thread."""
+    descriptor and the session lock belong to the process, not to a thread. memory://: the
+    threads' turns are all there is (no other process sees the store)."""
 
     KEY = 0x656E7469  # the advisory lock's key ("enti")
 
@@ -244,6 +290,7 @@ class WriterLock:
         self.timeout = timeout
         path = sqlite_path(self.url)
         self._file = f"{path}.lock" if path is not None else None
+        self._session = path is None and self.url != MEMORY_URL  # PostgreSQL's advisory lock
         self._fd: int | None = None
         self._conn: Any = None
         self._threads = threading.Lock()
@@ -255,7 +302,7 @@ class WriterLock:
             if self._file is not None:
                 fd = self._fd = os.open(self._file, os.O_RDWR | os.O_CREAT, 0o644)
                 self._wait(lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB))
-            else:
+            elif self._session:
                 self._pg_lock()
         except BaseException:
             self._release_os_lock()

@@ -35,8 +35,9 @@ from entitlements.adapters.store import (
     StoreUnavailable,
     WriterLock,
     check_store,
+    create_tables,
     eventsourcing_env,
-    install_clock_guard,
+    is_memory,
     store_url,
 )
 from entitlements.application.command_book import CommandBook
@@ -180,9 +181,9 @@ class Engine:
         # store at once would otherwise race in the catalog ("tuple concurrently updated").
         self.app = EntitlementsApplication(env={**eventsourcing_env(self.url), "CREATE_TABLE": "n"})
         with self.writer:
-            self.app.recorder.create_table()  # type: ignore[attr-defined]
-            install_clock_guard(self.url, self.app.recorder.events_table_name)  # type: ignore[attr-defined]
-        self.projector = Projector(self.app, self.url)
+            create_tables(self.url, self.app.recorder)
+        # memory://: no snapshot file, no command book file (nothing outlives the process)
+        self.projector = Projector(self.app, None if is_memory(self.url) else self.url)
         self.wait_timeout = 2.0  # seconds a min_position check waits for the index
         self.index: CheckIndex = self.projector.index
         self._book: CommandBook | None = None  # built by the first command (see `book`)

@@ -14,7 +14,7 @@ from rich.markup import escape
 from sqlalchemy.exc import SQLAlchemyError
 
 from entitlements.adapters.damaged import DamagedRecord
-from entitlements.adapters.store import DEFAULT_URL, ENV_VAR, StoreError
+from entitlements.adapters.store import DEFAULT_URL, ENV_VAR, StoreError, lasting_store_url
 from entitlements.application.engine import Engine
 from entitlements.cli import apply, audit, checks, demo, read_models, serve, tokens
 from entitlements.cli.exits import (
@@ -23,6 +23,7 @@ from entitlements.cli.exits import (
     EXIT_NOT_REACHED,
     EXIT_STORE,
     EXIT_UNKNOWN_ACCOUNT,
+    ONE_COMMAND,
 )
 from entitlements.cli.output import err
 from entitlements.domain.commands import MalformedCommand
@@ -110,6 +111,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             return handler(None, args)
         lazy = getattr(args, "lazy_index", False)
         must_exist = getattr(args, "store_must_exist", True)  # `token create` may start one
+        lasting_store_url(args.db, ONE_COMMAND)  # memory:// would end with this command
         with Engine(args.db, start=not lazy, must_exist=must_exist) as engine:
             return handler(engine, args)
     except MalformedCommand as e:

@@ -9,9 +9,9 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from entitlements.adapters.store import store_url
+from entitlements.adapters.store import lasting_store_url
 from entitlements.application.engine import Engine
-from entitlements.cli.exits import EXIT_BROKEN_PIPE, EXIT_OK, EXIT_REJECTED
+from entitlements.cli.exits import EXIT_BROKEN_PIPE, EXIT_OK, EXIT_REJECTED, ONE_COMMAND
 from entitlements.cli.output import apply_progress, err
 from entitlements.domain.commands import (
     Command,
@@ -50,7 +50,7 @@ def cmd_apply(_: Engine | None, args: argparse.Namespace) -> int:
     opened or created); the second applies them, each line's result printed (and flushed)
     as soon as it is committed: every line printed was applied, and running the file again
     reports the rest (earlier lines as duplicates, by their command_id)."""
-    store_url(args.db)  # a URL the engine cannot use says so first, creating nothing
+    lasting_store_url(args.db, ONE_COMMAND)  # a URL the engine cannot use says so first
     total = check_command_file(args.file)
     if total == 0:
         return EXIT_OK  # nothing to apply: no store is created for it

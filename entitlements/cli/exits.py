@@ -12,3 +12,6 @@ EXIT_OK, EXIT_REJECTED, EXIT_MALFORMED, EXIT_UNKNOWN_ACCOUNT, EXIT_STORE, EXIT_N
 )
 EXIT_VIOLATION = 6  # an audit found the log breaking a promise
 EXIT_BROKEN_PIPE = 141  # as a shell reports a process its reader left (128 + SIGPIPE)
+
+#: Why the command line refuses `memory://` (a StoreError: exit 2, as any URL it cannot use).
+ONE_COMMAND = "the command line's process ends with each command"

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from entitlements.adapters.store import StoreUnavailable, check_store, store_url
+from entitlements.adapters.store import StoreUnavailable, check_store, lasting_store_url
 from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import err
@@ -20,7 +20,7 @@ def cmd_serve(_: Engine | None, args: argparse.Namespace) -> int:
     SIGTERM lets requests in flight finish."""
     from entitlements.http import server as serving
 
-    url = store_url(args.db)
+    url = lasting_store_url(args.db, "each of serve's workers is a process of its own")
     try:
         check_store(url, must_exist=False)  # a wrong URL says so now, not in every worker
     except StoreUnavailable as e:  # down for now: the workers start and keep trying

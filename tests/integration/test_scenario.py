@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from entitlements import open_engine
 from entitlements.application.engine import Engine
 from entitlements.cli import scenario_path
 from entitlements.domain.commands import parse_command_file
-from tests.conftest import read_jsonl, scenario_file
+from tests.conftest import postgres_or_skip, read_jsonl, scenario_file
 
 APPLY_ROWS = read_jsonl(scenario_file("china-2020.apply.jsonl"))
 EXPECTED_ROWS = read_jsonl(scenario_file("china-2020.expected.jsonl"))
@@ -19,10 +21,20 @@ def test_the_project_copy_of_the_scenario_matches_the_shared_one() -> None:
     assert scenario_path().read_text() == scenario_file("china-2020.jsonl").read_text()
 
 
-@pytest.fixture
-def applied(engine: Engine) -> tuple[Engine, list[Any]]:
-    results = engine.apply_parsed(parse_command_file(scenario_file("china-2020.jsonl")))
-    return engine, results
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def applied(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Engine, list[Any]]]:
+    """The scenario applied once to a fresh store of each kind, for the whole module: the
+    tests only read it (the results, and checks)."""
+    folder = tmp_path_factory.mktemp("scenario")
+    url = f"sqlite:///{folder / 'store.db'}" if request.param == "sqlite" else postgres_or_skip()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ENTITLEMENTS_CACHE", str(folder / "cache"))  # index snapshots
+        with open_engine(url) as engine:
+            yield engine, engine.apply_parsed(parse_command_file(scenario_file("china-2020.jsonl")))
 
 
 def test_every_line_is_applied_or_rejected_as_the_scenario_says(

@@ -22,7 +22,7 @@ LIMITS = ("max_participants", "max_meeting_minutes")
 # -- fixture and helpers -------------------------------------------------------------------
 
 
-# `engine`: the shared fixture of tests/conftest.py, a fresh SQLite and PostgreSQL store.
+# `engine`: tests/application/conftest.py's, a fresh in-memory store (memory://).
 
 
 def do(engine: Engine, command: str, on: str, recorded: str | None = None, **fields: Any) -> None:

@@ -18,7 +18,7 @@ from entitlements.application.engine import Engine
 # -- fixture and helpers -------------------------------------------------------------------
 
 
-# `engine`: the shared fixture of tests/conftest.py, a fresh SQLite and PostgreSQL store.
+# `engine`: tests/application/conftest.py's, a fresh in-memory store (memory://).
 
 
 def item(command: str, on: str, recorded: str | None = None, **fields: Any) -> dict[str, Any]:
