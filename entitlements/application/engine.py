@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import random
 import time
-from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -60,14 +59,13 @@ from entitlements.domain.region import Region, RegionRules, region_id
 from entitlements.domain.rules import (
     FREE_HOSTING_RULE,
     NOBODY,
-    RULE_SWITCHES,
-    Fact,
+    FreeHostingSwitches,
     Rejected,
     Who,
     check_jurisdiction,
+    free_hosting_switches,
     hosting_corrections,
     iso,
-    rule_cause,
 )
 from projections import snapshot_digests
 from projections.changes import changes_after
@@ -689,8 +687,9 @@ class Engine:
         is still missing. Called under the writer lock (held throughout, so the fan-out's
         events keep the rule's recorded_at and the log's clock order).
 
-        Most accounts have one fact, their registration: their corrections follow from the
-        rule's switches directly (`registration_only_corrections`), without folding."""
+        The region's switches are prepared once (`rules.FreeHostingSwitches`): most accounts
+        have one fact, their registration, and their corrections follow from the switches
+        directly, without folding."""
         with gc_paused():
             return self._fan_out(region, recorded_at, who, then)
 
@@ -713,10 +712,7 @@ class Engine:
             while end < len(members) and len(events) < FAN_OUT_BATCH:
                 account_id = members[end]
                 facts = log.account_facts(account_id)
-                if len(facts) == 1 and facts[0].type == "AccountRegistered":
-                    corrections = switches.corrections(facts[0], recorded_at)
-                else:
-                    corrections = hosting_corrections(facts, region.facts, recorded_at)
+                corrections = hosting_corrections(facts, region.facts, recorded_at, switches)
                 if corrections:
                     originator_id = account_uuid(account_id)
                     log.name_stream(originator_id, account_id)
@@ -1038,85 +1034,6 @@ def _rejection(position: int, e: Any) -> dict[str, Any]:
 def _who(cmd: Command) -> Who:
     """Who asked for a command, as its events keep it."""
     return {"actor": cmd.actor, "command_id": cmd.command_id}
-
-
-def free_hosting_switches(region_facts: Iterable[Fact]) -> list[Fact]:
-    """The region's switches of the free-hosting rule, in effective order."""
-    return [
-        f for f in region_facts if f.type in RULE_SWITCHES and f.data["rule"] == FREE_HOSTING_RULE
-    ]
-
-
-class FreeHostingSwitches:
-    """A region's free-hosting switches, prepared once per fan-out: for each distinct
-    effective time, the rule event in force from then on, whether the rule is on, and the
-    switches at that very time (the candidates for a correction's trigger)."""
-
-    def __init__(self, switches: Sequence[Fact]) -> None:
-        self.times = sorted({f.effective_at for f in switches})
-        self.steps: list[tuple[Fact, bool, list[Fact]]] = []
-        self.causes: list[dict[str, Any]] = []  # a correction at a switch time: one cause
-        for t in self.times:
-            rule_event = next(f for f in reversed(switches) if f.effective_at <= t)
-            at_t = [f for f in switches if f.effective_at == t]
-            self.steps.append((rule_event, rule_event.type == "RegionRuleApplied", at_t))
-            self.causes.append(rule_cause(rule_event, max(at_t, key=lambda f: f.recorded_at)))
-
-    def corrections(self, registered: Fact, recorded_at: datetime) -> list[Fact]:
-        """`rules.hosting_corrections` for an account whose only fact is its registration,
-        without folding: such an account is revoked exactly while it is registered, free
-        and the rule is on, so its corrections follow the switches from its registration
-        on (same facts, versions and causes; tests/integration/test_group_commit.py
-        compares the two)."""
-        if not self.times or registered.data.get("plan", "free") != "free":
-            return []
-        stream, r = registered.stream, registered.effective_at
-        region = registered.data["region"]
-        corrections: list[Fact] = []
-        revoked, version = False, registered.version
-        i = bisect_right(self.times, r)  # the switches effective by the registration
-        if i:
-            rule_event, on, at_switch = self.steps[i - 1]
-            if on:  # revoked from the registration on
-                at_t = [registered, *at_switch] if self.times[i - 1] == r else [registered]
-                cause = rule_cause(rule_event, max(at_t, key=lambda f: f.recorded_at))
-                reason = f"{FREE_HOSTING_RULE} in {region}: free accounts may not host"
-                version += 1
-                data = {"reason": reason}
-                corrections.append(
-                    Fact(stream, "HostingRevoked", version, r, recorded_at, data, cause)
-                )
-                revoked = True
-        for j in range(i, len(self.times)):
-            on = self.steps[j][1]
-            if on == revoked:
-                continue
-            version += 1
-            if on:
-                reason = f"{FREE_HOSTING_RULE} in {region}: free accounts may not host"
-                kind = "HostingRevoked"
-            else:  # the plan stays free: only the rule ends
-                reason, kind = f"{FREE_HOSTING_RULE} lifted", "HostingRestored"
-            corrections.append(
-                Fact(
-                    stream,
-                    kind,
-                    version,
-                    self.times[j],
-                    recorded_at,
-                    {"reason": reason},
-                    dict(self.causes[j]),
-                )
-            )
-            revoked = on
-        return corrections
-
-
-def registration_only_corrections(
-    registered: Fact, switches: Sequence[Fact], recorded_at: datetime
-) -> list[Fact]:
-    """`FreeHostingSwitches(switches).corrections(registered, recorded_at)`."""
-    return FreeHostingSwitches(switches).corrections(registered, recorded_at)
 
 
 def _backoff(attempt: int) -> None:
