@@ -252,13 +252,13 @@ def test_a_kept_aggregate_is_used_without_a_read_and_refreshed_after_a_fan_out(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine.apply([register("cn-1", region="CN", plan="free")])
-    real_get, gets = engine.app.repository.get, []
+    real_get, gets = engine.app.events.get, []
 
-    def counting_get(*args: Any, **kwargs: Any) -> Any:
-        gets.append(args[0])
+    def counting_get(*args: Any, **kwargs: Any) -> Any:  # an aggregate's events read
+        gets.append(kwargs.get("originator_id", args[0] if args else None))
         return real_get(*args, **kwargs)
 
-    monkeypatch.setattr(engine.app.repository, "get", counting_get)
+    monkeypatch.setattr(engine.app.events, "get", counting_get)
     (revoked,) = engine.apply([cmd("revoke_hosting", "2020-01-05", account_id="cn-1", reason="x")])
     assert revoked.status == "applied" and gets == []  # the kept aggregate: current, no read
     engine.apply([cmd("restore_hosting", "2020-01-06", account_id="cn-1", reason="y")])
