@@ -1,5 +1,5 @@
 """The event store as eventsourcing's `Application`: the library's recorders, with a mapper
-that names the position of a stored event it cannot read."""
+that names the position of a stored event it cannot read, and the events it stores."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import ApplicationRecorder, Mapper
 
 from entitlements.adapters.damaged import CheckedMapper
+
+# The stored events register their topics ("entitlements:AccountRegistered", ...) when their
+# classes are defined: an application opened in a process of its own (a rebuild's second
+# process resolves this class by its topic) must define them to read the log.
+from entitlements.domain import account, command_log, region  # noqa: F401
 
 
 class EntitlementsApplication(Application[UUID]):
