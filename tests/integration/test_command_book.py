@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from entitlements.application import engine as engine_module
+from entitlements.application import command_book_file
 from entitlements.application.command_book import _key
 from entitlements.application.engine import Engine
 from tests.conftest import read_jsonl, scenario_file
@@ -24,23 +24,23 @@ def commands() -> list[dict[str, object]]:
 def test_a_process_that_only_checks_holds_no_command_book(store_url: str) -> None:
     with Engine(store_url) as writer:
         writer.apply(commands())
-        assert writer._book is not None and len(writer._book) == len(commands())
+        assert writer.books.built is not None and len(writer.books.built) == len(commands())
     with Engine(store_url) as reader:
         reader.check("cn-free-01", "host")
         reader.capabilities("cn-pro-01", at="2020-10-01")
-        assert reader._book is None
+        assert reader.books.built is None
 
 
 def test_the_book_file_carries_a_writer_across_a_restart(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_module, "SNAPSHOT_EVERY", 1)
+    monkeypatch.setattr(command_book_file, "SNAPSHOT_EVERY", 1)
     with Engine(store_url) as writer:
         first = writer.apply(commands())
-        path = writer._book_file()
+        path = writer.books.path()
     assert path is not None and path.exists()
     with Engine(store_url) as again:
-        assert again._load_book() is not None  # the file is of this log
+        assert again.books.load() is not None  # the file is of this log
         repeated = again.apply(commands())
     assert [r.duplicate for r in repeated] == [True] * len(first)
     assert [(r.status, r.reason, r.position) for r in repeated] == [
@@ -51,10 +51,10 @@ def test_the_book_file_carries_a_writer_across_a_restart(
 def test_a_book_file_of_another_log_or_crafted_is_ignored(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_module, "SNAPSHOT_EVERY", 1)
+    monkeypatch.setattr(command_book_file, "SNAPSHOT_EVERY", 1)
     with Engine(store_url) as writer:
         writer.apply(commands()[:5])
-        path = writer._book_file()
+        path = writer.books.path()
     assert path is not None
     document = json.loads(gzip.decompress(path.read_bytes()))
     for crafted in (
@@ -69,7 +69,7 @@ def test_a_book_file_of_another_log_or_crafted_is_ignored(
     ):
         path.write_bytes(crafted)
         with Engine(store_url) as again:
-            assert again._load_book() is None
+            assert again.books.load() is None
             (result,) = again.apply([commands()[0]])
             assert result.duplicate  # read from the log instead: still exactly once
 

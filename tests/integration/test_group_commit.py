@@ -5,17 +5,14 @@ ones of its group decided; results only after the commit; a failing group loses 
 from __future__ import annotations
 
 import multiprocessing as mp
-import random
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from eventsourcing.persistence import IntegrityError, OperationalError
 
 from entitlements import open_engine
-from entitlements.application.engine import Engine, registration_only_corrections
+from entitlements.application.engine import Engine
 from entitlements.domain.decisions import CommandResult
-from entitlements.domain.rules import Fact, hosting_corrections
 
 
 def cmd(command: str, on: str, **fields: Any) -> dict[str, Any]:
@@ -251,47 +248,17 @@ def test_concurrent_writers_applying_groups_lose_nothing(store_url: str, engine:
     assert sum(a.startswith(("w1-", "w2-")) for a in engine.facts.accounts) == 160
 
 
-def test_the_fan_out_direct_path_equals_the_folding_one() -> None:
-    rng = random.Random(7)
-    t0 = datetime(2020, 1, 1, tzinfo=UTC)
-    day = timedelta(days=1)
-    for _ in range(500):
-        switches: list[Fact] = []
-        on = False
-        times = sorted(rng.sample(range(0, 40), rng.randint(0, 5)))
-        for version, d in enumerate(times, 2):
-            kind = "RegionRuleLifted" if on else "RegionRuleApplied"
-            data = {"rule": "free_hosting_suspended"}
-            recorded = t0 + rng.choice([0, 1, 50]) * day
-            switches.append(Fact("region:CN", kind, version, t0 + d * day, recorded, data))
-            on = not on
-        region_facts = [Fact("region:CN", "RegionOpened", 1, t0, t0, {"region": "CN"})]
-        region_facts += switches
-        r = t0 + rng.randint(0, 40) * day
-        registered = Fact(
-            "account:x",
-            "AccountRegistered",
-            1,
-            r,
-            r + rng.choice([0, 1, 60]) * day,
-            {"region": "CN", "plan": rng.choice(["free", "free", "pro"]), "channel": "online"},
-        )
-        recorded_at = t0 + 100 * day
-        expected = hosting_corrections([registered], region_facts, recorded_at)
-        assert registration_only_corrections(registered, switches, recorded_at) == expected
-
-
 def test_a_kept_aggregate_is_used_without_a_read_and_refreshed_after_a_fan_out(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine.apply([register("cn-1", region="CN", plan="free")])
-    real_get, gets = engine.app.repository.get, []
+    real_get, gets = engine.app.events.get, []
 
-    def counting_get(*args: Any, **kwargs: Any) -> Any:
-        gets.append(args[0])
+    def counting_get(*args: Any, **kwargs: Any) -> Any:  # an aggregate's events read
+        gets.append(kwargs.get("originator_id", args[0] if args else None))
         return real_get(*args, **kwargs)
 
-    monkeypatch.setattr(engine.app.repository, "get", counting_get)
+    monkeypatch.setattr(engine.app.events, "get", counting_get)
     (revoked,) = engine.apply([cmd("revoke_hosting", "2020-01-05", account_id="cn-1", reason="x")])
     assert revoked.status == "applied" and gets == []  # the kept aggregate: current, no read
     engine.apply([cmd("restore_hosting", "2020-01-06", account_id="cn-1", reason="y")])

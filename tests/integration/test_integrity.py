@@ -11,7 +11,7 @@ import pytest
 
 from entitlements import open_engine
 from entitlements.adapters import integrity
-from entitlements.application import engine as engine_module
+from entitlements.application import fan_out as fan_out_module
 from entitlements.application import integrity_check
 from entitlements.application.engine import Engine
 from tests.conftest import read_jsonl, scenario_file
@@ -139,7 +139,7 @@ def test_a_receipt_beyond_a_truncated_log_fails(engine: Engine) -> None:
 def test_a_group_commit_and_a_fan_out_in_several_transactions_are_chained(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_module, "FAN_OUT_BATCH", 3)
+    monkeypatch.setattr(fan_out_module, "FAN_OUT_BATCH", 3)
     sign_ups = [
         {
             "command": "register_account",

@@ -18,8 +18,9 @@ import pytest
 
 from benchmarks.synthetic import RULE_AT, START, fill_store, region_opened, registration_events
 from entitlements import open_engine
-from entitlements.application import engine as engine_module
+from entitlements.application import fan_out as fan_out_module
 from entitlements.application.engine import Engine
+from entitlements.application.sealing import Saver
 from entitlements.domain.rules import hosting_corrections
 from projections.rebuild import rebuild
 from projections.sql_views import SqlReadModel, sql_engine
@@ -222,10 +223,10 @@ def interrupt_a_fan_out(
     fill_store(engine.app, iter([region_opened("CN", START)]))
     fill_store(engine.app, registration_events(50))
     engine.catch_up()
-    monkeypatch.setattr(engine_module, "FAN_OUT_BATCH", 10)
-    real_save, saves = Engine._save_events, cast(list[int], [])
+    monkeypatch.setattr(fan_out_module, "FAN_OUT_BATCH", 10)
+    real_save, saves = Saver.save_events, cast(list[int], [])
 
-    def crash_on_third_batch(self: Engine, events: list[Any]) -> int | None:
+    def crash_on_third_batch(self: Saver, events: list[Any]) -> int | None:
         if len(saves) == 2:
             raise RuntimeError("the process died here")
         saves.append(len(events))
@@ -239,10 +240,10 @@ def interrupt_a_fan_out(
         "command_id": "rule-1",
         "actor": "ops",
     }
-    monkeypatch.setattr(Engine, "_save_events", crash_on_third_batch)
+    monkeypatch.setattr(Saver, "save_events", crash_on_third_batch)
     with pytest.raises(RuntimeError):
         engine.apply([command])
-    monkeypatch.setattr(Engine, "_save_events", real_save)
+    monkeypatch.setattr(Saver, "save_events", real_save)
     return command, saves
 
 

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from entitlements import open_engine
-from entitlements.application import engine as engine_module
+from entitlements.application import command_book_file
 from entitlements.application.access import open_tokens
 from entitlements.application.engine import Engine
 from entitlements.http.app import create_app
@@ -147,17 +147,17 @@ def test_a_command_book_with_an_entry_dropped_is_ignored(
 ) -> None:
     import base64
 
-    monkeypatch.setattr(engine_module, "SNAPSHOT_EVERY", 1)
+    monkeypatch.setattr(command_book_file, "SNAPSHOT_EVERY", 1)
     commands = [
         {**c, "command_id": f"c-{n}"}
         for n, c in enumerate(read_jsonl(scenario_file("china-2020.jsonl"))[:5])
     ]
     with Engine(store_url) as writer:
         writer.apply(commands)
-        path = writer._book_file()
+        path = writer.books.path()
     assert path is not None
     with Engine(store_url) as again:
-        assert again._load_book() is not None  # as the store wrote it: used
+        assert again.books.load() is not None  # as the store wrote it: used
     assert notices(capsys.readouterr().err) == []
     document = json.loads(gzip.decompress(path.read_bytes()))
     keys = base64.b64decode(document["keys"])
@@ -171,7 +171,7 @@ def test_a_command_book_with_an_entry_dropped_is_ignored(
     (line,) = notices(capsys.readouterr().err)
     assert "commands snapshot" in line
     with Engine(store_url) as again:  # the refused book was replaced by one on record
-        assert again._load_book() is not None
+        assert again.books.load() is not None
     assert notices(capsys.readouterr().err) == []
 
 

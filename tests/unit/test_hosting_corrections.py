@@ -5,15 +5,19 @@ account is free and the rule is on) at every effective time. Pure, in memory.
 
 from __future__ import annotations
 
-from datetime import timedelta
+import random
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from entitlements.domain.rules import (
     FREE_HOSTING_RULE,
+    Fact,
+    FreeHostingSwitches,
     fold_account,
     fold_region,
+    free_hosting_switches,
     hosting_corrections,
 )
 from tests.unit.domain_facts import History, account, region, rule_off, rule_on, t
@@ -183,3 +187,36 @@ def test_after_the_corrections_the_history_agrees_with_rule_3_and_again_records_
         rule = FREE_HOSTING_RULE in fold_region("CN", reg.facts, at).rules_on
         should = state.registration is not None and state.plan == "free" and rule
         assert (state.rule_revocation is not None) == should, f"at {at}"
+
+
+def test_the_fan_out_direct_path_equals_the_folding_one() -> None:
+    rng = random.Random(7)
+    t0 = datetime(2020, 1, 1, tzinfo=UTC)
+    day = timedelta(days=1)
+    for _ in range(500):
+        switches: list[Fact] = []
+        on = False
+        times = sorted(rng.sample(range(0, 40), rng.randint(0, 5)))
+        for version, d in enumerate(times, 2):
+            kind = "RegionRuleLifted" if on else "RegionRuleApplied"
+            data = {"rule": "free_hosting_suspended"}
+            recorded = t0 + rng.choice([0, 1, 50]) * day
+            switches.append(Fact("region:CN", kind, version, t0 + d * day, recorded, data))
+            on = not on
+        region_facts = [Fact("region:CN", "RegionOpened", 1, t0, t0, {"region": "CN"})]
+        region_facts += switches
+        r = t0 + rng.randint(0, 40) * day
+        registered = Fact(
+            "account:x",
+            "AccountRegistered",
+            1,
+            r,
+            r + rng.choice([0, 1, 60]) * day,
+            {"region": "CN", "plan": rng.choice(["free", "free", "pro"]), "channel": "online"},
+        )
+        recorded_at = t0 + 100 * day
+        expected = FreeHostingSwitches(free_hosting_switches(region_facts)).folded(
+            [registered], recorded_at
+        )
+        assert FreeHostingSwitches(switches).registration_only(registered, recorded_at) == expected
+        assert hosting_corrections([registered], region_facts, recorded_at) == expected
