@@ -86,30 +86,40 @@ def _canonical(raw: str) -> str:
             )
         return MEMORY_URL
     if backend == "sqlite":
-        path = parsed.database
-        if (
-            not path
-            or path == ":memory:"
-            or parsed.query.get("mode") == "memory"
-            or "mode=memory" in path
-        ):
-            raise StoreError(f"an SQLite store needs a file path: {raw!r}")
-        return URL.create(
-            "sqlite", database=os.path.abspath(os.path.expanduser(path))
-        ).render_as_string()
+        return _sqlite_url(parsed, raw)
     if backend in ("postgresql", "postgres"):
-        return URL.create(
-            "postgresql",
-            username=parsed.username or "postgres",
-            password=parsed.password,
-            host=parsed.host or "127.0.0.1",
-            port=parsed.port or 5432,
-            database=parsed.database or "postgres",
-            query=parsed.query,
-        ).render_as_string(hide_password=False)
+        return _postgresql_url(parsed)
     raise StoreError(
         f"unsupported store {backend!r} in {raw!r}: use a path, sqlite:///path or postgresql://..."
     )
+
+
+def _sqlite_url(parsed: URL, raw: str) -> str:
+    """`sqlite:////absolute/path`: an SQLite store is a file (never SQLite's in-memory one)."""
+    path = parsed.database
+    if (
+        not path
+        or path == ":memory:"
+        or parsed.query.get("mode") == "memory"
+        or "mode=memory" in path
+    ):
+        raise StoreError(f"an SQLite store needs a file path: {raw!r}")
+    return URL.create(
+        "sqlite", database=os.path.abspath(os.path.expanduser(path))
+    ).render_as_string()
+
+
+def _postgresql_url(parsed: URL) -> str:
+    """`postgresql://user@host:port/database`, libpq's defaults filled in."""
+    return URL.create(
+        "postgresql",
+        username=parsed.username or "postgres",
+        password=parsed.password,
+        host=parsed.host or "127.0.0.1",
+        port=parsed.port or 5432,
+        database=parsed.database or "postgres",
+        query=parsed.query,
+    ).render_as_string(hide_password=False)
 
 
 def is_memory(url: str) -> bool:

@@ -104,8 +104,7 @@ class GroupCommit:
                 if group.events and not group.spoiled and self._all_on_file(group):
                     break  # committed after all: its positions are in the book
                 if len(taken) > 1:
-                    for item in taken:
-                        yield from self._commit([item], self._decided([item]))
+                    yield from self._one_by_one(taken)
                     return
                 if attempt == retries.RETRIES - 1:
                     raise
@@ -117,14 +116,23 @@ class GroupCommit:
                 if len(taken) == 1:
                     raise
                 self.catch_up()  # a store that is down fails here, once, for the group
-                for item in taken:
-                    yield from self._commit([item], self._decided([item]))
+                yield from self._one_by_one(taken)
                 return
+        yield from self._results(group, positions)
+
+    def _one_by_one(self, taken: list[Numbered]) -> Iterator[CommandResult]:
+        """A group that could not go in whole: each command decided again and committed alone."""
+        for item in taken:
+            yield from self._commit([item], self._decided([item]))
+
+    def _results(self, group: Group, positions: list[int] | None) -> Iterator[CommandResult]:
+        """A committed group's results; a region rule's fan-out (the last command of its
+        group) finished first, its result at the fan-out's position."""
         results = [self._result(o, positions) for o in group.outcomes]
         if group.fan_out is None:
             yield from results
             return
-        yield from results[:-1]  # a fan-out's command is the last of its group
+        yield from results[:-1]
         command_id, code, recorded_at, who = group.fan_out
         position = self.fan_out.finish(command_id, code, recorded_at, who)
         last = results[-1]
