@@ -67,8 +67,8 @@ from entitlements.domain.rules import (
     decide,
     fold_account,
     fold_region,
-    iso,
 )
+from entitlements.domain.times import iso
 from projections.facts import COMMAND_RECORDS, COMMAND_TOPICS, Changed, LogFacts, fact_from_event
 from projections.light_log import LightLog
 from projections.log_reader import read_log, read_stored

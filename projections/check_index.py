@@ -45,7 +45,6 @@ from itertools import islice
 from time import time
 from typing import Any, cast
 
-from entitlements.domain.commands import parse_time
 from entitlements.domain.decisions import Decision, UnknownAccount
 from entitlements.domain.rules import (
     CAPABILITIES,
@@ -57,6 +56,7 @@ from entitlements.domain.rules import (
     decide,
     fold_account,
 )
+from entitlements.domain.times import aware
 from projections.facts import Changed
 from projections.records import END, FIELD, Records
 from projections.timeline import (
@@ -902,22 +902,12 @@ class CheckIndex:
         return decision
 
     def _us(self, field: str, value: datetime | str) -> int:
-        us = to_us(_utc(field, value))
+        us = to_us(aware(field, value))
         with self._lock:
             if len(self._times) >= 4096:
                 self._times.clear()
             self._times[value] = us
         return us
-
-
-def _utc(field: str, value: datetime | str) -> datetime:
-    """Aware datetimes pass as they are; strings and naive datetimes are read as UTC."""
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        return value
-    try:
-        return parse_time(value)
-    except ValueError as e:
-        raise ValueError(f"{field}: {e}") from None
 
 
 def _evict(cache: dict[Any, Any], size: int) -> None:

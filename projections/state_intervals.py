@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from entitlements.domain.rules import FREE_HOSTING_RULE, PLAN_SETTERS, REGION_RULES, Fact, iso
+from entitlements.domain.rules import FREE_HOSTING_RULE, PLAN_SETTERS, REGION_RULES, Fact
+from entitlements.domain.times import iso
 
 #: The columns an account row holds, after `account_id` and `region` and before the four
 #: times. NULL: not in force. Texts are as `decide` quotes them (str() of what the event says).

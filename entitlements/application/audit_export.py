@@ -17,16 +17,12 @@ from entitlements.application.audit_log import (
     _type_of,
     check_region_code,
     event_view,
-    parse_when,
 )
 from entitlements.application.engine import Engine
 from entitlements.domain.account import account_uuid
-from entitlements.domain.commands import parse_time
 from entitlements.domain.region import region_id
-from entitlements.domain.rules import (
-    CAPABILITIES,
-    iso,
-)
+from entitlements.domain.rules import CAPABILITIES
+from entitlements.domain.times import iso, parse_time, parse_when
 
 # -- the case file --------------------------------------------------------------------------
 

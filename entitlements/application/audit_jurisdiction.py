@@ -22,9 +22,7 @@ from entitlements.application.audit_log import (
 )
 from entitlements.application.engine import Engine
 from entitlements.domain.commands import Command, command_fingerprint
-from entitlements.domain.rules import (
-    iso,
-)
+from entitlements.domain.times import iso
 
 # -- the jurisdiction promise ---------------------------------------------------------------
 

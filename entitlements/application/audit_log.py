@@ -8,7 +8,7 @@ only what it asks."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -19,7 +19,6 @@ from entitlements.adapters.integrity import Verification
 from entitlements.application import integrity_check
 from entitlements.application.engine import Engine
 from entitlements.domain.account import Account, account_uuid
-from entitlements.domain.commands import parse_time
 from entitlements.domain.decisions import UnknownAccount
 from entitlements.domain.region import Region, region_id
 from entitlements.domain.rules import Fact
@@ -34,16 +33,6 @@ _DATA_SKIP = {"originator_id", "originator_version", "originator_topic", "timest
 
 
 # -- small helpers --------------------------------------------------------------------------
-
-
-def parse_when(field_name: str, value: datetime | str | None) -> datetime | None:
-    """A time the caller gave, as aware UTC; a bad one is a ValueError naming the field."""
-    if value is None:
-        return None
-    try:
-        return parse_time(value)
-    except ValueError as e:
-        raise ValueError(f"{field_name}: {e}") from None
 
 
 def check_region_code(code: str) -> str:

@@ -14,6 +14,8 @@ from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
+from entitlements.domain.times import iso
+
 PLANS = ("free", "pro", "business", "enterprise")
 PAID_PLANS = ("pro", "business", "enterprise")
 CHANNELS = ("online", "direct", "partner")
@@ -92,11 +94,6 @@ def check_jurisdiction(jurisdiction: str | None, region: str, account_id: str) -
             f"jurisdiction {jurisdiction} does not reach account {account_id} in {region}: "
             "a government request never reaches outside its own jurisdiction"
         )
-
-
-def iso(t: datetime) -> str:
-    """Times as people and JSON read them: ISO 8601 in UTC, 'Z' for the zero offset."""
-    return t.isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
