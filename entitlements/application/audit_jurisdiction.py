@@ -14,14 +14,25 @@ from pydantic import BaseModel, ValidationError
 
 from entitlements.application.audit_log import (
     _DATA_SKIP,
-    APPLIED,
-    REJECTED,
     AuditLog,
-    _type_of,
     check_region_code,
 )
 from entitlements.application.engine import Engine
 from entitlements.domain.commands import Command, command_fingerprint
+from entitlements.domain.events import (
+    ACCOUNT_REGISTERED,
+    ACCOUNT_REINSTATED,
+    ACCOUNT_SUSPENDED,
+    COMMAND_APPLIED,
+    COMMAND_REJECTED,
+    HOSTING_RESTORED,
+    HOSTING_REVOKED,
+    MOVED_TO_PARTNER,
+    REGISTRATION_APPROVED,
+    SUBSCRIPTION_CLOSED,
+    SUBSCRIPTION_OPENED,
+    name_of,
+)
 from entitlements.domain.times import iso
 
 # -- the jurisdiction promise ---------------------------------------------------------------
@@ -29,15 +40,15 @@ from entitlements.domain.times import iso
 #: The account event each applied account command records itself (not caused by a rule),
 #: and the fields of the command it carries.
 _OWN_EVENT: Mapping[str, tuple[str, tuple[str, ...]]] = {
-    "register_account": ("AccountRegistered", ("region", "plan", "channel", "partner")),
-    "approve_registration": ("RegistrationApproved", ("plan", "channel", "partner")),
-    "open_subscription": ("SubscriptionOpened", ("plan", "channel", "partner")),
-    "close_subscription": ("SubscriptionClosed", ("reason",)),
-    "revoke_hosting": ("HostingRevoked", ("reason",)),
-    "restore_hosting": ("HostingRestored", ("reason",)),
-    "move_to_partner": ("MovedToPartner", ("partner",)),
-    "suspend_account": ("AccountSuspended", ("jurisdiction", "reason")),
-    "reinstate_account": ("AccountReinstated", ("reason",)),
+    "register_account": (ACCOUNT_REGISTERED, ("region", "plan", "channel", "partner")),
+    "approve_registration": (REGISTRATION_APPROVED, ("plan", "channel", "partner")),
+    "open_subscription": (SUBSCRIPTION_OPENED, ("plan", "channel", "partner")),
+    "close_subscription": (SUBSCRIPTION_CLOSED, ("reason",)),
+    "revoke_hosting": (HOSTING_REVOKED, ("reason",)),
+    "restore_hosting": (HOSTING_RESTORED, ("reason",)),
+    "move_to_partner": (MOVED_TO_PARTNER, ("partner",)),
+    "suspend_account": (ACCOUNT_SUSPENDED, ("jurisdiction", "reason")),
+    "reinstate_account": (ACCOUNT_REINSTATED, ("reason",)),
 }
 _MODELS: Mapping[str, type[BaseModel]] = {
     get_args(m.model_fields["command"].annotation)[0]: m for m in get_args(Command)
@@ -74,15 +85,15 @@ def _walk_commands(engine: Engine) -> _Walked:
     w = _Walked()
     w.head = engine.position()
     for n in log.notifications(w.head):
-        kind = _type_of(n.topic)
-        if kind == APPLIED:
+        kind = name_of(n.topic)
+        if kind == COMMAND_APPLIED:
             e = log.decode(n)
             w.applied.setdefault(e.command_id, (n.id, e))
-        elif kind == REJECTED:
+        elif kind == COMMAND_REJECTED:
             w.rejected.append((n.id, log.decode(n)))
-        elif n.originator_id in w.accounts or kind == "AccountRegistered":
+        elif n.originator_id in w.accounts or kind == ACCOUNT_REGISTERED:
             e = log.decode(n)
-            if kind == "AccountRegistered":
+            if kind == ACCOUNT_REGISTERED:
                 w.accounts[n.originator_id] = (e.account_id, e.region)
             data = {k: v for k, v in vars(e).items() if k not in _DATA_SKIP}
             w.changes.append(

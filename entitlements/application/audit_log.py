@@ -25,9 +25,6 @@ from entitlements.domain.rules import Fact
 from projections.log_reader import read_stored
 
 PAGE = 1000  # notifications per select while walking the log
-TOPIC = "entitlements:"
-APPLIED, REJECTED = "CommandApplied", "CommandRejected"
-RULE_SWITCHES = ("RegionRuleApplied", "RegionRuleLifted")
 _TINY = timedelta(microseconds=1)
 _DATA_SKIP = {"originator_id", "originator_version", "originator_topic", "timestamp", "chain"}
 
@@ -104,10 +101,6 @@ class AuditLog:
 def log_head(engine: Engine) -> tuple[int, str | None]:
     """The log's head: its position and the integrity chain's hash there, as stored."""
     return AuditLog(engine).head()
-
-
-def _type_of(topic: str) -> str:
-    return topic.removeprefix(TOPIC).rsplit(".", 1)[-1]
 
 
 def event_view(f: Fact, position: int | None = None) -> dict[str, Any]:
