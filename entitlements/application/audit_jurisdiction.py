@@ -13,12 +13,12 @@ from uuid import UUID
 from pydantic import BaseModel, ValidationError
 
 from entitlements.application.audit_log import (
-    _DATA_SKIP,
     AuditLog,
     check_region_code,
 )
 from entitlements.application.engine import Engine
 from entitlements.domain.commands import Command, command_fingerprint
+from entitlements.domain.event_facts import fact_from_event
 from entitlements.domain.events import (
     ACCOUNT_REGISTERED,
     ACCOUNT_REINSTATED,
@@ -58,7 +58,8 @@ _ALL_CODES = tuple(chr(a) + chr(b) for a in range(65, 91) for b in range(65, 91)
 
 @dataclass
 class _Change:
-    """An account event in the log: where, on which account, what, and which command."""
+    """An account event in the log: where, on which account, what, and which command (its
+    Fact's fields, as domain.event_facts reads an event: `data` without the envelope)."""
 
     position: int
     account_id: str
@@ -66,7 +67,7 @@ class _Change:
     type: str
     command_id: str | None
     cause: Mapping[str, Any] | None
-    data: dict[str, Any]
+    data: Mapping[str, Any]
 
 
 @dataclass
@@ -95,16 +96,11 @@ def _walk_commands(engine: Engine) -> _Walked:
             e = log.decode(n)
             if kind == ACCOUNT_REGISTERED:
                 w.accounts[n.originator_id] = (e.account_id, e.region)
-            data = {k: v for k, v in vars(e).items() if k not in _DATA_SKIP}
+            account_id = w.accounts[n.originator_id][0]
+            f = fact_from_event(f"account:{account_id}", e)
             w.changes.append(
                 _Change(
-                    n.id,
-                    w.accounts[n.originator_id][0],
-                    n.originator_version,
-                    kind,
-                    data.pop("command_id", None),
-                    data.pop("cause", None),
-                    data,
+                    n.id, account_id, f.version, f.type, f.data.get("command_id"), f.cause, f.data
                 )
             )
     return w

@@ -26,7 +26,6 @@ from projections.log_reader import read_stored
 
 PAGE = 1000  # notifications per select while walking the log
 _TINY = timedelta(microseconds=1)
-_DATA_SKIP = {"originator_id", "originator_version", "originator_topic", "timestamp", "chain"}
 
 
 # -- small helpers --------------------------------------------------------------------------
