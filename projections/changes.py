@@ -59,6 +59,15 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+from entitlements.domain.event_facts import fact_from_event
+from entitlements.domain.events import (
+    ACCOUNT_REGISTERED,
+    COMMAND_RECORDS,
+    COMMAND_TOPICS,
+    REGION_EVENTS,
+    REGION_OPENED,
+    topic,
+)
 from entitlements.domain.rules import (
     CAPABILITIES,
     AccountState,
@@ -67,19 +76,16 @@ from entitlements.domain.rules import (
     decide,
     fold_account,
     fold_region,
-    iso,
 )
-from projections.facts import COMMAND_RECORDS, COMMAND_TOPICS, Changed, LogFacts, fact_from_event
+from entitlements.domain.times import iso
+from projections.facts import Changed, LogFacts
 from projections.light_log import LightLog
 from projections.log_reader import read_log, read_stored
 
 PAGE = 1000  # notifications per select
 REGION_CAPABILITIES = ("subscribe_online", "purchase_direct", "purchase_via_partner")
 #: The region stream's topics (entitlements.domain.region.Region's events): few, read with positions.
-REGION_TOPICS = frozenset(
-    f"entitlements:{name}"
-    for name in ("RegionOpened", "RegionRuleApplied", "RegionRuleLifted", "PartnerAuthorized")
-)
+REGION_TOPICS = frozenset(topic(name) for name in REGION_EVENTS)
 
 
 class RegionLog:
@@ -114,7 +120,7 @@ class RegionLog:
     def take(self, position: int, event: Any) -> tuple[str, Fact]:
         """One region event, the next of its stream; its region's code and Fact."""
         key = event.originator_id.int
-        if type(event).__name__ == "RegionOpened":
+        if type(event).__name__ == REGION_OPENED:
             self.code_of[key] = event.region
         code = self.code_of[key]
         fact = fact_from_event(f"region:{code}", event)
@@ -201,7 +207,7 @@ def _order(fact: Fact) -> tuple[Any, int]:
 
 
 def _registered_region(stream: list[Fact]) -> str:
-    return str(next(f.data["region"] for f in stream if f.type == "AccountRegistered"))
+    return str(next(f.data["region"] for f in stream if f.type == ACCOUNT_REGISTERED))
 
 
 class ChangeFeed:
@@ -309,7 +315,7 @@ def _ordinary_account(code: str, fact: Fact) -> AccountState:
     """An active account of the region (registered, nothing suspended): the one whose
     answers a region item stands for, so the rules themselves judge region changes."""
     registration = Fact(
-        "account:", "AccountRegistered", 1, fact.effective_at, fact.recorded_at, {"region": code}
+        "account:", ACCOUNT_REGISTERED, 1, fact.effective_at, fact.recorded_at, {"region": code}
     )
     return AccountState(registration=registration, region=code, plan_set_by=registration)
 

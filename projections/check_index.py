@@ -39,14 +39,15 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from itertools import islice
 from time import time
 from typing import Any, cast
 
-from entitlements.domain.commands import parse_time
 from entitlements.domain.decisions import Decision, UnknownAccount
+from entitlements.domain.event_facts import standin
+from entitlements.domain.events import ACCOUNT_REGISTERED
 from entitlements.domain.rules import (
     CAPABILITIES,
     WHO_FIELDS,
@@ -57,6 +58,7 @@ from entitlements.domain.rules import (
     decide,
     fold_account,
 )
+from entitlements.domain.times import EPOCH, aware
 from projections.facts import Changed
 from projections.records import END, FIELD, Records
 from projections.timeline import (
@@ -69,7 +71,6 @@ from projections.timeline import (
 CACHE_SIZE = 1 << 21  # memoised cells kept (oldest evicted first)
 HOT_SIZE = 1 << 14  # "now" decisions of the accounts checked last, kept (oldest evicted first)
 SLOTS = {cap: i for i, cap in enumerate(CAPABILITIES)}
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 SHIFT = 32  # code = offset << SHIFT | template id
 MASK = (1 << SHIFT) - 1
@@ -265,7 +266,7 @@ class Interner:
         key = (index, type_, id(data), id(cause))
         f = self._standins.get(key)
         if f is None:
-            f = self._standins[key] = Fact("", type_, index, EPOCH, EPOCH, data, cause)
+            f = self._standins[key] = standin(index, type_, data, cause)
         return f
 
     def shape(self, state: AccountState) -> AccountState:
@@ -404,9 +405,9 @@ class Interner:
         for ty, v, e, r, data, cause in skeleton:
             events.append((ty, v, run([e]), run([r]), data, cause))
         # rule 7's "not yet" registration, as fold_account names it: the first of them all
-        registration = next((f for f in facts if f.type == "AccountRegistered"), None)
+        registration = next((f for f in facts if f.type == ACCOUNT_REGISTERED), None)
         template = Template.of(
-            region=next((f.data["region"] for f in facts if f.type == "AccountRegistered"), ""),
+            region=next((f.data["region"] for f in facts if f.type == ACCOUNT_REGISTERED), ""),
             klo=klo,
             m=len(timeline.known),
             beliefs=tuple(beliefs),
@@ -902,22 +903,12 @@ class CheckIndex:
         return decision
 
     def _us(self, field: str, value: datetime | str) -> int:
-        us = to_us(_utc(field, value))
+        us = to_us(aware(field, value))
         with self._lock:
             if len(self._times) >= 4096:
                 self._times.clear()
             self._times[value] = us
         return us
-
-
-def _utc(field: str, value: datetime | str) -> datetime:
-    """Aware datetimes pass as they are; strings and naive datetimes are read as UTC."""
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        return value
-    try:
-        return parse_time(value)
-    except ValueError as e:
-        raise ValueError(f"{field}: {e}") from None
 
 
 def _evict(cache: dict[Any, Any], size: int) -> None:

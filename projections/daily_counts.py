@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as SqlEngine
 
 from entitlements.domain.rules import REGION_RULES
+from entitlements.domain.times import stored_utc
 from projections.tables import CURRENT
 
 #: The view's columns, so the report can query it in Core (created by `*_sql` below).
@@ -164,7 +165,7 @@ def rule_switches(
     before = dict.fromkeys(REGION_RULES, False)
     for since, *flags in rows:
         now = dict(zip(REGION_RULES, (bool(f) for f in flags), strict=True))
-        at = _utc(since) if since is not None else None
+        at = stored_utc(since) if since is not None else None
         for rule in REGION_RULES:
             if now[rule] != before[rule] and at is not None and start <= at < end:
                 switches.append(RuleSwitch(at, rule, now[rule]))
@@ -186,8 +187,3 @@ def _date(value: Any) -> date:
     if isinstance(value, date):
         return value
     return date.fromisoformat(str(value))
-
-
-def _utc(value: datetime) -> datetime:
-    """SQLite gives naive UTC datetimes back."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

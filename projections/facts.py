@@ -14,49 +14,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from entitlements.domain.rules import WHO_FIELDS, Fact
-
-#: Event attributes that are not part of a fact's data.
-_ENVELOPE = frozenset(
-    {
-        "originator_id",
-        "originator_version",
-        "originator_topic",
-        "timestamp",
-        "effective_at",
-        "recorded_at",
-        "cause",
-        "account_id",
-        "chain",  # the integrity chain's link (entitlements.adapters.integrity), not the event's data
-    }
-)
-
-
-def fact_from_event(stream: str, event: Any) -> Fact:
-    """The Fact an aggregate remembers for this event (see Account._remember)."""
-    state = vars(event)
-    return Fact(
-        stream,
-        type(event).__name__,
-        event.originator_version,
-        event.effective_at,
-        event.recorded_at,
-        fact_data(state),
-        state.get("cause"),
-    )
-
-
-def fact_data(state: dict[str, Any]) -> dict[str, Any]:
-    """A Fact's data: the event's own fields, without its envelope and without a who-asked
-    field that is empty."""
-    return {
-        k: v for k, v in state.items() if k not in _ENVELOPE and not (k in WHO_FIELDS and v is None)
-    }
-
-
-#: Command records (entitlements.domain.command_log): who asked for what, and how it ended.
-COMMAND_RECORDS = frozenset({"CommandApplied", "CommandRejected", "FanOutCompleted"})
-COMMAND_TOPICS = frozenset(f"entitlements:{name}" for name in COMMAND_RECORDS)
+from entitlements.domain.event_facts import fact_from_event
+from entitlements.domain.events import ACCOUNT_REGISTERED, COMMAND_RECORDS, REGION_OPENED
+from entitlements.domain.rules import Fact
 
 
 @dataclass
@@ -170,11 +130,11 @@ class LogFacts(TakesEvents):
         except KeyError:
             pass
         topic_name = type(event).__name__
-        if topic_name == "AccountRegistered":
+        if topic_name == ACCOUNT_REGISTERED:
             stream = ("account", event.account_id)
             self.region_of[event.account_id] = event.region
             self.members.setdefault(event.region, []).append(event.account_id)
-        elif topic_name == "RegionOpened":
+        elif topic_name == REGION_OPENED:
             stream = ("region", event.region)
         elif topic_name in COMMAND_RECORDS:
             return ("command", "")  # not kept: one per command would add up

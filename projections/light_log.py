@@ -20,10 +20,11 @@ from typing import Any
 from uuid import UUID
 
 from entitlements.domain.account import account_uuid
+from entitlements.domain.events import ACCOUNT_REGISTERED, COMMAND_RECORDS, REGION_OPENED
 from entitlements.domain.region import region_id
 from entitlements.domain.rules import Fact
 from projections.check_index import CheckIndex
-from projections.facts import COMMAND_RECORDS, Changed, LogFacts, TakesEvents
+from projections.facts import Changed, LogFacts, TakesEvents
 
 COMPACT_EVERY = 10_000  # accounts left as Fact lists in the index before they are encoded
 ASKED_AT_MOST = 1_000  # streams asked of the store one by one, before every account is named
@@ -98,11 +99,11 @@ class LightLog(TakesEvents):
         code = self._region_of.get(key)
         if code is not None:
             return ("region", code)
-        if topic_name == "AccountRegistered":
+        if topic_name == ACCOUNT_REGISTERED:
             self._account_of[key] = event.account_id
             self.members.setdefault(event.region, []).append(event.account_id)
             return ("account", event.account_id)
-        if topic_name == "RegionOpened":
+        if topic_name == REGION_OPENED:
             self._region_of[key] = event.region
             return ("region", event.region)
         if self._asked == ASKED_AT_MOST:  # many accounts of the snapshot move (a fan-out)
@@ -161,7 +162,7 @@ class LightLog(TakesEvents):
         return self.index.facts(account_id)
 
     def account_region(self, account_id: str) -> str | None:
-        registered = (f for f in self.account_facts(account_id) if f.type == "AccountRegistered")
+        registered = (f for f in self.account_facts(account_id) if f.type == ACCOUNT_REGISTERED)
         first = next(registered, None)
         return first.data["region"] if first is not None else None
 

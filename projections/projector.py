@@ -23,6 +23,7 @@ from typing import Any
 from eventsourcing.application import Application
 from sqlalchemy.engine import make_url
 
+from entitlements.domain.events import ACCOUNT_REGISTERED, REGION_OPENED
 from projections import snapshot, snapshot_digests
 from projections.changes import ChangeFeed
 from projections.check_index import CheckIndex
@@ -206,9 +207,9 @@ class Projector:
         if not stored:
             return None
         first: Any = self.app.mapper.to_domain_event(stored[0])
-        if type(first).__name__ == "AccountRegistered":
+        if type(first).__name__ == ACCOUNT_REGISTERED:
             return ("account", first.account_id)
-        if type(first).__name__ == "RegionOpened":
+        if type(first).__name__ == REGION_OPENED:
             return ("region", first.region)
         return None
 

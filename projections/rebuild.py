@@ -18,8 +18,10 @@ from typing import Any
 
 from eventsourcing.application import Application
 
+from entitlements.domain.event_facts import fact_from_event
+from entitlements.domain.events import COMMAND_RECORDS
 from projections.check_index import CheckIndex
-from projections.facts import COMMAND_RECORDS, Changed, LogFacts, fact_from_event
+from projections.facts import Changed, LogFacts
 from projections.log_reader import read_log
 from projections.projector import Projector, gc_paused
 from projections.rebuild_read import read_facts

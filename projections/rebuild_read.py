@@ -16,8 +16,10 @@ from typing import Any
 
 from eventsourcing.application import Application
 
+from entitlements.domain.event_facts import fact_from_event
+from entitlements.domain.events import ACCOUNT_REGISTERED, COMMAND_RECORDS, REGION_OPENED
 from entitlements.domain.rules import Fact
-from projections.facts import COMMAND_RECORDS, LogFacts, fact_from_event
+from projections.facts import LogFacts
 from projections.log_reader import read_log
 
 #: (done, total) after each page read.
@@ -59,12 +61,12 @@ def _open(facts: LogFacts, key: int, event: Any) -> tuple[str, list[Fact]]:
     type_ = type(event).__name__
     account_id: str = getattr(event, "account_id", "")
     region: str = getattr(event, "region", "")
-    if type_ == "AccountRegistered":
+    if type_ == ACCOUNT_REGISTERED:
         facts.stream_of[key] = ("account", account_id)
         facts.region_of[account_id] = region
         facts.members.setdefault(region, []).append(account_id)
         return f"account:{account_id}", facts.accounts.setdefault(account_id, [])
-    if type_ == "RegionOpened":
+    if type_ == REGION_OPENED:
         facts.stream_of[key] = ("region", region)
         return f"region:{region}", facts.regions.setdefault(region, [])
     raise ValueError(f"event {type_} v{event.originator_version} of an unknown stream")

@@ -25,8 +25,8 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from entitlements.domain.rules import Fact
+from entitlements.domain.times import EPOCH
 from projections.check_index import (
-    EPOCH,
     CheckIndex,
     split_cause,
     split_data,

@@ -33,6 +33,7 @@ from operator import lshift, or_, sub
 from pathlib import Path
 from typing import Any
 
+from entitlements.domain.event_facts import fact_from_row, fact_row
 from entitlements.domain.rules import Fact
 from projections.check_index import (
     MASK,
@@ -61,34 +62,6 @@ def fingerprint(notification: Any) -> dict[str, Any]:
         "topic": notification.topic,
         "sha256": hashlib.sha256(bytes(notification.state)).hexdigest(),
     }
-
-
-def _fact_row(f: Fact) -> list[Any]:
-    return [
-        f.stream,
-        f.type,
-        f.version,
-        f.effective_at.isoformat(),
-        f.recorded_at.isoformat(),
-        f.data,
-        f.cause,
-    ]
-
-
-def _fact(row: list[Any]) -> Fact:
-    stream, type_, version, effective_at, recorded_at, data, cause = row
-    if not (
-        isinstance(stream, str)
-        and isinstance(type_, str)
-        and type(version) is int
-        and isinstance(data, dict)
-        and (cause is None or isinstance(cause, dict))
-    ):
-        raise TypeError("a fact of the wrong shape")
-    effective, recorded = datetime.fromisoformat(effective_at), datetime.fromisoformat(recorded_at)
-    if effective.tzinfo is None or recorded.tzinfo is None:
-        raise TypeError("a time without an offset")
-    return Fact(stream, type_, version, effective, recorded, data, cause)
 
 
 FORMAT = "entitlements-index-snapshot"
@@ -130,7 +103,7 @@ def write_index(
         "position": log.position,
         "head": head,
         "newest_recorded_at": log.newest_recorded_at and log.newest_recorded_at.isoformat(),
-        "regions": {r: [_fact_row(f) for f in fs] for r, fs in log.regions.items()},
+        "regions": {r: [fact_row(f) for f in fs] for r, fs in log.regions.items()},
         **shared,
         "members": [[r, len(accounts)] for r, accounts in members.items()],
         "sections": [[name, len(data)] for name, data in sections.items()],
@@ -317,7 +290,7 @@ def _loaded(d: dict[str, Any], sections: _Sections) -> Loaded:
     template_ids = read_tables(d, sections.into("tables", "q"), interner)
     ids, accounts = _accounts(sections, template_ids, store)
     members = _members(d["members"], sections.into("members", "I"), ids)
-    regions = {_str(code): [_fact(r) for r in rows] for code, rows in d["regions"].items()}
+    regions = {_str(code): [fact_from_row(r) for r in rows] for code, rows in d["regions"].items()}
     position = d["position"]
     if type(position) is not int or position < 0:
         raise TypeError("position")

@@ -24,7 +24,22 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from entitlements.domain.rules import FREE_HOSTING_RULE, PLAN_SETTERS, REGION_RULES, Fact, iso
+from entitlements.domain.events import (
+    ACCOUNT_REGISTERED,
+    ACCOUNT_REINSTATED,
+    ACCOUNT_SUSPENDED,
+    HOSTING_RESTORED,
+    HOSTING_REVOKED,
+    MOVED_TO_PARTNER,
+    PARTNER_AUTHORIZED,
+    PLAN_SETTERS,
+    REGION_RULE_APPLIED,
+    REGION_RULE_LIFTED,
+    REGISTRATION_APPROVED,
+    REGISTRATION_SUSPENDED,
+)
+from entitlements.domain.rules import FREE_HOSTING_RULE, REGION_RULES, Fact
+from entitlements.domain.times import iso
 
 #: The columns an account row holds, after `account_id` and `region` and before the four
 #: times. NULL: not in force. Texts are as `decide` quotes them (str() of what the event says).
@@ -147,28 +162,28 @@ def _take(v: list[Any], f: Fact) -> None:
     `fold_account` takes it."""
     kind, data = f.type, f.data
     if kind in _PLAN_SETTERS:
-        if kind == "AccountRegistered":
+        if kind == ACCOUNT_REGISTERED:
             v[_UNREGISTERED] = None
         v[_PLAN] = data.get("plan", "free")
         v[_CHANNEL] = data.get("channel", "online")
         v[_PARTNER] = data.get("partner")
-    if kind == "RegistrationSuspended":
+    if kind == REGISTRATION_SUSPENDED:
         v[_REG_RULE] = str((f.cause or {}).get("rule", "registration_suspended"))
-    elif kind == "RegistrationApproved":
+    elif kind == REGISTRATION_APPROVED:
         v[_REG_RULE] = None
-    elif kind == "MovedToPartner":
+    elif kind == MOVED_TO_PARTNER:
         v[_CHANNEL], v[_PARTNER] = "partner", data["partner"]
-    elif kind == "HostingRevoked":
+    elif kind == HOSTING_REVOKED:
         if f.cause:
             v[_BY_RULE] = str(f.cause.get("rule", FREE_HOSTING_RULE))
         else:
             v[_MANUAL] = str(data.get("reason", ""))
-    elif kind == "HostingRestored":
+    elif kind == HOSTING_RESTORED:
         v[_BY_RULE if f.cause else _MANUAL] = None
-    elif kind == "AccountSuspended":
+    elif kind == ACCOUNT_SUSPENDED:
         v[_JURISDICTION] = str(data.get("jurisdiction"))
         v[_SUSPENSION] = str(data.get("reason"))
-    elif kind == "AccountReinstated":
+    elif kind == ACCOUNT_REINSTATED:
         v[_JURISDICTION] = v[_SUSPENSION] = None
 
 
@@ -184,11 +199,11 @@ def account_rows(
     w = when or _same
     first, first_known = facts[0], facts[0].recorded_at
     registration: Fact | None
-    if first.type == "AccountRegistered" and all(f.recorded_at >= first_known for f in facts):
+    if first.type == ACCOUNT_REGISTERED and all(f.recorded_at >= first_known for f in facts):
         # Registered first in effective order and first known: no unregistered piece at all.
         registration, unregistered = first, ""
     else:
-        registration = next((f for f in facts if f.type == "AccountRegistered"), None)
+        registration = next((f for f in facts if f.type == ACCOUNT_REGISTERED), None)
         unregistered = not_registered_reason(registration)
     if all(f.recorded_at == first_known for f in facts):  # one belief (most accounts)
         latest = _account_belief(facts, None, unregistered)
@@ -282,13 +297,13 @@ def _region_belief(facts: Sequence[Fact], known: datetime) -> list[Piece]:
                 pieces.append((current, start, at))
                 current, start = values, at
         at = f.effective_at
-        if f.type == "RegionRuleApplied":
+        if f.type == REGION_RULE_APPLIED:
             on.add(f.data["rule"])
             lifted.discard(f.data["rule"])
-        elif f.type == "RegionRuleLifted":
+        elif f.type == REGION_RULE_LIFTED:
             on.discard(f.data["rule"])
             lifted.add(f.data["rule"])
-        elif f.type == "PartnerAuthorized":
+        elif f.type == PARTNER_AUTHORIZED:
             partners.add(f.data["partner"])
     if at is not None:
         values = _region_values(on, lifted, partners)

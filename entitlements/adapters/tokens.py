@@ -25,6 +25,8 @@ from sqlalchemy import Column, DateTime, MetaData, String, Table, inspect, selec
 from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from entitlements.domain.times import stored_utc
+
 #: Roles, weakest first: each may do everything the ones before it may (admin > auditor > checker).
 ROLES: tuple[str, ...] = ("checker", "auditor", "admin")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._:@-]{1,64}")
@@ -66,13 +68,6 @@ def hash_secret(secret: str) -> str:
     """SHA-256 hex of a secret: what the table keeps. Secrets are 256-bit random, so a
     fast unsalted hash is enough (no dictionary to guess from) and lets us look it up."""
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes: they were written in UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
 
 
 class TokenStore:
@@ -192,8 +187,8 @@ class TokenStore:
             {
                 "name": r.name,
                 "role": r.role,
-                "created_at": _utc(r.created_at),
-                "revoked_at": _utc(r.revoked_at),
+                "created_at": stored_utc(r.created_at),
+                "revoked_at": stored_utc(r.revoked_at) if r.revoked_at else None,
             }
             for r in rows
         ]

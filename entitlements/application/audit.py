@@ -38,12 +38,10 @@ from entitlements.application.audit_log import (
     check_region_code,
     event_view,
     log_head,
-    parse_when,
 )
 from entitlements.application.engine import Engine
 from entitlements.domain.account import account_uuid
 from entitlements.domain.bitemporal import Rectangle, rectangles
-from entitlements.domain.commands import now, parse_time
 from entitlements.domain.rules import (
     CAPABILITIES,
     Fact,
@@ -52,8 +50,8 @@ from entitlements.domain.rules import (
     decide,
     fold_account,
     fold_region,
-    iso,
 )
+from entitlements.domain.times import iso, now, parse_time, parse_when
 
 __all__ = [
     "CSV_COLUMNS",

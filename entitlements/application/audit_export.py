@@ -14,19 +14,15 @@ from uuid import UUID
 
 from entitlements.application.audit_log import (
     AuditLog,
-    _type_of,
     check_region_code,
     event_view,
-    parse_when,
 )
 from entitlements.application.engine import Engine
 from entitlements.domain.account import account_uuid
-from entitlements.domain.commands import parse_time
+from entitlements.domain.events import ACCOUNT_REGISTERED, name_of
 from entitlements.domain.region import region_id
-from entitlements.domain.rules import (
-    CAPABILITIES,
-    iso,
-)
+from entitlements.domain.rules import CAPABILITIES
+from entitlements.domain.times import iso, parse_time, parse_when
 
 # -- the case file --------------------------------------------------------------------------
 
@@ -60,7 +56,7 @@ def _case_accounts(
     code = check_region_code(region or "")
     accounts: dict[UUID, str] = {}
     for n in log.notifications(head):
-        if _type_of(n.topic) == "AccountRegistered":
+        if name_of(n.topic) == ACCOUNT_REGISTERED:
             e = log.decode(n)
             if e.region == code:
                 accounts[n.originator_id] = e.account_id

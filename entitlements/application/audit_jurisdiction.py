@@ -13,33 +13,42 @@ from uuid import UUID
 from pydantic import BaseModel, ValidationError
 
 from entitlements.application.audit_log import (
-    _DATA_SKIP,
-    APPLIED,
-    REJECTED,
     AuditLog,
-    _type_of,
     check_region_code,
 )
 from entitlements.application.engine import Engine
 from entitlements.domain.commands import Command, command_fingerprint
-from entitlements.domain.rules import (
-    iso,
+from entitlements.domain.event_facts import fact_from_event
+from entitlements.domain.events import (
+    ACCOUNT_REGISTERED,
+    ACCOUNT_REINSTATED,
+    ACCOUNT_SUSPENDED,
+    COMMAND_APPLIED,
+    COMMAND_REJECTED,
+    HOSTING_RESTORED,
+    HOSTING_REVOKED,
+    MOVED_TO_PARTNER,
+    REGISTRATION_APPROVED,
+    SUBSCRIPTION_CLOSED,
+    SUBSCRIPTION_OPENED,
+    name_of,
 )
+from entitlements.domain.times import iso
 
 # -- the jurisdiction promise ---------------------------------------------------------------
 
 #: The account event each applied account command records itself (not caused by a rule),
 #: and the fields of the command it carries.
 _OWN_EVENT: Mapping[str, tuple[str, tuple[str, ...]]] = {
-    "register_account": ("AccountRegistered", ("region", "plan", "channel", "partner")),
-    "approve_registration": ("RegistrationApproved", ("plan", "channel", "partner")),
-    "open_subscription": ("SubscriptionOpened", ("plan", "channel", "partner")),
-    "close_subscription": ("SubscriptionClosed", ("reason",)),
-    "revoke_hosting": ("HostingRevoked", ("reason",)),
-    "restore_hosting": ("HostingRestored", ("reason",)),
-    "move_to_partner": ("MovedToPartner", ("partner",)),
-    "suspend_account": ("AccountSuspended", ("jurisdiction", "reason")),
-    "reinstate_account": ("AccountReinstated", ("reason",)),
+    "register_account": (ACCOUNT_REGISTERED, ("region", "plan", "channel", "partner")),
+    "approve_registration": (REGISTRATION_APPROVED, ("plan", "channel", "partner")),
+    "open_subscription": (SUBSCRIPTION_OPENED, ("plan", "channel", "partner")),
+    "close_subscription": (SUBSCRIPTION_CLOSED, ("reason",)),
+    "revoke_hosting": (HOSTING_REVOKED, ("reason",)),
+    "restore_hosting": (HOSTING_RESTORED, ("reason",)),
+    "move_to_partner": (MOVED_TO_PARTNER, ("partner",)),
+    "suspend_account": (ACCOUNT_SUSPENDED, ("jurisdiction", "reason")),
+    "reinstate_account": (ACCOUNT_REINSTATED, ("reason",)),
 }
 _MODELS: Mapping[str, type[BaseModel]] = {
     get_args(m.model_fields["command"].annotation)[0]: m for m in get_args(Command)
@@ -49,7 +58,8 @@ _ALL_CODES = tuple(chr(a) + chr(b) for a in range(65, 91) for b in range(65, 91)
 
 @dataclass
 class _Change:
-    """An account event in the log: where, on which account, what, and which command."""
+    """An account event in the log: where, on which account, what, and which command (its
+    Fact's fields, as domain.event_facts reads an event: `data` without the envelope)."""
 
     position: int
     account_id: str
@@ -57,7 +67,7 @@ class _Change:
     type: str
     command_id: str | None
     cause: Mapping[str, Any] | None
-    data: dict[str, Any]
+    data: Mapping[str, Any]
 
 
 @dataclass
@@ -76,26 +86,21 @@ def _walk_commands(engine: Engine) -> _Walked:
     w = _Walked()
     w.head = engine.position()
     for n in log.notifications(w.head):
-        kind = _type_of(n.topic)
-        if kind == APPLIED:
+        kind = name_of(n.topic)
+        if kind == COMMAND_APPLIED:
             e = log.decode(n)
             w.applied.setdefault(e.command_id, (n.id, e))
-        elif kind == REJECTED:
+        elif kind == COMMAND_REJECTED:
             w.rejected.append((n.id, log.decode(n)))
-        elif n.originator_id in w.accounts or kind == "AccountRegistered":
+        elif n.originator_id in w.accounts or kind == ACCOUNT_REGISTERED:
             e = log.decode(n)
-            if kind == "AccountRegistered":
+            if kind == ACCOUNT_REGISTERED:
                 w.accounts[n.originator_id] = (e.account_id, e.region)
-            data = {k: v for k, v in vars(e).items() if k not in _DATA_SKIP}
+            account_id = w.accounts[n.originator_id][0]
+            f = fact_from_event(f"account:{account_id}", e)
             w.changes.append(
                 _Change(
-                    n.id,
-                    w.accounts[n.originator_id][0],
-                    n.originator_version,
-                    kind,
-                    data.pop("command_id", None),
-                    data.pop("cause", None),
-                    data,
+                    n.id, account_id, f.version, f.type, f.data.get("command_id"), f.cause, f.data
                 )
             )
     return w

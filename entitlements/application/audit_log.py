@@ -8,7 +8,7 @@ only what it asks."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -19,31 +19,16 @@ from entitlements.adapters.integrity import Verification
 from entitlements.application import integrity_check
 from entitlements.application.engine import Engine
 from entitlements.domain.account import Account, account_uuid
-from entitlements.domain.commands import parse_time
 from entitlements.domain.decisions import UnknownAccount
 from entitlements.domain.region import Region, region_id
 from entitlements.domain.rules import Fact
 from projections.log_reader import read_stored
 
 PAGE = 1000  # notifications per select while walking the log
-TOPIC = "entitlements:"
-APPLIED, REJECTED = "CommandApplied", "CommandRejected"
-RULE_SWITCHES = ("RegionRuleApplied", "RegionRuleLifted")
 _TINY = timedelta(microseconds=1)
-_DATA_SKIP = {"originator_id", "originator_version", "originator_topic", "timestamp", "chain"}
 
 
 # -- small helpers --------------------------------------------------------------------------
-
-
-def parse_when(field_name: str, value: datetime | str | None) -> datetime | None:
-    """A time the caller gave, as aware UTC; a bad one is a ValueError naming the field."""
-    if value is None:
-        return None
-    try:
-        return parse_time(value)
-    except ValueError as e:
-        raise ValueError(f"{field_name}: {e}") from None
 
 
 def check_region_code(code: str) -> str:
@@ -115,10 +100,6 @@ class AuditLog:
 def log_head(engine: Engine) -> tuple[int, str | None]:
     """The log's head: its position and the integrity chain's hash there, as stored."""
     return AuditLog(engine).head()
-
-
-def _type_of(topic: str) -> str:
-    return topic.removeprefix(TOPIC).rsplit(".", 1)[-1]
 
 
 def event_view(f: Fact, position: int | None = None) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 from eventsourcing.application import Application
 
 from entitlements.domain.command_log import command_uuid, conflict_key, conflict_uuid
+from entitlements.domain.events import COMMAND_APPLIED, COMMAND_REJECTED, FAN_OUT_COMPLETED
 from projections.snapshot_digests import Hashed
 
 FORMAT = "entitlements-command-book"
@@ -67,12 +68,12 @@ class CommandBook:
         then the log position reached."""
         for at, event in records:
             kind = type(event).__name__
-            if kind == "FanOutCompleted":
+            if kind == FAN_OUT_COMPLETED:
                 command_id = self._fan_out_ids.pop(event.originator_id.int, None)
                 if command_id is not None:
                     self.pending_fan_outs.pop(command_id, None)
                     self._positions[_key(command_id)] = at
-            elif kind == "CommandApplied":
+            elif kind == COMMAND_APPLIED:
                 self._positions[_key(event.command_id)] = at
                 if event.fan_out:
                     self.pending_fan_outs[event.command_id] = (event.region, event.actor)
@@ -97,7 +98,7 @@ class CommandBook:
         record: Any = app.mapper.to_domain_event(stored[0])  # a CommandApplied or CommandRejected
         if record.command_id != command_id:  # pragma: no cover - a uuid5 collision
             return None
-        rejected = type(record).__name__ == "CommandRejected"
+        rejected = type(record).__name__ == COMMAND_REJECTED
         return CommandOutcome(
             record.command,
             record.fingerprint,
@@ -130,7 +131,7 @@ class CommandBook:
     def has_record(self, app: Application[Any], event: Any) -> bool:
         """Whether the log holds this very command record (a commit whose acknowledgement
         was lost): the same command on file and, for a FanOutCompleted, the fan-out done."""
-        if type(event).__name__ == "FanOutCompleted":
+        if type(event).__name__ == FAN_OUT_COMPLETED:
             return event.originator_id.int not in self._fan_out_ids and any(
                 True for _ in app.recorder.select_events(event.originator_id, gt=1, lte=2)
             )

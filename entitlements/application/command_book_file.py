@@ -9,8 +9,8 @@ from pathlib import Path
 
 from entitlements.application.command_book import CommandBook
 from entitlements.application.store_app import EntitlementsApplication
+from entitlements.domain.events import COMMAND_TOPICS
 from projections import snapshot_digests
-from projections.facts import COMMAND_TOPICS
 from projections.log_reader import read_log
 from projections.projector import SNAPSHOT_EVERY, Projector
 

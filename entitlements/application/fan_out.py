@@ -17,7 +17,6 @@ from entitlements.application.command_book_file import CommandBooks
 from entitlements.application.sealing import Saver
 from entitlements.domain.account import Account, account_uuid
 from entitlements.domain.command_log import AppliedCommand, command_uuid
-from entitlements.domain.commands import now
 from entitlements.domain.region import Region, RegionRules
 from entitlements.domain.rules import (
     NOBODY,
@@ -26,6 +25,7 @@ from entitlements.domain.rules import (
     free_hosting_switches,
     hosting_corrections,
 )
+from entitlements.domain.times import now
 from projections.projector import Projector, gc_paused
 
 FAN_OUT_BATCH = (

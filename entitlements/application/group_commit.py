@@ -24,7 +24,7 @@ from entitlements.application.sealing import Saver
 from entitlements.application.store_app import EntitlementsApplication
 from entitlements.domain.commands import Command
 from entitlements.domain.decisions import CommandResult
-from projections.facts import COMMAND_RECORDS
+from entitlements.domain.events import COMMAND_RECORDS
 from projections.projector import Projector
 
 GROUP_MAX = 200  # commands saved per transaction (group commit), within one lock span

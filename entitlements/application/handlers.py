@@ -18,14 +18,14 @@ from entitlements.application.store_app import EntitlementsApplication
 from entitlements.domain import commands as c
 from entitlements.domain.account import Account
 from entitlements.domain.command_log import applied_record, conflict_key, rejected_record
-from entitlements.domain.commands import Command, command_fingerprint, now
+from entitlements.domain.commands import Command, command_fingerprint
 from entitlements.domain.rules import (
     FREE_HOSTING_RULE,
     Rejected,
     Who,
     check_jurisdiction,
-    iso,
 )
+from entitlements.domain.times import iso, now
 from projections.projector import Projector
 
 

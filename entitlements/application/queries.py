@@ -12,7 +12,7 @@ from eventsourcing.application import AggregateNotFoundError
 from entitlements.application.store_app import EntitlementsApplication
 from entitlements.domain.account import Account, account_uuid
 from entitlements.domain.decisions import Decision, PositionNotReached, UnknownAccount
-from entitlements.domain.rules import iso
+from entitlements.domain.times import iso
 from projections.changes import changes_after
 from projections.log_reader import read_log
 from projections.projector import Projector

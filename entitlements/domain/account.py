@@ -8,13 +8,27 @@ HostingRestored events (see `reconcile_hosting`), so one account's history expla
 
 from __future__ import annotations
 
-import bisect
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from entitlements.domain.event_facts import KeepsFacts
+from entitlements.domain.events import (
+    ACCOUNT_REGISTERED,
+    ACCOUNT_REINSTATED,
+    ACCOUNT_SUSPENDED,
+    HOSTING_RESTORED,
+    HOSTING_REVOKED,
+    MOVED_TO_PARTNER,
+    REGISTRATION_APPROVED,
+    REGISTRATION_SUSPENDED,
+    SUBSCRIPTION_CLOSED,
+    SUBSCRIPTION_OPENED,
+    topic,
+)
 from entitlements.domain.region import Region, RegionRules
 from entitlements.domain.rules import (
     CHANNEL_CLOSED_BY,
@@ -29,10 +43,9 @@ from entitlements.domain.rules import (
     check_jurisdiction,
     fold_account,
     hosting_corrections,
-    iso,
     rule_cause,
-    with_who,
 )
+from entitlements.domain.times import iso
 
 
 def account_uuid(account_id: str) -> UUID:
@@ -51,13 +64,56 @@ def _check_channel(
         raise Rejected(f"partner {partner!r} is not authorized in {region}")
 
 
-class Account(Aggregate):
+#: What refuses a command, by the event it would record: (refused in this state, the reason,
+#: with the account's id and the command's effective time put in). Checked on the state at
+#: the command's own effective time (`Account.state_for_command`).
+_REFUSED: dict[str, tuple[tuple[Callable[[AccountState], bool], str], ...]] = {
+    REGISTRATION_APPROVED: (
+        (
+            lambda s: s.registration_suspended is None,
+            "registration of {id} is not suspended at {at}",
+        ),
+    ),
+    SUBSCRIPTION_OPENED: (
+        (lambda s: s.suspension is not None, "account {id} is suspended at {at}"),
+        (
+            lambda s: s.registration_suspended is not None,
+            "registration of {id} is suspended: approve it first",
+        ),
+    ),
+    SUBSCRIPTION_CLOSED: (
+        (lambda s: s.plan == "free", "account {id} is already on the free plan at {at}"),
+    ),
+    HOSTING_REVOKED: (
+        (lambda s: s.manual_revocation is not None, "hosting of {id} is already revoked at {at}"),
+    ),
+    HOSTING_RESTORED: (
+        (
+            lambda s: s.manual_revocation is None,
+            "no manual hosting revocation of {id} is in force at {at} "
+            "(a rule-caused one ends with the rule or the free plan)",
+        ),
+    ),
+    ACCOUNT_REINSTATED: (
+        (lambda s: s.suspension is None, "account {id} is not suspended at {at}"),
+    ),
+}
+
+
+def _check_refused(state: AccountState, records: str, account_id: str, at: datetime) -> None:
+    """Reject a command that would record `records` when `state` refuses it (_REFUSED)."""
+    for refused, reason in _REFUSED[records]:
+        if refused(state):
+            raise Rejected(reason.format(id=account_id, at=iso(at)))
+
+
+class Account(KeepsFacts):
     """One account's registration, plan, hosting and suspension history."""
 
-    TOPIC = "entitlements:Account"  # explicit, stable topics: modules can move, the log stays
+    TOPIC = topic("Account")  # explicit, stable topics: modules can move, the log stays
 
     class Created(Aggregate.Created):  # the library's base "created" class; never stored
-        TOPIC = "entitlements:Account.Created"
+        TOPIC = topic("Account.Created")
 
     @staticmethod
     def create_id(account_id: str) -> UUID:
@@ -82,27 +138,18 @@ class Account(Aggregate):
         _check_channel(rules, plan, channel, partner, region.code)
         if plan == "free" and channel != "online":
             raise Rejected(f"a free plan is only available online, not through {channel}")
+        # (arguments by position: the library binds them to the event's fields by name)
         account = cls(
-            account_id=account_id,
-            region=region.code,
-            plan=plan,
-            channel=channel,
-            partner=partner,
-            effective_at=effective_at,
-            recorded_at=recorded_at,
-            **who,
+            account_id, region.code, plan, channel, partner, effective_at, recorded_at, **who
         )
         suspension = rules.rules_on.get("registration_suspended")
         if suspension and not (plan == "enterprise" and channel in SALES_CHANNELS):
             account._registration_suspended(
-                effective_at=effective_at,
-                recorded_at=recorded_at,
-                cause=rule_cause(suspension),
-                **who,
+                effective_at, recorded_at, rule_cause(suspension), **who
             )
         return account
 
-    @event("AccountRegistered", topic="entitlements:AccountRegistered")
+    @event(ACCOUNT_REGISTERED, topic=topic(ACCOUNT_REGISTERED))
     def __init__(
         self,
         account_id: str,
@@ -118,19 +165,8 @@ class Account(Aggregate):
         self.account_id = account_id
         self.region = region
         self.registered_at = effective_at
-        self.facts: list[Fact] = []
-        self._remember(
-            "AccountRegistered",
-            effective_at,
-            recorded_at,
-            None,
-            actor,
-            command_id,
-            region=region,
-            plan=plan,
-            channel=channel,
-            partner=partner,
-        )
+        self.facts: list[Fact] = []  # (filled by _remember)
+        self._remember(ACCOUNT_REGISTERED, locals())
 
     def approve_registration(
         self,
@@ -142,20 +178,9 @@ class Account(Aggregate):
         recorded_at: datetime,
         who: Who = NOBODY,
     ) -> None:
-        state = self.state_for_command(effective_at)
-        if state.registration_suspended is None:
-            raise Rejected(
-                f"registration of {self.account_id} is not suspended at {iso(effective_at)}"
-            )
+        self._check(REGISTRATION_APPROVED, effective_at)
         _check_channel(region.state_at(effective_at), plan, channel, partner, self.region)
-        self._registration_approved(
-            plan=plan,
-            channel=channel,
-            partner=partner,
-            effective_at=effective_at,
-            recorded_at=recorded_at,
-            **who,
-        )
+        self._registration_approved(plan, channel, partner, effective_at, recorded_at, **who)
 
     # -- subscriptions and channel -------------------------------------------------------
 
@@ -169,31 +194,15 @@ class Account(Aggregate):
         recorded_at: datetime,
         who: Who = NOBODY,
     ) -> None:
-        state = self.state_for_command(effective_at)
-        if state.suspension is not None:
-            raise Rejected(f"account {self.account_id} is suspended at {iso(effective_at)}")
-        if state.registration_suspended is not None:
-            raise Rejected(f"registration of {self.account_id} is suspended: approve it first")
+        self._check(SUBSCRIPTION_OPENED, effective_at)
         _check_channel(region.state_at(effective_at), plan, channel, partner, self.region)
-        self._subscription_opened(
-            plan=plan,
-            channel=channel,
-            partner=partner,
-            effective_at=effective_at,
-            recorded_at=recorded_at,
-            **who,
-        )
+        self._subscription_opened(plan, channel, partner, effective_at, recorded_at, **who)
 
     def close_subscription(
         self, reason: str | None, effective_at: datetime, recorded_at: datetime, who: Who = NOBODY
     ) -> None:
-        if self.state_for_command(effective_at).plan == "free":
-            raise Rejected(
-                f"account {self.account_id} is already on the free plan at {iso(effective_at)}"
-            )
-        self._subscription_closed(
-            reason=reason, effective_at=effective_at, recorded_at=recorded_at, **who
-        )
+        self._check(SUBSCRIPTION_CLOSED, effective_at)
+        self._subscription_closed(reason, effective_at, recorded_at, **who)
 
     def move_to_partner(
         self,
@@ -212,34 +221,21 @@ class Account(Aggregate):
             raise Rejected(f"account {self.account_id} is on the free plan: nothing to move")
         if state.channel == "partner" and state.partner == partner:
             raise Rejected(f"account {self.account_id} is already with {partner!r}")
-        self._moved_to_partner(
-            partner=partner, effective_at=effective_at, recorded_at=recorded_at, **who
-        )
+        self._moved_to_partner(partner, effective_at, recorded_at, **who)
 
     # -- hosting and suspension ----------------------------------------------------------
 
     def revoke_hosting(
         self, reason: str, effective_at: datetime, recorded_at: datetime, who: Who = NOBODY
     ) -> None:
-        if self.state_for_command(effective_at).manual_revocation is not None:
-            raise Rejected(
-                f"hosting of {self.account_id} is already revoked at {iso(effective_at)}"
-            )
-        self._hosting_revoked(
-            reason=reason, effective_at=effective_at, recorded_at=recorded_at, cause=None, **who
-        )
+        self._check(HOSTING_REVOKED, effective_at)
+        self._hosting_revoked(reason, effective_at, recorded_at, None, **who)
 
     def restore_hosting(
         self, reason: str, effective_at: datetime, recorded_at: datetime, who: Who = NOBODY
     ) -> None:
-        if self.state_for_command(effective_at).manual_revocation is None:
-            raise Rejected(
-                f"no manual hosting revocation of {self.account_id} is in force at "
-                f"{iso(effective_at)} (a rule-caused one ends with the rule or the free plan)"
-            )
-        self._hosting_restored(
-            reason=reason, effective_at=effective_at, recorded_at=recorded_at, cause=None, **who
-        )
+        self._check(HOSTING_RESTORED, effective_at)
+        self._hosting_restored(reason, effective_at, recorded_at, None, **who)
 
     def suspend(
         self,
@@ -253,24 +249,16 @@ class Account(Aggregate):
         self.accept_request_from(jurisdiction)
         if state.suspension is not None:
             raise Rejected(f"account {self.account_id} is already suspended at {iso(effective_at)}")
-        self._suspended(
-            jurisdiction=jurisdiction,
-            reason=reason,
-            effective_at=effective_at,
-            recorded_at=recorded_at,
-            **who,
-        )
+        self._suspended(jurisdiction, reason, effective_at, recorded_at, **who)
 
     def reinstate(
         self, reason: str, effective_at: datetime, recorded_at: datetime, who: Who = NOBODY
     ) -> None:
-        if self.state_for_command(effective_at).suspension is None:
-            raise Rejected(f"account {self.account_id} is not suspended at {iso(effective_at)}")
-        self._reinstated(reason=reason, effective_at=effective_at, recorded_at=recorded_at, **who)
+        self._check(ACCOUNT_REINSTATED, effective_at)
+        self._reinstated(reason, effective_at, recorded_at, **who)
 
     def accept_request_from(self, jurisdiction: str | None) -> None:
-        """A request under a region's jurisdiction never reaches an account outside that
-        region, whatever the command; the platform (or no jurisdiction given) reaches all."""
+        """A region's request never reaches an account outside it (the platform's reaches all)."""
         check_jurisdiction(jurisdiction, self.region, self.account_id)
 
     # -- the region's hosting rule, as this account's own events -------------------------
@@ -283,47 +271,15 @@ class Account(Aggregate):
         Returns how many events it recorded."""
         corrections = hosting_corrections(self.facts, region.facts, recorded_at)
         for f in corrections:
-            record = self._hosting_revoked if f.type == "HostingRevoked" else self._hosting_restored
-            record(
-                reason=f.data["reason"],
-                effective_at=f.effective_at,
-                recorded_at=recorded_at,
-                cause=dict(f.cause or {}),
-                **who,
-            )
+            record = self._hosting_revoked if f.type == HOSTING_REVOKED else self._hosting_restored
+            record(f.data["reason"], f.effective_at, recorded_at, dict(f.cause or {}), **who)
         return len(corrections)
 
-    @classmethod
-    def event_from_fact(
-        cls,
-        account_id: str,
-        fact: Fact,
-        who: Who = NOBODY,
-        originator_id: UUID | None = None,
-        timestamp: datetime | None = None,
-    ) -> Aggregate.Event:
-        """The event a rule-caused correction (rules.hosting_corrections) is recorded as,
-        without the aggregate: a fan-out over many accounts reads their facts, not their
-        aggregates. The same event `reconcile_hosting` would trigger on the aggregate.
-        `originator_id`: the account's aggregate id when the caller knows it already;
-        `timestamp`: the library's creation time, when one is shared by a whole batch."""
-        if fact.type not in ("HostingRevoked", "HostingRestored"):
-            raise ValueError(f"not a hosting correction: {fact.type}")
-        event_class = getattr(cls, fact.type)  # made by @event
-        made: Aggregate.Event = event_class(
-            originator_id=originator_id or account_uuid(account_id),
-            originator_version=fact.version,
-            timestamp=timestamp or event_class.create_timestamp(),
-            reason=fact.data["reason"],
-            effective_at=fact.effective_at,
-            recorded_at=fact.recorded_at,
-            cause=dict(fact.cause or {}),
-            actor=who.get("actor"),
-            command_id=who.get("command_id"),
-        )
-        return made
-
     # -- what the account says at a time -------------------------------------------------
+
+    @property
+    def stream(self) -> str:
+        return f"account:{self.account_id}"
 
     def state_at(self, at: datetime | None = None, known: datetime | None = None) -> AccountState:
         return fold_account(self.facts, at, known)
@@ -337,11 +293,14 @@ class Account(Aggregate):
             )
         return self.state_at(effective_at)
 
-    # -- events: the bodies run when triggered and again on every replay ---------------
-    # Each also keeps who asked: the command's `actor` and `command_id` (None in events
-    # recorded before they existed, which therefore replay unchanged).
+    def _check(self, records: str, effective_at: datetime) -> None:
+        """A command that would record `records` at `effective_at`, rejected if refused."""
+        _check_refused(self.state_for_command(effective_at), records, self.account_id, effective_at)
 
-    @event("RegistrationSuspended", topic="entitlements:RegistrationSuspended")
+    # -- events: the bodies run when triggered and on every replay. Each keeps who asked,
+    # `actor` and `command_id` (None in events from before them, which replay unchanged).
+
+    @event(REGISTRATION_SUSPENDED, topic=topic(REGISTRATION_SUSPENDED))
     def _registration_suspended(
         self,
         effective_at: datetime,
@@ -350,9 +309,9 @@ class Account(Aggregate):
         actor: str | None = None,
         command_id: str | None = None,
     ) -> None:
-        self._remember("RegistrationSuspended", effective_at, recorded_at, cause, actor, command_id)
+        self._remember(REGISTRATION_SUSPENDED, locals())
 
-    @event("RegistrationApproved", topic="entitlements:RegistrationApproved")
+    @event(REGISTRATION_APPROVED, topic=topic(REGISTRATION_APPROVED))
     def _registration_approved(
         self,
         plan: str,
@@ -363,19 +322,9 @@ class Account(Aggregate):
         actor: str | None = None,
         command_id: str | None = None,
     ) -> None:
-        self._remember(
-            "RegistrationApproved",
-            effective_at,
-            recorded_at,
-            None,
-            actor,
-            command_id,
-            plan=plan,
-            channel=channel,
-            partner=partner,
-        )
+        self._remember(REGISTRATION_APPROVED, locals())
 
-    @event("SubscriptionOpened", topic="entitlements:SubscriptionOpened")
+    @event(SUBSCRIPTION_OPENED, topic=topic(SUBSCRIPTION_OPENED))
     def _subscription_opened(
         self,
         plan: str,
@@ -386,19 +335,9 @@ class Account(Aggregate):
         actor: str | None = None,
         command_id: str | None = None,
     ) -> None:
-        self._remember(
-            "SubscriptionOpened",
-            effective_at,
-            recorded_at,
-            None,
-            actor,
-            command_id,
-            plan=plan,
-            channel=channel,
-            partner=partner,
-        )
+        self._remember(SUBSCRIPTION_OPENED, locals())
 
-    @event("SubscriptionClosed", topic="entitlements:SubscriptionClosed")
+    @event(SUBSCRIPTION_CLOSED, topic=topic(SUBSCRIPTION_CLOSED))
     def _subscription_closed(
         self,
         reason: str | None,
@@ -407,11 +346,9 @@ class Account(Aggregate):
         actor: str | None = None,
         command_id: str | None = None,
     ) -> None:
-        self._remember(
-            "SubscriptionClosed", effective_at, recorded_at, None, actor, command_id, reason=reason
-        )
+        self._remember(SUBSCRIPTION_CLOSED, locals())
 
-    @event("MovedToPartner", topic="entitlements:MovedToPartner")
+    @event(MOVED_TO_PARTNER, topic=topic(MOVED_TO_PARTNER))
     def _moved_to_partner(
         self,
         partner: str,
@@ -420,11 +357,9 @@ class Account(Aggregate):
         actor: str | None = None,
         command_id: str | None = None,
     ) -> None:
-        self._remember(
-            "MovedToPartner", effective_at, recorded_at, None, actor, command_id, partner=partner
-        )
+        self._remember(MOVED_TO_PARTNER, locals())
 
-    @event("HostingRevoked", topic="entitlements:HostingRevoked")
+    @event(HOSTING_REVOKED, topic=topic(HOSTING_REVOKED))
     def _hosting_revoked(
         self,
         reason: str,
@@ -434,11 +369,9 @@ class Account(Aggregate):
         actor: str | None = None,
         command_id: str | None = None,
     ) -> None:
-        self._remember(
-            "HostingRevoked", effective_at, recorded_at, cause, actor, command_id, reason=reason
-        )
+        self._remember(HOSTING_REVOKED, locals())
 
-    @event("HostingRestored", topic="entitlements:HostingRestored")
+    @event(HOSTING_RESTORED, topic=topic(HOSTING_RESTORED))
     def _hosting_restored(
         self,
         reason: str,
@@ -448,11 +381,9 @@ class Account(Aggregate):
         actor: str | None = None,
         command_id: str | None = None,
     ) -> None:
-        self._remember(
-            "HostingRestored", effective_at, recorded_at, cause, actor, command_id, reason=reason
-        )
+        self._remember(HOSTING_RESTORED, locals())
 
-    @event("AccountSuspended", topic="entitlements:AccountSuspended")
+    @event(ACCOUNT_SUSPENDED, topic=topic(ACCOUNT_SUSPENDED))
     def _suspended(
         self,
         jurisdiction: str,
@@ -462,18 +393,9 @@ class Account(Aggregate):
         actor: str | None = None,
         command_id: str | None = None,
     ) -> None:
-        self._remember(
-            "AccountSuspended",
-            effective_at,
-            recorded_at,
-            None,
-            actor,
-            command_id,
-            jurisdiction=jurisdiction,
-            reason=reason,
-        )
+        self._remember(ACCOUNT_SUSPENDED, locals())
 
-    @event("AccountReinstated", topic="entitlements:AccountReinstated")
+    @event(ACCOUNT_REINSTATED, topic=topic(ACCOUNT_REINSTATED))
     def _reinstated(
         self,
         reason: str,
@@ -482,30 +404,4 @@ class Account(Aggregate):
         actor: str | None = None,
         command_id: str | None = None,
     ) -> None:
-        self._remember(
-            "AccountReinstated", effective_at, recorded_at, None, actor, command_id, reason=reason
-        )
-
-    def _remember(
-        self,
-        type_: str,
-        effective_at: datetime,
-        recorded_at: datetime,
-        cause: dict[str, Any] | None,
-        actor: str | None,
-        command_id: str | None,
-        **data: Any,
-    ) -> None:
-        """Keep the event as a Fact, in effective order. (An event body runs before the
-        aggregate's version moves on, hence version + 1; the created event is version 1.)"""
-        version = self.version + 1 if self.facts else 1
-        fact = Fact(
-            f"account:{self.account_id}",
-            type_,
-            version,
-            effective_at,
-            recorded_at,
-            with_who(data, actor, command_id),
-            cause,
-        )
-        bisect.insort(self.facts, fact, key=lambda f: f.order)
+        self._remember(ACCOUNT_REINSTATED, locals())

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from entitlements.domain.rules import Fact, Verdict, decide, fold_account, fold_region, iso
+from entitlements.domain.rules import Fact, Verdict, decide, fold_account, fold_region
+from entitlements.domain.times import iso
 
 _TINY = timedelta(microseconds=1)
 _NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)  # a point for a plane with no cut at all

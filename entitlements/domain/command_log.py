@@ -16,6 +16,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, DomainEventProtocol, event
 
+from entitlements.domain.events import COMMAND_APPLIED, COMMAND_REJECTED, FAN_OUT_COMPLETED, topic
+
 
 def command_uuid(command_id: str) -> UUID:
     """A command record's aggregate id: derived from its command_id, so it is unique."""
@@ -37,16 +39,16 @@ class AppliedCommand(Aggregate):
     """A command that was applied: what it was (name and fingerprint), who asked, and the
     account or region it changed. A hosting rule's fan-out, when done, is version 2."""
 
-    TOPIC = "entitlements:AppliedCommand"
+    TOPIC = topic("AppliedCommand")
 
     class Created(Aggregate.Created):  # the library's base "created" class; never stored
-        TOPIC = "entitlements:AppliedCommand.Created"
+        TOPIC = topic("AppliedCommand.Created")
 
     @staticmethod
     def create_id(command_id: str) -> UUID:
         return command_uuid(command_id)
 
-    @event("CommandApplied", topic="entitlements:CommandApplied")
+    @event(COMMAND_APPLIED, topic=topic(COMMAND_APPLIED))
     def __init__(
         self,
         command_id: str,
@@ -67,7 +69,7 @@ class AppliedCommand(Aggregate):
         self.command_id = command_id
         self.fan_out_done = not fan_out
 
-    @event("FanOutCompleted", topic="entitlements:FanOutCompleted")
+    @event(FAN_OUT_COMPLETED, topic=topic(FAN_OUT_COMPLETED))
     def fan_out_completed(self, region: str, recorded_at: datetime) -> None:
         """Every account of the region has the hosting rule's events (see Engine.fan_out)."""
         self.fan_out_done = True
@@ -77,10 +79,10 @@ class RejectedCommand(Aggregate):
     """A command that a domain rule refused: the command as given, who asked, the reason.
     Nothing else was recorded for it."""
 
-    TOPIC = "entitlements:RejectedCommand"
+    TOPIC = topic("RejectedCommand")
 
     class Created(Aggregate.Created):  # the library's base "created" class; never stored
-        TOPIC = "entitlements:RejectedCommand.Created"
+        TOPIC = topic("RejectedCommand.Created")
 
     @staticmethod
     def create_id(command_id: str, fingerprint: str, conflict: bool = False) -> UUID:
@@ -88,7 +90,7 @@ class RejectedCommand(Aggregate):
         # attempt of its own (the id stays with the command that first used it), once.
         return conflict_uuid(command_id, fingerprint) if conflict else command_uuid(command_id)
 
-    @event("CommandRejected", topic="entitlements:CommandRejected")
+    @event(COMMAND_REJECTED, topic=topic(COMMAND_REJECTED))
     def __init__(
         self,
         command_id: str,

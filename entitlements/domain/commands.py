@@ -13,7 +13,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias, TypeVar, get_args
 
@@ -31,45 +31,7 @@ from pydantic import (
 )
 
 from entitlements.domain.rules import REGION_RULES
-
-
-def _short(value: Any, limit: int = 40) -> str:
-    """A value's repr for an error message: escaped, so it stays one line, and never huge."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def parse_time(value: Any) -> datetime:
-    """ISO 8601 -> aware UTC datetime. A bare date is 00:00 UTC; no offset means UTC.
-    Only the years 1900-9999 once in UTC: beyond them the offset overflows (or a store
-    refuses), so such a time is a ValueError, never an OverflowError."""
-    if isinstance(value, datetime):
-        dt = value
-    elif isinstance(value, date):
-        dt = datetime(value.year, value.month, value.day)
-    elif isinstance(value, str):
-        try:
-            dt = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise ValueError(f"{_short(value)} is not an ISO 8601 date or time") from None
-    else:
-        raise ValueError(f"{_short(value)} is not an ISO 8601 date or time")
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    try:
-        dt = dt.astimezone(UTC)
-    except OverflowError:  # the offset pushes it before year 1 or past 9999
-        raise ValueError(
-            "before the year 1900" if dt.year < 5000 else "after the year 9999"
-        ) from None
-    if dt.year < 1900:
-        raise ValueError("before the year 1900")
-    return dt
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
+from entitlements.domain.times import now, parse_time, short_repr
 
 Time = Annotated[datetime, BeforeValidator(parse_time)]
 AccountId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
@@ -425,7 +387,7 @@ def iter_command_file(path: str | Path) -> Iterator[tuple[int, Any]]:
         f = open(path, "rb")  # noqa: SIM115 - closed below, after the last line
     except OSError as e:
         raise UnreadableCommandFile(
-            f"cannot read {_short(str(path), 200)}: {e.strerror or e}"
+            f"cannot read {short_repr(str(path), 200)}: {e.strerror or e}"
         ) from None
     with f:
         for n, line in enumerate(f, start=1):

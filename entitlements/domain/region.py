@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from entitlements.domain.event_facts import KeepsFacts
+from entitlements.domain.events import (
+    PARTNER_AUTHORIZED,
+    REGION_OPENED,
+    REGION_RULE_APPLIED,
+    REGION_RULE_LIFTED,
+    topic,
+)
 from entitlements.domain.rules import (
     NOBODY,
     Fact,
@@ -18,9 +24,8 @@ from entitlements.domain.rules import (
     Rejected,
     Who,
     fold_region,
-    iso,
-    with_who,
 )
+from entitlements.domain.times import iso
 
 
 def region_id(code: str) -> UUID:
@@ -40,19 +45,19 @@ class RegionRules:
         return fold_region(self.code, self.facts, at, known)
 
 
-class Region(Aggregate):
+class Region(KeepsFacts):
     """A region's rule switches and authorized partners, each with both clocks."""
 
-    TOPIC = "entitlements:Region"  # explicit, stable topics: modules can move, the log stays
+    TOPIC = topic("Region")  # explicit, stable topics: modules can move, the log stays
 
     class Created(Aggregate.Created):  # the library's base "created" class; never stored
-        TOPIC = "entitlements:Region.Created"
+        TOPIC = topic("Region.Created")
 
     @staticmethod
     def create_id(region: str) -> UUID:
         return region_id(region)
 
-    @event("RegionOpened", topic="entitlements:RegionOpened")
+    @event(REGION_OPENED, topic=topic(REGION_OPENED))
     def __init__(
         self,
         region: str,
@@ -63,9 +68,13 @@ class Region(Aggregate):
     ) -> None:
         self.code = region
         self.facts: list[Fact] = []
-        self._remember("RegionOpened", effective_at, recorded_at, actor, command_id, region=region)
+        self._remember(REGION_OPENED, locals())
 
     # -- what the region says at a time ------------------------------------------------
+
+    @property
+    def stream(self) -> str:
+        return f"region:{self.code}"
 
     def state_at(self, at: datetime | None = None, known: datetime | None = None) -> RegionState:
         return fold_region(self.code, self.facts, at, known)
@@ -97,7 +106,7 @@ class Region(Aggregate):
 
     # -- events: the bodies run when triggered and again on every replay ---------------
 
-    @event("RegionRuleApplied", topic="entitlements:RegionRuleApplied")
+    @event(REGION_RULE_APPLIED, topic=topic(REGION_RULE_APPLIED))
     def _rule_applied(
         self,
         rule: str,
@@ -106,9 +115,9 @@ class Region(Aggregate):
         actor: str | None = None,
         command_id: str | None = None,
     ) -> None:
-        self._remember("RegionRuleApplied", effective_at, recorded_at, actor, command_id, rule=rule)
+        self._remember(REGION_RULE_APPLIED, locals())
 
-    @event("RegionRuleLifted", topic="entitlements:RegionRuleLifted")
+    @event(REGION_RULE_LIFTED, topic=topic(REGION_RULE_LIFTED))
     def _rule_lifted(
         self,
         rule: str,
@@ -117,9 +126,9 @@ class Region(Aggregate):
         actor: str | None = None,
         command_id: str | None = None,
     ) -> None:
-        self._remember("RegionRuleLifted", effective_at, recorded_at, actor, command_id, rule=rule)
+        self._remember(REGION_RULE_LIFTED, locals())
 
-    @event("PartnerAuthorized", topic="entitlements:PartnerAuthorized")
+    @event(PARTNER_AUTHORIZED, topic=topic(PARTNER_AUTHORIZED))
     def _partner_authorized(
         self,
         partner: str,
@@ -128,28 +137,4 @@ class Region(Aggregate):
         actor: str | None = None,
         command_id: str | None = None,
     ) -> None:
-        self._remember(
-            "PartnerAuthorized", effective_at, recorded_at, actor, command_id, partner=partner
-        )
-
-    def _remember(
-        self,
-        type_: str,
-        effective_at: datetime,
-        recorded_at: datetime,
-        actor: str | None,
-        command_id: str | None,
-        **data: Any,
-    ) -> None:
-        """Keep the event as a Fact, in effective order. (An event body runs before the
-        aggregate's version moves on, hence version + 1; the created event is version 1.)"""
-        version = self.version + 1 if self.facts else 1
-        fact = Fact(
-            f"region:{self.code}",
-            type_,
-            version,
-            effective_at,
-            recorded_at,
-            with_who(data, actor, command_id),
-        )
-        bisect.insort(self.facts, fact, key=lambda f: f.order)
+        self._remember(PARTNER_AUTHORIZED, locals())

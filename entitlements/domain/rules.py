@@ -14,6 +14,23 @@ from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
+from entitlements.domain.events import (
+    ACCOUNT_REGISTERED,
+    ACCOUNT_REINSTATED,
+    ACCOUNT_SUSPENDED,
+    HOSTING_RESTORED,
+    HOSTING_REVOKED,
+    MOVED_TO_PARTNER,
+    PARTNER_AUTHORIZED,
+    PLAN_SETTERS,
+    REGION_RULE_APPLIED,
+    REGION_RULE_LIFTED,
+    REGISTRATION_APPROVED,
+    REGISTRATION_SUSPENDED,
+    RULE_SWITCHES,
+)
+from entitlements.domain.times import iso
+
 PLANS = ("free", "pro", "business", "enterprise")
 PAID_PLANS = ("pro", "business", "enterprise")
 CHANNELS = ("online", "direct", "partner")
@@ -45,13 +62,6 @@ LIMITS: Mapping[str, Mapping[str, int]] = {
 CHANNEL_CLOSED_BY = {"online": "online_subscriptions_closed", "direct": "direct_sales_closed"}
 
 FREE_HOSTING_RULE = "free_hosting_suspended"
-RULE_SWITCHES = ("RegionRuleApplied", "RegionRuleLifted")
-PLAN_SETTERS = (
-    "AccountRegistered",
-    "RegistrationApproved",
-    "SubscriptionOpened",
-    "SubscriptionClosed",
-)
 
 
 class Rejected(Exception):
@@ -92,11 +102,6 @@ def check_jurisdiction(jurisdiction: str | None, region: str, account_id: str) -
             f"jurisdiction {jurisdiction} does not reach account {account_id} in {region}: "
             "a government request never reaches outside its own jurisdiction"
         )
-
-
-def iso(t: datetime) -> str:
-    """Times as people and JSON read them: ISO 8601 in UTC, 'Z' for the zero offset."""
-    return t.isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +190,7 @@ def fold_account(
     all_facts = list(facts)
     for f in in_force(all_facts, at, known):
         t = f.type
-        if t == "AccountRegistered":
+        if t == ACCOUNT_REGISTERED:
             s.update(registration=f, region=f.data["region"])
         if t in PLAN_SETTERS:
             s.update(
@@ -196,7 +201,7 @@ def fold_account(
             )
         _fold_standing(s, f)
     if "registration" not in s:
-        s["not_yet"] = next((f for f in all_facts if f.type == "AccountRegistered"), None)
+        s["not_yet"] = next((f for f in all_facts if f.type == ACCOUNT_REGISTERED), None)
     return AccountState(**s)
 
 
@@ -204,20 +209,20 @@ def _fold_standing(s: dict[str, Any], f: Fact) -> None:
     """One fact's part of `fold_account` beyond registration and plan: approval pending,
     the channel moved to a partner, hosting revoked or restored, the account suspended."""
     t = f.type
-    if t == "RegistrationSuspended":
+    if t == REGISTRATION_SUSPENDED:
         s["registration_suspended"] = f
-    elif t == "RegistrationApproved":
+    elif t == REGISTRATION_APPROVED:
         s["registration_suspended"] = None
-    elif t == "MovedToPartner":
+    elif t == MOVED_TO_PARTNER:
         s.update(channel="partner", partner=f.data["partner"])
-    elif t == "HostingRevoked":
+    elif t == HOSTING_REVOKED:
         s["rule_revocation" if f.cause else "manual_revocation"] = f
-    elif t == "HostingRestored":
+    elif t == HOSTING_RESTORED:
         s["rule_revocation" if f.cause else "manual_revocation"] = None
         s["last_restore"] = f
-    elif t == "AccountSuspended":
+    elif t == ACCOUNT_SUSPENDED:
         s["suspension"] = f
-    elif t == "AccountReinstated":
+    elif t == ACCOUNT_REINSTATED:
         s["suspension"] = None
 
 
@@ -243,13 +248,13 @@ def fold_region(
     lifted: dict[str, Fact] = {}
     partners: dict[str, Fact] = {}
     for f in in_force(facts, at, known):
-        if f.type == "RegionRuleApplied":
+        if f.type == REGION_RULE_APPLIED:
             on[f.data["rule"]] = f
             lifted.pop(f.data["rule"], None)
-        elif f.type == "RegionRuleLifted":
+        elif f.type == REGION_RULE_LIFTED:
             on.pop(f.data["rule"], None)
             lifted[f.data["rule"]] = f
-        elif f.type == "PartnerAuthorized":
+        elif f.type == PARTNER_AUTHORIZED:
             partners[f.data["partner"]] = f
     return RegionState(code, on, lifted, partners)
 

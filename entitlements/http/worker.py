@@ -26,7 +26,7 @@ from entitlements.adapters.tokens import REFRESH_EVERY, TokenCache
 from entitlements.application.access import open_tokens
 from entitlements.application.engine import Engine, FollowStatus
 from entitlements.domain.decisions import Decision, PositionNotReached, UnknownAccount
-from entitlements.domain.rules import iso
+from entitlements.domain.times import iso
 from entitlements.http.errors import Refused, one_line
 from entitlements.http.metrics import Metrics
 from entitlements.http.rendered import Rendered

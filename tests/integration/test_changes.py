@@ -258,8 +258,9 @@ def whole_log_changes_after(app: Any, after: int, limit: int) -> tuple[list[dict
     """The algorithm changes_after had before it read only the log after `after`: the
     whole log into LogFacts, each event after `after` compared against all that came
     before it. The reference the new one must answer exactly as."""
+    from entitlements.domain.events import COMMAND_TOPICS
     from projections.changes import _account_items, _region_items
-    from projections.facts import COMMAND_TOPICS, LogFacts
+    from projections.facts import LogFacts
 
     facts = LogFacts()
     items: list[dict[str, Any]] = []

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from entitlements import open_engine
 from entitlements.application.engine import Engine
 from entitlements.application.report import Report, daily_report, read_models_level
-from entitlements.domain.commands import parse_time
-from entitlements.domain.rules import CAPABILITIES, RULE_SWITCHES, fold_account, fold_region
+from entitlements.domain.events import RULE_SWITCHES
+from entitlements.domain.rules import CAPABILITIES, fold_account, fold_region
+from entitlements.domain.times import parse_time
 from projections.daily_counts import Change, counts_per_day
 from projections.rebuild import rebuild
 from tests.conftest import read_jsonl, scenario_file

@@ -44,6 +44,9 @@ from entitlements.application.audit import explain
 from entitlements.application.engine import Engine
 from entitlements.domain.account import account_uuid
 from entitlements.domain.decisions import UnknownAccount
+
+# Used only by answerer (c) and the idempotence check, never by the reference below.
+from entitlements.domain.events import COMMAND_RECORDS
 from entitlements.domain.region import region_id
 from entitlements.domain.rules import (
     CAPABILITIES,
@@ -52,9 +55,6 @@ from entitlements.domain.rules import (
     fold_region,
     hosting_corrections,
 )
-
-# Used only by answerer (c) and the idempotence check, never by the reference below.
-from projections.facts import COMMAND_RECORDS
 
 # -- the small world ---------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ from sqlalchemy import Table, and_, inspect, or_, select
 from entitlements import open_engine
 from entitlements.application.engine import Engine
 from entitlements.domain.account import account_uuid
-from entitlements.domain.commands import parse_command_file, parse_time
+from entitlements.domain.commands import parse_command_file
+from entitlements.domain.times import parse_time
 from projections import log_reader, sql_views
 from projections import rebuild as rebuild_module
 from projections.projector import Projector, snapshot_path

@@ -15,8 +15,8 @@ from sqlalchemy.engine import Connection
 
 from entitlements import open_engine
 from entitlements.application.engine import Engine
-from entitlements.domain.commands import parse_time
 from entitlements.domain.rules import fold_account
+from entitlements.domain.times import parse_time
 from projections.rebuild import rebuild
 from projections.sql_views import sql_engine
 from tests.conftest import read_jsonl, scenario_file

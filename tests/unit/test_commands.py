@@ -20,10 +20,10 @@ from entitlements.domain.commands import (
     RevokeHosting,
     UnreadableCommandFile,
     parse_commands,
-    parse_time,
     read_command_file,
     with_derived_id,
 )
+from entitlements.domain.times import parse_time
 
 OK = {
     "command": "register_account",

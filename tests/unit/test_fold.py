@@ -12,7 +12,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from entitlements.domain.rules import Fact, fold_account, fold_region, in_force, iso
+from entitlements.domain.rules import Fact, fold_account, fold_region, in_force
+from entitlements.domain.times import iso
 from tests.unit.domain_facts import History, account, region, rule_off, rule_on, t
 
 # -- Fact ------------------------------------------------------------------------------------

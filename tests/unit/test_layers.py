@@ -19,6 +19,9 @@ DOMAIN = {
     "entitlements.domain.account",
     "entitlements.domain.region",
     "entitlements.domain.command_log",
+    "entitlements.domain.events",
+    "entitlements.domain.event_facts",
+    "entitlements.domain.times",
 }
 #: The writer's and the doors' side: none of it is for a projection or the domain to use.
 ENGINE_SIDE = {
