@@ -12,12 +12,13 @@ from eventsourcing.application import AggregateNotFoundError
 from entitlements.application.store_app import EntitlementsApplication
 from entitlements.domain.account import Account, account_uuid
 from entitlements.domain.decisions import Decision, PositionNotReached, UnknownAccount
+from entitlements.domain.events import COMMAND_REJECTED, topic
 from entitlements.domain.times import iso
 from projections.changes import changes_after
 from projections.log_reader import read_log
 from projections.projector import Projector
 
-REJECTION_TOPICS = frozenset({"entitlements:CommandRejected"})
+REJECTION_TOPICS = frozenset({topic(COMMAND_REJECTED)})
 
 
 class Queries:

@@ -407,7 +407,7 @@ def hosting_corrections(
     `switches`, prepared once for all its accounts)."""
     if switches is None:
         switches = FreeHostingSwitches(free_hosting_switches(region_facts))
-    if len(account_facts) == 1 and account_facts[0].type == "AccountRegistered":
+    if len(account_facts) == 1 and account_facts[0].type == ACCOUNT_REGISTERED:
         return switches.registration_only(account_facts[0], recorded_at)
     return switches.folded(account_facts, recorded_at)
 
@@ -439,7 +439,7 @@ def _correction_at(
     registered, free and the rule on)."""
     rule_event = next((f for f in reversed(switches) if f.effective_at <= t), None)
     state = fold_account(work, at=t)
-    rule_on = rule_event is not None and rule_event.type == "RegionRuleApplied"
+    rule_on = rule_event is not None and rule_event.type == REGION_RULE_APPLIED
     truth = state.registration is not None and state.plan == "free" and rule_on
     if truth == (state.rule_revocation is not None):
         return None
@@ -462,9 +462,9 @@ def _correction_words(revoke: bool, rule_on: bool, region: str) -> tuple[str, st
     """A hosting correction's event type and reason: revoked while free under the rule,
     else restored because the account left the free plan or the rule was lifted."""
     if revoke:
-        return "HostingRevoked", f"{FREE_HOSTING_RULE} in {region}: free accounts may not host"
+        return HOSTING_REVOKED, f"{FREE_HOSTING_RULE} in {region}: free accounts may not host"
     reason = "the account left the free plan" if rule_on else f"{FREE_HOSTING_RULE} lifted"
-    return "HostingRestored", reason
+    return HOSTING_RESTORED, reason
 
 
 class FreeHostingSwitches:
@@ -481,7 +481,7 @@ class FreeHostingSwitches:
         for t in self.times:
             rule_event = next(f for f in reversed(switches) if f.effective_at <= t)
             at_t = [f for f in switches if f.effective_at == t]
-            self.steps.append((rule_event, rule_event.type == "RegionRuleApplied", at_t))
+            self.steps.append((rule_event, rule_event.type == REGION_RULE_APPLIED, at_t))
             self.causes.append(rule_cause(rule_event, max(at_t, key=lambda f: f.recorded_at)))
 
     def folded(self, account_facts: list[Fact], recorded_at: datetime) -> list[Fact]:
