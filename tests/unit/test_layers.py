@@ -1,6 +1,8 @@
-"""Imports run one way: doors -> engine -> {projections, domain, store}; projections ->
-domain; the domain imports neither. Read from the source (every import, also those inside
-functions), so a shortcut taken anywhere shows up here."""
+"""Imports run one way, by folder: the doors (entitlements/cli, which starts
+entitlements/http) -> entitlements/application -> {projections, entitlements/adapters}
+-> entitlements/domain. Read from the source (every import, also those inside functions),
+so a shortcut taken anywhere shows up here, and a new module is held by its folder's rule
+without being listed. (import-linter holds the same layers: pyproject.toml.)"""
 
 from __future__ import annotations
 
@@ -11,36 +13,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: The domain: what users ask, what aggregates decide and record, what answers look like.
-DOMAIN = {
-    "entitlements.domain.rules",
-    "entitlements.domain.commands",
-    "entitlements.domain.decisions",
-    "entitlements.domain.account",
-    "entitlements.domain.region",
-    "entitlements.domain.command_log",
-    "entitlements.domain.events",
-    "entitlements.domain.event_facts",
-    "entitlements.domain.times",
-}
-#: The writer's and the doors' side: none of it is for a projection or the domain to use.
-ENGINE_SIDE = {
-    "entitlements.application.engine",
-    "entitlements.application.command_book",
-    "entitlements.application.aggregates",
-    "entitlements.application.command_book_file",
-    "entitlements.application.fan_out",
-    "entitlements.application.group",
-    "entitlements.application.group_commit",
-    "entitlements.application.handlers",
-    "entitlements.application.queries",
-    "entitlements.application.retries",
-    "entitlements.application.sealing",
-    "entitlements.application.store_app",
-    "entitlements.adapters.store",
-    "entitlements.adapters.tokens",
-    "entitlements.cli",
-    "entitlements.http",
+#: Each layer's folder and what it may import (besides itself and the package roots).
+MAY_IMPORT = {
+    "entitlements.cli": {
+        "entitlements.http",
+        "entitlements.application",
+        "entitlements.adapters",
+        "entitlements.domain",
+    },
+    "entitlements.http": {
+        "entitlements.application",
+        "entitlements.adapters",
+        "entitlements.domain",
+    },
+    "entitlements.application": {"projections", "entitlements.adapters", "entitlements.domain"},
+    "projections": {"entitlements.domain"},
+    "entitlements.adapters": {"entitlements.domain"},
+    "entitlements.domain": set(),
 }
 
 
@@ -62,30 +51,34 @@ def module_name(path: Path) -> str:
     return ".".join(path.relative_to(ROOT).with_suffix("").parts)
 
 
-PROJECTIONS = sorted((ROOT / "projections").glob("*.py"))
-DOMAIN_FILES = [ROOT / (m.replace(".", "/") + ".py") for m in sorted(DOMAIN)]
+def layer_of(module: str) -> str | None:
+    """The layer a module is in (None: a package root, `entitlements` itself)."""
+    return next(
+        (layer for layer in MAY_IMPORT if module == layer or module.startswith(layer + ".")), None
+    )
 
 
-@pytest.mark.parametrize("path", PROJECTIONS, ids=module_name)
-def test_a_projection_depends_on_the_domain_alone(path: Path) -> None:
-    outside = {
-        m
-        for m in imports_of(path)
-        if m.startswith("entitlements") and m not in DOMAIN and m != "entitlements"
-    }
-    # `from entitlements.domain.rules import Fact` names entitlements.domain.rules.Fact: keep modules only
-    outside = {m for m in outside if m.rsplit(".", 1)[0] not in DOMAIN}
-    assert not outside, f"{module_name(path)} imports {sorted(outside)}"
+LAYERED = sorted(p for layer in MAY_IMPORT for p in (ROOT / layer.replace(".", "/")).rglob("*.py"))
 
 
-@pytest.mark.parametrize("path", DOMAIN_FILES, ids=module_name)
-def test_the_domain_imports_no_projection_and_nothing_of_the_engine(path: Path) -> None:
-    wrong = {
-        m
-        for m in imports_of(path)
-        if m.startswith("projections") or any(m == e or m.startswith(e + ".") for e in ENGINE_SIDE)
-    }
-    assert not wrong, f"{module_name(path)} imports {sorted(wrong)}"
+def test_every_module_is_in_a_layer() -> None:
+    loose = sorted(
+        module_name(p)
+        for p in (ROOT / "entitlements").glob("*.py")
+        if p.name not in ("__init__.py",)
+    )
+    assert loose == [], f"modules outside a layer's folder: {loose}"
+
+
+@pytest.mark.parametrize("path", LAYERED, ids=module_name)
+def test_a_module_imports_only_its_own_layer_and_those_below(path: Path) -> None:
+    own = layer_of(module_name(path))
+    assert own is not None
+    allowed = MAY_IMPORT[own] | {own}
+    wrong = sorted(
+        m for m in imports_of(path) if (layer := layer_of(m)) is not None and layer not in allowed
+    )
+    assert not wrong, f"{module_name(path)} ({own}) imports {wrong}"
 
 
 #: The doors: the command line and the HTTP API. They reach the log and the read models
