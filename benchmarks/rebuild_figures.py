@@ -6,7 +6,8 @@ The store is whole_process's fan-out store (N free accounts registered in CN, th
 revocation each: 2N + 4 events), made once (or reused: --store PATH). Each round measures,
 one after the other: the raw read (eventsourcing's `select_notifications` and
 `to_domain_event`, 1000 rows per select, nothing kept), a rebuild with its second process
-(inserting the rows), the raw read again, and a rebuild in one process. Each with its wall time and its CPU time (this process and, for the rebuild,
+(reading the end of the log, then inserting the rows), the raw read again, a rebuild in
+one process, and one whose second process inserts only (it reads none of the log). Each with its wall time and its CPU time (this process and, for the rebuild,
 its child); the ratio is the raw read's wall time over the rebuild's, as in
 benchmarks/README.md: for the rebuild with two processes, the mean of the raw reads just
 before and just after it (this machine's speed drifts within a minute), for the one in one
@@ -87,14 +88,14 @@ def rounds(url: str, count: int) -> dict[str, Any]:
                     return
                 position = page[-1].id
 
-        def rebuild_with(threshold: int) -> Callable[[], None]:
+        def rebuild_with(threshold: int, own_share: float = 0.6) -> Callable[[], None]:
             def run() -> None:
-                saved = rebuild_module.IN_PROCESS_BELOW
-                rebuild_module.IN_PROCESS_BELOW = threshold
+                saved = rebuild_module.IN_PROCESS_BELOW, rebuild_module.OWN_SHARE
+                rebuild_module.IN_PROCESS_BELOW, rebuild_module.OWN_SHARE = threshold, own_share
                 try:
                     assert rebuild_module.rebuild(app, url) == app.recorder.max_notification_id()
                 finally:
-                    rebuild_module.IN_PROCESS_BELOW = saved
+                    rebuild_module.IN_PROCESS_BELOW, rebuild_module.OWN_SHARE = saved
 
             return run
 
@@ -104,6 +105,7 @@ def rounds(url: str, count: int) -> dict[str, Any]:
             two = measured(rebuild_with(0))
             raw_after = measured(raw_read)
             one = measured(rebuild_with(ALONE))
+            inserting = measured(rebuild_with(0, own_share=1.0))
             around = {k: (raw[k] + raw_after[k]) / 2 for k in raw}
             results.append(
                 {
@@ -111,6 +113,7 @@ def rounds(url: str, count: int) -> dict[str, Any]:
                     "rebuild_two_processes": _shown(two, around),
                     "raw_read_decode_after": _shown(raw_after),
                     "rebuild_one_process": _shown(one, raw_after),
+                    "rebuild_second_process_inserting_only": _shown(inserting, raw_after),
                 }
             )
     return {"events": events, "rounds": results}

@@ -199,19 +199,6 @@ class RegionLine:
         j = bisect_right(starts, t) - 1
         return states[j] if j >= 0 else self.before
 
-    def remembered_at(self, t: int, k: int | None) -> RegionState:
-        """`state_at`, its one state when the region never changes, else the one last asked
-        when (T, K) is the same (many checks ask at the same (T, K)), else found and kept."""
-        region = self.fixed
-        if region is None:
-            last = self.last
-            if last[0] == t and last[1] == k and last[2] is not None:
-                region = last[2]
-            else:
-                region = self.state_at(t, k)
-                self.last = (t, k, region)
-        return region
-
     def next_change(self, t: int) -> int | None:
         if not self.beliefs:
             return None
@@ -736,19 +723,6 @@ class CheckIndex:
             ):
                 return hot
             return self._now_check(account_id, capability)
-        return self._check_at(account_id, capability, at, as_known_at)
-
-    def _check_at(
-        self,
-        account_id: str,
-        capability: str,
-        at: datetime | str | None,
-        as_known_at: datetime | str | None,
-    ) -> Decision:
-        """A check at `at` / `as_known_at`: the account's state found in its template's
-        packed times (inlined: this runs on every historical check), then the memoised
-        cell for it, the region's state and the capability."""
-        entry: Any = self.accounts.get(account_id)
         times = self._times  # (T, K) in microseconds, each read once and remembered
         t = times.get(at) if at is not None else int(time() * 1e6)
         if t is None:
@@ -758,6 +732,14 @@ class CheckIndex:
             k = times.get(as_known_at)
             if k is None:
                 k = self._us("as_known_at", as_known_at)
+        return self._check_at(account_id, capability, t, k)
+
+    def _check_at(self, account_id: str, capability: str, t: int, k: int | None) -> Decision:
+        """A check at effective time `t` as known at `k` (microseconds; None: everything
+        recorded): the account's state found in its template's packed times, then the
+        memoised cell for it, the region's state and the capability. Inlined, the region's
+        remembered state too: this runs on every historical check."""
+        entry: Any = self.accounts.get(account_id)
         code: int = entry if entry.__class__ is int else self.code(account_id)
         template = self._templates[code & MASK]
         offset = code >> SHIFT
@@ -779,7 +761,15 @@ class CheckIndex:
                 j = bisect_right(array, t, offset + lo, offset + hi) - offset - lo - 1
             if j >= 0:
                 shape = shapes[j]
-                region = self.regions.get(template.region, EMPTY_LINE).remembered_at(t, k)
+                line = self.regions.get(template.region, EMPTY_LINE)
+                region = line.fixed
+                if region is None:
+                    last = line.last  # the (T, K) last asked of this region, and its state
+                    if last[0] == t and last[1] == k and last[2] is not None:
+                        region = last[2]
+                    else:
+                        region = line.state_at(t, k)
+                        line.last = (t, k, region)
                 cell = self._cells.get((shape, region, capability))
                 if cell is not None:
                     return _new(Decision, (account_id, cell, self.position, self._cite, code))

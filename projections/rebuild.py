@@ -36,9 +36,12 @@ BATCH = int(
 )  # events per read-model transaction (catch-up)
 ACCOUNTS_PER_TRANSACTION = 5_000  # accounts whose rows a rebuild writes per transaction
 SNAPSHOT_EVERY = 10_000  # events caught up before a process saves a new snapshot
-#: Events below which a rebuild writes its rows itself: under it a second process inserting
-#: them wins less than 15% (benchmarks/README.md, the rebuild's figures).
+#: Events below which a rebuild reads and writes alone: under it a second process wins less
+#: than 15% (benchmarks/README.md, the rebuild's figures).
 IN_PROCESS_BELOW = 40_000
+#: The share of the log a rebuild reads itself, the second process reading the rest (and
+#: sending it as JSON, which the first takes in after its own part).
+OWN_SHARE = 0.6
 
 #: (done, total): the log position read to, and the position it reads to (a catch-up's
 #: head; a rebuild's target, then the head); a rebuild's accounts: see `Told`.
@@ -222,10 +225,11 @@ def rebuild(
 def _rebuild(app: Application[Any], url: str, told: Told) -> int:
     model = SqlReadModel(sql_engine(url), name="rebuild", suffix="__rebuild")
     target = _rebuild_target(app, model, told)
-    # The inserting process, started first: its interpreter starts while the log is read.
-    writer = Writer(url, model) if target >= IN_PROCESS_BELOW else None
+    split = int(target * OWN_SHARE)  # the other process reads the rest of the log meanwhile
+    writer = Writer(url, model, (app, split, target)) if target >= IN_PROCESS_BELOW else None
     try:
-        facts = read_facts(app, target, told.events)
+        rest = (split, writer.pages()) if writer is not None else None
+        facts = read_facts(app, target, told.events, rest)
         rows = _Rows(model, facts, writer, told.accounts)
         rows.write_accounts()
         swapped = _write_regions(model, facts, writer, target)

@@ -5,18 +5,21 @@ insert with a key function per event), which is right for a catch-up of a few ev
 costs about half again the decode on a rebuild's millions. Here each event, read through
 the one log pager (`log_reader.read_log`: the application's own mapper decodes it), becomes
 the Fact `fact_from_event` makes of it, appended to its stream, and each stream is sorted
-once at the end. The result equals `LogFacts.add` over the same events
-(tests/integration/test_rebuild_parts.py holds them equal).
+once at the end. The end of the log may come read already by the rebuild's other process
+(rebuild_writer.py), as pages of plain records (`read_pages`). The result equals
+`LogFacts.add` over the same events (tests/integration/test_rebuild_parts.py holds them
+equal).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
 from eventsourcing.application import Application
 
-from entitlements.domain.event_facts import fact_from_event
+from entitlements.domain.event_facts import fact_from_event, fact_from_row, fact_row
 from entitlements.domain.events import ACCOUNT_REGISTERED, COMMAND_RECORDS, REGION_OPENED
 from entitlements.domain.rules import Fact
 from projections.facts import LogFacts
@@ -25,51 +28,119 @@ from projections.log_reader import read_log
 #: (done, total) after each page read.
 Progress = Callable[[int, int], None]
 
+#: A page of the log as the other process sends it: the last position read, the newest
+#: recorded_at met (command records included; ISO 8601) and one record per account or
+#: region event: its stream's key (the aggregate id as an int), the account id and region
+#: it names, and the event as a Fact row (`event_facts.fact_row`, its stream named when
+#: taken in). Plain values: the pages cross the pipe as JSON.
+Page = tuple[int, str | None, list[list[Any]]]
 
-def read_facts(app: Application[Any], target: int, progress: Progress | None = None) -> LogFacts:
-    """The log up to position `target` as LogFacts (what `LogFacts.add` of every event up to
-    `target` gives)."""
-    facts = LogFacts()
-    into: dict[int, tuple[str, list[Fact]]] = {}  # a stream's name and its facts, by key
-    for page in read_log(app, 0, target):
+
+def read_pages(app: Application[Any], after: int, stop: int) -> Iterator[Page]:
+    """The log past `after` up to `stop` as pages of records, through the one pager."""
+    for page in read_log(app, after, stop):
+        records: list[list[Any]] = []
+        newest: datetime | None = None
         for _, event in page:
             recorded = getattr(event, "recorded_at", None)
-            if recorded is not None and (
-                facts.newest_recorded_at is None or recorded > facts.newest_recorded_at
-            ):
-                facts.newest_recorded_at = recorded
+            if recorded is not None and (newest is None or recorded > newest):
+                newest = recorded
             if type(event).__name__ in COMMAND_RECORDS:
                 continue
-            key = event.originator_id.int  # as LogFacts keys its streams
+            state = vars(event)
+            row = fact_row(fact_from_event("", event))
+            records.append(
+                [event.originator_id.int, state.get("account_id"), state.get("region"), row]
+            )
+        yield page[-1][0], newest.isoformat() if newest is not None else None, records
+
+
+def read_facts(
+    app: Application[Any],
+    target: int,
+    progress: Progress | None = None,
+    rest: tuple[int, Iterable[Page]] | None = None,
+) -> LogFacts:
+    """The log up to position `target` as LogFacts (what `LogFacts.add` of every event up to
+    `target` gives). With `rest` = (split, pages), the log is read here up to `split` only:
+    the pages of the rest come read already (by the other process)."""
+    reading = _Reading(target, progress)
+    into, open_stream = reading.into, reading.stream  # (looked up once: per event below)
+    split, theirs = rest if rest is not None else (target, ())
+    for page in read_log(app, 0, split):
+        newest = None
+        for _, event in page:
+            recorded = getattr(event, "recorded_at", None)
+            if recorded is not None and (newest is None or recorded > newest):
+                newest = recorded
+            type_ = type(event).__name__
+            if type_ in COMMAND_RECORDS:
+                continue
+            key = event.originator_id.int
             found = into.get(key)
             if found is None:
-                found = into[key] = _open(facts, key, event)
-            name, stream_facts = found
-            stream_facts.append(fact_from_event(name, event))
-        facts.position = max(facts.position, page[-1][0])
-        if progress is not None:
-            progress(facts.position, target)
-    for streams in (facts.accounts, facts.regions):
-        for stream_facts in streams.values():
-            _sort(stream_facts)
-    return facts
+                state = vars(event)
+                found = open_stream(key, type_, event.originator_version, state)
+            found[1].append(fact_from_event(found[0], event))
+        reading.read_to(page[-1][0], newest)
+    for last, newest_text, records in theirs:
+        for key, account_id, region, row in records:
+            found = into.get(key)
+            if found is None:
+                found = open_stream(
+                    key, row[1], row[2], {"account_id": account_id, "region": region}
+                )
+            found[1].append(fact_from_row(row, found[0]))
+        reading.read_to(last, datetime.fromisoformat(newest_text) if newest_text else None)
+    return reading.done()
 
 
-def _open(facts: LogFacts, key: int, event: Any) -> tuple[str, list[Fact]]:
-    """The stream whose first event this is, as `LogFacts.add` opens it: its name (each
-    of its Facts holds this one text) and its list of facts."""
-    type_ = type(event).__name__
-    account_id: str = getattr(event, "account_id", "")
-    region: str = getattr(event, "region", "")
-    if type_ == ACCOUNT_REGISTERED:
-        facts.stream_of[key] = ("account", account_id)
-        facts.region_of[account_id] = region
-        facts.members.setdefault(region, []).append(account_id)
-        return f"account:{account_id}", facts.accounts.setdefault(account_id, [])
-    if type_ == REGION_OPENED:
-        facts.stream_of[key] = ("region", region)
-        return f"region:{region}", facts.regions.setdefault(region, [])
-    raise ValueError(f"event {type_} v{event.originator_version} of an unknown stream")
+class _Reading:
+    """The LogFacts a rebuild reads into: streams opened as `LogFacts.add` opens them, each
+    stream's facts appended in log order and sorted once at the end."""
+
+    def __init__(self, target: int, progress: Progress | None) -> None:
+        self.facts = LogFacts()
+        self.target, self.progress = target, progress
+        self.into: dict[int, tuple[str, list[Fact]]] = {}  # a stream's name, facts; by key
+
+    def stream(
+        self, key: int, type_: str, version: int, state: dict[str, Any]
+    ) -> tuple[str, list[Fact]]:
+        """The stream this event (of `type_`, `version`, its fields `state`) opens, as
+        `LogFacts.add` opens it: its name (each of its Facts holds this one text) and its
+        facts."""
+        facts = self.facts
+        account_id, region = state.get("account_id"), state.get("region")
+        if type_ == ACCOUNT_REGISTERED and account_id is not None and region is not None:
+            facts.stream_of[key] = ("account", account_id)
+            facts.region_of[account_id] = region
+            facts.members.setdefault(region, []).append(account_id)
+            found = f"account:{account_id}", facts.accounts.setdefault(account_id, [])
+        elif type_ == REGION_OPENED and region is not None:
+            facts.stream_of[key] = ("region", region)
+            found = f"region:{region}", facts.regions.setdefault(region, [])
+        else:
+            raise ValueError(f"event {type_} v{version} of an unknown stream")
+        self.into[key] = found
+        return found
+
+    def read_to(self, position: int, newest: datetime | None) -> None:
+        """A page read to `position`, the newest recorded_at met in it `newest`."""
+        facts = self.facts
+        if newest is not None and (
+            facts.newest_recorded_at is None or newest > facts.newest_recorded_at
+        ):
+            facts.newest_recorded_at = newest
+        facts.position = max(facts.position, position)
+        if self.progress is not None:
+            self.progress(facts.position, self.target)
+
+    def done(self) -> LogFacts:
+        for streams in (self.facts.accounts, self.facts.regions):
+            for stream_facts in streams.values():
+                _sort(stream_facts)
+        return self.facts
 
 
 def _sort(facts: list[Fact]) -> None:

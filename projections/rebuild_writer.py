@@ -1,5 +1,11 @@
-"""A rebuild's second process: it inserts the rows while the first works out the next ones,
-then swaps the new tables in while the first saves its snapshot.
+"""A rebuild's second process: it reads the end of the log while the first reads the start,
+then inserts the rows while the first works out the next ones, then swaps the new tables in
+while the first saves its snapshot.
+
+While the first process reads the start of the log, the second reads the end through an
+application of the same class and settings (the store's own mapper and upcasters, through
+the one pager), as plain records (`rebuild_read.read_pages`), keeps them until read whole
+and then sends them: the first takes them after its own part, in log order.
 
 Inserting is mostly the database's time, but in the same process it holds the GIL between
 rows (a thread beside the work was measured slower), so a rebuild of many accounts hands
@@ -15,7 +21,8 @@ then off the first process's path. On SQLite it lets the WAL grow to about 40 MB
 checkpoints while it inserts (`sql_engine(url, bulk_load=True)`) and checkpoints it once
 at the end.
 
-The wire format is JSON, one message per pipe message: rows hold texts, numbers, booleans
+The wire format is JSON, one message per pipe message, both ways: the log's records are
+Fact rows (`event_facts.fact_row`: times in ISO 8601); rows hold texts, numbers, booleans
 and None, and times (datetimes on PostgreSQL) go as ISO 8601 texts, which PostgreSQL's
 COPY reads as it reads the datetimes themselves. Reading a message never runs code. The
 process is a fresh interpreter running this module (no fork of a process holding
@@ -32,10 +39,15 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
+from eventsourcing.application import Application
+from eventsourcing.utils import get_topic, resolve_topic
+
+from projections.rebuild_read import Page, read_pages
 from projections.rebuild_rows import Recipe, rows_of_kind
 from projections.sql_views import SqlReadModel, checkpoint, sql_engine
 
@@ -70,7 +82,9 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
     so. The first process gone (its pipe closed), it stops: every batch in is whole, with
     its cursor."""
     try:
-        url, name, suffix = _recv(inbox)
+        url, name, suffix, part = _recv(inbox)
+        if part is not None:
+            _read(part, outbox)
         model = SqlReadModel(sql_engine(url, bulk_load=True), name=name, suffix=suffix)
         kinds: dict[int, Any] = {}  # kind number -> its rows' recipes (rebuild_rows)
         while True:
@@ -87,6 +101,21 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
         lines = str(e).strip().splitlines() or [""]
         with contextlib.suppress(OSError):
             _send(outbox, ["failed", f"{type(e).__name__}: {lines[0]}"])
+
+
+def _read(part: list[Any], outbox: Connection) -> None:
+    """Read the log past `after` up to `stop` through an application of the first
+    process's class and settings, keep the pages (as the JSON they cross in) until read
+    whole, then send them: the first process takes them once done with its own part."""
+    topic, env, after, stop = part
+    app = resolve_topic(topic)(env=env)
+    try:
+        pages = [dumps(["page", *page]) for page in read_pages(app, after, stop)]
+    finally:
+        app.close()
+    for page in pages:
+        outbox.send_bytes(page)
+    _send(outbox, ["read"])
 
 
 def _insert_batch(model: SqlReadModel, kinds: dict[int, Any], message: list[Any]) -> None:
@@ -128,8 +157,12 @@ def _end(model: SqlReadModel, message: list[Any]) -> bool:
 class Writer:
     """The first process's end: send batches, read acknowledgements."""
 
-    def __init__(self, url: str, model: SqlReadModel) -> None:
-        """Start the process, inserting into `model`'s tables of the store at `url`."""
+    def __init__(
+        self, url: str, model: SqlReadModel, part: tuple[Application[Any], int, int] | None = None
+    ) -> None:
+        """Start the process, inserting into `model`'s tables of the store at `url`; with
+        `part` = (app, after, stop) it first reads that part of the log (`pages`) through an
+        application of the same class and settings."""
         down_read, down_write = os.pipe()
         up_read, up_write = os.pipe()
         self._process = subprocess.Popen(
@@ -142,7 +175,11 @@ class Writer:
         self._in = Connection(up_read, writable=False)
         self.pending = 0  # batches sent, not yet acknowledged
         self.swapped = False  # whether it swapped the new tables in (`end`)
-        self._send([url, model.name, model.tables.suffix])
+        reading = None
+        if part is not None:
+            app, after, stop = part
+            reading = [get_topic(type(app)), dict(app.env), after, stop]
+        self._send([url, model.name, model.tables.suffix, reading])
 
     def rows(
         self,
@@ -171,6 +208,19 @@ class Writer:
         except OSError:  # it stopped: say why, if it said
             self.written(wait=True)
             raise WriterFailed("the writer process ended unexpectedly") from None
+
+    def pages(self) -> Iterator[Page]:
+        """The pages of its part of the log, in log order, once it has read them all."""
+        while True:
+            try:
+                message = _recv(self._in)
+            except EOFError:
+                raise WriterFailed("the writer process ended unexpectedly") from None
+            if message[0] == "read":
+                return
+            if message[0] != "page":
+                raise WriterFailed(message[1])
+            yield message[1], message[2], message[3]
 
     def written(self, wait: bool) -> list[int]:
         """Cursors of the batches acknowledged since last asked (all of them: `wait`)."""

@@ -45,7 +45,7 @@ from projections.check_index import (
     code_of,
 )
 from projections.records import Records
-from projections.snapshot_digests import Hashed
+from projections.snapshot_digests import UNREADABLE, Hashed
 from projections.snapshot_tables import read_tables, tables
 
 
@@ -194,18 +194,7 @@ def read_index(path: Path) -> tuple[Loaded, dict[str, Any] | None]:
         return loaded, header["head"]
     except SnapshotRefused:
         raise
-    except (
-        OSError,
-        EOFError,
-        ValueError,
-        TypeError,
-        KeyError,
-        AttributeError,
-        IndexError,
-        RecursionError,
-        OverflowError,
-        MemoryError,
-    ) as e:
+    except UNREADABLE as e:
         raise SnapshotRefused(f"unreadable snapshot: {type(e).__name__}") from None
 
 

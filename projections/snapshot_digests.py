@@ -74,6 +74,23 @@ def refuse(kind: str, path: Path, why: str) -> None:
     )
 
 
+#: What reading a crafted or damaged snapshot file can raise (gzip, JSON, base64, arrays,
+#: a missing key, a deep nesting, a huge count): every snapshot reader turns these into
+#: "ignore this file", never into a crash.
+UNREADABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    EOFError,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    RecursionError,
+    OverflowError,
+    MemoryError,
+)
+
+
 class Hashed:
     """A binary file whose bytes, read or written through it, are hashed on the way (gzip
     reads and writes its compressed bytes through this: one pass, no copy)."""

@@ -26,7 +26,7 @@ from eventsourcing.application import Application
 
 from entitlements.domain.command_log import command_uuid, conflict_key, conflict_uuid
 from entitlements.domain.events import COMMAND_APPLIED, COMMAND_REJECTED, FAN_OUT_COMPLETED
-from projections.snapshot_digests import Hashed
+from projections.snapshot_digests import UNREADABLE, Hashed
 
 FORMAT = "entitlements-command-book"
 SCHEMA = 1
@@ -210,13 +210,5 @@ class CommandBook:
                 book._fan_out_ids[uuid_int] = command_id
                 book.pending_fan_outs[command_id] = (region, actor)
             return book, document["head"], hashed.hexdigest()
-        except (
-            OSError,
-            EOFError,
-            ValueError,
-            TypeError,
-            KeyError,
-            AttributeError,
-            RecursionError,
-        ):
+        except UNREADABLE:
             return None

@@ -71,6 +71,9 @@ class Engine:
         self.saver = Saver(self.app, self.projector)
         self.aggregates = Aggregates(self.app, self.projector)
         self.queries = Queries(self.app, self.projector)
+        # The hot path in process: `engine.check` is the queries' own method (see its doc),
+        # with no call of the facade's in between (a frame is a fifth of a check's time).
+        self.check = self.queries.check
         self.fan_outs = FanOut(self.projector, self.writer, self.saver, self.aggregates, self.books)
         handlers = Handlers(self.app, self.projector, self.aggregates, self.books)
         parts = (handlers, self.saver, self.aggregates, self.fan_outs, self.books)
@@ -212,21 +215,6 @@ class Engine:
     def position(self) -> int:
         """The newest log position (notification id); 0 for an empty store."""
         return self.queries.position()
-
-    def check(
-        self,
-        account_id: str,
-        capability: str,
-        at: datetime | str | None = None,
-        as_known_at: datetime | str | None = None,
-        min_position: int | None = None,
-    ) -> Decision:
-        """What the account may do at `at` (default now) as known at `as_known_at`
-        (default everything recorded). Never reads the store, except to catch up once
-        when the account is not in the index yet. With `min_position` (the position an
-        `apply` returned), answers only once the index has reached it, waiting at most
-        `wait_timeout` s, else raises PositionNotReached naming the current position."""
-        return self.queries.check(account_id, capability, at, as_known_at, min_position)
 
     def capabilities(
         self,

@@ -30,6 +30,20 @@ class Outcome(NamedTuple):
     position: int | None  # known already: a command on file before the group
     fingerprint: str
 
+    @classmethod
+    def on_file(
+        cls,
+        n: int,
+        command: str,
+        command_id: str,
+        fingerprint: str,
+        status: str,
+        reason: str | None,
+        position: int | None,
+    ) -> Outcome:
+        """A repeat of a command already in the log: its first result, at its position."""
+        return cls(n, command, status, reason, command_id, True, None, position, fingerprint)
+
 
 @dataclass
 class Group:
@@ -57,6 +71,17 @@ class Group:
         self.events.append(record)
         if self.newest is None or recorded_at > self.newest:
             self.newest = recorded_at
+
+    def decided_now(
+        self, n: int, command: str, reason: str | None, command_id: str, fingerprint: str
+    ) -> Outcome:
+        """The outcome of a command decided in this group (applied, or rejected when
+        `reason`): its record is the group's last event, its position known once committed."""
+        status = "rejected" if reason is not None else "applied"
+        record = len(self.events) - 1
+        outcome = Outcome(n, command, status, reason, command_id, False, record, None, fingerprint)
+        self.outcomes.append(outcome)
+        return outcome
 
     # `Application.save` takes aggregates or events; an event costs it a runtime Protocol
     # isinstance (about 40 us). The group goes in as one object that has events to collect.

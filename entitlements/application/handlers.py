@@ -67,16 +67,14 @@ class Handlers:
             return
         if known is not None:
             group.outcomes.append(
-                Outcome(
+                Outcome.on_file(
                     n,
                     cmd.command,
+                    command_id,
+                    fingerprint,
                     known.status,
                     known.reason,
-                    command_id,
-                    True,
-                    None,
                     known.position,
-                    fingerprint,
                 )
             )
             return
@@ -88,19 +86,7 @@ class Handlers:
                 group.spoiled = True
             self._reject(n, cmd, command_id, fingerprint, e.reason, group)
             return
-        outcome = Outcome(
-            n,
-            cmd.command,
-            "applied",
-            None,
-            command_id,
-            False,
-            len(group.events) - 1,
-            None,
-            fingerprint,
-        )
-        group.outcomes.append(outcome)
-        group.decided[command_id] = outcome
+        group.decided[command_id] = group.decided_now(n, cmd.command, None, command_id, fingerprint)
 
     def _conflict(
         self, n: int, cmd: Command, command_id: str, fingerprint: str, group: Group
@@ -128,16 +114,8 @@ class Handlers:
         known = self.book.conflict_outcome(self.app, command_id, fingerprint)
         if known is None:
             return None
-        return Outcome(
-            n,
-            cmd.command,
-            "rejected",
-            known.reason,
-            command_id,
-            True,
-            None,
-            known.position,
-            fingerprint,
+        return Outcome.on_file(
+            n, cmd.command, command_id, fingerprint, "rejected", known.reason, known.position
         )
 
     def _reject(
@@ -170,18 +148,7 @@ class Handlers:
             request=cmd.model_dump(mode="json", exclude_none=True),
         )
         group.add(stamped, record)
-        outcome = Outcome(
-            n,
-            cmd.command,
-            "rejected",
-            reason,
-            command_id,
-            False,
-            len(group.events) - 1,
-            None,
-            fingerprint,
-        )
-        group.outcomes.append(outcome)
+        outcome = group.decided_now(n, cmd.command, reason, command_id, fingerprint)
         if not conflict:  # a conflicting id stays with the command that used it first
             group.decided[command_id] = outcome
 

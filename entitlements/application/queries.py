@@ -81,7 +81,12 @@ class Queries:
         as_known_at: datetime | str | None = None,
         min_position: int | None = None,
     ) -> Decision:
-        """What the account may do (see `Engine.check`)."""
+        """What the account may do at `at` (default now) as known at `as_known_at`
+        (default everything recorded): `engine.check`. Never reads the store, except to
+        catch up once when the account is not in the index yet. With `min_position` (the
+        position an `apply` returned), answers only once the index has reached it, waiting
+        at most `wait_timeout` s, else raises PositionNotReached naming the current
+        position."""
         if min_position is not None:
             self.wait_for(min_position)
         index = self.projector.index

@@ -109,10 +109,11 @@ def fact_row(f: Fact) -> list[Any]:
     ]
 
 
-def fact_from_row(row: list[Any]) -> Fact:
-    """`fact_row`'s inverse; a row of another shape (a damaged or foreign file) is a
-    TypeError."""
+def fact_from_row(row: list[Any], stream_name: str | None = None) -> Fact:
+    """`fact_row`'s inverse (its stream named `stream_name` when given: a reader that
+    knows it better); a row of another shape (a damaged or foreign file) is a TypeError."""
     stream, type_, version, effective_at, recorded_at, data, cause = row
+    stream = stream_name if stream_name is not None else stream
     if not (
         isinstance(stream, str)
         and isinstance(type_, str)
