@@ -13,7 +13,7 @@ equal).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -105,7 +105,7 @@ class _Reading:
         self.into: dict[int, tuple[str, list[Fact]]] = {}  # a stream's name, facts; by key
 
     def stream(
-        self, key: int, type_: str, version: int, state: dict[str, Any]
+        self, key: int, type_: str, version: int, state: Mapping[str, Any]
     ) -> tuple[str, list[Fact]]:
         """The stream this event (of `type_`, `version`, its fields `state`) opens, as
         `LogFacts.add` opens it: its name (each of its Facts holds this one text) and its

@@ -5,6 +5,7 @@ that reads back as its facts, whether its kind was seen before or not."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from uuid import uuid4
@@ -15,11 +16,11 @@ from eventsourcing.persistence import StoredEvent
 from entitlements.application.engine import Engine
 from entitlements.domain.commands import parse_command_file
 from entitlements.domain.rules import Fact
-from projections import log_reader, sql_views
+from projections import log_reader, rebuild_writer, sql_views
 from projections.check_index import MASK, CheckIndex, from_us, to_us
 from projections.facts import LogFacts
 from projections.log_reader import read_log
-from projections.rebuild_read import read_facts
+from projections.rebuild_read import read_facts, read_pages
 from projections.rebuild_rows import Kinds, Written
 from projections.sql_views import SqlReadModel, sql_engine
 from projections.state_intervals import account_rows
@@ -97,6 +98,25 @@ def test_read_facts_equals_log_facts_add(
         assert got.newest_recorded_at == expected.newest_recorded_at
         assert seen[-1] == (got.position, stop) and len(seen) >= stop // page
     assert read_facts(engine.app, 0).position == 0
+
+
+@pytest.mark.parametrize("page", [3, 1000])
+def test_the_rest_read_by_the_other_process_as_json_pages_gives_the_same_facts(
+    engine: Engine, page: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other process's part of the log, as it crosses the pipe (JSON of Fact rows),
+    taken in after this process's own: the same LogFacts as reading it all here, wherever
+    the split falls (inside a stream, before its first event, at either end)."""
+    the_scenario_and_alike_accounts(engine)
+    monkeypatch.setattr(log_reader, "PAGE", page)
+    head = engine.position()
+    expected = logfacts(engine, head)
+    for split in (0, 1, head // 3, head // 2 + 1, head - 1, head):
+        wire = [json.loads(rebuild_writer.dumps(p)) for p in read_pages(engine.app, split, head)]
+        got = read_facts(engine.app, head, rest=(split, wire))
+        for name in FACTS_FIELDS:
+            assert getattr(got, name) == getattr(expected, name), (split, name)
+        assert got.newest_recorded_at == expected.newest_recorded_at
 
 
 def test_an_unknown_stream_is_refused_as_log_facts_refuses_it(engine: Engine) -> None:
