@@ -6,7 +6,7 @@ on fresh stores, so drift hits both sides alike), and how fast `audit verify` wa
 - apply: bulk `apply` of benchmarks.whole_process's command day (group commit), commands/s;
 - fan-out: `apply_region_rule free_hosting_suspended` over N free accounts, events/s;
 - verify: `integrity_check.verify` over the fan-out's store, records/s.
-The switch is `Engine.chain` (False: events are saved unsealed, as before the chain).
+The switch is `Engine.saver.chain` (False: events are saved unsealed, as before the chain).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _url(folder: Path, name: str, postgres: bool) -> str:
 def apply_rate(n: int, folder: Path, chain: bool, postgres: bool, i: int) -> float:
     commands = _commands(n)
     with Engine(_url(folder, f"apply-{chain}-{i}.db", postgres)) as engine:
-        engine.chain = chain
+        engine.saver.chain = chain
         seconds, _ = timed(lambda: engine.apply(commands))
     return len(commands) / seconds
 
@@ -49,7 +49,7 @@ def fan_out(n: int, folder: Path, chain: bool, postgres: bool, i: int) -> tuple[
         fill_store(engine.app, iter([region_opened("CN", START)]))
         fill_store(engine.app, registration_events(n))
         engine.projector.start()
-        engine.chain = chain
+        engine.saver.chain = chain
         rule = {
             "command": "apply_region_rule",
             "region": "CN",

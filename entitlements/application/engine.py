@@ -10,11 +10,7 @@ region rules (fan_out.py), answer checks, history and capabilities (queries.py).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
 from typing import Any
-from uuid import UUID
-
-from eventsourcing.domain import DomainEventProtocol
 
 from entitlements.adapters.store import (
     WriterLock,
@@ -36,9 +32,7 @@ from entitlements.application.store_app import (
     EntitlementsApplication as EntitlementsApplication,  # re-exported: benchmarks use it
 )
 from entitlements.domain.commands import Command, parse_commands
-from entitlements.domain.decisions import CommandResult, Decision
-from entitlements.domain.region import Region, RegionRules
-from entitlements.domain.rules import NOBODY, Who
+from entitlements.domain.decisions import CommandResult
 from projections.check_index import CheckIndex
 from projections.facts import LogFacts, TakesEvents
 from projections.follower import FollowStatus as FollowStatus  # re-exported: the doors read it
@@ -74,7 +68,16 @@ class Engine:
         # The hot path in process: `engine.check` is the queries' own method (see its doc),
         # with no call of the facade's in between (a frame is a fifth of a check's time).
         self.check = self.queries.check
+        # The questions, answered by the queries' own methods (see queries.py).
+        self.capabilities = self.queries.capabilities
+        self.history = self.queries.history
+        self.changes = self.queries.changes
+        self.rejections = self.queries.rejections
+        self.position = self.queries.position
         self.fan_outs = FanOut(self.projector, self.writer, self.saver, self.aggregates, self.books)
+        # A region's hosting rule on its accounts, and any fan-out left unfinished (fan_out.py).
+        self.fan_out = self.fan_outs.fan_out
+        self.reconcile = self.fan_outs.reconcile
         handlers = Handlers(self.app, self.projector, self.aggregates, self.books)
         parts = (handlers, self.saver, self.aggregates, self.fan_outs, self.books)
         self.group_commit = GroupCommit(self.app, self.projector, self.writer, parts)
@@ -99,24 +102,6 @@ class Engine:
     def book(self) -> CommandBook:
         """The writer's memory of the command log (see command_book_file.py)."""
         return self.books.book
-
-    @property
-    def chain(self) -> bool:
-        """Whether events are sealed (a benchmark switches it off to measure its cost)."""
-        return self.saver.chain
-
-    @chain.setter
-    def chain(self, on: bool) -> None:
-        self.saver.chain = on
-
-    @property
-    def wait_timeout(self) -> float:
-        """Seconds a min_position check waits for the index."""
-        return self.queries.wait_timeout
-
-    @wait_timeout.setter
-    def wait_timeout(self, seconds: float) -> None:
-        self.queries.wait_timeout = seconds
 
     def close(self) -> None:
         self.projector.stop()
@@ -178,57 +163,6 @@ class Engine:
         their turn. The index has caught up when the iteration ends. `numbered` is read
         as it is needed (a file streams through: only a group is held at a time)."""
         return self.group_commit.apply_iter(numbered)
-
-    def fan_out(
-        self,
-        region: Region | RegionRules,
-        recorded_at: datetime,
-        who: Who = NOBODY,
-        then: DomainEventProtocol[UUID] | None = None,
-    ) -> int | None:
-        """Record the region's hosting rule on every account of the region that needs it
-        (see fan_out.py); under the writer lock."""
-        return self.fan_outs.fan_out(region, recorded_at, who, then)
-
-    def reconcile(self, region: str | None = None, actor: str = "reconcile") -> int:
-        """Complete the hosting fan-out of every region (or one): finishes interrupted
-        fan-outs, then records whatever else is missing, at the current time. Returns
-        events recorded."""
-        return self.fan_outs.reconcile(region, actor)
-
-    def changes(
-        self, after: int = 0, limit: int = 100, wait: float = 0.0, *, catch_up: bool = True
-    ) -> tuple[list[dict[str, Any]], int]:
-        """Capability changes recorded after log position `after`, in log order, and the
-        position to ask from next (see projections/changes.py). With nothing new, wait up
-        to `wait` seconds for the log to move on (long polling). `catch_up=False` answers
-        from the index as it stands (a process that follows the log is level with it)."""
-        return self.queries.changes(after, limit, wait, catch_up=catch_up)
-
-    def rejections(
-        self, account_id: str | None = None, region: str | None = None
-    ) -> list[dict[str, Any]]:
-        """The rejection log, in log order: every rejected command as given, who asked, the
-        reason and both clocks; only an account's or a region's when asked."""
-        return self.queries.rejections(account_id, region)
-
-    def position(self) -> int:
-        """The newest log position (notification id); 0 for an empty store."""
-        return self.queries.position()
-
-    def capabilities(
-        self,
-        account_id: str,
-        at: datetime | str | None = None,
-        as_known_at: datetime | str | None = None,
-        min_position: int | None = None,
-    ) -> list[Decision]:
-        """Every capability at once, in the spec's order."""
-        return self.queries.capabilities(account_id, at, as_known_at, min_position)
-
-    def history(self, account_id: str) -> list[dict[str, Any]]:
-        """The account's events in log order, with both clocks and causes."""
-        return self.queries.history(account_id)
 
 
 def open_engine(url: str | None = None) -> Engine:

@@ -238,7 +238,7 @@ class Worker:
         """Read your writes: return once the index has reached `position`, else raise
         PositionNotReached after the engine's `wait_timeout` (2 s)."""
         engine = self.ready_engine()
-        wait = engine.wait_timeout
+        wait = engine.queries.wait_timeout
         if position is not None and not await self.until_position(position, wait):
             raise PositionNotReached(position, engine.index.position, wait)
 

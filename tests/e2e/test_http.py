@@ -136,7 +136,7 @@ def test_statuses_for_bad_questions(
     served: tuple[TestClient, dict[str, dict[str, str]]], path: str, status: int, field: str | None
 ) -> None:
     client, headers = served
-    client.app.state.worker.engine.wait_timeout = 0.2  # type: ignore[attr-defined]
+    client.app.state.worker.engine.queries.wait_timeout = 0.2  # type: ignore[attr-defined]
     r = client.get(path, headers=headers["checker"])
     assert r.status_code == status, r.text
     detail = r.json()

@@ -50,7 +50,7 @@ def admin_headers() -> Iterator[dict[str, str]]:
                 engine.apply(read_jsonl(scenario_file("china-2020.jsonl")))
             secret = open_tokens(url).create("fuzzer", "admin")
             with TestClient(APP):  # runs the lifespan: the engine is on app.state for every call
-                APP.state.worker.engine.wait_timeout = (
+                APP.state.worker.engine.queries.wait_timeout = (
                     0.05  # an unreachable min_position: a quick 409
                 )
                 yield {"Authorization": f"Bearer {secret}"}

@@ -201,10 +201,10 @@ def test_a_writer_started_from_a_snapshot_chains_onto_the_stored_head(store_url:
 
 
 def test_records_from_before_the_chain_come_first_and_only_first(engine: Engine) -> None:
-    engine.chain = False
+    engine.saver.chain = False
     china(engine)
     legacy = engine.position()
-    engine.chain = True
+    engine.saver.chain = True
     engine.apply(
         [
             {
