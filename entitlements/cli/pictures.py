@@ -159,26 +159,39 @@ def _group_line(n: int, group: Group) -> str:
 def _borders(ax: Axes, rects: Sequence[Rectangle], lo: datetime, hi: datetime) -> None:
     """A thin white line where two touching rectangles give different answers, so two
     reasons of one colour (a suspension inside a revocation, say) still show apart."""
-
-    def clip(t: datetime | None, default: datetime) -> float:
-        return _num(min(max(t or default, lo), hi))
-
     for a in rects:
         for b in rects:
             if (a.allowed, a.value, a.reason) == (b.allowed, b.value, b.reason):
                 continue
             if a.effective_to is not None and a.effective_to == b.effective_from:
-                y0 = max(clip(a.recorded_from, lo), clip(b.recorded_from, lo))
-                y1 = min(clip(a.recorded_to, hi), clip(b.recorded_to, hi))
-                if y0 < y1:
+                span = _overlap(
+                    (a.recorded_from, a.recorded_to), (b.recorded_from, b.recorded_to), lo, hi
+                )
+                if span:
                     x = _num(a.effective_to)
-                    ax.plot([x, x], [y0, y1], color="white", lw=1.2, zorder=2)
+                    ax.plot([x, x], span, color="white", lw=1.2, zorder=2)
             if a.recorded_to is not None and a.recorded_to == b.recorded_from:
-                x0 = max(clip(a.effective_from, lo), clip(b.effective_from, lo))
-                x1 = min(clip(a.effective_to, hi), clip(b.effective_to, hi))
-                if x0 < x1:
+                span = _overlap(
+                    (a.effective_from, a.effective_to), (b.effective_from, b.effective_to), lo, hi
+                )
+                if span:
                     y = _num(a.recorded_to)
-                    ax.plot([x0, x1], [y, y], color="white", lw=1.2, zorder=2)
+                    ax.plot(span, [y, y], color="white", lw=1.2, zorder=2)
+
+
+Span = tuple[datetime | None, datetime | None]
+
+
+def _overlap(a: Span, b: Span, lo: datetime, hi: datetime) -> list[float] | None:
+    """Where two sides of touching rectangles overlap, clipped to [lo, hi] (an open end is
+    the window's edge), in the axes' numbers; None when they do not."""
+
+    def clip(t: datetime | None, default: datetime) -> float:
+        return _num(min(max(t or default, lo), hi))
+
+    start = max(clip(a[0], lo), clip(b[0], lo))
+    end = min(clip(a[1], hi), clip(b[1], hi))
+    return [start, end] if start < end else None
 
 
 #: An answer's largest painted rectangle: its area, the rectangle, its colour, and its

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from rich.markup import escape
 
@@ -12,6 +13,8 @@ from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import err
 from entitlements.http.settings import HEADER_TIMEOUT, MAX_STALENESS
+
+T = TypeVar("T", int, float)
 
 
 def cmd_serve(_: Engine | None, args: argparse.Namespace) -> int:
@@ -46,10 +49,7 @@ def cmd_serve(_: Engine | None, args: argparse.Namespace) -> int:
 
 def positive_int(text: str) -> int:
     """An option's whole number of 1 or more (argparse names the option on error)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    value = _number(text, int, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
     return value
@@ -65,13 +65,18 @@ def port_number(text: str) -> int:
 
 def positive_float(text: str) -> float:
     """An option's number of seconds, above 0 and finite."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _number(text, float, "a number")
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be above 0 and finite, not {text}")
     return value
+
+
+def _number(text: str, kind: Callable[[str], T], what: str) -> T:
+    """`text` read as `kind`, or argparse's one-line error saying what it is not."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
