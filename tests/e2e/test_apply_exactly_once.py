@@ -17,6 +17,7 @@ import pytest
 
 from entitlements import open_engine
 from tests.conftest import CLI, read_jsonl, scenario_file
+from tests.e2e.cli_runner import entitlements
 
 
 def env_for(store_url: str) -> dict[str, str]:
@@ -24,13 +25,8 @@ def env_for(store_url: str) -> dict[str, str]:
 
 
 def apply(store_url: str, path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CLI, "apply", str(path)],
-        capture_output=True,
-        text=True,
-        env=env_for(store_url),
-        timeout=300,
-    )
+    """`apply` in this process (cli_runner.py); the runs killed halfway are real processes."""
+    return entitlements("apply", str(path), env=env_for(store_url))
 
 
 def command_file(tmp_path: Path, accounts: int) -> Path:

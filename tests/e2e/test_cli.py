@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CLI, read_jsonl, scenario_file
+from tests.e2e.cli_runner import entitlements
 
 
 def run(store_url: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ENTITLEMENTS_DB": store_url}
-    return subprocess.run(
-        [CLI, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
-    )
+    """The command in this process (cli_runner.py); the console script's own tests below."""
+    return entitlements(*args, env={**os.environ, "ENTITLEMENTS_DB": store_url}, cwd=cwd)
 
 
 @pytest.fixture

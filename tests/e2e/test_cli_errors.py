@@ -17,7 +17,8 @@ from sqlalchemy import create_engine, text
 
 from entitlements.adapters.store import StoreError, sqlalchemy_url
 from entitlements.adapters.store import store_url as canonical
-from tests.conftest import CLI, scenario_file
+from tests.conftest import scenario_file
+from tests.e2e.cli_runner import entitlements
 
 
 def run(
@@ -26,9 +27,7 @@ def run(
     environ = {**os.environ, **(env or {})}
     environ.pop("ENTITLEMENTS_DEBUG", None)
     db_args = ["--db", db] if db else []
-    return subprocess.run(
-        [CLI, *db_args, *args], capture_output=True, text=True, env=environ, cwd=cwd, timeout=120
-    )
+    return entitlements(*db_args, *args, env=environ, cwd=cwd)  # in process: cli_runner.py
 
 
 PROGRESS = (

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLI
+from tests.e2e.cli_runner import entitlements
 
 REGISTER = (
     b'{"command": "register_account", "account_id": "acc-1", "region": "DE", "plan": "free", '
@@ -20,8 +20,8 @@ REVOKE = b'{"command": "revoke_hosting", "account_id": "acc-1", "reason": "x", "
 
 
 def run(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ENTITLEMENTS_DB": store_url}
-    return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=120)
+    """The command in this process (cli_runner.py)."""
+    return entitlements(*args, env={**os.environ, "ENTITLEMENTS_DB": store_url})
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,12 @@ from pathlib import Path
 from entitlements import open_engine
 from entitlements.adapters.tokens import Principal
 from entitlements.application.access import open_tokens
-from tests.conftest import CLI
+from tests.e2e.cli_runner import entitlements
 
 
 def run(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ENTITLEMENTS_DB": store_url}
-    return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=120)
+    """The command in this process (cli_runner.py)."""
+    return entitlements(*args, env={**os.environ, "ENTITLEMENTS_DB": store_url})
 
 
 def test_create_prints_the_token_once_as_the_last_word_and_it_authenticates(store_url: str) -> None:
