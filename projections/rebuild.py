@@ -114,6 +114,17 @@ class SqlProjection:
         model.create()
         return cls(app, model)
 
+    def close(self) -> None:
+        """Give the tables' database connections back (a process that opens and closes
+        engines, a test or a library user's, would otherwise hold one per projection)."""
+        self.model.engine.dispose()
+
+    def __enter__(self) -> SqlProjection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def run(self, progress: Progress | None = None) -> int:
         """Read the log past the tracked position; write the rows of the accounts and regions
         each batch touched (an account's rows depend on its own events only: the view joins
@@ -224,6 +235,13 @@ def rebuild(
 
 def _rebuild(app: Application[Any], url: str, told: Told) -> int:
     model = SqlReadModel(sql_engine(url), name="rebuild", suffix="__rebuild")
+    try:
+        return _rebuild_into(app, url, told, model)
+    finally:
+        model.engine.dispose()
+
+
+def _rebuild_into(app: Application[Any], url: str, told: Told, model: SqlReadModel) -> int:
     target = _rebuild_target(app, model, told)
     split = int(target * OWN_SHARE)  # the other process reads the rest of the log meanwhile
     writer = Writer(url, model, (app, split, target)) if target >= IN_PROCESS_BELOW else None

@@ -93,13 +93,12 @@ def check_capabilities(capabilities: Sequence[str]) -> None:
 def read_models_level(app: Application[Any], url: str) -> int:
     """Bring the SQL read models level with the log (a catch-up reads what is past their
     position and the streams it touches); returns how many log positions they were behind."""
-    model = SqlReadModel(sql_engine(url))
-    model.create()
-    head = app.recorder.max_notification_id() or 0
-    behind = head - model.position()
-    if behind > 0:
-        SqlProjection(app, model).run()
-    model.engine.dispose()
+    with SqlProjection(app, SqlReadModel(sql_engine(url))) as projection:
+        projection.model.create()
+        head = app.recorder.max_notification_id() or 0
+        behind = head - projection.model.position()
+        if behind > 0:
+            projection.run()
     return max(behind, 0)
 
 

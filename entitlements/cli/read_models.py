@@ -117,24 +117,24 @@ def cmd_reconcile(engine: Engine, args: argparse.Namespace) -> int:
 
 def cmd_catch_up(engine: Engine, args: argparse.Namespace) -> int:
     """The bar counts the events read, past the position the tables were at (none: no bar)."""
-    projection = read_models.catch_up(engine)  # kept: polls read what is new
-    bars = Bars("catch-up")
+    with read_models.catch_up(engine) as projection:  # kept: polls read what is new
+        bars = Bars("catch-up")
 
-    def unit() -> str:
-        return f"events past log position {projection.read_from:,}"
+        def unit() -> str:
+            return f"events past log position {projection.read_from:,}"
 
-    try:
-        position = projection.run(bars.bar(unit, lambda: projection.read_from))
-    finally:
-        bars.stop()
-    read = position - projection.read_from
-    out.print(
-        f"SQL read models at log position {position}"
-        + (f" ({read:,} events read past {projection.read_from})" if read else ": nothing new")
-    )
-    while args.follow:  # pragma: no cover - interactive
-        time.sleep(args.interval)
-        position = projection.run()
+        try:
+            position = projection.run(bars.bar(unit, lambda: projection.read_from))
+        finally:
+            bars.stop()
+        read = position - projection.read_from
+        out.print(
+            f"SQL read models at log position {position}"
+            + (f" ({read:,} events read past {projection.read_from})" if read else ": nothing new")
+        )
+        while args.follow:  # pragma: no cover - interactive
+            time.sleep(args.interval)
+            position = projection.run()
     return EXIT_OK
 
 

@@ -92,3 +92,36 @@ def test_a_catch_up_counts_only_what_is_new_and_nothing_when_nothing_is(
     late = run(store_url, "catch-up")
     assert bars(late.stderr, "catch-up") == ["2/2 events past log position 56"]
     assert late.stdout.strip() == "SQL read models at log position 58 (2 events read past 56)"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("catch-up",), ("rebuild",), ("report", "CN", "--from", "2020-05-01", "--to", "2020-05-31")],
+)
+def test_a_command_gives_back_every_sql_connection_it_opened(
+    store_url: str, engine: Engine, args: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run in one process (a library user's, a test's), a command closes what it opened: a
+    catch-up once kept one PostgreSQL connection per run until the garbage collector ran."""
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+
+    apply_scenario(engine)
+    opened: list[int] = []
+
+    def connected(dbapi_connection: Any, _: Any) -> None:
+        opened.append(id(dbapi_connection))
+
+    def closed(dbapi_connection: Any, _: Any) -> None:
+        opened.remove(id(dbapi_connection))
+
+    event.listen(Pool, "connect", connected)
+    event.listen(Pool, "close", closed)
+    try:
+        for _ in range(2):
+            done = run(store_url, *args)
+            assert done.returncode == 0, done.stderr
+    finally:
+        event.remove(Pool, "connect", connected)
+        event.remove(Pool, "close", closed)
+    assert opened == []
