@@ -1,0 +1,114 @@
+"""`entitlements migrate` SQLite -> PostgreSQL, next to a bare COPY of the same rows, same run.
+
+    python -m benchmarks.migrate_figures --accounts 20000 [--rounds 2] [--json migrate.json]
+
+The store is built by real `apply` commands (benchmarks.whole_process's day in the life:
+rules, partners, sign-ups, subscriptions, revocations). Then, alternating, each in a fresh
+database of its own:
+- bare: the same rows read from the SQLite file with sqlite3 and written by one binary
+  `COPY` into a table eventsourcing's PostgreSQL recorder created (the same table, its keys
+  and index), nothing else;
+- migrate: `migrate()` as the command runs it: the source's chain verified, the target
+  checked, the rows copied in batches at their positions, the tokens, the copy verified.
+The ratio is bare seconds / migrate seconds (1.0: as fast as the bare COPY); the copy
+phase alone (no verification) gets its own ratio, so the chain walks' price is visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from benchmarks.postgres_figures import drop_databases, fresh_database
+from benchmarks.whole_process import _commands, emit
+from entitlements.application.engine import Engine
+from entitlements.application.migrate import migrate, open_log
+
+
+def build(n: int, folder: Path) -> tuple[str, int, float]:
+    """An SQLite store of `n` accounts made by `apply`; its URL, records and build seconds."""
+    url = f"sqlite:///{folder / 'source.db'}"
+    start = time.perf_counter()
+    with Engine(url) as engine:
+        engine.apply(_commands(n))
+        records = engine.position()
+    return url, records, time.perf_counter() - start
+
+
+def bare_copy(source: Path, target: str) -> float:
+    """Seconds to read every row with sqlite3 and COPY it, binary, in one transaction,
+    into the recorder's own table (created beforehand, not timed)."""
+    with open_log(target, must_exist=False) as app:
+        app.recorder.create_table()
+        table = f'"{app.recorder.datastore.schema}"."{app.recorder.events_table_name}"'  # type: ignore[attr-defined]
+    start = time.perf_counter()
+    with sqlite3.connect(source) as lite, psycopg.connect(target) as pg, pg.cursor() as cur:
+        rows = lite.execute(
+            "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events "
+            "ORDER BY rowid"
+        )
+        with cur.copy(
+            f"COPY {table} (notification_id, originator_id, originator_version, topic, state) "
+            "FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int8", "uuid", "int8", "text", "bytea"])
+            for position, stream, version, topic, state in rows:
+                copy.write_row((position, UUID(stream), version, topic, state))
+    return time.perf_counter() - start
+
+
+def one_round(source: str, made: list[str]) -> dict[str, Any]:
+    file = Path(source.removeprefix("sqlite:///"))
+    bare = bare_copy(file, fresh_database("migrate_bare", made))
+    start = time.perf_counter()
+    done = migrate(source, fresh_database("migrate_to", made))
+    whole = time.perf_counter() - start
+    return {"bare": bare, "whole": whole, **done.seconds, "copied": done.copied}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--accounts", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds (medians)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    made: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        source, records, built = build(args.accounts, Path(tmp))
+        try:
+            rounds = [one_round(source, made) for _ in range(args.rounds)]
+        finally:
+            drop_databases(made)
+    med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0] if k != "copied"}
+    figures = {
+        "accounts": args.accounts,
+        "records": records,
+        "build_by_apply_s": round(built, 2),
+        "rounds": len(rounds),
+        "bare_copy_s": round(med["bare"], 3),
+        "bare_copy_records_per_s": round(records / med["bare"]),
+        "migrate_s": round(med["whole"], 3),
+        "migrate_records_per_s": round(records / med["whole"]),
+        "migrate_phases_s": {
+            k: round(med[k], 3) for k in ("verify_source", "copy", "verify_target")
+        },
+        "ratio": round(med["bare"] / med["whole"], 2),
+        "ratio_copy_phase": round(med["bare"] / med["copy"], 2),
+        "every_round": [{k: round(v, 3) for k, v in r.items()} for r in rounds],
+    }
+    assert all(r["copied"] == records for r in rounds)
+    return emit(figures, args.json)
+
+
+if __name__ == "__main__":
+    main()
