@@ -6,8 +6,7 @@ they are (so the integrity chain, the command records that make commands exactly
 every position a receipt or a reader names stay valid), and the API tokens. What does not:
 the read models and snapshots, which are derived (`entitlements rebuild` on the target).
 
-The order keeps a refusal from changing anything and a kill from costing more than a batch:
-1. the source's chain is verified (`audit verify`): its head receipt HASH@P is what is copied;
+1. the source's head P is taken (what this run copies: a record appended later is not);
 2. the target is checked: empty, or holding a prefix of this very log (its last record is
    the source's record at that position, chain hash included; a kill left it so), and no
    token of the same name that is another token; anything else is refused, nothing written;
@@ -15,11 +14,18 @@ The order keeps a refusal from changing anything and a kill from costing more th
    (a kill loses at most the batch under way; run again, it goes on from the target's head
    and copies nothing twice), under the target's writer lock (no `apply` interleaves);
 4. the tokens the target lacks are added;
-5. the target's chain is verified: its head receipt must be the source's, else exit 6.
+5. both chains are recomputed (`audit verify`; the source's in a process of its own from
+   PARALLEL_FROM records, so the two walks take the time of one on two cores): the copy's
+   head receipt must be the source's record at P, and the source must hold that receipt,
+   else NotVerified (exit 6). A source whose own chain is broken is copied as it is, and
+   said so: the copy holds the same break, nothing the source did not.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +33,7 @@ from typing import Any
 
 from eventsourcing.application import Application
 
-from entitlements.adapters.integrity import Verification
+from entitlements.adapters.integrity import Verification, one_line, parse_receipt, stored_hash
 from entitlements.adapters.store import (
     StoreError,
     WriterLock,
@@ -49,6 +55,7 @@ from projections.log_reader import read_stored
 from projections.sql_views import sql_engine
 
 BATCH = 10_000  # records per transaction on the target
+PARALLEL_FROM = 20_000  # records: from here the source's walk runs in a process of its own
 TARGET_WAIT = 10.0  # seconds to wait for the target's writer lock (a writer busy there)
 
 #: progress(copied so far, to copy in all); after_batch(target's head): a test's failure point
@@ -113,28 +120,19 @@ def migrate(
     source, target = store_url(source), store_url(target)
     if source == target:
         raise StoreError(f"--to: the target is the store itself: {target}")
-    timings: dict[str, float] = {}
     src = open_log(source, must_exist=True)
     dst: EntitlementsApplication | None = None
     try:
-        receipt = _timed(timings, "verify_source", lambda: _verified(src, "the source", None))
+        until = src.recorder.max_notification_id() or 0
+        receipt = {"position": until, "hash": stored_hash(src, until)}  # verified at the end
         dst = open_log(target, must_exist=False)
-        lock = WriterLock(target, timeout=TARGET_WAIT)
-        try:
-            with lock:
-                create_tables(target, dst.recorder)
-                head = _check_target(src, dst, receipt["position"])
-                tokens = _token_plan(source, target)
-                done = Migration(source, target, receipt, resumed_from=head, seconds=timings)
-                start = time.perf_counter()
-                _copy(src, dst, head, receipt["position"], batch, done, progress, after_batch)
-                done.tokens_copied, done.tokens_revoked = _write_tokens(target, tokens)
-                timings["copy"] = time.perf_counter() - start
-        finally:
-            lock.close()
-        _timed(timings, "verify_target", lambda: _verified(dst, "the copy", receipt))
+        done = _copy_under_lock((source, src), (target, dst), receipt, batch, progress, after_batch)
+        timings = done.seconds
+        start = time.perf_counter()
+        _verify_both((source, src), dst, receipt)
+        timings["verify"] = time.perf_counter() - start
         moved = src.recorder.max_notification_id() or 0
-        done.source_moved_to = moved if moved > receipt["position"] else None
+        done.source_moved_to = moved if moved > until else None
         return done
     finally:
         src.close()
@@ -142,28 +140,102 @@ def migrate(
             dst.close()
 
 
-def _timed(timings: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
-    start = time.perf_counter()
-    result = fn()
-    timings[name] = time.perf_counter() - start
-    return result
+Store = tuple[str, EntitlementsApplication]  # a store's URL and its log
 
 
-def _verified(app: Application[Any], which: str, expected: dict[str, Any] | None) -> dict[str, Any]:
-    """The head receipt {"position", "hash"} of `app`'s log, its chain recomputed; with
-    `expected`, it must be that one (the copy of a log verified before)."""
+def _copy_under_lock(
+    source_store: Store,
+    target_store: Store,
+    receipt: dict[str, Any],
+    batch: int,
+    progress: Progress | None,
+    after_batch: Callable[[int], None] | None,
+) -> Migration:
+    """Steps 2-4, holding the target's writer lock: no `apply` there interleaves."""
+    (source, src), (target, dst) = source_store, target_store
+    lock = WriterLock(target, timeout=TARGET_WAIT)
+    try:
+        with lock:
+            create_tables(target, dst.recorder)
+            head = _check_target(src, dst, receipt["position"])
+            tokens = _token_plan(source, target)
+            done = Migration(source, target, receipt, resumed_from=head)
+            start = time.perf_counter()
+            _copy(src, dst, head, receipt["position"], batch, done, progress, after_batch)
+            done.tokens_copied, done.tokens_revoked = _write_tokens(target, tokens)
+            done.seconds["copy"] = time.perf_counter() - start
+            return done
+    finally:
+        lock.close()
+
+
+def _verify_both(source_store: Store, dst: Application[Any], receipt: dict[str, Any]) -> None:
+    """Both chains recomputed (`audit verify`), at once when the log is long enough to pay
+    for a second process: the copy's head must be `receipt`, and the source must hold it
+    (the source may have grown since: its log up to the receipt is what counts)."""
+    source, src = source_store
+    held = _as_tuple(receipt)
+    child = None
+    if receipt["position"] >= PARALLEL_FROM:
+        given = [f"{held[0]}@{held[1]}"] if held else []
+        child = subprocess.Popen(
+            [sys.executable, "-m", __name__, source, *given],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    try:
+        try:
+            _verified(dst, "the copy", receipt)
+            copy_failed = None
+        except NotVerified as e:  # said after the source's verdict: a broken source explains it
+            copy_failed = e
+        if child is None:
+            report = verify(src, held).as_dict()
+        else:
+            out, err = child.communicate()
+            if child.returncode != 0:
+                raise NotVerified(f"the source could not be verified: {one_line(Exception(err))}")
+            report = json.loads(out)
+    finally:
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
+    _source_holds(report)
+    if copy_failed is not None:
+        raise copy_failed
+
+
+def _source_holds(report: dict[str, Any]) -> None:
+    """NotVerified unless the source's walk found its chain intact and the receipt held."""
+    broken, held = report.get("break"), report.get("receipt")
+    if broken is not None:
+        raise NotVerified(
+            f"the source does not verify: at position {broken['position']}: "
+            f"{broken['kind']}: {broken['reason']} (the copy holds what it held)"
+        )
+    if held is not None and not held["holds"]:
+        raise NotVerified(f"the source does not give the copy's head receipt: {held['reason']}")
+
+
+def _as_tuple(receipt: dict[str, Any]) -> tuple[str, int] | None:
+    """A receipt to verify against; None when nothing is chained (no hash to hold)."""
+    return (receipt["hash"], receipt["position"]) if receipt["hash"] else None
+
+
+def _verified(app: Application[Any], which: str, expected: dict[str, Any]) -> None:
+    """`app`'s log verified, its chain recomputed: its head receipt must be `expected`."""
     found: Verification = verify(app)
     if not found.ok:
         raise NotVerified(
             f"{which} does not verify: at position {found.position}: {found.kind}: {found.reason}"
         )
     head = {"position": found.position, "hash": found.hash}
-    if expected is not None and head != expected:
+    if head != expected:
         raise NotVerified(
             f"{which} does not give the source's head receipt: {_receipt(head)}, "
             f"not {_receipt(expected)}"
         )
-    return head
 
 
 def _receipt(head: dict[str, Any]) -> str:
@@ -255,3 +327,15 @@ def _write_tokens(target: str, plan: TokenPlan) -> tuple[int, int]:
         finally:
             engine.dispose()
     return len(new), len(revoked)
+
+
+def main(argv: list[str]) -> None:
+    """`python -m entitlements.application.migrate URL [HASH@POSITION]`: the source's walk
+    as a process of its own (JSON on stdout: what `audit verify --json` prints)."""
+    url, receipt = argv[0], parse_receipt(argv[1]) if len(argv) > 1 else None
+    with open_log(store_url(url), must_exist=True) as app:
+        print(json.dumps(verify(app, receipt).as_dict()))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

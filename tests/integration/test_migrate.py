@@ -239,7 +239,7 @@ def test_the_store_itself_and_a_missing_source_are_refused(
     assert not (tmp_path / "t.db").exists()
 
 
-def test_a_source_that_does_not_verify_is_exit_6_and_nothing_is_copied(
+def test_a_source_that_does_not_verify_is_exit_6_naming_its_break(
     source: dict[str, Any], tmp_path: Path
 ) -> None:
     url = copy_of(source, tmp_path)
@@ -251,7 +251,10 @@ def test_a_source_that_does_not_verify_is_exit_6_and_nothing_is_copied(
     done = cli("migrate", "--db", url, "--to", str(target))
     assert done.returncode == 6
     assert done.stderr.startswith("not verified: the source does not verify: at position 5")
-    assert not target.exists()
+    assert done.stderr.count("\n") == 1
+    again = cli("audit", "verify", "--db", str(target))  # the copy holds the same break
+    assert again.returncode == 6
+    assert "at position 5" in again.stdout
 
 
 def test_a_copy_that_does_not_verify_is_exit_6(
@@ -266,7 +269,8 @@ def test_a_copy_that_does_not_verify_is_exit_6(
         ]
         append(recorder, altered)
 
-    append = migration.append_rows
+    from entitlements.adapters.store_copy import append_rows as append
+
     monkeypatch.setattr(migration, "append_rows", damaging)
     with pytest.raises(NotVerified, match="the copy does not verify: at position 3"):
         migrate(source["url"], f"sqlite:///{tmp_path / 'target.db'}")
@@ -327,3 +331,25 @@ def test_a_killed_process_resumes_both_ways(tmp_path: Path) -> None:
         assert head % batch == 0, "a batch was left half written"
     assert receipt(source) == receipt(pg) == receipt(back)
     assert answers(back) == answers(pg) == answers(source)
+
+
+@pytest.mark.parametrize("tampered", [False, True])
+def test_the_source_walked_in_a_process_of_its_own(
+    source: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tampered: bool
+) -> None:
+    """From PARALLEL_FROM records the source's chain is walked by a second process (here
+    from the first): the same verdicts as in process."""
+    from entitlements.application import migrate as migration
+
+    monkeypatch.setattr(migration, "PARALLEL_FROM", 1)
+    url = copy_of(source, tmp_path)
+    if tampered:
+        with open_engine(url) as engine:
+            tamper = Tamper(engine)
+            tamper.set_state(9, {**tamper.row(9)[4], "plan": "enterprise"})
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    if tampered:
+        with pytest.raises(NotVerified, match="the source does not verify: at position 9"):
+            migrate(url, target)
+    else:
+        assert migrate(url, target).receipt == receipt(url) == receipt(target)
