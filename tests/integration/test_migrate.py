@@ -353,3 +353,36 @@ def test_the_source_walked_in_a_process_of_its_own(
             migrate(url, target)
     else:
         assert migrate(url, target).receipt == receipt(url) == receipt(target)
+
+
+def test_a_revocation_after_the_copy_reaches_the_target_on_the_next_run(
+    source: dict[str, Any], tmp_path: Path
+) -> None:
+    url = copy_of(source, tmp_path)
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    migrate(url, target)
+    with open_tokens(url) as tokens:
+        tokens.revoke("meetings-svc")
+    done = migrate(url, target)
+    assert (done.copied, done.tokens_copied, done.tokens_revoked) == (0, 0, 1)
+    with open_tokens(target) as tokens:
+        assert tokens.authenticate(source["secret"]) is None
+
+
+def test_records_appended_to_the_source_meanwhile_are_said_and_copied_by_the_next_run(
+    source: dict[str, Any], tmp_path: Path
+) -> None:
+    url = copy_of(source, tmp_path)
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+
+    def a_writer_goes_on(position: int) -> None:
+        if position == 10:
+            with open_engine(url) as engine:
+                engine.apply(registrations(["late-comer"]))
+
+    done = migrate(url, target, batch=10, after_batch=a_writer_goes_on)
+    assert done.receipt["position"] == source["head"]
+    assert done.source_moved_to == source["head"] + 2  # the sign-up and its command record
+    again = migrate(url, target)
+    assert (again.resumed_from, again.copied) == (source["head"], 2)
+    assert receipt(url) == receipt(target)
