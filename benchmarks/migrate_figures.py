@@ -9,7 +9,8 @@ database of its own:
   `COPY` into a table eventsourcing's PostgreSQL recorder created (the same table, its keys
   and index), nothing else;
 - migrate: `migrate()` as the command runs it: the target checked, the rows copied in
-  batches at their positions, the tokens, then both chains verified (two walks at once).
+  batches at their positions, the tokens, then both chains verified (two walks at once);
+- the same migrate with the two walks one after the other in one process.
 The ratio is bare seconds / migrate seconds (1.0: as fast as the bare COPY); the copy
 phase alone (no verification) gets its own ratio, so the chain walks' price is visible.
 """
@@ -29,6 +30,7 @@ import psycopg
 
 from benchmarks.postgres_figures import drop_databases, fresh_database
 from benchmarks.whole_process import _commands, emit
+from entitlements.application import migrate as migration
 from entitlements.application.engine import Engine
 from entitlements.application.migrate import migrate, open_log
 
@@ -67,12 +69,22 @@ def bare_copy(source: Path, target: str) -> float:
 
 
 def one_round(source: str, made: list[str]) -> dict[str, Any]:
+    """bare, then migrate (the two walks at once), then migrate with the walks one after
+    the other in this process (PARALLEL_FROM out of reach): what the second process buys."""
     file = Path(source.removeprefix("sqlite:///"))
     bare = bare_copy(file, fresh_database("migrate_bare", made))
-    start = time.perf_counter()
-    done = migrate(source, fresh_database("migrate_to", made))
-    whole = time.perf_counter() - start
-    return {"bare": bare, "whole": whole, **done.seconds, "copied": done.copied}
+    figures: dict[str, Any] = {"bare": bare}
+    for name, parallel_from in (("", migration.PARALLEL_FROM), ("sequential_", 10**18)):
+        saved, migration.PARALLEL_FROM = migration.PARALLEL_FROM, parallel_from
+        try:
+            start = time.perf_counter()
+            done = migrate(source, fresh_database("migrate_to", made))
+            figures[f"{name}whole"] = time.perf_counter() - start
+        finally:
+            migration.PARALLEL_FROM = saved
+        figures.update({f"{name}{k}": v for k, v in done.seconds.items()})
+        assert done.copied == done.receipt["position"]
+    return figures
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -90,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rounds = [one_round(source, made) for _ in range(args.rounds)]
         finally:
             drop_databases(made)
-    med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0] if k != "copied"}
+    med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
     figures = {
         "accounts": args.accounts,
         "records": records,
@@ -103,9 +115,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "migrate_phases_s": {k: round(med[k], 3) for k in ("copy", "verify")},
         "ratio": round(med["bare"] / med["whole"], 2),
         "ratio_copy_phase": round(med["bare"] / med["copy"], 2),
+        "sequential_walks_s": round(med["sequential_whole"], 3),
+        "sequential_walks_verify_s": round(med["sequential_verify"], 3),
+        "ratio_sequential_walks": round(med["bare"] / med["sequential_whole"], 2),
         "every_round": [{k: round(v, 3) for k, v in r.items()} for r in rounds],
     }
-    assert all(r["copied"] == records for r in rounds)
     return emit(figures, args.json)
 
 

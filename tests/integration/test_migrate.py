@@ -22,6 +22,7 @@ from entitlements import open_engine
 from entitlements.adapters.store import StoreError
 from entitlements.application.access import open_tokens
 from entitlements.application.migrate import NotVerified, OtherHistory, migrate, open_log
+from entitlements.domain.commands import parse_command_file
 from tests.conftest import CLI, postgres_or_skip, read_jsonl, registrations, scenario_file
 from tests.integration.tamper import Tamper
 
@@ -45,8 +46,8 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     url = f"sqlite:///{folder / 'store.db'}"
     with pytest.MonkeyPatch.context() as env:
         env.setenv("ENTITLEMENTS_CACHE", str(folder / "cache"))
-        with open_engine(url) as engine:
-            engine.apply(read_jsonl(scenario_file("china-2020.jsonl")))
+        with open_engine(url) as engine:  # as `apply FILE` does: each line's id derived
+            engine.apply_parsed(parse_command_file(scenario_file("china-2020.jsonl")))
             head = engine.position()
     with open_tokens(url) as tokens:
         secret = tokens.create("meetings-svc", "checker")
@@ -137,7 +138,7 @@ def test_sqlite_to_postgres_and_back_stopped_at_random_points(
 
 @pytest.mark.postgres
 def test_the_tokens_come_along_and_a_writer_goes_on_after_the_copy(
-    source: dict[str, Any],
+    source: dict[str, Any], tmp_path: Path
 ) -> None:
     pg = postgres_or_skip()
     done = migrate(source["url"], pg)
@@ -147,6 +148,11 @@ def test_the_tokens_come_along_and_a_writer_goes_on_after_the_copy(
         listed = {t["name"]: t for t in tokens.list()}
     assert listed["old-ops"]["revoked_at"] is not None
     with open_engine(pg) as engine:  # positions go on from the copied head
+        once_more = tmp_path / "first-line.jsonl"
+        once_more.write_text(scenario_file("china-2020.jsonl").read_text().splitlines()[0])
+        [first] = engine.apply_parsed(parse_command_file(once_more))
+        assert first.duplicate, "the command records came along: a repeat is a duplicate"
+        assert engine.position() == source["head"]
         [result] = engine.apply(registrations(["after-the-move"]))
         assert result.status == "applied"
         assert result.position > source["head"]
