@@ -12,8 +12,7 @@ the integrity chain inside them (integrity.py) arrives unchanged.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from eventsourcing.persistence import ApplicationRecorder
@@ -24,9 +23,9 @@ from entitlements.adapters.tokens import api_tokens, metadata
 from entitlements.domain.times import stored_utc
 
 
-@dataclass(frozen=True)
-class LogRow:
-    """One stored record with its position, as stored (the state is the stored bytes)."""
+class LogRow(NamedTuple):
+    """One stored record with its position, as stored (the state is the stored bytes); a
+    tuple in the order of the COPY's columns, so it is written as it is."""
 
     position: int
     originator_id: UUID
@@ -37,12 +36,13 @@ class LogRow:
     @classmethod
     def of(cls, notification: Any) -> LogRow:
         """A recorder's Notification as a row (a memoryview state read as bytes)."""
+        state = notification.state
         return cls(
             notification.id,
             notification.originator_id,
             notification.originator_version,
             notification.topic,
-            bytes(notification.state),
+            state if type(state) is bytes else bytes(state),
         )
 
 
@@ -94,10 +94,8 @@ def _copy_postgres(recorder: Any, rows: Sequence[LogRow]) -> None:
             "FROM STDIN (FORMAT BINARY)"
         ) as copy:
             copy.set_types(["int8", "uuid", "int8", "text", "bytea"])
-            for r in rows:
-                copy.write_row(
-                    (r.position, r.originator_id, r.originator_version, r.topic, r.state)
-                )
+            for row in rows:
+                copy.write_row(row)
         if guarded:
             c.execute(f"ALTER TABLE {name} ENABLE TRIGGER recorded_at_never_decreases")
         c.execute(

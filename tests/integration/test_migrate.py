@@ -12,7 +12,6 @@ import random
 import shutil
 import subprocess
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -271,7 +270,7 @@ def test_a_copy_that_does_not_verify_is_exit_6(
     def damaging(recorder: Any, rows: list[Any]) -> None:
         """The rows written, but the record at position 3 altered on the way."""
         altered = [
-            replace(r, state=r.state.replace(b"CN", b"HK")) if r.position == 3 else r for r in rows
+            r._replace(state=r.state.replace(b"CN", b"HK")) if r.position == 3 else r for r in rows
         ]
         append(recorder, altered)
 
