@@ -114,8 +114,10 @@ def migrate(
     batch: int = BATCH,
     progress: Progress | None = None,
     after_batch: Callable[[int], None] | None = None,
+    verifying: Callable[[int], None] | None = None,
 ) -> Migration:
-    """Copy the store at `source` into the store at `target` (see the module's docstring).
+    """Copy the store at `source` into the store at `target` (see the module's docstring);
+    `verifying(records)` is told when the walks start (they say nothing until they end).
     Raises OtherHistory (nothing written), NotVerified, or the store's own errors."""
     source, target = store_url(source), store_url(target)
     if source == target:
@@ -128,6 +130,8 @@ def migrate(
         dst = open_log(target, must_exist=False)
         done = _copy_under_lock((source, src), (target, dst), receipt, batch, progress, after_batch)
         timings = done.seconds
+        if verifying is not None:
+            verifying(until)
         start = time.perf_counter()
         _verify_both((source, src), dst, receipt)
         timings["verify"] = time.perf_counter() - start

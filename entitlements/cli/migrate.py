@@ -39,8 +39,14 @@ def cmd_migrate(_: Any, args: argparse.Namespace) -> int:
     target = lasting_store_url(args.to, ONE_COMMAND, option="--to")
     bars = Bars("migrate")
     progress = bars.bar(lambda: "records") if err.is_terminal else None
+
+    def verifying(records: int) -> None:
+        bars.stop()
+        if err.is_terminal:
+            err.print(f"verifying both chains ({records:,} records each) ...")
+
     try:
-        done = migrate(source, target, batch=args.batch, progress=progress)
+        done = migrate(source, target, args.batch, progress, verifying=verifying)
     except NotVerified as e:
         return _refused(args, str(e), EXIT_VIOLATION, "not verified")
     except TimeoutError as e:  # another writer holds the target
