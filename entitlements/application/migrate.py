@@ -33,7 +33,7 @@ from typing import Any
 
 from eventsourcing.application import Application
 
-from entitlements.adapters.integrity import Verification, one_line, parse_receipt, stored_hash
+from entitlements.adapters.integrity import Verification, parse_receipt, stored_hash
 from entitlements.adapters.store import (
     StoreError,
     WriterLock,
@@ -198,8 +198,9 @@ def _verify_both(source_store: Store, dst: Application[Any], receipt: dict[str, 
             report = verify(src, held).as_dict()
         else:
             out, err = child.communicate()
-            if child.returncode != 0:
-                raise NotVerified(f"the source could not be verified: {one_line(Exception(err))}")
+            if child.returncode != 0:  # its last line is the error (a traceback's end)
+                last = (err.strip().splitlines() or [f"exit {child.returncode}"])[-1]
+                raise NotVerified(f"the source could not be verified: {last[:200]}")
             report = json.loads(out)
     finally:
         if child is not None and child.poll() is None:

@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -391,3 +392,14 @@ def test_records_appended_to_the_source_meanwhile_are_said_and_copied_by_the_nex
     again = migrate(url, target)
     assert (again.resumed_from, again.copied) == (source["head"], 2)
     assert receipt(url) == receipt(target)
+
+
+def test_a_source_walk_that_fails_to_run_is_exit_6_in_one_line(
+    source: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from entitlements.application import migrate as migration
+
+    monkeypatch.setattr(migration, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(sys, "executable", shutil.which("false"))
+    with pytest.raises(NotVerified, match=r"^the source could not be verified: exit 1$"):
+        migrate(source["url"], f"sqlite:///{tmp_path / 'target.db'}")
