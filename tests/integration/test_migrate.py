@@ -403,3 +403,17 @@ def test_a_source_walk_that_fails_to_run_is_exit_6_in_one_line(
     monkeypatch.setattr(sys, "executable", shutil.which("false"))
     with pytest.raises(NotVerified, match=r"^the source could not be verified: exit 1$"):
         migrate(source["url"], f"sqlite:///{tmp_path / 'target.db'}")
+
+
+@pytest.mark.postgres
+def test_postgres_to_postgres(source: dict[str, Any]) -> None:
+    """From one PostgreSQL database into another (a new server, say): the same receipt."""
+    from tests.conftest import postgres_template
+
+    pg = postgres_or_skip()
+    migrate(source["url"], pg)
+    copied: list[Any] = []
+    name = postgres_template(lambda url: copied.append(migrate(pg, url)))
+    assert copied[0].copied == source["head"]
+    other = pg.rsplit("/", 1)[0] + "/" + name
+    assert receipt(other) == receipt(pg) == receipt(source["url"])
