@@ -22,6 +22,8 @@ from sqlalchemy.engine import Engine as SqlEngine
 from entitlements.adapters.tokens import api_tokens, metadata
 from entitlements.domain.times import stored_utc
 
+CLOCK_GUARD = "recorded_at_never_decreases"  # store.install_clock_guard's trigger
+
 
 class LogRow(NamedTuple):
     """One stored record with its position, as stored (the state is the stored bytes); a
@@ -80,37 +82,40 @@ def _copy_postgres(recorder: Any, rows: Sequence[LogRow]) -> None:
     """PostgreSQL: COPY (binary) with the notification ids given, then the id sequence
     moved past the last (a later `apply` goes on from there), and followers woken (the
     channel the recorder's own insert notifies). The clock guard (store.py) is off for this
-    transaction only: its per-row read of the newest record would cost more than the copy,
-    and the rows are the source's, already in its clock order (ALTER TABLE is
-    transactional: no other session ever sees the guard off)."""
-    schema, table = recorder.datastore.schema, recorder.events_table_name
-    name = f'"{schema}"."{table}"'
+    transaction only: its per-row read of the newest record doubles the copy's time (17,007
+    records: 0.31-0.39 s without it, 0.64-0.90 s with it), and the rows are the source's,
+    already in its clock order. ALTER TABLE is transactional: no other session ever sees
+    the guard off (it waits for the table's lock instead)."""
+    from psycopg import sql
+
+    name = sql.Identifier(recorder.datastore.schema, recorder.events_table_name)
     guarded = _has_clock_guard(recorder)
+    trigger = sql.Identifier(CLOCK_GUARD)
     with recorder.datastore.transaction(commit=True) as c:
         if guarded:
-            c.execute(f"ALTER TABLE {name} DISABLE TRIGGER recorded_at_never_decreases")
-        with c.copy(
-            f"COPY {name} (notification_id, originator_id, originator_version, topic, state) "
-            "FROM STDIN (FORMAT BINARY)"
-        ) as copy:
+            c.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(name, trigger))
+        columns = "notification_id, originator_id, originator_version, topic, state"
+        statement = sql.SQL("COPY {} (" + columns + ") FROM STDIN (FORMAT BINARY)")
+        with c.copy(statement.format(name)) as copy:
             copy.set_types(["int8", "uuid", "int8", "text", "bytea"])
             for row in rows:
                 copy.write_row(row)
         if guarded:
-            c.execute(f"ALTER TABLE {name} ENABLE TRIGGER recorded_at_never_decreases")
+            c.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(name, trigger))
         c.execute(
             "SELECT setval(pg_get_serial_sequence(%s, 'notification_id'), %s)",
-            (name, rows[-1].position),
+            (name.as_string(c), rows[-1].position),
         )
-        c.execute(f'NOTIFY "{recorder.channel_name}"')
+        c.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(recorder.channel_name)))
 
 
 def _has_clock_guard(recorder: Any) -> bool:
+    """Whether the events table carries store.py's `recorded_at` guard (a table created by
+    the library alone does not)."""
     with recorder.datastore.transaction(commit=False) as c:
         c.execute(
-            "SELECT 1 FROM pg_trigger WHERE tgname = 'recorded_at_never_decreases' "
-            "AND tgrelid = to_regclass(%s)",
-            (f'"{recorder.datastore.schema}"."{recorder.events_table_name}"',),
+            "SELECT 1 FROM pg_trigger WHERE tgname = %s AND tgrelid = to_regclass(%s)",
+            (CLOCK_GUARD, f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'),
         )
         return c.fetchone() is not None
 

@@ -143,6 +143,13 @@ def test_the_tokens_come_along_and_a_writer_goes_on_after_the_copy(
     pg = postgres_or_skip()
     done = migrate(source["url"], pg)
     assert (done.tokens_copied, done.copied) == (2, source["head"])
+    import psycopg
+
+    with psycopg.connect(pg) as conn:  # the clock guard, off only inside each batch, is on
+        enabled = conn.execute(
+            "SELECT tgenabled FROM pg_trigger WHERE tgname = 'recorded_at_never_decreases'"
+        ).fetchall()
+    assert enabled == [("O",)]
     with open_tokens(pg) as tokens:
         assert tokens.authenticate(source["secret"]).name == "meetings-svc"  # type: ignore[union-attr]
         listed = {t["name"]: t for t in tokens.list()}
