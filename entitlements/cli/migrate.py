@@ -24,9 +24,11 @@ source's head receipt (`audit verify`), else exit 6.
 Killed halfway, run it again: it goes on from the target's last record, copying nothing
 twice. A target that holds another history (a record, or a token name, that is not the
 source's) is refused in one line (exit 2), nothing written. Stop the writers of the
-source first: what is copied is the log up to the head verified at the start (a record
-appended since is said, and copied by running again). The read models and snapshots are
-derived: build them on the target with `entitlements rebuild --db URL`.
+source first: what is copied is the log up to its head when the run starts (a record
+appended since is said, and copied by running again). A source whose own chain is broken
+is copied as it is and named (exit 6): the copy holds the same break, nothing more. The
+read models and snapshots are derived: build them on the target with `entitlements
+rebuild --db URL`.
 
   entitlements migrate --db entitlements.db --to postgresql://app@db-host:5432/entitlements
   entitlements migrate --db postgresql://app@db-host/entitlements --to back.db   # and back
