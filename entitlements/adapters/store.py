@@ -48,13 +48,14 @@ class StoreMissing(StoreUnavailable):
     """A read of a store that does not exist (typically a typo in --db): nothing is created."""
 
 
-def store_url(url: str | None = None) -> str:
+def store_url(url: str | None = None, option: str = "--db") -> str:
     """The canonical URL of the store given, else $ENTITLEMENTS_DB, else `entitlements.db`
     in the working directory: `sqlite:////abs/path`, `postgresql://user@host:port/db` or
     `memory://`. Accepts a plain path (an SQLite file), `sqlite:///rel/path`, `postgres://`
-    and `postgresql+driver://`; one form per store, so every consumer reaches the same one."""
+    and `postgresql+driver://`; one form per store, so every consumer reaches the same one.
+    An error names `option` when the URL was given (`migrate --to` gives a second one)."""
     raw = url or os.environ.get(ENV_VAR) or DEFAULT_URL
-    source = "--db" if url else f"${ENV_VAR}" if os.environ.get(ENV_VAR) else "store"
+    source = option if url else f"${ENV_VAR}" if os.environ.get(ENV_VAR) else "store"
     try:
         return _canonical(raw)
     except StoreError as e:  # one line naming where the URL came from and what is wrong
@@ -132,13 +133,14 @@ class LostWithTheProcess(StoreError):
     server's worker processes."""
 
 
-def lasting_store_url(url: str | None, why: str) -> str:
+def lasting_store_url(url: str | None, why: str, option: str = "--db") -> str:
     """`store_url(url)`, refusing `memory://` in one line: the store would end with the
     process (`why` says which), so nothing asked of it would be kept or shared."""
-    canonical = store_url(url)
+    canonical = store_url(url, option)
     if canonical == MEMORY_URL:
+        named = "" if option == "--db" else f"{option}: "  # --db's message predates option
         raise LostWithTheProcess(
-            f"{MEMORY_URL} keeps the log in the memory of one process, and {why}: "
+            f"{named}{MEMORY_URL} keeps the log in the memory of one process, and {why}: "
             "use a path, sqlite:///path or postgresql://..."
         )
     return canonical

@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from entitlements.adapters.damaged import DamagedRecord
 from entitlements.adapters.store import DEFAULT_URL, ENV_VAR, StoreError, lasting_store_url
 from entitlements.application.engine import Engine
-from entitlements.cli import apply, audit, checks, demo, read_models, serve, tokens
+from entitlements.cli import apply, audit, checks, demo, migrate, read_models, serve, tokens
 from entitlements.cli.exits import (
     EXIT_BROKEN_PIPE,
     EXIT_MALFORMED,
@@ -46,6 +46,7 @@ with two clocks: effective_at (when it takes effect) and recorded_at (when we le
   entitlements audit export cn-free-01 --format csv        a case file
   entitlements rebuild                            SQL read models + index snapshot, from the log
   entitlements report CN --from 2020-01-01 --to 2020-12-31 --png cn.png    daily counts per plan
+  entitlements migrate --to postgresql://app@db-host/entitlements   outgrow SQLite: copy, verified
 
 Times are ISO 8601; a bare date is 00:00 UTC, a time without offset is UTC.
 """
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.add_parser(sub)
     read_models.add_reconcile_parser(sub)
     serve.add_parser(sub)
+    migrate.add_parser(sub)
     demo.add_parser(sub)
     return parser
 
