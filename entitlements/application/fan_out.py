@@ -3,7 +3,7 @@ region, finishing the fan-outs a command recorded but did not complete, and `rec
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
@@ -28,29 +28,24 @@ from entitlements.domain.rules import (
 from entitlements.domain.times import now
 from projections.projector import Projector, gc_paused
 
-FAN_OUT_BATCH = (
-    10_000  # events per transaction when a region rule fans out (fewer, larger commits: the
-)
-# store's random-key index makes each commit touch about one page per event)
+# Events per transaction when a region rule fans out (fewer, larger commits: the store's
+# random-key index makes each commit touch about one page per event).
+FAN_OUT_BATCH = 10_000
 
 
+@dataclass
 class FanOut:
     """Records a region's hosting rule on its accounts, as their own events."""
 
-    def __init__(
-        self,
-        projector: Projector,
-        writer: WriterLock,
-        saver: Saver,
-        aggregates: Aggregates,
-        books: CommandBooks,
-    ) -> None:
-        self.projector = projector
-        self.writer = writer
-        self.saver = saver
-        self.aggregates = aggregates
-        self.books = books
-        self.catch_up: Callable[[], int] = projector.catch_up
+    projector: Projector
+    writer: WriterLock
+    saver: Saver
+    aggregates: Aggregates
+    books: CommandBooks
+
+    def catch_up(self) -> int:
+        """Bring the index level with the log (before a fan-out reads accounts from it)."""
+        return self.projector.catch_up()
 
     def finish_all(self) -> None:
         """Finish every hosting fan-out that a command recorded but did not complete (its

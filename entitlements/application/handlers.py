@@ -4,6 +4,7 @@ events and its record (applied or rejected) join the group's."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import assert_never
 from uuid import UUID, uuid4
@@ -29,20 +30,14 @@ from entitlements.domain.times import iso, now
 from projections.projector import Projector
 
 
+@dataclass
 class Handlers:
     """Decides commands on the aggregates, against the log and what the group decided."""
 
-    def __init__(
-        self,
-        app: EntitlementsApplication,
-        projector: Projector,
-        aggregates: Aggregates,
-        books: CommandBooks,
-    ) -> None:
-        self.app = app
-        self.projector = projector
-        self.aggregates = aggregates
-        self.books = books
+    app: EntitlementsApplication
+    projector: Projector
+    aggregates: Aggregates
+    books: CommandBooks
 
     @property
     def book(self) -> CommandBook:
