@@ -58,12 +58,24 @@ DB_HELP = (
 )
 
 
+class _Help(argparse.HelpFormatter):
+    """`--help` that wraps a text written as one line (a description) to the terminal, and
+    keeps a text written in lines (an epilog's examples, the main description) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 class _Subcommand(argparse.ArgumentParser):
     """A subcommand's parser: it takes `--db` too, so the option goes anywhere on the line
     (`entitlements check A host --db X`). Its default is SUPPRESS, so a subcommand without
-    it keeps what the main parser read; nested subcommands are of this class as well."""
+    it keeps what the main parser read; nested subcommands are of this class as well. Its
+    help is `_Help`'s."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Help)
         super().__init__(*args, **kwargs)
         self.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help=DB_HELP)
 
@@ -72,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="entitlements",
         description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Help,
     )
     parser.add_argument("--db", metavar="URL", help=DB_HELP)
     sub = parser.add_subparsers(

@@ -208,7 +208,6 @@ def _add_jurisdiction(audit_sub: argparse._SubParsersAction[Any]) -> None:
         "Exit 0 when the promise holds, 6 when a violation is found (printed).",
         epilog="example:\n  entitlements audit jurisdiction CN\n"
         "  entitlements audit jurisdiction CN --json | jq .violations",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a.add_argument("region", metavar="REGION", help="a region code, e.g. CN")
     a.add_argument("--json", action="store_true", help="print JSON for machines")
@@ -229,7 +228,6 @@ def _add_export(audit_sub: argparse._SubParsersAction[Any]) -> None:
         epilog="examples:\n  entitlements audit export cn-free-01 --format json\n"
         "  entitlements audit export --region CN --from 2020-05-01 --to 2020-09-01 "
         "--format csv --output cn-2020.csv",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a.add_argument("account", nargs="?", metavar="ACCOUNT", help="the account (or --region)")
     a.add_argument("--region", metavar="R", help="every account of region R, and its rules")
@@ -255,7 +253,6 @@ def _add_verify(audit_sub: argparse._SubParsersAction[Any]) -> None:
         epilog="examples (the receipt is the demo store's head):\n  entitlements audit verify\n"
         "  entitlements audit verify --json --receipt \\\n"
         "    108835fac523e7ed9cee4750eb5a7ceb8a5e3403281f547b0bcfdcfb4827ae9a@56",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a.add_argument("--receipt", metavar="HASH@POSITION", help="a head written down earlier")
     a.add_argument("--json", action="store_true", help="print JSON for machines")

@@ -294,7 +294,6 @@ def _add_history(sub: argparse._SubParsersAction[Any]) -> None:
         "event or rejection), each with its log position.",
         epilog="examples:\n  entitlements history cn-ent-02\n"
         "  entitlements history cn-ent-02 --as-known-at 2020-10-20 --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("account")
     p.add_argument(
@@ -322,7 +321,6 @@ def _add_explain(sub: argparse._SubParsersAction[Any]) -> None:
         "free_hosting_suspended in CN ...\n"
         "  entitlements explain cn-ent-02 host --at 2020-10-01 --as-known-at 2020-10-20 --json\n"
         "  entitlements explain cn-ent-02 host --png cn-ent-02-host.png",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("account")
     p.add_argument("capability", metavar="capability", help=" | ".join(CAPABILITIES))

@@ -114,7 +114,6 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "migrate",
         help="copy the store into another (SQLite -> PostgreSQL, or back); resumable, verified",
         description=MIGRATE_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--to",

@@ -236,7 +236,6 @@ def _add_report(sub: argparse._SubParsersAction[Any]) -> None:
         "  entitlements report CN --from 2020-09-01 --to 2020-10-31 --as-known-at 2020-10-20 --csv\n"
         "  entitlements report CN --from 2020-05-01 --to 2020-06-30 --capability host "
         "--capability subscribe_online --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("region", metavar="REGION", help="a region code, e.g. CN")
     p.add_argument(

@@ -101,7 +101,6 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "token",
         help="API tokens for `entitlements serve`: create, list, revoke",
         description=TOKEN_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     token_sub = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     t = token_sub.add_parser(

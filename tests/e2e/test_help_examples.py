@@ -93,3 +93,13 @@ def test_every_example_in_the_help_runs_on_the_demo_store(example: str, demo_sto
         done = entitlements(*shlex.split(example)[1:], env=env, cwd=demo_store)
     assert done.returncode == 0, f"{example}\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
     assert "error" not in done.stderr.lower(), done.stderr
+
+
+def test_every_help_fits_the_terminal_but_its_examples(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A description written as one long line is wrapped (it once ran off the screen under
+    an epilog's raw formatting); only an example command keeps its one line."""
+    monkeypatch.setenv("COLUMNS", "100")
+    for parser in subparsers(build_parser()):
+        for line in parser.format_help().splitlines():
+            if len(line) > 100:
+                assert line.lstrip().startswith("entitlements "), (parser.prog, line)
