@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from projections.check_index import MASK, SHIFT, CheckIndex, from_us
+from entitlements.domain.rules import AccountState, decide
+from projections.check_index import EMPTY_LINE, MASK, SHIFT, CheckIndex, from_us
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +131,16 @@ class Question:
 
 def candidates(index: CheckIndex, q: Question, after: str | None) -> Iterator[Row]:
     """The region's accounts past `after`, in id order, that answer as asked. Raises
-    LookupError when the region has no account."""
+    LookupError when the region has no account. An account not registered at (T, K) gets
+    rule 7's verdict, worked out once (`decide` with no registration, the region's state):
+    `check` would decide each such account alone (its reason names its own registration),
+    for the same allowed and value."""
     ids = region_lists(index).of(index, q.region)
     if ids is None:
         raise LookupError(q.region)
     at, known = from_us(q.t), from_us(q.k)
+    region = index.regions.get(q.region, EMPTY_LINE).state_at(q.t, q.k)
+    unregistered = decide(q.capability, AccountState(), region)
     wanted = not q.denied
     start = bisect_right(ids, after) if after is not None else 0
     for n in range(start, len(ids)):
@@ -142,13 +148,15 @@ def candidates(index: CheckIndex, q: Question, after: str | None) -> Iterator[Ro
         code = index.code(account_id)
         if first_known(index, code) > q.k:
             continue  # not recorded yet at K: not one of the region's accounts then
-        d = index.check(account_id, q.capability, at, known)
-        if bool(d.allowed) != wanted:
-            continue
         plan = plan_at(index, code, q.t, q.k)
-        if q.plan is not None and plan != q.plan:
+        if plan is None:
+            allowed, value = unregistered.allowed, unregistered.value
+        else:
+            d = index.check(account_id, q.capability, at, known)
+            allowed, value = d.allowed, d.value
+        if bool(allowed) != wanted or q.plan is not None and plan != q.plan:
             continue
-        yield Row(account_id, plan, d.allowed, d.value)
+        yield Row(account_id, plan, allowed, value)
 
 
 def page(index: CheckIndex, q: Question, after: str | None, limit: int) -> tuple[list[Row], bool]:

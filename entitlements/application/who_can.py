@@ -28,15 +28,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from entitlements.application.store_app import EntitlementsApplication
+from entitlements.domain.decisions import PositionNotReached
 from entitlements.domain.rules import AccountState, RegionState, UnknownCapability, decide
 from entitlements.domain.times import parse_when
-from projections.check_index import to_us
+from projections.check_index import from_us, to_us
 from projections.projector import Projector
 from projections.snapshot import fingerprint
 from projections.who_can import Question, Row, page
 
 MAX_LIMIT = 10_000
 MAX_CURSOR = 2048  # characters: longer is never ours
+WAIT = 2.0  # seconds a later page waits for an index behind the cursor's position
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +164,8 @@ class WhoCan:
             raise ValueError("cursor: not made by this store, or altered")
         if question != asked.key():
             raise ValueError("cursor: made for another question (capability, region, plan, times)")
-        self.projector.wait_for(pin.position, 2.0)
+        if not self.projector.wait_for(pin.position, WAIT):
+            raise PositionNotReached(pin.position, self.projector.index.position, WAIT)
         self._no_tie(pin)
         return pin
 
@@ -199,4 +202,8 @@ def _parsed(cursor: str) -> tuple[Pin, list[Any]]:
         raise bad
     if after is not None and not isinstance(after, str) or len(question) != 6:
         raise bad
+    try:
+        from_us(t), from_us(k)
+    except OverflowError:
+        raise bad from None
     return Pin(position, t, k, after), question
