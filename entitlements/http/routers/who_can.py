@@ -8,17 +8,39 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel
 
 from entitlements.application.who_can import MAX_CURSOR, MAX_LIMIT, Asked
 from entitlements.http.body import JsonBodyRoute
 from entitlements.http.dependencies import Checker, EngineDep
 from entitlements.http.errors import errors
 
+
+class AccountOut(BaseModel):
+    account_id: str
+    plan: str | None
+    allowed: bool
+    value: int | None
+
+
+class WhoCanOut(BaseModel):
+    """A page: its accounts, the next page's cursor (null: the last page), the position
+    every page of the walk is answered at."""
+
+    accounts: list[AccountOut]
+    next_cursor: str | None
+    position: int
+
+
 router = APIRouter(tags=["checks"], route_class=JsonBodyRoute)
 Time = Annotated[str | None, Query(max_length=64)]
 
 
-@router.get("/v1/who-can/{capability}", responses=errors(401, 403, 422, 503))
+@router.get(
+    "/v1/who-can/{capability}",
+    response_model=WhoCanOut,
+    responses=errors(401, 403, 409, 422, 503),
+)
 def who_can(
     capability: str,
     engine: EngineDep,
