@@ -29,7 +29,7 @@ from typing import Any
 
 from entitlements.application.store_app import EntitlementsApplication
 from entitlements.domain.decisions import PositionNotReached
-from entitlements.domain.rules import AccountState, RegionState, UnknownCapability, decide
+from entitlements.domain.rules import PLANS, AccountState, RegionState, UnknownCapability, decide
 from entitlements.domain.times import parse_when
 from projections.check_index import from_us, to_us
 from projections.projector import Projector
@@ -92,6 +92,8 @@ def validate(asked: Asked, limit: int) -> tuple[datetime | None, datetime | None
         raise ValueError(f"capability: {e}") from None
     if not asked.region or len(asked.region) > 64:
         raise ValueError(f"region: {asked.region[:40]!r} is not a region")
+    if asked.plan is not None and asked.plan not in PLANS:
+        raise ValueError(f"plan: {asked.plan[:40]!r} is not one of {', '.join(PLANS)}")
     return parse_when("at", asked.at), parse_when("as_known_at", asked.as_known_at)
 
 

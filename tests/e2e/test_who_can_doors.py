@@ -110,6 +110,7 @@ BAD = [
     (("host", "--region", "CN", "--as-known-at", "2020-13-01"), "as_known_at"),
     (("host", "--region", "CN", "--cursor", "not-a-cursor"), "cursor"),
     (("host", "--region", "CN", "--limit", "0"), "limit"),
+    (("host", "--region", "CN", "--plan", "gold"), "plan"),
 ]
 
 
