@@ -28,7 +28,7 @@ def served(store_url: str) -> Iterator[Served]:
     tokens = open_tokens(store_url)
     headers = {
         role: {"Authorization": f"Bearer {tokens.create(f'{role}-1', role)}"}
-        for role in ("checker", "auditor")
+        for role in ("checker", "auditor", "admin")
     }
     with TestClient(create_app(store_url, follow=False), raise_server_exceptions=False) as client:
         yield client, headers, store_url
@@ -151,3 +151,41 @@ def test_a_cursor_of_another_store_is_refused(served: Served, tmp_path: Path) ->
         headers=headers["checker"],
     )
     assert r.status_code == 422 and r.json()["field"] == "cursor"
+
+
+def test_commands_posted_between_pages_change_no_page(served: Served) -> None:
+    """New accounts before and after the cursor, posted between pages: the walk still
+    lists exactly the first page's answer, every page at its position."""
+    client, headers, _ = served
+    params: dict[str, Any] = {"region": "CN", "limit": 1}
+    whole = client.get("/v1/who-can/host", params={"region": "CN"}, headers=headers["checker"])
+    listed, positions, n = [], set(), 0
+    cursor = None
+    while True:
+        page = client.get(
+            "/v1/who-can/host",
+            params={**params, **({"cursor": cursor} if cursor else {})},
+            headers=headers["checker"],
+        ).json()
+        listed += page["accounts"]
+        positions.add(page["position"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        n += 1
+        posted = client.post(
+            "/v1/commands",
+            json={
+                "commands": [
+                    {"command": "register_account", "account_id": f"{prefix}-{n}",
+                     "region": "CN", "plan": "pro", "channel": "online",
+                     "effective_at": "2020-01-01"}
+                    for prefix in ("cn-a", "cn-z")
+                ]
+            },
+            headers=headers["admin"],
+        )  # fmt: skip
+        assert posted.status_code == 200, posted.text
+    assert listed == whole.json()["accounts"] and positions == {whole.json()["position"]}
+    again = client.get("/v1/who-can/host", params={"region": "CN"}, headers=headers["checker"])
+    assert len(again.json()["accounts"]) == len(listed) + 2 * n

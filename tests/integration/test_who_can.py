@@ -14,7 +14,7 @@ from entitlements import open_engine
 from entitlements.application.engine import Engine
 from entitlements.application.report import daily_report
 from entitlements.application.who_can import Asked, WhoCanPage
-from entitlements.domain.rules import CAPABILITIES, fold_account
+from entitlements.domain.rules import CAPABILITIES, PLANS, fold_account
 from entitlements.domain.times import parse_when
 from projections.rebuild import rebuild
 from tests.conftest import read_jsonl, scenario_file
@@ -40,6 +40,12 @@ def region_accounts(engine: Engine, region: str) -> list[str]:
     return sorted(a for a, r in engine.facts.region_of.items() if r == region)
 
 
+def plan_of(engine: Engine, account_id: str, at: Any, known: Any) -> str | None:
+    """The account's plan at (T, K) folded from its facts (None: not registered then)."""
+    state = fold_account(engine.facts.accounts[account_id], at, known)
+    return state.plan if state.registration is not None else None
+
+
 def assert_agrees(engine: Engine, asked: Asked, limit: int) -> None:
     """Allowed and denied split the region's accounts (known at K) in id order, each
     listed with `check`'s own answer and the plan its state has."""
@@ -52,14 +58,14 @@ def assert_agrees(engine: Engine, asked: Asked, limit: int) -> None:
     expected = [
         a
         for a in region_accounts(engine, asked.region)
-        if known is None or min(f.recorded_at for f in engine.facts.accounts[a]) <= known
+        if (known is None or min(f.recorded_at for f in engine.facts.accounts[a]) <= known)
+        and (asked.plan is None or plan_of(engine, a, at, known) == asked.plan)
     ]
     assert sorted(ids) == expected
     for r in allowed + denied:
         d = engine.check(r["account_id"], asked.capability, at, known)
         assert (r["allowed"], r["value"]) == (d.allowed, d.value), r
-        state = fold_account(engine.facts.accounts[r["account_id"]], at, known)
-        assert r["plan"] == (state.plan if state.registration is not None else None), r
+        assert r["plan"] == plan_of(engine, r["account_id"], at, known), r
     assert all(r["allowed"] for r in allowed) and not any(r["allowed"] for r in denied)
 
 
@@ -87,8 +93,9 @@ def test_every_listed_account_is_what_check_says(
                 )
                 k = known.replace(tzinfo=UTC) if known else None
                 limit = data.draw(st.integers(1, 4), label="limit")
+                plan = data.draw(st.none() | st.sampled_from(PLANS), label="plan")
                 asked = Asked(
-                    capability, region, None, at.isoformat(), k.isoformat() if k else None
+                    capability, region, plan, at.isoformat(), k.isoformat() if k else None
                 )
                 assert_agrees(engine, asked, limit)
     finally:
