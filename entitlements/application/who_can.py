@@ -109,6 +109,7 @@ class WhoCan:
         pin = self._first(at, known) if cursor is None else self._verified(cursor, asked)
         q = Question(asked.capability, asked.region, asked.plan, pin.t, pin.k, asked.denied)
         with self.projector.lock:
+            reached = self.projector.index.position  # what the page is answered from
             try:
                 rows, more = page(self.projector.index, q, pin.after, limit)
             except LookupError:
@@ -117,6 +118,8 @@ class WhoCan:
                         f"region: no account or rule recorded in {asked.region[:40]!r}"
                     ) from None
                 rows, more = [], False
+        if cursor is not None and reached > pin.position:
+            self._no_tie(pin)  # after the page: the index may have moved until it was made
         next_cursor = None
         if more and rows:
             last = Pin(pin.position, pin.t, pin.k, rows[-1].account_id)
@@ -155,8 +158,8 @@ class WhoCan:
         return _b64(body) + "." + _b64(mac)
 
     def _verified(self, cursor: str, asked: Asked) -> Pin:
-        """The cursor's pin, once its MAC and question are checked, the index has reached
-        its position, and no later command shares its K."""
+        """The cursor's pin, once its MAC and question are checked and the index has
+        reached its position."""
         pin, question = _parsed(cursor)
         try:
             key = self._key(pin.position)
@@ -168,16 +171,15 @@ class WhoCan:
             raise ValueError("cursor: made for another question (capability, region, plan, times)")
         if not self.projector.wait_for(pin.position, WAIT):
             raise PositionNotReached(pin.position, self.projector.index.position, WAIT)
-        self._no_tie(pin)
         return pin
 
     def _no_tie(self, pin: Pin) -> None:
-        """Refuse when the record after P was recorded at K itself (see the module's doc)."""
-        if self.projector.index.position <= pin.position:
-            return
+        """Refuse when the record after P was recorded at K itself (see the module's doc):
+        `recorded_at` never decreases, so that record is the only one to read."""
         found = self.app.recorder.select_notifications(start=pin.position + 1, limit=1)
         event: Any = self.app.mapper.to_domain_event(found[0]) if found else None
-        if event is not None and to_us(event.recorded_at) <= pin.k:
+        recorded = getattr(event, "recorded_at", None)
+        if recorded is not None and to_us(recorded) <= pin.k:
             raise ValueError(
                 "cursor: a command recorded after it has the very recorded_at it pins; "
                 "start again without a cursor"
