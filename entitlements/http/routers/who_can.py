@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
 from entitlements.application.who_can import MAX_CURSOR, MAX_LIMIT, Asked
 from entitlements.http.body import JsonBodyRoute
-from entitlements.http.dependencies import Checker, EngineDep
+from entitlements.http.dependencies import Checker, EngineDep, WorkerDep
 from entitlements.http.errors import errors
 
 
@@ -44,6 +44,8 @@ Time = Annotated[str | None, Query(max_length=64)]
 def who_can(
     capability: str,
     engine: EngineDep,
+    worker: WorkerDep,
+    response: Response,
     _: Checker,
     region: Annotated[str, Query(max_length=64)],
     plan: Annotated[str | None, Query(max_length=64)] = None,
@@ -55,6 +57,9 @@ def who_can(
 ) -> dict[str, Any]:
     """The region's accounts `capability` is allowed (or, `denied=true`, refused) to at `at`
     as known at `as_known_at`, in account id order: `accounts`, `next_cursor` (null on the
-    last page) and `position`, the log position every page of one walk is answered at."""
+    last page) and `position`, the log position every page of one walk is answered at.
+    While the worker cannot follow the log, the answer carries `Entitlements-Stale-Since`."""
     asked = Asked(capability, region, plan, at, as_known_at, denied)
-    return engine.queries.who_can(asked, limit, cursor).as_dict()
+    answer = engine.queries.who_can(asked, limit, cursor).as_dict()
+    response.headers.update(worker.stale_headers())  # as `can`: while the index may be stale
+    return answer
