@@ -60,7 +60,6 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "who-can",
         help="the region's accounts a capability is allowed (or refused) to, paged",
         description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("capability", help="whatever `check` takes (host, join, ...)")
     p.add_argument("--region", required=True, help="the region, e.g. CN")
