@@ -10,6 +10,7 @@ from typing import Any
 from eventsourcing.application import AggregateNotFoundError
 
 from entitlements.application.store_app import EntitlementsApplication
+from entitlements.application.who_can import Asked, WhoCan, WhoCanPage
 from entitlements.domain.account import Account, account_uuid
 from entitlements.domain.decisions import Decision, PositionNotReached, UnknownAccount
 from entitlements.domain.events import COMMAND_REJECTED, topic
@@ -107,6 +108,12 @@ class Queries:
         """Every capability at once, in the spec's order."""
         self.check(account_id, "join", at, as_known_at, min_position)  # UnknownAccount, bad times
         return self.projector.index.capabilities(account_id, at, as_known_at)
+
+    def who_can(self, asked: Asked, limit: int = 100, cursor: str | None = None) -> WhoCanPage:
+        """The region's accounts `asked.capability` is allowed (or refused) to, a page at a
+        time in account id order; `cursor` (a page's `next_cursor`) pins the first page's
+        log position (see application/who_can.py)."""
+        return WhoCan(self.app, self.projector).page(asked, limit, cursor)
 
     def history(self, account_id: str) -> list[dict[str, Any]]:
         """The account's events in log order, with both clocks and causes."""
