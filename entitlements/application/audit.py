@@ -43,10 +43,11 @@ from entitlements.application.engine import Engine
 from entitlements.domain.account import account_uuid
 from entitlements.domain.bitemporal import Rectangle, rectangles
 from entitlements.domain.rules import (
-    CAPABILITIES,
     Fact,
     UnknownCapability,
     Verdict,
+    capability_region,
+    check_capability,
     decide,
     fold_account,
     fold_region,
@@ -162,13 +163,11 @@ def explain(
     The decision is `engine.check`'s own; `check_agrees` says the domain fold gives it too."""
     t = parse_when("at", at) or now()
     k = parse_when("as_known_at", as_known_at)
-    if capability not in CAPABILITIES:
-        engine.check(account_id, "join")  # an unknown account first, as `check` does
-        raise UnknownCapability(capability)
+    _known_capability(engine, account_id, capability)
     d = engine.check(account_id, capability, t, k)
     log = AuditLog(engine)
     account = log.account(account_id)
-    code = account.region
+    code = capability_region(capability, account.region)  # R's events for route_via:R
     region_facts = log.region_facts(code)
     mine = _verdict(capability, account.facts, code, region_facts, t, k)
     since, until = holds(capability, account.facts, code, region_facts, t, k)
@@ -200,7 +199,7 @@ def explain(
     return {
         "account_id": account_id,
         "capability": capability,
-        "region": code,
+        "region": account.region,
         "at": iso(t),
         "as_known_at": iso(k) if k else None,
         "allowed": d.allowed,
@@ -217,12 +216,21 @@ def bitemporal(engine: Engine, account_id: str, capability: str) -> list[Rectang
     """The rectangles of the (effective, recorded) plane over which the account's answer
     for the capability stays the same, from its events and its region's on file (see
     entitlements/domain/bitemporal.py); `explain --png` draws them."""
-    if capability not in CAPABILITIES:
-        engine.check(account_id, "join")  # an unknown account first, as `check` does
-        raise UnknownCapability(capability)
+    _known_capability(engine, account_id, capability)
     log = AuditLog(engine)
     account = log.account(account_id)
-    return rectangles(capability, account.facts, account.region, log.region_facts(account.region))
+    code = capability_region(capability, account.region)
+    return rectangles(capability, account.facts, code, log.region_facts(code))
+
+
+def _known_capability(engine: Engine, account_id: str, capability: str) -> None:
+    """An unknown account first (UnknownAccount, as `check` does), then an unknown
+    capability (UnknownCapability)."""
+    try:
+        check_capability(capability)
+    except UnknownCapability:
+        engine.check(account_id, "join")
+        raise
 
 
 # -- history as known at K, with the rejections beside the events ---------------------------
