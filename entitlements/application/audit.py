@@ -3,6 +3,7 @@
     explain(engine, "cn-free-01", "host", at="2020-05-19")   # the decision, how long it holds, why
     history(engine, "cn-free-01", as_known_at="2020-06-01")  # events and rejections known by K
     jurisdiction(engine, "CN")                               # CN's requests never left CN
+    residency(engine, "CN")                                  # no meeting from outside via CN
     export_case(engine, account_id="cn-free-01")             # a case file (JSON or CSV)
     bitemporal(engine, "cn-ent-02", "host")                  # its answers over both clocks
 
@@ -13,8 +14,9 @@ positions and command records. The rules are the domain's (`rules.fold_account`,
 `fold_region`, `decide`); no projection is consulted, so an audit does not trust the very
 read models it may be checking. Each question walks the log once: fine for an auditor, not
 for the hot path. The questions live in sibling modules by kind (the log helpers in
-`audit_log`, the jurisdiction promise in `audit_jurisdiction`, the case file in
-`audit_export`); this module answers the rest and is the one door to them all.
+`audit_log`, the jurisdiction promise in `audit_jurisdiction`, the residency promise in
+`audit_residency`, the case file in `audit_export`); this module answers the rest and is
+the one door to them all.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from entitlements.application.audit_log import (
     event_view,
     log_head,
 )
+from entitlements.application.audit_residency import residency
 from entitlements.application.engine import Engine
 from entitlements.domain.account import account_uuid
 from entitlements.domain.bitemporal import Rectangle, rectangles
@@ -71,6 +74,7 @@ __all__ = [
     "log_head",
     "parse_when",
     "prove_jurisdiction",
+    "residency",
     "verify",
 ]
 
