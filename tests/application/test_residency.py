@@ -205,3 +205,26 @@ def test_now_changes_when_a_future_isolation_takes_effect(engine: Engine) -> Non
         pass
     later = engine.check("us-1", "route_via:CN")
     assert not later.allowed, "a stale 'now' after the isolation took effect"
+
+
+# -- the change feed ---------------------------------------------------------------------------
+
+
+def test_the_feed_lists_route_via_changes_of_a_choice_and_of_an_isolation(engine: Engine) -> None:
+    register(engine, "de-1", region="DE", plan="pro")
+    do(engine, "authorize_partner", "2020-01-02", region="CN", partner="Umeet")  # CN known
+    after = engine.position()
+    engine.apply([choose("2020-03-01", "de-1", "DE", "US")])
+    isolate(engine, "CN", "2020-04-18", "2020-04-14")
+    items, _ = engine.changes(after, limit=100)
+    routes = [
+        (i.get("account_id"), i.get("region"), i.get("scope"), i["capability"], i["new"]["allowed"])
+        for i in items
+        if i["capability"].startswith("route_via:")
+    ]
+    assert routes == [
+        ("de-1", None, None, "route_via:CN", False),  # not chosen
+        (None, "CN", "outside", "route_via:CN", False),  # isolated: no fan-out, one item
+    ]
+    assert items[-1]["effective_at"] == "2020-04-18T00:00:00Z"
+    assert items[-1]["recorded_at"] == "2020-04-14T00:00:00Z"
