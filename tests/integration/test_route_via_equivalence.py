@@ -63,8 +63,9 @@ def residency_commands(draw: Any) -> list[dict[str, Any]]:
     extra = []
     for _ in range(draw(st.integers(3, 14))):
         rec = draw(st.integers(0, 365))
-        eff = draw(st.integers(0, 365) | st.integers(-60, 60).map(lambda d, r=rec: r + d))
-        eff = min(365, max(0, eff))
+        eff = min(365, max(0, rec + draw(st.integers(-60, 60))))
+        if draw(st.integers(0, 3)) == 0:  # or any day of the year
+            eff = draw(st.integers(0, 365))
         kind = draw(
             st.sampled_from(
                 (
@@ -202,9 +203,9 @@ def test_route_via_agrees_five_ways_and_with_the_sql_view(
                         c = from_snapshot.check(account_id, cap, at=t, as_known_at=k)
                         assert c == b and c.as_dict() == b.as_dict(), (account_id, cap, t, k)
                         d = decide(cap, acc, fold_region(via, facts[via], t, k))
-                        e = reference(raw, regions[via], via, t, k)
-                        answers = {a.allowed, b.allowed, d.allowed, e}
-                        assert len(answers) == 1, (account_id, cap, t, k, a.reason, e)
+                        ref = reference(raw, regions[via], via, t, k)
+                        answers = {a.allowed, b.allowed, d.allowed, ref}
+                        assert len(answers) == 1, (account_id, cap, t, k, a.reason, ref)
                         assert (a.reason, a.because) == (d.reason, d.because)
                         compared += 1
             now = datetime.now(UTC)
@@ -217,8 +218,8 @@ def test_route_via_agrees_five_ways_and_with_the_sql_view(
         _view_agrees(sql, engine, times, knowns, data)
     finally:
         sql.dispose()
-        for e in engines:
-            e.close()
+        for opened in engines:
+            opened.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
