@@ -604,6 +604,7 @@ Entry = int | list[Fact]
 #: capability, in SLOTS' order: a tuple, which costs less than a dict).
 NowCells = tuple[Any, ...]
 _NOW_AT = {cap: i + 2 for cap, i in SLOTS.items()}  # where a capability's verdict is in one
+_NO_CELLS: dict[int, NowCells] = {}  # (never written: a route_via:R not yet kept)
 
 
 def code_of(entry: Any) -> int | None:
@@ -625,8 +626,8 @@ class CheckIndex:
         self.cache_size = cache_size  # memoised cells kept (oldest evicted first)
         self._cells: dict[tuple[AccountState, RegionState, str], tuple[Any, ...]] = {}
         self._times: dict[Any, int] = {}  # `at` / `as_known_at` as given -> microseconds
-        # template id -> its settled accounts' answers; (template id, route_via:R) -> one
-        self._now: dict[Any, NowCells] = {}
+        # template id -> its settled accounts' answers; "route_via:R" -> {template id: one}
+        self._now: dict[Any, Any] = {}
         # The "now" decisions of the accounts checked last: one lookup in a small dict that
         # stays in the CPU's caches, and no Decision made (a bounded few, not one an account)
         self._hot: dict[str, Decision] = {}
@@ -843,8 +844,8 @@ class CheckIndex:
         code: Any = self.accounts.get(account_id)
         if code.__class__ is int:
             i = _NOW_AT.get(capability)
-            if i is None:  # route_via:R: kept per (template, capability), R's change points
-                now, i = self._now.get((code & MASK, capability)), 2
+            if i is None:  # route_via:R: its own cells per template (R's change points)
+                now, i = self._now.get(capability, _NO_CELLS).get(code & MASK), 2
             else:
                 now = self._now.get(code & MASK)
             if (
@@ -938,7 +939,7 @@ def _evict(cache: dict[Any, Any], size: int) -> None:
 
 
 def _keep_now(
-    now: dict[Any, tuple[Any, ...]],
+    now: dict[Any, Any],
     template_id: int,
     when: tuple[int, int | None],
     capability: str,
@@ -947,8 +948,8 @@ def _keep_now(
     """A template's "now" verdict for a capability, into `now` (`when`: the slot of its
     accounts' last effective time, the region's next change). Under the index's lock."""
     at = _NOW_AT.get(capability)
-    if at is None:  # route_via:R: one verdict per (template, capability)
-        now[(template_id, capability)] = (*when, verdict)
+    if at is None:  # route_via:R: under its name, one verdict per template
+        now.setdefault(capability, {})[template_id] = (*when, verdict)
         return
     kept = now.get(template_id)
     if kept is None or kept[:2] != when:
