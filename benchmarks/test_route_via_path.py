@@ -170,7 +170,7 @@ def test_alternating_rounds(
     engine, ids = residency_world
     batch = _batch(ids)
     check = engine.check
-    args = {"now": (), "at": (AT,), "at_as_known_at": (AT, KNOWN)}[mode]
+    args: tuple[Any, ...] = {"now": (), "at": (AT,), "at_as_known_at": (AT, KNOWN)}[mode]
     rounds = 2 if benchmark.disabled else 15
     best = dict.fromkeys(CAPABILITIES, float("inf"))
     for _ in range(rounds):
