@@ -228,3 +228,23 @@ def test_the_feed_lists_route_via_changes_of_a_choice_and_of_an_isolation(engine
     ]
     assert items[-1]["effective_at"] == "2020-04-18T00:00:00Z"
     assert items[-1]["recorded_at"] == "2020-04-14T00:00:00Z"
+
+
+def test_a_choices_jurisdiction_is_proved_from_its_fingerprint(engine: Engine) -> None:
+    """`audit jurisdiction` proves an applied choice's jurisdiction, kept on its record or,
+    for a record from before that field, from the command's fingerprint and its event."""
+    import copy
+
+    from entitlements.application import audit
+
+    register(engine, "de-1", region="DE", plan="pro")
+    engine.apply([choose("2020-05-05", "de-1", "DE", "US", jurisdiction="DE")])
+    walked = audit._walk_commands(engine)
+    ((command_id, (_, record)),) = [
+        (c, r) for c, r in walked.applied.items() if r[1].command == "choose_data_regions"
+    ]
+    own = next(c for c in walked.changes if c.command_id == command_id)
+    older = copy.copy(record)
+    del vars(older)["jurisdiction"]
+    assert audit.prove_jurisdiction(older, own) == record.jurisdiction == "DE"
+    assert audit.jurisdiction(engine, "DE")["holds"]
