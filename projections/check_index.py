@@ -44,6 +44,7 @@ from functools import lru_cache
 from itertools import islice
 from time import time
 from typing import Any, cast
+from weakref import WeakKeyDictionary
 
 from entitlements.domain.decisions import Decision, UnknownAccount
 from entitlements.domain.event_facts import standin
@@ -676,6 +677,7 @@ class CheckIndex:
             if store is not None:
                 self._adopt(store)
             self.accounts, self.regions, self.position = accounts, lines, position
+            _KNOWN.pop(self, None)  # new accounts: their regions are read again
             self._now.clear()
             self._hot.clear()
             self._cells.clear()
@@ -921,16 +923,28 @@ def _line(regions: Mapping[str, RegionLine], template: Template, capability: str
     return regions.get(capability_region(capability, template.region), EMPTY_LINE)
 
 
-def known_regions(index: CheckIndex) -> set[str]:
-    """The regions the store knows: those with events of their own, and the regions of the
-    accounts (their templates', and those of the accounts not yet encoded)."""
-    known = set(index.regions)
-    known.update(t.region for t in index.interner.templates)
-    for entry in list(index.accounts.values()):
-        if entry.__class__ is list and entry:
-            known.add(entry[0].data.get("region", ""))
-    known.discard("")
-    return known
+#: Per index: (the accounts dict it read, how many of its entries, the regions found).
+_KNOWN: WeakKeyDictionary[CheckIndex, tuple[int, int, frozenset[str]]] = WeakKeyDictionary()
+
+
+def known_regions(index: CheckIndex) -> frozenset[str]:
+    """The regions the store knows: those with events of their own, and the accounts'
+    (an account's region never changes, and new accounts come last in the dict, so only
+    the accounts added since the last call are read; under the writers' lock, briefly)."""
+    accounts, templates = index.accounts, index.interner.templates
+    kept = _KNOWN.get(index)
+    if kept is None or kept[0] != id(accounts) or kept[1] > len(accounts):
+        kept = (id(accounts), 0, frozenset())
+    found = set(kept[2])
+    with index._lock:  # the dict is not changed while its new part is read
+        count = len(accounts)
+        for entry in islice(accounts.values(), kept[1], None):
+            if entry.__class__ is list:
+                found.add(entry[0].data.get("region", "") if entry else "")
+            else:
+                found.add(templates[entry & MASK].region)  # type: ignore[operator]
+    _KNOWN[index] = (id(accounts), count, frozenset(found))
+    return frozenset(found | set(index.regions)) - {""}
 
 
 def _evict(cache: dict[Any, Any], size: int) -> None:

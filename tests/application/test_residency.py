@@ -193,6 +193,9 @@ def test_capabilities_list_route_via_for_every_region_the_store_knows(engine: En
     assert listed[7:] == ["route_via:CN", "route_via:DE", "route_via:US"]
     answers = {d.capability: d.allowed for d in engine.capabilities("us-1")}
     assert answers["route_via:CN"] is False and answers["route_via:DE"] is True
+    register(engine, "jp-1", region="JP", on="2020-05-01")  # known since the last call: listed
+    listed = [d.capability for d in engine.capabilities("us-1")]
+    assert listed[7:] == ["route_via:CN", "route_via:DE", "route_via:JP", "route_via:US"]
 
 
 def test_now_changes_when_a_future_isolation_takes_effect(engine: Engine) -> None:
