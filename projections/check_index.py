@@ -24,6 +24,11 @@ Facts (times from the array) only when read.
   effect on time with no new event recorded); other accounts are decided from the array.
   The decisions of the accounts checked last are kept too, in a small dict (one lookup).
 - `at` / `as_known_at`: two bisects in the shared array, then the memoised verdict.
+- `route_via:R` (rule 10) reads R's line instead of the account's region's (`_VIA`: one
+  dict lookup, also made for the other capabilities); its cells are memoised alike, keyed
+  by the shape (which holds the choice of data regions), R's state and the capability, and
+  its "now" answers are kept per template under the capability's name, until R's next
+  change point. So it costs what `host` costs (benchmarks/test_route_via_path.py).
 
 Updates come from `update(facts, changed)` (catch-up, follow, rebuild); an account is
 encoded on its next check, not in the update. Readers take no lock; writers hold one, and a
