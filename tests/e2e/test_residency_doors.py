@@ -205,3 +205,23 @@ def test_http_records_a_choice_and_refuses_a_malformed_one(
     assert hk.json()["allowed"] is True
     bad = client.post("/v1/commands", json={**command, "regions": []}, headers=headers["admin"])
     assert bad.status_code == 422 and "regions" in bad.text
+
+
+def test_report_counts_route_via_per_day_and_refuses_a_bad_one(applied: str) -> None:
+    """The analysts' daily counts of route_via:CN for US accounts: both of them until the
+    isolation takes effect (18 April), none after (as known now); as known on 13 April,
+    before it was recorded, both all along."""
+    args = ("report", "US", "--from", "2020-04-16", "--to", "2020-04-19")
+    done = run(applied, *args, "--capability", "route_via:CN", "--json")
+    assert done.returncode == 0, done.stderr
+    (series,) = json.loads(done.stdout)["series"]
+    assert series["capability"] == "route_via:CN"
+    assert [d["total"] for d in series["days"]] == [2, 2, 0, 0]
+    before = run(applied, *args, "--capability", "route_via:CN", "--as-known-at", "2020-04-13")
+    assert before.returncode == 0, before.stderr
+    known = run(
+        applied, *args, "--capability", "route_via:CN", "--as-known-at", "2020-04-13", "--json"
+    )
+    assert [d["total"] for d in json.loads(known.stdout)["series"][0]["days"]] == [2, 2, 2, 2]
+    bad = run(applied, *args, "--capability", "route_via:cn")
+    assert bad.returncode == 2 and "--capability" in bad.stderr
