@@ -60,6 +60,7 @@ from entitlements.domain.rules import (
     BOOLEAN_CAPABILITIES,
     CAPABILITIES,
     CHANNEL_CLOSED_BY,
+    ISOLATION_RULE,
     LIMIT_CAPABILITIES,
     LIMITS,
     PAID_PLANS,
@@ -295,10 +296,10 @@ def _decide_route_via(a: Any, via: Any, code: Any) -> tuple[ColumnElement[Any], 
         *_registered_and_active(a, none),  # rules 7 and 1
         (code == a.region, true(), none, code + " is the account's own region"),
         (
-            via.data_centre_isolated.is_(True),
+            via[ISOLATION_RULE].is_(True),
             false(),
             none,
-            "data_centre_isolated in "
+            f"{ISOLATION_RULE} in "
             + code
             + ": its data centres carry only "
             + code

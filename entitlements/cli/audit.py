@@ -17,6 +17,7 @@ from entitlements.application import audit
 from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_OK, EXIT_VIOLATION
 from entitlements.cli.output import asked_by, err, out
+from entitlements.domain.rules import ISOLATION_RULE
 
 
 def cmd_audit_jurisdiction(engine: Engine, args: argparse.Namespace) -> int:
@@ -155,7 +156,7 @@ def _residency_tables(report: dict[str, Any]) -> list[Table]:
     """The isolation's switches with their clocks, and the accounts that could be routed."""
     r = report["region"]
     switches = _table(
-        f"data_centre_isolated in {r}: its clocks",
+        f"{ISOLATION_RULE} in {r}: its clocks",
         ("switch", "effective_at", "recorded_at", "clocks", "asked by"),
         (
             (f"{c['type']} v{c['version']}", c["effective_at"], c["recorded_at"], c["clocks"])
