@@ -298,7 +298,6 @@ def _add_residency(audit_sub: argparse._SubParsersAction[Any]) -> None:
         "(printed: a backdated isolation shows as one).",
         epilog="example:\n  entitlements audit residency CN\n"
         "  entitlements audit residency CN --json | jq .violations",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a.add_argument("region", metavar="REGION", help="a region code, e.g. CN")
     a.add_argument("--json", action="store_true", help="print JSON for machines")
