@@ -19,10 +19,15 @@ Semantics, for the event at log position p (effective_at e):
   `effective_at` (what it does to later effective times follows from the account's
   later events, each listed at its own position). A registration is a change too
   (rule 7: nothing is allowed before it).
+  The capabilities compared are `rules.CAPABILITIES` and `route_via:R` for every region R
+  with events by then, the account's own and every region its old or new choice names.
 - **Region event** (stream "region:<code>"): one item per region capability
   (`subscribe_online`, `purchase_direct`, `purchase_via_partner`) whose answer for an
   ordinary active account of the region (registered, not suspended, registration not
-  pending) changes at e: `{"region", "capability", "old", "new", ...same keys}`. These
+  pending) changes at e: `{"region", "capability", "old", "new", ...same keys}`; and a
+  `data_centre_isolated` switch gives one item `{"region", "scope": "outside",
+  "capability": "route_via:<code>", ...}`: the answer for an ordinary account *outside* the
+  region without a choice (rule 10 is answered from the region's own events: no fan-out). These
   rules are answered from the region's own events and are never fanned out, so one item
   stands for every account there. A `free_hosting_suspended` switch gives no region item:
   it reaches accounts as their own HostingRevoked / HostingRestored, listed as account
@@ -56,7 +61,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from entitlements.domain.event_facts import fact_from_event
@@ -70,6 +75,7 @@ from entitlements.domain.events import (
 )
 from entitlements.domain.rules import (
     CAPABILITIES,
+    ROUTE_VIA,
     AccountState,
     Fact,
     Verdict,
@@ -199,7 +205,8 @@ def _account_event_items(
     accounts[key] = after
     code = _registered_region(after)
     account_id = stream.removeprefix("account:")
-    return _account_items(account_id, code, regions.facts(code), before, after, fact, position)
+    known = [c for c, events in regions.events.items() if events]  # (a copy keeps empty ones)
+    return _account_items(account_id, code, regions.facts, known, before, after, fact, position)
 
 
 def _order(fact: Fact) -> tuple[Any, int]:
@@ -270,8 +277,17 @@ def _changes_at(
         fact = next(f for f in stream if f.version == version)
         before = [f for f in stream if f is not fact]
         code = _registered_region(stream)
-        region = log.regions.get(code, [])
-        return _account_items(account_id, code, region, before, stream, fact, position)
+        regions = log.regions
+        return _account_items(
+            account_id,
+            code,
+            lambda c: regions.get(c, []),
+            list(regions),
+            before,
+            stream,
+            fact,
+            position,
+        )
     (code,) = changed.regions
     stream = log.regions[code]
     fact = next(f for f in stream if f.version == version)
@@ -281,19 +297,26 @@ def _changes_at(
 def _account_items(
     account_id: str,
     code: str,
-    region_facts: list[Fact],
+    region_facts: Callable[[str], list[Fact]],
+    known: list[str],
     before: list[Fact],
     after: list[Fact],
     fact: Fact,
     position: int,
 ) -> list[dict[str, Any]]:
     """One item per capability whose answer at the fact's effective time the account's
-    stream `before` and `after` it give differently (its region's facts as of the same
-    position)."""
-    region = fold_region(code, region_facts, at=fact.effective_at)
-    old = fold_account(before, at=fact.effective_at)
-    new = fold_account(after, at=fact.effective_at)
+    stream `before` and `after` it give differently (the regions' facts as of the same
+    position, `region_facts(code)`): the fixed capabilities, and `route_via:R` for every
+    region R with events (`known`), the account's own and those its choices name."""
+    t = fact.effective_at
+    region = fold_region(code, region_facts(code), at=t)
+    old = fold_account(before, at=t)
+    new = fold_account(after, at=t)
     verdicts = [(cap, decide(cap, old, region), decide(cap, new, region)) for cap in CAPABILITIES]
+    chosen = [r for s in (old, new) if s.data_regions for r in s.data_regions.data["regions"]]
+    for via in sorted({*known, code, *chosen}):
+        cap, target = ROUTE_VIA + via, fold_region(via, region_facts(via), at=t)
+        verdicts.append((cap, decide(cap, old, target), decide(cap, new, target)))
     return _items({"account_id": account_id}, verdicts, fact, position)
 
 
@@ -308,7 +331,13 @@ def _region_items(code: str, before: list[Fact], fact: Fact, position: int) -> l
         (cap, decide(cap, ordinary, old_region), decide(cap, ordinary, new_region))
         for cap in REGION_CAPABILITIES
     ]
-    return _items({"region": code}, verdicts, fact, position)
+    items = _items({"region": code}, verdicts, fact, position)
+    # route_via:code for an ordinary account outside the region without a choice: its
+    # isolation (rule 10) is answered from the region's own events, never fanned out either
+    outsider = _ordinary_account("", fact)
+    via = ROUTE_VIA + code
+    verdict = (via, decide(via, outsider, old_region), decide(via, outsider, new_region))
+    return items + _items({"region": code, "scope": "outside"}, [verdict], fact, position)
 
 
 def _ordinary_account(code: str, fact: Fact) -> AccountState:

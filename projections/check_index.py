@@ -24,6 +24,11 @@ Facts (times from the array) only when read.
   effect on time with no new event recorded); other accounts are decided from the array.
   The decisions of the accounts checked last are kept too, in a small dict (one lookup).
 - `at` / `as_known_at`: two bisects in the shared array, then the memoised verdict.
+- `route_via:R` (rule 10) reads R's line instead of the account's region's (`_VIA`: one
+  dict lookup, also made for the other capabilities); its cells are memoised alike, keyed
+  by the shape (which holds the choice of data regions), R's state and the capability, and
+  its "now" answers are kept per template under the capability's name, until R's next
+  change point. So it costs what `host` costs (benchmarks/test_route_via_path.py).
 
 Updates come from `update(facts, changed)` (catch-up, follow, rebuild); an account is
 encoded on its next check, not in the update. Readers take no lock; writers hold one, and a
@@ -44,6 +49,7 @@ from functools import lru_cache
 from itertools import islice
 from time import time
 from typing import Any, cast
+from weakref import WeakKeyDictionary
 
 from entitlements.domain.decisions import Decision, UnknownAccount
 from entitlements.domain.event_facts import standin
@@ -54,9 +60,12 @@ from entitlements.domain.rules import (
     AccountState,
     Fact,
     RegionState,
-    UnknownCapability,
+    all_capabilities,
+    capability_region,
+    check_capability,
     decide,
     fold_account,
+    route_via_region,
 )
 from entitlements.domain.times import EPOCH, aware
 from projections.facts import Changed
@@ -71,6 +80,10 @@ from projections.timeline import (
 CACHE_SIZE = 1 << 21  # memoised cells kept (oldest evicted first)
 HOT_SIZE = 1 << 14  # "now" decisions of the accounts checked last, kept (oldest evicted first)
 SLOTS = {cap: i for i, cap in enumerate(CAPABILITIES)}
+#: R of each `route_via:R` asked so far (at most 26 * 26 entries): the region whose line
+#: answers it, one dict lookup on the hot path (a capability absent here is answered from
+#: the account's own region, or is not yet known to be a route_via).
+_VIA: dict[str, str] = {}
 _US = timedelta(microseconds=1)
 SHIFT = 32  # code = offset << SHIFT | template id
 MASK = (1 << SHIFT) - 1
@@ -597,6 +610,7 @@ Entry = int | list[Fact]
 #: capability, in SLOTS' order: a tuple, which costs less than a dict).
 NowCells = tuple[Any, ...]
 _NOW_AT = {cap: i + 2 for cap, i in SLOTS.items()}  # where a capability's verdict is in one
+_NO_CELLS: dict[int, NowCells] = {}  # (never written: a route_via:R not yet kept)
 
 
 def code_of(entry: Any) -> int | None:
@@ -618,7 +632,8 @@ class CheckIndex:
         self.cache_size = cache_size  # memoised cells kept (oldest evicted first)
         self._cells: dict[tuple[AccountState, RegionState, str], tuple[Any, ...]] = {}
         self._times: dict[Any, int] = {}  # `at` / `as_known_at` as given -> microseconds
-        self._now: dict[int, NowCells] = {}  # template id -> its settled accounts' answers
+        # template id -> its settled accounts' answers; "route_via:R" -> {template id: one}
+        self._now: dict[Any, Any] = {}
         # The "now" decisions of the accounts checked last: one lookup in a small dict that
         # stays in the CPU's caches, and no Decision made (a bounded few, not one an account)
         self._hot: dict[str, Decision] = {}
@@ -667,6 +682,7 @@ class CheckIndex:
             if store is not None:
                 self._adopt(store)
             self.accounts, self.regions, self.position = accounts, lines, position
+            _KNOWN.pop(self, None)  # new accounts: their regions are read again
             self._now.clear()
             self._hot.clear()
             self._cells.clear()
@@ -761,7 +777,8 @@ class CheckIndex:
                 j = bisect_right(array, t, offset + lo, offset + hi) - offset - lo - 1
             if j >= 0:
                 shape = shapes[j]
-                line = self.regions.get(template.region, EMPTY_LINE)
+                via = _VIA.get(capability)
+                line = self.regions.get(template.region if via is None else via, EMPTY_LINE)
                 region = line.fixed
                 if region is None:
                     last = line.last  # the (T, K) last asked of this region, and its state
@@ -773,7 +790,7 @@ class CheckIndex:
                 cell = self._cells.get((shape, region, capability))
                 if cell is not None:
                     return _new(Decision, (account_id, cell, self.position, self._cite, code))
-        region = self.regions.get(template.region, EMPTY_LINE).state_at(t, k)
+        region = _line(self.regions, template, capability).state_at(t, k)
         return self._decide(account_id, capability, code, template, shape, region)
 
     def capabilities(
@@ -782,7 +799,8 @@ class CheckIndex:
         at: datetime | str | None = None,
         as_known_at: datetime | str | None = None,
     ) -> list[Decision]:
-        return [self.check(account_id, cap, at, as_known_at) for cap in CAPABILITIES]
+        caps = all_capabilities(known_regions(self))
+        return [self.check(account_id, cap, at, as_known_at) for cap in caps]
 
     def _decide(
         self,
@@ -799,8 +817,6 @@ class CheckIndex:
         key = (shape, region, capability)  # shapes and region states hash by identity
         cell = self._cells.get(key)
         if cell is None:
-            if capability not in SLOTS:
-                raise UnknownCapability(capability)
             v = decide(capability, shape, region)
             refs = tuple(f.version if f.stream == "" else f for f in v.because)
             cell = (capability, v.allowed, v.value, v.reason, refs)  # a Decision's verdict
@@ -834,10 +850,13 @@ class CheckIndex:
         generation = self._generation
         code: Any = self.accounts.get(account_id)
         if code.__class__ is int:
-            now = self._now.get(code & MASK)
+            i = _NOW_AT.get(capability)
+            if i is None:  # route_via:R: its own cells per template (R's change points)
+                now, i = self._now.get(capability, _NO_CELLS).get(code & MASK), 2
+            else:
+                now = self._now.get(code & MASK)
             if (
                 now is not None
-                and (i := _NOW_AT.get(capability)) is not None
                 and (cell := now[i]) is not None
                 and self._array[(code >> SHIFT) + now[0]] <= self._seen
                 and (now[1] is None or now[1] > time() * 1e6)  # rule 9
@@ -851,8 +870,6 @@ class CheckIndex:
     def _check_now(self, account_id: str, capability: str) -> Decision:
         """Decide for now; an account whose every effective time is past gives its
         template's answer, kept for the others until the region's next change point."""
-        if capability not in SLOTS:
-            raise UnknownCapability(capability)
         generation = self._generation
         code = self.code(account_id)
         store = self.store
@@ -867,7 +884,7 @@ class CheckIndex:
             shape = shapes[j - 1] if j > 0 else None
             change = store.times[offset + lo + j] if lo + j < hi else None
             settled = hi - 1 if change is None else -1
-        line = self.regions.get(template.region, EMPTY_LINE)
+        line = _line(self.regions, template, capability)
         decision = self._decide(
             account_id, capability, code, template, shape, line.state_at(t, None)
         )
@@ -901,13 +918,47 @@ class CheckIndex:
         return us
 
 
+def _line(regions: Mapping[str, RegionLine], template: Template, capability: str) -> RegionLine:
+    """The line of the region a capability is answered from (the account's own, or R's for
+    `route_via:R`, then remembered in _VIA); UnknownCapability for no capability."""
+    check_capability(capability)
+    via = route_via_region(capability)
+    if via is not None:
+        _VIA[capability] = via
+    return regions.get(capability_region(capability, template.region), EMPTY_LINE)
+
+
+#: Per index: (the accounts dict it read, how many of its entries, the regions found).
+_KNOWN: WeakKeyDictionary[CheckIndex, tuple[int, int, frozenset[str]]] = WeakKeyDictionary()
+
+
+def known_regions(index: CheckIndex) -> frozenset[str]:
+    """The regions the store knows: those with events of their own, and the accounts'
+    (an account's region never changes, and new accounts come last in the dict, so only
+    the accounts added since the last call are read; under the writers' lock, briefly)."""
+    accounts, templates = index.accounts, index.interner.templates
+    kept = _KNOWN.get(index)
+    if kept is None or kept[0] != id(accounts) or kept[1] > len(accounts):
+        kept = (id(accounts), 0, frozenset())
+    found = set(kept[2])
+    with index._lock:  # the dict is not changed while its new part is read
+        count = len(accounts)
+        for entry in islice(accounts.values(), kept[1], None):
+            if entry.__class__ is list:
+                found.add(entry[0].data.get("region", "") if entry else "")
+            else:
+                found.add(templates[entry & MASK].region)  # type: ignore[operator]
+    _KNOWN[index] = (id(accounts), count, frozenset(found))
+    return frozenset(found | set(index.regions)) - {""}
+
+
 def _evict(cache: dict[Any, Any], size: int) -> None:
     while len(cache) >= size:
         del cache[next(iter(cache))]
 
 
 def _keep_now(
-    now: dict[int, tuple[Any, ...]],
+    now: dict[Any, Any],
     template_id: int,
     when: tuple[int, int | None],
     capability: str,
@@ -915,8 +966,11 @@ def _keep_now(
 ) -> None:
     """A template's "now" verdict for a capability, into `now` (`when`: the slot of its
     accounts' last effective time, the region's next change). Under the index's lock."""
+    at = _NOW_AT.get(capability)
+    if at is None:  # route_via:R: under its name, one verdict per template
+        now.setdefault(capability, {})[template_id] = (*when, verdict)
+        return
     kept = now.get(template_id)
     if kept is None or kept[:2] != when:
         kept = when + (None,) * len(SLOTS)
-    at = _NOW_AT[capability]
     now[template_id] = (*kept[:at], verdict, *kept[at + 1 :])

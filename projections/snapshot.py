@@ -65,7 +65,7 @@ def fingerprint(notification: Any) -> dict[str, Any]:
 
 
 FORMAT = "entitlements-index-snapshot"
-SCHEMA = 6  # raise whenever the index's layout changes: an older file is then ignored
+SCHEMA = 7  # raise whenever the index's layout changes: an older file is then ignored
 HEADER_MAX = 1 << 28  # bytes of the header line read at most
 
 

@@ -28,6 +28,7 @@ from entitlements.domain.events import (
     ACCOUNT_REGISTERED,
     ACCOUNT_REINSTATED,
     ACCOUNT_SUSPENDED,
+    DATA_REGIONS_CHOSEN,
     HOSTING_RESTORED,
     HOSTING_REVOKED,
     MOVED_TO_PARTNER,
@@ -53,6 +54,7 @@ ACCOUNT_FIELDS = (
     "registration_suspended_rule",  # registration pending sales approval, by this rule
     "manual_revocation_reason",  # a hosting revocation asked for by someone ('' if no reason)
     "rule_revocation_rule",  # a hosting revocation a region rule caused, by this rule
+    "data_regions",  # rule 10: the choice in force, ", "-separated in the order chosen
 )
 #: The columns a region row holds, after `region` and before the four times.
 REGION_FIELDS = (
@@ -111,7 +113,8 @@ def not_registered_reason(registration: Fact | None) -> str:
     _REG_RULE,
     _MANUAL,
     _BY_RULE,
-) = range(9)
+    _CHOICE,
+) = range(10)
 
 
 def _account_belief(
@@ -121,7 +124,7 @@ def _account_belief(
     the first effective time known on, equal neighbours merged. Mirrors `fold_account`: the
     state after every fact effective by T (in `Fact.order`) and recorded by K."""
     pieces: list[Piece] = []
-    v: list[Any] = [unregistered, "free", "online", None, None, None, None, None, None]
+    v: list[Any] = [unregistered, "free", "online", None, None, None, None, None, None, None]
     current: tuple[Any, ...] | None = None
     start: datetime | None = None
     at: datetime | None = None
@@ -185,6 +188,8 @@ def _take(v: list[Any], f: Fact) -> None:
         v[_SUSPENSION] = str(data.get("reason"))
     elif kind == ACCOUNT_REINSTATED:
         v[_JURISDICTION] = v[_SUSPENSION] = None
+    elif kind == DATA_REGIONS_CHOSEN:
+        v[_CHOICE] = ", ".join(data["regions"])  # as rule 10's reason quotes it
 
 
 def account_rows(

@@ -14,7 +14,9 @@ Views (over the current tables):
 - `capability_intervals`: what each capability was, over which effective and recorded
   times: an account's rectangles intersected with its region's, for each of the seven
   capabilities, decided by CASE expressions that reproduce `entitlements.domain.rules.decide`
-  (allowed, value and the very same reason text), with the account's region and plan in that rectangle.
+  (allowed, value and the very same reason text), with the account's region and plan in that
+  rectangle; and `route_via:R` for every region R the tables know (an account's or one with
+  rows of its own), its rectangles intersected with R's (rule 10 reads R's isolation).
 - `capabilities_now`: what holds now, as known now. Exact at any moment, including when a
   future-effective event's time arrives.
 - `capability_day_changes` (projections/daily_counts.py): the analysts' daily counts, as
@@ -48,6 +50,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    union,
     union_all,
 )
 from sqlalchemy.engine import Engine as SqlEngine
@@ -57,9 +60,12 @@ from entitlements.domain.rules import (
     BOOLEAN_CAPABILITIES,
     CAPABILITIES,
     CHANNEL_CLOSED_BY,
+    ISOLATION_RULE,
     LIMIT_CAPABILITIES,
     LIMITS,
+    PAID_PLANS,
     REGION_RULES,
+    ROUTE_VIA,
 )
 
 
@@ -114,6 +120,7 @@ def define_tables(suffix: str = "") -> ReadModelTables:
         Column("registration_suspended_rule", String(64)),
         Column("manual_revocation_reason", String),
         Column("rule_revocation_rule", String(64)),
+        Column("data_regions", String),
         *_times(),
         Index(f"ix_account_states{suffix}_account", "account_id"),
     )
@@ -175,43 +182,16 @@ def _capabilities(tables: ReadModelTables, now: Any = None) -> Any:
     (now, as known now), filtered on the tables' own columns (a filter on the view's
     computed times would reach no index and decide every row first)."""
     a, r = tables.account_states.c, tables.region_states.c
-
-    def later(x: Any, y: Any) -> ColumnElement[Any]:  # y NULL: since always
-        return case((or_(y.is_(None), y < x), x), else_=y)
-
-    def earlier(x: Any, y: Any) -> ColumnElement[Any]:  # NULL: open-ended
-        return case((y.is_(None), x), (x.is_(None), y), (y < x, y), else_=x)
-
-    overlaps = and_(
-        r.region == a.region,
-        or_(
-            r.effective_from.is_(None), a.effective_to.is_(None), r.effective_from < a.effective_to
-        ),
-        or_(r.effective_to.is_(None), r.effective_to > a.effective_from),
-        or_(r.recorded_from.is_(None), a.recorded_to.is_(None), r.recorded_from < a.recorded_to),
-        or_(r.recorded_to.is_(None), r.recorded_to > a.recorded_from),
-    )
+    overlaps = and_(r.region == a.region, _overlapping(a, r, now))
     holding: list[Any] = []
     if now is not None:
-        overlaps = and_(
-            overlaps,
-            r.recorded_to.is_(None),
-            or_(r.effective_from.is_(None), r.effective_from <= now),
-            or_(r.effective_to.is_(None), r.effective_to > now),
-        )
         holding = [
             a.recorded_to.is_(None),
             a.effective_from <= now,
             or_(a.effective_to.is_(None), a.effective_to > now),
         ]
     joined = tables.account_states.outerjoin(tables.region_states, overlaps)
-    times = [
-        later(a.effective_from, r.effective_from).label("effective_from"),
-        earlier(a.effective_to, r.effective_to).label("effective_to"),
-        later(a.recorded_from, r.recorded_from).label("recorded_from"),
-    ]
-    if now is None:
-        times.append(earlier(a.recorded_to, r.recorded_to).label("recorded_to"))
+    times = _intersected(a, r, now)
     branches = []
     for capability in CAPABILITIES:
         allowed, value, reason = _decide(capability, a, r)
@@ -229,7 +209,141 @@ def _capabilities(tables: ReadModelTables, now: Any = None) -> Any:
             .select_from(joined)
             .where(*holding)
         )
+    branches.append(_route_via(tables, now, holding))
     return union_all(*branches)
+
+
+def _later(x: Any, y: Any) -> ColumnElement[Any]:  # y NULL: since always
+    return case((or_(y.is_(None), y < x), x), else_=y)
+
+
+def _earlier(x: Any, y: Any) -> ColumnElement[Any]:  # NULL: open-ended
+    return case((y.is_(None), x), (x.is_(None), y), (y < x, y), else_=x)
+
+
+def _overlapping(a: Any, r: Any, now: Any) -> ColumnElement[Any]:
+    """A region rectangle `r` overlapping the account rectangle `a` (and, with `now`,
+    holding now as known now)."""
+    overlaps = and_(
+        or_(
+            r.effective_from.is_(None), a.effective_to.is_(None), r.effective_from < a.effective_to
+        ),
+        or_(r.effective_to.is_(None), r.effective_to > a.effective_from),
+        or_(r.recorded_from.is_(None), a.recorded_to.is_(None), r.recorded_from < a.recorded_to),
+        or_(r.recorded_to.is_(None), r.recorded_to > a.recorded_from),
+    )
+    if now is not None:
+        overlaps = and_(
+            overlaps,
+            r.recorded_to.is_(None),
+            or_(r.effective_from.is_(None), r.effective_from <= now),
+            or_(r.effective_to.is_(None), r.effective_to > now),
+        )
+    return overlaps
+
+
+def _intersected(a: Any, r: Any, now: Any) -> list[Any]:
+    """The times of an account rectangle intersected with a region's (a missing region
+    rectangle, NULL: the account's own)."""
+    times = [
+        _later(a.effective_from, r.effective_from).label("effective_from"),
+        _earlier(a.effective_to, r.effective_to).label("effective_to"),
+        _later(a.recorded_from, r.recorded_from).label("recorded_from"),
+    ]
+    if now is None:
+        times.append(_earlier(a.recorded_to, r.recorded_to).label("recorded_to"))
+    return times
+
+
+def _route_via(tables: ReadModelTables, now: Any, holding: list[Any]) -> Any:
+    """`route_via:R` for every region R the tables know: each account rectangle joined with
+    every R, then intersected with R's rectangles (rule 10 reads R's isolation)."""
+    a = tables.account_states.c
+    known = union(
+        select(tables.account_states.c.region.label("code")),
+        select(tables.region_states.c.region.label("code")),
+    ).subquery("known_regions")
+    via_table = tables.region_states.alias("via")
+    via = via_table.c
+    joined = tables.account_states.join(known, known.c.code != "").outerjoin(
+        via_table, and_(via.region == known.c.code, _overlapping(a, via, now))
+    )
+    allowed, value, reason = _decide_route_via(a, via, known.c.code)
+    return (
+        select(
+            a.account_id,
+            (literal(ROUTE_VIA, String) + known.c.code).label("capability"),
+            allowed.label("allowed"),
+            value.label("value"),
+            reason.label("reason"),
+            *_intersected(a, via, now),
+            a.region,
+            a.plan,
+        )
+        .select_from(joined)
+        .where(*holding)
+    )
+
+
+def _decide_route_via(a: Any, via: Any, code: Any) -> tuple[ColumnElement[Any], ...]:
+    """(allowed, value, reason) of `route_via:code`: rules 1, 7 and 10 as `decide` applies
+    them (`decide_route_via`), in the same order, with the same words."""
+    none = cast(null(), Integer)
+    paid = a.plan.in_(PAID_PLANS)
+    chosen = a.data_regions.is_not(None)
+    among = (", " + a.data_regions + ", ").like("%, " + code + ", %")  # codes: no wildcards
+    branches: list[tuple[Any, Any, Any, Any]] = [
+        *_registered_and_active(a, none),  # rules 7 and 1
+        (code == a.region, true(), none, code + " is the account's own region"),
+        (
+            via[ISOLATION_RULE].is_(True),
+            false(),
+            none,
+            f"{ISOLATION_RULE} in "
+            + code
+            + ": its data centres carry only "
+            + code
+            + "'s own accounts",
+        ),
+        (
+            and_(paid, chosen, among),
+            true(),
+            none,
+            code + " is among the chosen data regions: " + a.data_regions,
+        ),
+        (
+            and_(paid, chosen),
+            false(),
+            none,
+            code + " is not among the chosen data regions: " + a.data_regions,
+        ),
+        (
+            chosen,
+            true(),
+            none,
+            code + " is not isolated; the chosen data regions apply to paid plans only "
+            "(now on the " + a.plan + " plan)",
+        ),
+        (None, true(), none, code + " is not isolated and no data regions are chosen"),
+    ]
+    *cases, default = branches
+    return tuple(case(*((c[0], c[i]) for c in cases), else_=default[i]) for i in (1, 2, 3))
+
+
+def _registered_and_active(a: Any, zero: Any) -> list[tuple[Any, Any, Any, Any]]:
+    """Rules 7 and 1, first for every capability: (condition, allowed, value, reason)."""
+    return [
+        (a.not_registered_reason.is_not(None), false(), zero, a.not_registered_reason),
+        (
+            a.suspension_jurisdiction.is_not(None),
+            false(),
+            zero,
+            "account suspended (jurisdiction "
+            + a.suspension_jurisdiction
+            + "): "
+            + a.suspension_reason,
+        ),
+    ]
 
 
 def _blocking_reasons(a: Any, manual_on: Any, rule_on: Any) -> tuple[Any, Any]:
@@ -284,23 +398,10 @@ def _decide(capability: str, a: Any, r: Any) -> tuple[ColumnElement[Any], ...]:
     zero = literal(0, Integer) if limit else cast(null(), Integer)
     none = cast(null(), Integer)
     # (condition, allowed, value, reason), first match wins, the last is the default
-    registered = a.not_registered_reason.is_(None)
-    suspended = a.suspension_jurisdiction.is_not(None)
     pending = a.registration_suspended_rule.is_not(None)
     manual_on = a.manual_revocation_reason.is_not(None)
     rule_on = a.rule_revocation_rule.is_not(None)
-    branches: list[tuple[Any, Any, Any, Any]] = [
-        (~registered, false(), zero, a.not_registered_reason),  # rule 7
-        (  # rule 1
-            suspended,
-            false(),
-            zero,
-            "account suspended (jurisdiction "
-            + a.suspension_jurisdiction
-            + "): "
-            + a.suspension_reason,
-        ),
-    ]
+    branches = _registered_and_active(a, zero)  # rules 7 and 1
     registration, revoked = _blocking_reasons(a, manual_on, rule_on)
     if capability == "join":  # rule 2
         branches.append((None, true(), none, literal("may join meetings", String)))

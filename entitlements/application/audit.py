@@ -3,6 +3,7 @@
     explain(engine, "cn-free-01", "host", at="2020-05-19")   # the decision, how long it holds, why
     history(engine, "cn-free-01", as_known_at="2020-06-01")  # events and rejections known by K
     jurisdiction(engine, "CN")                               # CN's requests never left CN
+    residency(engine, "CN")                                  # no meeting from outside via CN
     export_case(engine, account_id="cn-free-01")             # a case file (JSON or CSV)
     bitemporal(engine, "cn-ent-02", "host")                  # its answers over both clocks
 
@@ -13,8 +14,9 @@ positions and command records. The rules are the domain's (`rules.fold_account`,
 `fold_region`, `decide`); no projection is consulted, so an audit does not trust the very
 read models it may be checking. Each question walks the log once: fine for an auditor, not
 for the hot path. The questions live in sibling modules by kind (the log helpers in
-`audit_log`, the jurisdiction promise in `audit_jurisdiction`, the case file in
-`audit_export`); this module answers the rest and is the one door to them all.
+`audit_log`, the jurisdiction promise in `audit_jurisdiction`, the residency promise in
+`audit_residency`, the case file in `audit_export`); this module answers the rest and is
+the one door to them all.
 """
 
 from __future__ import annotations
@@ -39,14 +41,16 @@ from entitlements.application.audit_log import (
     event_view,
     log_head,
 )
+from entitlements.application.audit_residency import residency
 from entitlements.application.engine import Engine
 from entitlements.domain.account import account_uuid
 from entitlements.domain.bitemporal import Rectangle, rectangles
 from entitlements.domain.rules import (
-    CAPABILITIES,
     Fact,
     UnknownCapability,
     Verdict,
+    capability_region,
+    check_capability,
     decide,
     fold_account,
     fold_region,
@@ -70,6 +74,7 @@ __all__ = [
     "log_head",
     "parse_when",
     "prove_jurisdiction",
+    "residency",
     "verify",
 ]
 
@@ -162,13 +167,11 @@ def explain(
     The decision is `engine.check`'s own; `check_agrees` says the domain fold gives it too."""
     t = parse_when("at", at) or now()
     k = parse_when("as_known_at", as_known_at)
-    if capability not in CAPABILITIES:
-        engine.check(account_id, "join")  # an unknown account first, as `check` does
-        raise UnknownCapability(capability)
+    _known_capability(engine, account_id, capability)
     d = engine.check(account_id, capability, t, k)
     log = AuditLog(engine)
     account = log.account(account_id)
-    code = account.region
+    code = capability_region(capability, account.region)  # R's events for route_via:R
     region_facts = log.region_facts(code)
     mine = _verdict(capability, account.facts, code, region_facts, t, k)
     since, until = holds(capability, account.facts, code, region_facts, t, k)
@@ -200,7 +203,7 @@ def explain(
     return {
         "account_id": account_id,
         "capability": capability,
-        "region": code,
+        "region": account.region,
         "at": iso(t),
         "as_known_at": iso(k) if k else None,
         "allowed": d.allowed,
@@ -217,12 +220,21 @@ def bitemporal(engine: Engine, account_id: str, capability: str) -> list[Rectang
     """The rectangles of the (effective, recorded) plane over which the account's answer
     for the capability stays the same, from its events and its region's on file (see
     entitlements/domain/bitemporal.py); `explain --png` draws them."""
-    if capability not in CAPABILITIES:
-        engine.check(account_id, "join")  # an unknown account first, as `check` does
-        raise UnknownCapability(capability)
+    _known_capability(engine, account_id, capability)
     log = AuditLog(engine)
     account = log.account(account_id)
-    return rectangles(capability, account.facts, account.region, log.region_facts(account.region))
+    code = capability_region(capability, account.region)
+    return rectangles(capability, account.facts, code, log.region_facts(code))
+
+
+def _known_capability(engine: Engine, account_id: str, capability: str) -> None:
+    """An unknown account first (UnknownAccount, as `check` does), then an unknown
+    capability (UnknownCapability)."""
+    try:
+        check_capability(capability)
+    except UnknownCapability:
+        engine.check(account_id, "join")
+        raise
 
 
 # -- history as known at K, with the rejections beside the events ---------------------------

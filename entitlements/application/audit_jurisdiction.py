@@ -25,6 +25,7 @@ from entitlements.domain.events import (
     ACCOUNT_SUSPENDED,
     COMMAND_APPLIED,
     COMMAND_REJECTED,
+    DATA_REGIONS_CHOSEN,
     HOSTING_RESTORED,
     HOSTING_REVOKED,
     MOVED_TO_PARTNER,
@@ -49,6 +50,7 @@ _OWN_EVENT: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "move_to_partner": (MOVED_TO_PARTNER, ("partner",)),
     "suspend_account": (ACCOUNT_SUSPENDED, ("jurisdiction", "reason")),
     "reinstate_account": (ACCOUNT_REINSTATED, ("reason",)),
+    "choose_data_regions": (DATA_REGIONS_CHOSEN, ("regions",)),
 }
 _MODELS: Mapping[str, type[BaseModel]] = {
     get_args(m.model_fields["command"].annotation)[0]: m for m in get_args(Command)

@@ -207,6 +207,9 @@ class Handlers:
                     account.suspend(cmd.jurisdiction, cmd.reason, eff, recorded_at, who)
                 case c.ReinstateAccount():
                     account.reinstate(cmd.reason, eff, recorded_at, who)
+                case c.ChooseDataRegions():
+                    chosen = [self.aggregates.rules(r, group) for r in cmd.regions]
+                    account.choose_data_regions(chosen, eff, recorded_at, who)
                 case _:
                     assert_never(cmd)
         account.reconcile_hosting(region, recorded_at, who)

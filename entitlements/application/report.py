@@ -19,7 +19,14 @@ from typing import Any
 from eventsourcing.application import Application
 from rich.table import Table
 
-from entitlements.domain.rules import CAPABILITIES, LIMIT_CAPABILITIES, PLANS
+from entitlements.domain.rules import (
+    CAPABILITIES,
+    LIMIT_CAPABILITIES,
+    PLANS,
+    UnknownCapability,
+    check_capability,
+    route_via_region,
+)
 from projections.daily_counts import (
     RuleSwitch,
     counts_per_day,
@@ -84,10 +91,13 @@ def check_range(start: date, end: date) -> None:
 
 def check_capabilities(capabilities: Sequence[str]) -> None:
     for c in capabilities:
-        if c not in CAPABILITIES:
+        try:
+            check_capability(c)
+        except UnknownCapability:
             raise ValueError(
-                f"--capability: unknown capability {c[:40]!r} ({', '.join(CAPABILITIES)})"
-            )
+                f"--capability: unknown capability {c[:40]!r} ({', '.join(CAPABILITIES)}, "
+                "or route_via:R)"
+            ) from None
 
 
 def read_models_level(app: Application[Any], url: str) -> int:
@@ -139,6 +149,9 @@ def allowed_to(capability: str) -> str:
     """What a count counts, in words ("that may host"; a limit is allowed when above 0)."""
     if capability in LIMIT_CAPABILITIES:
         return f"with {capability} above 0"
+    via = route_via_region(capability)
+    if via is not None:
+        return f"whose meetings may be routed via {via}"
     return f"that may {capability.replace('_', ' ')}"
 
 

@@ -1,4 +1,5 @@
-"""`entitlements audit`: the auditors' proofs from the log (jurisdiction, export, verify)."""
+"""`entitlements audit`: the auditors' proofs from the log (jurisdiction, residency, export,
+verify)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from entitlements.application import audit
 from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_OK, EXIT_VIOLATION
 from entitlements.cli.output import asked_by, err, out
+from entitlements.domain.rules import ISOLATION_RULE
 
 
 def cmd_audit_jurisdiction(engine: Engine, args: argparse.Namespace) -> int:
@@ -108,6 +110,71 @@ def _print_verdict(report: dict[str, Any]) -> None:
         )
 
 
+def cmd_audit_residency(engine: Engine, args: argparse.Namespace) -> int:
+    """Exit 0 when no account outside REGION could be routed via REGION while its data
+    centres were isolated (as known now, and as known then); 6 with each violation."""
+    report = audit.residency(engine, args.region)
+    code = EXIT_OK if report["holds"] else EXIT_VIOLATION
+    if args.json:
+        print(json.dumps(report))
+        return code
+    r = report["region"]
+    out.print(
+        escape(f"Residency of {r}, from the log up to position {report['head']['position']}:")
+    )
+    for table in _residency_tables(report):
+        out.print(table)
+    exposure = report["exposure"]
+    if exposure["until"] is not None:
+        out.print(
+            escape(
+                f"before the isolation took effect ({exposure['until']}): "
+                f"{exposure['accounts']} accounts outside {r} could be routed via {r}"
+                + (f", from {exposure['since']}" if exposure["since"] else "")
+            )
+        )
+    if report["holds"]:
+        out.print(
+            "[green]holds:[/] "
+            + escape(
+                f"no account outside {r} could be routed via {r} while its data centres "
+                "were isolated, as known now or as known then."
+                if report["isolation"]
+                else f"{r}'s data centres were never isolated: nothing was promised."
+            )
+        )
+    for v in report["violations"]:
+        out.print("[red]VIOLATION[/] " + escape(v["violation"]), soft_wrap=True)
+    return code
+
+
+def _spans(intervals: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{i['since']} to {i['until'] or 'now'}" for i in intervals) or "-"
+
+
+def _residency_tables(report: dict[str, Any]) -> list[Table]:
+    """The isolation's switches with their clocks, and the accounts that could be routed."""
+    r = report["region"]
+    switches = _table(
+        f"{ISOLATION_RULE} in {r}: its clocks",
+        ("switch", "effective_at", "recorded_at", "clocks", "asked by"),
+        (
+            (f"{c['type']} v{c['version']}", c["effective_at"], c["recorded_at"], c["clocks"])
+            + (asked_by(c),)
+            for c in report["isolation"]
+        ),
+    )
+    accounts = _table(
+        f"accounts outside {r} that could be routed via {r} (effective time)",
+        ("account", "region", "as known now", "as known then"),
+        (
+            (a["account_id"], a["region"], _spans(a["as_known_now"]), _spans(a["as_known_then"]))
+            for a in report["accounts"]
+        ),
+    )
+    return [switches, accounts]
+
+
 def cmd_audit_export(engine: Engine, args: argparse.Namespace) -> int:
     """A case file, as JSON or CSV, to a file or stdout."""
     if (args.account is None) == (args.region is None):
@@ -184,11 +251,12 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     """`audit` and its actions."""
     p = sub.add_parser(
         "audit",
-        help="auditors' proofs from the log: jurisdiction, export, verify",
+        help="auditors' proofs from the log: jurisdiction, residency, export, verify",
         description="Read-only questions answered from the log itself.",
     )
     audit_sub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     _add_jurisdiction(audit_sub)
+    _add_residency(audit_sub)
     _add_export(audit_sub)
     _add_verify(audit_sub)
 
@@ -212,6 +280,27 @@ def _add_jurisdiction(audit_sub: argparse._SubParsersAction[Any]) -> None:
     a.add_argument("region", metavar="REGION", help="a region code, e.g. CN")
     a.add_argument("--json", action="store_true", help="print JSON for machines")
     a.set_defaults(run=cmd_audit_jurisdiction)
+
+
+def _add_residency(audit_sub: argparse._SubParsersAction[Any]) -> None:
+    """`audit residency REGION`."""
+    a = audit_sub.add_parser(
+        "residency",
+        help="show that no meeting from outside REGION was routed via REGION once isolated",
+        description="Walks the log and decides route_via:REGION with the domain's rules for "
+        "every account outside REGION, at every time where the answer can change. Lists "
+        "the data_centre_isolated switches of REGION with both clocks (ahead of time or "
+        "backdated, who asked), and each account that could be routed via REGION with the "
+        "effective-time intervals: as known now, and as known then (at each instant, what "
+        "was recorded by it: what a meeting service was told). Exit 0 when no such interval "
+        "reaches into a period in which the isolation was in force, 6 when one does "
+        "(printed: a backdated isolation shows as one).",
+        epilog="example:\n  entitlements audit residency CN\n"
+        "  entitlements audit residency CN --json | jq .violations",
+    )
+    a.add_argument("region", metavar="REGION", help="a region code, e.g. CN")
+    a.add_argument("--json", action="store_true", help="print JSON for machines")
+    a.set_defaults(run=cmd_audit_residency)
 
 
 def _add_export(audit_sub: argparse._SubParsersAction[Any]) -> None:

@@ -1,4 +1,5 @@
-"""`entitlements demo`: the china-2020 story on a store of its own, and what it answers."""
+"""`entitlements demo`: the china-2020 story on a store of its own, and what it answers; then
+the story's second thread, where a meeting's data may travel (residency-2020, in memory)."""
 
 from __future__ import annotations
 
@@ -101,6 +102,7 @@ def _demo(path: Path, kept: str | None) -> None:
         _print_beliefs(engine)
         if kept:
             _demo_picture(engine, path)
+    _print_residency()
     _print_next_steps(kept)
 
 
@@ -156,6 +158,46 @@ def _print_beliefs(engine: Engine) -> None:
         d = engine.check("cn-ent-02", "host", at="2020-10-01", as_known_at=known)
         label = f"as known at {known}" if known else "as known now"
         out.print(f"  host at 2020-10-01 {label}: {yes_no(d)} — {escape(d.reason)}")
+
+
+RESIDENCY_DATES = ("2020-04-10", "2020-04-20", "2020-05-02", "2020-07-02")
+RESIDENCY_ACCOUNTS = ("us-free-01", "us-ent-01", "de-pro-01", "cn-free-r1")
+RESIDENCY_VIA = ("CN", "US", "DE", "HK")
+
+
+def _print_residency() -> None:
+    """Section 5: the story's second thread, applied to an in-memory store of its own (the
+    demo's SQLite store stays china-2020's alone): route_via answers on key days, one
+    answer as known before the isolation was recorded, and the residency audit."""
+    out.print(
+        "\n[bold]5. Where a meeting's data may travel[/] (residency-2020, in memory): CN's "
+        "data centres isolated from 2020-04-18 (recorded 2020-04-14, ahead of time); "
+        "us-ent-01 chose US and DE, de-pro-01 DE and US (its choice naming CN refused; "
+        "set aside when it lapsed to free on 2020-07-01); us-ent-01 suspended on 2020-06-01"
+    )
+    with open_engine("memory://") as engine:
+        engine.apply_parsed(parse_command_file(scenario_path("residency-2020")))
+        for date in RESIDENCY_DATES:
+            table = Table(title=f"\n5. Through which data centres on {date}", title_justify="left")
+            table.add_column("account")
+            for via in RESIDENCY_VIA:
+                table.add_column(f"via {via}", justify="center")
+            for account in RESIDENCY_ACCOUNTS:
+                answers = [engine.check(account, f"route_via:{v}", at=date) for v in RESIDENCY_VIA]
+                table.add_row(escape(account), *(yes_no(d) for d in answers))
+            out.print(table)
+        for known in ("2020-04-13", None):
+            d = engine.check("us-free-01", "route_via:CN", at="2020-04-20", as_known_at=known)
+            label = f"as known at {known}" if known else "as known now"
+            out.print(
+                f"  us-free-01 via CN on 2020-04-20 {label}: {yes_no(d)} — {escape(d.reason)}"
+            )
+        proof = audit.residency(engine, "CN")
+        verdict = "holds" if proof["holds"] else f"{len(proof['violations'])} violations"
+        out.print(
+            f"  audit residency CN: {verdict}; before the isolation took effect, "
+            f"{proof['exposure']['accounts']} accounts outside CN could be routed via CN"
+        )
 
 
 def _print_next_steps(kept: str | None) -> None:

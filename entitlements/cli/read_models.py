@@ -253,7 +253,8 @@ def _add_report(sub: argparse._SubParsersAction[Any]) -> None:
         "--capability",
         action="append",
         metavar="C",
-        help=f"a capability to count (repeatable; default host): {' | '.join(CAPABILITIES)}",
+        help="a capability to count (repeatable; default host): "
+        + " | ".join((*CAPABILITIES, "route_via:R")),
     )
     p.add_argument("--png", metavar="FILE", help="also draw the counts over time into FILE")
     shape = p.add_mutually_exclusive_group()

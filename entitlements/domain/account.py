@@ -3,12 +3,12 @@
 Every command is validated against the account's state at its own effective time, as
 known now (all recorded events, future-effective ones included), then recorded as an
 event. Region-wide hosting rules reach the account as its own HostingRevoked /
-HostingRestored events (see `reconcile_hosting`), so one account's history explains it.
+HostingRestored events (see `FollowsOtherStreams.reconcile_hosting`), so one account's history explains it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -20,6 +20,7 @@ from entitlements.domain.events import (
     ACCOUNT_REGISTERED,
     ACCOUNT_REINSTATED,
     ACCOUNT_SUSPENDED,
+    DATA_REGIONS_CHOSEN,
     HOSTING_RESTORED,
     HOSTING_REVOKED,
     MOVED_TO_PARTNER,
@@ -32,6 +33,7 @@ from entitlements.domain.events import (
 from entitlements.domain.region import Region, RegionRules
 from entitlements.domain.rules import (
     CHANNEL_CLOSED_BY,
+    ISOLATION_RULE,
     NOBODY,
     PAID_PLANS,
     SALES_CHANNELS,
@@ -107,7 +109,67 @@ def _check_refused(state: AccountState, records: str, account_id: str, at: datet
             raise Rejected(reason.format(id=account_id, at=iso(at)))
 
 
-class Account(KeepsFacts):
+def _check_choice(
+    state: AccountState, regions: Sequence[Region | RegionRules], account_id: str, at: datetime
+) -> None:
+    """`choose_data_regions` refused (rule 10's command): the account suspended, not on a
+    paid plan, or a listed region other than its own isolated, each at `at`."""
+    if state.suspension is not None:
+        raise Rejected(f"account {account_id} is suspended at {iso(at)}")
+    if state.plan not in PAID_PLANS:
+        raise Rejected(
+            f"account {account_id} is on the {state.plan} plan at {iso(at)}: "
+            "only a paid plan chooses its data regions"
+        )
+    for r in regions:
+        if r.code != state.region and ISOLATION_RULE in r.state_at(at).rules_on:
+            raise Rejected(
+                f"{r.code} is {ISOLATION_RULE} at {iso(at)}: its data centres carry only "
+                f"{r.code}'s own accounts, not {account_id} in {state.region}"
+            )
+
+
+class FollowsOtherStreams:
+    """An account's commands that read other streams than its own: the region's hosting
+    rule recorded as the account's own events, and the data-centre regions it chooses
+    (checked against each region's isolation). A plain mixin of `Account` (its events are
+    Account's own), which keeps the aggregate's class to its own commands and events."""
+
+    # (Account's: its facts, its id, its state for a command and its events)
+    facts: list[Fact]
+    account_id: str
+    state_for_command: Callable[[datetime], AccountState]
+    _hosting_revoked: Callable[..., None]
+    _hosting_restored: Callable[..., None]
+    _data_regions_chosen: Callable[..., None]
+
+    def reconcile_hosting(
+        self, region: Region | RegionRules, recorded_at: datetime, who: Who = NOBODY
+    ) -> int:
+        """Record the region's hosting rule as this account's own events, wherever its
+        history disagrees with rule 3 (see rules.hosting_corrections). Idempotent.
+        Returns how many events it recorded."""
+        corrections = hosting_corrections(self.facts, region.facts, recorded_at)
+        for f in corrections:
+            record = self._hosting_revoked if f.type == HOSTING_REVOKED else self._hosting_restored
+            record(f.data["reason"], f.effective_at, recorded_at, dict(f.cause or {}), **who)
+        return len(corrections)
+
+    def choose_data_regions(
+        self,
+        regions: Sequence[Region | RegionRules],
+        effective_at: datetime,
+        recorded_at: datetime,
+        who: Who = NOBODY,
+    ) -> None:
+        """Rule 10's command: the data-centre regions that may carry a paid account's
+        meetings, each checked against its isolation at `effective_at`."""
+        _check_choice(self.state_for_command(effective_at), regions, self.account_id, effective_at)
+        codes = [r.code for r in regions]
+        self._data_regions_chosen(codes, effective_at, recorded_at, **who)
+
+
+class Account(FollowsOtherStreams, KeepsFacts):
     """One account's registration, plan, hosting and suspension history."""
 
     TOPIC = topic("Account")  # explicit, stable topics: modules can move, the log stays
@@ -261,20 +323,6 @@ class Account(KeepsFacts):
         """A region's request never reaches an account outside it (the platform's reaches all)."""
         check_jurisdiction(jurisdiction, self.region, self.account_id)
 
-    # -- the region's hosting rule, as this account's own events -------------------------
-
-    def reconcile_hosting(
-        self, region: Region | RegionRules, recorded_at: datetime, who: Who = NOBODY
-    ) -> int:
-        """Record the region's hosting rule as this account's own events, wherever its
-        history disagrees with rule 3 (see rules.hosting_corrections). Idempotent.
-        Returns how many events it recorded."""
-        corrections = hosting_corrections(self.facts, region.facts, recorded_at)
-        for f in corrections:
-            record = self._hosting_revoked if f.type == HOSTING_REVOKED else self._hosting_restored
-            record(f.data["reason"], f.effective_at, recorded_at, dict(f.cause or {}), **who)
-        return len(corrections)
-
     # -- what the account says at a time -------------------------------------------------
 
     @property
@@ -394,6 +442,17 @@ class Account(KeepsFacts):
         command_id: str | None = None,
     ) -> None:
         self._remember(ACCOUNT_SUSPENDED, locals())
+
+    @event(DATA_REGIONS_CHOSEN, topic=topic(DATA_REGIONS_CHOSEN))
+    def _data_regions_chosen(
+        self,
+        regions: list[str],
+        effective_at: datetime,
+        recorded_at: datetime,
+        actor: str | None = None,
+        command_id: str | None = None,
+    ) -> None:
+        self._remember(DATA_REGIONS_CHOSEN, locals())
 
     @event(ACCOUNT_REINSTATED, topic=topic(ACCOUNT_REINSTATED))
     def _reinstated(

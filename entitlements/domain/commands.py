@@ -46,6 +46,7 @@ Rule = Literal[
     "free_hosting_suspended",
     "online_subscriptions_closed",
     "direct_sales_closed",
+    "data_centre_isolated",
 ]
 assert get_args(Rule) == REGION_RULES, "Rule must list rules.REGION_RULES, in order"
 Jurisdiction = Annotated[str, StringConstraints(pattern=r"^([A-Z]{2}|platform)$")]
@@ -186,6 +187,23 @@ class ReinstateAccount(_Command):
     reason: Reason
 
 
+def _distinct(codes: list[str]) -> list[str]:
+    """A region listed twice is a mistake in the command, not a preference: refused."""
+    twice = sorted({c for c in codes if codes.count(c) > 1})
+    if twice:
+        raise ValueError(f"a region is listed twice: {', '.join(twice)}")
+    return codes
+
+
+class ChooseDataRegions(_Command):
+    command: Literal["choose_data_regions"]
+    account_id: AccountId
+    jurisdiction: Jurisdiction | None = None  # who asks: a region code or 'platform'
+    regions: Annotated[
+        list[RegionCode], Field(min_length=1, max_length=20), AfterValidator(_distinct)
+    ]
+
+
 class AuthorizePartner(_Command):
     command: Literal["authorize_partner"]
     region: RegionCode
@@ -215,6 +233,7 @@ AccountCommand: TypeAlias = (
     | MoveToPartner
     | SuspendAccount
     | ReinstateAccount
+    | ChooseDataRegions
 )
 #: The commands that change one region (its rules and partners).
 RegionCommand: TypeAlias = AuthorizePartner | ApplyRegionRule | LiftRegionRule

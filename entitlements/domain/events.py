@@ -22,6 +22,7 @@ HOSTING_REVOKED: Final = "HostingRevoked"
 HOSTING_RESTORED: Final = "HostingRestored"
 ACCOUNT_SUSPENDED: Final = "AccountSuspended"
 ACCOUNT_REINSTATED: Final = "AccountReinstated"
+DATA_REGIONS_CHOSEN: Final = "DataRegionsChosen"
 
 # -- a region's events (entitlements.domain.region) -------------------------------------
 REGION_OPENED: Final = "RegionOpened"

@@ -18,6 +18,7 @@ from entitlements.domain.events import (
     ACCOUNT_REGISTERED,
     ACCOUNT_REINSTATED,
     ACCOUNT_SUSPENDED,
+    DATA_REGIONS_CHOSEN,
     HOSTING_RESTORED,
     HOSTING_REVOKED,
     MOVED_TO_PARTNER,
@@ -40,6 +41,7 @@ REGION_RULES = (
     "free_hosting_suspended",
     "online_subscriptions_closed",
     "direct_sales_closed",
+    "data_centre_isolated",
 )
 BOOLEAN_CAPABILITIES = (
     "join",
@@ -50,6 +52,8 @@ BOOLEAN_CAPABILITIES = (
 )
 LIMIT_CAPABILITIES = ("max_participants", "max_meeting_minutes")
 CAPABILITIES = BOOLEAN_CAPABILITIES + LIMIT_CAPABILITIES
+#: The capability family `route_via:R` (rule 10): one capability per region code R.
+ROUTE_VIA = "route_via:"
 
 LIMITS: Mapping[str, Mapping[str, int]] = {
     "free": {"max_participants": 100, "max_meeting_minutes": 40},
@@ -62,6 +66,8 @@ LIMITS: Mapping[str, Mapping[str, int]] = {
 CHANNEL_CLOSED_BY = {"online": "online_subscriptions_closed", "direct": "direct_sales_closed"}
 
 FREE_HOSTING_RULE = "free_hosting_suspended"
+#: Rule 10: region R's data centres carry only the meetings of R's own accounts.
+ISOLATION_RULE = "data_centre_isolated"
 
 
 class Rejected(Exception):
@@ -76,10 +82,41 @@ class UnknownCapability(ValueError):
     """A capability name outside the spec's list."""
 
     def __init__(self, capability: str) -> None:
+        shown = capability if len(capability) <= 40 else capability[:37] + "..."
         super().__init__(
-            f"unknown capability {capability!r}: expected one of {', '.join(CAPABILITIES)}"
+            f"unknown capability {shown!r}: expected one of {', '.join(CAPABILITIES)}, "
+            f"or {ROUTE_VIA}R with R a region code (two upper-case letters)"
         )
         self.capability = capability
+
+
+def route_via_region(capability: str) -> str | None:
+    """R of a capability `route_via:R` (R two upper-case ASCII letters), else None: the
+    one place a capability name is read as a region."""
+    if capability.startswith(ROUTE_VIA) and len(capability) == len(ROUTE_VIA) + 2:
+        code = capability[len(ROUTE_VIA) :]
+        if code.isascii() and code.isalpha() and code.isupper():
+            return code
+    return None
+
+
+def check_capability(capability: str) -> str:
+    """The capability if the rules answer it, else UnknownCapability (a ValueError)."""
+    if capability in CAPABILITIES or route_via_region(capability) is not None:
+        return capability
+    raise UnknownCapability(capability)
+
+
+def all_capabilities(regions: Iterable[str]) -> tuple[str, ...]:
+    """What `capabilities` lists: the fixed ones, then `route_via:R` for each region R
+    given (the regions the store knows), in code order."""
+    return CAPABILITIES + tuple(ROUTE_VIA + r for r in sorted(set(regions)))
+
+
+def capability_region(capability: str, account_region: str) -> str:
+    """The region whose events a capability is answered from: R for `route_via:R` (its
+    isolation), else the account's own region (rules 4-6)."""
+    return route_via_region(capability) or account_region
 
 
 #: Who asked for a command, kept with every event it records: {"actor": ..., "command_id": ...}.
@@ -172,6 +209,7 @@ class AccountState:
     rule_revocation: Fact | None = None
     suspension: Fact | None = None
     last_restore: Fact | None = None
+    data_regions: Fact | None = None  # the last DataRegionsChosen in force (rule 10)
 
     def same_as(self, other: object) -> bool:
         return type(other) is type(self) and _fields_of(self) == _fields_of(other)
@@ -224,6 +262,8 @@ def _fold_standing(s: dict[str, Any], f: Fact) -> None:
         s["suspension"] = f
     elif t == ACCOUNT_REINSTATED:
         s["suspension"] = None
+    elif t == DATA_REGIONS_CHOSEN:
+        s["data_regions"] = f
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -306,9 +346,14 @@ def decide_host(acc: AccountState) -> Verdict:
 
 
 def decide(capability: str, acc: AccountState, region: RegionState) -> Verdict:
-    """Rules 1-8 for one capability of one account, both states taken at the same (T, K)."""
+    """Rules 1-10 for one capability of one account, both states taken at the same (T, K).
+    `region` is the state of the region the capability is answered from
+    (`capability_region`): the account's own, or R's for `route_via:R`."""
+    via = None
     if capability not in CAPABILITIES:
-        raise UnknownCapability(capability)
+        via = route_via_region(capability)
+        if via is None:
+            raise UnknownCapability(capability)
     limit = capability in LIMIT_CAPABILITIES
     zero = 0 if limit else None
     if acc.registration is None:  # rule 7
@@ -321,6 +366,8 @@ def decide(capability: str, acc: AccountState, region: RegionState) -> Verdict:
             f"account suspended (jurisdiction {s.data.get('jurisdiction')}): {s.data.get('reason')}",
             (s,),
         )
+    if via is not None:  # rule 10, after rules 1 and 7
+        return decide_route_via(via, acc, region)
     if capability == "join":  # rule 2
         return Verdict(True, None, "may join meetings", (acc.registration,))
     if capability == "host":
@@ -337,6 +384,46 @@ def decide(capability: str, acc: AccountState, region: RegionState) -> Verdict:
     if capability == "purchase_via_partner":  # rule 6
         return _decide_partner(acc, region)
     return _decide_channel(capability, acc, region)
+
+
+def decide_route_via(via: str, acc: AccountState, isolation: RegionState) -> Verdict:
+    """Rule 10 for a registered, unsuspended account: may its meetings be routed through
+    data centres in `via`? Its own region always; no other region while that one is
+    isolated (`isolation`: `via`'s state); else, on a paid plan with a choice in force,
+    exactly the chosen regions; else (free, or no choice) any region."""
+    if via == acc.region:
+        own = (acc.registration,) if acc.registration is not None else ()
+        return Verdict(True, None, f"{via} is the account's own region", own)
+    isolated = isolation.rules_on.get(ISOLATION_RULE)
+    if isolated is not None:
+        return Verdict(
+            False,
+            None,
+            f"{ISOLATION_RULE} in {via}: its data centres carry only {via}'s own accounts",
+            (isolated,),
+        )
+    choice, paid = acc.data_regions, acc.plan in PAID_PLANS
+    plan = (acc.plan_set_by,) if acc.plan_set_by is not None else ()
+    if choice is not None and paid:
+        chosen = ", ".join(choice.data["regions"])
+        if via in choice.data["regions"]:
+            return Verdict(
+                True, None, f"{via} is among the chosen data regions: {chosen}", (choice, *plan)
+            )
+        return Verdict(
+            False, None, f"{via} is not among the chosen data regions: {chosen}", (choice, *plan)
+        )
+    lifted = isolation.rules_lifted.get(ISOLATION_RULE)
+    cited = (lifted,) if lifted is not None else ()
+    if choice is not None:
+        return Verdict(
+            True,
+            None,
+            f"{via} is not isolated; the chosen data regions apply to paid plans only "
+            f"(now on the {acc.plan} plan)",
+            (choice, *plan, *cited),
+        )
+    return Verdict(True, None, f"{via} is not isolated and no data regions are chosen", cited)
 
 
 def _not_registered(pending: Fact | None, zero: int | None) -> Verdict:

@@ -91,7 +91,8 @@ def test_a_suspended_account_may_do_nothing_and_its_limits_are_zero(engine: Engi
     before = {d.capability: d for d in engine.capabilities("u1", at="2020-05-31")}
     assert all(before[b].allowed for b in BOOLEANS)
     during = engine.capabilities("u1", at="2020-06-02")
-    assert [d.allowed for d in during] == [False] * 7
+    assert [d.capability for d in during][7:] == ["route_via:US"]  # rule 10 too
+    assert [d.allowed for d in during] == [False] * 8
     assert {d.capability: d.value for d in during if d.capability in LIMITS} == {
         "max_participants": 0,
         "max_meeting_minutes": 0,
@@ -248,7 +249,8 @@ def test_a_check_before_the_registration_takes_effect_says_so_and_allows_nothing
     register(engine, "u1", region="US", plan="business", on="2020-03-01")
 
     decisions = engine.capabilities("u1", at="2020-02-01")
-    assert [d.allowed for d in decisions] == [False] * 7
+    assert [d.capability for d in decisions][7:] == ["route_via:US"]  # rule 10 too
+    assert [d.allowed for d in decisions] == [False] * 8
     assert [d.value for d in decisions if d.capability in LIMITS] == [0, 0]
     assert all(d.value is None for d in decisions if d.capability in BOOLEANS)
     assert all("registration" in d.reason for d in decisions)

@@ -128,6 +128,10 @@ def test_capabilities_lists_every_capability(store_url: str, applied: str) -> No
         "purchase_via_partner": (True, None),
         "max_participants": (True, 300),
         "max_meeting_minutes": (True, 1440),
+        # rule 10, for every region the store knows (no isolation, no choice in this story)
+        "route_via:CN": (True, None),
+        "route_via:HK": (True, None),
+        "route_via:US": (True, None),
     }
     assert "capability" in run(store_url, "capabilities", "cn-pro-01").stdout  # the table
 

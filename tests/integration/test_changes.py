@@ -280,7 +280,14 @@ def whole_log_changes_after(app: Any, after: int, limit: int) -> tuple[list[dict
             code = facts.region_of[account_id]
             before = [f for f in stream if f is not fact]
             found = _account_items(
-                account_id, code, facts.region_facts(code), before, stream, fact, n.id
+                account_id,
+                code,
+                facts.region_facts,
+                list(facts.regions),
+                before,
+                stream,
+                fact,
+                n.id,
             )
         else:
             (code,) = changed.regions

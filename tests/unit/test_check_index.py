@@ -15,8 +15,14 @@ import pytest
 from benchmarks.synthetic import world_facts, world_index
 from entitlements.application.engine import Engine
 from entitlements.domain.decisions import Decision
-from entitlements.domain.rules import CAPABILITIES, decide, fold_account, fold_region
-from projections.check_index import CheckIndex
+from entitlements.domain.rules import (
+    CAPABILITIES,
+    all_capabilities,
+    decide,
+    fold_account,
+    fold_region,
+)
+from projections.check_index import CheckIndex, known_regions
 from projections.facts import LogFacts
 from tests.conftest import read_jsonl, scenario_file
 
@@ -71,9 +77,9 @@ def test_now_answers_are_the_rules_answers_now(story: Engine) -> None:
                 got = index.check(account_id, cap)
                 want = expected(facts, got.position, account_id, cap, datetime.now(UTC), None)
                 assert got == want, (account_id, cap)
-    assert index.capabilities("cn-ent-02") == [
-        index.check("cn-ent-02", cap) for cap in CAPABILITIES
-    ]
+    listed = all_capabilities(known_regions(index))  # route_via:R for every region known
+    assert listed[: len(CAPABILITIES)] == CAPABILITIES and "route_via:CN" in listed
+    assert index.capabilities("cn-ent-02") == [index.check("cn-ent-02", cap) for cap in listed]
 
 
 def test_accounts_that_differ_only_in_times_share_one_template() -> None:
