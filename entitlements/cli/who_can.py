@@ -36,12 +36,11 @@ def cmd_who_can(engine: Engine, args: argparse.Namespace) -> int:
     when += f", as known at {args.as_known_at}" if args.as_known_at else ""
     verb = "refused" if args.denied else "allowed"
     plan = f", plan {args.plan}" if args.plan else ""
-    table = Table(
-        title=escape(
-            f"{args.region}: {args.capability} {verb}, {when}{plan} (log position {page.position})"
-        ),
-        title_justify="left",
+    heading = (
+        f"{args.region}: {args.capability} {verb}, {when}{plan} (log position {page.position})"
     )
+    out.print(escape(heading), soft_wrap=True)  # one line, not wrapped to the table's width
+    table = Table()
     for col in ("account", "plan", "allowed", "value"):
         table.add_column(col)
     for row in page.rows:
