@@ -24,21 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from entitlements.domain.events import (
-    ACCOUNT_REGISTERED,
-    ACCOUNT_REINSTATED,
-    ACCOUNT_SUSPENDED,
-    DATA_REGIONS_CHOSEN,
-    HOSTING_RESTORED,
-    HOSTING_REVOKED,
-    MOVED_TO_PARTNER,
-    PARTNER_AUTHORIZED,
-    PLAN_SETTERS,
-    REGION_RULE_APPLIED,
-    REGION_RULE_LIFTED,
-    REGISTRATION_APPROVED,
-    REGISTRATION_SUSPENDED,
-)
+from entitlements.domain import events as ev
 from entitlements.domain.rules import FREE_HOSTING_RULE, REGION_RULES, Fact
 from entitlements.domain.times import iso
 
@@ -84,7 +70,7 @@ Rectangle = tuple[
 ]
 #: How a time is written (SQLite keeps text); None stays None.
 When = Callable[[datetime | None], Any]
-_PLAN_SETTERS = frozenset(PLAN_SETTERS)
+_PLAN_SETTERS = frozenset(ev.PLAN_SETTERS)
 
 
 def _same(t: datetime | None) -> Any:
@@ -165,30 +151,30 @@ def _take(v: list[Any], f: Fact) -> None:
     `fold_account` takes it."""
     kind, data = f.type, f.data
     if kind in _PLAN_SETTERS:
-        if kind == ACCOUNT_REGISTERED:
+        if kind == ev.ACCOUNT_REGISTERED:
             v[_UNREGISTERED] = None
         v[_PLAN] = data.get("plan", "free")
         v[_CHANNEL] = data.get("channel", "online")
         v[_PARTNER] = data.get("partner")
-    if kind == REGISTRATION_SUSPENDED:
+    if kind == ev.REGISTRATION_SUSPENDED:
         v[_REG_RULE] = str((f.cause or {}).get("rule", "registration_suspended"))
-    elif kind == REGISTRATION_APPROVED:
+    elif kind == ev.REGISTRATION_APPROVED:
         v[_REG_RULE] = None
-    elif kind == MOVED_TO_PARTNER:
+    elif kind == ev.MOVED_TO_PARTNER:
         v[_CHANNEL], v[_PARTNER] = "partner", data["partner"]
-    elif kind == HOSTING_REVOKED:
+    elif kind == ev.HOSTING_REVOKED:
         if f.cause:
             v[_BY_RULE] = str(f.cause.get("rule", FREE_HOSTING_RULE))
         else:
             v[_MANUAL] = str(data.get("reason", ""))
-    elif kind == HOSTING_RESTORED:
+    elif kind == ev.HOSTING_RESTORED:
         v[_BY_RULE if f.cause else _MANUAL] = None
-    elif kind == ACCOUNT_SUSPENDED:
+    elif kind == ev.ACCOUNT_SUSPENDED:
         v[_JURISDICTION] = str(data.get("jurisdiction"))
         v[_SUSPENSION] = str(data.get("reason"))
-    elif kind == ACCOUNT_REINSTATED:
+    elif kind == ev.ACCOUNT_REINSTATED:
         v[_JURISDICTION] = v[_SUSPENSION] = None
-    elif kind == DATA_REGIONS_CHOSEN:
+    elif kind == ev.DATA_REGIONS_CHOSEN:
         v[_CHOICE] = ", ".join(data["regions"])  # as rule 10's reason quotes it
 
 
@@ -204,11 +190,11 @@ def account_rows(
     w = when or _same
     first, first_known = facts[0], facts[0].recorded_at
     registration: Fact | None
-    if first.type == ACCOUNT_REGISTERED and all(f.recorded_at >= first_known for f in facts):
+    if first.type == ev.ACCOUNT_REGISTERED and all(f.recorded_at >= first_known for f in facts):
         # Registered first in effective order and first known: no unregistered piece at all.
         registration, unregistered = first, ""
     else:
-        registration = next((f for f in facts if f.type == ACCOUNT_REGISTERED), None)
+        registration = next((f for f in facts if f.type == ev.ACCOUNT_REGISTERED), None)
         unregistered = not_registered_reason(registration)
     if all(f.recorded_at == first_known for f in facts):  # one belief (most accounts)
         latest = _account_belief(facts, None, unregistered)
@@ -302,13 +288,13 @@ def _region_belief(facts: Sequence[Fact], known: datetime) -> list[Piece]:
                 pieces.append((current, start, at))
                 current, start = values, at
         at = f.effective_at
-        if f.type == REGION_RULE_APPLIED:
+        if f.type == ev.REGION_RULE_APPLIED:
             on.add(f.data["rule"])
             lifted.discard(f.data["rule"])
-        elif f.type == REGION_RULE_LIFTED:
+        elif f.type == ev.REGION_RULE_LIFTED:
             on.discard(f.data["rule"])
             lifted.add(f.data["rule"])
-        elif f.type == PARTNER_AUTHORIZED:
+        elif f.type == ev.PARTNER_AUTHORIZED:
             partners.add(f.data["partner"])
     if at is not None:
         values = _region_values(on, lifted, partners)

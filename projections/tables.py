@@ -194,21 +194,8 @@ def _capabilities(tables: ReadModelTables, now: Any = None) -> Any:
     times = _intersected(a, r, now)
     branches = []
     for capability in CAPABILITIES:
-        allowed, value, reason = _decide(capability, a, r)
-        branches.append(
-            select(
-                a.account_id,
-                literal(capability, String).label("capability"),
-                allowed.label("allowed"),
-                value.label("value"),
-                reason.label("reason"),
-                *times,
-                a.region,
-                a.plan,
-            )
-            .select_from(joined)
-            .where(*holding)
-        )
+        verdict = _decide(capability, a, r)
+        branches.append(_branch(a, literal(capability, String), verdict, times, joined, holding))
     branches.append(_route_via(tables, now, holding))
     return union_all(*branches)
 
@@ -268,15 +255,25 @@ def _route_via(tables: ReadModelTables, now: Any, holding: list[Any]) -> Any:
     joined = tables.account_states.join(known, known.c.code != "").outerjoin(
         via_table, and_(via.region == known.c.code, _overlapping(a, via, now))
     )
-    allowed, value, reason = _decide_route_via(a, via, known.c.code)
+    capability = literal(ROUTE_VIA, String) + known.c.code
+    verdict = _decide_route_via(a, via, known.c.code)
+    return _branch(a, capability, verdict, _intersected(a, via, now), joined, holding)
+
+
+def _branch(
+    a: Any, capability: Any, verdict: Any, times: list[Any], joined: Any, holding: list[Any]
+) -> Any:
+    """One capability's rows of the view: the account, the capability, its verdict
+    (allowed, value, reason), the intersected times, the account's region and plan."""
+    allowed, value, reason = verdict
     return (
         select(
             a.account_id,
-            (literal(ROUTE_VIA, String) + known.c.code).label("capability"),
+            capability.label("capability"),
             allowed.label("allowed"),
             value.label("value"),
             reason.label("reason"),
-            *_intersected(a, via, now),
+            *times,
             a.region,
             a.plan,
         )

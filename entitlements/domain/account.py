@@ -15,21 +15,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from entitlements.domain import events as ev
 from entitlements.domain.event_facts import KeepsFacts
-from entitlements.domain.events import (
-    ACCOUNT_REGISTERED,
-    ACCOUNT_REINSTATED,
-    ACCOUNT_SUSPENDED,
-    DATA_REGIONS_CHOSEN,
-    HOSTING_RESTORED,
-    HOSTING_REVOKED,
-    MOVED_TO_PARTNER,
-    REGISTRATION_APPROVED,
-    REGISTRATION_SUSPENDED,
-    SUBSCRIPTION_CLOSED,
-    SUBSCRIPTION_OPENED,
-    topic,
-)
 from entitlements.domain.region import Region, RegionRules
 from entitlements.domain.rules import (
     CHANNEL_CLOSED_BY,
@@ -70,33 +57,33 @@ def _check_channel(
 #: with the account's id and the command's effective time put in). Checked on the state at
 #: the command's own effective time (`Account.state_for_command`).
 _REFUSED: dict[str, tuple[tuple[Callable[[AccountState], bool], str], ...]] = {
-    REGISTRATION_APPROVED: (
+    ev.REGISTRATION_APPROVED: (
         (
             lambda s: s.registration_suspended is None,
             "registration of {id} is not suspended at {at}",
         ),
     ),
-    SUBSCRIPTION_OPENED: (
+    ev.SUBSCRIPTION_OPENED: (
         (lambda s: s.suspension is not None, "account {id} is suspended at {at}"),
         (
             lambda s: s.registration_suspended is not None,
             "registration of {id} is suspended: approve it first",
         ),
     ),
-    SUBSCRIPTION_CLOSED: (
+    ev.SUBSCRIPTION_CLOSED: (
         (lambda s: s.plan == "free", "account {id} is already on the free plan at {at}"),
     ),
-    HOSTING_REVOKED: (
+    ev.HOSTING_REVOKED: (
         (lambda s: s.manual_revocation is not None, "hosting of {id} is already revoked at {at}"),
     ),
-    HOSTING_RESTORED: (
+    ev.HOSTING_RESTORED: (
         (
             lambda s: s.manual_revocation is None,
             "no manual hosting revocation of {id} is in force at {at} "
             "(a rule-caused one ends with the rule or the free plan)",
         ),
     ),
-    ACCOUNT_REINSTATED: (
+    ev.ACCOUNT_REINSTATED: (
         (lambda s: s.suspension is None, "account {id} is not suspended at {at}"),
     ),
 }
@@ -151,7 +138,9 @@ class FollowsOtherStreams:
         Returns how many events it recorded."""
         corrections = hosting_corrections(self.facts, region.facts, recorded_at)
         for f in corrections:
-            record = self._hosting_revoked if f.type == HOSTING_REVOKED else self._hosting_restored
+            record = (
+                self._hosting_revoked if f.type == ev.HOSTING_REVOKED else self._hosting_restored
+            )
             record(f.data["reason"], f.effective_at, recorded_at, dict(f.cause or {}), **who)
         return len(corrections)
 
@@ -172,10 +161,10 @@ class FollowsOtherStreams:
 class Account(FollowsOtherStreams, KeepsFacts):
     """One account's registration, plan, hosting and suspension history."""
 
-    TOPIC = topic("Account")  # explicit, stable topics: modules can move, the log stays
+    TOPIC = ev.topic("Account")  # explicit, stable topics: modules can move, the log stays
 
     class Created(Aggregate.Created):  # the library's base "created" class; never stored
-        TOPIC = topic("Account.Created")
+        TOPIC = ev.topic("Account.Created")
 
     @staticmethod
     def create_id(account_id: str) -> UUID:
@@ -211,7 +200,7 @@ class Account(FollowsOtherStreams, KeepsFacts):
             )
         return account
 
-    @event(ACCOUNT_REGISTERED, topic=topic(ACCOUNT_REGISTERED))
+    @event(ev.ACCOUNT_REGISTERED, topic=ev.topic(ev.ACCOUNT_REGISTERED))
     def __init__(
         self,
         account_id: str,
@@ -228,7 +217,7 @@ class Account(FollowsOtherStreams, KeepsFacts):
         self.region = region
         self.registered_at = effective_at
         self.facts: list[Fact] = []  # (filled by _remember)
-        self._remember(ACCOUNT_REGISTERED, locals())
+        self._remember(ev.ACCOUNT_REGISTERED, locals())
 
     def approve_registration(
         self,
@@ -240,7 +229,7 @@ class Account(FollowsOtherStreams, KeepsFacts):
         recorded_at: datetime,
         who: Who = NOBODY,
     ) -> None:
-        self._check(REGISTRATION_APPROVED, effective_at)
+        self._check(ev.REGISTRATION_APPROVED, effective_at)
         _check_channel(region.state_at(effective_at), plan, channel, partner, self.region)
         self._registration_approved(plan, channel, partner, effective_at, recorded_at, **who)
 
@@ -256,14 +245,14 @@ class Account(FollowsOtherStreams, KeepsFacts):
         recorded_at: datetime,
         who: Who = NOBODY,
     ) -> None:
-        self._check(SUBSCRIPTION_OPENED, effective_at)
+        self._check(ev.SUBSCRIPTION_OPENED, effective_at)
         _check_channel(region.state_at(effective_at), plan, channel, partner, self.region)
         self._subscription_opened(plan, channel, partner, effective_at, recorded_at, **who)
 
     def close_subscription(
         self, reason: str | None, effective_at: datetime, recorded_at: datetime, who: Who = NOBODY
     ) -> None:
-        self._check(SUBSCRIPTION_CLOSED, effective_at)
+        self._check(ev.SUBSCRIPTION_CLOSED, effective_at)
         self._subscription_closed(reason, effective_at, recorded_at, **who)
 
     def move_to_partner(
@@ -290,13 +279,13 @@ class Account(FollowsOtherStreams, KeepsFacts):
     def revoke_hosting(
         self, reason: str, effective_at: datetime, recorded_at: datetime, who: Who = NOBODY
     ) -> None:
-        self._check(HOSTING_REVOKED, effective_at)
+        self._check(ev.HOSTING_REVOKED, effective_at)
         self._hosting_revoked(reason, effective_at, recorded_at, None, **who)
 
     def restore_hosting(
         self, reason: str, effective_at: datetime, recorded_at: datetime, who: Who = NOBODY
     ) -> None:
-        self._check(HOSTING_RESTORED, effective_at)
+        self._check(ev.HOSTING_RESTORED, effective_at)
         self._hosting_restored(reason, effective_at, recorded_at, None, **who)
 
     def suspend(
@@ -316,7 +305,7 @@ class Account(FollowsOtherStreams, KeepsFacts):
     def reinstate(
         self, reason: str, effective_at: datetime, recorded_at: datetime, who: Who = NOBODY
     ) -> None:
-        self._check(ACCOUNT_REINSTATED, effective_at)
+        self._check(ev.ACCOUNT_REINSTATED, effective_at)
         self._reinstated(reason, effective_at, recorded_at, **who)
 
     def accept_request_from(self, jurisdiction: str | None) -> None:
@@ -348,7 +337,7 @@ class Account(FollowsOtherStreams, KeepsFacts):
     # -- events: the bodies run when triggered and on every replay. Each keeps who asked,
     # `actor` and `command_id` (None in events from before them, which replay unchanged).
 
-    @event(REGISTRATION_SUSPENDED, topic=topic(REGISTRATION_SUSPENDED))
+    @event(ev.REGISTRATION_SUSPENDED, topic=ev.topic(ev.REGISTRATION_SUSPENDED))
     def _registration_suspended(
         self,
         effective_at: datetime,
@@ -357,9 +346,9 @@ class Account(FollowsOtherStreams, KeepsFacts):
         actor: str | None = None,
         command_id: str | None = None,
     ) -> None:
-        self._remember(REGISTRATION_SUSPENDED, locals())
+        self._remember(ev.REGISTRATION_SUSPENDED, locals())
 
-    @event(REGISTRATION_APPROVED, topic=topic(REGISTRATION_APPROVED))
+    @event(ev.REGISTRATION_APPROVED, topic=ev.topic(ev.REGISTRATION_APPROVED))
     def _registration_approved(
         self,
         plan: str,
@@ -370,9 +359,9 @@ class Account(FollowsOtherStreams, KeepsFacts):
         actor: str | None = None,
         command_id: str | None = None,
     ) -> None:
-        self._remember(REGISTRATION_APPROVED, locals())
+        self._remember(ev.REGISTRATION_APPROVED, locals())
 
-    @event(SUBSCRIPTION_OPENED, topic=topic(SUBSCRIPTION_OPENED))
+    @event(ev.SUBSCRIPTION_OPENED, topic=ev.topic(ev.SUBSCRIPTION_OPENED))
     def _subscription_opened(
         self,
         plan: str,
@@ -383,9 +372,9 @@ class Account(FollowsOtherStreams, KeepsFacts):
         actor: str | None = None,
         command_id: str | None = None,
     ) -> None:
-        self._remember(SUBSCRIPTION_OPENED, locals())
+        self._remember(ev.SUBSCRIPTION_OPENED, locals())
 
-    @event(SUBSCRIPTION_CLOSED, topic=topic(SUBSCRIPTION_CLOSED))
+    @event(ev.SUBSCRIPTION_CLOSED, topic=ev.topic(ev.SUBSCRIPTION_CLOSED))
     def _subscription_closed(
         self,
         reason: str | None,
@@ -394,9 +383,9 @@ class Account(FollowsOtherStreams, KeepsFacts):
         actor: str | None = None,
         command_id: str | None = None,
     ) -> None:
-        self._remember(SUBSCRIPTION_CLOSED, locals())
+        self._remember(ev.SUBSCRIPTION_CLOSED, locals())
 
-    @event(MOVED_TO_PARTNER, topic=topic(MOVED_TO_PARTNER))
+    @event(ev.MOVED_TO_PARTNER, topic=ev.topic(ev.MOVED_TO_PARTNER))
     def _moved_to_partner(
         self,
         partner: str,
@@ -405,9 +394,9 @@ class Account(FollowsOtherStreams, KeepsFacts):
         actor: str | None = None,
         command_id: str | None = None,
     ) -> None:
-        self._remember(MOVED_TO_PARTNER, locals())
+        self._remember(ev.MOVED_TO_PARTNER, locals())
 
-    @event(HOSTING_REVOKED, topic=topic(HOSTING_REVOKED))
+    @event(ev.HOSTING_REVOKED, topic=ev.topic(ev.HOSTING_REVOKED))
     def _hosting_revoked(
         self,
         reason: str,
@@ -417,9 +406,9 @@ class Account(FollowsOtherStreams, KeepsFacts):
         actor: str | None = None,
         command_id: str | None = None,
     ) -> None:
-        self._remember(HOSTING_REVOKED, locals())
+        self._remember(ev.HOSTING_REVOKED, locals())
 
-    @event(HOSTING_RESTORED, topic=topic(HOSTING_RESTORED))
+    @event(ev.HOSTING_RESTORED, topic=ev.topic(ev.HOSTING_RESTORED))
     def _hosting_restored(
         self,
         reason: str,
@@ -429,9 +418,9 @@ class Account(FollowsOtherStreams, KeepsFacts):
         actor: str | None = None,
         command_id: str | None = None,
     ) -> None:
-        self._remember(HOSTING_RESTORED, locals())
+        self._remember(ev.HOSTING_RESTORED, locals())
 
-    @event(ACCOUNT_SUSPENDED, topic=topic(ACCOUNT_SUSPENDED))
+    @event(ev.ACCOUNT_SUSPENDED, topic=ev.topic(ev.ACCOUNT_SUSPENDED))
     def _suspended(
         self,
         jurisdiction: str,
@@ -441,9 +430,9 @@ class Account(FollowsOtherStreams, KeepsFacts):
         actor: str | None = None,
         command_id: str | None = None,
     ) -> None:
-        self._remember(ACCOUNT_SUSPENDED, locals())
+        self._remember(ev.ACCOUNT_SUSPENDED, locals())
 
-    @event(DATA_REGIONS_CHOSEN, topic=topic(DATA_REGIONS_CHOSEN))
+    @event(ev.DATA_REGIONS_CHOSEN, topic=ev.topic(ev.DATA_REGIONS_CHOSEN))
     def _data_regions_chosen(
         self,
         regions: list[str],
@@ -452,9 +441,9 @@ class Account(FollowsOtherStreams, KeepsFacts):
         actor: str | None = None,
         command_id: str | None = None,
     ) -> None:
-        self._remember(DATA_REGIONS_CHOSEN, locals())
+        self._remember(ev.DATA_REGIONS_CHOSEN, locals())
 
-    @event(ACCOUNT_REINSTATED, topic=topic(ACCOUNT_REINSTATED))
+    @event(ev.ACCOUNT_REINSTATED, topic=ev.topic(ev.ACCOUNT_REINSTATED))
     def _reinstated(
         self,
         reason: str,
@@ -463,4 +452,4 @@ class Account(FollowsOtherStreams, KeepsFacts):
         actor: str | None = None,
         command_id: str | None = None,
     ) -> None:
-        self._remember(ACCOUNT_REINSTATED, locals())
+        self._remember(ev.ACCOUNT_REINSTATED, locals())

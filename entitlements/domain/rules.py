@@ -14,22 +14,7 @@ from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
-from entitlements.domain.events import (
-    ACCOUNT_REGISTERED,
-    ACCOUNT_REINSTATED,
-    ACCOUNT_SUSPENDED,
-    DATA_REGIONS_CHOSEN,
-    HOSTING_RESTORED,
-    HOSTING_REVOKED,
-    MOVED_TO_PARTNER,
-    PARTNER_AUTHORIZED,
-    PLAN_SETTERS,
-    REGION_RULE_APPLIED,
-    REGION_RULE_LIFTED,
-    REGISTRATION_APPROVED,
-    REGISTRATION_SUSPENDED,
-    RULE_SWITCHES,
-)
+from entitlements.domain import events as ev
 from entitlements.domain.times import iso
 
 PLANS = ("free", "pro", "business", "enterprise")
@@ -228,9 +213,9 @@ def fold_account(
     all_facts = list(facts)
     for f in in_force(all_facts, at, known):
         t = f.type
-        if t == ACCOUNT_REGISTERED:
+        if t == ev.ACCOUNT_REGISTERED:
             s.update(registration=f, region=f.data["region"])
-        if t in PLAN_SETTERS:
+        if t in ev.PLAN_SETTERS:
             s.update(
                 plan=f.data.get("plan", "free"),
                 channel=f.data.get("channel", "online"),
@@ -239,7 +224,7 @@ def fold_account(
             )
         _fold_standing(s, f)
     if "registration" not in s:
-        s["not_yet"] = next((f for f in all_facts if f.type == ACCOUNT_REGISTERED), None)
+        s["not_yet"] = next((f for f in all_facts if f.type == ev.ACCOUNT_REGISTERED), None)
     return AccountState(**s)
 
 
@@ -247,22 +232,22 @@ def _fold_standing(s: dict[str, Any], f: Fact) -> None:
     """One fact's part of `fold_account` beyond registration and plan: approval pending,
     the channel moved to a partner, hosting revoked or restored, the account suspended."""
     t = f.type
-    if t == REGISTRATION_SUSPENDED:
+    if t == ev.REGISTRATION_SUSPENDED:
         s["registration_suspended"] = f
-    elif t == REGISTRATION_APPROVED:
+    elif t == ev.REGISTRATION_APPROVED:
         s["registration_suspended"] = None
-    elif t == MOVED_TO_PARTNER:
+    elif t == ev.MOVED_TO_PARTNER:
         s.update(channel="partner", partner=f.data["partner"])
-    elif t == HOSTING_REVOKED:
+    elif t == ev.HOSTING_REVOKED:
         s["rule_revocation" if f.cause else "manual_revocation"] = f
-    elif t == HOSTING_RESTORED:
+    elif t == ev.HOSTING_RESTORED:
         s["rule_revocation" if f.cause else "manual_revocation"] = None
         s["last_restore"] = f
-    elif t == ACCOUNT_SUSPENDED:
+    elif t == ev.ACCOUNT_SUSPENDED:
         s["suspension"] = f
-    elif t == ACCOUNT_REINSTATED:
+    elif t == ev.ACCOUNT_REINSTATED:
         s["suspension"] = None
-    elif t == DATA_REGIONS_CHOSEN:
+    elif t == ev.DATA_REGIONS_CHOSEN:
         s["data_regions"] = f
 
 
@@ -288,13 +273,13 @@ def fold_region(
     lifted: dict[str, Fact] = {}
     partners: dict[str, Fact] = {}
     for f in in_force(facts, at, known):
-        if f.type == REGION_RULE_APPLIED:
+        if f.type == ev.REGION_RULE_APPLIED:
             on[f.data["rule"]] = f
             lifted.pop(f.data["rule"], None)
-        elif f.type == REGION_RULE_LIFTED:
+        elif f.type == ev.REGION_RULE_LIFTED:
             on.pop(f.data["rule"], None)
             lifted[f.data["rule"]] = f
-        elif f.type == PARTNER_AUTHORIZED:
+        elif f.type == ev.PARTNER_AUTHORIZED:
             partners[f.data["partner"]] = f
     return RegionState(code, on, lifted, partners)
 
@@ -476,7 +461,9 @@ def rule_cause(rule_event: Fact, trigger: Fact | None = None) -> dict[str, Any]:
 def free_hosting_switches(region_facts: Iterable[Fact]) -> list[Fact]:
     """The region's switches of the free-hosting rule, in effective order."""
     return [
-        f for f in region_facts if f.type in RULE_SWITCHES and f.data["rule"] == FREE_HOSTING_RULE
+        f
+        for f in region_facts
+        if f.type in ev.RULE_SWITCHES and f.data["rule"] == FREE_HOSTING_RULE
     ]
 
 
@@ -494,7 +481,7 @@ def hosting_corrections(
     `switches`, prepared once for all its accounts)."""
     if switches is None:
         switches = FreeHostingSwitches(free_hosting_switches(region_facts))
-    if len(account_facts) == 1 and account_facts[0].type == ACCOUNT_REGISTERED:
+    if len(account_facts) == 1 and account_facts[0].type == ev.ACCOUNT_REGISTERED:
         return switches.registration_only(account_facts[0], recorded_at)
     return switches.folded(account_facts, recorded_at)
 
@@ -526,7 +513,7 @@ def _correction_at(
     registered, free and the rule on)."""
     rule_event = next((f for f in reversed(switches) if f.effective_at <= t), None)
     state = fold_account(work, at=t)
-    rule_on = rule_event is not None and rule_event.type == REGION_RULE_APPLIED
+    rule_on = rule_event is not None and rule_event.type == ev.REGION_RULE_APPLIED
     truth = state.registration is not None and state.plan == "free" and rule_on
     if truth == (state.rule_revocation is not None):
         return None
@@ -549,9 +536,9 @@ def _correction_words(revoke: bool, rule_on: bool, region: str) -> tuple[str, st
     """A hosting correction's event type and reason: revoked while free under the rule,
     else restored because the account left the free plan or the rule was lifted."""
     if revoke:
-        return HOSTING_REVOKED, f"{FREE_HOSTING_RULE} in {region}: free accounts may not host"
+        return ev.HOSTING_REVOKED, f"{FREE_HOSTING_RULE} in {region}: free accounts may not host"
     reason = "the account left the free plan" if rule_on else f"{FREE_HOSTING_RULE} lifted"
-    return HOSTING_RESTORED, reason
+    return ev.HOSTING_RESTORED, reason
 
 
 class FreeHostingSwitches:
@@ -568,7 +555,7 @@ class FreeHostingSwitches:
         for t in self.times:
             rule_event = next(f for f in reversed(switches) if f.effective_at <= t)
             at_t = [f for f in switches if f.effective_at == t]
-            self.steps.append((rule_event, rule_event.type == REGION_RULE_APPLIED, at_t))
+            self.steps.append((rule_event, rule_event.type == ev.REGION_RULE_APPLIED, at_t))
             self.causes.append(rule_cause(rule_event, max(at_t, key=lambda f: f.recorded_at)))
 
     def folded(self, account_facts: list[Fact], recorded_at: datetime) -> list[Fact]:
