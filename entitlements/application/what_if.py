@@ -160,8 +160,10 @@ def what_if(
     """Apply validated (number, command) pairs to an in-memory copy of `source`'s log, each
     at its recorded_at, and compare every touched account's answers over [start, end) as
     known at `known` (None: all on file, the hypothetical commands included)."""
-    source.catch_up()
-    with Engine("memory://") as target:
+    # The source's facts stand still at the copied position while the answer is made (a
+    # server's follower waits; its checks do not).
+    with source.projector.lock, Engine("memory://") as target:
+        source.catch_up()
         target.saver.chain = False  # the copy is nobody's receipt: nothing to seal
         copy = _Copy(source, target)
         touched: set[UUID] = set()
