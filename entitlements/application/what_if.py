@@ -18,9 +18,11 @@ compared by the domain's `answer_changes`, capability by capability.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -33,6 +35,7 @@ from entitlements.domain.commands import Command
 from entitlements.domain.decisions import CommandResult
 from entitlements.domain.region import region_id
 from entitlements.domain.times import parse_when
+from projections import snapshot
 from projections.facts import TakesEvents
 from projections.log_reader import read_stored
 
@@ -91,9 +94,24 @@ class _Copy:
         return lo
 
     def copy_to(self, stop: int) -> None:
-        """Copy the records after `copied` up to `stop`, versions moved up past ours."""
+        """Copy the records after `copied` up to `stop`, versions moved up past ours, and
+        take them in: the whole log before any hypothetical event takes the source's index
+        as it is (a snapshot's round trip, no record decoded again); else they are read."""
         if stop <= self.copied:
             return
+        whole = self.copied == 0 and stop == self.head == self.source.index.position
+        self._insert(stop)
+        if whole:
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / "index"
+                log = self.source.log
+                snapshot.write_index(path, self.source.index, log, log.members, None, ".tmp")
+                self.target.projector.adopt(snapshot.read_index(path)[0])
+        else:
+            self.target.catch_up()
+
+    def _insert(self, stop: int) -> None:
+        """The stored records after `copied` up to `stop`, as they are but for versions."""
         recorder: Any = self.target.app.recorder
         offsets = self.offsets
         for page in read_stored(self.source.app, self.copied, stop, page=COPY_PAGE):
@@ -109,7 +127,6 @@ class _Copy:
                 ]
             )
         self.copied = stop
-        self.target.catch_up()
 
     def apply(self, n: int, cmd: Command, touched: set[UUID]) -> CommandResult:
         """Decide one command in the copy, where it falls in recorded time."""
@@ -133,17 +150,17 @@ def window(
     return s, e, k
 
 
-def _affected(touched: set[UUID], logs: Sequence[TakesEvents]) -> list[str]:
+def _affected(touched: set[UUID], logs: Sequence[TakesEvents]) -> dict[str, str]:
     """The accounts a hypothetical event touched, and every account of a region one
-    touched, in registration order."""
+    touched, in registration order, each with its region (as the first log has it)."""
     regions = {code for log in logs for code in log.members if region_id(code) in touched}
-    seen: dict[str, None] = {}
+    seen: dict[str, str] = {}
     for log in logs:
         for code, members in log.members.items():
             for account_id in members:
                 if code in regions or account_uuid(account_id) in touched:
-                    seen.setdefault(account_id, None)
-    return list(seen)
+                    seen.setdefault(account_id, code)
+    return seen
 
 
 def _history(log: TakesEvents, account_id: str, region: str) -> History:
@@ -171,11 +188,10 @@ def what_if(
         copy.copy_to(copy.head)
         before, after = source.log, target.log
         changes: list[AnswerChange] = []
-        for account_id in _affected(touched, (before, after)):
-            region = after.account_region(account_id) or before.account_region(account_id) or ""
+        for account_id, region in _affected(touched, (before, after)).items():
             changes += answer_changes(
                 account_id,
-                _history(before, account_id, before.account_region(account_id) or region),
+                _history(before, account_id, region),
                 _history(after, account_id, region),
                 start,
                 end,
