@@ -33,7 +33,9 @@ from entitlements.domain.account import account_uuid
 from entitlements.domain.answer_changes import AnswerChange, History, answer_changes, summary
 from entitlements.domain.commands import Command
 from entitlements.domain.decisions import CommandResult
+from entitlements.domain.events import COMMAND_TOPICS
 from entitlements.domain.region import region_id
+from entitlements.domain.rules import Fact
 from entitlements.domain.times import parse_when
 from projections import snapshot
 from projections.facts import TakesEvents
@@ -107,6 +109,7 @@ class _Copy:
                 log = self.source.log
                 snapshot.write_index(path, self.source.index, log, log.members, None, ".tmp")
                 self.target.projector.adopt(snapshot.read_index(path)[0])
+            self.target.books.adopt(self.source.book.copy())  # the same positions
         else:
             self.target.catch_up()
 
@@ -136,7 +139,8 @@ class _Copy:
         for page in read_stored(self.target.app, before):
             for record in page:
                 self.offsets[record.originator_id] = self.offsets.get(record.originator_id, 0) + 1
-                touched.add(record.originator_id)
+                if record.topic not in COMMAND_TOPICS:  # a command's record changes no answer
+                    touched.add(record.originator_id)
         return result
 
 
@@ -152,19 +156,31 @@ def window(
 
 def _affected(touched: set[UUID], logs: Sequence[TakesEvents]) -> dict[str, str]:
     """The accounts a hypothetical event touched, and every account of a region one
-    touched, in registration order, each with its region (as the first log has it)."""
+    touched, in registration order, each with its region (as the first log has it). An
+    account's aggregate id is derived from its name (account_uuid) only outside those
+    regions, and only when some touched id is still unexplained."""
     regions = {code for log in logs for code in log.members if region_id(code) in touched}
+    accounts = len(touched) > len(regions)
     seen: dict[str, str] = {}
     for log in logs:
         for code, members in log.members.items():
-            for account_id in members:
-                if code in regions or account_uuid(account_id) in touched:
+            if code in regions:
+                for account_id in members:
                     seen.setdefault(account_id, code)
+            elif accounts:
+                for account_id in members:
+                    if account_uuid(account_id) in touched:
+                        seen.setdefault(account_id, code)
     return seen
 
 
-def _history(log: TakesEvents, account_id: str, region: str) -> History:
-    return History(region, list(log.account_facts(account_id)), list(log.region_facts(region)))
+def _history(
+    log: TakesEvents, account_id: str, region: str, regions: dict[str, list[Fact]]
+) -> History:
+    """One account's facts and its region's (copied once per region: `regions`)."""
+    if region not in regions:
+        regions[region] = list(log.region_facts(region))
+    return History(region, list(log.account_facts(account_id)), regions[region])
 
 
 def what_if(
@@ -188,11 +204,12 @@ def what_if(
         copy.copy_to(copy.head)
         before, after = source.log, target.log
         changes: list[AnswerChange] = []
+        regions: tuple[dict[str, list[Fact]], dict[str, list[Fact]]] = ({}, {})
         for account_id, region in _affected(touched, (before, after)).items():
             changes += answer_changes(
                 account_id,
-                _history(before, account_id, region),
-                _history(after, account_id, region),
+                _history(before, account_id, region, regions[0]),
+                _history(after, account_id, region, regions[1]),
                 start,
                 end,
                 known,

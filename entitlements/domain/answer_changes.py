@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from entitlements.domain.rules import CAPABILITIES, Fact, decide, fold_account, fold_region
+from entitlements.domain.rules import (
+    CAPABILITIES,
+    AccountState,
+    Fact,
+    RegionState,
+    decide,
+    fold_account,
+    fold_region,
+)
 from entitlements.domain.times import iso
 
 #: (allowed, value): what a check answers, as the what-if compares it.
@@ -73,16 +81,25 @@ def _cuts(
     return [start, *sorted(t for t in every if start < t and (end is None or t < end))]
 
 
-def _answers(h: History, at: datetime, known: datetime | None) -> tuple[list[Answer], str, bool]:
-    """Every capability's answer at `at` as known at `known`, the plan, and whether the
-    registration is in force there."""
-    account = fold_account(h.account_facts, at, known)
-    region = fold_region(h.region, h.region_facts, at, known)
+def _answers(account: AccountState, region: RegionState) -> list[Answer]:
+    """Every capability's answer for these states."""
     answers = []
     for capability in CAPABILITIES:
         v = decide(capability, account, region)
         answers.append((v.allowed, v.value))
-    return answers, account.plan, account.registration is not None
+    return answers
+
+
+def _states(
+    before: History, after: History, at: datetime, known: datetime | None, same: tuple[bool, bool]
+) -> tuple[AccountState, RegionState, AccountState, RegionState]:
+    """Both histories' states at `at` as known at `known`; a side whose facts are the same
+    in both is folded once."""
+    account_b = fold_account(before.account_facts, at, known)
+    region_b = fold_region(before.region, before.region_facts, at, known)
+    account_a = account_b if same[0] else fold_account(after.account_facts, at, known)
+    region_a = region_b if same[1] else fold_region(after.region, after.region_facts, at, known)
+    return account_b, region_b, account_a, region_a
 
 
 def answer_changes(
@@ -100,10 +117,16 @@ def answer_changes(
     bounds = [*cuts[1:], end]
     # capability index -> the run being grown: (start, end, before, after, plan)
     runs: dict[int, list[tuple[datetime, datetime | None, Answer, Answer, str]]] = {}
+    same = (
+        before.account_facts == after.account_facts,
+        before.region == after.region and before.region_facts == after.region_facts,
+    )
     for at, until in zip(cuts, bounds, strict=True):
-        b, plan_b, registered_b = _answers(before, at, known)
-        a, plan_a, _ = _answers(after, at, known)
-        plan = plan_b if registered_b else plan_a
+        account_b, region_b, account_a, region_a = _states(before, after, at, known, same)
+        if account_b.same_as(account_a) and region_b.same_as(region_a):
+            continue  # the same states: the same answers (decide reads nothing else)
+        b, a = _answers(account_b, region_b), _answers(account_a, region_a)
+        plan = account_b.plan if account_b.registration is not None else account_a.plan
         for i, (x, y) in enumerate(zip(b, a, strict=True)):
             if x == y:
                 continue

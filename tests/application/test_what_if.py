@@ -169,3 +169,30 @@ def test_what_if_equals_apply_on_a_copy(commands: list[dict[str, Any]], extra: i
         }
         event(f"changed: {bool(expected)}")
         assert got == expected
+
+
+def test_a_command_already_on_file_is_a_duplicate(china: Engine) -> None:
+    """The copy knows the store's command ids: a command on file is reported as `apply`
+    reports it again (its original result, nothing recorded), and changes nothing."""
+    revoke = {
+        "command": "revoke_hosting",
+        "account_id": "us-pro-01",
+        "reason": "abuse",
+        "command_id": "crm-1",
+        "effective_at": "2020-12-01",
+    }
+    (original,) = china.apply([revoke])
+    answer = what_if(china, numbered([revoke]))
+    assert answer.results[0].duplicate and answer.results[0].position == original.position
+    assert answer.changes == []
+    undone = what_if(
+        china, numbered([{**revoke, "command": "restore_hosting", "command_id": "c2"}])
+    )
+    assert {c.capability for c in undone.changes} == {
+        "host",
+        "max_participants",
+        "max_meeting_minutes",
+    }
+    assert {(c.account_id, c.before[0], c.after[0]) for c in undone.changes} == {
+        ("us-pro-01", False, True)
+    }
