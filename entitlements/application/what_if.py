@@ -28,6 +28,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
+from entitlements.application.command_book import CommandBook
 from entitlements.application.engine import Engine
 from entitlements.domain.account import account_uuid
 from entitlements.domain.answer_changes import AnswerChange, History, answer_changes, summary
@@ -39,7 +40,7 @@ from entitlements.domain.rules import Fact
 from entitlements.domain.times import parse_when
 from projections import snapshot
 from projections.facts import TakesEvents
-from projections.log_reader import read_stored
+from projections.log_reader import read_log, read_stored
 
 COPY_PAGE = 2000  # records copied into the memory store per insert
 
@@ -109,7 +110,7 @@ class _Copy:
                 log = self.source.log
                 snapshot.write_index(path, self.source.index, log, log.members, None, ".tmp")
                 self.target.projector.adopt(snapshot.read_index(path)[0])
-            self.target.books.adopt(self.source.book.copy())  # the same positions
+            self.target.books.adopt(_book(self.source, stop))  # the same positions
         else:
             self.target.catch_up()
 
@@ -142,6 +143,21 @@ class _Copy:
                 if record.topic not in COMMAND_TOPICS:  # a command's record changes no answer
                     touched.add(record.originator_id)
         return result
+
+
+def _book(source: Engine, head: int) -> CommandBook:
+    """The source's command book to `head`, without giving the source one to keep (a
+    process that only checks holds none, and would save it to a file at close): a copy of
+    the one it holds, else its file's (if of this log) and the command records after it."""
+    built = source.books.built
+    if built is not None and built.position == head:
+        return built.copy()
+    book = source.books.load() or CommandBook()
+    if book.position < head:
+        for page in read_log(source.app, book.position, head, topics=COMMAND_TOPICS):
+            book.take(page, page[-1][0])
+    book.position = head
+    return book
 
 
 def window(

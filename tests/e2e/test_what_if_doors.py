@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from entitlements import open_engine
+from entitlements.application import command_book_file
 from entitlements.application.access import open_tokens
 from entitlements.http.app import create_app
 from tests.conftest import read_jsonl, scenario_file
@@ -51,7 +52,12 @@ def _position(url: str) -> int:
         return engine.position()
 
 
-def test_cli_answers_the_china_question_and_records_nothing(china: str, tmp_path: Path) -> None:
+def test_cli_answers_the_china_question_and_records_nothing(
+    china: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Also with every snapshot and command book due to be written (SNAPSHOT_EVERY 1): the
+    what-if gives its engine none to write."""
+    monkeypatch.setattr(command_book_file, "SNAPSHOT_EVERY", 1)
     file = tmp_path / "earlier.jsonl"
     file.write_text(json.dumps(EARLIER) + "\n")
     position, files = _position(china), _files(tmp_path)
@@ -62,6 +68,13 @@ def test_cli_answers_the_china_question_and_records_nothing(china: str, tmp_path
         (c["account_id"], c["capability"], c["from"], c["to"]) for c in answer["changes"]
     } == LOST
     assert answer["position"] == position
+    assert _files(tmp_path) == files and _position(china) == position
+    later = tmp_path / "later.jsonl"  # recorded now: the copy takes the store's index whole
+    us = {**EARLIER, "region": "US", "effective_at": "2021-01-01", "recorded_at": None}
+    later.write_text(json.dumps(us))
+    r = entitlements("what-if", str(later), "--json", "--db", china)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["results"][0]["status"] == "applied"
     assert _files(tmp_path) == files and _position(china) == position
     people = entitlements("what-if", str(file), "--db", china)
     assert people.returncode == 0, people.stderr
