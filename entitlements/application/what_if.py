@@ -102,7 +102,9 @@ class _Copy:
         as it is (a snapshot's round trip, no record decoded again); else they are read."""
         if stop <= self.copied:
             return
-        whole = self.copied == 0 and stop == self.head == self.source.index.position
+        whole = (  # nothing in the copy yet, hypothetical or copied
+            self.target.log.position == 0 and stop == self.head == self.source.index.position
+        )
         self._insert(stop)
         if whole:
             with tempfile.TemporaryDirectory() as folder:
@@ -135,14 +137,28 @@ class _Copy:
     def apply(self, n: int, cmd: Command, touched: set[UUID]) -> CommandResult:
         """Decide one command in the copy, where it falls in recorded time."""
         self.copy_to(self.cut(cmd.recorded_at))
-        before = self.target.position()
+        before = self.target.log.position
         (result,) = self.target.apply_parsed([(n, cmd)])
+        self._ours(before, touched)
+        return result
+
+    def _ours(self, before: int, touched: set[UUID]) -> None:
+        """The copy's records after `before` are hypothetical: count and name them."""
         for page in read_stored(self.target.app, before):
             for record in page:
                 self.offsets[record.originator_id] = self.offsets.get(record.originator_id, 0) + 1
                 if record.topic not in COMMAND_TOPICS:  # a command's record changes no answer
                     touched.add(record.originator_id)
-        return result
+
+    def reconcile(self, regions: Sequence[str], touched: set[UUID]) -> None:
+        """Records were copied after hypothetical events, as they were recorded: a rule's
+        fan-out recorded later never reached an account registered by a hypothetical
+        command, nor took in a hypothetical plan change. The engine's own `reconcile`
+        records, at the copy's newest time, the hosting events the rules still lack there."""
+        before = self.target.log.position
+        for code in regions:
+            self.target.reconcile(code, actor="what-if")
+        self._ours(before, touched)
 
 
 def _book(source: Engine, head: int) -> CommandBook:
@@ -217,7 +233,12 @@ def what_if(
         copy = _Copy(source, target)
         touched: set[UUID] = set()
         results = [copy.apply(n, cmd, touched) for n, cmd in commands]
+        interleaved = copy.copied < copy.head and bool(copy.offsets)
         copy.copy_to(copy.head)
+        if interleaved:
+            copy.reconcile(
+                sorted(set(_affected(touched, (source.log, target.log)).values())), touched
+            )
         before, after = source.log, target.log
         changes: list[AnswerChange] = []
         regions: tuple[dict[str, list[Fact]], dict[str, list[Fact]]] = ({}, {})

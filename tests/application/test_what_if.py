@@ -23,7 +23,7 @@ from entitlements.application.what_if import what_if, window
 from entitlements.domain.commands import MalformedCommand, parse_commands, with_derived_id
 from entitlements.domain.decisions import UnknownAccount
 from entitlements.domain.rules import CAPABILITIES, AccountState, RegionState, decide
-from entitlements.domain.times import parse_time
+from entitlements.domain.times import iso, parse_time
 from tests.conftest import read_jsonl, scenario_file
 from tests.integration.test_equivalence import ACCOUNT_POOL, day, scenarios
 
@@ -90,9 +90,10 @@ def test_a_command_is_decided_against_what_was_recorded_before_it(china: Engine)
     assert "online" in (now.results[0].reason or "")
     then = what_if(china, numbered([{**late, "recorded_at": "2020-02-01"}]))
     assert then.results[0].status == "applied"
-    # the rule's fan-out recorded on 19 May is kept as it is (never re-validated): the
-    # free plan's hosting revocation stays in force, so no answer changes
-    assert then.changes == []
+    # the rule's fan-out recorded on 19 May is kept as it is (never re-validated); the
+    # engine's reconcile then restores hosting from 1 July, the plan being pro from then
+    host = [(iso(c.start), c.end, c.after[0]) for c in then.changes if c.capability == "host"]
+    assert host == [("2020-07-01T00:00:00Z", None, True)]
 
 
 def test_window_and_known_time_limit_the_changes(china: Engine) -> None:
@@ -196,3 +197,25 @@ def test_a_command_already_on_file_is_a_duplicate(china: Engine) -> None:
     assert {(c.account_id, c.before[0], c.after[0]) for c in undone.changes} == {
         ("us-pro-01", False, True)
     }
+
+
+def test_a_command_recorded_before_the_whole_log(china: Engine) -> None:
+    """Recorded before the log's first record: applied first, then the whole log after it
+    (read again, not the store's index taken whole: the copy holds an event already)."""
+    early = {
+        "command": "register_account",
+        "account_id": "cn-early-01",
+        "region": "CN",
+        "plan": "free",
+        "channel": "online",
+        "effective_at": "2020-01-01",
+        "recorded_at": "2019-12-01",
+    }
+    answer = what_if(china, numbered([early]))
+    assert answer.results[0].status == "applied" and answer.results[0].position == 2
+    host = [c for c in answer.changes if c.capability == "host"]
+    # the 19 May rule's fan-out, copied as recorded, did not reach it: reconcile did
+    assert {(c.account_id, iso(c.start), c.end and iso(c.end)) for c in host} == {
+        ("cn-early-01", "2020-01-01T00:00:00Z", "2020-05-19T00:00:00Z")
+    }
+    assert {c.account_id for c in answer.changes} == {"cn-early-01"}
