@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "changes": changes,
         "accounts_changed": touched,
         "ratio": round(what_if_s / fan_out_s, 2),
+        "fan_out_rounds_s": [round(x, 2) for x in real],
+        "what_if_rounds_s": [round(x, 2) for x in wi],
         "rounds": args.rounds,
     }
     return emit(figures, args.json)
