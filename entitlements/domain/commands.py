@@ -84,6 +84,7 @@ Reason = Annotated[str, StringConstraints(max_length=2000), AfterValidator(visib
 
 #: Validation context key: a `recorded_at` in the future is allowed (what-if only).
 FUTURE_ALLOWED = "future_recorded_at"
+_FUTURE = {FUTURE_ALLOWED: True}
 
 
 class _Command(BaseModel):
@@ -327,7 +328,7 @@ def validated(
         if unstorable:
             raise MalformedCommand(n, _field_name(unstorable[0]), unstorable[1], label)
         try:
-            cmd = _adapter.validate_python(item, context={FUTURE_ALLOWED: future})
+            cmd = _adapter.validate_python(item, context=_FUTURE if future else None)
         except ValidationError as e:
             field, message = _first_error(e)
             raise MalformedCommand(n, field, message, label) from None
@@ -411,11 +412,11 @@ def read_command_file(path: str | Path) -> list[tuple[int, Any]]:
     return list(iter_command_file(path))
 
 
-def check_command_file(path: str | Path, future: bool = False) -> int:
+def check_command_file(path: str | Path) -> int:
     """`apply`'s first pass: validate every line, holding none (memory does not grow with
     the file), and return how many commands it holds. MalformedCommand names the first bad
     line and field; nothing has been applied, nor a store opened."""
-    return sum(1 for _ in validated(iter_command_file(path), future=future))
+    return sum(1 for _ in validated(iter_command_file(path)))
 
 
 def stream_command_file(path: str | Path, future: bool = False) -> Iterator[tuple[int, Command]]:
