@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.whole_process import _commands, emit
+from benchmarks.migrate_figures import build  # the store of n accounts made by `apply`
+from benchmarks.whole_process import emit
 from entitlements.application.engine import Engine
 from entitlements.application.what_if import what_if
 from entitlements.domain.commands import parse_commands, with_derived_id
@@ -37,16 +38,6 @@ RULE = {
     "effective_at": "2021-01-01",
 }
 NOTHING = {**RULE, "command": "lift_region_rule", "rule": "direct_sales_closed"}
-
-
-def build(n: int, folder: Path) -> tuple[str, int, float]:
-    """An SQLite store of `n` accounts made by `apply`; its URL, records and build seconds."""
-    url = f"sqlite:///{folder / 'store.db'}"
-    start = time.perf_counter()
-    with Engine(url) as engine:
-        engine.apply(_commands(n))
-        records = engine.position()
-    return url, records, time.perf_counter() - start
 
 
 def fan_out(url: str, folder: Path, i: int) -> tuple[float, int]:
