@@ -162,6 +162,13 @@ class Projector:
             snapshot_digests.refuse("index", path, why)
             self._refused = True
             return False
+        self.adopt(loaded)
+        self._snapshot_position = loaded.position
+        return True
+
+    def adopt(self, loaded: snapshot.Loaded) -> None:
+        """Take a read snapshot's index and regions as this process's, at its position (a
+        what-if's copy of a log takes its source's this way instead of reading the log)."""
         regions = {c: region_timeline(c, fs) for c, fs in loaded.regions.items()}
         with self._lock:
             self.index.replace(loaded.accounts, regions, loaded.position, loaded.store)
@@ -174,8 +181,6 @@ class Projector:
                 self._stream_of,
             )
             self._facts = None
-            self._snapshot_position = loaded.position
-        return True
 
     def unbound(
         self, kind: str, position: int, digest: str, head: dict[str, Any] | None

@@ -61,6 +61,15 @@ class CommandBook:
     def __len__(self) -> int:
         return len(self._positions)
 
+    def copy(self) -> CommandBook:
+        """A book of its own with the same contents (a what-if's copy of the log)."""
+        other = CommandBook()
+        other.position = self.position
+        other._positions = dict(self._positions)
+        other.pending_fan_outs = dict(self.pending_fan_outs)
+        other._fan_out_ids = dict(self._fan_out_ids)
+        return other
+
     # -- taking the log in ---------------------------------------------------------------
 
     def take(self, records: Iterable[tuple[int, Any]], position: int) -> None:

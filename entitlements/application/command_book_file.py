@@ -44,6 +44,13 @@ class CommandBooks:
                 self.built = book
         return self.built
 
+    def adopt(self, book: CommandBook) -> None:
+        """Start from `book` (of this very log, to its position) instead of building one."""
+        with self.projector.lock:
+            self.saved = book.position
+            self.projector.on_records.append(book.take)
+            self.built = book
+
     def path(self) -> Path | None:
         """The book's file: beside the index snapshot (none when the process keeps none)."""
         index = self.projector.snapshot_file

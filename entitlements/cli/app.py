@@ -16,8 +16,18 @@ from sqlalchemy.exc import SQLAlchemyError
 from entitlements.adapters.damaged import DamagedRecord
 from entitlements.adapters.store import DEFAULT_URL, ENV_VAR, StoreError, lasting_store_url
 from entitlements.application.engine import Engine
-from entitlements.cli import apply, audit, checks, demo, migrate, read_models, serve, tokens
-from entitlements.cli import who_can as who_can_group
+from entitlements.cli import (
+    apply,
+    audit,
+    checks,
+    demo,
+    migrate,
+    read_models,
+    serve,
+    tokens,
+    what_if,
+    who_can,
+)
 from entitlements.cli.exits import (
     EXIT_BROKEN_PIPE,
     EXIT_MALFORMED,
@@ -93,13 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     apply.add_parser(sub)
     checks.add_parser(sub)
-    who_can_group.add_parser(sub)
+    who_can.add_parser(sub)
     audit.add_parser(sub)
     read_models.add_parser(sub)
     tokens.add_parser(sub)
     read_models.add_reconcile_parser(sub)
     serve.add_parser(sub)
     migrate.add_parser(sub)
+    what_if.add_parser(sub)
     demo.add_parser(sub)
     return parser
 

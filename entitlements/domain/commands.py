@@ -83,6 +83,11 @@ Actor = Annotated[
 Reason = Annotated[str, StringConstraints(max_length=2000), AfterValidator(visible_text)]
 
 
+#: Validation context key: a `recorded_at` in the future is allowed (what-if only).
+FUTURE_ALLOWED = "future_recorded_at"
+_FUTURE = {FUTURE_ALLOWED: True}
+
+
 class _Command(BaseModel):
     """Fields every command takes: when it takes effect, when the engine learned it, its
     identity (exactly once per `command_id`) and who asked."""
@@ -96,8 +101,9 @@ class _Command(BaseModel):
 
     @field_validator("recorded_at")
     @classmethod
-    def _not_in_future(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value > now():
+    def _not_in_future(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        # what-if (FUTURE_ALLOWED in the context) may say what would be learned later
+        if value is not None and value > now() and not (info.context or {}).get(FUTURE_ALLOWED):
             raise ValueError("recorded_at is in the future: the engine cannot have learned it yet")
         return value
 
@@ -326,10 +332,13 @@ def _unstorable_text(item: Mapping[Any, Any]) -> tuple[str, str] | None:
     return None
 
 
-def validated(numbered: Iterable[tuple[int, Any]], label: str = "line") -> Iterator[Command]:
+def validated(
+    numbered: Iterable[tuple[int, Any]], label: str = "line", future: bool = False
+) -> Iterator[Command]:
     """Validate (number, item) pairs one at a time, as they come: holds none of them, so a
     file of any length streams through. Raises MalformedCommand for the first bad item;
-    `recorded_at` may not go backwards (among items that give one)."""
+    `recorded_at` may not go backwards (among items that give one), nor be in the future
+    unless `future` (what-if: a command as if learned later)."""
     newest: datetime | None = None
     for n, item in numbered:
         if not isinstance(item, Mapping):
@@ -338,7 +347,7 @@ def validated(numbered: Iterable[tuple[int, Any]], label: str = "line") -> Itera
         if unstorable:
             raise MalformedCommand(n, _field_name(unstorable[0]), unstorable[1], label)
         try:
-            cmd = _adapter.validate_python(item)
+            cmd = _adapter.validate_python(item, context=_FUTURE if future else None)
         except ValidationError as e:
             field, message = _first_error(e)
             raise MalformedCommand(n, field, message, label) from None
@@ -351,10 +360,12 @@ def validated(numbered: Iterable[tuple[int, Any]], label: str = "line") -> Itera
         yield cmd
 
 
-def parse_commands(numbered: Iterable[tuple[int, Any]], label: str = "line") -> list[Command]:
+def parse_commands(
+    numbered: Iterable[tuple[int, Any]], label: str = "line", future: bool = False
+) -> list[Command]:
     """Validate a whole batch of (number, item); raise MalformedCommand for the first bad
     item. `recorded_at` may not go backwards within a batch (among items that give one)."""
-    return list(validated(numbered, label))
+    return list(validated(numbered, label, future))
 
 
 class UnreadableCommandFile(ValueError):
@@ -427,7 +438,7 @@ def check_command_file(path: str | Path) -> int:
     return sum(1 for _ in validated(iter_command_file(path)))
 
 
-def stream_command_file(path: str | Path) -> Iterator[tuple[int, Command]]:
+def stream_command_file(path: str | Path, future: bool = False) -> Iterator[tuple[int, Command]]:
     """`apply`'s second pass: (line number, command) pairs, validated again as they are
     read, each with its command_id (given, or derived from its content)."""
     items = iter_command_file(path)
@@ -438,10 +449,10 @@ def stream_command_file(path: str | Path) -> Iterator[tuple[int, Command]]:
             numbers.append(n)
             yield n, item
 
-    for cmd in validated(numbered()):
+    for cmd in validated(numbered(), future=future):
         yield numbers.pop(), with_derived_id(cmd)
 
 
-def parse_command_file(path: str | Path) -> list[tuple[int, Command]]:
+def parse_command_file(path: str | Path, future: bool = False) -> list[tuple[int, Command]]:
     """Read and validate a whole command file: (line number, command) pairs."""
-    return list(stream_command_file(path))
+    return list(stream_command_file(path, future))

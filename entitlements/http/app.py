@@ -15,7 +15,15 @@ from starlette.types import Receive, Scope, Send
 from entitlements.adapters.store import ENV_VAR
 from entitlements.http.errors import install_error_handlers
 from entitlements.http.fastpath import FastChecks
-from entitlements.http.routers import auditors, changes, checks, commands, operations, who_can
+from entitlements.http.routers import (
+    auditors,
+    changes,
+    checks,
+    commands,
+    operations,
+    what_if,
+    who_can,
+)
 from entitlements.http.schemas import MAX_BODY
 from entitlements.http.settings import MAX_STALENESS, MAX_STALENESS_VAR, POLL
 from entitlements.http.worker import Worker
@@ -63,7 +71,7 @@ def create_app(
     )
     app.state.worker = worker
     install_error_handlers(app)
-    for group in (operations, checks, changes, auditors, commands, who_can):
+    for group in (operations, checks, changes, auditors, commands, who_can, what_if):
         app.include_router(group.router)
     app.fast = FastChecks(worker)
     return app

@@ -1,0 +1,95 @@
+"""`entitlements what-if FILE`: a command file applied to a copy of the history in memory
+(entitlements/application/what_if.py); prints what `apply` would and the answers that would
+change. Nothing is recorded."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from entitlements.adapters.store import lasting_store_url
+from entitlements.application.engine import Engine
+from entitlements.application.what_if import WhatIfAnswer, what_if, window
+from entitlements.cli.exits import EXIT_OK, ONE_COMMAND
+from entitlements.cli.output import out
+from entitlements.domain.commands import parse_command_file
+
+
+def _answer(a: dict[str, Any]) -> str:
+    shown = "yes" if a["allowed"] else "no"
+    return shown if a["value"] is None else f"{shown} ({a['value']})"
+
+
+def _print(answer: WhatIfAnswer) -> None:
+    """Three tables for people: the commands' results, the changes, the summary."""
+    data = answer.as_dict()
+    results = Table(title="what apply would do (nothing recorded)", title_justify="left")
+    for col in ("line", "command", "status", "reason"):
+        results.add_column(col)
+    for r in data["results"]:
+        results.add_row(str(r["line"]), r["command"], r["status"], escape(r["reason"] or ""))
+    out.print(results)
+    changes = Table(title=f"answers that change ({len(data['changes'])})", title_justify="left")
+    for col in ("account", "capability", "from", "to", "before", "after"):
+        changes.add_column(col)
+    for c in data["changes"]:
+        changes.add_row(
+            escape(c["account_id"]),
+            c["capability"],
+            c["from"],
+            c["to"] or "-",
+            _answer(c["before"]),
+            _answer(c["after"]),
+        )
+    out.print(changes)
+    summary = Table(title="per region and plan", title_justify="left")
+    for col in ("region", "plan", "accounts", "lost", "gained", "changed"):
+        summary.add_column(col)
+    for region, plans in data["summary"].items():
+        for plan, row in plans.items():
+            counts = (str(row[k]) for k in ("accounts", "lost", "gained", "changed"))
+            summary.add_row(escape(region), plan, *counts)
+    out.print(summary)
+    out.print(f"[dim]the store's log position {answer.position}, unchanged[/]")
+
+
+def cmd_what_if(_: Engine | None, args: argparse.Namespace) -> int:
+    """Validate the file whole (as `apply` does: a bad line refuses it, exit 2) and the
+    times, then open the store (it must exist) and answer from a copy of it."""
+    lasting_store_url(args.db, ONE_COMMAND)
+    start, end, known = window(args.start, args.end, args.as_known_at)
+    commands = parse_command_file(args.file, future=True)  # whole: a bad line refuses it
+    with Engine(args.db, must_exist=True) as engine:
+        answer = what_if(engine, commands, start, end, known)
+    if args.json:
+        print(json.dumps(answer.as_dict()))
+    else:
+        _print(answer)
+    return EXIT_OK
+
+
+def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "what-if",
+        help="apply a command file to a copy of the history in memory; record nothing",
+        description="Validate the whole command file as `apply` does (a malformed line "
+        "refuses it: exit 2), then apply its commands to a copy of the store's history in "
+        "memory, each at its recorded_at (default now; earlier than the store's newest, or "
+        "later than now, is allowed here), decided against what was recorded before it, "
+        "with the events already recorded kept as they are. Prints what `apply` would "
+        "print, every account and capability whose answer changes in [--from, --to) as "
+        "known at --as-known-at (default: everything, the hypothetical commands included), "
+        "and a summary per region and plan. Nothing is recorded.",
+    )
+    p.add_argument("file", help="the command file, one JSON command per line")
+    p.add_argument(
+        "--from", dest="start", metavar="T", help="window start (default: the first event)"
+    )
+    p.add_argument("--to", dest="end", metavar="T", help="window end, excluded (default: none)")
+    p.add_argument("--as-known-at", metavar="K", help="compare as known at K (default: all)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(run=cmd_what_if, no_engine=True)  # it opens the store once the file is valid
