@@ -16,14 +16,15 @@ from fastapi.testclient import TestClient
 
 from entitlements.application.access import open_tokens
 from entitlements.http.app import create_app
-from tests.conftest import CLI, scenario_file
+from tests.conftest import scenario_file
+from tests.e2e.cli_runner import entitlements
 
 SCENARIO = scenario_file("residency-2020.jsonl")
 
 
 def run(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ENTITLEMENTS_DB": store_url}
-    return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=120)
+    """The command in this process (cli_runner.py)."""
+    return entitlements(*args, env={**os.environ, "ENTITLEMENTS_DB": store_url})
 
 
 @pytest.fixture

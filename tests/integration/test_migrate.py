@@ -24,6 +24,7 @@ from entitlements.application.access import open_tokens
 from entitlements.application.migrate import NotVerified, OtherHistory, migrate, open_log
 from entitlements.domain.commands import parse_command_file
 from tests.conftest import CLI, postgres_or_skip, read_jsonl, registrations, scenario_file
+from tests.e2e.cli_runner import entitlements
 from tests.integration.tamper import Tamper
 
 EXPECTED_ROWS = read_jsonl(scenario_file("china-2020.expected.jsonl"))
@@ -35,7 +36,8 @@ class Stopped(Exception):
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=120)
+    """The command in this process (cli_runner.py); the run killed halfway is a process."""
+    return entitlements(*args)
 
 
 @pytest.fixture(scope="module")
