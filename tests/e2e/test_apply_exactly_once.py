@@ -199,9 +199,7 @@ def test_history_and_the_rejection_log_show_who_asked_to_people_and_machines(
     assert apply(store_url, path).returncode == 1
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [CLI, *args], capture_output=True, text=True, env=env_for(store_url), timeout=60
-        )
+        return entitlements(*args, env=env_for(store_url))
 
     (event,) = json.loads(cli("history", "us-1", "--json").stdout)
     assert (event["actor"], event["command_id"]) == ("crm [/bold]", "crm-1")

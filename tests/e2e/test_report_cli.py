@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import re
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +20,8 @@ import pytest
 from matplotlib.image import imread
 
 from entitlements import cli, open_engine
-from tests.conftest import CLI, china_store
+from tests.conftest import china_store
+from tests.e2e.cli_runner import entitlements
 from tests.e2e.test_cli import run as run_script
 from tests.e2e.test_cli_errors import one_line_error
 
@@ -162,18 +162,14 @@ def test_the_console_script_says_it_in_one_line_and_help_says_inclusive(china: s
     result = run_script(china, "report", "CN", "--from", "2021-01-01", "--to", "2020-01-01")
     assert result.returncode == 2
     assert one_line_error(result).startswith("error: --from:")
-    help_text = subprocess.run(
-        [CLI, "report", "--help"], capture_output=True, text=True, timeout=60
-    ).stdout
+    help_text = entitlements("report", "--help").stdout
     assert "inclusive" in help_text and "00:00 UTC" in help_text
 
 
 def test_the_demo_writes_the_cn_2020_picture_the_report_would(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    result = subprocess.run(
-        [CLI, "demo", "--db", "demo.db"], capture_output=True, text=True, cwd=tmp_path, timeout=120
-    )
+    result = entitlements("demo", "--db", "demo.db", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     found = re.search(r"^4\. How many CN accounts could host.*: (\S+\.png)$", result.stdout, re.M)
     assert found, result.stdout
