@@ -16,7 +16,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from entitlements.adapters.damaged import DamagedRecord
 from entitlements.adapters.store import DEFAULT_URL, ENV_VAR, StoreError, lasting_store_url
 from entitlements.application.engine import Engine
-from entitlements.cli import apply, audit, checks, demo, migrate, read_models, serve, tokens
+from entitlements.cli import (
+    apply,
+    audit,
+    checks,
+    demo,
+    migrate,
+    read_models,
+    serve,
+    snapshot,
+    tokens,
+)
 from entitlements.cli.exits import (
     EXIT_BROKEN_PIPE,
     EXIT_MALFORMED,
@@ -86,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     read_models.add_reconcile_parser(sub)
     serve.add_parser(sub)
     migrate.add_parser(sub)
+    snapshot.add_parser(sub)
     demo.add_parser(sub)
     return parser
 

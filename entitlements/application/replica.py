@@ -1,0 +1,94 @@
+"""What a copy of the check index outside the server needs (issue 19): the index's snapshot
+with the position it is at and the chain head there (`snapshot export`, GET /v1/snapshot),
+and the log's records after a position as plain JSON, each with the chain link that lets a
+copy check it before applying it (GET /v1/stream).
+
+The snapshot is the index snapshot a process saves (projections/snapshot.py: a JSON header
+and arrays of numbers, nothing that can run), written from the index in memory under the
+projector's lock, its header's `head` naming the event at its position and the chain hash
+there (`chain`). A record is `{"position", "stream", "version", "topic", "state"}`, `state`
+as stored (its `chain` = `{"prev", "hash"}` included) with times and ids as strings: the
+very content the chain hashes (adapters/integrity.py), so a copy recomputes the link.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eventsourcing.application import Application
+
+from entitlements.adapters.integrity import _plain, genesis, read_state, stored_hash
+from entitlements.application.engine import Engine
+from projections import snapshot
+from projections.log_reader import read_stored
+
+PAGE = 500  # records read per select for a stream
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A snapshot as written: where, at which position, the chain head there, its SHA-256."""
+
+    path: Path
+    position: int
+    chain_head: str
+    digest: str
+
+
+def chain_head(app: Application[Any], position: int) -> str:
+    """The chain hash the next record links to after `position` (genesis for none)."""
+    return stored_hash(app, position) or genesis(position)
+
+
+def export_snapshot(engine: Engine, path: Path) -> Exported:
+    """Write the check index as it stands to `path` (atomic), with its position and the
+    chain head there in its header (`head.chain`)."""
+    projector = engine.projector
+    with projector.lock:
+        log = projector.log
+        position = log.position
+        head = dict(projector.fingerprint(position) or {"position": 0})
+        head["chain"] = chain_head(projector.app, position)
+        digest = snapshot.write_index(
+            path, projector.index, log, log.members, head, f".tmp{os.getpid()}"
+        )
+    return Exported(path, position, head["chain"], digest)
+
+
+def snapshot_bytes(engine: Engine) -> tuple[bytes, Exported]:
+    """The snapshot as bytes (GET /v1/snapshot), written through a temporary file."""
+    with tempfile.TemporaryDirectory(prefix="entitlements-snapshot-") as folder:
+        exported = export_snapshot(engine, Path(folder) / "snapshot.index")
+        return exported.path.read_bytes(), exported
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_plain).encode
+
+
+def record_of(app: Application[Any], n: Any) -> dict[str, Any]:
+    """One stored event as a copy applies and checks it (see the module's docstring)."""
+    state = json.loads(_dumps(read_state(app.mapper, n.state)))
+    return {
+        "position": n.id,
+        "stream": str(n.originator_id),
+        "version": n.originator_version,
+        "topic": n.topic,
+        "state": state,
+    }
+
+
+def records_after(engine: Engine, after: int, limit: int = PAGE) -> list[dict[str, Any]]:
+    """Up to `limit` records after position `after`, in log order."""
+    for page in read_stored(engine.app, after, page=limit):
+        return [record_of(engine.app, n) for n in page]
+    return []
+
+
+def encoded(record: dict[str, Any]) -> str:
+    """A record as one line of JSON (an SSE `data:` line)."""
+    return str(_dumps(record))
