@@ -7,8 +7,9 @@ The snapshot is the index snapshot a process saves (projections/snapshot.py: a J
 and arrays of numbers, nothing that can run), written from the index in memory under the
 projector's lock, its header's `head` naming the event at its position and the chain hash
 there (`chain`). A record is `{"position", "stream", "version", "topic", "state"}`, `state`
-as stored (its `chain` = `{"prev", "hash"}` included) with times and ids as strings: the
-very content the chain hashes (adapters/integrity.py), so a copy recomputes the link.
+the stored state as its transcoder's JSON text (its `chain` = `{"prev", "hash"}` included):
+a copy decodes it with the same transcoder, recomputes the link as `verify` does
+(adapters/integrity.py), and only then applies it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from eventsourcing.application import Application
 
-from entitlements.adapters.integrity import _plain, genesis, read_state, stored_hash
+from entitlements.adapters.integrity import genesis, stored_hash
 from entitlements.application.engine import Engine
 from projections import snapshot
 from projections.log_reader import read_stored
@@ -67,18 +68,26 @@ def snapshot_bytes(engine: Engine) -> tuple[bytes, Exported]:
         return exported.path.read_bytes(), exported
 
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_plain).encode
+def transcoded(mapper: Any, stored: Any) -> str:
+    """A stored state as its transcoder wrote it (JSON text, types marked), deciphered and
+    decompressed: what a copy decodes with the same transcoder, and hashes as `verify`
+    does; ValueError when it is no such text."""
+    raw: bytes = bytes(stored)
+    if mapper.cipher:
+        raw = mapper.cipher.decrypt(raw)
+    if mapper.compressor:
+        raw = mapper.compressor.decompress(raw)
+    return raw.decode()
 
 
 def record_of(app: Application[Any], n: Any) -> dict[str, Any]:
     """One stored event as a copy applies and checks it (see the module's docstring)."""
-    state = json.loads(_dumps(read_state(app.mapper, n.state)))
     return {
         "position": n.id,
         "stream": str(n.originator_id),
         "version": n.originator_version,
         "topic": n.topic,
-        "state": state,
+        "state": transcoded(app.mapper, n.state),
     }
 
 
@@ -91,4 +100,4 @@ def records_after(engine: Engine, after: int, limit: int = PAGE) -> list[dict[st
 
 def encoded(record: dict[str, Any]) -> str:
     """A record as one line of JSON (an SSE `data:` line)."""
-    return str(_dumps(record))
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False)

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from entitlements import open_engine
 from entitlements.adapters.integrity import content, head_at, link
 from entitlements.application.access import open_tokens
+from entitlements.client.local_copy import transcoder
 from entitlements.http.app import create_app
 from projections.snapshot import read_index
 from tests.conftest import read_jsonl, scenario_file
@@ -109,9 +110,10 @@ def events(lines: Iterator[str], n: int) -> tuple[list[dict[str, Any]], int]:
 def links(records: list[dict[str, Any]], prev: str) -> str:
     """Each record's chain link checked from `prev` (as a client does); the last hash."""
     for r in records:
-        chain = r["state"]["chain"]
+        state = transcoder().decode(r["state"].encode())
+        chain = state["chain"]
         assert chain["prev"] == prev
-        body = content(r["stream"], r["version"], r["topic"], r["state"])
+        body = content(r["stream"], r["version"], r["topic"], state)
         assert link(prev, body) == chain["hash"]
         prev = chain["hash"]
     return prev
