@@ -19,6 +19,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,6 +66,7 @@ class Client:
         token: str | None = None,
         bootstrap: str | Path | None = None,
         max_staleness: float | None = None,
+        on_change: Callable[[dict[str, Any]], None] | None = None,
         backoff: tuple[float, float] = BACKOFF,
         read_timeout: float = READ_TIMEOUT,
     ) -> None:
@@ -72,7 +74,9 @@ class Client:
         self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=10.0)
         self.max_staleness, self.backoff, self.read_timeout = max_staleness, backoff, read_timeout
         try:
-            self._copy = LocalCopy(Path(bootstrap)) if bootstrap else self._download()
+            self.on_change = on_change
+            feed = on_change is not None
+            self._copy = LocalCopy(Path(bootstrap), feed=feed) if bootstrap else self._download()
         except BaseException:
             self._http.close()
             raise
@@ -153,7 +157,7 @@ class Client:
         with tempfile.TemporaryDirectory(prefix="entitlements-client-") as folder:
             path = Path(folder) / "snapshot.index"
             path.write_bytes(got.content)
-            return LocalCopy(path, expected)
+            return LocalCopy(path, expected, feed=self.on_change is not None)
 
     def _follow(self) -> None:
         """Follow the stream until closed: on a break, back off (doubling, with jitter)
@@ -192,9 +196,16 @@ class Client:
         self._connected = False
 
     def _take(self, record: Any) -> None:
-        if self._copy.apply(record) is not None:
-            with self._moved:
-                self._moved.notify_all()
+        if self._copy.apply(record) is None:
+            return
+        with self._moved:
+            self._moved.notify_all()
+        if self.on_change is not None:
+            for item in self._copy.changes_at(record["position"]):
+                try:
+                    self.on_change(item)
+                except Exception as e:  # the caller's: said, and following goes on
+                    logger.warning("entitlements client: on_change raised %s", _one_line(e))
 
     def _went_away(self) -> None:
         self._connected = False

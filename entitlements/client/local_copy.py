@@ -32,6 +32,7 @@ from entitlements.domain import account, command_log, region  # noqa: F401 - the
 from entitlements.domain import events as names
 from entitlements.domain.account import account_uuid
 from entitlements.domain.region import region_id
+from projections.changes import ChangeFeed
 from projections.check_index import CheckIndex
 from projections.facts import Changed
 from projections.light_log import LightLog
@@ -45,6 +46,9 @@ TOPICS = frozenset(
     for n in dir(names)
     if n.isupper() and isinstance(getattr(names, n), str) and n != "TOPIC_PREFIX"
 )
+
+
+FEED_KEPT = 16  # positions whose changes the copy keeps: `on_change` takes them at once
 
 
 class Refused(ValueError):
@@ -62,9 +66,12 @@ def transcoder() -> JSONTranscoder:
 class LocalCopy:
     """A check index level with the log up to `position`, whose chain hash is `head`."""
 
-    def __init__(self, path: Path, expected: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, path: Path, expected: dict[str, Any] | None = None, feed: bool = False
+    ) -> None:
         """Load the snapshot at `path`; `expected` (position, chain_head, digest, as the
-        server said) must match what the file holds, else Refused."""
+        server said) must match what the file holds, else Refused. With `feed`, keep the
+        capability changes each record makes (`changes_at`), as a server's change feed."""
         try:
             loaded, head = read_index(path)
         except SnapshotRefused as e:
@@ -91,6 +98,7 @@ class LocalCopy:
         self.lock = threading.Lock()  # one writer: the follow thread (and tests)
         self._mapper: Mapper[UUID] = Mapper(transcoder())
         self._streams: dict[int, tuple[str, str]] | None = None
+        self.feed = ChangeFeed(loaded.position, keep=FEED_KEPT) if feed else None
 
     @property
     def position(self) -> int:
@@ -106,11 +114,20 @@ class LocalCopy:
             if position <= self.position:
                 return None
             event, chain = self._verified(position, record)
-            changed = self.log.add([(position, event)])
+            if self.feed is None:
+                changed = self.log.add([(position, event)])
+            else:
+                changed = self.feed.take(self.log, position, event)
             self.index.update(self.log, changed)
             self.log.compact(changed.accounts)
             self.head = chain
             return changed
+
+    def changes_at(self, position: int) -> list[dict[str, Any]]:
+        """The capability changes the record at `position` made (the items /v1/changes
+        lists for it), when kept (`feed`) and it is the newest applied."""
+        found = None if self.feed is None else self.feed.read(position - 1, 1 << 30)
+        return [] if found is None else [i for i in found[0] if i["position"] == position]
 
     def _verified(self, position: int, record: dict[str, Any]) -> tuple[Any, str]:
         """The record's event and chain hash, once its link to our head is recomputed."""

@@ -11,13 +11,16 @@ resuming from further back reads its own pages from the store until it is within
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from functools import partial
 
 from starlette.concurrency import run_in_threadpool
 
 from entitlements.application.replica import Exported, encoded, records_after, snapshot_bytes
+from entitlements.http.schemas import MAX_BATCH
 from entitlements.http.worker import Worker
 
 HEARTBEAT = 15.0  # seconds between two comment lines on an idle stream
@@ -28,9 +31,34 @@ KEEP = 10_000  # recent records a worker keeps for its streams
 LIFETIME = 300.0
 
 
-def event(position: int, data: str, kind: str) -> bytes:
-    """One Server-Sent Event: `id:` the position, one `data:` line of JSON."""
-    return f"id: {position}\nevent: {kind}\ndata: {data}\n\n".encode()
+def event(position: int | None, data: str, kind: str) -> bytes:
+    """One Server-Sent Event: `id:` the position (none: the last id stands), one `data:`
+    line of JSON."""
+    head = "" if position is None else f"id: {position}\n"
+    return f"{head}event: {kind}\ndata: {data}\n\n".encode()
+
+
+async def change_stream(
+    worker: Worker, after: int, heartbeat: float, lifetime: float
+) -> AsyncIterator[bytes]:
+    """GET /v1/changes/stream: the items of /v1/changes after `after`, as they are
+    recorded, read from the worker's change feed in memory. The items of one position
+    go out together, the last of them carrying `id:` (so Last-Event-ID is always a
+    position whose items were all received)."""
+    engine = worker.ready_engine()
+    read = partial(engine.changes, limit=MAX_BATCH, catch_up=not worker.following)
+    last, ends = after, time.monotonic() + lifetime
+    yield b": following the change feed\n\n"
+    while (left := ends - time.monotonic()) > 0:
+        items, next_position = await run_in_threadpool(read, last)
+        for i, item in enumerate(items):
+            done = i + 1 == len(items) or items[i + 1]["position"] != item["position"]
+            yield event(item["position"] if done else None, json.dumps(item), "change")
+        last = next_position
+        if items:
+            continue
+        if not await worker.until_position(last + 1, min(heartbeat, left)):
+            yield b": keep-alive\n\n"
 
 
 class RecordHub:

@@ -5,6 +5,7 @@ and 50 clients on one server each receive every record once, in order."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -13,6 +14,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from entitlements import open_engine
@@ -20,6 +22,7 @@ from entitlements.application.access import open_tokens
 from entitlements.application.engine import Engine
 from entitlements.application.replica import export_snapshot
 from entitlements.client import Client, Stale
+from entitlements.client.sse import events
 from tests.conftest import read_jsonl, scenario_file
 from tests.e2e.servers import free_port, start_server
 
@@ -163,6 +166,38 @@ def test_fifty_clients_on_one_server_each_receive_every_record_once_in_order(
             assert all(a == expected for a in applied)
             expected_answer = answer(engine.check("us-pro-01", "host"))
             assert all(answer(c.check("us-pro-01", "host")) == expected_answer for c in clients)
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(10)
+
+
+@pytest.mark.slow
+def test_on_change_and_the_changes_stream_give_the_change_feeds_items(
+    store: tuple[str, str, Engine], tmp_path: Path
+) -> None:
+    url, token, engine = store
+    server, base = start_server(url, cache=tmp_path / "cache", session=True)
+    try:
+        seen: list[dict[str, Any]] = []
+        with Client(base, token=token, on_change=seen.append) as client:
+            start = client.status.position
+            last = [applied_at(engine, revoke(a, n)) for n, a in enumerate(ACCOUNTS)][-1]
+            client.wait_for(last, timeout=10)
+            expected, _ = engine.changes(after=start, limit=1000)
+            assert expected and seen == expected
+            bearer = {"Authorization": f"Bearer {token}"}
+            with (
+                httpx.Client(base_url=base, headers=bearer, timeout=10) as http,
+                http.stream("GET", "/v1/changes/stream", params={"after": start}) as got,
+            ):
+                pushed, ids = [], []
+                for e in events(got.iter_lines()):
+                    pushed.append(json.loads(e.data))
+                    ids.append(e.id)
+                    if len(pushed) == len(expected):
+                        break
+            assert pushed == expected
+            assert ids[-1] == str(expected[-1]["position"])  # a whole position's items
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait(10)

@@ -1,5 +1,6 @@
 """What a client that keeps its own copy of the check index reads (issue 19): the snapshot
-to start from and the log's records after it, pushed as Server-Sent Events."""
+to start from and the log's records after it, and the change feed, pushed as Server-Sent
+Events."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from fastapi.responses import Response, StreamingResponse
 from entitlements.http.body import JsonBodyRoute
 from entitlements.http.dependencies import Checker
 from entitlements.http.errors import Refused, errors
-from entitlements.http.stream import RecordHub, SnapshotCache, last_event_id
+from entitlements.http.stream import RecordHub, SnapshotCache, change_stream, last_event_id
 
 router = APIRouter(tags=["replica"], route_class=JsonBodyRoute)
 
@@ -70,3 +71,27 @@ async def stream(
     return StreamingResponse(
         hub.stream(start), media_type="text/event-stream", headers=STREAM_HEADERS
     )
+
+
+@router.get(
+    "/v1/changes/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, **errors(401, 403, 422, 503)},
+)
+async def changes_stream(
+    request: Request,
+    _: Checker,
+    after: Annotated[int, Query(ge=0)] = 0,
+    last_event: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    """Server-Sent Events of the same items as /v1/changes after `after` (or
+    `Last-Event-ID`), pushed as they are recorded: one `change` event each, the last item
+    of a log position carrying `id:` that position. A comment line every 15 s when idle."""
+    try:
+        start = last_event_id(last_event, after)
+    except ValueError as e:
+        raise Refused(422, str(e)) from None
+    hub: RecordHub = request.app.state.records
+    hub.worker.ready_engine()
+    items = change_stream(hub.worker, start, hub.heartbeat, hub.lifetime)
+    return StreamingResponse(items, media_type="text/event-stream", headers=STREAM_HEADERS)
