@@ -5,6 +5,7 @@ their store): a copy with no store (entitlements.client) reads snapshots through
 from __future__ import annotations
 
 import hashlib
+import zlib
 from typing import Any, BinaryIO
 
 #: What reading a crafted or damaged snapshot file can raise (gzip, JSON, base64, arrays,
@@ -21,6 +22,7 @@ UNREADABLE: tuple[type[BaseException], ...] = (
     RecursionError,
     OverflowError,
     MemoryError,
+    zlib.error,  # a flipped byte in the compressed stream (not an OSError)
 )
 
 
