@@ -33,6 +33,7 @@ from entitlements.client.sse import events
 from entitlements.domain.decisions import Decision, PositionNotReached
 
 logger = logging.getLogger(__name__)
+logger.addHandler(logging.NullHandler())  # a library: the meeting service chooses where
 
 BACKOFF = (0.05, 5.0)  # seconds: the first retry, and the longest wait between two
 READ_TIMEOUT = 45.0  # seconds with no byte (the server sends a comment every 15 s)
