@@ -82,9 +82,9 @@ def recording(client: Client) -> list[int]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[tuple[str, str, Engine]]:
-    """The china-2020 store, a checker token, and an engine writing to it."""
-    url = f"sqlite:///{tmp_path / 'store.db'}"
+def store(store_url: str) -> Iterator[tuple[str, str, Engine]]:
+    """The china-2020 store (SQLite, PostgreSQL), a checker token, an engine writing to it."""
+    url = store_url
     with open_engine(url) as engine:
         engine.apply(read_jsonl(scenario_file("china-2020.jsonl")))
     with open_tokens(url) as tokens:
