@@ -23,7 +23,7 @@ from typing import Any
 
 from eventsourcing.application import Application
 
-from entitlements.adapters.integrity import genesis, stored_hash
+from entitlements.adapters.integrity import head_at
 from entitlements.application.engine import Engine
 from projections import snapshot
 from projections.log_reader import read_stored
@@ -41,11 +41,6 @@ class Exported:
     digest: str
 
 
-def chain_head(app: Application[Any], position: int) -> str:
-    """The chain hash the next record links to after `position` (genesis for none)."""
-    return stored_hash(app, position) or genesis(position)
-
-
 def export_snapshot(engine: Engine, path: Path) -> Exported:
     """Write the check index as it stands to `path` (atomic), with its position and the
     chain head there in its header (`head.chain`)."""
@@ -54,7 +49,7 @@ def export_snapshot(engine: Engine, path: Path) -> Exported:
         log = projector.log
         position = log.position
         head = dict(projector.fingerprint(position) or {"position": 0})
-        head["chain"] = chain_head(projector.app, position)
+        head["chain"] = head_at(projector.app, position)
         digest = snapshot.write_index(
             path, projector.index, log, log.members, head, f".tmp{os.getpid()}"
         )

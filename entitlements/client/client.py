@@ -28,7 +28,8 @@ from typing import Any
 
 import httpx
 
-from entitlements.client.local_copy import LocalCopy, Refused
+from entitlements.adapters.integrity import one_line
+from entitlements.client.local_copy import LocalCopy
 from entitlements.client.sse import events
 from entitlements.domain.decisions import Decision, PositionNotReached
 
@@ -169,11 +170,12 @@ class Client:
                 self._stream()
                 delay = self.backoff[0]  # the server ended it (its lifetime): at once
                 continue
-            except (httpx.HTTPError, Refused, ClientError, ValueError) as e:
-                if not self._stop.is_set():
+            except Exception as e:  # noqa: BLE001 - whatever breaks a stream, following goes on
+                if not self._stop.is_set():  # (a refused record included: it is not applied)
                     logger.warning(
-                        "entitlements client: %s; retrying from position %d",
-                        _one_line(e),
+                        "entitlements client: %s: %s; retrying from position %d",
+                        type(e).__name__,
+                        one_line(e),
                         self._copy.position,
                     )
             self._went_away()
@@ -206,7 +208,7 @@ class Client:
                 try:
                     self.on_change(item)
                 except Exception as e:  # the caller's: said, and following goes on
-                    logger.warning("entitlements client: on_change raised %s", _one_line(e))
+                    logger.warning("entitlements client: on_change raised %s", one_line(e))
 
     def _went_away(self) -> None:
         self._connected = False
@@ -250,8 +252,3 @@ def _at(t: float) -> datetime:
 
 def _stamp(t: float) -> str:
     return _at(t).isoformat()
-
-
-def _one_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {lines[0] if lines else ''}".rstrip(": ")
