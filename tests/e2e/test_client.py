@@ -81,6 +81,20 @@ def recording(client: Client) -> list[int]:
     return applied
 
 
+def threads_of_group(group: int) -> int:
+    """Threads of every process in the process group `group` (the server and its workers)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[2]) == group:  # pgrp, after the state and the ppid
+                status = (stat.parent / "status").read_text()
+                total += int(next(x for x in status.splitlines() if x.startswith("Threads:"))[8:])
+        except (OSError, ValueError, StopIteration):
+            continue
+    return total
+
+
 @pytest.fixture
 def store(store_url: str) -> Iterator[tuple[str, str, Engine]]:
     """The china-2020 store (SQLite, PostgreSQL), a checker token, an engine writing to it."""
@@ -156,6 +170,8 @@ def test_fifty_clients_on_one_server_each_receive_every_record_once_in_order(
     server, base = start_server(url, cache=tmp_path / "cache", session=True)
     try:
         with ExitStack() as stack:
+            idle = threads_of_group(server.pid)
+            assert idle > 1  # the server and its worker found
             clients = [stack.enter_context(Client(base, token=token)) for _ in range(50)]
             start = engine.position()
             applied = [recording(c) for c in clients]
@@ -164,6 +180,9 @@ def test_fifty_clients_on_one_server_each_receive_every_record_once_in_order(
                 client.wait_for(positions[-1], timeout=20)
             expected = list(range(start + 1, engine.position() + 1))
             assert all(a == expected for a in applied)
+            # the streams wait on the worker's event loop: no thread per client
+            busy = threads_of_group(server.pid)
+            assert busy < idle + 10, (idle, busy)
             expected_answer = answer(engine.check("us-pro-01", "host"))
             assert all(answer(c.check("us-pro-01", "host")) == expected_answer for c in clients)
     finally:
