@@ -45,7 +45,7 @@ from projections.check_index import (
     code_of,
 )
 from projections.records import Records
-from projections.snapshot_digests import UNREADABLE, Hashed
+from projections.snapshot_io import UNREADABLE, Hashed
 from projections.snapshot_tables import read_tables, tables
 
 

@@ -16,11 +16,10 @@ and recorded before the file is moved into place, so a file in place is always o
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -39,6 +38,9 @@ from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
+
+from projections.snapshot_io import UNREADABLE as UNREADABLE  # re-exported: the readers'
+from projections.snapshot_io import Hashed as Hashed
 
 TABLE = "snapshot_digests"
 KEEP = 64  # rows kept per kind: processes with cache folders of their own each write theirs
@@ -72,52 +74,6 @@ def refuse(kind: str, path: Path, why: str) -> None:
         f"entitlements: ignored the {kind} snapshot {path} ({reason}); reading the log instead",
         file=sys.stderr,
     )
-
-
-#: What reading a crafted or damaged snapshot file can raise (gzip, JSON, base64, arrays,
-#: a missing key, a deep nesting, a huge count): every snapshot reader turns these into
-#: "ignore this file", never into a crash.
-UNREADABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    EOFError,
-    ValueError,
-    TypeError,
-    KeyError,
-    AttributeError,
-    IndexError,
-    RecursionError,
-    OverflowError,
-    MemoryError,
-)
-
-
-class Hashed:
-    """A binary file whose bytes, read or written through it, are hashed on the way (gzip
-    reads and writes its compressed bytes through this: one pass, no copy)."""
-
-    def __init__(self, f: BinaryIO) -> None:
-        self._f = f
-        self._sha = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._f.read(size)
-        self._sha.update(data)
-        return data
-
-    def write(self, data: Any) -> int:
-        self._sha.update(data)
-        return self._f.write(data)
-
-    def flush(self) -> None:
-        self._f.flush()
-
-    def drain(self) -> None:
-        """Read (and hash) what is left of the file: a digest is of every byte of it."""
-        while self.read(1 << 20):
-            pass
-
-    def hexdigest(self) -> str:
-        return self._sha.hexdigest()
 
 
 class Digests:

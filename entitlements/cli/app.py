@@ -24,6 +24,7 @@ from entitlements.cli import (
     migrate,
     read_models,
     serve,
+    snapshot,
     tokens,
     what_if,
     who_can,
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(sub)
     migrate.add_parser(sub)
     what_if.add_parser(sub)
+    snapshot.add_parser(sub)
     demo.add_parser(sub)
     return parser
 

@@ -21,11 +21,13 @@ from entitlements.http.routers import (
     checks,
     commands,
     operations,
+    replica,
     what_if,
     who_can,
 )
 from entitlements.http.schemas import MAX_BODY
-from entitlements.http.settings import MAX_STALENESS, MAX_STALENESS_VAR, POLL
+from entitlements.http.settings import HEARTBEAT_VAR, MAX_STALENESS, MAX_STALENESS_VAR, POLL
+from entitlements.http.stream import HEARTBEAT, RecordHub, SnapshotCache
 from entitlements.http.worker import Worker
 
 
@@ -46,6 +48,7 @@ def create_app(
     follow: bool = True,
     max_staleness: float = MAX_STALENESS,
     poll: float = POLL,
+    heartbeat: float = HEARTBEAT,
 ) -> FastAPI:
     """The app for one worker process, on the store at `url` (default: $ENTITLEMENTS_DB).
     `follow=False` keeps the index where it is between requests (tests): a check of an
@@ -70,8 +73,10 @@ def create_app(
         strict_content_type=False,  # no Content-Type at all is read as JSON (body.py)
     )
     app.state.worker = worker
+    app.state.records = RecordHub(worker, heartbeat)
+    app.state.snapshots = SnapshotCache(worker)
     install_error_handlers(app)
-    for group in (operations, checks, changes, auditors, commands, who_can, what_if):
+    for group in (operations, checks, changes, auditors, commands, who_can, what_if, replica):
         app.include_router(group.router)
     app.fast = FastChecks(worker)
     return app
@@ -80,4 +85,5 @@ def create_app(
 def app_from_env() -> FastAPI:
     """What `entitlements serve` hands the server in every worker (store: $ENTITLEMENTS_DB)."""
     staleness = float(os.environ.get(MAX_STALENESS_VAR, MAX_STALENESS))
-    return create_app(os.environ.get(ENV_VAR), max_staleness=staleness)
+    heartbeat = float(os.environ.get(HEARTBEAT_VAR, HEARTBEAT))
+    return create_app(os.environ.get(ENV_VAR), max_staleness=staleness, heartbeat=heartbeat)

@@ -5,6 +5,7 @@ setting its folder (the library picks its multiprocess mode when first imported,
 workers are forked from the parent)."""
 
 MAX_STALENESS_VAR = "ENTITLEMENTS_MAX_STALENESS"
+HEARTBEAT_VAR = "ENTITLEMENTS_HEARTBEAT"  # seconds between comment lines on an idle stream
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own name for it
 
 MAX_STALENESS = 10.0  # seconds `/healthz` stays 200 while the store cannot be read

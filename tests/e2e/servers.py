@@ -26,20 +26,24 @@ def start_server(
     cache: Path | None = None,
     options: tuple[str, ...] = (),
     ready: bool = True,
+    port: int | None = None,
+    session: bool = False,
 ) -> tuple[subprocess.Popen[str], str]:
     """Start the server on the store at `url` (with more `serve` options); return the
     process and its base URL once /healthz answers 200 (a minute at most); when not
-    `ready` (a store that is down: the server starts anyway), once it answers at all."""
+    `ready` (a store that is down: the server starts anyway), once it answers at all.
+    `port`: that one (a restart); `session`: in a process group of its own (os.killpg)."""
     env = {**os.environ, "ENTITLEMENTS_DB": url}
     if cache is not None:
         env["ENTITLEMENTS_CACHE"] = str(cache)
-    port = free_port()
+    port = port or free_port()
     server = subprocess.Popen(
         [CLI, "serve", "--port", str(port), "--workers", str(workers), *options],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=session,
     )
     base = f"http://127.0.0.1:{port}"
     answers = (200,) if ready else (200, 503)

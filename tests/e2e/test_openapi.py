@@ -53,6 +53,7 @@ def admin_headers() -> Iterator[dict[str, str]]:
                 APP.state.worker.engine.queries.wait_timeout = (
                     0.05  # an unreachable min_position: a quick 409
                 )
+                APP.state.records.lifetime = 0.05  # a stream ends at once (it resumes)
                 yield {"Authorization": f"Bearer {secret}"}
     finally:
         shutil.rmtree(STORE, ignore_errors=True)

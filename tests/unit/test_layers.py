@@ -27,6 +27,10 @@ MAY_IMPORT = {
         "entitlements.domain",
     },
     "entitlements.application": {"projections", "entitlements.adapters", "entitlements.domain"},
+    # the meeting service's local copy: the projections' index, the chain's pure parts;
+    # which modules of these it may not reach is pyproject.toml's third contract, and
+    # test_the_client_loads_nothing_of_the_store below
+    "entitlements.client": {"projections", "entitlements.adapters", "entitlements.domain"},
     "projections": {"entitlements.domain"},
     "entitlements.adapters": {"entitlements.domain"},
     "entitlements.domain": set(),
@@ -110,3 +114,19 @@ def test_a_door_imports_no_projection(path: Path) -> None:
 def test_a_door_does_not_reach_around_the_application(path: Path) -> None:
     lines = reaches_for_app(path)
     assert not lines, f"{module_name(path)} reads the engine's `.app` at lines {lines}"
+
+
+def test_the_client_loads_nothing_of_the_store() -> None:
+    """`import entitlements.client` in a fresh process: no database driver, no recorder, no
+    module of ours that reads or writes the store (issue 19: no database credentials)."""
+    import subprocess
+    import sys
+
+    code = "import sys, entitlements.client; print('\\n'.join(sorted(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.split()
+    store = ("sqlalchemy", "psycopg", "sqlite3", "eventsourcing.sqlite", "eventsourcing.postgres")
+    ours = ("entitlements.application", "entitlements.adapters.store", "projections.projector")
+    wrong = [m for m in loaded if m.startswith(store + ours)]
+    assert wrong == [], f"importing entitlements.client loads {wrong}"

@@ -1,0 +1,19 @@
+"""The client figures script, run tiny, so it keeps working (figures: README)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import client_figures
+
+
+@pytest.mark.slow
+def test_client_figures_come_out_for_a_tiny_store(tmp_path: Path) -> None:
+    figures = client_figures.main(
+        ["--accounts", "300", "--commands", "5", "--json", str(tmp_path / "c.json")]
+    )
+    assert figures["client_check_seconds"] > 0 and figures["engine_check_seconds"] > 0
+    assert figures["commands"] == 5 and figures["command_to_answer_p99_seconds"] > 0
+    assert (tmp_path / "c.json").exists()

@@ -1,0 +1,154 @@
+"""What a client keeping its own copy reads (issue 19): `snapshot export FILE`, GET
+/v1/snapshot (the index snapshot with its position and chain head) and GET /v1/stream
+(every record after a position, pushed, each linking to the one before by the chain)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from entitlements import open_engine
+from entitlements.adapters.integrity import content, head_at, link
+from entitlements.application.access import open_tokens
+from entitlements.client.local_copy import transcoder
+from entitlements.http.app import create_app
+from projections.snapshot import read_index
+from tests.conftest import read_jsonl, scenario_file
+from tests.e2e.cli_runner import entitlements
+from tests.e2e.servers import start_server
+
+REVOKE = {
+    "command": "revoke_hosting",
+    "account_id": "us-pro-01",
+    "reason": "review",
+    "effective_at": "2020-12-01",
+}
+
+
+def china(url: str) -> dict[str, str]:
+    """The china-2020 story in the store at `url`; a checker's bearer header."""
+    with open_engine(url) as engine:
+        engine.apply(read_jsonl(scenario_file("china-2020.jsonl")))
+    with open_tokens(url) as tokens:
+        return {"Authorization": f"Bearer {tokens.create('checker-1', 'checker')}"}
+
+
+def test_snapshot_export_writes_the_index_at_the_head_with_the_chain_hash(
+    store_url: str, tmp_path: Path
+) -> None:
+    china(store_url)
+    file = tmp_path / "snapshot.index"
+    done = entitlements("snapshot", "export", str(file), "--json", "--db", store_url)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    loaded, head = read_index(file)
+    with open_engine(store_url) as engine:
+        position = engine.position()
+        assert summary["position"] == loaded.position == position
+        assert head is not None and head["chain"] == summary["chain_head"]
+        assert summary["chain_head"] == head_at(engine.app, position)
+        assert set(loaded.accounts) == set(engine.index.accounts)
+    assert summary["sha256"] == loaded.digest
+    verify = entitlements("audit", "verify", "--json", "--db", store_url)
+    assert summary["chain_head"] in verify.stdout
+
+
+@pytest.fixture
+def served(store_url: str) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    checker = china(store_url)
+    with TestClient(create_app(store_url, follow=False), raise_server_exceptions=False) as client:
+        yield client, checker
+
+
+def test_the_snapshot_over_http_has_its_position_as_etag_and_the_chain_head(
+    served: tuple[TestClient, dict[str, str]], tmp_path: Path
+) -> None:
+    client, checker = served
+    assert client.get("/v1/snapshot").status_code == 401
+    got = client.get("/v1/snapshot", headers=checker)
+    assert got.status_code == 200
+    engine = client.app.state.worker.engine  # type: ignore[attr-defined]
+    position = engine.position()
+    assert got.headers["etag"] == f'"{position}"'
+    assert got.headers["x-chain-head"] == head_at(engine.app, position)
+    file = tmp_path / "got.index"
+    file.write_bytes(got.content)
+    loaded, head = read_index(file)
+    assert loaded.position == position and loaded.digest == got.headers["x-snapshot-sha256"]
+    assert head is not None and head["chain"] == got.headers["x-chain-head"]
+    again = client.get("/v1/snapshot", headers={**checker, "If-None-Match": f'"{position}"'})
+    assert again.status_code == 304 and again.content == b""
+    bad = client.get("/v1/stream", headers={**checker, "Last-Event-ID": "x"})
+    assert bad.status_code == 422 and "Last-Event-ID" in bad.text
+
+
+def events(lines: Iterator[str], n: int) -> tuple[list[dict[str, Any]], int]:
+    """The next `n` record events of a stream (their data), and the comment lines met."""
+    found: list[dict[str, Any]] = []
+    comments, event_id = 0, None
+    for line in lines:
+        if line.startswith(":"):
+            comments += 1
+        elif line.startswith("id: "):
+            event_id = int(line[4:])
+        elif line.startswith("data: "):
+            record = json.loads(line[6:])
+            assert record["position"] == event_id
+            found.append(record)
+            if len(found) == n:
+                break
+    return found, comments
+
+
+def links(records: list[dict[str, Any]], prev: str) -> str:
+    """Each record's chain link checked from `prev` (as a client does); the last hash."""
+    for r in records:
+        state = transcoder().decode(r["state"].encode())
+        chain = state["chain"]
+        assert chain["prev"] == prev
+        body = content(r["stream"], r["version"], r["topic"], state)
+        assert link(prev, body) == chain["hash"]
+        prev = chain["hash"]
+    return prev
+
+
+@pytest.mark.slow
+def test_a_real_server_pushes_every_record_after_a_position_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    checker = china(url)
+    monkeypatch.setenv("ENTITLEMENTS_HEARTBEAT", "0.2")
+    process, base = start_server(url, workers=1, cache=tmp_path / "cache")
+    try:
+        with httpx.Client(base_url=base, headers=checker, timeout=15) as http:
+            snap = http.get("/v1/snapshot")
+            position, head = int(snap.headers["x-position"]), snap.headers["x-chain-head"]
+            with open_engine(url) as engine:
+                start = position - 5
+                prev = head_at(engine.app, start)
+                with http.stream("GET", "/v1/stream", params={"after": start}) as s:
+                    lines = s.iter_lines()
+                    old, _ = events(lines, 5)
+                    assert [r["position"] for r in old] == list(range(start + 1, position + 1))
+                    assert links(old, prev) == head
+                    later = threading.Timer(0.5, lambda: engine.apply([REVOKE]))
+                    later.start()
+                    new, comments = events(lines, 1)
+                    later.join()
+                    assert new[0]["position"] == position + 1 and comments >= 1
+                    head = links(new, head)
+            resumed = {"Last-Event-ID": str(position)}
+            with http.stream("GET", "/v1/stream", headers=resumed) as s:
+                again, _ = events(s.iter_lines(), 1)
+                assert again == new and links(again, snap.headers["x-chain-head"]) == head
+    finally:
+        process.terminate()
+        process.wait(30)
