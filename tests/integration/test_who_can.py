@@ -229,3 +229,23 @@ def test_a_tampered_or_foreign_cursor_is_refused(china: Engine) -> None:
     with pytest.raises(ValueError, match="^cursor: made for another question"):
         china.queries.who_can(Asked("join", "CN", at="2020-03-10"), 1, cursor)
     assert china.queries.who_can(asked, 1, cursor).rows  # the genuine one still pages
+
+
+def test_route_via_is_looked_up_as_check_answers_it(store_url: str) -> None:
+    """The residency story (issue 21): who-can takes `route_via:R` as `check` does, for the
+    region's own data centres and others', before and after CN's isolation, with and
+    without choices, as known then and now."""
+    with open_engine(store_url) as engine:
+        engine.apply(read_jsonl(scenario_file("residency-2020.jsonl")))
+        for region in ("US", "DE", "CN"):
+            for via in ("CN", "US", "DE", "HK"):
+                for at, known in [
+                    ("2020-04-17", None),
+                    ("2020-04-20", None),
+                    ("2020-04-20", "2020-04-13"),
+                    ("2020-05-02", None),
+                    ("2020-07-02", "2020-06-01"),
+                ]:
+                    assert_agrees(engine, Asked(f"route_via:{via}", region, None, at, known), 2)
+        us_via_cn = walk(engine, Asked("route_via:CN", "US", at="2020-04-20"), 10)[0]
+        assert us_via_cn == []  # CN isolated from 18 April: no US account may go through it
