@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -263,8 +263,10 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
 
 def _add_jurisdiction(audit_sub: argparse._SubParsersAction[Any]) -> None:
     """`audit jurisdiction REGION`."""
-    a = audit_sub.add_parser(
+    _add_region_proof(
+        audit_sub,
         "jurisdiction",
+        cmd_audit_jurisdiction,
         help="show that no command under REGION's jurisdiction changed an account outside it",
         description="Walks the command records (applied and rejected) and the account "
         "events, and lists: the applied commands under REGION's jurisdiction with the "
@@ -274,18 +276,15 @@ def _add_jurisdiction(audit_sub: argparse._SubParsersAction[Any]) -> None:
         "for records older than that field, it is proved from the command's SHA-256 "
         "fingerprint (see README, For auditors). "
         "Exit 0 when the promise holds, 6 when a violation is found (printed).",
-        epilog="example:\n  entitlements audit jurisdiction CN\n"
-        "  entitlements audit jurisdiction CN --json | jq .violations",
     )
-    a.add_argument("region", metavar="REGION", help="a region code, e.g. CN")
-    a.add_argument("--json", action="store_true", help="print JSON for machines")
-    a.set_defaults(run=cmd_audit_jurisdiction)
 
 
 def _add_residency(audit_sub: argparse._SubParsersAction[Any]) -> None:
     """`audit residency REGION`."""
-    a = audit_sub.add_parser(
+    _add_region_proof(
+        audit_sub,
         "residency",
+        cmd_audit_residency,
         help="show that no meeting from outside REGION was routed via REGION once isolated",
         description="Walks the log and decides route_via:REGION with the domain's rules for "
         "every account outside REGION, at every time where the answer can change. Lists "
@@ -295,12 +294,28 @@ def _add_residency(audit_sub: argparse._SubParsersAction[Any]) -> None:
         "was recorded by it: what a meeting service was told). Exit 0 when no such interval "
         "reaches into a period in which the isolation was in force, 6 when one does "
         "(printed: a backdated isolation shows as one).",
-        epilog="example:\n  entitlements audit residency CN\n"
-        "  entitlements audit residency CN --json | jq .violations",
+    )
+
+
+def _add_region_proof(
+    audit_sub: argparse._SubParsersAction[Any],
+    name: str,
+    run: Callable[[Engine, argparse.Namespace], int],
+    help: str,
+    description: str,
+) -> None:
+    """An audit that proves a promise about REGION from the log (exit 0 it holds, 6 not):
+    REGION, `--json`, and the examples its help shows."""
+    a = audit_sub.add_parser(
+        name,
+        epilog=f"example:\n  entitlements audit {name} CN\n"
+        f"  entitlements audit {name} CN --json | jq .violations",
+        help=help,
+        description=description,
     )
     a.add_argument("region", metavar="REGION", help="a region code, e.g. CN")
     a.add_argument("--json", action="store_true", help="print JSON for machines")
-    a.set_defaults(run=cmd_audit_residency)
+    a.set_defaults(run=run)
 
 
 def _add_export(audit_sub: argparse._SubParsersAction[Any]) -> None:
