@@ -114,10 +114,15 @@ class RecordHub:
 
 
 class SnapshotCache:
-    """The snapshot at the index's position, made once per position for every client."""
+    """The snapshot every client of the worker starts from. It is made again only once the
+    index has moved `behind` records past it (default KEEP, what the streams keep in
+    memory): a client that starts from it takes the rest from the stream, and a log that
+    moves on every second does not have the whole index written (seconds at a million
+    accounts, under the projector's lock) for every client that starts."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Worker, behind: int = KEEP) -> None:
         self.worker = worker
+        self.behind = behind
         self._made: tuple[bytes, Exported] | None = None
         self._lock = asyncio.Lock()
 
@@ -125,7 +130,7 @@ class SnapshotCache:
         engine = self.worker.ready_engine()
         async with self._lock:
             made = self._made
-            if made is None or made[1].position != engine.index.position:
+            if made is None or not 0 <= engine.index.position - made[1].position <= self.behind:
                 made = self._made = await run_in_threadpool(snapshot_bytes, engine)
             return made
 

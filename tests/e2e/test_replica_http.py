@@ -89,6 +89,30 @@ def test_the_snapshot_over_http_has_its_position_as_etag_and_the_chain_head(
     assert bad.status_code == 422 and "Last-Event-ID" in bad.text
 
 
+def test_the_snapshot_is_made_again_only_once_the_index_moved_past_what_streams_keep(
+    served: tuple[TestClient, dict[str, str]],
+) -> None:
+    """Commands arriving do not have the whole index written for every client that starts:
+    the last snapshot serves while the stream still keeps what came after it."""
+    client, checker = served
+    cache = client.app.state.snapshots  # type: ignore[attr-defined]
+    engine = client.app.state.worker.engine  # type: ignore[attr-defined]
+    first = client.get("/v1/snapshot", headers=checker).headers["x-position"]
+    revoke = {
+        "command": "revoke_hosting",
+        "account_id": "cn-pro-01",
+        "reason": "r",
+        "effective_at": "2021-01-01",
+    }
+    engine.apply([revoke])
+    engine.catch_up()
+    assert engine.index.position > int(first)
+    assert client.get("/v1/snapshot", headers=checker).headers["x-position"] == first
+    cache.behind = 0  # the streams keep nothing: a client gets the index as it stands
+    now = client.get("/v1/snapshot", headers=checker).headers["x-position"]
+    assert now == str(engine.index.position)
+
+
 def events(lines: Iterator[str], n: int) -> tuple[list[dict[str, Any]], int]:
     """The next `n` record events of a stream (their data), and the comment lines met."""
     found: list[dict[str, Any]] = []
