@@ -24,17 +24,27 @@ def cmd_audit_jurisdiction(engine: Engine, args: argparse.Namespace) -> int:
     """Exit 0 when no command under REGION's jurisdiction changed an account outside it, 6
     when the log shows one did (each violation printed)."""
     report = audit.jurisdiction(engine, args.region)
+    return _proof(report, args.json, "Jurisdiction", _jurisdiction_tables, _print_verdict)
+
+
+def _proof(
+    report: dict[str, Any],
+    as_json: bool,
+    title: str,
+    tables: Callable[[dict[str, Any]], Iterable[Table]],
+    verdict: Callable[[dict[str, Any]], None],
+) -> int:
+    """An audit's proof printed (JSON, or a heading, its tables and its verdict); exit 0
+    when the promise holds, 6 when the log shows it broken."""
     code = EXIT_OK if report["holds"] else EXIT_VIOLATION
-    if args.json:
+    if as_json:
         print(json.dumps(report))
         return code
-    r = report["region"]
-    out.print(
-        escape(f"Jurisdiction {r}, from the log up to position {report['head']['position']}:")
-    )
-    for table in _jurisdiction_tables(report):
+    head = report["head"]["position"]
+    out.print(escape(f"{title} {report['region']}, from the log up to position {head}:"))
+    for table in tables(report):
         out.print(table)
-    _print_verdict(report)
+    verdict(report)
     return code
 
 
@@ -114,16 +124,12 @@ def cmd_audit_residency(engine: Engine, args: argparse.Namespace) -> int:
     """Exit 0 when no account outside REGION could be routed via REGION while its data
     centres were isolated (as known now, and as known then); 6 with each violation."""
     report = audit.residency(engine, args.region)
-    code = EXIT_OK if report["holds"] else EXIT_VIOLATION
-    if args.json:
-        print(json.dumps(report))
-        return code
+    return _proof(report, args.json, "Residency of", _residency_tables, _residency_verdict)
+
+
+def _residency_verdict(report: dict[str, Any]) -> None:
+    """The exposure before the isolation took effect, then whether the promise holds."""
     r = report["region"]
-    out.print(
-        escape(f"Residency of {r}, from the log up to position {report['head']['position']}:")
-    )
-    for table in _residency_tables(report):
-        out.print(table)
     exposure = report["exposure"]
     if exposure["until"] is not None:
         out.print(
@@ -145,7 +151,6 @@ def cmd_audit_residency(engine: Engine, args: argparse.Namespace) -> int:
         )
     for v in report["violations"]:
         out.print("[red]VIOLATION[/] " + escape(v["violation"]), soft_wrap=True)
-    return code
 
 
 def _spans(intervals: list[dict[str, Any]]) -> str:

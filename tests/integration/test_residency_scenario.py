@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 
-from entitlements import open_engine
 from entitlements.application.engine import Engine
 from entitlements.cli import scenario_path
-from entitlements.domain.commands import parse_command_file
-from tests.conftest import postgres_or_skip, read_jsonl, scenario_file
+from tests.conftest import read_jsonl, scenario_file
+from tests.integration.test_scenario import applied_scenario, assert_answer, assert_lines, row_id
 
 NAME = "residency-2020"
 APPLY_ROWS = read_jsonl(scenario_file(f"{NAME}.apply.jsonl"))
@@ -32,44 +31,20 @@ def test_the_project_copy_of_the_scenario_matches_the_shared_one(part: str) -> N
 def applied(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Engine, list[Any]]]:
-    """The scenario applied once to a fresh store of each kind; the tests only read it."""
-    folder = tmp_path_factory.mktemp("residency")
-    url = f"sqlite:///{folder / 'store.db'}" if request.param == "sqlite" else postgres_or_skip()
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("ENTITLEMENTS_CACHE", str(folder / "cache"))  # index snapshots
-        with open_engine(url) as engine:
-            yield engine, engine.apply_parsed(parse_command_file(scenario_file(f"{NAME}.jsonl")))
+    yield from applied_scenario(request.param, tmp_path_factory, NAME)
 
 
 def test_every_line_is_applied_or_rejected_as_the_scenario_says(
     applied: tuple[Engine, list[Any]],
 ) -> None:
-    _, results = applied
-    assert [(r.item, r.status) for r in results] == [
-        (row["line"], row["status"]) for row in APPLY_ROWS
-    ]
-    assert all(r.reason for r in results if r.status == "rejected")
+    assert_lines(applied[1], APPLY_ROWS)
 
 
-@pytest.mark.parametrize(
-    "row",
-    EXPECTED_ROWS,
-    ids=[
-        f"{r['account_id']}-{r['capability']}-{r['at']}-{r.get('as_known_at', 'now')}"
-        for r in EXPECTED_ROWS
-    ],
-)
+@pytest.mark.parametrize("row", EXPECTED_ROWS, ids=[row_id(r) for r in EXPECTED_ROWS])
 def test_every_expected_answer_holds(
     applied: tuple[Engine, list[Any]], row: dict[str, Any]
 ) -> None:
-    engine, _ = applied
-    d = engine.check(
-        row["account_id"], row["capability"], at=row["at"], as_known_at=row.get("as_known_at")
-    )
-    assert d.allowed is row["allowed"], d.reason
-    assert d.value is None
-    assert d.reason
-    assert d.position == engine.position()
+    assert_answer(applied[0], row)
 
 
 def test_the_isolation_is_no_account_event(applied: tuple[Engine, list[Any]]) -> None:
