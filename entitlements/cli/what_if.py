@@ -19,6 +19,25 @@ from entitlements.cli.exits import EXIT_OK, ONE_COMMAND
 from entitlements.cli.output import err, out
 from entitlements.domain.commands import parse_command_file
 
+_EARLIER = {
+    "command": "apply_region_rule",
+    "region": "CN",
+    "rule": "free_hosting_suspended",
+    "effective_at": "2020-05-01",
+    "recorded_at": "2020-05-01",
+}
+_LIFT = {
+    "command": "lift_region_rule",
+    "region": "CN",
+    "rule": "direct_sales_closed",
+    "effective_at": "2020-09-01",
+}
+EXAMPLES = (
+    "examples (FILE: one JSON command a line; bash's <(echo ...) makes one):\n"
+    f"  entitlements what-if <(echo '{json.dumps(_EARLIER)}') --from 2020-01-01 --json\n"
+    f"  entitlements what-if <(echo '{json.dumps(_LIFT)}') --png cn-what-if.png --region CN"
+)
+
 
 def _answer(a: dict[str, Any]) -> str:
     shown = "yes" if a["allowed"] else "no"
@@ -125,9 +144,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "region's daily counts (as `report` counts them, per plan, at 00:00 UTC) before "
         "(solid) and after (dashed), one panel per capability whose answers change there, "
         "over the days in [--from, --to) (default: around the changes).",
-        epilog="examples:\n  entitlements what-if earlier.jsonl\n"
-        "  entitlements what-if earlier.jsonl --from 2020-01-01 --to 2021-01-01 --json\n"
-        "  entitlements what-if earlier.jsonl --png cn-what-if.png --region CN",
+        epilog=EXAMPLES,
     )
     p.add_argument("file", help="the command file, one JSON command per line")
     p.add_argument(

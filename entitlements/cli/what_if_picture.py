@@ -197,5 +197,5 @@ def what_if_figure(counts: WhatIfCounts) -> Figure:
         fontsize=11,
         fontweight="bold",
     )
-    fig.tight_layout(rect=(0, 0, 0.8, 0.97))
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the legend, beside the first panel
     return fig
