@@ -18,6 +18,7 @@ from typing import Any
 
 from eventsourcing.application import Application
 from rich.table import Table
+from sqlalchemy.engine import Connection
 
 from entitlements.domain.rules import (
     CAPABILITIES,
@@ -128,15 +129,28 @@ def daily_report(
         with sql.connect() as conn:
             if not known_region(conn, region):
                 raise ValueError(f"region: no account or rule recorded in {region[:40]!r}")
-            series = []
-            plans = list(PLANS)
-            for capability in dict.fromkeys(capabilities):
-                changes = day_changes(conn, region, capability, as_known_at, end)
-                plans += sorted({c.plan for c in changes} - set(plans))  # none, today
-                series.append(Series(capability, counts_per_day(changes, start, end, plans)))
-            switches = rule_switches(conn, region, as_known_at, _midnight(start), _midnight(end))
+            return report_from(conn, region, start, end, as_known_at, capabilities)
     finally:
         sql.dispose()
+
+
+def report_from(
+    conn: Connection,
+    region: str,
+    start: date,
+    end: date,
+    as_known_at: datetime | None,
+    capabilities: Sequence[str],
+) -> Report:
+    """The counts from the read models `conn` reads (a store's, or the what-if's copy of one
+    region's: entitlements/application/what_if_counts.py), range and capabilities checked."""
+    series = []
+    plans = list(PLANS)
+    for capability in dict.fromkeys(capabilities):
+        changes = day_changes(conn, region, capability, as_known_at, end)
+        plans += sorted({c.plan for c in changes} - set(plans))  # none, today
+        series.append(Series(capability, counts_per_day(changes, start, end, plans)))
+    switches = rule_switches(conn, region, as_known_at, _midnight(start), _midnight(end))
     return Report(region, start, end, as_known_at, tuple(plans), series, switches)
 
 

@@ -30,6 +30,7 @@ from eventsourcing.persistence import StoredEvent
 
 from entitlements.application.command_book import CommandBook
 from entitlements.application.engine import Engine
+from entitlements.application.what_if_counts import WhatIfCounts, region_counts
 from entitlements.domain.account import account_uuid
 from entitlements.domain.answer_changes import AnswerChange, History, answer_changes, summary
 from entitlements.domain.commands import Command
@@ -52,6 +53,7 @@ class WhatIfAnswer:
     position: int  # the store's log position the copy was taken at
     results: list[CommandResult]
     changes: list[AnswerChange] = field(default_factory=list)
+    counts: WhatIfCounts | None = None  # a region's daily counts in both, when asked
 
     def as_dict(self, label: str = "line") -> dict[str, Any]:
         return {
@@ -221,10 +223,14 @@ def what_if(
     start: datetime | None = None,
     end: datetime | None = None,
     known: datetime | None = None,
+    counts: bool = False,
+    counts_region: str | None = None,
 ) -> WhatIfAnswer:
     """Apply validated (number, command) pairs to an in-memory copy of `source`'s log, each
     at its recorded_at, and compare every touched account's answers over [start, end) as
-    known at `known` (None: all on file, the hypothetical commands included)."""
+    known at `known` (None: all on file, the hypothetical commands included). `counts`:
+    also a region's daily counts in both histories (`counts_region`, else the one region the
+    changes are in: what_if_counts.py; a ValueError naming the option when there is none)."""
     # The source's facts stand still at the copied position while the answer is made (a
     # server's follower waits; its checks do not).
     with source.projector.lock, Engine("memory://") as target:
@@ -251,4 +257,7 @@ def what_if(
                 end,
                 known,
             )
-        return WhatIfAnswer(copy.head, results, changes)
+        answer = WhatIfAnswer(copy.head, results, changes)
+        if counts:
+            answer.counts = region_counts(before, after, changes, counts_region, start, end, known)
+        return answer

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
@@ -15,8 +16,27 @@ from entitlements.adapters.store import lasting_store_url
 from entitlements.application.engine import Engine
 from entitlements.application.what_if import WhatIfAnswer, what_if, window
 from entitlements.cli.exits import EXIT_OK, ONE_COMMAND
-from entitlements.cli.output import out
+from entitlements.cli.output import err, out
 from entitlements.domain.commands import parse_command_file
+
+_EARLIER = {
+    "command": "apply_region_rule",
+    "region": "CN",
+    "rule": "free_hosting_suspended",
+    "effective_at": "2020-05-01",
+    "recorded_at": "2020-05-01",
+}
+_LIFT = {
+    "command": "lift_region_rule",
+    "region": "CN",
+    "rule": "direct_sales_closed",
+    "effective_at": "2020-09-01",
+}
+EXAMPLES = (
+    "examples (FILE: one JSON command a line; bash's <(echo ...) makes one):\n"
+    f"  entitlements what-if <(echo '{json.dumps(_EARLIER)}') --from 2020-01-01 --json\n"
+    f"  entitlements what-if <(echo '{json.dumps(_LIFT)}') --png cn-what-if.png --region CN"
+)
 
 
 def _answer(a: dict[str, Any]) -> str:
@@ -57,16 +77,53 @@ def _print(answer: WhatIfAnswer) -> None:
     out.print(f"[dim]the store's log position {answer.position}, unchanged[/]")
 
 
+def _target(args: argparse.Namespace) -> Path | None:
+    """The --png file, checked before anything runs (a missing folder, a folder); --region
+    only with it."""
+    if args.png is None:
+        if args.region is not None:
+            raise ValueError("--region: only with --png (the region whose counts are drawn)")
+        return None
+    from entitlements.cli import pictures  # matplotlib loads only when a picture is asked for
+
+    try:
+        return pictures.writable_target(args.png)
+    except OSError as e:
+        raise ValueError(f"--png: cannot write {args.png!r}: {e.strerror or e}") from None
+
+
+def _picture(answer: WhatIfAnswer, target: Path, path: str) -> None:
+    """Draw the region's counts before and after into `target`, whole or not at all."""
+    from entitlements.cli import pictures
+    from entitlements.cli.what_if_picture import what_if_figure
+
+    assert answer.counts is not None  # asked for with --png
+    try:
+        pictures.save_png(what_if_figure(answer.counts), target)
+    except OSError as e:
+        raise ValueError(f"--png: cannot write {path!r}: {e.strerror or e}") from None
+    err.print(f"picture written to {escape(path)}", soft_wrap=True)
+
+
 def cmd_what_if(_: Engine | None, args: argparse.Namespace) -> int:
-    """Validate the file whole (as `apply` does: a bad line refuses it, exit 2) and the
-    times, then open the store (it must exist) and answer from a copy of it."""
+    """Validate the file whole (as `apply` does: a bad line refuses it, exit 2), the times
+    and the --png path, then open the store (it must exist) and answer from a copy of it;
+    with --png, draw before printing anything (a failure prints one line only)."""
     lasting_store_url(args.db, ONE_COMMAND)
     start, end, known = window(args.start, args.end, args.as_known_at)
+    target = _target(args)
     commands = parse_command_file(args.file, future=True)  # whole: a bad line refuses it
     with Engine(args.db, must_exist=True) as engine:
-        answer = what_if(engine, commands, start, end, known)
+        drawn = target is not None
+        answer = what_if(
+            engine, commands, start, end, known, counts=drawn, counts_region=args.region
+        )
+    data = answer.as_dict()
+    if target is not None:
+        _picture(answer, target, args.png)
+        data["png"] = args.png
     if args.json:
-        print(json.dumps(answer.as_dict()))
+        print(json.dumps(data))
     else:
         _print(answer)
     return EXIT_OK
@@ -83,7 +140,11 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "with the events already recorded kept as they are. Prints what `apply` would "
         "print, every account and capability whose answer changes in [--from, --to) as "
         "known at --as-known-at (default: everything, the hypothetical commands included), "
-        "and a summary per region and plan. Nothing is recorded.",
+        "and a summary per region and plan. Nothing is recorded. --png FILE also draws a "
+        "region's daily counts (as `report` counts them, per plan, at 00:00 UTC) before "
+        "(solid) and after (dashed), one panel per capability whose answers change there, "
+        "over the days in [--from, --to) (default: around the changes).",
+        epilog=EXAMPLES,
     )
     p.add_argument("file", help="the command file, one JSON command per line")
     p.add_argument(
@@ -91,5 +152,17 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("--to", dest="end", metavar="T", help="window end, excluded (default: none)")
     p.add_argument("--as-known-at", metavar="K", help="compare as known at K (default: all)")
-    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object (with --png: its path in `png`)"
+    )
+    p.add_argument(
+        "--png",
+        metavar="FILE",
+        help="also draw a region's daily counts per plan, before and after, into FILE",
+    )
+    p.add_argument(
+        "--region",
+        metavar="R",
+        help="the region --png draws (default: the one region whose answers change)",
+    )
     p.set_defaults(run=cmd_what_if, no_engine=True)  # it opens the store once the file is valid

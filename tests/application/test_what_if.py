@@ -10,7 +10,7 @@ suspended free hosting on 1 May instead of 19 May, who would have lost what, and
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import pytest
@@ -219,3 +219,66 @@ def test_a_command_recorded_before_the_whole_log(china: Engine) -> None:
         ("cn-early-01", "2020-01-01T00:00:00Z", "2020-05-19T00:00:00Z")
     }
     assert {c.account_id for c in answer.changes} == {"cn-early-01"}
+
+
+# -- what-if --png's data: a region's daily counts in both histories -----------------------
+
+
+def test_counts_a_region_before_and_after_around_the_changes(china: Engine) -> None:
+    """The one region the changes are in; the capabilities whose allowed flips, in `check`'s
+    order; the days around the changes (1 to 18 May, 3 days either side); cn-free-01 out
+    of the free count from 1 May instead of 19 May, and every other count the same."""
+    counts = what_if(china, numbered([EARLIER_RULE]), counts=True).counts
+    assert counts is not None and counts.region == "CN"
+    assert (counts.before.start, counts.before.end) == (date(2020, 4, 28), date(2020, 5, 21))
+    assert (counts.after.start, counts.after.end) == (date(2020, 4, 28), date(2020, 5, 21))
+    assert [s.capability for s in counts.after.series] == [
+        "host",
+        "max_participants",
+        "max_meeting_minutes",
+    ]
+    for was, will in zip(counts.before.series, counts.after.series, strict=True):
+        for (day_, b), (same_day, a) in zip(was.days, will.days, strict=True):
+            assert day_ == same_day
+            moved = date(2020, 5, 1) <= day_ <= date(2020, 5, 18)
+            assert a == ({**b, "free": b["free"] - 1} if moved else b), day_
+            assert b["free"] == (1 if day_ < date(2020, 5, 19) else 0)
+    assert [(s.at.day, s.rule) for s in counts.after.switches] == [
+        (1, "free_hosting_suspended"),
+        (19, "registration_suspended"),
+    ]
+
+
+def test_counts_take_the_window_and_the_known_time(china: Engine) -> None:
+    """--from/--to: the days whose 00:00 UTC is in [from, to); as known on 30 Apr the rule
+    recorded on 1 May is not known: the region named, before and after the same."""
+    cmds = numbered([EARLIER_RULE])
+    counts = what_if(china, cmds, *window("2020-04-01", "2020-07-01", None), counts=True).counts
+    assert counts is not None
+    assert (counts.after.start, counts.after.end) == (date(2020, 4, 1), date(2020, 6, 30))
+    blind = window("2020-04-01", "2020-07-01", "2020-04-30")
+    counts = what_if(china, cmds, *blind, counts=True, counts_region="CN").counts
+    assert counts is not None and counts.after.series == counts.before.series
+    assert [s.capability for s in counts.after.series] == ["host"]  # nothing changed
+
+
+def test_counts_need_a_region_they_can_name(china: Engine) -> None:
+    cmds = numbered([EARLIER_RULE])
+    with pytest.raises(ValueError, match="^--region: no account or rule recorded in 'ZZ'"):
+        what_if(china, cmds, counts=True, counts_region="ZZ")
+    us = {
+        "command": "revoke_hosting",
+        "account_id": "us-pro-01",
+        "reason": "audit",
+        "effective_at": "2020-07-01",
+    }
+    with pytest.raises(ValueError, match="^--region: the what-if changes answers in CN, US"):
+        what_if(china, numbered([EARLIER_RULE, us]), counts=True)
+    assert what_if(china, numbered([EARLIER_RULE, us]), counts=True, counts_region="US").counts
+    lift = {**EARLIER_RULE, "command": "lift_region_rule", "rule": "direct_sales_closed"}
+    with pytest.raises(ValueError, match="^--region: the what-if changes no answer"):
+        what_if(china, numbered([{**lift, "effective_at": "2020-01-02"}]), counts=True)
+    with pytest.raises(ValueError, match="^--from: no answer changes in US"):
+        what_if(china, cmds, counts=True, counts_region="US")
+    with pytest.raises(ValueError, match="^--to: no 00:00 UTC"):
+        what_if(china, cmds, *window("2020-05-02T01:00", "2020-05-02T02:00", None), counts=True)
