@@ -231,16 +231,35 @@ def _post(http: httpx.Client, account_id: str) -> int:
     return int(got.json()["position"])
 
 
-def _window(base: str, tokens: tuple[str, str], ids: list[str], args: Any, tag: str) -> Any:
+def _cpu(pid: int) -> float:
+    """CPU seconds (user and system) of process `pid` and its descendants so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = [
+            int(c)
+            for task in Path(f"/proc/{pid}/task").iterdir()
+            for c in (task / "children").read_text().split()
+        ]
+    except OSError:  # ended meanwhile
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / tick + sum(map(_cpu, children))
+
+
+def _window(
+    base: str, tokens: tuple[str, str], ids: list[str], args: Any, tag: str, server: int
+) -> Any:
     """One window: the check loop (a process of its own, so that the clients' threads in
     this one do not slow its timing) while registrations are POSTed at `args.rate` a
-    second; the checks' p50 / p99 and the last position reached."""
+    second; the checks' p50 / p99, the CPU seconds the server (`server`: its pid) and
+    this process (the clients) took, and the last position reached."""
     checker, admin = tokens
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
     loop = context.Process(target=_check_loop, args=(base, checker, ids, args.seconds, out))
     loop.start()
     out.get(timeout=60)  # the loop has started
+    cpu = _cpu(server), time.process_time()
     posted, last = 0, 0
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin}"}) as http:
         ends = time.monotonic() + args.seconds
@@ -249,6 +268,7 @@ def _window(base: str, tokens: tuple[str, str], ids: list[str], args: Any, tag: 
             posted += 1
             time.sleep(max(0.0, now + 1 / args.rate - time.monotonic()))
     lat = out.get(timeout=args.seconds + 60)
+    cpu = _cpu(server) - cpu[0], time.process_time() - cpu[1]
     loop.join(30)
     cuts = quantiles(lat, n=100, method="inclusive")
     return {
@@ -256,6 +276,8 @@ def _window(base: str, tokens: tuple[str, str], ids: list[str], args: Any, tag: 
         "check_p50_ms": round(cuts[49] * 1e3, 3),
         "check_p99_ms": round(cuts[98] * 1e3, 3),
         "commands": posted,
+        "server_cpu_seconds": round(cpu[0], 2),
+        "clients_process_cpu_seconds": round(cpu[1], 2),
     }, last
 
 
@@ -308,18 +330,18 @@ def fan_out(args: Any, folder: Path) -> dict[str, Any]:
     clients: list[_Counted] = []
     try:
         time.sleep(args.up)  # both workers have made their snapshot
-        alone, _ = _window(base, pair, ids, args, "alone")
+        alone, _ = _window(base, pair, ids, args, "alone", server.pid)
         before, t = rss(), time.perf_counter()
         clients = [_Counted(base, token=pair[0]) for _ in range(args.clients)]
         started, grown = time.perf_counter() - t, rss() - before
-        attached, end = _window(base, pair, ids, args, "attached")
+        attached, end = _window(base, pair, ids, args, "attached", server.pid)
         t = time.perf_counter()
         for c in clients:
             c.wait_for(end, timeout=120)
         caught_up = time.perf_counter() - t
         for c in clients:
             c.close()
-        again, _ = _window(base, pair, ids, args, "again")
+        again, _ = _window(base, pair, ids, args, "again", server.pid)
     finally:
         for c in clients:
             c.close()
