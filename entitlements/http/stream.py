@@ -78,13 +78,16 @@ class RecordHub:
         self._lock = asyncio.Lock()
 
     async def _pull(self) -> None:
-        """Read what the store has after `_end` (one reader at a time: the others wait
-        and then find the records here)."""
+        """Read what the store has after `_end`, once the index has moved past it (one
+        reader at a time: the others wait and then find the records here, with no store
+        read of their own)."""
         engine = self.worker.ready_engine()
         async with self._lock:
             if self._base is None:
                 self._base = self._end = engine.index.position
-            while records := await run_in_threadpool(records_after, engine, self._end):
+            while self._end < engine.index.position and (
+                records := await run_in_threadpool(records_after, engine, self._end)
+            ):
                 for r in records:
                     self._recent.append((r["position"], encoded(r)))
                 self._end = records[-1]["position"]
