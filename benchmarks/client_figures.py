@@ -31,6 +31,7 @@ once, in order.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import multiprocessing
 import os
@@ -312,9 +313,73 @@ def _received_all(clients: list[_Counted], url: str, end: int) -> int:
     return checked
 
 
+def _bare_streams(base: str, token: str, n: int, after: int, out: Any, stop: Any) -> None:
+    """N GET /v1/stream readers on one event loop (a process of its own), from `after`:
+    each notes the ids it receives, nothing checked or applied (what the streams cost the
+    server, without the clients' own work on the same cores); puts None once all are
+    connected, then, once `stop` is set, every reader's ids."""
+    asyncio.run(_read_bare(base, token, n, after, out, stop))
+
+
+async def _read_bare(base: str, token: str, n: int, after: int, out: Any, stop: Any) -> None:
+    got: list[list[int]] = [[] for _ in range(n)]
+    opened, connected = [0], asyncio.Event()
+    headers = {"Authorization": f"Bearer {token}", "Last-Event-ID": str(after)}
+    timeout = httpx.Timeout(10.0, read=None)
+    limits = httpx.Limits(max_connections=n)
+    async with httpx.AsyncClient(
+        base_url=base, headers=headers, timeout=timeout, limits=limits
+    ) as http:
+
+        async def read(ids: list[int]) -> None:
+            async with http.stream("GET", "/v1/stream") as r:
+                opened[0] += 1
+                if opened[0] == n:
+                    connected.set()
+                async for line in r.aiter_lines():
+                    if line.startswith("id: "):
+                        ids.append(int(line[4:]))
+
+        tasks = [asyncio.create_task(read(ids)) for ids in got]
+        await asyncio.wait_for(connected.wait(), 120)
+        out.put(None)
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    out.put(got)
+
+
+def _streams_window(
+    url: str, base: str, pair: tuple[str, str], ids: list[str], args: Any, server: int, after: int
+) -> dict[str, Any]:
+    """A window with N bare streams attached (`_bare_streams`); each stream's records
+    checked against the log (every position after `after`, once, in order)."""
+    context = multiprocessing.get_context("spawn")
+    out, stop = context.Queue(), context.Event()
+    readers = context.Process(
+        target=_bare_streams, args=(base, pair[0], args.clients, after, out, stop)
+    )
+    readers.start()
+    out.get(timeout=180)  # all connected
+    window, end = _window(base, pair, ids, args, "streams", server)
+    time.sleep(2)  # the last records on their way
+    stop.set()
+    got = out.get(timeout=120)
+    readers.join(30)
+    expected = _log_positions(url, after, end)
+    for i, received in enumerate(got):
+        assert received == expected, (
+            f"stream {i}: received {len(received)} records, expected {len(expected)}"
+        )
+    return {**window, "records_checked": sum(map(len, got))}
+
+
 def fan_out(args: Any, folder: Path) -> dict[str, Any]:
     """N clients on `serve --workers 2` (the store built by `apply`): the server's check
-    latency with none attached, N following, none again; every client's records."""
+    latency with nothing attached, N bare streams, N clients following, none again; every
+    stream's and every client's records checked against the log."""
     from entitlements.application.access import open_tokens
     from entitlements.application.engine import Engine
 
@@ -330,7 +395,8 @@ def fan_out(args: Any, folder: Path) -> dict[str, Any]:
     clients: list[_Counted] = []
     try:
         time.sleep(args.up)  # both workers have made their snapshot
-        alone, _ = _window(base, pair, ids, args, "alone", server.pid)
+        alone, last = _window(base, pair, ids, args, "alone", server.pid)
+        streams = _streams_window(url, base, pair, ids, args, server.pid, last)
         before, t = rss(), time.perf_counter()
         clients = [_Counted(base, token=pair[0]) for _ in range(args.clients)]
         started, grown = time.perf_counter() - t, rss() - before
@@ -360,6 +426,7 @@ def fan_out(args: Any, folder: Path) -> dict[str, Any]:
         "rate_commands_per_second": args.rate,
         "window_seconds": args.seconds,
         "none_attached": alone,
+        "bare_streams_attached": streams,
         "attached": attached,
         "none_again": again,
     }

@@ -25,5 +25,6 @@ def test_clients_on_two_workers_each_receive_every_record_once_in_order() -> Non
         ["--clients", "3", "--accounts", "200", "--seconds", "1", "--rate", "5", "--up", "0.5"]
     )
     assert figures["every_client_every_record_once_in_order"] and figures["records_checked"] > 0
-    for window in ("none_attached", "attached", "none_again"):
+    assert figures["bare_streams_attached"]["records_checked"] > 0
+    for window in ("none_attached", "bare_streams_attached", "attached", "none_again"):
         assert figures[window]["check_p99_ms"] > 0 and figures[window]["commands"] > 0
