@@ -363,7 +363,9 @@ def _streams_window(
     )
     readers.start()
     out.get(timeout=180)  # all connected
+    cpu = _cpu(readers.pid or 0)
     window, end = _window(base, pair, ids, args, "streams", server)
+    cpu = _cpu(readers.pid or 0) - cpu
     time.sleep(2)  # the last records on their way
     stop.set()
     got = out.get(timeout=120)
@@ -373,7 +375,7 @@ def _streams_window(
         assert received == expected, (
             f"stream {i}: received {len(received)} records, expected {len(expected)}"
         )
-    return {**window, "records_checked": sum(map(len, got))}
+    return {**window, "readers_cpu_seconds": round(cpu, 2), "records_checked": sum(map(len, got))}
 
 
 def fan_out(args: Any, folder: Path) -> dict[str, Any]:
