@@ -103,7 +103,13 @@ class RecordHub:
             engine = self.worker.ready_engine()
             records = await run_in_threadpool(records_after, engine, position)
             return [(r["position"], encoded(r)) for r in records]
-        return [(p, data) for p, data in self._recent if p > position]
+        newer = []
+        for p, data in reversed(self._recent):  # from the newest: a stream is a few behind
+            if p <= position:
+                break
+            newer.append((p, data))
+        newer.reverse()
+        return newer
 
     async def stream(self, after: int) -> AsyncIterator[bytes]:
         """Every record after `after`, in order, as it is recorded; a comment line when
