@@ -54,14 +54,17 @@ def create_app(
     `follow=False` keeps the index where it is between requests (tests): a check of an
     account it does not know then reads the log first."""
     worker = Worker(url, follow=follow, max_staleness=max_staleness, poll=poll)
+    snapshots = SnapshotCache(worker)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         worker.watch.bind(asyncio.get_running_loop())
         await run_in_threadpool(worker.start)
+        warm = asyncio.create_task(snapshots.warm())  # /healthz and checks do not wait
         try:
             yield
         finally:
+            warm.cancel()
             await run_in_threadpool(worker.close)
 
     app = EntitlementsAPI(
@@ -74,7 +77,7 @@ def create_app(
     )
     app.state.worker = worker
     app.state.records = RecordHub(worker, heartbeat)
-    app.state.snapshots = SnapshotCache(worker)
+    app.state.snapshots = snapshots
     install_error_handlers(app)
     for group in (operations, checks, changes, auditors, commands, who_can, what_if, replica):
         app.include_router(group.router)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -20,8 +22,11 @@ from functools import partial
 from starlette.concurrency import run_in_threadpool
 
 from entitlements.application.replica import Exported, encoded, records_after, snapshot_bytes
+from entitlements.http.errors import one_line
 from entitlements.http.schemas import MAX_BATCH
 from entitlements.http.worker import Worker
+
+logger = logging.getLogger(__name__)
 
 HEARTBEAT = 15.0  # seconds between two comment lines on an idle stream
 KEEP = 10_000  # recent records a worker keeps for its streams
@@ -73,13 +78,16 @@ class RecordHub:
         self._lock = asyncio.Lock()
 
     async def _pull(self) -> None:
-        """Read what the store has after `_end` (one reader at a time: the others wait
-        and then find the records here)."""
+        """Read what the store has after `_end`, once the index has moved past it (one
+        reader at a time: the others wait and then find the records here, with no store
+        read of their own)."""
         engine = self.worker.ready_engine()
         async with self._lock:
             if self._base is None:
                 self._base = self._end = engine.index.position
-            while records := await run_in_threadpool(records_after, engine, self._end):
+            while self._end < engine.index.position and (
+                records := await run_in_threadpool(records_after, engine, self._end)
+            ):
                 for r in records:
                     self._recent.append((r["position"], encoded(r)))
                 self._end = records[-1]["position"]
@@ -95,7 +103,13 @@ class RecordHub:
             engine = self.worker.ready_engine()
             records = await run_in_threadpool(records_after, engine, position)
             return [(r["position"], encoded(r)) for r in records]
-        return [(p, data) for p, data in self._recent if p > position]
+        newer = []
+        for p, data in reversed(self._recent):  # from the newest: a stream is a few behind
+            if p <= position:
+                break
+            newer.append((p, data))
+        newer.reverse()
+        return newer
 
     async def stream(self, after: int) -> AsyncIterator[bytes]:
         """Every record after `after`, in order, as it is recorded; a comment line when
@@ -123,6 +137,7 @@ class SnapshotCache:
     def __init__(self, worker: Worker, behind: int = KEEP) -> None:
         self.worker = worker
         self.behind = behind
+        self.exports = 0  # how many times the index was written for clients
         self._made: tuple[bytes, Exported] | None = None
         self._lock = asyncio.Lock()
 
@@ -131,8 +146,20 @@ class SnapshotCache:
         async with self._lock:
             made = self._made
             if made is None or not 0 <= engine.index.position - made[1].position <= self.behind:
+                self.exports += 1
                 made = self._made = await run_in_threadpool(snapshot_bytes, engine)
             return made
+
+    async def warm(self, every: float = 0.1) -> None:
+        """Make the first snapshot as soon as the worker's index is loaded (a task the
+        worker starts with it), so that no client pays for it: a request arriving
+        meanwhile waits for this export (the lock) and is served its bytes."""
+        while self.worker.engine is None:
+            await asyncio.sleep(every)
+        try:
+            await self.get()
+        except Exception as e:  # the store away: the first request tries again
+            logger.warning("worker %d: no snapshot made at start: %s", os.getpid(), one_line(e))
 
 
 def last_event_id(header: str | None, after: int) -> int:

@@ -17,7 +17,9 @@ from fastapi.testclient import TestClient
 from entitlements import open_engine
 from entitlements.adapters.integrity import content, head_at, link
 from entitlements.application.access import open_tokens
+from entitlements.application.replica import snapshot_bytes
 from entitlements.client.local_copy import transcoder
+from entitlements.http import stream
 from entitlements.http.app import create_app
 from projections.snapshot import read_index
 from tests.conftest import read_jsonl, scenario_file
@@ -111,6 +113,40 @@ def test_the_snapshot_is_made_again_only_once_the_index_moved_past_what_streams_
     cache.behind = 0  # the streams keep nothing: a client gets the index as it stands
     now = client.get("/v1/snapshot", headers=checker).headers["x-position"]
     assert now == str(engine.index.position)
+
+
+def test_a_worker_makes_its_snapshot_when_it_starts_and_a_request_meanwhile_waits_for_it(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first client does not pay for the export (seconds at a million accounts): the
+    worker makes the snapshot once its index is loaded, without a request; a request
+    arriving during that export waits for it and gets its bytes, and no second one runs."""
+    checker = china(store_url)
+    started, release = threading.Event(), threading.Event()
+
+    def slow(engine: Any) -> Any:
+        started.set()
+        release.wait(10)
+        return snapshot_bytes(engine)
+
+    monkeypatch.setattr(stream, "snapshot_bytes", slow)
+    with TestClient(create_app(store_url, follow=False)) as client:
+        cache = client.app.state.snapshots  # type: ignore[attr-defined]
+        assert started.wait(10), "no export without a request"
+        assert client.get("/healthz").status_code == 200  # not held by the export
+        got: list[httpx.Response] = []
+        waiting = threading.Thread(
+            target=lambda: got.append(client.get("/v1/snapshot", headers=checker))
+        )
+        waiting.start()
+        waiting.join(0.3)
+        assert waiting.is_alive() and not got  # it waits for the export under way
+        release.set()
+        waiting.join(10)
+        body, made = cache._made
+        assert got[0].status_code == 200 and got[0].content == body
+        assert got[0].headers["x-snapshot-sha256"] == made.digest
+        assert cache.exports == 1
 
 
 def events(lines: Iterator[str], n: int) -> tuple[list[dict[str, Any]], int]:
