@@ -169,9 +169,11 @@ def row_at(recorder: ApplicationRecorder, position: int) -> LogRow | None:
 #
 # Each row is encoded without ambiguity: its position (8 bytes, big-endian), its stream's
 # 16 bytes, its version (8 bytes), then the topic's UTF-8 and the state's bytes each after
-# its length (4 bytes; -1 for a missing state). The rows are hashed (SHA-256) in chunks of
-# DIGEST_CHUNK positions, in order: (chunk, rows, hash) for each chunk holding a row. Equal
-# lists: the same rows, byte for byte, at the same positions, no row more or less. A row
+# its length (4 bytes; -1 for a missing state). Each row is hashed (SHA-256), and a chunk
+# of DIGEST_CHUNK positions is the SHA-256 of its rows' hashes in order: (chunk, rows, hash)
+# for each chunk holding a row (a row's own hash first: PostgreSQL then sorts 32 bytes a
+# row, not the rows). Equal lists: the same rows, byte for byte, at the same positions, no
+# row more or less. A row
 # that cannot be encoded so (no stream, a topic that is not text, ...) never lets its chunk
 # equal another's: here its chunk's hash names the side and the row instead of a digest;
 # in PostgreSQL it is 0xFF and its position, a start no encoded row has (a position's first
@@ -219,7 +221,7 @@ class RowDigest:
         if encoded is None:
             self._bad = position if self._bad is None else self._bad
         else:
-            self._hash.update(encoded)
+            self._hash.update(hashlib.sha256(encoded).digest())
 
     def notification(self, n: Any) -> None:
         """A recorder's Notification (or a row it could not list: an id and no more)."""
@@ -263,8 +265,9 @@ def stored_digest(recorder: ApplicationRecorder) -> Chunks:
 
 
 def _postgres_digest(recorder: Any) -> Chunks:
-    """The same digest computed by PostgreSQL (sha256 over each chunk's rows, encoded as
-    row_bytes does: int8send and uuid_send are big-endian, as struct's '>')."""
+    """The same digest computed by PostgreSQL (each row encoded as row_bytes does, int8send
+    and uuid_send big-endian as struct's '>', and hashed; each chunk the sha256 of its rows'
+    hashes in position order)."""
     from psycopg import sql
 
     name = sql.Identifier(recorder.datastore.schema, recorder.events_table_name)
@@ -275,9 +278,10 @@ def _postgres_digest(recorder: Any) -> Chunks:
         " || coalesce(state, ''::bytea), '\\xff'::bytea || int8send(notification_id))"
     )
     statement = sql.SQL(
-        "SELECT (notification_id - 1) / {chunk} AS chunk, count(*) AS rows, encode(sha256("
-        "string_agg(" + encoded + ", ''::bytea ORDER BY notification_id)), 'hex') AS hash "
-        "FROM {name} GROUP BY 1 ORDER BY 1"
+        "SELECT chunk, count(*) AS rows, encode(sha256(string_agg(h, ''::bytea ORDER BY id)), "
+        "'hex') AS hash FROM (SELECT notification_id AS id, (notification_id - 1) / {chunk} "
+        "AS chunk, sha256(" + encoded + ") AS h FROM {name} OFFSET 0) AS hashed "
+        "GROUP BY chunk ORDER BY chunk"
     ).format(chunk=sql.Literal(DIGEST_CHUNK), name=name)
     with recorder.datastore.transaction(commit=False) as c:
         c.execute(statement)
