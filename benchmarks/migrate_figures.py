@@ -8,11 +8,15 @@ database of its own:
 - bare: the same rows read from the SQLite file with sqlite3 and written by one binary
   `COPY` into a table eventsourcing's PostgreSQL recorder created (the same table, its keys
   and index), nothing else;
-- migrate: `migrate()` as the command runs it: the target checked, the rows copied in
-  batches at their positions, the tokens, then both chains verified (two walks at once);
-- the same migrate with the two walks one after the other in one process.
+- migrate: `migrate()` as the command runs it: the source's chain walked (and its rows
+  digested) in a second process started before the copy, the target checked, the rows
+  copied in batches at their positions, the tokens, then the target's rows digested (by
+  the server) and compared with the walk's digest;
+- the same migrate with the source's walk in this process, after the copy (PARALLEL_FROM
+  out of reach: what the second process buys; the `sequential_` figures).
 The ratio is bare seconds / migrate seconds (1.0: as fast as the bare COPY); the copy
-phase alone (no verification) gets its own ratio, so the chain walks' price is visible.
+phase alone gets its own ratio; `verify` is what is left after the copy (the walk's rest,
+the target's digest).
 """
 
 from __future__ import annotations
@@ -69,8 +73,8 @@ def bare_copy(source: Path, target: str) -> float:
 
 
 def one_round(source: str, made: list[str]) -> dict[str, Any]:
-    """bare, then migrate (the two walks at once), then migrate with the walks one after
-    the other in this process (PARALLEL_FROM out of reach): what the second process buys."""
+    """bare, then migrate (the source's walk in a second process beside the copy), then
+    migrate with the walk in this process after the copy (PARALLEL_FROM out of reach)."""
     file = Path(source.removeprefix("sqlite:///"))
     bare = bare_copy(file, fresh_database("migrate_bare", made))
     figures: dict[str, Any] = {"bare": bare}

@@ -11,7 +11,9 @@ the integrity chain inside them (integrity.py) arrives unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import struct
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -120,12 +122,170 @@ def _has_clock_guard(recorder: Any) -> bool:
         return c.fetchone() is not None
 
 
+def read_rows(
+    recorder: ApplicationRecorder, after: int, until: int, page: int
+) -> Iterator[list[LogRow]]:
+    """The log's rows after `after` up to `until`, as stored, in pages of `page`. From
+    SQLite straight from the recorder's own table (its rowid, its columns: no Notification
+    made per row, only the UUID the copy writes); from PostgreSQL through the recorder."""
+    if is_postgres(recorder):
+        yield from _read_through(recorder, after, until, page)
+        return
+    r: Any = recorder
+    statement = (
+        f"SELECT rowid, originator_id, originator_version, topic, state FROM "
+        f"{r.events_table_name} WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
+    )
+    while after < until:
+        with r.datastore.transaction(commit=False) as c:
+            c.execute(statement, (after, until, page))
+            rows = [LogRow(p, UUID(o), v, t, s) for p, o, v, t, s in c.fetchall()]
+        if not rows:
+            return
+        yield rows
+        after = rows[-1].position
+
+
+def _read_through(
+    recorder: ApplicationRecorder, after: int, until: int, page: int
+) -> Iterator[list[LogRow]]:
+    while after < until:
+        found = recorder.select_notifications(start=after + 1, limit=page, stop=until)
+        if not found:
+            return
+        yield [LogRow.of(n) for n in found]
+        after = found[-1].id
+
+
 def row_at(recorder: ApplicationRecorder, position: int) -> LogRow | None:
     """The record at `position`, as stored, or None when there is none."""
     if position <= 0:
         return None
     found = recorder.select_notifications(start=position, limit=1, stop=position)
     return LogRow.of(found[0]) if found else None
+
+
+# -- the rows' digest: does the target hold exactly the source's rows? -------------------
+#
+# Each row is encoded without ambiguity: its position (8 bytes, big-endian), its stream's
+# 16 bytes, its version (8 bytes), then the topic's UTF-8 and the state's bytes each after
+# its length (4 bytes; -1 for a missing state). Each row is hashed (SHA-256), and a chunk
+# of DIGEST_CHUNK positions is the SHA-256 of its rows' hashes in order: (chunk, rows, hash)
+# for each chunk holding a row (a row's own hash first: PostgreSQL then sorts 32 bytes a
+# row, not the rows). Equal lists: the same rows, byte for byte, at the same positions, no
+# row more or less. A row
+# that cannot be encoded so (no stream, a topic that is not text, ...) never lets its chunk
+# equal another's: here its chunk's hash names the side and the row instead of a digest;
+# in PostgreSQL it is 0xFF and its position, a start no encoded row has (a position's first
+# byte is below 0x80).
+
+DIGEST_CHUNK = 10_000
+Chunks = list[tuple[int, int, str]]  # (chunk: (position - 1) // DIGEST_CHUNK, rows, hex)
+_HEAD = struct.Struct(">q16sqi")
+_LENGTH = struct.Struct(">i")
+
+
+def row_bytes(position: int, stream: Any, version: Any, topic: Any, state: Any) -> bytes | None:
+    """One row as the digest encodes it (see above); None when it cannot be."""
+    try:
+        uuid = stream if type(stream) is UUID else UUID(stream)
+        name: bytes = topic.encode()
+        head: bytes = _HEAD.pack(position, uuid.bytes, version, len(name)) + name
+    except (TypeError, ValueError, AttributeError, struct.error):
+        return None
+    if state is None:
+        return head + _LENGTH.pack(-1)
+    if not isinstance(state, bytes | bytearray | memoryview):
+        return None
+    stored = state if type(state) is bytes else bytes(state)
+    return head + _LENGTH.pack(len(stored)) + stored
+
+
+class RowDigest:
+    """The digest of rows given in log order (positions up to `until` only), on `side`."""
+
+    def __init__(self, until: int, side: str) -> None:
+        self.until, self.side = until, side
+        self.chunks: Chunks = []
+        self._chunk, self._rows, self._hash = -1, 0, hashlib.sha256()
+        self._bad: int | None = None  # the first row of this chunk that cannot be encoded
+
+    def add(self, position: int, encoded: bytes | None) -> None:
+        if position > self.until:
+            return
+        chunk = (position - 1) // DIGEST_CHUNK
+        if chunk != self._chunk:
+            self._close()
+            self._chunk, self._rows, self._hash = chunk, 0, hashlib.sha256()
+        self._rows += 1
+        if encoded is None:
+            self._bad = position if self._bad is None else self._bad
+        else:
+            self._hash.update(hashlib.sha256(encoded).digest())
+
+    def notification(self, n: Any) -> None:
+        """A recorder's Notification (or a row it could not list: an id and no more)."""
+        if not hasattr(n, "state"):
+            self.add(n.id, None)
+            return
+        self.add(n.id, row_bytes(n.id, n.originator_id, n.originator_version, n.topic, n.state))
+
+    def _close(self) -> None:
+        if self._rows:
+            bad = self._bad
+            hashed = self._hash.hexdigest() if bad is None else f"{self.side}: row {bad}"
+            self.chunks.append((self._chunk, self._rows, hashed))
+            self._rows, self._bad = 0, None
+
+    def result(self) -> Chunks:
+        self._close()
+        return self.chunks
+
+
+def stored_digest(recorder: ApplicationRecorder) -> Chunks:
+    """The digest of every row the store holds, as its recorder would read them: in
+    PostgreSQL by the server (the rows never leave it), in SQLite here."""
+    if is_postgres(recorder):
+        return _postgres_digest(recorder)
+    r: Any = recorder
+    digest, after = RowDigest(until=2**63 - 1, side="target"), -(2**63)
+    statement = (
+        f"SELECT rowid, originator_id, originator_version, topic, state FROM "
+        f"{r.events_table_name} WHERE rowid > ? ORDER BY rowid LIMIT ?"
+    )
+    while True:
+        with r.datastore.transaction(commit=False) as c:
+            c.execute(statement, (after, DIGEST_CHUNK))
+            page = c.fetchall()
+        for p, o, v, t, s in page:
+            digest.add(p, row_bytes(p, o, v, t, s))
+        if len(page) < DIGEST_CHUNK:
+            return digest.result()
+        after = page[-1][0]
+
+
+def _postgres_digest(recorder: Any) -> Chunks:
+    """The same digest computed by PostgreSQL (each row encoded as row_bytes does, int8send
+    and uuid_send big-endian as struct's '>', and hashed; each chunk the sha256 of its rows'
+    hashes in position order)."""
+    from psycopg import sql
+
+    name = sql.Identifier(recorder.datastore.schema, recorder.events_table_name)
+    encoded = (
+        "coalesce(int8send(notification_id) || uuid_send(originator_id)"
+        " || int8send(originator_version) || int4send(octet_length(convert_to(topic, 'UTF8')))"
+        " || convert_to(topic, 'UTF8') || int4send(coalesce(octet_length(state), -1))"
+        " || coalesce(state, ''::bytea), '\\xff'::bytea || int8send(notification_id))"
+    )
+    statement = sql.SQL(
+        "SELECT chunk, count(*) AS rows, encode(sha256(string_agg(h, ''::bytea ORDER BY id)), "
+        "'hex') AS hash FROM (SELECT notification_id AS id, (notification_id - 1) / {chunk} "
+        "AS chunk, sha256(" + encoded + ") AS h FROM {name} OFFSET 0) AS hashed "
+        "GROUP BY chunk ORDER BY chunk"
+    ).format(chunk=sql.Literal(DIGEST_CHUNK), name=name)
+    with recorder.datastore.transaction(commit=False) as c:
+        c.execute(statement)
+        return [(int(r["chunk"]), int(r["rows"]), str(r["hash"])) for r in c.fetchall()]
 
 
 # -- the API tokens ----------------------------------------------------------------------

@@ -4,7 +4,7 @@ library cannot even list is told apart by bisection and reported as damage, neve
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from eventsourcing.application import Application
@@ -23,13 +23,20 @@ from projections.log_reader import read_stored
 PAGE = 1000  # notifications per select while verifying
 
 
-def verify(app: Application[Any], receipt: tuple[str, int] | None = None) -> Verification:
+def verify(
+    app: Application[Any],
+    receipt: tuple[str, int] | None = None,
+    tally: Callable[[Any], None] | None = None,
+) -> Verification:
     """Walk the whole log recomputing the chain. The first break is reported with its
-    position and kind; a receipt (hash, position) must equal the chain recomputed there."""
+    position and kind; a receipt (hash, position) must equal the chain recomputed there.
+    `tally` is given every row walked, as read (`migrate` digests them), up to the break."""
     walk = ChainWalk(receipt)
     rows = _notifications(app, 0)
     for n in rows:
         walk.passed(n.id)
+        if tally is not None:
+            tally(n)
         row = row_of(app, n)
         if not walk.step(row):
             ahead = [row_of(app, m) for _, m in zip(range(LOOKAHEAD), rows, strict=False)]

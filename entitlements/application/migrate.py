@@ -7,18 +7,41 @@ every position a receipt or a reader names stay valid), and the API tokens. What
 the read models and snapshots, which are derived (`entitlements rebuild` on the target).
 
 1. the source's head P is taken (what this run copies: a record appended later is not);
+   from PARALLEL_FROM records a second process starts walking the source's chain (5.)
+   while this one copies: the two run at once on two cores;
 2. the target is checked: empty, or holding a prefix of this very log (its last record is
    the source's record at that position, chain hash included; a kill left it so), and no
    token of the same name that is another token; anything else is refused, nothing written;
 3. the records after the target's head up to P are copied in batches, each one transaction
    (a kill loses at most the batch under way; run again, it goes on from the target's head
-   and copies nothing twice), under the target's writer lock (no `apply` interleaves);
+   and copies nothing twice), under the target's writer lock (no `apply` interleaves); from
+   SQLite they are read straight from the recorder's table (store_copy.read_rows);
 4. the tokens the target lacks are added;
-5. both chains are recomputed (`audit verify`; the source's in a process of its own from
-   PARALLEL_FROM records, so the two walks take the time of one on two cores): the copy's
-   head receipt must be the source's record at P, and the source must hold that receipt,
-   else NotVerified (exit 6). A source whose own chain is broken is copied as it is, and
-   said so: the copy holds the same break, nothing the source did not.
+5. verified: the source's chain is recomputed (`audit verify`, against the receipt at P),
+   digesting on the way every row it reads up to P (store_copy.RowDigest: position,
+   stream, version, topic and state bytes, each unambiguously encoded, SHA-256 in chunks
+   of positions); the target's rows are digested the same way (PostgreSQL computes it in
+   the server); the two digests must be equal, else NotVerified (exit 6). A source whose
+   own chain is broken is copied as it is, and said so (exit 6): the copy holds the same
+   break, nothing the source did not.
+
+Why equal digests prove what a second `audit verify` of the copy proved (the copy's head
+receipt is the source's record at P, and its chain intact). `verify` is a function of the
+rows its recorder lists: (position, stream, version, topic, state bytes), in order, and the
+mapper that decodes the states (the same for both stores: one configuration, one code).
+Equal digests mean (SHA-256 being collision resistant, the encoding unambiguous: fixed
+widths, lengths before the variable parts; a row that cannot be encoded never matches) that the target holds exactly the rows the source's walk read up to P, byte for
+byte, at the same positions, no row more or less: every row counts, a row after P too. So
+the copy's walk would read the same rows as the source's walk up to P, and find what it
+found there: no break (a break anywhere in the source is already NotVerified), and at P the
+chain the source's walk recomputed, which must equal the receipt (the hash the record at P
+carries) or the source's verdict is NotVerified; so the copy's head receipt is the receipt.
+Conversely a target row altered in any way (any column, any byte of the state, a row
+added, removed or moved) changes its chunk's digest: NotVerified, exit 6, and only then is
+the copy walked, to say where its chain breaks in `audit verify`'s words (or, when its chain
+still verifies, that its bytes differ: a change the chain does not cover, such as the
+state's JSON spelled otherwise, is refused too). The digest is taken of what the walk read,
+not of what the copy read, so a source changed between the two is caught as well.
 """
 
 from __future__ import annotations
@@ -43,15 +66,18 @@ from entitlements.adapters.store import (
     store_url,
 )
 from entitlements.adapters.store_copy import (
-    LogRow,
+    DIGEST_CHUNK,
+    Chunks,
+    RowDigest,
     append_rows,
+    read_rows,
     read_tokens,
     row_at,
+    stored_digest,
     write_tokens,
 )
 from entitlements.application.integrity_check import verify
 from entitlements.application.store_app import EntitlementsApplication
-from projections.log_reader import read_stored
 from projections.sql_views import sql_engine
 
 BATCH = 10_000  # records per transaction on the target
@@ -124,21 +150,25 @@ def migrate(
         raise StoreError(f"--to: the target is the store itself: {target}")
     src = open_log(source, must_exist=True)
     dst: EntitlementsApplication | None = None
+    walk: SourceWalk | None = None
     try:
         until = src.recorder.max_notification_id() or 0
         receipt = {"position": until, "hash": stored_hash(src, until)}  # verified at the end
+        walk = SourceWalk(source, src, receipt)  # from PARALLEL_FROM: walking while we copy
         dst = open_log(target, must_exist=False)
         done = _copy_under_lock((source, src), (target, dst), receipt, batch, progress, after_batch)
         timings = done.seconds
         if verifying is not None:
             verifying(until)
         start = time.perf_counter()
-        _verify_both((source, src), dst, receipt)
+        _verify_both(walk, dst, receipt)
         timings["verify"] = time.perf_counter() - start
         moved = src.recorder.max_notification_id() or 0
         done.source_moved_to = moved if moved > until else None
         return done
     finally:
+        if walk is not None:
+            walk.stop()
         src.close()
         if dst is not None:
             dst.close()
@@ -173,42 +203,83 @@ def _copy_under_lock(
         lock.close()
 
 
-def _verify_both(source_store: Store, dst: Application[Any], receipt: dict[str, Any]) -> None:
-    """Both chains recomputed (`audit verify`), at once when the log is long enough to pay
-    for a second process: the copy's head must be `receipt`, and the source must hold it
-    (the source may have grown since: its log up to the receipt is what counts)."""
-    source, src = source_store
-    held = _as_tuple(receipt)
-    child = None
-    if receipt["position"] >= PARALLEL_FROM:
-        given = [f"{held[0]}@{held[1]}"] if held else []
-        child = subprocess.Popen(
-            [sys.executable, "-m", __name__, source, *given],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+class SourceWalk:
+    """The source's chain recomputed (`audit verify`) and its rows up to the receipt's
+    position digested on the way (store_copy.RowDigest): from PARALLEL_FROM records in a
+    process of its own, started before the copy so that the two run at once on two cores;
+    below that here, when asked."""
+
+    def __init__(self, source: str, src: Application[Any], receipt: dict[str, Any]) -> None:
+        self.src, self.until, self.held = src, receipt["position"], _as_tuple(receipt)
+        self.child: subprocess.Popen[str] | None = None
+        if self.until >= PARALLEL_FROM:
+            given = [f"{self.held[0]}@{self.held[1]}"] if self.held else []
+            self.child = subprocess.Popen(
+                [sys.executable, "-m", __name__, source, str(self.until), *given],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+
+    def result(self) -> tuple[dict[str, Any], Chunks]:
+        """What `audit verify --json` says of the source, and the digest of its rows."""
+        if self.child is None:
+            return walk_source(self.src, self.until, self.held)
+        out, err = self.child.communicate()
+        if self.child.returncode != 0:  # its last line is the error (a traceback's end)
+            last = (err.strip().splitlines() or [f"exit {self.child.returncode}"])[-1]
+            raise NotVerified(f"the source could not be verified: {last[:200]}")
+        found = json.loads(out)
+        return found["report"], [(k, n, h) for k, n, h in found["digest"]]
+
+    def stop(self) -> None:
+        """The second process ended, if it still runs (the copy failed meanwhile)."""
+        if self.child is not None and self.child.poll() is None:
+            self.child.kill()
+            self.child.wait()
+
+
+def walk_source(
+    app: Application[Any], until: int, receipt: tuple[str, int] | None
+) -> tuple[dict[str, Any], Chunks]:
+    """`app`'s log verified against `receipt`, and the digest of its rows up to `until`."""
+    digest = RowDigest(until, side="source")
+    report = verify(app, receipt, digest.notification).as_dict()
+    return report, digest.result()
+
+
+def _verify_both(walk: SourceWalk, dst: Application[Any], receipt: dict[str, Any]) -> None:
+    """The source's walk must find its chain intact and holding `receipt`, and the target
+    must hold exactly the rows that walk read up to the receipt (equal digests), no row
+    more: then the copy's own walk would read the same rows and reach the same receipt
+    (the module's docstring). Only when the digests differ is the copy walked, to say
+    where it breaks."""
     try:
-        try:
-            _verified(dst, "the copy", receipt)
-            copy_failed = None
-        except NotVerified as e:  # said after the source's verdict: a broken source explains it
-            copy_failed = e
-        if child is None:
-            report = verify(src, held).as_dict()
-        else:
-            out, err = child.communicate()
-            if child.returncode != 0:  # its last line is the error (a traceback's end)
-                last = (err.strip().splitlines() or [f"exit {child.returncode}"])[-1]
-                raise NotVerified(f"the source could not be verified: {last[:200]}")
-            report = json.loads(out)
-    finally:
-        if child is not None and child.poll() is None:
-            child.kill()
-            child.wait()
+        ours: Chunks | None = stored_digest(dst.recorder)  # PostgreSQL: while the walk runs
+    except Exception:  # noqa: BLE001 - rows the digest cannot read: the copy's walk says
+        ours = None
+    report, theirs = walk.result()
     _source_holds(report)
-    if copy_failed is not None:
-        raise copy_failed
+    if ours != theirs:
+        _verified(dst, "the copy", receipt)  # where the copy breaks, when its chain does
+        raise NotVerified(
+            "the copy does not hold the source's records as they are: "
+            f"{_first_difference(ours, theirs)} (its chain verifies: a change in bytes the "
+            "chain does not cover)"
+        )
+
+
+def _first_difference(ours: Chunks | None, theirs: Chunks) -> str:
+    """Where two digests part, in positions."""
+    if ours is None:
+        return "its rows cannot be read"
+    for mine, source in zip(ours, theirs, strict=False):
+        if mine != source:
+            first = min(mine[0], source[0]) * DIGEST_CHUNK + 1
+            if ":" in mine[2] or ":" in source[2]:  # a row that cannot be encoded
+                return f"positions {first}..{first + DIGEST_CHUNK - 1}: {mine[2]}; {source[2]}"
+            return f"positions {first}..{first + DIGEST_CHUNK - 1} differ"
+    return f"it holds {sum(c[1] for c in ours)} records, the source {sum(c[1] for c in theirs)}"
 
 
 def _source_holds(report: dict[str, Any]) -> None:
@@ -281,8 +352,7 @@ def _copy(
 ) -> None:
     """The source's records after `after` up to `until`, a batch per transaction."""
     total = until - after
-    for page in read_stored(src, after, stop=until, page=batch):
-        rows = [LogRow.of(n) for n in page]
+    for rows in read_rows(src.recorder, after, until, batch):
         append_rows(dst.recorder, rows)
         done.copied += len(rows)
         done.batches += 1
@@ -335,11 +405,14 @@ def _write_tokens(target: str, plan: TokenPlan) -> tuple[int, int]:
 
 
 def main(argv: list[str]) -> None:
-    """`python -m entitlements.application.migrate URL [HASH@POSITION]`: the source's walk
-    as a process of its own (JSON on stdout: what `audit verify --json` prints)."""
-    url, receipt = argv[0], parse_receipt(argv[1]) if len(argv) > 1 else None
+    """`python -m entitlements.application.migrate URL UNTIL [HASH@POSITION]`: the source's
+    walk as a process of its own; JSON on stdout: {"report": what `audit verify --json`
+    prints, "digest": its rows' digest up to UNTIL}."""
+    url, until = argv[0], int(argv[1])
+    receipt = parse_receipt(argv[2]) if len(argv) > 2 else None
     with open_log(store_url(url), must_exist=True) as app:
-        print(json.dumps(verify(app, receipt).as_dict()))
+        report, digest = walk_source(app, until, receipt)
+    print(json.dumps({"report": report, "digest": digest}))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ MIGRATE_HELP = """\
 Copies the store (--db, or $ENTITLEMENTS_DB) into the store at --to: the log with every
 record at its own position, its topic and stored state unchanged (so the integrity chain,
 the command records that keep commands exactly-once, receipts and positions all stay
-valid), and the API tokens. Then it verifies both chains: the target must give the
-source's head receipt (`audit verify`), else exit 6.
+valid), and the API tokens. Then it verifies: the source's chain is recomputed (`audit
+verify`) and must hold its head receipt, and the target must hold exactly the rows that
+walk read, byte for byte (a digest of both), so that it gives the same head receipt; else
+exit 6.
 
 Killed halfway, run it again: it goes on from the target's last record, copying nothing
 twice. A target that holds another history (a record, or a token name, that is not the
@@ -45,7 +47,7 @@ def cmd_migrate(_: Any, args: argparse.Namespace) -> int:
     def verifying(records: int) -> None:
         bars.stop()
         if err.is_terminal:
-            err.print(f"verifying both chains ({records:,} records each) ...")
+            err.print(f"verifying: the source's chain and the copy's rows ({records:,}) ...")
 
     try:
         done = migrate(source, target, args.batch, progress, verifying=verifying)

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,14 @@ from entitlements.adapters.store import StoreError
 from entitlements.application.access import open_tokens
 from entitlements.application.migrate import NotVerified, OtherHistory, migrate, open_log
 from entitlements.domain.commands import parse_command_file
-from tests.conftest import CLI, postgres_or_skip, read_jsonl, registrations, scenario_file
+from tests.conftest import (
+    CLI,
+    postgres_available,
+    postgres_or_skip,
+    read_jsonl,
+    registrations,
+    scenario_file,
+)
 from tests.e2e.cli_runner import entitlements
 from tests.integration.tamper import Tamper
 
@@ -426,3 +434,72 @@ def test_postgres_to_postgres(source: dict[str, Any]) -> None:
     assert copied[0].copied == source["head"]
     other = pg.rsplit("/", 1)[0] + "/" + name
     assert receipt(other) == receipt(pg) == receipt(source["url"])
+
+
+def _respelled(tamper: Tamper, position: int) -> None:
+    """The record's state as the same JSON spelled otherwise (a space after its first
+    comma): the same decoded state, so the same chain, other bytes."""
+    state = tamper.raw(position)[3]
+    tamper.set_column(position, "state", state.replace(b",", b", ", 1))
+
+
+TARGET_EDITS: dict[
+    str, tuple[Callable[[Tamper], None], str]
+] = {  # an edit of the copy between the copy and its verification -> the message
+    "state edited": (
+        lambda t: t.set_state(7, {**t.row(7)[4], "plan": "enterprise"}),
+        "the copy does not verify: at position 7",
+    ),
+    "state respelled": (
+        lambda t: _respelled(t, 7),
+        r"the copy does not hold the source's records as they are: positions 1\.\.10000 differ",
+    ),
+    "topic changed": (
+        lambda t: t.set_column(7, "topic", t.raw(7)[2] + "x"),
+        "the copy does not verify: at position 7",
+    ),
+    "last row deleted": (
+        lambda t: t.delete(t.rows()[-1][0]),
+        "the copy does not give the source's head receipt",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize("edit", sorted(TARGET_EDITS))
+def test_a_copy_altered_after_it_was_written_is_not_verified(
+    source: dict[str, Any], tmp_path: Path, kind: str, edit: str
+) -> None:
+    """The copy is not walked again when its rows' digest equals the source's: an edit of
+    any of its rows after the copy (its chain broken, or bytes the chain does not cover)
+    makes the digests differ, and the copy's walk says where."""
+    target = f"sqlite:///{tmp_path / 'target.db'}" if kind == "sqlite" else postgres_or_skip()
+    change, said = TARGET_EDITS[edit]
+
+    def behind_its_back(_: int) -> None:
+        with open_engine(target) as engine:
+            change(Tamper(engine))
+
+    with pytest.raises(NotVerified, match=said):
+        migrate(source["url"], target, verifying=behind_its_back)
+
+
+def test_the_rows_digest_is_the_same_whoever_computes_it(
+    source: dict[str, Any], tmp_path: Path
+) -> None:
+    """The source's walk, the SQLite target read here and a PostgreSQL target digested by
+    the server give one digest of the same rows."""
+    from entitlements.adapters.store_copy import stored_digest
+    from entitlements.application.migrate import walk_source
+
+    targets = [f"sqlite:///{tmp_path / 'target.db'}"]
+    if not postgres_available():
+        targets.append(postgres_or_skip())
+    digests = []
+    with open_log(source["url"], must_exist=True) as app:
+        digests.append(walk_source(app, source["head"], None)[1])
+    for target in targets:
+        migrate(source["url"], target)
+        with open_log(target, must_exist=True) as app:
+            digests.append(stored_digest(app.recorder))
+    assert digests[0] and all(d == digests[0] for d in digests)
