@@ -30,8 +30,9 @@ receipt is the source's record at P, and its chain intact). `verify` is a functi
 rows its recorder lists: (position, stream, version, topic, state bytes), in order, and the
 mapper that decodes the states (the same for both stores: one configuration, one code).
 Equal digests mean (SHA-256 being collision resistant, the encoding unambiguous: fixed
-widths, lengths before the variable parts; a row that cannot be encoded never matches) that the target holds exactly the rows the source's walk read up to P, byte for
-byte, at the same positions, no row more or less: every row counts, a row after P too. So
+widths, lengths before the variable parts; a row that cannot be encoded never matches)
+that the target holds exactly the rows the source's walk read up to P, byte for byte, at
+the same positions, no row more or less: every row counts, a row after P too. So
 the copy's walk would read the same rows as the source's walk up to P, and find what it
 found there: no break (a break anywhere in the source is already NotVerified), and at P the
 chain the source's walk recomputed, which must equal the receipt (the hash the record at P
