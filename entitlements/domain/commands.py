@@ -108,7 +108,15 @@ class _Command(BaseModel):
         return value
 
 
-class _WithPartner(_Command):
+class _OnAccount(_Command):
+    """Commands that change one account: which one, and who asks (a region reaches only its
+    own accounts; 'platform' reaches all)."""
+
+    account_id: AccountId
+    jurisdiction: Jurisdiction | None = None
+
+
+class _WithPartner(_OnAccount):
     """Commands that name a channel: `partner` goes with channel `partner`, and only then.
     (Subclasses declare `partner` after `channel`, so the channel is validated first.)"""
 
@@ -125,8 +133,6 @@ class _WithPartner(_Command):
 
 class RegisterAccount(_WithPartner):
     command: Literal["register_account"]
-    account_id: AccountId
-    jurisdiction: Jurisdiction | None = None  # who asks: a region code or 'platform'
     region: RegionCode
     plan: Plan
     channel: Channel
@@ -135,8 +141,6 @@ class RegisterAccount(_WithPartner):
 
 class ApproveRegistration(_WithPartner):
     command: Literal["approve_registration"]
-    account_id: AccountId
-    jurisdiction: Jurisdiction | None = None  # who asks: a region code or 'platform'
     plan: Literal["enterprise"] = "enterprise"
     channel: SalesChannel
     partner: PartnerName | None = Field(default=None, validate_default=True)
@@ -144,52 +148,39 @@ class ApproveRegistration(_WithPartner):
 
 class OpenSubscription(_WithPartner):
     command: Literal["open_subscription"]
-    account_id: AccountId
-    jurisdiction: Jurisdiction | None = None  # who asks: a region code or 'platform'
     plan: PaidPlan
     channel: Channel
     partner: PartnerName | None = Field(default=None, validate_default=True)
 
 
-class CloseSubscription(_Command):
+class CloseSubscription(_OnAccount):
     command: Literal["close_subscription"]
-    account_id: AccountId
-    jurisdiction: Jurisdiction | None = None  # who asks: a region code or 'platform'
     reason: Reason | None = None
 
 
-class RevokeHosting(_Command):
+class RevokeHosting(_OnAccount):
     command: Literal["revoke_hosting"]
-    account_id: AccountId
-    jurisdiction: Jurisdiction | None = None  # who asks: a region code or 'platform'
     reason: Reason
 
 
-class RestoreHosting(_Command):
+class RestoreHosting(_OnAccount):
     command: Literal["restore_hosting"]
-    account_id: AccountId
-    jurisdiction: Jurisdiction | None = None  # who asks: a region code or 'platform'
     reason: Reason
 
 
-class MoveToPartner(_Command):
+class MoveToPartner(_OnAccount):
     command: Literal["move_to_partner"]
-    account_id: AccountId
-    jurisdiction: Jurisdiction | None = None  # who asks: a region code or 'platform'
     partner: PartnerName
 
 
-class SuspendAccount(_Command):
+class SuspendAccount(_OnAccount):
     command: Literal["suspend_account"]
-    account_id: AccountId
-    jurisdiction: Jurisdiction
+    jurisdiction: Jurisdiction  # required here: a suspension names who asks
     reason: Reason
 
 
-class ReinstateAccount(_Command):
+class ReinstateAccount(_OnAccount):
     command: Literal["reinstate_account"]
-    account_id: AccountId
-    jurisdiction: Jurisdiction | None = None  # who asks: a region code or 'platform'
     reason: Reason
 
 
@@ -201,10 +192,8 @@ def _distinct(codes: list[str]) -> list[str]:
     return codes
 
 
-class ChooseDataRegions(_Command):
+class ChooseDataRegions(_OnAccount):
     command: Literal["choose_data_regions"]
-    account_id: AccountId
-    jurisdiction: Jurisdiction | None = None  # who asks: a region code or 'platform'
     regions: Annotated[
         list[RegionCode], Field(min_length=1, max_length=20), AfterValidator(_distinct)
     ]

@@ -541,6 +541,13 @@ def _show(e: RefEvent) -> str:
     )
 
 
+def _offsets(d: Any) -> list[tuple[Any, Any]]:
+    """What a Decision's JSON (`as_dict`) holds beyond `==`: the offsets its `because`
+    times are written with (equal instants print differently at another offset). Compared
+    on their own, as `as_dict` would, in a fifth of the time."""
+    return [(f.effective_at.utcoffset(), f.recorded_at.utcoffset()) for f in d.because]
+
+
 def _reference_now(engine: Engine, account_id: str, at: datetime, known: datetime | None) -> Any:
     """The reference's answers for an account from the store as it is right now."""
     streams = raw_log_streams(engine)
@@ -682,7 +689,7 @@ def test_incremental_rebuild_replay_and_reference_agree(
                         a = engine.check(account_id, cap, at=t, as_known_at=k)
                         b = rebuilt.check(account_id, cap, at=t, as_known_at=k)
                         e = from_snapshot.check(account_id, cap, at=t, as_known_at=k)
-                        assert e == b and e.as_dict() == b.as_dict(), (account_id, cap, t, k)
+                        assert e == b and _offsets(e) == _offsets(b), (account_id, cap, t, k)
                         c = decide(cap, acc, reg)
                         answers = {
                             "a incremental": (a.allowed, a.value),
