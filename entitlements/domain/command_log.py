@@ -111,73 +111,43 @@ class RejectedCommand(Aggregate):
 # -- the record events, made directly (the engine saves them; no aggregate is kept) ----
 
 
-def applied_record(
-    command_id: str,
-    command: str,
-    fingerprint: str,
-    actor: str | None,
-    account_id: str | None,
-    region: str | None,
-    effective_at: datetime,
-    recorded_at: datetime,
-    fan_out: bool = False,
-    jurisdiction: str | None = None,
-) -> DomainEventProtocol[UUID]:
+def applied_record(command_id: str, **fields: Any) -> DomainEventProtocol[UUID]:
     """The CommandApplied event an `AppliedCommand(...)` would record, made directly: the
-    aggregate is never used again, and building it costs about four times the event."""
-    cls: Any = AppliedCommand.CommandApplied  # type: ignore[attr-defined]
-    made: DomainEventProtocol[UUID] = cls(
-        originator_id=command_uuid(command_id),
-        originator_version=1,
-        timestamp=cls.create_timestamp(),
-        originator_topic=AppliedCommand.TOPIC,
-        command_id=command_id,
-        command=command,
-        fingerprint=fingerprint,
-        actor=actor,
-        account_id=account_id,
-        region=region,
-        effective_at=effective_at,
-        recorded_at=recorded_at,
-        fan_out=fan_out,
-        jurisdiction=jurisdiction,
-    )
-    return made
+    aggregate is never used again, and building it costs about four times the event.
+    `fields`: the rest of `AppliedCommand.__init__`'s arguments, by name."""
+    originator_id = command_uuid(command_id)
+    return _record(AppliedCommand, COMMAND_APPLIED, originator_id, command_id=command_id, **fields)
 
 
 def rejected_record(
-    command_id: str,
-    command: str,
-    fingerprint: str,
-    actor: str | None,
-    account_id: str | None,
-    region: str | None,
-    effective_at: datetime,
-    recorded_at: datetime,
-    reason: str,
-    request: dict[str, Any],
-    conflict: bool = False,
+    command_id: str, fingerprint: str, conflict: bool = False, **fields: Any
 ) -> DomainEventProtocol[UUID]:
     """The CommandRejected event a `RejectedCommand(...)` would record, made directly (see
-    RejectedCommand.create_id: a conflicting id is an attempt of its own, recorded once)."""
-    cls: Any = RejectedCommand.CommandRejected  # type: ignore[attr-defined]
+    RejectedCommand.create_id: a conflicting id is an attempt of its own, recorded once).
+    `fields`: the rest of `RejectedCommand.__init__`'s arguments, by name."""
+    return _record(
+        RejectedCommand,
+        COMMAND_REJECTED,
+        RejectedCommand.create_id(command_id, fingerprint, conflict),
+        command_id=command_id,
+        fingerprint=fingerprint,
+        conflict=conflict,
+        **fields,
+    )
+
+
+def _record(
+    aggregate: type[AppliedCommand | RejectedCommand], name: str, originator_id: UUID, **fields: Any
+) -> DomainEventProtocol[UUID]:
+    """The event `name` that `aggregate`'s `__init__` records, with `fields`: its class,
+    made by `@event` from that signature, refuses a missing or unknown field, and keeps
+    them in the signature's order (the stored form) whatever order they come in."""
+    cls: Any = getattr(aggregate, name)
     made: DomainEventProtocol[UUID] = cls(
-        originator_id=(
-            conflict_uuid(command_id, fingerprint) if conflict else command_uuid(command_id)
-        ),
+        originator_id=originator_id,
         originator_version=1,
         timestamp=cls.create_timestamp(),
-        originator_topic=RejectedCommand.TOPIC,
-        command_id=command_id,
-        command=command,
-        fingerprint=fingerprint,
-        actor=actor,
-        account_id=account_id,
-        region=region,
-        effective_at=effective_at,
-        recorded_at=recorded_at,
-        reason=reason,
-        request=request,
-        conflict=conflict,
+        originator_topic=aggregate.TOPIC,
+        **fields,
     )
     return made
