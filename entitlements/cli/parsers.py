@@ -37,3 +37,11 @@ def subcommand(
 def json_option(p: argparse._ActionsContainer, help: str = FOR_MACHINES) -> None:
     """`--json`: the answer as JSON on stdout, for scripts rather than people."""
     p.add_argument("--json", action="store_true", help=help)
+
+
+def command_group(sub: Subparsers, name: str, *, help: str, description: str) -> Subparsers:
+    """A command that is a group of actions (`audit`, `token`, `snapshot`): its parser, and
+    the subparsers its required ACTION is one of, read into `<name>_command`."""
+    p = sub.add_parser(name, help=help, description=description)
+    actions: Subparsers = p.add_subparsers(dest=f"{name}_command", required=True, metavar="ACTION")
+    return actions
