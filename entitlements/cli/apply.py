@@ -12,7 +12,7 @@ from entitlements.adapters.store import lasting_store_url
 from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_BROKEN_PIPE, EXIT_OK, EXIT_REJECTED, ONE_COMMAND
 from entitlements.cli.output import apply_progress, err
-from entitlements.cli.parsers import Subparsers, subcommand
+from entitlements.cli.parsers import Subparsers
 from entitlements.domain.commands import (
     Command,
     MalformedCommand,
@@ -72,8 +72,7 @@ def cmd_apply(_: Engine | None, args: argparse.Namespace) -> int:
 
 def add_parser(sub: Subparsers) -> None:
     """`apply`: it opens the store itself, once the file is valid."""
-    p = subcommand(
-        sub,
+    p = sub.add_parser(
         "apply",
         help="apply a JSON Lines command file (validated whole first)",
         description="Validate the whole file, one line at a time (a malformed line refuses "

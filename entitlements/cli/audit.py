@@ -17,7 +17,7 @@ from entitlements.application import audit
 from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_OK, EXIT_VIOLATION
 from entitlements.cli.output import asked_by, err, out
-from entitlements.cli.parsers import Subparsers, command_group, json_option, subcommand
+from entitlements.cli.parsers import Subparsers, command_group, json_option
 from entitlements.domain.rules import ISOLATION_RULE
 
 
@@ -312,8 +312,7 @@ def _add_region_proof(
 ) -> None:
     """An audit that proves a promise about REGION from the log (exit 0 it holds, 6 not):
     REGION, `--json`, and the examples its help shows."""
-    a = subcommand(
-        audit_sub,
+    a = audit_sub.add_parser(
         name,
         help=help,
         description=description,
@@ -327,8 +326,7 @@ def _add_region_proof(
 
 def _add_export(audit_sub: Subparsers) -> None:
     """`audit export`."""
-    a = subcommand(
-        audit_sub,
+    a = audit_sub.add_parser(
         "export",
         help="a case file of one account or region: events, rejections, decisions, head",
         description="Writes a case file: the events (both clocks, actor, command_id, cause, "
@@ -352,8 +350,7 @@ def _add_export(audit_sub: Subparsers) -> None:
 
 def _add_verify(audit_sub: Subparsers) -> None:
     """`audit verify`: the log alone, no index."""
-    a = subcommand(
-        audit_sub,
+    a = audit_sub.add_parser(
         "verify",
         help="recompute the log's integrity chain: the head hash, or where it breaks",
         description="Walks the whole log recomputing the SHA-256 chain that links every "

@@ -13,7 +13,7 @@ from entitlements.application import audit
 from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import asked_by, err, out, yes_no
-from entitlements.cli.parsers import Subparsers, json_option, subcommand
+from entitlements.cli.parsers import Subparsers, json_option
 from entitlements.domain.decisions import Decision
 from entitlements.domain.rules import CAPABILITIES
 
@@ -271,8 +271,7 @@ def add_parser(sub: Subparsers) -> None:
 
 def _add_check(sub: Subparsers) -> None:
     """`check ACCOUNT CAPABILITY`."""
-    p = subcommand(
-        sub,
+    p = sub.add_parser(
         "check",
         help="may ACCOUNT do CAPABILITY?",
         description=f"Capabilities: {', '.join(CAPABILITIES)}. Exit 0 whatever the "
@@ -287,8 +286,8 @@ def _add_check(sub: Subparsers) -> None:
 
 def _add_capabilities(sub: Subparsers) -> None:
     """`capabilities ACCOUNT`."""
-    p = subcommand(
-        sub, "capabilities", help="every capability of ACCOUNT at once", run=cmd_capabilities
+    p = sub.add_parser(
+        "capabilities", help="every capability of ACCOUNT at once", run=cmd_capabilities
     )
     p.add_argument("account")
     _time_options(p)
@@ -297,8 +296,7 @@ def _add_capabilities(sub: Subparsers) -> None:
 
 def _add_history(sub: Subparsers) -> None:
     """`history ACCOUNT`."""
-    p = subcommand(
-        sub,
+    p = sub.add_parser(
         "history",
         help="the account's events, both clocks and causes, in log order",
         description="Every event of ACCOUNT in log order, with both clocks, causes and who "
@@ -321,8 +319,7 @@ def _add_history(sub: Subparsers) -> None:
 
 def _add_explain(sub: Subparsers) -> None:
     """`explain ACCOUNT CAPABILITY`."""
-    p = subcommand(
-        sub,
+    p = sub.add_parser(
         "explain",
         help="why ACCOUNT may (not) do CAPABILITY, since and until when, and the events behind it",
         description="The decision `check` gives at (T, K); the effective interval around T "

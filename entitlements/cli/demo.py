@@ -20,7 +20,7 @@ from entitlements.application import audit, read_models, report
 from entitlements.application.engine import Engine, open_engine
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import out, yes_no
-from entitlements.cli.parsers import Subparsers, subcommand
+from entitlements.cli.parsers import Subparsers
 from entitlements.domain.commands import Command, parse_command_file
 from entitlements.domain.decisions import CommandResult
 
@@ -234,8 +234,7 @@ def _demo_picture(engine: Engine, path: Path) -> None:
 
 def add_parser(sub: Subparsers) -> None:
     """`demo`: never $ENTITLEMENTS_DB, so no engine is opened for it."""
-    subcommand(
-        sub,
+    sub.add_parser(
         "demo",
         help="run the china-2020 story on a fresh SQLite store and show the answers",
         description="Applies the china-2020 command file to a new SQLite store and shows "

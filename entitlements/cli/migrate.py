@@ -13,7 +13,7 @@ from entitlements.adapters.store import lasting_store_url
 from entitlements.application.migrate import BATCH, NotVerified, migrate
 from entitlements.cli.exits import EXIT_OK, EXIT_STORE, EXIT_VIOLATION, ONE_COMMAND
 from entitlements.cli.output import Bars, err, out
-from entitlements.cli.parsers import Subparsers, json_option, subcommand
+from entitlements.cli.parsers import Subparsers, json_option
 
 MIGRATE_HELP = """\
 Copies the store (--db, or $ENTITLEMENTS_DB) into the store at --to: the log with every
@@ -113,8 +113,7 @@ def positive_batch(text: str) -> int:
 
 def add_parser(sub: Subparsers) -> None:
     """`migrate --to URL`: opens no engine (it reads and writes records, decides nothing)."""
-    p = subcommand(
-        sub,
+    p = sub.add_parser(
         "migrate",
         help="copy the store into another (SQLite -> PostgreSQL, or back); resumable, verified",
         description=MIGRATE_HELP,

@@ -1,37 +1,18 @@
-"""How a command group declares its parsers: a subcommand with its handler in one call,
-and the options several commands share, so each is spelt (and shown by `--help`) alike."""
+"""How a command group declares its parsers: the options several commands share, so each
+is spelt (and shown by `--help`) alike, and a command made of actions.
+
+A subcommand's parser comes from `sub.add_parser(name, help=..., description=..., run=...)`:
+app.py's parser class takes the handler, and how to open the store for it, with the texts."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from typing import Any, TypeAlias
 
 #: What add_subparsers() returns (not subscriptable at run time, hence the string).
 Subparsers: TypeAlias = "argparse._SubParsersAction[Any]"
-#: What app.run() calls for a subcommand: (the engine, or None with no_engine, the args).
-Handler = Callable[[Any, argparse.Namespace], int]
 
 FOR_MACHINES = "print JSON for machines"
-
-
-def subcommand(
-    sub: Subparsers,
-    name: str,
-    help: str,
-    description: str | None = None,
-    *,
-    run: Handler,
-    epilog: str | None = None,
-    **defaults: Any,
-) -> argparse.ArgumentParser:
-    """The parser of subcommand `name`, listed with `help`, whose arguments carry `run` and
-    `defaults` (no_engine, lazy_index, ...) to app.run(): declaring one takes one call."""
-    p: argparse.ArgumentParser = sub.add_parser(
-        name, help=help, description=description, epilog=epilog
-    )
-    p.set_defaults(run=run, **defaults)
-    return p
 
 
 def json_option(p: argparse._ActionsContainer, help: str = FOR_MACHINES) -> None:

@@ -17,7 +17,7 @@ from entitlements.application.engine import Engine
 from entitlements.application.read_models import Resumed
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import Bars, err, out
-from entitlements.cli.parsers import Subparsers, json_option, subcommand
+from entitlements.cli.parsers import Subparsers, json_option
 from entitlements.domain.rules import CAPABILITIES
 
 
@@ -175,8 +175,7 @@ def add_parser(sub: Subparsers) -> None:
 
 def _add_rejections(sub: Subparsers) -> None:
     """`rejections`."""
-    p = subcommand(
-        sub,
+    p = sub.add_parser(
         "rejections",
         help="the rejection log: every rejected command, who asked and why",
         description="Lists every command a domain rule rejected, in log order: the "
@@ -192,8 +191,7 @@ def _add_rejections(sub: Subparsers) -> None:
 
 def _add_rebuild(sub: Subparsers) -> None:
     """`rebuild`: the index is not needed, so not loaded."""
-    p = subcommand(
-        sub,
+    p = sub.add_parser(
         "rebuild",
         help="rebuild every read model from the log, with progress",
         description="Rebuilds the SQL read models (the tables accounts, "
@@ -210,8 +208,7 @@ def _add_rebuild(sub: Subparsers) -> None:
 
 def _add_catch_up(sub: Subparsers) -> None:
     """`catch-up`: the index is not needed, so not loaded."""
-    p = subcommand(
-        sub,
+    p = sub.add_parser(
         "catch-up",
         help="bring the SQL read models up to the log (incremental)",
         description="Writes the rows of the accounts that changed since the read "
@@ -227,8 +224,7 @@ def _add_catch_up(sub: Subparsers) -> None:
 
 def _add_report(sub: Subparsers) -> None:
     """`report REGION`: the index is not needed, so not loaded."""
-    p = subcommand(
-        sub,
+    p = sub.add_parser(
         "report",
         help="analysts: how many of REGION's accounts had a capability each day, per plan",
         description="For each day from --from to --to (both inclusive), how many of "
@@ -272,8 +268,7 @@ def _add_report(sub: Subparsers) -> None:
 
 def add_reconcile_parser(sub: Subparsers) -> None:
     """`reconcile`, listed after `token` in `--help`."""
-    p = subcommand(
-        sub,
+    p = sub.add_parser(
         "reconcile",
         help="record any hosting event a region rule still lacks (idempotent)",
         description="Records the HostingRevoked / HostingRestored events that a region "

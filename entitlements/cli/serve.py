@@ -12,7 +12,7 @@ from entitlements.adapters.store import StoreUnavailable, check_store, lasting_s
 from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import err
-from entitlements.cli.parsers import Subparsers, subcommand
+from entitlements.cli.parsers import Subparsers
 from entitlements.http.settings import HEADER_TIMEOUT, MAX_STALENESS
 
 T = TypeVar("T", int, float)
@@ -82,8 +82,7 @@ def _number(text: str, kind: Callable[[str], T], what: str) -> T:
 
 def add_parser(sub: Subparsers) -> None:
     """`serve`: it opens no engine of its own, each worker does."""
-    p = subcommand(
-        sub,
+    p = sub.add_parser(
         "serve",
         help="serve the HTTP API (checks, commands, audits) on a port",
         description="Serves the HTTP API of INTERFACES.md: checks for the meeting service, "

@@ -13,7 +13,7 @@ from entitlements.application.engine import Engine
 from entitlements.application.replica import export_snapshot
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import out
-from entitlements.cli.parsers import Subparsers, command_group, json_option, subcommand
+from entitlements.cli.parsers import Subparsers, command_group, json_option
 
 EXPORT_HELP = """\
 Writes the check index as it stands (every account and region, at the store's newest
@@ -56,8 +56,7 @@ def add_parser(sub: Subparsers) -> None:
         help="the check index's snapshot for a client's offline start: export FILE",
         description=EXPORT_HELP,
     )
-    e = subcommand(
-        actions,
+    e = actions.add_parser(
         "export",
         help="write the snapshot to FILE",
         description=EXPORT_HELP,

@@ -14,7 +14,7 @@ from entitlements.application.access import open_tokens
 from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_MALFORMED, EXIT_OK
 from entitlements.cli.output import err, out
-from entitlements.cli.parsers import Subparsers, command_group, json_option, subcommand
+from entitlements.cli.parsers import Subparsers, command_group, json_option
 
 TOKEN_HELP = """\
 Bearer tokens for the HTTP API (`entitlements serve`). Each token has a name (who is
@@ -103,8 +103,7 @@ def add_parser(sub: Subparsers) -> None:
         help="API tokens for `entitlements serve`: create, list, revoke",
         description=TOKEN_HELP,
     )
-    t = subcommand(
-        token_sub,
+    t = token_sub.add_parser(
         "create",
         help="a new token, printed once (the last word of the last line)",
         description="Creates a token for NAME with ROLE and prints it once, as the "
@@ -128,16 +127,14 @@ def add_parser(sub: Subparsers) -> None:
         help="who will use it, 1-64 of A-Za-z0-9._:@- (e.g. meetings-svc, ops@example)",
     )
     json_option(t)
-    t = subcommand(
-        token_sub,
+    t = token_sub.add_parser(
         "list",
         help="every token: name, role, created, revoked (never a secret)",
         run=cmd_token_list,
         lazy_index=True,
     )
     json_option(t)
-    t = subcommand(
-        token_sub,
+    t = token_sub.add_parser(
         "revoke",
         help="revoke NAME's token: refused at once, on every worker",
         description="Revokes the token named NAME: every worker and host refuses "

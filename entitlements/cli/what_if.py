@@ -17,7 +17,7 @@ from entitlements.application.engine import Engine
 from entitlements.application.what_if import WhatIfAnswer, what_if, window
 from entitlements.cli.exits import EXIT_OK, ONE_COMMAND
 from entitlements.cli.output import err, out
-from entitlements.cli.parsers import Subparsers, json_option, subcommand
+from entitlements.cli.parsers import Subparsers, json_option
 from entitlements.domain.commands import parse_command_file
 
 _EARLIER = {
@@ -131,8 +131,7 @@ def cmd_what_if(_: Engine | None, args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Subparsers) -> None:
-    p = subcommand(
-        sub,
+    p = sub.add_parser(
         "what-if",
         help="apply a command file to a copy of the history in memory; record nothing",
         description="Validate the whole command file as `apply` does (a malformed line "

@@ -13,7 +13,7 @@ from entitlements.application.engine import Engine
 from entitlements.application.who_can import Asked
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import out
-from entitlements.cli.parsers import Subparsers, json_option, subcommand
+from entitlements.cli.parsers import Subparsers, json_option
 
 HELP = """\
 The region's accounts CAPABILITY is allowed to (with --denied: refused to) at --at (default
@@ -56,8 +56,7 @@ def cmd_who_can(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Subparsers) -> None:
-    p = subcommand(
-        sub,
+    p = sub.add_parser(
         "who-can",
         help="the region's accounts a capability is allowed (or refused) to, paged",
         description=HELP,
