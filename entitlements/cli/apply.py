@@ -12,7 +12,7 @@ from entitlements.adapters.store import lasting_store_url
 from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_BROKEN_PIPE, EXIT_OK, EXIT_REJECTED, ONE_COMMAND
 from entitlements.cli.output import apply_progress, err
-from entitlements.cli.parsers import Subparsers
+from entitlements.cli.parsers import Subparsers, command_file_argument
 from entitlements.domain.commands import (
     Command,
     MalformedCommand,
@@ -85,4 +85,4 @@ def add_parser(sub: Subparsers) -> None:
         run=cmd_apply,
         no_engine=True,  # it opens the store once the file is valid
     )
-    p.add_argument("file", help="the command file, one JSON command per line")
+    command_file_argument(p)

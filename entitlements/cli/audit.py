@@ -17,7 +17,7 @@ from entitlements.application import audit
 from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_OK, EXIT_VIOLATION
 from entitlements.cli.output import asked_by, err, out
-from entitlements.cli.parsers import Subparsers, command_group, json_option
+from entitlements.cli.parsers import Subparsers, command_group, json_option, region_argument
 from entitlements.domain.rules import ISOLATION_RULE
 
 
@@ -320,7 +320,7 @@ def _add_region_proof(
         f"  entitlements audit {name} CN --json | jq .violations",
         run=run,
     )
-    a.add_argument("region", metavar="REGION", help="a region code, e.g. CN")
+    region_argument(a)
     json_option(a)
 
 

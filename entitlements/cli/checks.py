@@ -13,7 +13,7 @@ from entitlements.application import audit
 from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import asked_by, err, out, yes_no
-from entitlements.cli.parsers import Subparsers, json_option
+from entitlements.cli.parsers import Subparsers, as_known_at_option, json_option
 from entitlements.domain.decisions import Decision
 from entitlements.domain.rules import CAPABILITIES
 
@@ -243,9 +243,7 @@ def _time_options(p: argparse.ArgumentParser) -> None:
     """--at, --as-known-at and --json: the question's two clocks, as check, capabilities
     and explain all ask it."""
     p.add_argument("--at", metavar="T", help="effective time to ask about (default: now)")
-    p.add_argument(
-        "--as-known-at", metavar="K", help="only what was recorded by K (default: everything)"
-    )
+    as_known_at_option(p)
     json_option(p)
 
 

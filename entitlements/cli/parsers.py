@@ -20,6 +20,23 @@ def json_option(p: argparse._ActionsContainer, help: str = FOR_MACHINES) -> None
     p.add_argument("--json", action="store_true", help=help)
 
 
+def as_known_at_option(p: argparse._ActionsContainer) -> None:
+    """--as-known-at K: the recorded-time clock, as check, explain and report ask it."""
+    p.add_argument(
+        "--as-known-at", metavar="K", help="only what was recorded by K (default: everything)"
+    )
+
+
+def region_argument(p: argparse._ActionsContainer) -> None:
+    """REGION, as the region audits and report take it."""
+    p.add_argument("region", metavar="REGION", help="a region code, e.g. CN")
+
+
+def command_file_argument(p: argparse._ActionsContainer) -> None:
+    """The command file `apply` records and `what-if` tries: the same FILE for both."""
+    p.add_argument("file", help="the command file, one JSON command per line")
+
+
 def command_group(sub: Subparsers, name: str, *, help: str, description: str) -> Subparsers:
     """A command that is a group of actions (`audit`, `token`, `snapshot`): its parser, and
     the subparsers its required ACTION is one of, read into `<name>_command`."""

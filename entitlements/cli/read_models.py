@@ -17,7 +17,7 @@ from entitlements.application.engine import Engine
 from entitlements.application.read_models import Resumed
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import Bars, err, out
-from entitlements.cli.parsers import Subparsers, json_option
+from entitlements.cli.parsers import Subparsers, as_known_at_option, json_option, region_argument
 from entitlements.domain.rules import CAPABILITIES
 
 
@@ -241,7 +241,7 @@ def _add_report(sub: Subparsers) -> None:
         run=cmd_report,
         lazy_index=True,
     )
-    p.add_argument("region", metavar="REGION", help="a region code, e.g. CN")
+    region_argument(p)
     p.add_argument(
         "--from",
         dest="from_",
@@ -250,9 +250,7 @@ def _add_report(sub: Subparsers) -> None:
         help="first day, YYYY-MM-DD (inclusive)",
     )
     p.add_argument("--to", required=True, metavar="DATE", help="last day, YYYY-MM-DD (inclusive)")
-    p.add_argument(
-        "--as-known-at", metavar="K", help="only what was recorded by K (default: everything)"
-    )
+    as_known_at_option(p)
     p.add_argument(
         "--capability",
         action="append",

@@ -17,7 +17,7 @@ from entitlements.application.engine import Engine
 from entitlements.application.what_if import WhatIfAnswer, what_if, window
 from entitlements.cli.exits import EXIT_OK, ONE_COMMAND
 from entitlements.cli.output import err, out
-from entitlements.cli.parsers import Subparsers, json_option
+from entitlements.cli.parsers import Subparsers, command_file_argument, json_option
 from entitlements.domain.commands import parse_command_file
 
 _EARLIER = {
@@ -149,7 +149,7 @@ def add_parser(sub: Subparsers) -> None:
         run=cmd_what_if,
         no_engine=True,  # it opens the store once the file is valid
     )
-    p.add_argument("file", help="the command file, one JSON command per line")
+    command_file_argument(p)
     p.add_argument(
         "--from", dest="start", metavar="T", help="window start (default: the first event)"
     )
