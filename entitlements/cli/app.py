@@ -98,13 +98,13 @@ class _Subcommand(argparse.ArgumentParser):
     command is declared with what runs it, in one call."""
 
     def __init__(self, *args: Any, run: Handler | None = None, **kwargs: Any) -> None:
-        engine = {option: kwargs.pop(option) for option in ENGINE_OPTIONS if option in kwargs}
+        defaults = {option: kwargs.pop(option) for option in ENGINE_OPTIONS if option in kwargs}
         kwargs.setdefault("formatter_class", _Help)
         super().__init__(*args, **kwargs)
         self.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help=DB_HELP)
         if run is not None:
-            engine["run"] = run
-        self.set_defaults(**engine)
+            defaults["run"] = run
+        self.set_defaults(**defaults)
 
 
 def build_parser() -> argparse.ArgumentParser:
