@@ -8,7 +8,8 @@ away, any command (`| head`; what `apply` printed was applied).
 One module per command group, each with its parser, handlers and rendering: `apply`,
 `checks` (check, capabilities, history, explain), `audit`, `read_models` (rejections,
 rebuild, catch-up, report, reconcile), `tokens`, `serve`, `migrate`, `demo`; `app` assembles them
-(run, main), `output` is where they print, `exits` their exit codes.
+(run, main), `parsers` the options they share, `output` is where they print, `exits`
+their exit codes.
 """
 
 from __future__ import annotations

@@ -64,6 +64,9 @@ Times are ISO 8601; a bare date is 00:00 UTC, a time without offset is UTC.
 """
 
 
+#: A command's handler: (the engine, or None with no_engine, the parsed arguments) -> exit code.
+Handler = Callable[[Any, argparse.Namespace], int]
+
 DB_HELP = (
     f"store URL: sqlite:///path or postgresql://user@host/db (default: ${ENV_VAR}, else "
     f"{DEFAULT_URL}); before or after the command, anywhere among its arguments"
@@ -80,16 +83,28 @@ class _Help(argparse.HelpFormatter):
         return super()._fill_text(text, width, indent)
 
 
+#: How run() opens the store for a command, when a subcommand's parser says so:
+#: `no_engine` (the handler opens it itself, if at all), `lazy_index` (without loading the
+#: check index) and `store_must_exist=False` (it may create the store).
+ENGINE_OPTIONS = ("no_engine", "lazy_index", "store_must_exist")
+
+
 class _Subcommand(argparse.ArgumentParser):
     """A subcommand's parser: it takes `--db` too, so the option goes anywhere on the line
     (`entitlements check A host --db X`). Its default is SUPPRESS, so a subcommand without
     it keeps what the main parser read; nested subcommands are of this class as well. Its
-    help is `_Help`'s."""
+    help is `_Help`'s. `sub.add_parser(name, ..., run=handler, lazy_index=True)` also takes
+    the handler run() calls and ENGINE_OPTIONS, kept as the parsed arguments' defaults: a
+    command is declared with what runs it, in one call."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, run: Handler | None = None, **kwargs: Any) -> None:
+        defaults = {option: kwargs.pop(option) for option in ENGINE_OPTIONS if option in kwargs}
         kwargs.setdefault("formatter_class", _Help)
         super().__init__(*args, **kwargs)
         self.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help=DB_HELP)
+        if run is not None:
+            defaults["run"] = run
+        self.set_defaults(**defaults)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,7 +149,7 @@ def _fail(label: str, e: BaseException, code: int, suffix: str = "") -> int:
 
 def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler: Callable[[Any, argparse.Namespace], int] = args.run
+    handler: Handler = args.run
     try:
         if getattr(args, "no_engine", False):
             return handler(None, args)

@@ -7,12 +7,12 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any
 
 from entitlements.adapters.store import lasting_store_url
 from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_BROKEN_PIPE, EXIT_OK, EXIT_REJECTED, ONE_COMMAND
 from entitlements.cli.output import apply_progress, err
+from entitlements.cli.parsers import Subparsers, command_file_argument
 from entitlements.domain.commands import (
     Command,
     MalformedCommand,
@@ -70,7 +70,7 @@ def cmd_apply(_: Engine | None, args: argparse.Namespace) -> int:
     return EXIT_REJECTED if any_rejected else EXIT_OK
 
 
-def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+def add_parser(sub: Subparsers) -> None:
     """`apply`: it opens the store itself, once the file is valid."""
     p = sub.add_parser(
         "apply",
@@ -82,6 +82,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "the line's content): run the file again after a crash, or twice, and lines "
         "already on file are reported as duplicates, nothing is recorded twice. "
         "Exit 0 if all applied, 1 if any was rejected by a domain rule.",
+        run=cmd_apply,
+        no_engine=True,  # it opens the store once the file is valid
     )
-    p.add_argument("file", help="the command file, one JSON command per line")
-    p.set_defaults(run=cmd_apply, no_engine=True)  # it opens the store once the file is valid
+    command_file_argument(p)

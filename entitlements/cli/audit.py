@@ -17,6 +17,7 @@ from entitlements.application import audit
 from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_OK, EXIT_VIOLATION
 from entitlements.cli.output import asked_by, err, out
+from entitlements.cli.parsers import Subparsers, command_group, json_option, region_argument
 from entitlements.domain.rules import ISOLATION_RULE
 
 
@@ -252,21 +253,21 @@ def cmd_audit_verify(engine: Engine, args: argparse.Namespace) -> int:
     return code
 
 
-def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+def add_parser(sub: Subparsers) -> None:
     """`audit` and its actions."""
-    p = sub.add_parser(
+    audit_sub = command_group(
+        sub,
         "audit",
         help="auditors' proofs from the log: jurisdiction, residency, export, verify",
         description="Read-only questions answered from the log itself.",
     )
-    audit_sub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     _add_jurisdiction(audit_sub)
     _add_residency(audit_sub)
     _add_export(audit_sub)
     _add_verify(audit_sub)
 
 
-def _add_jurisdiction(audit_sub: argparse._SubParsersAction[Any]) -> None:
+def _add_jurisdiction(audit_sub: Subparsers) -> None:
     """`audit jurisdiction REGION`."""
     _add_region_proof(
         audit_sub,
@@ -284,7 +285,7 @@ def _add_jurisdiction(audit_sub: argparse._SubParsersAction[Any]) -> None:
     )
 
 
-def _add_residency(audit_sub: argparse._SubParsersAction[Any]) -> None:
+def _add_residency(audit_sub: Subparsers) -> None:
     """`audit residency REGION`."""
     _add_region_proof(
         audit_sub,
@@ -303,7 +304,7 @@ def _add_residency(audit_sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _add_region_proof(
-    audit_sub: argparse._SubParsersAction[Any],
+    audit_sub: Subparsers,
     name: str,
     run: Callable[[Engine, argparse.Namespace], int],
     help: str,
@@ -313,17 +314,17 @@ def _add_region_proof(
     REGION, `--json`, and the examples its help shows."""
     a = audit_sub.add_parser(
         name,
-        epilog=f"example:\n  entitlements audit {name} CN\n"
-        f"  entitlements audit {name} CN --json | jq .violations",
         help=help,
         description=description,
+        epilog=f"example:\n  entitlements audit {name} CN\n"
+        f"  entitlements audit {name} CN --json | jq .violations",
+        run=run,
     )
-    a.add_argument("region", metavar="REGION", help="a region code, e.g. CN")
-    a.add_argument("--json", action="store_true", help="print JSON for machines")
-    a.set_defaults(run=run)
+    region_argument(a)
+    json_option(a)
 
 
-def _add_export(audit_sub: argparse._SubParsersAction[Any]) -> None:
+def _add_export(audit_sub: Subparsers) -> None:
     """`audit export`."""
     a = audit_sub.add_parser(
         "export",
@@ -337,6 +338,7 @@ def _add_export(audit_sub: argparse._SubParsersAction[Any]) -> None:
         epilog="examples:\n  entitlements audit export cn-free-01 --format json\n"
         "  entitlements audit export --region CN --from 2020-05-01 --to 2020-09-01 "
         "--format csv --output cn-2020.csv",
+        run=cmd_audit_export,
     )
     a.add_argument("account", nargs="?", metavar="ACCOUNT", help="the account (or --region)")
     a.add_argument("--region", metavar="R", help="every account of region R, and its rules")
@@ -344,10 +346,9 @@ def _add_export(audit_sub: argparse._SubParsersAction[Any]) -> None:
     a.add_argument("--to", metavar="T", help="window end (effective time, inclusive)")
     a.add_argument("--format", required=True, choices=("json", "csv"), help="json or csv")
     a.add_argument("--output", metavar="FILE", help="write here instead of stdout")
-    a.set_defaults(run=cmd_audit_export)
 
 
-def _add_verify(audit_sub: argparse._SubParsersAction[Any]) -> None:
+def _add_verify(audit_sub: Subparsers) -> None:
     """`audit verify`: the log alone, no index."""
     a = audit_sub.add_parser(
         "verify",
@@ -362,7 +363,8 @@ def _add_verify(audit_sub: argparse._SubParsersAction[Any]) -> None:
         epilog="examples (the receipt is the demo store's head):\n  entitlements audit verify\n"
         "  entitlements audit verify --json --receipt \\\n"
         "    108835fac523e7ed9cee4750eb5a7ceb8a5e3403281f547b0bcfdcfb4827ae9a@56",
+        run=cmd_audit_verify,
+        lazy_index=True,
     )
     a.add_argument("--receipt", metavar="HASH@POSITION", help="a head written down earlier")
-    a.add_argument("--json", action="store_true", help="print JSON for machines")
-    a.set_defaults(run=cmd_audit_verify, lazy_index=True)
+    json_option(a)

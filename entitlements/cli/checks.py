@@ -13,6 +13,7 @@ from entitlements.application import audit
 from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import asked_by, err, out, yes_no
+from entitlements.cli.parsers import Subparsers, as_known_at_option, json_option
 from entitlements.domain.decisions import Decision
 from entitlements.domain.rules import CAPABILITIES
 
@@ -239,11 +240,16 @@ def _explain_picture(engine: Engine, x: dict[str, Any], path: str) -> str:
 
 
 def _time_options(p: argparse.ArgumentParser) -> None:
+    """--at, --as-known-at and --json: the question's two clocks, as check, capabilities
+    and explain all ask it."""
     p.add_argument("--at", metavar="T", help="effective time to ask about (default: now)")
-    p.add_argument(
-        "--as-known-at", metavar="K", help="only what was recorded by K (default: everything)"
-    )
-    p.add_argument("--json", action="store_true", help="print JSON for machines")
+    as_known_at_option(p)
+    json_option(p)
+
+
+def _min_position_option(p: argparse.ArgumentParser) -> None:
+    """--min-position: check and capabilities answer from the index, which may lag behind
+    a write the caller has just made."""
     p.add_argument(
         "--min-position",
         type=int,
@@ -253,7 +259,7 @@ def _time_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+def add_parser(sub: Subparsers) -> None:
     """check, capabilities, history and explain, in the order `--help` lists them."""
     _add_check(sub)
     _add_capabilities(sub)
@@ -261,29 +267,32 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     _add_explain(sub)
 
 
-def _add_check(sub: argparse._SubParsersAction[Any]) -> None:
+def _add_check(sub: Subparsers) -> None:
     """`check ACCOUNT CAPABILITY`."""
     p = sub.add_parser(
         "check",
         help="may ACCOUNT do CAPABILITY?",
         description=f"Capabilities: {', '.join(CAPABILITIES)}. Exit 0 whatever the "
         "answer; 3 for an account never recorded; 2 for a bad capability or time.",
+        run=cmd_check,
     )
     p.add_argument("account")
     p.add_argument("capability", metavar="capability", help=" | ".join(CAPABILITIES))
     _time_options(p)
-    p.set_defaults(run=cmd_check)
+    _min_position_option(p)
 
 
-def _add_capabilities(sub: argparse._SubParsersAction[Any]) -> None:
+def _add_capabilities(sub: Subparsers) -> None:
     """`capabilities ACCOUNT`."""
-    p = sub.add_parser("capabilities", help="every capability of ACCOUNT at once")
+    p = sub.add_parser(
+        "capabilities", help="every capability of ACCOUNT at once", run=cmd_capabilities
+    )
     p.add_argument("account")
     _time_options(p)
-    p.set_defaults(run=cmd_capabilities)
+    _min_position_option(p)
 
 
-def _add_history(sub: argparse._SubParsersAction[Any]) -> None:
+def _add_history(sub: Subparsers) -> None:
     """`history ACCOUNT`."""
     p = sub.add_parser(
         "history",
@@ -294,6 +303,7 @@ def _add_history(sub: argparse._SubParsersAction[Any]) -> None:
         "event or rejection), each with its log position.",
         epilog="examples:\n  entitlements history cn-ent-02\n"
         "  entitlements history cn-ent-02 --as-known-at 2020-10-20 --json",
+        run=cmd_history,
     )
     p.add_argument("account")
     p.add_argument(
@@ -302,11 +312,10 @@ def _add_history(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--rejections", action="store_true", help="show the rejected commands beside the events"
     )
-    p.add_argument("--json", action="store_true", help="print JSON for machines")
-    p.set_defaults(run=cmd_history)
+    json_option(p)
 
 
-def _add_explain(sub: argparse._SubParsersAction[Any]) -> None:
+def _add_explain(sub: Subparsers) -> None:
     """`explain ACCOUNT CAPABILITY`."""
     p = sub.add_parser(
         "explain",
@@ -321,18 +330,14 @@ def _add_explain(sub: argparse._SubParsersAction[Any]) -> None:
         "free_hosting_suspended in CN ...\n"
         "  entitlements explain cn-ent-02 host --at 2020-10-01 --as-known-at 2020-10-20 --json\n"
         "  entitlements explain cn-ent-02 host --png cn-ent-02-host.png",
+        run=cmd_explain,
     )
     p.add_argument("account")
     p.add_argument("capability", metavar="capability", help=" | ".join(CAPABILITIES))
-    p.add_argument("--at", metavar="T", help="effective time to ask about (default: now)")
-    p.add_argument(
-        "--as-known-at", metavar="K", help="only what was recorded by K (default: everything)"
-    )
-    p.add_argument("--json", action="store_true", help="print JSON for machines")
+    _time_options(p)
     p.add_argument(
         "--png",
         metavar="FILE",
         help="also draw the bitemporal picture into FILE: effective time across, recorded "
         "time up, each rectangle coloured by the answer (--json: its path in `png`)",
     )
-    p.set_defaults(run=cmd_explain)

@@ -11,7 +11,6 @@ from contextlib import closing
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
@@ -21,6 +20,7 @@ from entitlements.application import audit, read_models, report
 from entitlements.application.engine import Engine, open_engine
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import out, yes_no
+from entitlements.cli.parsers import Subparsers
 from entitlements.domain.commands import Command, parse_command_file
 from entitlements.domain.decisions import CommandResult
 
@@ -232,9 +232,9 @@ def _demo_picture(engine: Engine, path: Path) -> None:
     )
 
 
-def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+def add_parser(sub: Subparsers) -> None:
     """`demo`: never $ENTITLEMENTS_DB, so no engine is opened for it."""
-    p = sub.add_parser(
+    sub.add_parser(
         "demo",
         help="run the china-2020 story on a fresh SQLite store and show the answers",
         description="Applies the china-2020 command file to a new SQLite store and shows "
@@ -242,5 +242,6 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "or be empty) and kept, with its picture cn-2020-host.png beside it, to explore "
         "with the other commands; without --db it lives in a temporary folder removed "
         "when the demo ends. $ENTITLEMENTS_DB is never used: it names a store of data.",
+        run=cmd_demo,
+        no_engine=True,
     )
-    p.set_defaults(run=cmd_demo, no_engine=True)

@@ -13,6 +13,7 @@ from entitlements.adapters.store import lasting_store_url
 from entitlements.application.migrate import BATCH, NotVerified, migrate
 from entitlements.cli.exits import EXIT_OK, EXIT_STORE, EXIT_VIOLATION, ONE_COMMAND
 from entitlements.cli.output import Bars, err, out
+from entitlements.cli.parsers import Subparsers, json_option
 
 MIGRATE_HELP = """\
 Copies the store (--db, or $ENTITLEMENTS_DB) into the store at --to: the log with every
@@ -110,12 +111,14 @@ def positive_batch(text: str) -> int:
     return value
 
 
-def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+def add_parser(sub: Subparsers) -> None:
     """`migrate --to URL`: opens no engine (it reads and writes records, decides nothing)."""
     p = sub.add_parser(
         "migrate",
         help="copy the store into another (SQLite -> PostgreSQL, or back); resumable, verified",
         description=MIGRATE_HELP,
+        run=cmd_migrate,
+        no_engine=True,
     )
     p.add_argument(
         "--to",
@@ -130,5 +133,4 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="N",
         help=f"records per transaction on the target (default {BATCH:,}): a kill loses one",
     )
-    p.add_argument("--json", action="store_true", help="print a JSON summary")
-    p.set_defaults(run=cmd_migrate, no_engine=True)
+    json_option(p, help="print a JSON summary")

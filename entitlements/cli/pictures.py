@@ -28,6 +28,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.patches import Rectangle as Box
@@ -350,15 +351,12 @@ def bitemporal_figure(rects: Sequence[Rectangle], explained: Mapping[str, Any]) 
         ),
         Line2D([], [], ls="--", lw=1.2, color="#333333", label=EDGE_NOTE),
     ]
-    legend = ax.legend(
-        handles=handles,
-        loc="upper left",
-        bbox_to_anchor=(1.03, 1.0),
-        fontsize=9,
-        frameon=False,
-        title="colour: what check answers for (effective time,\nas known at recorded time)",
-        title_fontsize=9,
-        alignment="left",
+    legend = legend_beside(
+        ax,
+        handles,
+        "colour: what check answers for (effective time,\nas known at recorded time)",
+        x=1.03,
+        size=9,
     )
     listed = [_group_line(n, g) for n, g in enumerate(groups[:MAX_LISTED], start=1)]
     if len(groups) > MAX_LISTED:
@@ -392,6 +390,21 @@ def bitemporal_figure(rects: Sequence[Rectangle], explained: Mapping[str, Any]) 
     fig.text(0.07, 0.905, str(explained["reason"]), fontsize=10.5, ha="left", color="#333333")
     fig.text(0.07, 0.035, textwrap.fill(CAPTION, width=112), fontsize=FONT, color="#333333")
     return fig
+
+
+def legend_beside(ax: Axes, handles: list[Any], title: str, *, x: float, size: float) -> Legend:
+    """The legend both pictures put to the right of their (first) axes, its top level with
+    the axes' top at `x` axes widths, unframed, its title aligned left: one style for both."""
+    return ax.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(x, 1.0),
+        fontsize=size,
+        frameon=False,
+        title=title,
+        title_fontsize=size,
+        alignment="left",
+    )
 
 
 def writable_target(path: str | Path) -> Path:

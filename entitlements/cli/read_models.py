@@ -8,7 +8,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
@@ -18,6 +17,7 @@ from entitlements.application.engine import Engine
 from entitlements.application.read_models import Resumed
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import Bars, err, out
+from entitlements.cli.parsers import Subparsers, as_known_at_option, json_option, region_argument
 from entitlements.domain.rules import CAPABILITIES
 
 
@@ -165,7 +165,7 @@ def cmd_report(engine: Engine, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+def add_parser(sub: Subparsers) -> None:
     """rejections, rebuild, catch-up and report, in the order `--help` lists them."""
     _add_rejections(sub)
     _add_rebuild(sub)
@@ -173,7 +173,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     _add_report(sub)
 
 
-def _add_rejections(sub: argparse._SubParsersAction[Any]) -> None:
+def _add_rejections(sub: Subparsers) -> None:
     """`rejections`."""
     p = sub.add_parser(
         "rejections",
@@ -182,14 +182,14 @@ def _add_rejections(sub: argparse._SubParsersAction[Any]) -> None:
         "command as given, its command_id and actor, the reason, and both clocks "
         "(recorded_at is when the rejection was recorded). Rejections survive "
         "restarts; they change no account and no region.",
+        run=cmd_rejections,
     )
     p.add_argument("--account", metavar="A", help="only commands on this account")
     p.add_argument("--region", metavar="R", help="only commands on this region or its accounts")
-    p.add_argument("--json", action="store_true", help="print JSON for machines")
-    p.set_defaults(run=cmd_rejections)
+    json_option(p)
 
 
-def _add_rebuild(sub: argparse._SubParsersAction[Any]) -> None:
+def _add_rebuild(sub: Subparsers) -> None:
     """`rebuild`: the index is not needed, so not loaded."""
     p = sub.add_parser(
         "rebuild",
@@ -200,27 +200,29 @@ def _add_rebuild(sub: argparse._SubParsersAction[Any]) -> None:
         "check-index snapshot from the whole log, in large batches, into fresh tables swapped in at the end: checks keep answering meanwhile. "
         "Killed halfway, run it again: it resumes where it stopped and ends at the log's head. "
         "Run it as often as you like.",
+        run=cmd_rebuild,
+        lazy_index=True,
     )
-    p.add_argument("--json", action="store_true", help="print a JSON summary")
-    p.set_defaults(run=cmd_rebuild, lazy_index=True)
+    json_option(p, help="print a JSON summary")
 
 
-def _add_catch_up(sub: argparse._SubParsersAction[Any]) -> None:
+def _add_catch_up(sub: Subparsers) -> None:
     """`catch-up`: the index is not needed, so not loaded."""
     p = sub.add_parser(
         "catch-up",
         help="bring the SQL read models up to the log (incremental)",
         description="Writes the rows of the accounts that changed since the read "
         "models' tracked position, exactly once.",
+        run=cmd_catch_up,
+        lazy_index=True,
     )
     p.add_argument("--follow", action="store_true", help="keep following the log")
     p.add_argument(
         "--interval", type=float, default=1.0, help="seconds between polls with --follow"
     )
-    p.set_defaults(run=cmd_catch_up, lazy_index=True)
 
 
-def _add_report(sub: argparse._SubParsersAction[Any]) -> None:
+def _add_report(sub: Subparsers) -> None:
     """`report REGION`: the index is not needed, so not loaded."""
     p = sub.add_parser(
         "report",
@@ -236,8 +238,10 @@ def _add_report(sub: argparse._SubParsersAction[Any]) -> None:
         "  entitlements report CN --from 2020-09-01 --to 2020-10-31 --as-known-at 2020-10-20 --csv\n"
         "  entitlements report CN --from 2020-05-01 --to 2020-06-30 --capability host "
         "--capability subscribe_online --json",
+        run=cmd_report,
+        lazy_index=True,
     )
-    p.add_argument("region", metavar="REGION", help="a region code, e.g. CN")
+    region_argument(p)
     p.add_argument(
         "--from",
         dest="from_",
@@ -246,9 +250,7 @@ def _add_report(sub: argparse._SubParsersAction[Any]) -> None:
         help="first day, YYYY-MM-DD (inclusive)",
     )
     p.add_argument("--to", required=True, metavar="DATE", help="last day, YYYY-MM-DD (inclusive)")
-    p.add_argument(
-        "--as-known-at", metavar="K", help="only what was recorded by K (default: everything)"
-    )
+    as_known_at_option(p)
     p.add_argument(
         "--capability",
         action="append",
@@ -259,11 +261,10 @@ def _add_report(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--png", metavar="FILE", help="also draw the counts over time into FILE")
     shape = p.add_mutually_exclusive_group()
     shape.add_argument("--csv", action="store_true", help="print CSV instead of a table")
-    shape.add_argument("--json", action="store_true", help="print JSON for machines")
-    p.set_defaults(run=cmd_report, lazy_index=True)
+    json_option(shape)
 
 
-def add_reconcile_parser(sub: argparse._SubParsersAction[Any]) -> None:
+def add_reconcile_parser(sub: Subparsers) -> None:
     """`reconcile`, listed after `token` in `--help`."""
     p = sub.add_parser(
         "reconcile",
@@ -272,6 +273,6 @@ def add_reconcile_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "rule's fan-out has not recorded yet. Rarely needed: after a crash halfway, the next "
         "writer (any command) finishes the fan-out by itself. Running it when nothing is "
         "missing records nothing.",
+        run=cmd_reconcile,
     )
     p.add_argument("--region", help="only this region (default: every region)")
-    p.set_defaults(run=cmd_reconcile)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from rich.markup import escape
 
@@ -12,6 +12,7 @@ from entitlements.adapters.store import StoreUnavailable, check_store, lasting_s
 from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import err
+from entitlements.cli.parsers import Subparsers
 from entitlements.http.settings import HEADER_TIMEOUT, MAX_STALENESS
 
 T = TypeVar("T", int, float)
@@ -79,7 +80,7 @@ def _number(text: str, kind: Callable[[str], T], what: str) -> T:
         raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
 
 
-def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+def add_parser(sub: Subparsers) -> None:
     """`serve`: it opens no engine of its own, each worker does."""
     p = sub.add_parser(
         "serve",
@@ -88,6 +89,8 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "history and rejections for auditors, commands for admins, /healthz, /metrics and "
         "/openapi.json. Every request but /healthz and /metrics needs a bearer token "
         "(`entitlements token create`). Each worker holds its own index and follows the log.",
+        run=cmd_serve,
+        no_engine=True,
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=port_number, default=8080, help="port (default: 8080)")
@@ -117,4 +120,3 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug")
     )
-    p.set_defaults(run=cmd_serve, no_engine=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 from rich.markup import escape
 
@@ -14,6 +13,7 @@ from entitlements.application.engine import Engine
 from entitlements.application.replica import export_snapshot
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import out
+from entitlements.cli.parsers import Subparsers, command_group, json_option
 
 EXPORT_HELP = """\
 Writes the check index as it stands (every account and region, at the store's newest
@@ -48,21 +48,19 @@ def cmd_export(engine: Engine, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+def add_parser(sub: Subparsers) -> None:
     """`snapshot export FILE`."""
-    p = sub.add_parser(
+    actions = command_group(
+        sub,
         "snapshot",
         help="the check index's snapshot for a client's offline start: export FILE",
         description=EXPORT_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    actions = p.add_subparsers(dest="snapshot_command", required=True, metavar="ACTION")
     e = actions.add_parser(
         "export",
         help="write the snapshot to FILE",
         description=EXPORT_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run=cmd_export,
     )
     e.add_argument("file", metavar="FILE", help="where to write it (replaced atomically)")
-    e.add_argument("--json", action="store_true", help="the summary as one JSON object")
-    e.set_defaults(run=cmd_export)
+    json_option(e, help="the summary as one JSON object")

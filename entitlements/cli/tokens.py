@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import datetime
-from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
@@ -15,6 +14,7 @@ from entitlements.application.access import open_tokens
 from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_MALFORMED, EXIT_OK
 from entitlements.cli.output import err, out
+from entitlements.cli.parsers import Subparsers, command_group, json_option
 
 TOKEN_HELP = """\
 Bearer tokens for the HTTP API (`entitlements serve`). Each token has a name (who is
@@ -95,14 +95,14 @@ def cmd_token_revoke(engine: Engine, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+def add_parser(sub: Subparsers) -> None:
     """`token` and its actions."""
-    p = sub.add_parser(
+    token_sub = command_group(
+        sub,
         "token",
         help="API tokens for `entitlements serve`: create, list, revoke",
         description=TOKEN_HELP,
     )
-    token_sub = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     t = token_sub.add_parser(
         "create",
         help="a new token, printed once (the last word of the last line)",
@@ -110,6 +110,9 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "last word of the last line (--json: {name, role, token}). Only its hash is "
         "stored: keep it, it cannot be shown again. Creates the store if it does not "
         "exist yet. Exit 2 for a name already in use (even revoked) or a bad name.",
+        run=cmd_token_create,
+        lazy_index=True,
+        store_must_exist=False,
     )
     t.add_argument(
         "--role",
@@ -123,19 +126,21 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="NAME",
         help="who will use it, 1-64 of A-Za-z0-9._:@- (e.g. meetings-svc, ops@example)",
     )
-    t.add_argument("--json", action="store_true", help="print JSON for machines")
-    t.set_defaults(run=cmd_token_create, lazy_index=True, store_must_exist=False)
+    json_option(t)
     t = token_sub.add_parser(
-        "list", help="every token: name, role, created, revoked (never a secret)"
+        "list",
+        help="every token: name, role, created, revoked (never a secret)",
+        run=cmd_token_list,
+        lazy_index=True,
     )
-    t.add_argument("--json", action="store_true", help="print JSON for machines")
-    t.set_defaults(run=cmd_token_list, lazy_index=True)
+    json_option(t)
     t = token_sub.add_parser(
         "revoke",
         help="revoke NAME's token: refused at once, on every worker",
         description="Revokes the token named NAME: every worker and host refuses "
         "it from its next request (401). Revoking twice is fine (exit 0); an "
         "unknown name is exit 2. The name stays taken.",
+        run=cmd_token_revoke,
+        lazy_index=True,
     )
     t.add_argument("name", metavar="NAME")
-    t.set_defaults(run=cmd_token_revoke, lazy_index=True)

@@ -17,6 +17,7 @@ from entitlements.application.engine import Engine
 from entitlements.application.what_if import WhatIfAnswer, what_if, window
 from entitlements.cli.exits import EXIT_OK, ONE_COMMAND
 from entitlements.cli.output import err, out
+from entitlements.cli.parsers import Subparsers, command_file_argument, json_option
 from entitlements.domain.commands import parse_command_file
 
 _EARLIER = {
@@ -129,7 +130,7 @@ def cmd_what_if(_: Engine | None, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser(
         "what-if",
         help="apply a command file to a copy of the history in memory; record nothing",
@@ -145,16 +146,16 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "(solid) and after (dashed), one panel per capability whose answers change there, "
         "over the days in [--from, --to) (default: around the changes).",
         epilog=EXAMPLES,
+        run=cmd_what_if,
+        no_engine=True,  # it opens the store once the file is valid
     )
-    p.add_argument("file", help="the command file, one JSON command per line")
+    command_file_argument(p)
     p.add_argument(
         "--from", dest="start", metavar="T", help="window start (default: the first event)"
     )
     p.add_argument("--to", dest="end", metavar="T", help="window end, excluded (default: none)")
     p.add_argument("--as-known-at", metavar="K", help="compare as known at K (default: all)")
-    p.add_argument(
-        "--json", action="store_true", help="one JSON object (with --png: its path in `png`)"
-    )
+    json_option(p, help="one JSON object (with --png: its path in `png`)")
     p.add_argument(
         "--png",
         metavar="FILE",
@@ -165,4 +166,3 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="R",
         help="the region --png draws (default: the one region whose answers change)",
     )
-    p.set_defaults(run=cmd_what_if, no_engine=True)  # it opens the store once the file is valid

@@ -26,7 +26,7 @@ from matplotlib.ticker import MaxNLocator
 
 from entitlements.application.report import COUNTED_AT, Series, allowed_to
 from entitlements.application.what_if_counts import WhatIfCounts
-from entitlements.cli.pictures import DPI, FONT
+from entitlements.cli.pictures import DPI, FONT, legend_beside
 
 PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#b279a2", "#9d755d", "#bab0ac")
 #: How a rule switch is drawn: (colour, line style, label prefix), by where it is on file.
@@ -154,15 +154,8 @@ def _legend(ax: Axes, counts: WhatIfCounts) -> None:
             (*SWITCH_STYLES["after"][:2], "only in the what-if"),
         )
     ]
-    ax.legend(
-        handles=handles,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        fontsize=8,
-        frameon=False,
-        title="accounts counted:\nall, and each plan whose count moves",
-        title_fontsize=8,
-        alignment="left",
+    legend_beside(
+        ax, handles, "accounts counted:\nall, and each plan whose count moves", x=1.01, size=8
     )
 
 

@@ -13,6 +13,7 @@ from entitlements.application.engine import Engine
 from entitlements.application.who_can import Asked
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import out
+from entitlements.cli.parsers import Subparsers, json_option
 
 HELP = """\
 The region's accounts CAPABILITY is allowed to (with --denied: refused to) at --at (default
@@ -54,11 +55,12 @@ def cmd_who_can(engine: Engine, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser(
         "who-can",
         help="the region's accounts a capability is allowed (or refused) to, paged",
         description=HELP,
+        run=cmd_who_can,
     )
     p.add_argument("capability", help="whatever `check` takes (host, join, ...)")
     p.add_argument("--region", required=True, help="the region, e.g. CN")
@@ -68,5 +70,4 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--denied", action="store_true", help="list the refused instead")
     p.add_argument("--limit", type=int, default=100, metavar="N", help="accounts a page (100)")
     p.add_argument("--cursor", metavar="C", help="the next page: a page's cursor")
-    p.add_argument("--json", action="store_true", help="for machines")
-    p.set_defaults(run=cmd_who_can)
+    json_option(p, help="for machines")
