@@ -811,9 +811,17 @@ class CheckIndex:
         shape: AccountState | None,
         region: RegionState,
     ) -> Decision:
-        """The memoised verdict for (shape, region state, capability), as this account's."""
+        """The memoised verdict for (shape, region state, capability), as this account's.
+        Rule 7 (the registration not in force, or not yet known) is not memoised: its
+        reason names the registration's own times, so it is decided for the account."""
         if shape is None or shape.registration is None:
-            return self._not_registered(account_id, capability, code, template, shape, region)
+            if shape is not None:
+                index = shape.not_yet.version if shape.not_yet is not None else None
+            else:
+                index = template.first_registration
+            pending = self.store.event(account_id, code, index) if index is not None else None
+            v = decide(capability, AccountState(not_yet=pending), region)
+            return Decision.of(account_id, capability, v, self.position)
         key = (shape, region, capability)  # shapes and region states hash by identity
         cell = self._cells.get(key)
         if cell is None:
@@ -824,25 +832,6 @@ class CheckIndex:
                 _evict(self._cells, self.cache_size)
                 self._cells[key] = cell
         return _new(Decision, (account_id, cell, self.position, self._cite, code))
-
-    def _not_registered(
-        self,
-        account_id: str,
-        capability: str,
-        code: int,
-        template: Template,
-        shape: AccountState | None,
-        region: RegionState,
-    ) -> Decision:
-        """Rule 7: the registration is not in force, or not yet known. Its reason names the
-        registration's own times, so this one is decided for the account, not memoised."""
-        if shape is not None:
-            index = shape.not_yet.version if shape.not_yet is not None else None
-        else:
-            index = template.first_registration
-        pending = self.store.event(account_id, code, index) if index is not None else None
-        v = decide(capability, AccountState(not_yet=pending), region)
-        return Decision.of(account_id, capability, v, self.position)
 
     def _now_check(self, account_id: str, capability: str) -> Decision:
         """Now, for an account not among the last checked: its template's answer when its

@@ -31,7 +31,6 @@ from projections.facts import Changed, LogFacts
 from projections.follower import Follower, FollowStatus
 from projections.light_log import LightLog
 from projections.log_reader import Positioned, read_log
-from projections.timeline import region_timeline
 
 SNAPSHOT_EVERY = 10_000  # events caught up before a process saves a new snapshot
 
@@ -169,17 +168,8 @@ class Projector:
     def adopt(self, loaded: snapshot.Loaded) -> None:
         """Take a read snapshot's index and regions as this process's, at its position (a
         what-if's copy of a log takes its source's this way instead of reading the log)."""
-        regions = {c: region_timeline(c, fs) for c, fs in loaded.regions.items()}
         with self._lock:
-            self.index.replace(loaded.accounts, regions, loaded.position, loaded.store)
-            self._light = LightLog(
-                self.index,
-                loaded.position,
-                loaded.newest_recorded_at,
-                loaded.regions,
-                loaded.members,
-                self._stream_of,
-            )
+            self._light = loaded.into(self.index, self._stream_of)
             self._facts = None
 
     def unbound(

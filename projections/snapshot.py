@@ -44,9 +44,11 @@ from projections.check_index import (
     Template,
     code_of,
 )
+from projections.light_log import LightLog, Resolve
 from projections.records import Records
 from projections.snapshot_io import UNREADABLE, Hashed
 from projections.snapshot_tables import read_tables, tables
+from projections.timeline import region_timeline
 
 
 class SnapshotRefused(ValueError):
@@ -80,6 +82,16 @@ class Loaded:
     accounts: dict[str, int]  # account -> its code in `store`
     store: Store
     digest: str = ""  # SHA-256 of the file's bytes (what the store has on record, if ours)
+
+    def into(self, index: CheckIndex, resolve: Resolve) -> LightLog:
+        """Put the snapshot's accounts and regions in `index`, at its position; the
+        LightLog that goes with them (`resolve`: the stream of an aggregate id it names
+        no stream for)."""
+        regions = {c: region_timeline(c, fs) for c, fs in self.regions.items()}
+        index.replace(self.accounts, regions, self.position, self.store)
+        return LightLog(
+            index, self.position, self.newest_recorded_at, self.regions, self.members, resolve
+        )
 
 
 def write_index(

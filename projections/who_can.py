@@ -16,14 +16,13 @@ from bisect import bisect_right, insort
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 from entitlements.domain.rules import AccountState, decide
 from projections.check_index import EMPTY_LINE, MASK, SHIFT, CheckIndex, from_us
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):
     """One listed account: its plan at (T, K) (None: not registered then) and its answer."""
 
     account_id: str
@@ -32,12 +31,7 @@ class Row:
     value: int | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "account_id": self.account_id,
-            "plan": self.plan,
-            "allowed": self.allowed,
-            "value": self.value,
-        }
+        return self._asdict()
 
 
 class RegionLists:

@@ -21,7 +21,7 @@ the one door to them all.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -82,19 +82,24 @@ __all__ = [
 # -- explain: the decision, how long it holds, and the chain behind it ----------------------
 
 
-def _verdict(
+def _verdicts(
     capability: str,
     account_facts: Sequence[Fact],
     code: str,
     region_facts: Sequence[Fact],
-    at: datetime,
     known: datetime | None,
-) -> Verdict:
-    return decide(
-        capability,
-        fold_account(account_facts, at, known),
-        fold_region(code, region_facts, at, known),
-    )
+) -> Callable[[datetime], Verdict]:
+    """decide() for the account and its region (`code`) as known at `known`, at any
+    effective time."""
+
+    def verdict(at: datetime) -> Verdict:
+        return decide(
+            capability,
+            fold_account(account_facts, at, known),
+            fold_region(code, region_facts, at, known),
+        )
+
+    return verdict
 
 
 def _same(a: Verdict, b: Verdict) -> bool:
@@ -102,33 +107,25 @@ def _same(a: Verdict, b: Verdict) -> bool:
 
 
 def holds(
-    capability: str,
-    account_facts: Sequence[Fact],
-    code: str,
-    region_facts: Sequence[Fact],
+    verdict: Callable[[datetime], Verdict],
+    facts: Iterable[Fact],
     at: datetime,
     known: datetime | None,
 ) -> tuple[datetime | None, datetime | None]:
-    """The effective interval [since, until) around `at` over which decide() gives the same
-    allowed, value and reason, as known at `known` (None: an open end). The answer can only
-    change where a known event takes effect, so those times are the only candidates."""
-    times = sorted(
-        {
-            f.effective_at
-            for f in (*account_facts, *region_facts)
-            if known is None or f.recorded_at <= known
-        }
-    )
-    here = _verdict(capability, account_facts, code, region_facts, at, known)
+    """The effective interval [since, until) around `at` over which `verdict` (decide() as
+    known at `known`, see `_verdicts`) gives the same allowed, value and reason (None: an
+    open end). The answer can only change where a known event of `facts` (the account's
+    and its region's) takes effect, so those times are the only candidates."""
+    times = sorted({f.effective_at for f in facts if known is None or f.recorded_at <= known})
+    here = verdict(at)
     since: datetime | None = None
     for t in reversed([t for t in times if t <= at]):
-        before = _verdict(capability, account_facts, code, region_facts, t - _TINY, known)
-        if not _same(before, here):
+        if not _same(verdict(t - _TINY), here):
             since = t
             break
     until: datetime | None = None
     for t in (t for t in times if t > at):
-        if not _same(_verdict(capability, account_facts, code, region_facts, t, known), here):
+        if not _same(verdict(t), here):
             until = t
             break
     return since, until
@@ -173,8 +170,9 @@ def explain(
     account = log.account(account_id)
     code = capability_region(capability, account.region)  # R's events for route_via:R
     region_facts = log.region_facts(code)
-    mine = _verdict(capability, account.facts, code, region_facts, t, k)
-    since, until = holds(capability, account.facts, code, region_facts, t, k)
+    verdict = _verdicts(capability, account.facts, code, region_facts, k)
+    mine = verdict(t)
+    since, until = holds(verdict, (*account.facts, *region_facts), t, k)
     regions: dict[str, list[Fact]] = {code: region_facts}
     chain = []
     for f in d.because:

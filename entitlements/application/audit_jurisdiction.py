@@ -238,14 +238,7 @@ class _Findings:
 
     def _rule_command(self, item: dict[str, Any], outside: list[dict[str, Any]]) -> None:
         self.rule_commands.append(item)
-        for a in outside:
-            self.violations.append(
-                {
-                    **item,
-                    "violation": f"a rule of {self.region} reached {a['account_id']} "
-                    f"in {a['region']}",
-                }
-            )
+        self._changed_outside(item, outside, f"a rule of {self.region} reached")
 
     def _unproven(self, item: dict[str, Any], outside: list[dict[str, Any]]) -> None:
         """No candidate matches the fingerprint: harmless inside the region, a violation
@@ -263,14 +256,16 @@ class _Findings:
 
     def _under_region(self, item: dict[str, Any], outside: list[dict[str, Any]]) -> None:
         self.commands.append(item)
-        for a in outside:
-            self.violations.append(
-                {
-                    **item,
-                    "violation": f"under {self.region}'s jurisdiction it changed "
-                    f"{a['account_id']} in {a['region']}",
-                }
-            )
+        self._changed_outside(item, outside, f"under {self.region}'s jurisdiction it changed")
+
+    def _changed_outside(
+        self, item: dict[str, Any], outside: list[dict[str, Any]], how: str
+    ) -> None:
+        """A violation for each account outside the region the command changed: `how` it
+        changed it, then the account and its region."""
+        self.violations.extend(
+            {**item, "violation": f"{how} {a['account_id']} in {a['region']}"} for a in outside
+        )
 
     def rule_causes(self) -> None:
         """Rule-caused events of the region's rules, however recorded (a reconcile has no

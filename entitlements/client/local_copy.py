@@ -35,9 +35,7 @@ from entitlements.domain.region import region_id
 from projections.changes import ChangeFeed
 from projections.check_index import CheckIndex
 from projections.facts import Changed
-from projections.light_log import LightLog
 from projections.snapshot import SnapshotRefused, read_index
-from projections.timeline import region_timeline
 
 #: The topics a record may have: our events' (any other would make the library import
 #: whatever module the topic names).
@@ -84,16 +82,7 @@ class LocalCopy:
             if value is not None and found[key] != value:
                 raise Refused(f"snapshot: its {key} is {found[key]}, the server said {value}")
         self.index = CheckIndex()
-        regions = {c: region_timeline(c, fs) for c, fs in loaded.regions.items()}
-        self.index.replace(loaded.accounts, regions, loaded.position, loaded.store)
-        self.log = LightLog(
-            self.index,
-            loaded.position,
-            loaded.newest_recorded_at,
-            loaded.regions,
-            loaded.members,
-            self._resolve,
-        )
+        self.log = loaded.into(self.index, self._resolve)
         self.head = chain
         self.lock = threading.Lock()  # one writer: the follow thread (and tests)
         self._mapper: Mapper[UUID] = Mapper(transcoder())

@@ -1,11 +1,12 @@
-"""Who asks, and of which worker: the dependencies every route declares."""
+"""Who asks, and of which worker: the dependencies every route declares; and the query
+parameters several routes declare alike."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 
 from entitlements.adapters.tokens import Principal
 from entitlements.application.engine import Engine
@@ -51,3 +52,6 @@ Auditor = Annotated[Principal, Depends(auditor)]
 Admin = Annotated[Principal, Depends(admin)]
 EngineDep = Annotated[Engine, Depends(engine_of)]
 WorkerDep = Annotated[Worker, Depends(worker_of)]
+
+#: A time in the query (ISO 8601: the engine reads it, a bad one is a 422).
+Time = Annotated[str | None, Query(max_length=64)]

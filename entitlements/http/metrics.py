@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
@@ -42,30 +43,23 @@ class Metrics:
             buckets=(1e-6, 5e-6, 2e-5, 1e-4, 5e-4, 2e-3, 1e-2, 0.1),
             registry=r,
         )
-        self.position = Gauge(
-            "entitlements_index_position",
-            "Log position a worker's index reached",
-            registry=r,
-            multiprocess_mode="liveall",
+        self.position = _gauge(
+            r, "entitlements_index_position", "Log position a worker's index reached", "liveall"
         )
-        self.lag = Gauge(
+        self.lag = _gauge(
+            r,
             "entitlements_index_lag_events",
             "Events in the log not yet in a worker's index (the worst live worker)",
-            registry=r,
-            multiprocess_mode="livemax",
+            "livemax",
         )
-        self.stale = Gauge(
+        self.stale = _gauge(
+            r,
             "entitlements_stale_seconds",
             "Seconds since a worker last read the store while it cannot (0: following)",
-            registry=r,
-            multiprocess_mode="livemax",
+            "livemax",
         )
-        self.workers = Gauge(
-            "entitlements_workers",
-            "Live workers by state",
-            ["state"],
-            registry=r,
-            multiprocess_mode="livesum",
+        self.workers = _gauge(
+            r, "entitlements_workers", "Live workers by state", "livesum", "state"
         )
         self.reconnects = Counter(
             "entitlements_follower_reconnects",
@@ -125,6 +119,18 @@ class Metrics:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.folder)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
+
+
+def _gauge(
+    registry: CollectorRegistry,
+    name: str,
+    documentation: str,
+    mode: Literal["liveall", "livemax", "livesum"],
+    *labels: str,
+) -> Gauge:
+    """A gauge of `registry`; `mode` says what a scrape of every worker's files shows of it:
+    each live worker's (`pid` label), the worst, or their sum."""
+    return Gauge(name, documentation, labels, registry=registry, multiprocess_mode=mode)
 
 
 def _forget_dead_workers(folder: Path) -> None:

@@ -10,12 +10,11 @@ from fastapi import APIRouter, Query
 
 from entitlements.application import audit
 from entitlements.http.body import JsonBodyRoute
-from entitlements.http.dependencies import Auditor, EngineDep
+from entitlements.http.dependencies import Auditor, EngineDep, Time
 from entitlements.http.errors import errors
 from entitlements.http.schemas import ExplainOut
 
 router = APIRouter(tags=["auditors"], route_class=JsonBodyRoute)
-Time = Annotated[str | None, Query(max_length=64)]
 
 
 @router.get("/v1/accounts/{account_id}/history", responses=errors(401, 403, 404, 422, 503))

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
 
 from entitlements.domain.decisions import UnknownAccount
 from entitlements.http.body import JsonBodyRoute
-from entitlements.http.dependencies import Checker, WorkerDep
+from entitlements.http.dependencies import Checker, Time, WorkerDep
 from entitlements.http.errors import errors
 from entitlements.http.schemas import (
     CapabilitiesOut,
@@ -26,27 +27,45 @@ from entitlements.http.schemas import (
 )
 
 router = APIRouter(tags=["checks"], route_class=JsonBodyRoute)
-Time = Annotated[str | None, Query(max_length=64)]
-MinPosition = Annotated[int | None, Query(ge=0)]
+#: What a question about one account may answer besides its answer.
+ACCOUNT_ERRORS = errors(401, 403, 404, 409, 422, 503)
+
+
+@dataclass(frozen=True, slots=True)
+class When:
+    """The (T, K) a question is asked at: `at` (None: now), as known at `as_known_at`
+    (None: everything recorded)."""
+
+    at: str | None
+    as_known_at: str | None
+
+
+async def asked_when(
+    worker: WorkerDep,
+    at: Time = None,
+    as_known_at: Time = None,
+    min_position: Annotated[int | None, Query(ge=0)] = None,
+) -> When:
+    """The question's (T, K), once this worker's index has reached `min_position` (read
+    your writes: 409 after the engine's wait)."""
+    await worker.reached(min_position)
+    return When(at, as_known_at)
+
+
+AskedWhen = Annotated[When, Depends(asked_when)]
 
 
 @router.get(
     "/v1/accounts/{account_id}/can/{capability}",
     response_model=DecisionOut,
-    responses=errors(401, 403, 404, 409, 422, 503),
+    responses=ACCOUNT_ERRORS,
 )
 async def can(
-    account_id: str,
-    capability: str,
-    worker: WorkerDep,
-    _: Checker,
-    at: Time = None,
-    as_known_at: Time = None,
-    min_position: MinPosition = None,
+    account_id: str, capability: str, worker: WorkerDep, _: Checker, when: AskedWhen
 ) -> Response:
     """One decision, from this worker's index (never the store). While the worker cannot
     follow the log, the answer carries `Entitlements-Stale-Since`."""
-    await worker.reached(min_position)
+    at, as_known_at = when.at, when.as_known_at
     started = time.perf_counter()
     d = await worker.check(account_id, capability, at, as_known_at)
     worker.metrics.observe(capability, d.allowed, time.perf_counter() - started)
@@ -94,18 +113,13 @@ def _error_item(account_id: str, capability: str, error: str, status: int) -> di
 @router.get(
     "/v1/accounts/{account_id}/capabilities",
     response_model=CapabilitiesOut,
-    responses=errors(401, 403, 404, 409, 422, 503),
+    responses=ACCOUNT_ERRORS,
 )
 async def capabilities(
-    account_id: str,
-    worker: WorkerDep,
-    _: Checker,
-    at: Time = None,
-    as_known_at: Time = None,
-    min_position: MinPosition = None,
+    account_id: str, worker: WorkerDep, _: Checker, when: AskedWhen
 ) -> JSONResponse:
     """Every capability of the account at once."""
-    await worker.reached(min_position)
+    at, as_known_at = when.at, when.as_known_at
     await worker.check(account_id, "join", at, as_known_at)  # UnknownAccount, bad times
     decisions = worker.ready_engine().index.capabilities(account_id, at, as_known_at)
     return JSONResponse(

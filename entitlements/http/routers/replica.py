@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from entitlements.http.body import JsonBodyRoute
@@ -47,25 +47,32 @@ async def snapshot(
     return Response(body, media_type="application/octet-stream", headers=headers)
 
 
-@router.get(
-    "/v1/stream",
-    response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}, **errors(401, 403, 422, 503)},
-)
-async def stream(
-    request: Request,
+def stream_start(
     _: Checker,
     after: Annotated[int, Query(ge=0)] = 0,
     last_event: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-) -> StreamingResponse:
+) -> int:
+    """The position a stream starts after: `Last-Event-ID` when a client resumes, else
+    `after`; 422 when the header is not a position (only once the token let the request
+    in: a stranger learns nothing of the stream)."""
+    try:
+        return last_event_id(last_event, after)
+    except ValueError as e:
+        raise Refused(422, str(e)) from None
+
+
+#: The position a stream starts after, of a request a checker's token let in.
+Start = Annotated[int, Depends(stream_start)]
+#: What a stream's route answers: the stream, or an error before it starts.
+STREAM_RESPONSES = {200: {"content": {"text/event-stream": {}}}, **errors(401, 403, 422, 503)}
+
+
+@router.get("/v1/stream", response_class=StreamingResponse, responses=STREAM_RESPONSES)
+async def stream(request: Request, start: Start, _: Checker) -> StreamingResponse:
     """Server-Sent Events: every log record after position `after` (or `Last-Event-ID`),
     in order, one `record` event each: `id:` its position, `data:` {position, stream,
     version, topic, state}, the state as stored with its chain link (`state.chain`), so a
     copy checks each record before applying it. A comment line every 15 s when idle."""
-    try:
-        start = last_event_id(last_event, after)
-    except ValueError as e:
-        raise Refused(422, str(e)) from None
     hub: RecordHub = request.app.state.records
     hub.worker.ready_engine()  # 503 before the stream starts while there is no index
     return StreamingResponse(
@@ -73,24 +80,11 @@ async def stream(
     )
 
 
-@router.get(
-    "/v1/changes/stream",
-    response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}, **errors(401, 403, 422, 503)},
-)
-async def changes_stream(
-    request: Request,
-    _: Checker,
-    after: Annotated[int, Query(ge=0)] = 0,
-    last_event: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-) -> StreamingResponse:
+@router.get("/v1/changes/stream", response_class=StreamingResponse, responses=STREAM_RESPONSES)
+async def changes_stream(request: Request, start: Start, _: Checker) -> StreamingResponse:
     """Server-Sent Events of the same items as /v1/changes after `after` (or
     `Last-Event-ID`), pushed as they are recorded: one `change` event each, the last item
     of a log position carrying `id:` that position. A comment line every 15 s when idle."""
-    try:
-        start = last_event_id(last_event, after)
-    except ValueError as e:
-        raise Refused(422, str(e)) from None
     hub: RecordHub = request.app.state.records
     hub.worker.ready_engine()
     items = change_stream(hub.worker, start, hub.heartbeat, hub.lifetime)

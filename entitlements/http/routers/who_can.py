@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from entitlements.application.who_can import MAX_CURSOR, MAX_LIMIT, Asked
 from entitlements.http.body import JsonBodyRoute
-from entitlements.http.dependencies import Checker, EngineDep, WorkerDep
+from entitlements.http.dependencies import Checker, EngineDep, Time, WorkerDep
 from entitlements.http.errors import errors
 
 
@@ -33,7 +33,6 @@ class WhoCanOut(BaseModel):
 
 
 router = APIRouter(tags=["checks"], route_class=JsonBodyRoute)
-Time = Annotated[str | None, Query(max_length=64)]
 
 
 @router.get(
