@@ -149,6 +149,38 @@ def test_a_worker_makes_its_snapshot_when_it_starts_and_a_request_meanwhile_wait
         assert cache.exports == 1
 
 
+def test_a_worker_shut_down_during_its_start_export_closes_the_store_after_it(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start export runs in a thread that cancelling its task does not stop: shutdown
+    waits for it before closing the store (SQLite closed under its query crashed the
+    process: a segfault seen in a suite run)."""
+    china(store_url)
+    started, closing = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def slow(engine: Any) -> Any:
+        started.set()
+        closing.wait(0.5)  # shutdown begins meanwhile (without the wait: at once)
+        made = snapshot_bytes(engine) if not order else None
+        order.append("exported")
+        return made
+
+    monkeypatch.setattr(stream, "snapshot_bytes", slow)
+    with TestClient(create_app(store_url, follow=False)) as client:
+        assert started.wait(10)
+        engine = client.app.state.worker.engine  # type: ignore[attr-defined]
+        close = engine.close
+
+        def closed_last() -> None:
+            order.append("closed")
+            close()
+
+        engine.close = closed_last
+        closing.set()
+    assert order == ["exported", "closed"]
+
+
 def events(lines: Iterator[str], n: int) -> tuple[list[dict[str, Any]], int]:
     """The next `n` record events of a stream (their data), and the comment lines met."""
     found: list[dict[str, Any]] = []
