@@ -4,7 +4,6 @@ error statuses, the body limit, and the plain check's fast path in front of them
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -65,13 +64,7 @@ def create_app(
         try:
             yield
         finally:
-            # A start export under way runs on in its thread whatever its task is told, so
-            # it is let finish, and the store closed after it (SQLite closed under a query
-            # crashes the process). Without an engine yet, nothing is being exported.
-            if worker.engine is None:
-                warm.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await warm
+            warm.cancel()  # an export under way ends in its thread before the store closes
             await run_in_threadpool(worker.close)
 
     app = EntitlementsAPI(

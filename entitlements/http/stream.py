@@ -19,8 +19,6 @@ from collections import deque
 from collections.abc import AsyncIterator
 from functools import partial
 
-from starlette.concurrency import run_in_threadpool
-
 from entitlements.application.replica import Exported, encoded, records_after, snapshot_bytes
 from entitlements.http.errors import one_line
 from entitlements.http.schemas import MAX_BATCH
@@ -55,7 +53,7 @@ async def change_stream(
     last, ends = after, time.monotonic() + lifetime
     yield b": following the change feed\n\n"
     while (left := ends - time.monotonic()) > 0:
-        items, next_position = await run_in_threadpool(read, last)
+        items, next_position = await worker.off_loop(read, last)
         for i, item in enumerate(items):
             done = i + 1 == len(items) or items[i + 1]["position"] != item["position"]
             yield event(item["position"] if done else None, json.dumps(item), "change")
@@ -86,7 +84,7 @@ class RecordHub:
             if self._base is None:
                 self._base = self._end = engine.index.position
             while self._end < engine.index.position and (
-                records := await run_in_threadpool(records_after, engine, self._end)
+                records := await self.worker.off_loop(records_after, engine, self._end)
             ):
                 for r in records:
                     self._recent.append((r["position"], encoded(r)))
@@ -101,7 +99,7 @@ class RecordHub:
         assert self._base is not None
         if position < self._base:
             engine = self.worker.ready_engine()
-            records = await run_in_threadpool(records_after, engine, position)
+            records = await self.worker.off_loop(records_after, engine, position)
             return [(r["position"], encoded(r)) for r in records]
         newer = []
         for p, data in reversed(self._recent):  # from the newest: a stream is a few behind
@@ -147,7 +145,7 @@ class SnapshotCache:
             made = self._made
             if made is None or not 0 <= engine.index.position - made[1].position <= self.behind:
                 self.exports += 1
-                made = self._made = await run_in_threadpool(snapshot_bytes, engine)
+                made = self._made = await self.worker.off_loop(snapshot_bytes, engine)
             return made
 
     async def warm(self, every: float = 0.1) -> None:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
@@ -34,6 +35,10 @@ from entitlements.http.schemas import decision_json
 from entitlements.http.settings import MAX_STALENESS, POLL
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: How long a worker shutting down waits for the store reads still running in threads.
+READS_END_WITHIN = 10.0
 
 
 class PositionWatch:
@@ -97,6 +102,8 @@ class Worker:
         self._reconnects = 0  # the follower's reconnects counted in the metrics so far
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._reading = 0  # store reads running in threads (see `off_loop`)
+        self._reads_done = threading.Condition()
 
     # -- start and stop ------------------------------------------------------------------
 
@@ -114,12 +121,30 @@ class Worker:
         self._stop.set()
         for thread in self._threads:
             thread.join(10)
+        with self._reads_done:  # SQLite closed under a query crashes the process
+            self._reads_done.wait_for(lambda: self._reading == 0, READS_END_WITHIN)
         try:
             if self.engine is not None:
                 self.engine.close()
         except Exception as e:  # the store away at shutdown
             logger.warning("worker %d closed without its snapshot: %s", os.getpid(), one_line(e))
         self.tokens.close()
+
+    async def off_loop(self, read: Callable[..., T], *args: Any) -> T:
+        """`read(*args)` on a thread, counted until it returns: its awaiting task may be
+        cancelled (a stream closed, the server shutting down) while the thread runs on,
+        and `close` closes the store only after it."""
+        return await run_in_threadpool(self._counted, read, *args)
+
+    def _counted(self, read: Callable[..., T], *args: Any) -> T:
+        with self._reads_done:
+            self._reading += 1
+        try:
+            return read(*args)
+        finally:
+            with self._reads_done:
+                self._reading -= 1
+                self._reads_done.notify_all()
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -226,7 +251,7 @@ class Worker:
         except UnknownAccount:
             if self.following:
                 raise
-        return await run_in_threadpool(engine.check, account_id, capability, at, as_known_at)
+        return await self.off_loop(engine.check, account_id, capability, at, as_known_at)
 
     def json(self, d: Decision, at: str | None = None, as_known_at: str | None = None) -> bytes:
         """A decision's JSON: a "now" one's made once (rendered.py), any other each time."""
@@ -250,7 +275,7 @@ class Worker:
             return True
         if self.following:
             return await self.watch.until(lambda: engine.index.position >= position, timeout)
-        return bool(await run_in_threadpool(engine.projector.wait_for, position, timeout))
+        return bool(await self.off_loop(engine.projector.wait_for, position, timeout))
 
 
 def stamp(t: float | None) -> str | None:

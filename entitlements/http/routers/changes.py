@@ -9,7 +9,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from entitlements.http.body import JsonBodyRoute
 from entitlements.http.dependencies import Checker, WorkerDep
@@ -36,9 +35,9 @@ async def changes(
     # A following worker's index is level with the log: the feed is read as it stands; one
     # that does not follow reads the store first (as `engine.changes` does by default).
     read = partial(engine.changes, limit=limit, catch_up=not worker.following)
-    items, next_position = await run_in_threadpool(read, after)
+    items, next_position = await worker.off_loop(read, after)
     while not items and (left := deadline - time.monotonic()) > 0:
         if not await worker.until_position(next_position + 1, left):
             break
-        items, next_position = await run_in_threadpool(read, next_position)
+        items, next_position = await worker.off_loop(read, next_position)
     return JSONResponse({"changes": items, "next": next_position})
