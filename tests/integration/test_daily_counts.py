@@ -36,8 +36,9 @@ def expected_counts(
     """capability -> plan -> how many of the region's accounts `check` allows at 00:00 UTC
     of `d` as known at `known`, by the plan each one had then (as known then)."""
     counts: dict[str, dict[str, int]] = {c: {} for c in capabilities}
-    for account, facts in engine.facts.accounts.items():
-        if engine.facts.region_of[account] != region:
+    log = engine.facts  # (made from the index each time it is read: read once)
+    for account, facts in log.accounts.items():
+        if log.region_of[account] != region:
             continue
         plan = fold_account(facts, at=midnight(d), known=known).plan
         for capability in capabilities:
