@@ -122,15 +122,13 @@ def _has_clock_guard(recorder: Any) -> bool:
         return c.fetchone() is not None
 
 
-def read_rows(
+def read_sqlite_rows(
     recorder: ApplicationRecorder, after: int, until: int, page: int
 ) -> Iterator[list[LogRow]]:
-    """The log's rows after `after` up to `until`, as stored, in pages of `page`. From
-    SQLite straight from the recorder's own table (its rowid, its columns: no Notification
-    made per row, only the UUID the copy writes); from PostgreSQL through the recorder."""
-    if is_postgres(recorder):
-        yield from _read_through(recorder, after, until, page)
-        return
+    """An SQLite log's rows after `after` up to `until`, as stored, in pages of `page`,
+    straight from the recorder's own table (its rowid, its columns: no Notification made
+    per row, only the UUID the copy writes). Another store is read through the one pager
+    (projections.log_reader.read_stored)."""
     r: Any = recorder
     statement = (
         f"SELECT rowid, originator_id, originator_version, topic, state FROM "
@@ -144,17 +142,6 @@ def read_rows(
             return
         yield rows
         after = rows[-1].position
-
-
-def _read_through(
-    recorder: ApplicationRecorder, after: int, until: int, page: int
-) -> Iterator[list[LogRow]]:
-    while after < until:
-        found = recorder.select_notifications(start=after + 1, limit=page, stop=until)
-        if not found:
-            return
-        yield [LogRow.of(n) for n in found]
-        after = found[-1].id
 
 
 def row_at(recorder: ApplicationRecorder, position: int) -> LogRow | None:

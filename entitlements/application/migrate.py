@@ -15,7 +15,8 @@ the read models and snapshots, which are derived (`entitlements rebuild` on the 
 3. the records after the target's head up to P are copied in batches, each one transaction
    (a kill loses at most the batch under way; run again, it goes on from the target's head
    and copies nothing twice), under the target's writer lock (no `apply` interleaves); from
-   SQLite they are read straight from the recorder's table (store_copy.read_rows);
+   SQLite they are read straight from the recorder's table (store_copy.read_sqlite_rows),
+   from PostgreSQL through the one pager (log_reader.read_stored);
 4. the tokens the target lacks are added;
 5. verified: the source's chain is recomputed (`audit verify`, against the receipt at P),
    digesting on the way every row it reads up to P (store_copy.RowDigest: position,
@@ -51,7 +52,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,9 +70,11 @@ from entitlements.adapters.store import (
 from entitlements.adapters.store_copy import (
     DIGEST_CHUNK,
     Chunks,
+    LogRow,
     RowDigest,
     append_rows,
-    read_rows,
+    is_postgres,
+    read_sqlite_rows,
     read_tokens,
     row_at,
     stored_digest,
@@ -79,6 +82,7 @@ from entitlements.adapters.store_copy import (
 )
 from entitlements.application.integrity_check import verify
 from entitlements.application.store_app import EntitlementsApplication
+from projections.log_reader import read_stored
 from projections.sql_views import sql_engine
 
 BATCH = 10_000  # records per transaction on the target
@@ -353,7 +357,7 @@ def _copy(
 ) -> None:
     """The source's records after `after` up to `until`, a batch per transaction."""
     total = until - after
-    for rows in read_rows(src.recorder, after, until, batch):
+    for rows in _rows(src, after, until, batch):
         append_rows(dst.recorder, rows)
         done.copied += len(rows)
         done.batches += 1
@@ -361,6 +365,15 @@ def _copy(
             progress(rows[-1].position - after, total)
         if after_batch is not None:
             after_batch(rows[-1].position)
+
+
+def _rows(src: Application[Any], after: int, until: int, page: int) -> Iterator[list[LogRow]]:
+    """The source's records after `after` up to `until`, as stored, in pages."""
+    if not is_postgres(src.recorder):
+        yield from read_sqlite_rows(src.recorder, after, until, page)
+        return
+    for notifications in read_stored(src, after, until, page):
+        yield [LogRow.of(n) for n in notifications]
 
 
 TokenPlan = tuple[list[dict[str, Any]], list[dict[str, Any]]]
