@@ -46,6 +46,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks.http_figures import PROBE
 from benchmarks.index_figures import make_store, rss
 from benchmarks.synthetic import account_ids
 from benchmarks.who_can_figures import commands as who_can_commands
@@ -70,7 +71,7 @@ def _serve(url: str, workers: int = 1) -> tuple[subprocess.Popen[str], str]:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+            if PROBE.get(f"{base}/healthz", timeout=1).status_code == 200:
                 return server, base
         except httpx.TransportError:
             pass
@@ -126,7 +127,7 @@ def measure(n: int, commands: int, folder: Path, up: float = 0.0) -> dict[str, A
         bootstrap = time.perf_counter() - t
         grown = rss() - before
         size = len(
-            httpx.get(f"{base}/v1/snapshot", headers={"Authorization": f"Bearer {checker}"}).content
+            PROBE.get(f"{base}/v1/snapshot", headers={"Authorization": f"Bearer {checker}"}).content
         )
         ids = account_ids(n)
         with client, open_engine(url) as engine:

@@ -8,10 +8,23 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from tests.conftest import CLI
+
+
+def fresh_connections(**options: Any) -> httpx.Client:
+    """A client that opens a new connection for every request, so that either of a server's
+    workers may answer. Make one and send many requests through it: every httpx client
+    builds an SSL context (about 20 ms of CPU), and a client per request (`httpx.get`) cost
+    the suite tens of seconds. One per thread."""
+    return httpx.Client(limits=httpx.Limits(max_keepalive_connections=0), **options)
+
+
+#: The test thread's client (see `fresh_connections`).
+HTTP = fresh_connections(timeout=10)
 
 
 def free_port() -> int:
@@ -50,7 +63,7 @@ def start_server(
     deadline = time.monotonic() + 60
     while True:
         try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code in answers:
+            if HTTP.get(f"{base}/healthz", timeout=1).status_code in answers:
                 return server, base
         except httpx.TransportError:
             pass

@@ -16,7 +16,7 @@ from entitlements.application.access import open_tokens
 from entitlements.http.app import create_app
 from entitlements.http.schemas import MAX_BODY
 from tests.conftest import read_jsonl, scenario_file
-from tests.e2e.servers import start_server
+from tests.e2e.servers import HTTP, start_server
 
 ROLES = ("checker", "auditor", "admin")
 
@@ -401,19 +401,20 @@ def test_a_real_server_with_two_workers_reads_its_writes_and_refuses_a_revoked_t
                 "reason": f"flip {i}",
                 "effective_at": "2020-02-01",
             }
-            with httpx.Client(base_url=base, headers=admin, timeout=10) as c:
-                (result,) = c.post("/v1/commands", json=command).json()["results"]
-            with httpx.Client(base_url=base, headers=admin, timeout=10) as c:
-                d = c.get(
-                    "/v1/accounts/u-1/can/host", params={"min_position": result["position"]}
-                ).json()
+            (result,) = HTTP.post(f"{base}/v1/commands", json=command, headers=admin).json()[
+                "results"
+            ]
+            d = HTTP.get(
+                f"{base}/v1/accounts/u-1/can/host",
+                params={"min_position": result["position"]},
+                headers=admin,
+            ).json()
             assert "allowed" in d, (result, d)
             assert d["allowed"] is (i % 2 == 1) and d["position"] >= result["position"], d
         tokens.revoke("ops")
         time.sleep(1.0)  # every worker reads its tokens again within a second
         for _ in range(10):  # new connections land on either worker
-            with httpx.Client(base_url=base, headers=admin, timeout=10) as c:
-                assert c.get("/v1/accounts/u-1/can/host").status_code == 401
+            assert HTTP.get(f"{base}/v1/accounts/u-1/can/host", headers=admin).status_code == 401
     finally:
         server.terminate()  # SIGTERM: uvicorn drains and stops
         server.wait(30)

@@ -18,7 +18,7 @@ import pytest
 from entitlements import open_engine
 from entitlements.application.access import open_tokens
 from tests.conftest import CLI, registrations
-from tests.e2e.servers import start_server
+from tests.e2e.servers import HTTP, start_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timing]
 
@@ -92,7 +92,7 @@ def test_a_client_slow_to_send_its_headers_is_cut_off(
     assert time.monotonic() - started < 4
     for s in slow:
         s.close()
-    r = httpx.get(f"{base}/v1/accounts/u-1/can/host", headers={"Authorization": bearer["checker"]})
+    r = HTTP.get(f"{base}/v1/accounts/u-1/can/host", headers={"Authorization": bearer["checker"]})
     assert r.status_code == 200
 
 
@@ -124,7 +124,7 @@ def test_waiting_long_polls_hold_no_thread_and_wake_on_a_command(
         "effective_at": "2020-06-01",
     }
     started = time.monotonic()
-    r = httpx.post(f"{base}/v1/commands", json=command, headers={"Authorization": bearer["admin"]})
+    r = HTTP.post(f"{base}/v1/commands", json=command, headers={"Authorization": bearer["admin"]})
     assert r.status_code == 200 and r.json()["results"][0]["status"] == "applied"
     for s in waiting:
         s.settimeout(10)
@@ -157,13 +157,13 @@ def test_metrics_count_the_whole_server_whichever_worker_answers(tmp_path: Path)
     process, base = start_server(url, workers=2, cache=tmp_path)
     try:
         for a in ACCOUNTS:  # a new connection each: both workers answer some
-            httpx.get(
+            HTTP.get(
                 f"{base}/v1/accounts/{a}/can/host", headers={"Authorization": bearer["checker"]}
             )
         time.sleep(1.2)  # each worker sets its gauges twice a second
         pids: set[str] = set()
         for _ in range(8):
-            text = httpx.get(f"{base}/metrics").text
+            text = HTTP.get(f"{base}/metrics").text
             total = re.search(
                 r'^entitlements_checks_total\{capability="host",outcome="allowed"\} (\S+)$',
                 text,

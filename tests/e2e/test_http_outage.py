@@ -18,7 +18,7 @@ import pytest
 from entitlements import open_engine
 from entitlements.application.access import open_tokens
 from tests.conftest import ThrowawayPostgres, registrations
-from tests.e2e.servers import start_server
+from tests.e2e.servers import HTTP, fresh_connections, start_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timing, pytest.mark.slow]
 
@@ -32,16 +32,16 @@ class Served:
     admin: dict[str, str]
     process: Any
 
-    def check(self, account: str = "u-1", **params: str) -> httpx.Response:
-        return httpx.get(
-            f"{self.base}/v1/accounts/{account}/can/host",
-            params=params,
-            headers=self.checker,
-            timeout=10,
+    def check(
+        self, account: str = "u-1", http: httpx.Client = HTTP, **params: str
+    ) -> httpx.Response:
+        """A check on a new connection (either worker); `http`: another thread's client."""
+        return http.get(
+            f"{self.base}/v1/accounts/{account}/can/host", params=params, headers=self.checker
         )
 
     def health(self) -> httpx.Response:
-        return httpx.get(f"{self.base}/healthz", timeout=10)
+        return HTTP.get(f"{self.base}/healthz")
 
 
 def prepare(url: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -85,14 +85,18 @@ class Hammer:
         return self
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                r = self.served.check(ACCOUNTS[len(self.statuses) % len(ACCOUNTS)])
-                self.statuses.append(r.status_code)
-                self.stale += "entitlements-stale-since" in r.headers
-            except httpx.HTTPError as e:
-                self.errors.append(repr(e))
-            time.sleep(0.02)
+        with fresh_connections(timeout=10) as http:  # this thread's own
+            while not self._stop.is_set():
+                self._check(http)
+                time.sleep(0.02)
+
+    def _check(self, http: httpx.Client) -> None:
+        try:
+            r = self.served.check(ACCOUNTS[len(self.statuses) % len(ACCOUNTS)], http)
+            self.statuses.append(r.status_code)
+            self.stale += "entitlements-stale-since" in r.headers
+        except httpx.HTTPError as e:
+            self.errors.append(repr(e))
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -110,7 +114,7 @@ def command_reaches_http(served: Served, account: str, seconds: float = 10.0) ->
         "effective_at": "2020-06-01",
     }
     while True:
-        r = httpx.post(f"{served.base}/v1/commands", json=command, headers=served.admin, timeout=15)
+        r = HTTP.post(f"{served.base}/v1/commands", json=command, headers=served.admin, timeout=15)
         if r.status_code == 200:
             break
         assert r.status_code == 503 and "\n" not in r.json()["detail"], r.text
@@ -185,19 +189,19 @@ def test_a_server_started_while_the_store_is_down_comes_up_with_it(
     throwaway_postgres.stop()
     process, base = start_server(throwaway_postgres.url, workers=2, cache=tmp_path, ready=False)
     try:
-        health = httpx.get(f"{base}/healthz", timeout=10)
+        health = HTTP.get(f"{base}/healthz")
         assert health.status_code == 503 and health.json()["status"] == "starting", health.text
         time.sleep(6)  # longer than the pool waits for a connection: no worker gives up
         assert process.poll() is None, "the server exited"
         throwaway_postgres.start_again()
         deadline, in_a_row = time.monotonic() + 30, 0
         while in_a_row < 20:  # new connections reach either worker: both must be up
-            up = httpx.get(f"{base}/healthz", timeout=10).status_code == 200
+            up = HTTP.get(f"{base}/healthz").status_code == 200
             in_a_row = in_a_row + 1 if up else 0
             assert time.monotonic() < deadline
             time.sleep(0.05)
         for a in ACCOUNTS:  # new connections: both workers
-            r = httpx.get(f"{base}/v1/accounts/{a}/can/host", headers=checker, timeout=10)
+            r = HTTP.get(f"{base}/v1/accounts/{a}/can/host", headers=checker)
             assert r.status_code == 200 and r.json()["allowed"] is True, r.text
     finally:
         process.terminate()

@@ -14,7 +14,7 @@ import pytest
 from entitlements import open_engine
 from entitlements.application.access import open_tokens
 from tests.conftest import postgres_or_skip, read_jsonl, scenario_file
-from tests.e2e.servers import start_server
+from tests.e2e.servers import HTTP, start_server
 
 ROLES = ("checker", "auditor", "admin")
 
@@ -28,8 +28,8 @@ class Server:
         self, method: str, path: str, role: str | None = "checker", **kw: object
     ) -> httpx.Response:
         headers = {**(self.bearer[role] if role else {}), **kw.pop("headers", {})}  # type: ignore[dict-item]
-        with httpx.Client(base_url=self.base, timeout=15) as c:  # a new connection: either worker
-            return c.request(method, path, headers=headers, **kw)  # type: ignore[arg-type]
+        # a new connection: either worker
+        return HTTP.request(method, self.base + path, headers=headers, timeout=15, **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture(
