@@ -4,6 +4,7 @@ suite is shared between pytest-xdist's worker processes (see `pytest_collection_
 from __future__ import annotations
 
 import atexit
+import compileall
 import json
 import os
 import secrets
@@ -368,9 +369,24 @@ def _grouping(config: pytest.Config) -> bool:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    """The controller names the run, so that it and its workers know the groups file."""
-    if _grouping(config) and not hasattr(config, "workerinput"):
+    """The controller names the run, so that it and its workers know the groups file; and
+    compiles our packages once (see `_compile_once`)."""
+    if hasattr(config, "workerinput"):
+        return
+    _compile_once()
+    if _grouping(config):
         config.option.testrunuid = config.option.testrunuid or secrets.token_hex(8)
+
+
+def _compile_once() -> None:
+    """Write our modules' bytecode before any worker or CLI process starts. Where
+    PYTHONDONTWRITEBYTECODE is set (this machine and its CI set it), every process the suite
+    starts (the workers and some 500 CLI and server processes) would otherwise compile them
+    again: about 0.1 s of CPU each. Python still checks each file's bytecode against its
+    source, so an edited module is compiled afresh, as without this."""
+    root = Path(__file__).resolve().parents[1]
+    for package in ("entitlements", "projections", "tests", "benchmarks"):
+        compileall.compile_dir(root / package, quiet=1)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
