@@ -522,7 +522,10 @@ STORY = [
         channel="direct",
     ),
 ]
-STORY_PROBES = [
+#: A probe: (account in ACCOUNT_POOL, capability, T as a day or None: now, K likewise).
+Probe = tuple[int, str, int | None, int | None]
+
+STORY_PROBES: list[list[Probe]] = [
     [(i % 4, "host", None, None), (i % 4, "max_participants", 150, None)] for i in range(30)
 ]
 
@@ -575,7 +578,7 @@ def test_the_written_story_agrees_on_every_answerer() -> None:
 def test_incremental_rebuild_replay_and_reference_agree(
     half: int,
     commands: list[dict[str, Any]],
-    probes: list[list[tuple[int, str, int | None, int | None]]],
+    probes: list[list[Probe]],
 ) -> None:
     agree(commands, probes)
 
@@ -586,9 +589,7 @@ def event(label: str) -> None:
         hypothesis_event(label)
 
 
-def agree(
-    commands: list[dict[str, Any]], probes: list[list[tuple[int, str, int | None, int | None]]]
-) -> None:
+def agree(commands: list[dict[str, Any]], probes: list[list[Probe]]) -> None:
     """Apply `commands` one per call (checking `probes` in between), then compare the five
     answerers on every account, capability and (T, K) of the grid."""
     assert set(CAPABILITIES) == set(REF_CAPABILITIES)
