@@ -38,6 +38,7 @@ from entitlements.cli.exits import (
     ONE_COMMAND,
 )
 from entitlements.cli.output import err
+from entitlements.cli.parsers import Declare
 from entitlements.domain.commands import MalformedCommand
 from entitlements.domain.decisions import PositionNotReached, UnknownAccount
 
@@ -107,6 +108,24 @@ class _Subcommand(argparse.ArgumentParser):
         self.set_defaults(**defaults)
 
 
+#: Every command's declaration, in the order `--help` lists them: that order is kept here
+#: alone (checks and read_models declare several commands each).
+COMMANDS: tuple[Declare, ...] = (
+    apply.add_parser,
+    *checks.PARSERS,
+    who_can.add_parser,
+    audit.add_parser,
+    *read_models.PARSERS,
+    tokens.add_parser,
+    read_models.add_reconcile_parser,
+    serve.add_parser,
+    migrate.add_parser,
+    what_if.add_parser,
+    snapshot.add_parser,
+    demo.add_parser,
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="entitlements",
@@ -117,18 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Subcommand
     )
-    apply.add_parser(sub)
-    checks.add_parser(sub)
-    who_can.add_parser(sub)
-    audit.add_parser(sub)
-    read_models.add_parser(sub)
-    tokens.add_parser(sub)
-    read_models.add_reconcile_parser(sub)
-    serve.add_parser(sub)
-    migrate.add_parser(sub)
-    what_if.add_parser(sub)
-    snapshot.add_parser(sub)
-    demo.add_parser(sub)
+    for declare in COMMANDS:
+        declare(sub)
     return parser
 
 

@@ -13,7 +13,7 @@ from entitlements.application import audit
 from entitlements.application.engine import Engine
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import asked_by, err, out, yes_no
-from entitlements.cli.parsers import Subparsers, as_known_at_option, json_option
+from entitlements.cli.parsers import Declare, Subparsers, as_known_at_option, json_option
 from entitlements.domain.decisions import Decision
 from entitlements.domain.rules import CAPABILITIES
 
@@ -259,42 +259,51 @@ def _min_position_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_parser(sub: Subparsers) -> None:
-    """check, capabilities, history and explain, in the order `--help` lists them."""
-    _add_check(sub)
-    _add_capabilities(sub)
-    _add_history(sub)
-    _add_explain(sub)
+#: How check and explain exit, whatever they answer.
+_EXITS = (
+    "Exit 0 whatever the answer; 3 for an account never recorded; 2 for a bad capability or time."
+)
+
+
+def _about_account(
+    sub: Subparsers, name: str, *, capability: bool = False, **declared: Any
+) -> argparse.ArgumentParser:
+    """A question about one ACCOUNT (and, for check and explain, one CAPABILITY): its
+    parser with those arguments, so that the four commands take and show them alike."""
+    p: argparse.ArgumentParser = sub.add_parser(name, **declared)
+    p.add_argument("account")
+    if capability:
+        p.add_argument("capability", metavar="capability", help=" | ".join(CAPABILITIES))
+    return p
 
 
 def _add_check(sub: Subparsers) -> None:
     """`check ACCOUNT CAPABILITY`."""
-    p = sub.add_parser(
+    p = _about_account(
+        sub,
         "check",
+        capability=True,
         help="may ACCOUNT do CAPABILITY?",
-        description=f"Capabilities: {', '.join(CAPABILITIES)}. Exit 0 whatever the "
-        "answer; 3 for an account never recorded; 2 for a bad capability or time.",
+        description=f"Capabilities: {', '.join(CAPABILITIES)}. {_EXITS}",
         run=cmd_check,
     )
-    p.add_argument("account")
-    p.add_argument("capability", metavar="capability", help=" | ".join(CAPABILITIES))
     _time_options(p)
     _min_position_option(p)
 
 
 def _add_capabilities(sub: Subparsers) -> None:
     """`capabilities ACCOUNT`."""
-    p = sub.add_parser(
-        "capabilities", help="every capability of ACCOUNT at once", run=cmd_capabilities
+    p = _about_account(
+        sub, "capabilities", help="every capability of ACCOUNT at once", run=cmd_capabilities
     )
-    p.add_argument("account")
     _time_options(p)
     _min_position_option(p)
 
 
 def _add_history(sub: Subparsers) -> None:
     """`history ACCOUNT`."""
-    p = sub.add_parser(
+    p = _about_account(
+        sub,
         "history",
         help="the account's events, both clocks and causes, in log order",
         description="Every event of ACCOUNT in log order, with both clocks, causes and who "
@@ -305,7 +314,6 @@ def _add_history(sub: Subparsers) -> None:
         "  entitlements history cn-ent-02 --as-known-at 2020-10-20 --json",
         run=cmd_history,
     )
-    p.add_argument("account")
     p.add_argument(
         "--as-known-at", metavar="K", help="only what was recorded by K (adds the rejections)"
     )
@@ -317,14 +325,15 @@ def _add_history(sub: Subparsers) -> None:
 
 def _add_explain(sub: Subparsers) -> None:
     """`explain ACCOUNT CAPABILITY`."""
-    p = sub.add_parser(
+    p = _about_account(
+        sub,
         "explain",
+        capability=True,
         help="why ACCOUNT may (not) do CAPABILITY, since and until when, and the events behind it",
         description="The decision `check` gives at (T, K); the effective interval around T "
         "over which it stays the same (as known at K); and the chain behind it: each "
         "deciding event (both clocks, who asked, command_id) and, for one a region rule "
-        "caused, the rule and the region event that switched it on. Exit 0 whatever the "
-        "answer; 3 for an account never recorded; 2 for a bad capability or time.",
+        f"caused, the rule and the region event that switched it on. {_EXITS}",
         epilog="example:\n  entitlements explain cn-free-01 host --at 2020-05-19\n"
         "  cn-free-01 host at 2020-05-19T00:00:00Z: no — hosting revoked by "
         "free_hosting_suspended in CN ...\n"
@@ -332,8 +341,6 @@ def _add_explain(sub: Subparsers) -> None:
         "  entitlements explain cn-ent-02 host --png cn-ent-02-host.png",
         run=cmd_explain,
     )
-    p.add_argument("account")
-    p.add_argument("capability", metavar="capability", help=" | ".join(CAPABILITIES))
     _time_options(p)
     p.add_argument(
         "--png",
@@ -341,3 +348,7 @@ def _add_explain(sub: Subparsers) -> None:
         help="also draw the bitemporal picture into FILE: effective time across, recorded "
         "time up, each rectangle coloured by the answer (--json: its path in `png`)",
     )
+
+
+#: check, capabilities, history and explain, in the order `--help` lists them.
+PARSERS: tuple[Declare, ...] = (_add_check, _add_capabilities, _add_history, _add_explain)

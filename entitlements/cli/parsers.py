@@ -7,10 +7,14 @@ app.py's parser class takes the handler, and how to open the store for it, with 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any, TypeAlias
 
 #: What add_subparsers() returns (not subscriptable at run time, hence the string).
 Subparsers: TypeAlias = "argparse._SubParsersAction[Any]"
+
+#: A command's declaration: adds its parser (and its actions') to the subparsers given.
+Declare: TypeAlias = Callable[[Subparsers], None]
 
 FOR_MACHINES = "print JSON for machines"
 

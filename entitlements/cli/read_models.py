@@ -17,7 +17,13 @@ from entitlements.application.engine import Engine
 from entitlements.application.read_models import Resumed
 from entitlements.cli.exits import EXIT_OK
 from entitlements.cli.output import Bars, err, out
-from entitlements.cli.parsers import Subparsers, as_known_at_option, json_option, region_argument
+from entitlements.cli.parsers import (
+    Declare,
+    Subparsers,
+    as_known_at_option,
+    json_option,
+    region_argument,
+)
 from entitlements.domain.rules import CAPABILITIES
 
 
@@ -165,14 +171,6 @@ def cmd_report(engine: Engine, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_parser(sub: Subparsers) -> None:
-    """rejections, rebuild, catch-up and report, in the order `--help` lists them."""
-    _add_rejections(sub)
-    _add_rebuild(sub)
-    _add_catch_up(sub)
-    _add_report(sub)
-
-
 def _add_rejections(sub: Subparsers) -> None:
     """`rejections`."""
     p = sub.add_parser(
@@ -276,3 +274,8 @@ def add_reconcile_parser(sub: Subparsers) -> None:
         run=cmd_reconcile,
     )
     p.add_argument("--region", help="only this region (default: every region)")
+
+
+#: rejections, rebuild, catch-up and report, in the order `--help` lists them (reconcile
+#: comes later, after `token`).
+PARSERS: tuple[Declare, ...] = (_add_rejections, _add_rebuild, _add_catch_up, _add_report)
