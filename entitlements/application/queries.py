@@ -25,10 +25,12 @@ REJECTION_TOPICS = frozenset({topic(COMMAND_REJECTED)})
 class Queries:
     """Answers questions; never writes. Checks read only the index (see `check`)."""
 
+    #: Seconds a min_position check waits for the index (an instance may set its own).
+    wait_timeout: float = 2.0
+
     def __init__(self, app: EntitlementsApplication, projector: Projector) -> None:
         self.app = app
         self.projector = projector
-        self.wait_timeout = 2.0  # seconds a min_position check waits for the index
 
     def wait_for(self, position: int, timeout: float | None = None) -> None:
         """Read your writes: return once the index has reached `position`."""

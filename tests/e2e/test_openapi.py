@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.errors import InvalidSchema
@@ -25,6 +24,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance, statu
 
 from entitlements import open_engine
 from entitlements.application.access import open_tokens
+from entitlements.application.queries import Queries
 from entitlements.http.app import create_app
 from tests.conftest import read_jsonl, scenario_file
 
@@ -41,7 +41,9 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 @pytest.fixture(scope="module")
 def admin_headers() -> Iterator[dict[str, str]]:
-    """The china-2020 store behind the started app, and an admin's bearer header."""
+    """The china-2020 store behind the app, and an admin's bearer header. schemathesis runs
+    the app's lifespan itself, from a test's first request to its end: the worker opens
+    its engine then, so the short wait is set on every engine's queries."""
     url = f"sqlite:///{STORE / 'entitlements.db'}"
     try:
         with pytest.MonkeyPatch.context() as mp:
@@ -49,12 +51,9 @@ def admin_headers() -> Iterator[dict[str, str]]:
             with open_engine(url) as engine:
                 engine.apply(read_jsonl(scenario_file("china-2020.jsonl")))
             secret = open_tokens(url).create("fuzzer", "admin")
-            with TestClient(APP):  # runs the lifespan: the engine is on app.state for every call
-                APP.state.worker.engine.queries.wait_timeout = (
-                    0.05  # an unreachable min_position: a quick 409
-                )
-                APP.state.records.lifetime = 0.05  # a stream ends at once (it resumes)
-                yield {"Authorization": f"Bearer {secret}"}
+            mp.setattr(Queries, "wait_timeout", 0.05)  # an unreachable min_position: a quick 409
+            mp.setattr(APP.state.records, "lifetime", 0.05)  # a stream ends at once (it resumes)
+            yield {"Authorization": f"Bearer {secret}"}
     finally:
         shutil.rmtree(STORE, ignore_errors=True)
 
