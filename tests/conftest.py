@@ -380,9 +380,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _compile_once() -> None:
     """Write our modules' bytecode before any worker or CLI process starts. Where
-    PYTHONDONTWRITEBYTECODE is set (this machine and its CI set it), every process the suite
-    starts (the workers and some 500 CLI and server processes) would otherwise compile them
-    again: about 0.1 s of CPU each. Python still checks each file's bytecode against its
+    PYTHONDONTWRITEBYTECODE is set (this machine sets it), every process the suite starts
+    (its workers and some hundreds of CLI and server processes) would otherwise compile
+    them again: about 0.1 s of CPU each. Python still checks each file's bytecode against its
     source, so an edited module is compiled afresh, as without this."""
     root = Path(__file__).resolve().parents[1]
     for package in ("entitlements", "projections", "tests", "benchmarks"):
