@@ -416,7 +416,7 @@ def test_a_real_server_with_two_workers_reads_its_writes_and_refuses_a_revoked_t
         for _ in range(10):  # new connections land on either worker
             assert HTTP.get(f"{base}/v1/accounts/u-1/can/host", headers=admin).status_code == 401
     finally:
-        server.terminate()  # SIGTERM: uvicorn drains and stops
+        server.terminate()  # SIGTERM: the server (granian) drains and stops
         server.wait(30)
     assert server.returncode == 0, server.stderr.read() if server.stderr else ""
 
@@ -536,7 +536,7 @@ def test_sigterm_lets_a_request_in_flight_finish(tmp_path: Any) -> None:
             server.kill()
     (answer,) = answers
     assert answer.status_code == 200 and answer.json() == {"changes": [], "next": head}
-    # One worker: uvicorn drains, then ends by the signal it was sent (as a shell expects).
+    # One worker: granian drains, then ends by the signal it was sent (as a shell expects).
     assert server.returncode in (0, -15), server.stderr.read() if server.stderr else ""
 
 
