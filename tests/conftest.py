@@ -359,11 +359,13 @@ def _groups_file(config: pytest.Config) -> Path:
 
 
 def _grouping(config: pytest.Config) -> bool:
-    """Whether this run is `--dist loadgroup` (a worker's own `dist` is "no")."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return False
-    return bool(
-        config.getoption("dist") == "loadgroup" or getattr(config.option, "loadgroup", False)
+    """Whether this run is `--dist loadgroup`: the controller's `dist`, or a worker's
+    `loadgroup` (xdist sets a worker's own `dist` to "no"). Asked of the options, not of
+    the plugin manager: xdist loaded by `-p xdist.plugin` is registered under that name,
+    and `hasplugin("xdist")` is then False (it was, and no test had a group)."""
+    options = config.option
+    return getattr(options, "dist", None) == "loadgroup" or bool(
+        getattr(options, "loadgroup", False)
     )
 
 

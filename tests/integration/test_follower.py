@@ -96,6 +96,12 @@ def fail_reads(engine: Engine, times: int, monkeypatch: pytest.MonkeyPatch) -> l
     return failed
 
 
+def caught_up_and_following(follower: Engine, position: int, seen: list[FollowStatus]) -> bool:
+    """The index holds `position` and on_status has told "following" last. A follower
+    catches up first and says so after: in between, the index is ahead of what was told."""
+    return follower.index.position >= position and bool(seen) and seen[-1].state == "following"
+
+
 def test_a_follower_whose_reads_fail_follows_on_and_takes_what_was_recorded_meanwhile(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -109,7 +115,7 @@ def test_a_follower_whose_reads_fail_follows_on_and_takes_what_was_recorded_mean
         before = time.time()
         failed = fail_reads(follower, 3, monkeypatch)
         position = apply_when_up(writer, revoke("acc-0"), 0)
-        assert wait_until(lambda: follower.index.position >= position, 10), seen
+        assert wait_until(lambda: caught_up_and_following(follower, position, seen), 10), seen
         assert failed == ["disk I/O error"] * 3
         assert not follower.check("acc-0", "host").allowed
         assert follow_threads_alive() == 1
@@ -137,7 +143,7 @@ def test_follow_on_a_store_that_fails_now_starts_reconnecting_and_follows_once_i
         status = follower.follower_status()
         assert status.state == "reconnecting" and status.stale_since is not None
         position = apply_when_up(writer, revoke("acc-1"), 0)
-        assert wait_until(lambda: follower.index.position >= position, 10), seen
+        assert wait_until(lambda: caught_up_and_following(follower, position, seen), 10), seen
         assert len(failed) == 4
         assert [s.state for s in seen] == ["reconnecting", "following"]
     assert follower.follower_status().state == "stopped"
@@ -230,7 +236,7 @@ def test_a_follower_follows_on_after_a_postgresql_restart(
         assert wait_until(lambda: follower.index.position >= position, 10), seen
         assert not follower.check("acc-1", "host").allowed
         assert follow_threads_alive() == 1
-        assert wait_until(lambda: follower.follower_status().state == "following", 10)
+        assert wait_until(lambda: caught_up_and_following(follower, position, seen), 10), seen
         states = [s.state for s in seen]
         assert "reconnecting" in states and states[-1] == "following", seen
         status = follower.follower_status()
