@@ -62,6 +62,7 @@ import bisect
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from entitlements.domain.event_facts import fact_from_event
@@ -92,6 +93,37 @@ PAGE = 1000  # notifications per select
 REGION_CAPABILITIES = ("subscribe_online", "purchase_direct", "purchase_via_partner")
 #: The region stream's topics (entitlements.domain.region.Region's events): few, read with positions.
 REGION_TOPICS = frozenset(topic(name) for name in REGION_EVENTS)
+
+
+@dataclass
+class Page:
+    """A page of the change feed as it is filled, position by position in log order: the
+    paging rule of the module docstring in one place (`changes_after`, `ChangeFeed.read`
+    and the tests' reference all page alike). `next` is where the next page starts: the
+    last position whose items are all in this page, or that gave none."""
+
+    limit: int
+    next: int
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    def take(self, position: int, found: list[dict[str, Any]]) -> bool:
+        """Add the items of `position`, whole or not at all; False when the page is done:
+        they would go past `limit` on a page that has some already (they start the next
+        page), or the page is full with them."""
+        if found and self.items and len(self.items) + len(found) > self.limit:
+            return False
+        self.items.extend(found)
+        self.next = position
+        return len(self.items) < self.limit
+
+    def skip(self, position: int) -> None:
+        """A position that changes no answer (a command record): the next page may start
+        after it."""
+        self.next = max(self.next, position)
+
+    def answer(self) -> tuple[list[dict[str, Any]], int]:
+        """The items and the position to ask from next."""
+        return self.items, self.next
 
 
 class RegionLog:
@@ -156,11 +188,10 @@ def changes_after(
     after = max(after, 0)
     regions = (RegionLog() if regions is None else regions).upto(app, after)
     accounts: dict[int, list[Fact]] = {}  # this request's accounts, as far as it read them
-    items: list[dict[str, Any]] = []
-    next_position = after
+    page = Page(limit, after)
     for n in _notifications(app, after):
         if n.topic in COMMAND_TOPICS:
-            next_position = max(next_position, n.id)
+            page.skip(n.id)
             continue
         event = app.mapper.to_domain_event(n)
         if n.topic in REGION_TOPICS:
@@ -169,13 +200,9 @@ def changes_after(
             found = _region_items(code, before, fact, n.id)
         else:
             found = _account_event_items(app, accounts, regions, n.id, event)
-        if found and items and len(items) + len(found) > limit:
-            return items, next_position
-        items.extend(found)
-        next_position = n.id
-        if len(items) >= limit:
-            return items, next_position
-    return items, next_position
+        if not page.take(n.id, found):
+            break
+    return page.answer()
 
 
 def _notifications(app: Any, after: int) -> Iterator[Any]:
@@ -253,17 +280,14 @@ class ChangeFeed:
         than what is kept."""
         if after < self.since:
             return None
-        items: list[dict[str, Any]] = []
+        page = Page(limit, after)
         i = bisect.bisect_right(self._positions, after)
         while i < len(self._positions):
-            found = self._items[i]
-            if items and len(items) + len(found) > limit:
-                return items, self._positions[i - 1]
-            items.extend(found)
-            if len(items) >= limit:
-                return items, self._positions[i]
+            if not page.take(self._positions[i], self._items[i]):
+                return page.answer()
             i += 1
-        return items, max(after, self.position)
+        page.skip(self.position)  # the positions after the last kept one gave no items
+        return page.answer()
 
 
 def _changes_at(

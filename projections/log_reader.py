@@ -46,11 +46,10 @@ def read_log(
     app: Application[Any],
     after: int,
     stop: int | None = None,
-    page: int | None = None,
     topics: frozenset[str] | None = None,
 ) -> Iterator[list[Positioned]]:
-    """Pages of the log after position `after`, up to `stop` (None: the current end), each
-    a list of (position, decoded event). With `topics`, only those topics are decoded and
-    kept."""
-    for notifications in read_stored(app, after, stop, page, topics):
+    """`read_stored`'s pages (of PAGE), each a list of (position, decoded event): after
+    position `after`, up to `stop` (None: the current end); with `topics`, only those
+    topics are decoded and kept."""
+    for notifications in read_stored(app, after, stop, topics=topics):
         yield [(n.id, app.mapper.to_domain_event(n)) for n in notifications]

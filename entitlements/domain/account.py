@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
@@ -39,7 +39,7 @@ from entitlements.domain.times import iso
 
 def account_uuid(account_id: str) -> UUID:
     """Account aggregates have stable ids derived from the account id."""
-    return uuid5(NAMESPACE_URL, f"entitlements:account:{account_id}")
+    return ev.stable_id("account", account_id)
 
 
 def _check_channel(

@@ -12,16 +12,22 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate, DomainEventProtocol, event
 
-from entitlements.domain.events import COMMAND_APPLIED, COMMAND_REJECTED, FAN_OUT_COMPLETED, topic
+from entitlements.domain.events import (
+    COMMAND_APPLIED,
+    COMMAND_REJECTED,
+    FAN_OUT_COMPLETED,
+    stable_id,
+    topic,
+)
 
 
 def command_uuid(command_id: str) -> UUID:
     """A command record's aggregate id: derived from its command_id, so it is unique."""
-    return uuid5(NAMESPACE_URL, f"entitlements:command:{command_id}")
+    return stable_id("command", command_id)
 
 
 def conflict_key(command_id: str, fingerprint: str) -> str:
@@ -32,7 +38,7 @@ def conflict_key(command_id: str, fingerprint: str) -> str:
 
 def conflict_uuid(command_id: str, fingerprint: str) -> UUID:
     """The record id of that attempt's rejection: the same attempt, the same record."""
-    return uuid5(NAMESPACE_URL, f"entitlements:conflict:{conflict_key(command_id, fingerprint)}")
+    return stable_id("conflict", conflict_key(command_id, fingerprint))
 
 
 class AppliedCommand(Aggregate):

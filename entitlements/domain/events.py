@@ -10,6 +10,7 @@ from the log, and a check index's templates are marshalled, which takes only `st
 from __future__ import annotations
 
 from typing import Final
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 # -- an account's events (entitlements.domain.account) ----------------------------------
 ACCOUNT_REGISTERED: Final = "AccountRegistered"
@@ -53,6 +54,13 @@ TOPIC_PREFIX: Final = "entitlements:"
 def topic(name: str) -> str:
     """The stored topic of the event (or aggregate) `name`."""
     return TOPIC_PREFIX + name
+
+
+def stable_id(kind: str, key: str) -> UUID:
+    """The id of the aggregate that `key` names (`kind`: account, region, command or
+    conflict): derived, never drawn, so every process finds the same aggregate by its key.
+    Stores already written hold these ids, so the form never changes."""
+    return uuid5(NAMESPACE_URL, f"entitlements:{kind}:{key}")
 
 
 def name_of(stored_topic: str) -> str:

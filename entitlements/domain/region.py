@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
@@ -15,6 +15,7 @@ from entitlements.domain.events import (
     REGION_OPENED,
     REGION_RULE_APPLIED,
     REGION_RULE_LIFTED,
+    stable_id,
     topic,
 )
 from entitlements.domain.rules import (
@@ -30,7 +31,7 @@ from entitlements.domain.times import iso
 
 def region_id(code: str) -> UUID:
     """Region aggregates have stable ids derived from their code."""
-    return uuid5(NAMESPACE_URL, f"entitlements:region:{code}")
+    return stable_id("region", code)
 
 
 @dataclass(frozen=True)

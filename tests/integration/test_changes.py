@@ -257,17 +257,17 @@ def test_the_feed_kept_in_memory_answers_as_the_log_does(store_url: str, limit: 
 def whole_log_changes_after(app: Any, after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
     """The algorithm changes_after had before it read only the log after `after`: the
     whole log into LogFacts, each event after `after` compared against all that came
-    before it. The reference the new one must answer exactly as."""
+    before it. The reference the new one must answer exactly as (paged by the same
+    `Page`: what is compared is which items each position gives)."""
     from entitlements.domain.events import COMMAND_TOPICS
-    from projections.changes import _account_items, _region_items
+    from projections.changes import Page, _account_items, _region_items
     from projections.facts import LogFacts
 
     facts = LogFacts()
-    items: list[dict[str, Any]] = []
-    next_position = after
+    page = Page(limit, after)
     for n in app.recorder.select_notifications(start=1, limit=1_000_000):
         if n.topic in COMMAND_TOPICS:
-            next_position = max(next_position, n.id)
+            page.skip(n.id)
             continue
         event = app.mapper.to_domain_event(n)
         changed = facts.add([(n.id, event)])
@@ -294,13 +294,9 @@ def whole_log_changes_after(app: Any, after: int, limit: int) -> tuple[list[dict
             stream = facts.regions[code]
             fact = next(f for f in stream if f.version == event.originator_version)
             found = _region_items(code, [f for f in stream if f is not fact], fact, n.id)
-        if found and items and len(items) + len(found) > limit:
-            return items, next_position
-        items.extend(found)
-        next_position = n.id
-        if len(items) >= limit:
-            return items, next_position
-    return items, next_position
+        if not page.take(n.id, found):
+            break
+    return page.answer()
 
 
 def test_region_topics_are_the_region_aggregates_events() -> None:
