@@ -14,6 +14,7 @@ the workers from it, and each loads the app (and prometheus_client) after the fo
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import socket
@@ -26,7 +27,7 @@ from entitlements.http.settings import (
     MULTIPROCESS_DIR,
 )
 
-TARGET = "entitlements.http.app:app_from_env"  # loaded by each worker, after the fork
+TARGET = "entitlements.http.app:app_from_env"  # called by each worker, after the fork
 
 
 class AddressInUse(OSError):
@@ -73,6 +74,12 @@ def run(
     os.environ.update(
         {ENV_VAR: url, MAX_STALENESS_VAR: str(max_staleness), MULTIPROCESS_DIR: folder}
     )
+    # The app's modules, loaded here once (after the settings above: prometheus reads its
+    # folder as it loads), so that a forked worker starts with them. A worker takes SIGTERM
+    # with the main process's handler until granian sets its own, once the app is loaded:
+    # a SIGTERM while a worker was importing (about 0.5 s) was lost, and the worker served
+    # on until the kill timeout. The rest of that window is `app_from_env`'s.
+    importlib.import_module(TARGET.partition(":")[0])
     try:
         Granian(
             TARGET,
