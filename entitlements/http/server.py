@@ -48,8 +48,9 @@ def check_address(host: str, port: int) -> None:
 #: The event loop of each worker: asyncio's own, not uvloop (granian's "auto" takes uvloop
 #: where it is installed). A worker runs its loop twice, for the lifespan's startup and then
 #: to serve, and uvloop drops a signal that arrives between two runs: a SIGTERM there (a
-#: worker still starting when `serve` is stopped) was lost, and the worker served on until
-#: the kill timeout, 30 s, in about 1 of 100 quick stops (tests/integration/test_serve_loop.py).
+#: worker just started when `serve` is stopped) would be lost, and the worker would serve on
+#: until the kill timeout, 30 s (tests/integration/test_serve_loop.py). That window is
+#: narrow; the wide one, a worker loading the app, is closed by `run` and `app_from_env`.
 LOOP = "asyncio"
 
 

@@ -1,7 +1,8 @@
 """The event loop `serve`'s workers run (entitlements.http.server.LOOP) keeps a signal that
 arrives between two runs of the loop. granian runs a worker's loop once for the lifespan's
-startup and again to serve; with uvloop, a SIGTERM in between was lost and the worker served
-on for the 30 s of the kill timeout (about 1 in 100 quick stops of `serve --workers 2`)."""
+startup and again to serve; with uvloop, a SIGTERM in between is lost and the worker serves
+on for the 30 s of the kill timeout. (The wider window of the same kind, a worker loading
+the app, is tests/e2e/test_serve_stop.py's.)"""
 
 from __future__ import annotations
 
