@@ -6,10 +6,10 @@ costs about half again the decode on a rebuild's millions. Here each event, read
 the one log pager (`log_reader.read_stored`) and decoded by the application's own mapper
 (`mapper.to_domain_event`, as `read_log` decodes it, without its list of (position, event)
 per page), becomes the Fact `fact_from_state` makes of its state, appended to its stream,
-and each stream is sorted once at the end. The end of the log may come read already by the rebuild's other process
-(rebuild_writer.py), as pages of plain records (`read_pages`). The result equals
-`LogFacts.add` over the same events (tests/integration/test_rebuild_parts.py holds them
-equal).
+and each stream is sorted once at the end. The end of the log may come read already by the
+rebuild's other process (rebuild_writer.py), as pages of plain records (`read_pages`). The
+result equals `LogFacts.add` over the same events (tests/integration/test_rebuild_parts.py
+holds them equal).
 """
 
 from __future__ import annotations
