@@ -494,11 +494,6 @@ def split_data(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str] | Non
     return kept, values
 
 
-def who_values(facts: Sequence[Fact]) -> list[str]:
-    """The account's own who-asked values, in the order its template's holes take them."""
-    return [v for f in facts for v in who_of(f.data) or ()]
-
-
 def split_cause(cause: Mapping[str, Any] | None, stream: str) -> tuple[Any, bool]:
     """(The cause a template keeps, whether it names the event's own stream): a rule-caused
     event's trigger is the account's own event, its stream made OWN."""

@@ -270,6 +270,10 @@ def _rebuild_into(app: Application[Any], url: str, told: Told, model: SqlReadMod
         model.swap_into_place(position)
     if position > target:  # the log moved on meanwhile: the snapshot too
         projector.save_snapshot()
+    # The projector is in a cycle (its follower holds its methods): the facts it holds would
+    # wait for the garbage collector, whose pass over them costs about 8x what freeing them
+    # by their reference counts does (50,000 accounts: 0.30 against 0.04 s).
+    projector.facts = LogFacts()
     return position
 
 

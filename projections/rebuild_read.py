@@ -3,12 +3,13 @@
 `LogFacts.add` takes decoded events one by one (a method call, a stream lookup, a sorted
 insert with a key function per event), which is right for a catch-up of a few events and
 costs about half again the decode on a rebuild's millions. Here each event, read through
-the one log pager (`log_reader.read_log`: the application's own mapper decodes it), becomes
-the Fact `fact_from_event` makes of it, appended to its stream, and each stream is sorted
-once at the end. The end of the log may come read already by the rebuild's other process
-(rebuild_writer.py), as pages of plain records (`read_pages`). The result equals
-`LogFacts.add` over the same events (tests/integration/test_rebuild_parts.py holds them
-equal).
+the one log pager (`log_reader.read_stored`) and decoded by the application's own mapper
+(`mapper.to_domain_event`, as `read_log` decodes it, without its list of (position, event)
+per page), becomes the Fact `fact_from_state` makes of its state, appended to its stream,
+and each stream is sorted once at the end. The end of the log may come read already by the
+rebuild's other process (rebuild_writer.py), as pages of plain records (`read_pages`). The
+result equals `LogFacts.add` over the same events (tests/integration/test_rebuild_parts.py
+holds them equal).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from typing import Any
 
 from eventsourcing.application import Application
 
-from entitlements.domain.event_facts import fact_from_event, fact_from_row, fact_row
+from entitlements.domain.event_facts import fact_from_row, fact_from_state, fact_row
 from entitlements.domain.events import ACCOUNT_REGISTERED, COMMAND_RECORDS, REGION_OPENED
 from entitlements.domain.rules import Fact
 from projections.facts import LogFacts
-from projections.log_reader import read_log
+from projections.log_reader import read_stored
 
 #: (done, total) after each page read.
 Progress = Callable[[int, int], None]
@@ -38,21 +39,25 @@ Page = tuple[int, str | None, list[list[Any]]]
 
 def read_pages(app: Application[Any], after: int, stop: int) -> Iterator[Page]:
     """The log past `after` up to `stop` as pages of records, through the one pager."""
-    for page in read_log(app, after, stop):
+    decode = app.mapper.to_domain_event
+    for page in read_stored(app, after, stop):
         records: list[list[Any]] = []
         newest: datetime | None = None
-        for _, event in page:
+        for stored in page:
+            event = decode(stored)
             recorded = getattr(event, "recorded_at", None)
             if recorded is not None and (newest is None or recorded > newest):
                 newest = recorded
-            if type(event).__name__ in COMMAND_RECORDS:
+            type_ = type(event).__name__
+            if type_ in COMMAND_RECORDS:
                 continue
             state = vars(event)
-            row = fact_row(fact_from_event("", event))
+            version = state["originator_version"]
+            row = fact_row(fact_from_state("", type_, version, state))
             records.append(
-                [event.originator_id.int, state.get("account_id"), state.get("region"), row]
+                [state["originator_id"].int, state.get("account_id"), state.get("region"), row]
             )
-        yield page[-1][0], newest.isoformat() if newest is not None else None, records
+        yield page[-1].id, newest.isoformat() if newest is not None else None, records
 
 
 def read_facts(
@@ -67,22 +72,24 @@ def read_facts(
     reading = _Reading(target, progress)
     into, open_stream = reading.into, reading.stream  # (looked up once: per event below)
     split, theirs = rest if rest is not None else (target, ())
-    for page in read_log(app, 0, split):
+    decode = app.mapper.to_domain_event  # the application's own mapper, as read_log's
+    for page in read_stored(app, 0, split):  # (no (position, event) list made per page)
         newest = None
-        for _, event in page:
+        for stored in page:
+            event = decode(stored)
             recorded = getattr(event, "recorded_at", None)
             if recorded is not None and (newest is None or recorded > newest):
                 newest = recorded
             type_ = type(event).__name__
             if type_ in COMMAND_RECORDS:
                 continue
-            key = event.originator_id.int
+            state = vars(event)
+            version, key = state["originator_version"], state["originator_id"].int
             found = into.get(key)
             if found is None:
-                state = vars(event)
-                found = open_stream(key, type_, event.originator_version, state)
-            found[1].append(fact_from_event(found[0], event))
-        reading.read_to(page[-1][0], newest)
+                found = open_stream(key, type_, version, state)
+            found[1].append(fact_from_state(found[0], type_, version, state))
+        reading.read_to(page[-1].id, newest)
     for last, newest_text, records in theirs:
         for key, account_id, region, row in records:
             found = into.get(key)

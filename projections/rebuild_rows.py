@@ -31,7 +31,6 @@ from projections.check_index import (
     split_cause,
     split_data,
     to_us,
-    who_values,
 )
 from projections.state_intervals import ACCOUNT_COLUMNS, account_rows
 
@@ -106,7 +105,7 @@ class Kinds:
         recorded = [(f.recorded_at - EPOCH) // _US for f in facts]
         us = sorted({*effective, *recorded})
         rank = {u: i for i, u in enumerate(us)}
-        key = self._key(
+        key, who = self._key(
             region,
             bisect_right(us, self._now_us),
             [(f, rank[e], rank[r]) for f, e, r in zip(facts, effective, recorded, strict=True)],
@@ -119,25 +118,29 @@ class Kinds:
             self.codes[account_id] = self._add(template_id, slots, own)
             return None, []
         assert isinstance(kind, _Kind)
-        self.codes[account_id] = self._add(
-            kind.template_id, [us[r] for r in kind.slot_ranks], who_values(facts)
-        )
+        self.codes[account_id] = self._add(kind.template_id, [us[r] for r in kind.slot_ranks], who)
         return kind, us
 
-    def _key(self, region: str, past: int, ranked: list[tuple[Fact, int, int]]) -> Any:
+    def _key(
+        self, region: str, past: int, ranked: list[tuple[Fact, int, int]]
+    ) -> tuple[Any, list[str]]:
         """The account's kind (see the module's doc) as the marshal bytes of all it is made
         of (version 2: no back-references, so equal bytes, equal content; 1, True and 1.0
         differ, key order counts), with the holes the index's template has (who asked, the
         account's own stream in a cause: no row quotes them): one call where a content per
         data and cause took four. Values marshal refuses (a datetime, a UUID...) make it a
-        tuple, each data and cause named by `_content`."""
+        tuple, each data and cause named by `_content`. With it, the account's own who-asked
+        values, in the order its template's holes take them (`split_data` finds them)."""
         parts: list[Any] = [region, past]
+        values: list[str] = []
         for f, e, r in ranked:
             data, who = split_data(f.data)
             cause, own = split_cause(f.cause, f.stream)
             parts += (f.type, f.version, e, r, data, cause, who is None, own)
+            if who is not None:
+                values += who
         try:
-            return marshal.dumps(parts, 2)
+            return marshal.dumps(parts, 2), values
         except ValueError:
             content = self._content
             return (
@@ -152,7 +155,7 @@ class Kinds:
                     )
                     for i in range(2, len(parts), 8)
                 ],
-            )
+            ), values
 
     def _new_kind(
         self, account_id: str, region: str, facts: Sequence[Fact], times: list[datetime]
