@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -87,14 +86,7 @@ def create_app(
 
 
 def app_from_env() -> FastAPI:
-    """What `entitlements serve` hands the server in every worker (store: $ENTITLEMENTS_DB).
-
-    It runs in a worker just forked, which still has the main process's signal handlers
-    until granian sets its own: a SIGTERM now would be taken by those, which do nothing
-    in a worker, and the worker would serve on until the kill timeout. So a SIGTERM or
-    SIGINT before granian's handlers ends the worker, as it would any process."""
-    for stop in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(stop, signal.SIG_DFL)
+    """What `entitlements serve` hands the server in every worker (store: $ENTITLEMENTS_DB)."""
     staleness = float(os.environ.get(MAX_STALENESS_VAR, MAX_STALENESS))
     heartbeat = float(os.environ.get(HEARTBEAT_VAR, HEARTBEAT))
     return create_app(os.environ.get(ENV_VAR), max_staleness=staleness, heartbeat=heartbeat)

@@ -14,9 +14,9 @@ the workers from it, and each loads the app (and prometheus_client) after the fo
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
+import signal
 import socket
 import tempfile
 
@@ -27,7 +27,7 @@ from entitlements.http.settings import (
     MULTIPROCESS_DIR,
 )
 
-TARGET = "entitlements.http.app:app_from_env"  # called by each worker, after the fork
+TARGET = "entitlements.http.app:app_from_env"  # loaded by each worker, after the fork
 
 
 class AddressInUse(OSError):
@@ -50,8 +50,17 @@ def check_address(host: str, port: int) -> None:
 #: to serve, and uvloop drops a signal that arrives between two runs: a SIGTERM there (a
 #: worker just started when `serve` is stopped) would be lost, and the worker would serve on
 #: until the kill timeout, 30 s (tests/integration/test_serve_loop.py). That window is
-#: narrow; the wide one, a worker loading the app, is closed by `run` and `app_from_env`.
+#: narrow; the wide one, a worker loading the app, is `_stop_as_any_process`'s.
 LOOP = "asyncio"
+
+
+def _stop_as_any_process() -> None:
+    """In a worker just forked: SIGTERM and SIGINT end it, until granian sets its own
+    handlers (once the worker has loaded the app). A forked worker has the main process's
+    handlers, which do nothing in a worker: a SIGTERM while it loaded the app (about 0.5 s)
+    was lost, and the worker served on until the kill timeout, 30 s."""
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, signal.SIG_DFL)
 
 
 def run(
@@ -75,12 +84,7 @@ def run(
     os.environ.update(
         {ENV_VAR: url, MAX_STALENESS_VAR: str(max_staleness), MULTIPROCESS_DIR: folder}
     )
-    # The app's modules, loaded here once (after the settings above: prometheus reads its
-    # folder as it loads), so that a forked worker starts with them. A worker takes SIGTERM
-    # with the main process's handler until granian sets its own, once the app is loaded:
-    # a SIGTERM while a worker was importing (about 0.5 s) was lost, and the worker served
-    # on until the kill timeout. The rest of that window is `app_from_env`'s.
-    importlib.import_module(TARGET.partition(":")[0])
+    os.register_at_fork(after_in_child=_stop_as_any_process)
     try:
         Granian(
             TARGET,
