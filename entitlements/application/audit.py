@@ -55,7 +55,7 @@ from entitlements.domain.rules import (
     fold_account,
     fold_region,
 )
-from entitlements.domain.times import iso, now, parse_time, parse_when
+from entitlements.domain.times import When, iso, now, parse_time, parse_when
 
 __all__ = [
     "CSV_COLUMNS",
@@ -152,11 +152,7 @@ def _find(facts: Sequence[Fact], ref: Mapping[str, Any] | None) -> Fact | None:
 
 
 def explain(
-    engine: Engine,
-    account_id: str,
-    capability: str,
-    at: datetime | str | None = None,
-    as_known_at: datetime | str | None = None,
+    engine: Engine, account_id: str, capability: str, at: When = None, as_known_at: When = None
 ) -> dict[str, Any]:
     """What `check` answers at (T, K), since and until when that holds in effective time
     (as known at K), and the chain behind it: each deciding event with both clocks and who
@@ -239,10 +235,7 @@ def _known_capability(engine: Engine, account_id: str, capability: str) -> None:
 
 
 def history(
-    engine: Engine,
-    account_id: str,
-    as_known_at: datetime | str | None = None,
-    rejections: bool = True,
+    engine: Engine, account_id: str, as_known_at: When = None, rejections: bool = True
 ) -> list[dict[str, Any]]:
     """The account's events recorded by K (all, without K) and, with `rejections`, its
     rejected commands recorded by K, in log order; `kind` says which is which."""

@@ -22,7 +22,7 @@ from entitlements.domain.account import account_uuid
 from entitlements.domain.events import ACCOUNT_REGISTERED, name_of
 from entitlements.domain.region import region_id
 from entitlements.domain.rules import CAPABILITIES
-from entitlements.domain.times import iso, parse_time, parse_when
+from entitlements.domain.times import When, iso, parse_time, parse_when
 
 # -- the case file --------------------------------------------------------------------------
 
@@ -129,8 +129,8 @@ def export_case(
     engine: Engine,
     account_id: str | None = None,
     region: str | None = None,
-    from_: datetime | str | None = None,
-    to: datetime | str | None = None,
+    from_: When = None,
+    to: When = None,
 ) -> dict[str, Any]:
     """A case file for one account or one region: its events (both clocks, actor,
     command_id, cause, position) taking effect in [from, to], its rejections, the decision

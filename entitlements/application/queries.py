@@ -4,7 +4,6 @@ feed, the rejection log, an account's history and the log's position."""
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError
@@ -14,7 +13,7 @@ from entitlements.application.who_can import Asked, WhoCan, WhoCanPage
 from entitlements.domain.account import Account, account_uuid
 from entitlements.domain.decisions import Decision, PositionNotReached, UnknownAccount
 from entitlements.domain.events import COMMAND_REJECTED, topic
-from entitlements.domain.times import iso
+from entitlements.domain.times import When, iso
 from projections.changes import changes_after
 from projections.log_reader import read_log
 from projections.projector import Projector
@@ -80,8 +79,8 @@ class Queries:
         self,
         account_id: str,
         capability: str,
-        at: datetime | str | None = None,
-        as_known_at: datetime | str | None = None,
+        at: When = None,
+        as_known_at: When = None,
         min_position: int | None = None,
     ) -> Decision:
         """What the account may do at `at` (default now) as known at `as_known_at`
@@ -103,8 +102,8 @@ class Queries:
     def capabilities(
         self,
         account_id: str,
-        at: datetime | str | None = None,
-        as_known_at: datetime | str | None = None,
+        at: When = None,
+        as_known_at: When = None,
         min_position: int | None = None,
     ) -> list[Decision]:
         """Every capability at once, in the spec's order."""

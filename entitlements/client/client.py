@@ -32,6 +32,7 @@ from entitlements.adapters.integrity import one_line
 from entitlements.client.local_copy import LocalCopy
 from entitlements.client.sse import events
 from entitlements.domain.decisions import Decision, PositionNotReached
+from entitlements.domain.times import When
 
 logger = logging.getLogger(__name__)
 logger.addHandler(logging.NullHandler())  # a library: the meeting service chooses where
@@ -94,11 +95,7 @@ class Client:
     # -- answers -------------------------------------------------------------------------
 
     def check(
-        self,
-        account_id: str,
-        capability: str,
-        at: datetime | str | None = None,
-        as_known_at: datetime | str | None = None,
+        self, account_id: str, capability: str, at: When = None, as_known_at: When = None
     ) -> Decision:
         """The same Decision as `Engine.check` at this copy's position, answered here."""
         if self.max_staleness is not None and self._stale_since is not None:
@@ -106,10 +103,7 @@ class Client:
         return self._copy.index.check(account_id, capability, at, as_known_at)
 
     def capabilities(
-        self,
-        account_id: str,
-        at: datetime | str | None = None,
-        as_known_at: datetime | str | None = None,
+        self, account_id: str, at: When = None, as_known_at: When = None
     ) -> list[Decision]:
         """Every capability at once, in the spec's order (as `Engine.capabilities`)."""
         self.check(account_id, "join", at, as_known_at)  # Stale, UnknownAccount, bad times

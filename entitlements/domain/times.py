@@ -9,7 +9,11 @@ time should be the same sentence whichever door they used.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeAlias
+
+#: A time as a caller may give it to a check, an audit or an export: an aware datetime, ISO
+#: 8601 text, or None (the default: now, or everything recorded).
+When: TypeAlias = datetime | str | None
 
 
 def short_repr(value: Any, limit: int = 40) -> str:
@@ -46,7 +50,7 @@ def parse_time(value: Any) -> datetime:
     return dt
 
 
-def parse_when(field_name: str, value: datetime | str | None) -> datetime | None:
+def parse_when(field_name: str, value: When) -> datetime | None:
     """A time the caller gave, as aware UTC; a bad one is a ValueError naming the field."""
     if value is None:
         return None
