@@ -14,7 +14,7 @@ holds them equal).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -40,24 +40,37 @@ Page = tuple[int, str | None, list[list[Any]]]
 def read_pages(app: Application[Any], after: int, stop: int) -> Iterator[Page]:
     """The log past `after` up to `stop` as pages of records, through the one pager."""
     decode = app.mapper.to_domain_event
+    records: list[list[Any]] = []  # a page's, handed over as a copy
+
+    def take(type_: str, state: dict[str, Any]) -> None:
+        row = fact_row(fact_from_state("", type_, state["originator_version"], state))
+        records.append(
+            [state["originator_id"].int, state.get("account_id"), state.get("region"), row]
+        )
+
     for page in read_stored(app, after, stop):
-        records: list[list[Any]] = []
-        newest: datetime | None = None
-        for stored in page:
-            event = decode(stored)
-            recorded = getattr(event, "recorded_at", None)
-            if recorded is not None and (newest is None or recorded > newest):
-                newest = recorded
-            type_ = type(event).__name__
-            if type_ in COMMAND_RECORDS:
-                continue
-            state = vars(event)
-            version = state["originator_version"]
-            row = fact_row(fact_from_state("", type_, version, state))
-            records.append(
-                [state["originator_id"].int, state.get("account_id"), state.get("region"), row]
-            )
-        yield page[-1].id, newest.isoformat() if newest is not None else None, records
+        newest = _decode(page, decode, take)
+        yield page[-1].id, newest.isoformat() if newest is not None else None, records[:]
+        records.clear()
+
+
+def _decode(
+    page: Sequence[Any], decode: Callable[[Any], Any], take: Callable[[str, dict[str, Any]], None]
+) -> datetime | None:
+    """Decode a page of stored events, hand each account or region event to `take` (its
+    type's name, its fields) and return the newest recorded_at met (command records
+    included). One call an event, not a list of them: a page's events kept alive at once
+    would wake the garbage collector over the facts already read."""
+    newest: datetime | None = None
+    for stored in page:
+        event = decode(stored)
+        recorded = getattr(event, "recorded_at", None)
+        if recorded is not None and (newest is None or recorded > newest):
+            newest = recorded
+        type_ = type(event).__name__
+        if type_ not in COMMAND_RECORDS:
+            take(type_, vars(event))
+    return newest
 
 
 def read_facts(
@@ -73,23 +86,16 @@ def read_facts(
     into, open_stream = reading.into, reading.stream  # (looked up once: per event below)
     split, theirs = rest if rest is not None else (target, ())
     decode = app.mapper.to_domain_event  # the application's own mapper, as read_log's
+
+    def take(type_: str, state: dict[str, Any]) -> None:
+        version, key = state["originator_version"], state["originator_id"].int
+        found = into.get(key)
+        if found is None:
+            found = open_stream(key, type_, version, state)
+        found[1].append(fact_from_state(found[0], type_, version, state))
+
     for page in read_stored(app, 0, split):  # (no (position, event) list made per page)
-        newest = None
-        for stored in page:
-            event = decode(stored)
-            recorded = getattr(event, "recorded_at", None)
-            if recorded is not None and (newest is None or recorded > newest):
-                newest = recorded
-            type_ = type(event).__name__
-            if type_ in COMMAND_RECORDS:
-                continue
-            state = vars(event)
-            version, key = state["originator_version"], state["originator_id"].int
-            found = into.get(key)
-            if found is None:
-                found = open_stream(key, type_, version, state)
-            found[1].append(fact_from_state(found[0], type_, version, state))
-        reading.read_to(page[-1].id, newest)
+        reading.read_to(page[-1].id, _decode(page, decode, take))
     for last, newest_text, records in theirs:
         for key, account_id, region, row in records:
             found = into.get(key)
