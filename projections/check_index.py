@@ -67,7 +67,7 @@ from entitlements.domain.rules import (
     fold_account,
     route_via_region,
 )
-from entitlements.domain.times import EPOCH, aware
+from entitlements.domain.times import EPOCH, When, aware
 from projections.facts import Changed
 from projections.records import END, FIELD, Records
 from projections.timeline import (
@@ -78,6 +78,9 @@ from projections.timeline import (
 )
 
 CACHE_SIZE = 1 << 21  # memoised cells kept (oldest evicted first)
+#: Rule 7's verdicts kept (one an account, capability and region state: each cites the
+#: account's own registration, so a few MB at most, not one for every account asked about).
+NOT_YET_SIZE = 1 << 14
 HOT_SIZE = 1 << 14  # "now" decisions of the accounts checked last, kept (oldest evicted first)
 SLOTS = {cap: i for i, cap in enumerate(CAPABILITIES)}
 #: R of each `route_via:R` asked so far (at most 26 * 26 entries): the region whose line
@@ -625,7 +628,8 @@ class CheckIndex:
         self.accounts: dict[str, Entry] = {}
         self.regions: dict[str, RegionLine] = {}
         self.cache_size = cache_size  # memoised cells kept (oldest evicted first)
-        self._cells: dict[tuple[AccountState, RegionState, str], tuple[Any, ...]] = {}
+        self._cells: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # see _decide
+        self._not_yet: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # rule 7's, per account
         self._times: dict[Any, int] = {}  # `at` / `as_known_at` as given -> microseconds
         # template id -> its settled accounts' answers; "route_via:R" -> {template id: one}
         self._now: dict[Any, Any] = {}
@@ -681,6 +685,7 @@ class CheckIndex:
             self._now.clear()
             self._hot.clear()
             self._cells.clear()
+            self._not_yet.clear()
 
     def encode_all(self) -> None:
         """Encode every account not yet encoded (a snapshot writes codes, not facts)."""
@@ -719,11 +724,7 @@ class CheckIndex:
     # -- checks --------------------------------------------------------------------------
 
     def check(
-        self,
-        account_id: str,
-        capability: str,
-        at: datetime | str | None = None,
-        as_known_at: datetime | str | None = None,
+        self, account_id: str, capability: str, at: When = None, as_known_at: When = None
     ) -> Decision:
         if at is None and as_known_at is None:
             hot = self._hot.get(account_id)
@@ -789,10 +790,7 @@ class CheckIndex:
         return self._decide(account_id, capability, code, template, shape, region)
 
     def capabilities(
-        self,
-        account_id: str,
-        at: datetime | str | None = None,
-        as_known_at: datetime | str | None = None,
+        self, account_id: str, at: When = None, as_known_at: When = None
     ) -> list[Decision]:
         caps = all_capabilities(known_regions(self))
         return [self.check(account_id, cap, at, as_known_at) for cap in caps]
@@ -807,25 +805,29 @@ class CheckIndex:
         region: RegionState,
     ) -> Decision:
         """The memoised verdict for (shape, region state, capability), as this account's.
-        Rule 7 (the registration not in force, or not yet known) is not memoised: its
-        reason names the registration's own times, so it is decided for the account."""
-        if shape is None or shape.registration is None:
-            if shape is not None:
-                index = shape.not_yet.version if shape.not_yet is not None else None
-            else:
-                index = template.first_registration
-            pending = self.store.event(account_id, code, index) if index is not None else None
-            v = decide(capability, AccountState(not_yet=pending), region)
-            return Decision.of(account_id, capability, v, self.position)
-        key = (shape, region, capability)  # shapes and region states hash by identity
-        cell = self._cells.get(key)
+        Rule 7 (the registration not in force, or not yet known) names the registration's
+        own times: its verdict is kept apart, under the account's code (unique in a store)."""
+        rule_7 = shape is None or shape.registration is None
+        key: tuple[Any, ...] = (  # shapes and region states hash by identity
+            (code, _pending(template, shape), region, capability)
+            if rule_7
+            else (shape, region, capability)
+        )
+        cells, size = (self._not_yet, NOT_YET_SIZE) if rule_7 else (self._cells, self.cache_size)
+        cell = cells.get(key)
         if cell is None:
-            v = decide(capability, shape, region)
+            store = self.store
+            if rule_7:
+                index = key[1]
+                pending = store.event(account_id, code, index) if index is not None else None
+                shape = AccountState(not_yet=pending)
+            v = decide(capability, shape, region)  # type: ignore[arg-type]
             refs = tuple(f.version if f.stream == "" else f for f in v.because)
             cell = (capability, v.allowed, v.value, v.reason, refs)  # a Decision's verdict
             with self._lock:
-                _evict(self._cells, self.cache_size)
-                self._cells[key] = cell
+                if store is self.store:  # (a replaced store's codes name other accounts)
+                    _evict(cells, size)
+                    cells[key] = cell
         return _new(Decision, (account_id, cell, self.position, self._cite, code))
 
     def _now_check(self, account_id: str, capability: str) -> Decision:
@@ -934,6 +936,14 @@ def known_regions(index: CheckIndex) -> frozenset[str]:
                 found.add(templates[entry & MASK].region)  # type: ignore[operator]
     _KNOWN[index] = (id(accounts), count, frozenset(found))
     return frozenset(found | set(index.regions)) - {""}
+
+
+def _pending(template: Template, shape: AccountState | None) -> int | None:
+    """Rule 7's registration: the index of the account's event not yet in force (None:
+    none is recorded as known)."""
+    if shape is None:
+        return template.first_registration
+    return shape.not_yet.version if shape.not_yet is not None else None
 
 
 def _evict(cache: dict[Any, Any], size: int) -> None:

@@ -22,6 +22,7 @@ from entitlements.domain.rules import (
     fold_account,
     fold_region,
 )
+from projections import check_index
 from projections.check_index import CheckIndex, known_regions
 from projections.facts import LogFacts
 from tests.conftest import read_jsonl, scenario_file
@@ -96,6 +97,31 @@ def test_accounts_that_differ_only_in_times_share_one_template() -> None:
                 for cap in ("host", "max_meeting_minutes", "subscribe_online"):
                     want = expected(facts, position, account_id, cap, t, k)
                     assert index.check(account_id, cap, t, k) == want
+
+
+def test_rule_7_is_kept_per_account_and_never_answers_for_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Accounts sharing a template, asked before their registration takes effect: rule 7's
+    reason names each account's own registration times, so its memo is per account. Asked
+    twice (the second from the memo), every answer is the rules' own; the memo stays within
+    its bound, and a replaced index forgets it."""
+    monkeypatch.setattr(check_index, "NOT_YET_SIZE", 8)
+    facts = world_facts(60)
+    index = world_index(facts)
+    early = datetime(2019, 1, 1, tzinfo=UTC)
+    reasons = set()
+    for _ in range(2):
+        for account_id in facts.accounts:
+            for cap in ("host", "join"):
+                want = expected(facts, index.position, account_id, cap, early, None)
+                assert "registration" in want.reason
+                assert index.check(account_id, cap, early) == want
+                reasons.add(want.reason)
+            assert len(index._not_yet) <= 8
+    assert len(reasons) > 2  # (the accounts' registration times differ)
+    index.replace({}, {}, 0)
+    assert index._not_yet == {}
 
 
 def test_a_decision_keeps_citing_what_decided_it_after_the_account_changes(story: Engine) -> None:
