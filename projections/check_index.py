@@ -824,8 +824,8 @@ class CheckIndex:
             v = decide(capability, shape, region)  # type: ignore[arg-type]
             refs = tuple(f.version if f.stream == "" else f for f in v.because)
             cell = (capability, v.allowed, v.value, v.reason, refs)  # a Decision's verdict
-            with self._lock:
-                if store is self.store:  # (a replaced store's codes name other accounts)
+            with self._lock:  # kept only while `code` is still the account's in this store
+                if store is self.store and self.accounts.get(account_id) == code:
                     _evict(cells, size)
                     cells[key] = cell
         return _new(Decision, (account_id, cell, self.position, self._cite, code))

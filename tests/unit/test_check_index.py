@@ -124,6 +124,25 @@ def test_rule_7_is_kept_per_account_and_never_answers_for_another(
     assert index._not_yet == {}
 
 
+def test_a_rule_7_verdict_decided_on_a_code_no_longer_the_accounts_is_not_kept() -> None:
+    """A check that read an account's code just before the index moved on (the account
+    re-encoded, or a store replaced whose codes name other accounts) answers once, but
+    keeps nothing under that code: the next account to hold it would be cited wrongly."""
+    facts = world_facts(4)
+    index = world_index(facts)
+    account_id = next(iter(facts.accounts))
+    code = index.code(account_id)
+    template = index.interner.templates[code & check_index.MASK]
+    region = index.regions[template.region].state_at(0, None)
+    index.accounts[account_id] = code + 1  # (what the index holds for it now)
+    decision = index._decide(account_id, "host", code, template, None, region)
+    assert not decision.allowed
+    assert index._not_yet == {}
+    index.accounts[account_id] = code
+    index._decide(account_id, "host", code, template, None, region)
+    assert len(index._not_yet) == 1
+
+
 def test_a_decision_keeps_citing_what_decided_it_after_the_account_changes(story: Engine) -> None:
     fresh = CheckIndex()
     facts = story.facts
