@@ -94,6 +94,8 @@ class Hammer:
         try:
             r = self.served.check(ACCOUNTS[len(self.statuses) % len(ACCOUNTS)], http)
             self.statuses.append(r.status_code)
+            if r.status_code != 200:  # (what it said, for the failure's message)
+                self.errors.append(f"{r.status_code} {r.text[:200]}")
             self.stale += "entitlements-stale-since" in r.headers
         except httpx.HTTPError as e:
             self.errors.append(repr(e))
