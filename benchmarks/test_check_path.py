@@ -21,6 +21,7 @@ from entitlements.application.engine import Engine
 BATCH = 10_000
 AT = datetime(2020, 6, 1, tzinfo=UTC)
 KNOWN = datetime(2020, 5, 1, tzinfo=UTC)
+EARLY = datetime(2000, 1, 1, tzinfo=UTC)  # before every account's registration
 
 
 def _batch(ids: list[str]) -> list[str]:
@@ -106,6 +107,22 @@ def test_check_at_as_known_at(benchmark: Any, world: tuple[Engine, list[str]]) -
 
     run(batch)
     _run(benchmark, run, batch)
+
+
+def test_check_before_registration(benchmark: Any, world: tuple[Engine, list[str]]) -> None:
+    """Rule 7: every account asked at a time before its registration took effect (an
+    auditor's "what could they do then"); the verdict names the account's own times."""
+    engine, ids = world
+    batch = _batch(ids)
+    check = engine.check
+
+    def run(b: list[str]) -> None:
+        for a in b:
+            check(a, "host", EARLY)
+
+    run(batch)
+    _run(benchmark, run, batch)
+    assert "registration" in check(batch[0], "host", EARLY).reason
 
 
 def test_pycasbin_rbac_with_domains(
