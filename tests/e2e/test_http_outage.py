@@ -31,6 +31,7 @@ class Served:
     checker: dict[str, str]
     admin: dict[str, str]
     process: Any
+    workers: set[int] = field(default_factory=set)  # the worker processes it started with
 
     def check(
         self, account: str = "u-1", http: httpx.Client = HTTP, **params: str
@@ -54,6 +55,23 @@ def prepare(url: str) -> tuple[dict[str, str], dict[str, str]]:
         )
 
 
+def worker_pids(process: Any) -> set[int]:
+    """The server's worker processes: its main process's children (Linux's /proc)."""
+    return {
+        int(pid)
+        for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    }
+
+
+def no_worker_died(served: Served) -> None:
+    """The server is up with the workers it started with: an outage kills none of them (a
+    worker respawned while the store is away would answer 503 "starting" until it is back)."""
+    assert served.process.poll() is None, "the server exited"
+    assert len(served.workers) == 2 and worker_pids(served.process) == served.workers, (
+        f"a worker was replaced: {sorted(served.workers)} -> {sorted(worker_pids(served.process))}"
+    )
+
+
 @pytest.fixture
 def served(
     throwaway_postgres: ThrowawayPostgres, tmp_path: Path
@@ -63,7 +81,10 @@ def served(
         throwaway_postgres.url, workers=2, cache=tmp_path, options=("--max-staleness", "4")
     )
     try:
-        yield Served(base, checker, admin, process), throwaway_postgres
+        deadline = time.monotonic() + 10
+        while len(workers := worker_pids(process)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield Served(base, checker, admin, process, workers), throwaway_postgres
     finally:
         process.terminate()
         process.wait(30)
@@ -152,7 +173,7 @@ def test_a_restart_under_serve_checks_answer_throughout_and_a_command_after_it_a
         time.sleep(0.5)
     assert hammer.errors == [] and set(hammer.statuses) == {200}, (hammer.errors, hammer.statuses)
     every_worker_recovers(server)
-    assert server.process.poll() is None, "the server exited"
+    no_worker_died(server)
 
 
 def test_an_outage_under_serve_degrades_then_recovers_and_never_ends_the_server(
@@ -181,7 +202,7 @@ def test_an_outage_under_serve_degrades_then_recovers_and_never_ends_the_server(
     assert hammer.errors == [] and set(hammer.statuses) == {200}, (hammer.errors, hammer.statuses)
     assert hammer.stale > 0
     assert "entitlements-stale-since" not in server.check("u-2").headers
-    assert server.process.poll() is None, "the server exited"
+    no_worker_died(server)
 
 
 def test_a_server_started_while_the_store_is_down_comes_up_with_it(
