@@ -176,8 +176,17 @@ def check_store(url: str, must_exist: bool) -> None:
     account"), a missing directory, or a PostgreSQL server that refuses us (the pool would
     only say, after 5 s of retries, that it got no connection). Cheap: a stat, or one
     connection. Nothing to check for memory://."""
+    session = first_session(url, must_exist)
+    if session is not None:
+        session.close()
+
+
+def first_session(url: str, must_exist: bool) -> Any:
+    """`check_store`'s checks; for PostgreSQL, the connection that showed the server
+    answers, left open (autocommit) for the caller to keep: an engine's writer lock takes it
+    as its session, so opening a store costs the server one connection fewer. Else None."""
     if is_memory(url):
-        return
+        return None
     path = sqlite_path(url)
     if path is not None:
         if path.is_dir():
@@ -188,12 +197,12 @@ def check_store(url: str, must_exist: bool) -> None:
             )
         if not path.parent.is_dir():
             raise StoreUnavailable(f"the store's directory does not exist: {path.parent}")
-        return
+        return None
     import psycopg
 
     dsn = psycopg_dsn(url)
     try:
-        psycopg.connect(dsn, connect_timeout=5).close()
+        return psycopg.connect(dsn, autocommit=True, connect_timeout=5)
     except psycopg.ProgrammingError as e:  # e.g. an unknown ?option in the URL
         raise StoreError(f"not a usable store URL: {server_reason(e)}") from None
     except psycopg.Error as e:
@@ -231,7 +240,12 @@ def eventsourcing_env(url: str) -> dict[str, str]:
         "POSTGRES_USER": str(parsed.username),
         "POSTGRES_PASSWORD": parsed.password or "",
         "POSTGRES_LOCK_TIMEOUT": "5",
-        "POSTGRES_POOL_SIZE": "5",
+        # The pool opens connections as threads need them, up to 10 (eventsourcing's
+        # overflow), and closes one idle for 10 minutes: each costs the server a process
+        # (about 5 ms of its CPU to start, here) and a slot of max_connections, and most
+        # processes (a CLI command, a checking worker) use one. It kept 5 open from the
+        # start; with 1, psycopg_pool's filling raced the first use and opened two.
+        "POSTGRES_POOL_SIZE": "0",
         "POSTGRES_CONNECT_TIMEOUT": "5",
         "POSTGRES_PRE_PING": "y",  # a pooled connection that died (server restart) is replaced
     }
@@ -243,10 +257,10 @@ def create_tables(url: str, recorder: Any) -> None:
     if is_memory(url):
         return
     recorder.create_table()
-    install_clock_guard(url, recorder.events_table_name)
+    install_clock_guard(url, recorder)
 
 
-def install_clock_guard(url: str, table: str) -> None:
+def install_clock_guard(url: str, recorder: Any) -> None:
     """PostgreSQL: refuse, in the inserting transaction itself, an event whose recorded_at
     is earlier than the newest in the store. The writer lock keeps writers in clock order,
     but a server restart ends the lock's session while a writer's insert is still being
@@ -255,10 +269,9 @@ def install_clock_guard(url: str, table: str) -> None:
     SQLite needs no guard: its writer lock is a file lock that no restart can drop."""
     if sqlite_path(url) is not None or is_memory(url):
         return
-    import psycopg
-
+    table = recorder.events_table_name
     function = f"{table}_recorded_at_never_decreases"
-    with psycopg.connect(psycopg_dsn(url), autocommit=True, connect_timeout=5) as conn:
+    with recorder.datastore.get_connection() as conn:  # the pool's (autocommit), not one more
         exists = conn.execute(
             "SELECT 1 FROM pg_trigger WHERE tgname = 'recorded_at_never_decreases' "
             "AND tgrelid = to_regclass(%s)",
@@ -297,14 +310,16 @@ class WriterLock:
 
     KEY = 0x656E7469  # the advisory lock's key ("enti")
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, timeout: float = 30.0, session: Any = None) -> None:
+        """`session`: a PostgreSQL connection (autocommit) to hold the lock on, such as
+        `first_session`'s; without one, the lock connects when first taken."""
         self.url = store_url(url)
         self.timeout = timeout
         path = sqlite_path(self.url)
         self._file = f"{path}.lock" if path is not None else None
         self._session = path is None and self.url != MEMORY_URL  # PostgreSQL's advisory lock
         self._fd: int | None = None
-        self._conn: Any = None
+        self._conn: Any = None if session is None else self._waiting_at_most(session)
         self._threads = threading.Lock()
 
     def __enter__(self) -> WriterLock:
@@ -344,17 +359,21 @@ class WriterLock:
         for attempt in range(2):
             try:
                 if self._conn is None or self._conn.closed:
-                    self._conn = psycopg.connect(
-                        psycopg_dsn(self.url), autocommit=True, connect_timeout=5
+                    self._conn = self._waiting_at_most(
+                        psycopg.connect(psycopg_dsn(self.url), autocommit=True, connect_timeout=5)
                     )
-                    timeout = f"{int(self.timeout * 1000)}ms"
-                    self._conn.execute("SELECT set_config('lock_timeout', %s, false)", (timeout,))
                 self._conn.execute("SELECT pg_advisory_lock(%s)", (self.KEY,))
                 return
             except psycopg.OperationalError as e:
                 self._conn = None
                 if attempt:
                     raise StoreUnavailable.from_error(e) from e
+
+    def _waiting_at_most(self, conn: Any) -> Any:
+        """`conn`, which waits for the lock at most this lock's timeout."""
+        timeout = f"{int(self.timeout * 1000)}ms"
+        conn.execute("SELECT set_config('lock_timeout', %s, false)", (timeout,))
+        return conn
 
     def _wait(self, try_lock: Callable[[], object]) -> None:
         deadline = time.monotonic() + self.timeout

@@ -14,9 +14,9 @@ from typing import Any
 
 from entitlements.adapters.store import (
     WriterLock,
-    check_store,
     create_tables,
     eventsourcing_env,
+    first_session,
     is_memory,
     store_url,
 )
@@ -51,8 +51,10 @@ class Engine:
         """Open the store at `url` (see store.store_url); `must_exist` refuses to create an
         SQLite file (a read on a typo'd path). A server that refuses us says why, at once."""
         self.url = store_url(url)
-        check_store(self.url, must_exist)
-        self.writer = WriterLock(self.url, timeout=WRITER_WAIT)
+        # PostgreSQL: the connection that checked the server is the writer lock's session
+        self.writer = WriterLock(
+            self.url, timeout=WRITER_WAIT, session=first_session(self.url, must_exist)
+        )
         # Tables are created under the writer lock: two processes opening a new PostgreSQL
         # store at once would otherwise race in the catalog ("tuple concurrently updated").
         self.app = EntitlementsApplication(env={**eventsourcing_env(self.url), "CREATE_TABLE": "n"})
