@@ -240,12 +240,13 @@ def eventsourcing_env(url: str) -> dict[str, str]:
         "POSTGRES_USER": str(parsed.username),
         "POSTGRES_PASSWORD": parsed.password or "",
         "POSTGRES_LOCK_TIMEOUT": "5",
-        # The pool opens connections as threads need them, up to 10 (eventsourcing's
-        # overflow), and closes one idle for 10 minutes: each costs the server a process
-        # (about 5 ms of its CPU to start, here) and a slot of max_connections, and most
-        # processes (a CLI command, a checking worker) use one. It kept 5 open from the
-        # start; with 1, psycopg_pool's filling raced the first use and opened two.
+        # The pool opens connections as threads need them, up to 15 (as before), and closes
+        # one idle for 10 minutes: each costs the server a process (about 5 ms of its CPU
+        # to start, here) and a slot of max_connections, and most processes (a CLI command,
+        # a checking worker) use one. It kept 5 open from the start; with 1, psycopg_pool's
+        # filling raced the first use and opened two.
         "POSTGRES_POOL_SIZE": "0",
+        "POSTGRES_MAX_OVERFLOW": "15",
         "POSTGRES_CONNECT_TIMEOUT": "5",
         "POSTGRES_PRE_PING": "y",  # a pooled connection that died (server restart) is replaced
     }
