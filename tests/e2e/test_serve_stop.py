@@ -6,7 +6,9 @@ worker went on to serve until it was killed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -32,7 +34,19 @@ def test_serve_stopped_while_its_workers_start_stops_within_ten_seconds(
     try:
         server.wait(10)
     except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
-        pytest.fail(f"serve still running 10 s after SIGTERM ({after} s after its start)")
+        alive = _workers(server.pid)
+        for pid in [*alive, server.pid]:  # none left running on the machine
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _, said = server.communicate()
+        pytest.fail(
+            f"serve still running 10 s after SIGTERM ({after} s after its start), "
+            f"with {len(alive)} worker(s) alive; it said:\n{said.decode()[-2000:]}"
+        )
     assert time.monotonic() - stopped < 10
+
+
+def _workers(pid: int) -> list[int]:
+    """The main process's children (Linux's /proc): which of serve was still running."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in children.read_text().split()] if children.exists() else []
