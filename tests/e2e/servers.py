@@ -73,3 +73,11 @@ def start_server(
                 f"the server did not start: {server.stderr.read() if server.stderr else ''}"
             )
         time.sleep(0.2)
+
+
+def worker_pids(process: Any) -> set[int]:
+    """The server's worker processes: its main process's children (Linux's /proc)."""
+    return {
+        int(pid)
+        for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    }

@@ -18,7 +18,7 @@ import pytest
 from entitlements import open_engine
 from entitlements.application.access import open_tokens
 from tests.conftest import ThrowawayPostgres, registrations
-from tests.e2e.servers import HTTP, fresh_connections, start_server
+from tests.e2e.servers import HTTP, fresh_connections, start_server, worker_pids
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timing, pytest.mark.slow]
 
@@ -53,14 +53,6 @@ def prepare(url: str) -> tuple[dict[str, str], dict[str, str]]:
             {"Authorization": f"Bearer {tokens.create('meetings', 'checker')}"},
             {"Authorization": f"Bearer {tokens.create('ops', 'admin')}"},
         )
-
-
-def worker_pids(process: Any) -> set[int]:
-    """The server's worker processes: its main process's children (Linux's /proc)."""
-    return {
-        int(pid)
-        for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-    }
 
 
 def no_worker_died(served: Served) -> None:

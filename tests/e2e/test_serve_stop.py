@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CLI
-from tests.e2e.servers import free_port
+from tests.e2e.servers import free_port, worker_pids
 
 pytestmark = [pytest.mark.slow, pytest.mark.timing]
 
@@ -34,7 +34,7 @@ def test_serve_stopped_while_its_workers_start_stops_within_ten_seconds(
     try:
         server.wait(10)
     except subprocess.TimeoutExpired:
-        alive = _workers(server.pid)
+        alive = worker_pids(server)
         for pid in [*alive, server.pid]:  # none left running on the machine
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -44,9 +44,3 @@ def test_serve_stopped_while_its_workers_start_stops_within_ten_seconds(
             f"with {len(alive)} worker(s) alive; it said:\n{said.decode()[-2000:]}"
         )
     assert time.monotonic() - stopped < 10
-
-
-def _workers(pid: int) -> list[int]:
-    """The main process's children (Linux's /proc): which of serve was still running."""
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in children.read_text().split()] if children.exists() else []

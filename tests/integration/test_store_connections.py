@@ -31,7 +31,7 @@ def test_an_open_store_holds_two_connections(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The one that checked the server, now the writer lock's session, and the pool's first
-    (the pool kept five from the start, and a check opened a sixth, then a seventh). On a
+    (there were seven: the pool's five, a sixth its first use raced, the lock's own). On a
     database of its own: an earlier test's engine, not yet collected, may still hold a
     connection to the worker's."""
     monkeypatch.setenv("ENTITLEMENTS_CACHE", str(tmp_path / "cache"))  # index snapshots
